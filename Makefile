@@ -1,0 +1,35 @@
+# Every target installs what it needs into a repo-local virtual environment first.
+# torch is pinned through constraints.txt so that installs here take the CPU build on disk.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/adaptd demo --records 20000
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check daemon connectors tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy daemon connectors
+
+bench: $(STAMP)
+	$(VENV)/bin/adaptd bench --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Stream connectors: the contract (``base``), the registry, and one module per connector."""

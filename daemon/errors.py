@@ -1,0 +1,32 @@
+"""The error types adaptd raises on purpose.
+
+A :class:`ConfigError` stops the daemon at start with a message naming the key; a
+:class:`RecordError` is data: the record is dead-lettered with its reason and the stream goes on.
+"""
+
+from __future__ import annotations
+
+
+class AdaptdError(Exception):
+    """Base of the errors adaptd raises on purpose."""
+
+
+class ConfigError(AdaptdError):
+    """A setting is unknown or has a bad value. The message names the key."""
+
+
+class RecordError(AdaptdError):
+    """A record cannot be used.
+
+    ``reason`` is a short, bounded label (it becomes a Prometheus label value); ``detail`` says
+    what exactly was wrong with this record.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SinkError(AdaptdError):
+    """A sink could not write or flush; the checkpoint that needed it is aborted."""

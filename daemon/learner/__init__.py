@@ -1,0 +1,73 @@
+"""The learner protocol the runner drives, and the factory that builds the configured one.
+
+The runner hands a learner each batch of decoded records in arrival order; the learner
+predicts each record with the state before that record's label is seen (test-then-train,
+so the loss it reports is prequential), learns from the labelled ones, and reports an
+:class:`Outcome` per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from daemon.records import Record
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one record.
+
+    ``y_pred`` is the regression output, or P(y = 1) for classification. ``loss`` is the
+    prequential loss when the record had a label, else ``None``. ``segment`` is the index of
+    the key's current task; ``drift`` is true when this record's loss raised a drift alarm.
+    ``learned`` is false for a labelled record whose update was skipped (non-finite values).
+    """
+
+    y_pred: float
+    loss: float | None = None
+    segment: int = 0
+    drift: bool = False
+    learned: bool = False
+
+
+@dataclass(slots=True)
+class LearnerSummary:
+    """Running totals the runner exports as gauges. ``None`` where a learner has no such figure."""
+
+    cumulative_loss: float = 0.0
+    baseline_loss: float | None = None
+    hindsight_regret: float | None = None
+    prequential_loss: float | None = None
+    active_keys: int = 0
+    meta_updates: int = 0
+    skipped_updates: int = 0
+
+
+class Learner(Protocol):
+    """What the runner needs of a learner. Called from the runner's thread only."""
+
+    def process_many(self, records: Sequence[Record]) -> list[Outcome]:
+        """Predict then learn each record, in order. Records of one key are applied in order."""
+        ...
+
+    def summary(self) -> LearnerSummary:
+        """Current totals; cheap, called once per batch."""
+        ...
+
+    def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Everything needed to resume: shared state plus the task state of ``keys`` (all if None)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore shared state and add the task states in ``state`` (other keys are kept)."""
+        ...
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop the task state of ``keys`` (their partition was revoked)."""
+        ...
+
+    def keys(self) -> Collection[str]:
+        """Keys with live task state."""
+        ...

@@ -1,0 +1,209 @@
+"""Records: the JSON objects adaptd consumes, and their validation.
+
+A record is a JSON object::
+
+    {"key": "asset-7", "id": "r-1", "x": [0.1, 2.0], "y": 1.5, "ts": 1700000000.0}
+
+``x`` is a list of numbers or an object of name → number; ``y`` is optional (a record without
+it is predicted only); ``key`` defaults to ``"default"``; ``task`` (optional int) names the true
+task, which ``meta-train`` and the benchmarks may use. Anything else is kept in ``extra``.
+
+Decoding never raises anything but :class:`~daemon.errors.RecordError`, whose ``reason`` is one
+of :data:`REASONS` so that the ``adaptd_records_rejected_total{reason}`` series stay bounded.
+
+>>> decoder = RecordDecoder()
+>>> decoder.decode(b'{"x": [1, 2], "y": 3}').x
+(1.0, 2.0)
+>>> decoder.decode(b'{"x": [1]}')
+Traceback (most recent call last):
+...
+daemon.errors.RecordError: feature_count: x has 1 features, expected 2
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from daemon.errors import RecordError
+
+DEFAULT_KEY = "default"
+
+#: Every reason a record can be rejected for; used as the ``reason`` label.
+REASONS = (
+    "oversized",
+    "not_json",
+    "not_object",
+    "bad_key",
+    "missing_x",
+    "bad_x",
+    "non_finite",
+    "feature_count",
+    "unknown_feature",
+    "bad_y",
+)
+
+TaskKind = Literal["regression", "classification"]
+
+
+@dataclass(slots=True)
+class Record:
+    """One decoded record.
+
+    ``x`` has a fixed order: list features as given, object features in the order of the
+    decoder's feature names.
+    """
+
+    x: tuple[float, ...]
+    y: float | None = None
+    key: str = DEFAULT_KEY
+    id: str | None = None
+    ts: float | None = None
+    task: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite_number(value: Any) -> bool:
+    # bool is an int subclass in Python; true/false are not features.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class RecordDecoder:
+    """Turns raw bytes into :class:`Record` objects, or a :class:`RecordError` with a reason.
+
+    The feature layout is fixed by ``n_features`` / ``feature_names`` when given, otherwise by
+    the first valid record; later records must match it.
+
+    Args:
+        n_features: expected length of ``x``; ``None`` infers it from the first record.
+        feature_names: expected names when ``x`` is an object; ``None`` infers them (sorted)
+            from the first object record.
+        task: ``classification`` requires ``y`` in {0, 1}.
+        max_record_bytes: records larger than this are rejected as ``oversized``.
+    """
+
+    def __init__(
+        self,
+        n_features: int | None = None,
+        feature_names: Sequence[str] | None = None,
+        task: TaskKind = "regression",
+        max_record_bytes: int = 1 << 20,
+    ) -> None:
+        if n_features is not None and n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if feature_names is not None:
+            if n_features is not None and n_features != len(feature_names):
+                raise ValueError(
+                    f"n_features={n_features} disagrees with {len(feature_names)} feature_names"
+                )
+            n_features = len(feature_names)
+        self.n_features = n_features
+        self.feature_names: tuple[str, ...] | None = (
+            tuple(feature_names) if feature_names is not None else None
+        )
+        self.task = task
+        self.max_record_bytes = max_record_bytes
+
+    def decode(self, raw: bytes) -> Record:
+        """Decode one record. Raises :class:`RecordError`; never anything else."""
+        if len(raw) > self.max_record_bytes:
+            raise RecordError(
+                "oversized", f"record is {len(raw)} bytes, limit is {self.max_record_bytes}"
+            )
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecordError("not_json", f"not valid JSON: {exc}") from None
+        return self.from_object(obj)
+
+    def from_object(self, obj: Any) -> Record:
+        """Validate an already parsed JSON value."""
+        if not isinstance(obj, dict):
+            raise RecordError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        key = obj.get("key", DEFAULT_KEY)
+        if isinstance(key, (int, float)) and not isinstance(key, bool):
+            key = str(key)
+        if not isinstance(key, str) or not key:
+            raise RecordError("bad_key", f"key must be a non-empty string, got {key!r}")
+        if "x" not in obj:
+            raise RecordError("missing_x", "record has no 'x'")
+        x = self._features(obj["x"])
+        y = self._label(obj.get("y"))
+        rid = obj.get("id")
+        task = obj.get("task")
+        ts = obj.get("ts")
+        extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+        return Record(
+            x=x,
+            y=y,
+            key=key,
+            id=None if rid is None else str(rid),
+            ts=float(ts) if _finite_number(ts) else None,
+            task=int(task) if _finite_number(task) else None,
+            extra=extra,
+        )
+
+    def _features(self, raw_x: Any) -> tuple[float, ...]:
+        if isinstance(raw_x, dict):
+            names = self.feature_names
+            if names is None:
+                names = tuple(sorted(raw_x))
+            unknown = set(raw_x) - set(names)
+            if unknown:
+                raise RecordError("unknown_feature", f"x has unknown features {sorted(unknown)}")
+            missing = [n for n in names if n not in raw_x]
+            if missing:
+                raise RecordError(
+                    "feature_count", f"x lacks features {missing}, expected {list(names)}"
+                )
+            values = [raw_x[n] for n in names]
+        elif isinstance(raw_x, list):
+            names = None
+            values = raw_x
+        else:
+            raise RecordError(
+                "bad_x", f"x must be a list or an object of numbers, got {type(raw_x).__name__}"
+            )
+        for i, v in enumerate(values):
+            if not _finite_number(v):
+                raise RecordError("bad_x", f"x[{i}] is {v!r}, expected a number")
+        x = tuple(float(v) for v in values)
+        if not all(math.isfinite(v) for v in x):
+            raise RecordError("non_finite", "x has a non-finite value")
+        if self.n_features is None:
+            if not x:
+                raise RecordError("feature_count", "x is empty")
+            # The first valid record fixes the layout for the rest of the stream.
+            self.n_features = len(x)
+            if names is not None:
+                self.feature_names = names
+        elif len(x) != self.n_features:
+            raise RecordError(
+                "feature_count", f"x has {len(x)} features, expected {self.n_features}"
+            )
+        return x
+
+    def _label(self, raw_y: Any) -> float | None:
+        if raw_y is None:
+            return None
+        if isinstance(raw_y, bool):
+            raw_y = int(raw_y)
+        if not _finite_number(raw_y):
+            raise RecordError("bad_y", f"y is {raw_y!r}, expected a number")
+        y = float(raw_y)
+        if not math.isfinite(y):
+            raise RecordError("non_finite", "y is not finite")
+        if self.task == "classification" and y not in (0.0, 1.0):
+            raise RecordError("bad_y", f"y is {raw_y!r}, expected 0 or 1 for classification")
+        return y
+
+
+_KNOWN_FIELDS = frozenset({"key", "id", "x", "y", "ts", "task"})
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """Compact JSON bytes for an output record (predictions, dead letters)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
