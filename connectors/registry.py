@@ -78,8 +78,7 @@ def describe() -> list[tuple[str, str, str]]:
         try:
             cls = connector(scheme)
         except ConfigError as exc:
-            log.warning("%s", exc)
-            rows.append((scheme, "-", f"(failed to load: {exc})"))
+            rows.append((scheme, "-", f"({exc})"))
             continue
         roles = "/".join(r for r, ok in (("source", cls.can_source()), ("sink", cls.can_sink())) if ok)
         rows.append((scheme, roles, cls.description))

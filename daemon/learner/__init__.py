@@ -71,3 +71,10 @@ class Learner(Protocol):
     def keys(self) -> Collection[str]:
         """Keys with live task state."""
         ...
+
+
+def build_learner(settings: Any) -> Learner:
+    """The learner the settings ask for (``settings`` is a :class:`daemon.config.Settings`)."""
+    from daemon.learner.adagrad import AdaGradLearner
+
+    return AdaGradLearner(task=settings.task, lr=settings.learner.lr, eps=settings.learner.eps)

@@ -1,0 +1,67 @@
+"""The ``adaptd`` command line. Each subcommand lives in ``daemon/commands/<name>.py`` with
+``add_arguments(parser)`` and ``run(args) -> int``, imported only when it is used so that
+``adaptd connectors`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from daemon import __version__
+from daemon.errors import ConfigError
+
+#: name → (module under daemon.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "consume a source, predict every record, learn from labelled ones"),
+    "demo": ("demo", "embedded broker + drifting synthetic stream + daemon + metrics"),
+    "bench": ("bench", "adaptd against its peers on the benchmark streams; writes a report"),
+    "meta-train": ("meta_train", "bootstrap the meta-state from historical records"),
+    "produce": ("produce", "replay a stream into Kafka"),
+    "connectors": ("connectors", "list the installed connectors"),
+}
+
+
+def _command_module(name: str) -> object:
+    return importlib.import_module(f"daemon.commands.{COMMANDS[name][0]}")
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adaptd", description="Online adaptive learning daemon.")
+    parser.add_argument("--version", action="version", version=f"adaptd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen subcommand's module is imported; the others just get their help line.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--log-level", default=None,
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
+        if name == chosen:
+            _command_module(name).add_arguments(p)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=args.log_level or "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(_command_module(args.command).run(args))  # type: ignore[attr-defined]
+    except ConfigError as exc:
+        print(f"adaptd {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

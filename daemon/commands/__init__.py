@@ -1,0 +1,1 @@
+"""One module per ``adaptd`` subcommand: ``add_arguments(parser)`` and ``run(args) -> int``."""

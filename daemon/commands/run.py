@@ -1,0 +1,104 @@
+"""``adaptd run``: consume a source, predict every record, learn from the labelled ones."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from daemon.config import Settings, load_settings
+from daemon.errors import ConfigError
+from daemon.runner import RunSummary
+
+log = logging.getLogger(__name__)
+
+#: flag dest → settings key, for the flags that map one to one onto settings.
+FLAG_KEYS = {
+    "source": "source",
+    "sink": "sink",
+    "dead_letter": "dead_letter",
+    "state_dir": "state_dir",
+    "metrics_port": "metrics_port",
+    "metrics_host": "metrics_host",
+    "meta": "meta",
+    "model": "model",
+    "task": "task",
+    "n_features": "n_features",
+    "batch_size": "batch_size",
+    "log_level": "log_level",
+}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that starts a daemon shares."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--state-dir", metavar="DIR", help="checkpoints and dead letters")
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help="serve /metrics, /healthz, /readyz and the live page on this port")
+    parser.add_argument("--metrics-host", metavar="HOST", help="address to serve on")
+    parser.add_argument("--meta", metavar="FILE", help="meta-state written by adaptd meta-train")
+    parser.add_argument("--model", choices=["linear", "logistic", "mlp"])
+    parser.add_argument("--task", choices=["regression", "classification"])
+    parser.add_argument("--n-features", type=int, metavar="N",
+                        help="expected feature count (default: from the first record)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="records per poll")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting, e.g. --set learner.lr=0.05 (repeatable)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", metavar="URI", help="e.g. kafka://HOST:PORT/TOPIC, jsonl:PATH")
+    parser.add_argument("--sink", metavar="URI", help="where predictions go (default: none)")
+    parser.add_argument("--dead-letter", metavar="URI",
+                        help="where rejected records go (default: STATE_DIR/dead-letter.jsonl)")
+    parser.add_argument("--follow", action="store_true",
+                        help="keep tailing a jsonl source instead of stopping at its end")
+    add_settings_arguments(parser)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from defaults < --config < ADAPTD_* < flags."""
+    flags: dict[str, object] = {
+        key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if hasattr(args, dest)
+    }
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        flags[key.strip()] = value
+    if getattr(args, "follow", False):
+        source = flags.get("source") or os.environ.get("ADAPTD_SOURCE")
+        if not source:
+            raise ConfigError("--follow needs --source")
+        flags["source"] = f"{source}{'&' if '?' in str(source) else '?'}follow=true"
+    settings = load_settings(getattr(args, "config", None), flags=flags)
+    logging.getLogger().setLevel(settings.log_level)
+    return settings
+
+
+def describe_summary(summary: RunSummary) -> str:
+    parts = [
+        f"{summary.records} records",
+        f"{summary.predictions} predictions",
+        f"{summary.updates} updates",
+        f"{summary.rejected} rejected",
+        f"{summary.drifts} drifts",
+        f"cumulative loss {summary.cumulative_loss:.4g}",
+    ]
+    if summary.baseline_loss is not None:
+        parts.append(f"regret vs baseline {summary.cumulative_loss - summary.baseline_loss:.4g}")
+    if summary.hindsight_regret is not None:
+        parts.append(f"regret vs hindsight {summary.hindsight_regret:.4g}")
+    parts.append(f"{summary.records_per_s:,.0f} records/s")
+    return ", ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon.service import serve
+
+    settings = settings_from_args(args)
+    summary = serve(settings)
+    log.info("done: %s", describe_summary(summary))
+    return 0
+
+

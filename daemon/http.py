@@ -1,0 +1,102 @@
+"""The HTTP endpoints on ``--metrics-port``: ``/metrics``, ``/healthz``, ``/readyz`` and ``/``.
+
+``/healthz`` answers 200 while the process serves at all; ``/readyz`` answers 200 only once the
+state is loaded and the source has partitions (503 otherwise, e.g. while the broker is away);
+``/`` is the live page (``daemon/static/live.html``), which plots the metrics it scrapes from
+``/metrics`` in the browser, so it needs nothing else from the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class MetricsServer:
+    """Serves the endpoints from a background thread. ``ready`` is polled on each ``/readyz``.
+
+    Args:
+        registry: the registry whose metrics ``/metrics`` exposes.
+        ready: returns True when the daemon is ready to do its work.
+        host, port: where to listen; port 0 picks a free port (see :attr:`port`).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.registry = registry
+        self.ready = ready
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="adaptd-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self._server.server_address[0]
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        log.info("serving metrics on %s/metrics", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving. Blocks until the serving thread has ended."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain; charset=utf-8")
+                elif path == "/readyz":
+                    ok = server.ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n",
+                               "text/plain; charset=utf-8")
+                elif path in ("/", "/index.html"):
+                    self._send(200, _live_page(), "text/html; charset=utf-8")
+                else:
+                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("http: " + format, *args)
+
+        return Handler
+
+
+def _live_page() -> bytes:
+    page = resources.files("daemon").joinpath("static", "live.html")
+    if page.is_file():
+        return page.read_bytes()
+    return b"<!doctype html><title>adaptd</title><p>See <a href='/metrics'>/metrics</a>.</p>"

@@ -1,0 +1,112 @@
+"""The daemon's Prometheus metrics, registered on a registry that is passed in.
+
+Names and labels follow the contract table in ARCHITECTURE.md. Labels stay bounded: a reason
+from :data:`daemon.records.REASONS`, a learner or comparator name, a partition number — never a
+record key. Times are in seconds, counters end in ``_total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from daemon.learner import LearnerSummary, Outcome
+from daemon.records import REASONS
+
+#: Per-record latency spans sub-millisecond (in-process batches) to seconds (slow sinks).
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """All metrics of one daemon. Updated from the runner's thread; scraped from the HTTP thread."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.records_consumed = Counter(
+            "adaptd_records_consumed_total", "Records read from sources.", registry=registry)
+        self.predictions = Counter(
+            "adaptd_predictions_total", "Predictions emitted.", registry=registry)
+        self.updates = Counter(
+            "adaptd_updates_total", "Labelled records learned from.", registry=registry)
+        self.skipped_updates = Counter(
+            "adaptd_skipped_updates_total",
+            "Labelled records whose update was skipped because a loss or gradient was not finite.",
+            registry=registry)
+        self.records_rejected = Counter(
+            "adaptd_records_rejected_total", "Bad records sent to the dead-letter sink, by reason.",
+            ["reason"], registry=registry)
+        for reason in REASONS:
+            # Series exist from the start so rate() and alerts see a zero, not an absence.
+            self.records_rejected.labels(reason)
+        self.drift_events = Counter(
+            "adaptd_drift_events_total", "Drift alarms (segments closed).", registry=registry)
+        self.meta_updates = Counter(
+            "adaptd_meta_updates_total", "Meta-state updates.", registry=registry)
+        self.cumulative_loss = Gauge(
+            "adaptd_cumulative_loss", "Summed prequential loss.", ["learner"], registry=registry)
+        self.regret = Gauge(
+            "adaptd_regret", "Cumulative loss minus the comparator's.", ["comparator"],
+            registry=registry)
+        self.prequential_loss = Gauge(
+            "adaptd_prequential_loss", "Recent mean prequential loss.", registry=registry)
+        self.active_keys = Gauge(
+            "adaptd_active_keys", "Keys with live task state.", registry=registry)
+        self.checkpoints = Counter(
+            "adaptd_checkpoints_total", "Checkpoints written.", registry=registry)
+        self.checkpoint_failures = Counter(
+            "adaptd_checkpoint_failures_total",
+            "Checkpoints aborted (a sink could not flush or the state could not be written).",
+            registry=registry)
+        self.record_latency = Histogram(
+            "adaptd_record_latency_seconds", "Time from decode to learned, per record.",
+            buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.consumer_lag = Gauge(
+            "adaptd_consumer_lag_records", "Records behind the end of each assigned partition.",
+            ["partition"], registry=registry)
+        self._meta_updates_seen = 0
+        self._skipped_seen = 0
+
+    def observe_batch(
+        self, outcomes: Sequence[Outcome], summary: LearnerSummary, latency_s: float
+    ) -> None:
+        """Account for one processed batch. Called by the runner after the sink write."""
+        n_learned = sum(1 for o in outcomes if o.learned)
+        n_drift = sum(1 for o in outcomes if o.drift)
+        self.predictions.inc(len(outcomes))
+        if n_learned:
+            self.updates.inc(n_learned)
+        if n_drift:
+            self.drift_events.inc(n_drift)
+        # Learners keep totals; counters only move forward, so add what is new since last batch.
+        if summary.meta_updates > self._meta_updates_seen:
+            self.meta_updates.inc(summary.meta_updates - self._meta_updates_seen)
+        self._meta_updates_seen = summary.meta_updates
+        if summary.skipped_updates > self._skipped_seen:
+            self.skipped_updates.inc(summary.skipped_updates - self._skipped_seen)
+        self._skipped_seen = summary.skipped_updates
+        self.cumulative_loss.labels("adaptd").set(summary.cumulative_loss)
+        if summary.baseline_loss is not None:
+            self.cumulative_loss.labels("baseline").set(summary.baseline_loss)
+            self.regret.labels("baseline").set(summary.cumulative_loss - summary.baseline_loss)
+        if summary.hindsight_regret is not None:
+            self.regret.labels("hindsight").set(summary.hindsight_regret)
+        if summary.prequential_loss is not None:
+            self.prequential_loss.set(summary.prequential_loss)
+        self.active_keys.set(summary.active_keys)
+        # All records of a batch are learned together, so they share one latency figure.
+        for _ in outcomes:
+            self.record_latency.observe(latency_s)
+
+    def reject(self, reason: str) -> None:
+        self.records_rejected.labels(reason).inc()
+
+    def set_lag(self, lag: Mapping[int, int], owned: Iterable[int] = ()) -> None:
+        """Set lag for the partitions in ``lag``; drop series of partitions no longer owned."""
+        keep = {str(p) for p in owned} | {str(p) for p in lag}
+        for labels in list(self.consumer_lag._metrics):
+            if labels[0] not in keep:
+                self.consumer_lag.remove(*labels)
+        for partition, value in lag.items():
+            self.consumer_lag.labels(str(partition)).set(value)

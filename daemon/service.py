@@ -1,0 +1,114 @@
+"""Assembles a daemon from settings: connectors, learner, metrics, HTTP server, signals.
+
+``run`` and ``demo`` both start the daemon through :func:`serve`, so they behave alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from connectors.base import Sink
+from connectors.registry import open_sink, open_source
+from daemon.checkpoint import CheckpointStore
+from daemon.config import Settings
+from daemon.http import MetricsServer
+from daemon.learner import build_learner
+from daemon.metrics import Metrics
+from daemon.records import RecordDecoder
+from daemon.runner import Runner, RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def build_runner(settings: Settings, metrics: Metrics) -> Runner:
+    """Build every part of a run from validated settings. Raises ConfigError on bad URIs."""
+    if settings.source is None:
+        from daemon.errors import ConfigError
+
+        raise ConfigError("source is required: pass --source URI or set ADAPTD_SOURCE")
+    source = open_source(settings.source)
+    state_dir = Path(settings.state_dir)
+    dead_letter_uri = settings.dead_letter or f"jsonl:{state_dir / 'dead-letter.jsonl'}"
+    sinks: list[Sink] = []
+    try:
+        sink = open_sink(settings.sink) if settings.sink else None
+        if sink is not None:
+            sinks.append(sink)
+        dead_letter = open_sink(dead_letter_uri)
+    except Exception:
+        for opened in sinks:
+            opened.close()
+        raise
+    return Runner(
+        source=source,
+        learner=build_learner(settings),
+        decoder=RecordDecoder(
+            n_features=settings.n_features,
+            task=settings.task,
+            max_record_bytes=settings.max_record_bytes,
+        ),
+        metrics=metrics,
+        store=CheckpointStore(state_dir),
+        sink=sink,
+        dead_letter=dead_letter,
+        task=settings.task,
+        batch_size=settings.batch_size,
+        poll_timeout_s=settings.poll_timeout_s,
+        checkpoint_every_records=settings.checkpoint_every_records,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+    )
+
+
+@contextmanager
+def stop_on_signals(request_stop: Callable[[], None]) -> Iterator[None]:
+    """First SIGTERM/SIGINT asks for a clean stop; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            log.warning("second signal %d: exiting at once", signum)
+            os._exit(1)
+        received.append(signum)
+        log.info("signal %d: stopping after this batch", signum)
+        request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None] | None = None) -> RunSummary:
+    """Run the daemon until its source ends or a signal stops it. Blocks.
+
+    ``on_started`` is called once the HTTP server listens (with None when metrics are off).
+    """
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    runner = build_runner(settings, metrics)
+    server = None
+    if settings.metrics_port is not None:
+        server = MetricsServer(registry, runner.ready, settings.metrics_host,
+                               settings.metrics_port).start()
+    try:
+        if on_started is not None:
+            on_started(server)
+        with stop_on_signals(runner.request_stop):
+            return runner.run()
+    finally:
+        if server is not None:
+            server.stop()
