@@ -26,7 +26,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from daemon.errors import RecordError
 
@@ -66,7 +66,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _finite_number(value: Any) -> bool:
+def _finite_number(value: Any) -> TypeGuard[int | float]:
     # bool is an int subclass in Python; true/false are not features.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
