@@ -132,6 +132,13 @@ class Sink(ABC):
     def close(self) -> None:
         """Flush what can be flushed and release resources. Idempotent."""
 
+    def backlog(self) -> int:
+        """Messages written but not yet durable; the runner pauses its source while it is high.
+
+        Sinks that write synchronously have none.
+        """
+        return 0
+
 
 class Connector:
     """Binds a URI scheme to a source and/or sink. Registered as an entry point.

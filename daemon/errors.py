@@ -30,3 +30,11 @@ class RecordError(AdaptdError):
 
 class SinkError(AdaptdError):
     """A sink could not write or flush; the checkpoint that needed it is aborted."""
+
+
+class UnavailableError(AdaptdError):
+    """A source's service (a Kafka broker) cannot be reached right now.
+
+    Not a crash: the runner marks itself not ready, retries with backoff and resumes where it
+    was once the service answers again.
+    """
