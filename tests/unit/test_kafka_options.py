@@ -1,0 +1,39 @@
+"""Kafka URI options: validated before anything connects, security settings passed through."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.kafka import source_options
+from daemon.errors import ConfigError
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("kafka://h:9092/t?session_timeout_ms=900&heartbeat_interval_ms=900",
+     "heartbeat_interval_ms must be in"),
+    ("kafka://h:9092/t?max_poll_records=0", "max_poll_records must be >= 1"),
+    ("kafka://h:9092/t?auto_offset_reset=middle", "auto_offset_reset' must be one of"),
+    ("kafka://h:9092/t?sasl_mechanism=PLAIN", "sasl_mechanism needs security_protocol"),
+    ("kafka://h:9092/t?colour=red", "unknown option 'colour'"),
+    ("kafka://h/t", "broker address must be HOST:PORT"),
+    ("kafka://h:9092", "expected kafka://HOST:PORT/TOPIC"),
+    ("kafka://h:9092/t?sasl_plain_password_env=ADAPTD_TEST_UNSET_VARIABLE",
+     "not set in the environment"),
+])
+def test_bad_options_fail_before_open_naming_the_option(uri: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        source_options(uri)
+
+
+def test_security_settings_pass_through_to_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_PASSWORD_FOR_TEST", "s3cret")
+    options = source_options(
+        "kafka://a:9093,b:9093/t?security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512"
+        "&sasl_plain_username=u&sasl_plain_password_env=KAFKA_PASSWORD_FOR_TEST"
+        "&ssl_cafile=/etc/ca.pem")
+    config = options.client_config()
+    assert config["bootstrap_servers"] == ["a:9093", "b:9093"]
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl_plain_password"] == "s3cret"
+    assert config["ssl_cafile"] == "/etc/ca.pem"
