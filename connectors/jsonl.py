@@ -1,0 +1,222 @@
+"""``jsonl:PATH`` — a file of one JSON record per line, as a source and as a sink.
+
+Source: a single partition 0 whose position is the 0-based line number. Blank lines are not
+records but keep their line number, so a checkpointed position always names the same line.
+``?follow=true`` keeps tailing the file for appended lines, like ``tail -f``: the source is
+then never exhausted, and a last line is only handed out once its newline has been written.
+
+Sink: appends one message value per line, creating missing parent directories; ``flush``
+returns once the lines are on disk (``os.fsync``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.base import (
+    Connector,
+    PartitionListener,
+    Sink,
+    SinkMessage,
+    Source,
+    SourceRecord,
+    parse_options,
+    parse_uri,
+)
+from connectors.sequential import LineSplitter, start_position
+from daemon.errors import ConfigError, SinkError
+
+log = logging.getLogger(__name__)
+
+#: Bytes read from the file per system call.
+READ_CHUNK_BYTES = 1 << 16
+#: How often a following source looks for appended lines while ``poll`` waits.
+FOLLOW_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlSourceOptions:
+    """Options of a ``jsonl:PATH?follow=…`` source.
+
+    Args:
+        path: the file to read (the URI's target).
+        follow: keep reading lines appended after the end of the file; the source never ends.
+    """
+
+    path: str
+    follow: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path must not be empty: expected jsonl:PATH")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlSinkOptions:
+    """Options of a ``jsonl:PATH`` sink.
+
+    Args:
+        path: the file to append to (the URI's target); parent directories are created.
+    """
+
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path must not be empty: expected jsonl:PATH")
+
+
+class JsonlSource(Source):
+    """Reads records line by line from a file; see the module docstring."""
+
+    def __init__(self, options: JsonlSourceOptions) -> None:
+        self.options = options
+        self._file: io.FileIO | None = None
+        self._lines = LineSplitter()
+        self._to_skip = 0
+        self._exhausted = False
+        self._closed = False
+
+    def open(
+        self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
+    ) -> None:
+        """Open the file and seek to line ``start_positions[0]`` (0 if absent). Does not block."""
+        where = f"jsonl source {self.options.path!r}"
+        start = start_position(where, start_positions)
+        try:
+            self._file = io.FileIO(self.options.path, "rb")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: file does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot open: {exc}") from None
+        # Lines before the start are skipped as they are read, on the first polls.
+        self._lines = LineSplitter(partition=0, first_position=0)
+        self._to_skip = start
+        self._exhausted = False
+        log.info("reading %s from line %d%s", self.options.path, start,
+                 " (following)" if self.options.follow else "")
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Return the next lines that are there; blocks up to ``timeout_s`` only when following."""
+        if self._file is None:
+            raise RuntimeError(f"jsonl source {self.options.path!r}: poll() before open()")
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        while True:
+            records = self._read_available(max_records)
+            if records or not self.options.follow:
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(FOLLOW_INTERVAL_S, remaining))
+
+    def _read_available(self, max_records: int) -> list[SourceRecord]:
+        """Records from what the file holds right now, without waiting."""
+        assert self._file is not None
+        out: list[SourceRecord] = []
+        eof = False
+        while True:
+            # Only a file that is not followed can end with a line that lacks its newline.
+            final = eof and not self.options.follow
+            if self._to_skip:
+                self._to_skip -= self._lines.skip(self._to_skip, at_eof=final)
+            if not self._to_skip:
+                out += self._lines.take(max_records - len(out), at_eof=final)
+            if len(out) >= max_records or eof:
+                break
+            chunk = self._file.read(READ_CHUNK_BYTES)
+            if chunk:
+                self._lines.feed(chunk)
+            else:
+                eof = True
+        if eof and not self.options.follow and not self._lines.has_lines:
+            if self._to_skip and not self._exhausted:
+                log.warning(
+                    "%s has only %d lines but reading was to resume at line %d",
+                    self.options.path, self._lines.next_position,
+                    self._lines.next_position + self._to_skip,
+                )
+            self._exhausted = True
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the whole file is read (never when following)."""
+        return self._exhausted
+
+    def close(self) -> None:
+        """Close the file. Idempotent."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class JsonlSink(Sink):
+    """Appends one message value per line to a file; see the module docstring."""
+
+    def __init__(self, options: JsonlSinkOptions) -> None:
+        self.options = options
+        path = Path(options.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: io.BufferedWriter | None = open(path, "ab")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"jsonl sink {options.path!r}: cannot open for append: {exc}") from None
+
+    def write(self, messages: Sequence[SinkMessage]) -> None:
+        """Buffer the messages' values, one per line. Does not block on the disk."""
+        if self._file is None:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write() after close()")
+        for message in messages:
+            if b"\n" in message.value:
+                raise SinkError(
+                    f"jsonl sink {self.options.path!r}: a message value contains a newline; "
+                    "expected one record per line"
+                )
+        try:
+            self._file.write(b"".join(m.value + b"\n" for m in messages))
+        except OSError as exc:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
+
+    def flush(self) -> None:
+        """Write out the buffer and ``fsync`` the file; blocks until the disk has it."""
+        if self._file is None:
+            return  # close() flushed everything
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise SinkError(f"jsonl sink {self.options.path!r}: flush failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Flush and close the file. Idempotent."""
+        if self._file is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+            self._file = None
+
+
+class JsonlConnector(Connector):
+    """``jsonl:PATH[?follow=true]``: a file of one JSON record per line."""
+
+    scheme = "jsonl"
+    description = "file of one JSON record per line (?follow=true keeps tailing it)"
+
+    @classmethod
+    def source(cls, uri: str) -> JsonlSource:
+        parsed = parse_uri(uri)
+        return JsonlSource(parse_options(JsonlSourceOptions, parsed, path=parsed.target))
+
+    @classmethod
+    def sink(cls, uri: str) -> JsonlSink:
+        parsed = parse_uri(uri)
+        return JsonlSink(parse_options(JsonlSinkOptions, parsed, path=parsed.target))

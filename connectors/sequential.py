@@ -1,0 +1,112 @@
+"""Helpers for sequential single-partition sources (a file, a pipe, a generator).
+
+Such a source has one partition, 0, and a position is the index of a record in it.
+:func:`start_position` checks where the daemon asks it to resume; :class:`LineSplitter`
+turns bytes into numbered lines for the ``jsonl`` and ``stdin`` sources.
+
+A line's *position* is its 0-based line number. Blank lines (nothing but whitespace) are not
+records, but they still take a position, so that position ``p`` always means line ``p`` of the
+input, whatever the input contains.
+
+>>> lines = LineSplitter()
+>>> lines.feed(b'{"x": [1]}\\n\\n{"x": [2]}\\n{"x"')
+>>> [(r.position, r.value) for r in lines.take(10)]
+[(0, b'{"x": [1]}'), (2, b'{"x": [2]}')]
+>>> lines.next_position, lines.pending
+(3, 4)
+>>> [(r.position, r.value) for r in lines.take(10, at_eof=True)]
+[(3, b'{"x"')]
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+from connectors.base import SourceRecord
+from daemon.errors import ConfigError
+
+
+def start_position(where: str, start_positions: Mapping[int, int]) -> int:
+    """The position to resume partition 0 at (0 if absent), for a single-partition source.
+
+    Raises :class:`ConfigError` for positions of other partitions (a checkpoint written for
+    another source) or a negative position; ``where`` names the source in the message.
+    """
+    others = sorted(p for p in start_positions if p != 0)
+    if others:
+        raise ConfigError(
+            f"{where} has only partition 0, but was asked to resume partitions {others}: "
+            "is the checkpoint from another source?"
+        )
+    start = start_positions.get(0, 0)
+    if start < 0:
+        raise ConfigError(f"{where}: start position must be >= 0, got {start}")
+    return start
+
+
+class LineSplitter:
+    """Buffers bytes and hands out complete lines as :class:`SourceRecord` objects.
+
+    ``feed`` appends bytes as they are read; ``take`` returns the complete lines buffered so
+    far. A last line without its newline stays buffered until the newline arrives, unless the
+    caller says the input has ended (``at_eof=True``), in which case it is a record too.
+    Neither method blocks: reading is the caller's job.
+    """
+
+    def __init__(self, partition: int = 0, first_position: int = 0) -> None:
+        self.partition = partition
+        #: Position of the next line not yet handed out (or skipped, if blank).
+        self.next_position = first_position
+        self._lines: deque[bytes] = deque()
+        self._partial = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished last line still waiting for its newline."""
+        return len(self._partial)
+
+    def feed(self, chunk: bytes) -> None:
+        """Append bytes read from the input."""
+        if not chunk:
+            return
+        parts = (self._partial + chunk).split(b"\n")
+        self._partial = parts.pop()
+        self._lines.extend(parts)
+
+    def take(self, max_records: int, at_eof: bool = False) -> list[SourceRecord]:
+        """Up to ``max_records`` records from the complete lines buffered, in position order.
+
+        With ``at_eof`` an unfinished last line counts as complete.
+        """
+        if at_eof and self._partial:
+            self._lines.append(self._partial)
+            self._partial = b""
+        out: list[SourceRecord] = []
+        while self._lines and len(out) < max_records:
+            line = self._lines.popleft()
+            position = self.next_position
+            self.next_position += 1
+            # Windows line ends: the value is the line without its terminator.
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                out.append(SourceRecord(partition=self.partition, position=position, value=line))
+        return out
+
+    def skip(self, count: int, at_eof: bool = False) -> int:
+        """Drop up to ``count`` buffered complete lines (seeking forward); returns how many."""
+        if at_eof and self._partial:
+            self._lines.append(self._partial)
+            self._partial = b""
+        dropped = 0
+        while self._lines and dropped < count:
+            self._lines.popleft()
+            dropped += 1
+        self.next_position += dropped
+        return dropped
+
+    @property
+    def has_lines(self) -> bool:
+        """True if complete lines are buffered (possibly blank ones)."""
+        return bool(self._lines)

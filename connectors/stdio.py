@@ -1,0 +1,195 @@
+"""``stdin:`` and ``stdout:`` — records from standard input, messages to standard output.
+
+``stdin:`` is a single-partition source whose position is the 0-based line number, like
+``jsonl:``; blank lines are skipped but keep their number. A pipe cannot seek, so it can only
+start at line 0: resuming a checkpoint that read part of an earlier input is refused. It is
+exhausted at end of input. ``stdout:`` writes one message value per line.
+
+Both read and write the binary buffers (``sys.stdin.buffer``, ``sys.stdout.buffer``); tests
+pass their own streams to the constructors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from connectors.base import (
+    Connector,
+    ParsedURI,
+    PartitionListener,
+    Sink,
+    SinkMessage,
+    Source,
+    SourceRecord,
+    parse_options,
+    parse_uri,
+)
+from connectors.sequential import LineSplitter, start_position
+from daemon.errors import ConfigError, SinkError
+
+#: Bytes read per system call.
+READ_CHUNK_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class StdioOptions:
+    """``stdin:`` and ``stdout:`` take no options; any given is reported as unknown."""
+
+
+def _parse(parsed: ParsedURI) -> StdioOptions:
+    if parsed.target:
+        raise ConfigError(
+            f"{parsed.uri!r}: {parsed.scheme} takes no path, expected {parsed.scheme}:"
+        )
+    return parse_options(StdioOptions, parsed)
+
+
+class StdinSource(Source):
+    """Reads records line by line from a binary stream (standard input by default).
+
+    Args:
+        stream: a binary stream; ``None`` means ``sys.stdin.buffer``. A stream with a file
+            descriptor (a pipe, a terminal, a file) is read with ``select`` so that ``poll``
+            honours its timeout; other streams (``io.BytesIO``) must not block on read.
+    """
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream: BinaryIO = sys.stdin.buffer if stream is None else stream
+        try:
+            self._fd: int | None = self._stream.fileno()
+        except (io.UnsupportedOperation, AttributeError):
+            self._fd = None
+        self._lines = LineSplitter()
+        self._eof = False
+        self._opened = False
+        self._closed = False
+
+    def open(
+        self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
+    ) -> None:
+        """Start reading at line 0; any later start position is refused. Does not block."""
+        start = start_position("stdin source", start_positions)
+        if start > 0:
+            raise ConfigError(
+                f"stdin source cannot resume at line {start}: standard input cannot seek. "
+                "Start from a fresh state directory, or read the input from a jsonl: file"
+            )
+        self._opened = True
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Return the lines available, waiting up to ``timeout_s`` for the first one."""
+        if not self._opened or self._closed:
+            raise RuntimeError("stdin source: poll() outside open() ... close()")
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        out: list[SourceRecord] = []
+        while True:
+            out += self._lines.take(max_records - len(out), at_eof=self._eof)
+            if len(out) >= max_records or self._eof:
+                return out
+            # Once something is in hand, top up only with what is already there.
+            wait_s = 0.0 if out else deadline - time.monotonic()
+            chunk = self._read(wait_s)
+            if chunk is None:
+                return out
+            if chunk:
+                self._lines.feed(chunk)
+            else:
+                self._eof = True
+
+    def _read(self, wait_s: float) -> bytes | None:
+        """Bytes read (``b""`` at end of input), or ``None`` if none came within ``wait_s``."""
+        if self._fd is None:
+            read1 = getattr(self._stream, "read1", self._stream.read)
+            return read1(READ_CHUNK_BYTES)
+        ready, _, _ = select.select([self._fd], [], [], max(wait_s, 0.0))
+        if not ready:
+            return None
+        return os.read(self._fd, READ_CHUNK_BYTES)
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the input has ended and every line was handed out."""
+        return self._eof and not self._lines.has_lines
+
+    def close(self) -> None:
+        """Stop reading. Idempotent; the stream itself belongs to the caller and stays open."""
+        self._closed = True
+
+
+class StdoutSink(Sink):
+    """Writes one message value per line to a binary stream (standard output by default).
+
+    Args:
+        stream: a binary stream; ``None`` means ``sys.stdout.buffer``.
+    """
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        if stream is None:
+            # Text printed earlier must come out before our bytes.
+            sys.stdout.flush()
+            stream = sys.stdout.buffer
+        self._stream: BinaryIO = stream
+        self._closed = False
+
+    def write(self, messages: Sequence[SinkMessage]) -> None:
+        """Write the values, one per line (buffered by the stream)."""
+        if self._closed:
+            raise SinkError("stdout sink: write() after close()")
+        for message in messages:
+            if b"\n" in message.value:
+                raise SinkError(
+                    "stdout sink: a message value contains a newline; expected one record per line"
+                )
+        try:
+            self._stream.write(b"".join(m.value + b"\n" for m in messages))
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
+            raise SinkError(f"stdout sink: write failed: {exc}") from exc
+
+    def flush(self) -> None:
+        """Hand the buffered lines to the OS; blocks while a pipe to a slow reader is full."""
+        if self._closed:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"stdout sink: flush failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Flush. Idempotent; the stream itself belongs to the caller and stays open."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+
+
+class StdinConnector(Connector):
+    """``stdin:``: one JSON record per line on standard input."""
+
+    scheme = "stdin"
+    description = "standard input, one JSON record per line (cannot resume after a restart)"
+
+    @classmethod
+    def source(cls, uri: str) -> StdinSource:
+        _parse(parse_uri(uri))
+        return StdinSource()
+
+
+class StdoutConnector(Connector):
+    """``stdout:``: one message per line on standard output."""
+
+    scheme = "stdout"
+    description = "standard output, one JSON message per line"
+
+    @classmethod
+    def sink(cls, uri: str) -> StdoutSink:
+        _parse(parse_uri(uri))
+        return StdoutSink()

@@ -1,0 +1,556 @@
+"""``synthetic:NAME?seed=S&n=N&…`` — deterministic drifting streams for demos, tests, benchmarks.
+
+Every stream is a single partition 0 whose position is the record index. A stream is a pure
+function of its options: the same seed gives the same records, ``n`` only cuts the stream
+short (the first ``n`` records of the unbounded stream), and a source opened at position
+``p`` yields exactly records ``p, p+1, …``. Each record is a JSON object::
+
+    {"key": "k0", "x": [1.3], "y": 0.42, "task": 0}
+
+where ``task`` is the true index of the task the record was drawn from, counted per key, so
+that benchmarks can score drift detection. With ``keys=K`` there are ``K`` independent keys
+``k0`` … ``k{K-1}``, each with its own sequence of tasks; records are interleaved uniformly at
+random among them.
+
+Streams (options common to all: ``seed`` (int ≥ 0, default 0), ``n`` (records; absent means
+unbounded), ``keys`` (default 1)):
+
+``sinusoid``
+    Switching sinusoid regression, the standard few-shot regression family (Finn, Abbeel,
+    Levine 2017, "Model-Agnostic Meta-Learning", §5.1): ``y = A·sin(x + φ) + ε`` with
+    ``A ~ U[0.1, 5]``, ``φ ~ U[0, π]``, ``x ~ U[−5, 5]``, ``ε ~ N(0, 0.05)``. Each record of a
+    key starts a new task for that key with probability ``hazard`` (default 0.01), as in the
+    change-point model of Adams and MacKay (2007, "Bayesian Online Changepoint Detection").
+``linear-tasks``
+    Linear regression in ``d`` dimensions (default 30): ``y = w·x + ε`` with ``x ~ N(0, I)``,
+    ``ε ~ N(0, noise²)`` (``noise`` default 0.1) and per-task weights
+    ``w = w̄ + spread·s ⊙ z``, ``z ~ N(0, I)``, ``s = geomspace(1, 0.05, d)``: tasks share a
+    mean ``w̄ ~ N(0, I)`` (fixed by the seed) and differ mostly along a few directions — the
+    setting where a meta-learned initialization and per-coordinate step sizes pay off
+    (Khodak, Balcan, Talwalkar 2019, "Adaptive Gradient-Based Meta-Learning Methods").
+    Segment lengths are geometric with mean ``1/hazard`` (``hazard`` default 0.005).
+``friedman``
+    river's :class:`~river.datasets.synth.FriedmanDrift` (Ikonomovska, Gama, Džeroski 2011),
+    one generator per key: ``drift_type`` ``lea`` (default), ``gra`` or ``gsg``; ``position``
+    the per-key record counts at which concepts change (default 1000, 2000, 3000 — or, when
+    ``n`` is given, spread evenly over the ``n / keys`` records each key gets); ``task`` is the
+    index of the segment between drift positions. ``hazard`` does not apply. With one key the
+    stream is exactly ``FriedmanDrift(seed=seed)``.
+
+Benchmarks use the same streams without a connector::
+
+    >>> from connectors.synthetic import generate
+    >>> [sorted(r) for r in generate("sinusoid", seed=1, n=2)]
+    [['key', 'task', 'x', 'y'], ['key', 'task', 'x', 'y']]
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import logging
+import math
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from connectors.base import (
+    Connector,
+    PartitionListener,
+    Source,
+    SourceRecord,
+    parse_options,
+    parse_uri,
+)
+from connectors.sequential import start_position
+from daemon.errors import ConfigError
+from daemon.records import encode
+
+log = logging.getLogger(__name__)
+
+#: Records drawn per numpy call. Part of the streams' definition: changing it changes them.
+BLOCK_RECORDS = 1024
+
+Record = dict[str, Any]
+
+
+# --- options --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Options every stream takes. ``__post_init__`` raises ``ValueError`` naming the option."""
+
+    seed: int = 0
+    n: int | None = None
+    keys: int = 1
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.n is not None and self.n < 0:
+            raise ValueError(f"n must be >= 0 (or absent for an unbounded stream), got {self.n}")
+        if self.keys < 1:
+            raise ValueError(f"keys must be >= 1, got {self.keys}")
+
+
+@dataclass(frozen=True)
+class SinusoidOptions(StreamOptions):
+    """``sinusoid`` options: ``hazard`` is the per-record probability of a new task."""
+
+    hazard: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_hazard(self.hazard)
+
+
+@dataclass(frozen=True)
+class LinearTasksOptions(StreamOptions):
+    """``linear-tasks`` options.
+
+    Args:
+        hazard: per-record probability of a new task (mean segment length ``1/hazard``).
+        d: number of features.
+        spread: scale of the per-task deviation of the weights from their mean.
+        noise: standard deviation of the label noise.
+    """
+
+    hazard: float = 0.005
+    d: int = 30
+    spread: float = 1.0
+    noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_hazard(self.hazard)
+        if self.d < 1:
+            raise ValueError(f"d must be >= 1, got {self.d}")
+        if not self.spread >= 0:
+            raise ValueError(f"spread must be >= 0, got {self.spread}")
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+
+
+@dataclass(frozen=True)
+class FriedmanOptions(StreamOptions):
+    """``friedman`` options (see river's ``FriedmanDrift``).
+
+    Args:
+        drift_type: ``lea`` (local expanding abrupt, 3 drifts), ``gra`` (global recurring
+            abrupt, 2 drifts) or ``gsg`` (global slow gradual, 2 drifts).
+        position: per-key record counts at which drifts happen, increasing; ``None`` spreads
+            them over ``n / keys`` when ``n`` is given, else uses 1000, 2000(, 3000).
+        transition_window: ``gsg`` only: records over which old and new concepts mix;
+            ``None`` means a quarter of the shortest segment.
+    """
+
+    drift_type: Literal["lea", "gra", "gsg"] = "lea"
+    position: tuple[int, ...] | None = None
+    transition_window: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.drift_type not in ("lea", "gra", "gsg"):
+            raise ValueError(f"drift_type must be one of lea, gra, gsg, got {self.drift_type!r}")
+        if self.position is not None:
+            wanted = self.drift_count
+            if len(self.position) != wanted:
+                raise ValueError(
+                    f"position must have {wanted} drift positions for drift_type="
+                    f"{self.drift_type}, got {len(self.position)}"
+                )
+            if self.position[0] < 1 or any(
+                b <= a for a, b in itertools.pairwise(self.position)
+            ):
+                raise ValueError(
+                    f"position must be increasing positive record counts, got {self.position}"
+                )
+        if self.transition_window is not None:
+            if self.transition_window < 0:
+                raise ValueError(f"transition_window must be >= 0, got {self.transition_window}")
+            if self.drift_type != "gsg":
+                raise ValueError("transition_window applies to drift_type=gsg only")
+
+    @property
+    def drift_count(self) -> int:
+        return 3 if self.drift_type == "lea" else 2
+
+    def drift_positions(self) -> tuple[int, ...]:
+        """The positions used: given, scaled to the records per key, or the defaults."""
+        if self.position is not None:
+            return tuple(self.position)
+        count = self.drift_count
+        if self.n is None:
+            return tuple(1000 * (i + 1) for i in range(count))
+        per_key = self.n / self.keys
+        positions: list[int] = []
+        for i in range(count):
+            evenly = round(per_key * (i + 1) / (count + 1))
+            positions.append(max(evenly, positions[-1] + 1 if positions else 1))
+        return tuple(positions)
+
+    def window(self) -> int:
+        if self.drift_type != "gsg":
+            return 0
+        if self.transition_window is not None:
+            return self.transition_window
+        positions = self.drift_positions()
+        return min(b - a for a, b in itertools.pairwise(positions)) // 4
+
+
+def _check_hazard(hazard: float) -> None:
+    if not 0 < hazard < 1:
+        raise ValueError(f"hazard must be in (0, 1), got {hazard}")
+
+
+# --- shared machinery -----------------------------------------------------------------------
+
+
+def _stream_id(name: str) -> int:
+    """A number that keeps different streams with the same seed apart."""
+    return zlib.crc32(name.encode())
+
+
+def _rng(*entropy: int) -> np.random.Generator:
+    """A generator seeded from a tuple of non-negative integers (a numpy SeedSequence)."""
+    return np.random.default_rng(list(entropy))
+
+
+# Entropy tags: what a generator is for. Task parameters come from their own generator per
+# (key, task), so they do not depend on how the stream is cut into blocks or where it resumes.
+_TAG_BLOCK, _TAG_TASK, _TAG_SHARED = 0, 1, 2
+
+
+def key_names(keys: int) -> list[str]:
+    """``["k0", …, "k{keys-1}"]``."""
+    return [f"k{i}" for i in range(keys)]
+
+
+def _draw_keys(rng: np.random.Generator, keys: int, size: int) -> np.ndarray:
+    if keys == 1:
+        return np.zeros(size, dtype=np.int64)
+    return rng.integers(0, keys, size, dtype=np.int64)
+
+
+class TaskSwitcher:
+    """Numbers the tasks of each key as records arrive: the per-key state of a stream.
+
+    A record whose switch flag is set starts a new task for its key, except the key's very
+    first record (task 0 must not be empty).
+    """
+
+    def __init__(self, keys: int) -> None:
+        self.current = np.zeros(keys, dtype=np.int64)
+        self.seen = np.zeros(keys, dtype=bool)
+
+    def assign(self, keys: np.ndarray, switch: np.ndarray) -> np.ndarray:
+        """Task index of each record. ``keys``, ``switch``: shape (B,); returns shape (B,)."""
+        # Group the block by key (stable, so each key's records stay in order), then count
+        # switches within each group: a vectorised per-key cumulative sum.
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        steps = switch[order].astype(np.int64)
+        first = np.ones(len(sorted_keys), dtype=bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        steps[first & ~self.seen[sorted_keys]] = 0
+        counted = np.cumsum(steps)
+        starts = np.flatnonzero(first)
+        group = np.cumsum(first) - 1
+        before_group = counted[starts] - steps[starts]
+        sorted_tasks = self.current[sorted_keys] + counted - before_group[group]
+        ends = np.append(starts[1:] - 1, len(sorted_keys) - 1)
+        self.current[sorted_keys[ends]] = sorted_tasks[ends]
+        self.seen[sorted_keys[starts]] = True
+        tasks = np.empty_like(sorted_tasks)
+        tasks[order] = sorted_tasks
+        return tasks
+
+
+class _TaskFamily(Protocol):
+    """One task-switching stream: how tasks and records are drawn."""
+
+    name: str
+    hazard: float
+
+    def task_params(self, key: int, task: int) -> np.ndarray:
+        """Parameters of one task of one key, shape (P,): a pure function of (seed, key, task)."""
+        ...
+
+    def draw(
+        self, rng: np.random.Generator, params: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features (B, d) and labels (B,) for a block, given each record's task params (B, P)."""
+        ...
+
+
+def _task_switching(family: _TaskFamily, options: StreamOptions, start: int) -> Iterator[Record]:
+    """Records ``start, start+1, …`` (up to ``options.n``) of a task-switching stream.
+
+    Each block of :data:`BLOCK_RECORDS` draws from its own generator: first the keys and the
+    switch flags (all that the task numbering depends on), then the features and noise. A
+    block before ``start`` therefore only draws its keys and switches.
+    """
+    sid = _stream_id(family.name)
+    names = key_names(options.keys)
+    switcher = TaskSwitcher(options.keys)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+    stop = math.inf if options.n is None else options.n
+    for block in itertools.count():
+        first = block * BLOCK_RECORDS
+        if first >= stop:
+            return
+        rng = _rng(options.seed, sid, _TAG_BLOCK, block)
+        keys = _draw_keys(rng, options.keys, BLOCK_RECORDS)
+        switch = rng.random(BLOCK_RECORDS) < family.hazard
+        tasks = switcher.assign(keys, switch)
+        if first + BLOCK_RECORDS <= start:
+            continue
+        # One parameter row per (key, task) pair in the block; keep only current tasks cached.
+        pairs, inverse = np.unique(tasks * options.keys + keys, return_inverse=True)
+        rows = []
+        for pair in pairs.tolist():
+            key, task = pair % options.keys, pair // options.keys
+            row = cache.get((key, task))
+            if row is None:
+                row = cache[(key, task)] = family.task_params(key, task)
+            rows.append(row)
+        current = switcher.current
+        cache = {kt: row for kt, row in cache.items() if current[kt[0]] == kt[1]}
+        x, y = family.draw(rng, np.stack(rows)[inverse])
+        lo = max(start - first, 0)
+        hi = int(min(BLOCK_RECORDS, stop - first))
+        key_list, x_list, y_list, task_list = (
+            keys[lo:hi].tolist(), x[lo:hi].tolist(), y[lo:hi].tolist(), tasks[lo:hi].tolist()
+        )
+        for k, xi, yi, ti in zip(key_list, x_list, y_list, task_list):
+            yield {"key": names[k], "x": xi, "y": yi, "task": ti}
+
+
+# --- the streams ----------------------------------------------------------------------------
+
+#: Label noise variance of ``sinusoid``.
+SINUSOID_NOISE_VARIANCE = 0.05
+
+
+class _Sinusoid:
+    name = "sinusoid"
+
+    def __init__(self, options: SinusoidOptions) -> None:
+        self.seed = options.seed
+        self.hazard = options.hazard
+        self.sid = _stream_id(self.name)
+
+    def task_params(self, key: int, task: int) -> np.ndarray:
+        """``[A, φ]`` with ``A ~ U[0.1, 5]``, ``φ ~ U[0, π]``."""
+        rng = _rng(self.seed, self.sid, _TAG_TASK, key, task)
+        return np.array([rng.uniform(0.1, 5.0), rng.uniform(0.0, math.pi)])
+
+    def draw(
+        self, rng: np.random.Generator, params: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        size = len(params)
+        x = rng.uniform(-5.0, 5.0, size)
+        noise = rng.normal(0.0, math.sqrt(SINUSOID_NOISE_VARIANCE), size)
+        y = params[:, 0] * np.sin(x + params[:, 1]) + noise
+        return x[:, None], y
+
+
+class _LinearTasks:
+    name = "linear-tasks"
+
+    def __init__(self, options: LinearTasksOptions) -> None:
+        self.seed = options.seed
+        self.hazard = options.hazard
+        self.noise = options.noise
+        self.sid = _stream_id(self.name)
+        d = options.d
+        self.mean_weights = _rng(self.seed, self.sid, _TAG_SHARED, d).standard_normal(d)
+        self.scales = options.spread * np.geomspace(1.0, 0.05, d)
+
+    def task_params(self, key: int, task: int) -> np.ndarray:
+        """Weights ``w̄ + spread·s ⊙ z``, shape (d,)."""
+        rng = _rng(self.seed, self.sid, _TAG_TASK, key, task)
+        return self.mean_weights + self.scales * rng.standard_normal(len(self.scales))
+
+    def draw(
+        self, rng: np.random.Generator, params: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.standard_normal(params.shape)
+        y = np.einsum("ij,ij->i", x, params) + rng.normal(0.0, self.noise, len(params))
+        return x, y
+
+
+def _sinusoid(options: SinusoidOptions, start: int = 0) -> Iterator[Record]:
+    return _task_switching(_Sinusoid(options), options, start)
+
+
+def _linear_tasks(options: LinearTasksOptions, start: int = 0) -> Iterator[Record]:
+    return _task_switching(_LinearTasks(options), options, start)
+
+
+def friedman_seed(seed: int, key: int) -> int:
+    """The river seed of key ``key``'s generator: ``seed`` itself for key 0."""
+    if key == 0:
+        return seed
+    state = np.random.SeedSequence([seed, _stream_id("friedman"), _TAG_TASK, key])
+    return int(state.generate_state(1)[0])
+
+
+def _friedman(options: FriedmanOptions, start: int = 0) -> Iterator[Record]:
+    # river is imported here: it is slow to import and only this stream needs it.
+    from river.datasets.synth import FriedmanDrift
+
+    positions = options.drift_positions()
+    window = options.window()
+    generators = [
+        iter(
+            FriedmanDrift(
+                drift_type=options.drift_type,
+                position=positions,
+                transition_window=window,
+                seed=friedman_seed(options.seed, key),
+            )
+        )
+        for key in range(options.keys)
+    ]
+    names = key_names(options.keys)
+    counts = [0] * options.keys
+    sid = _stream_id("friedman")
+    stop = math.inf if options.n is None else options.n
+    index = 0
+    for block in itertools.count():
+        rng = _rng(options.seed, sid, _TAG_BLOCK, block)
+        for key in _draw_keys(rng, options.keys, BLOCK_RECORDS).tolist():
+            if index >= stop:
+                return
+            x, y = next(generators[key])
+            count = counts[key]
+            counts[key] = count + 1
+            if index >= start:
+                task = bisect.bisect_right(positions, count)
+                yield {"key": names[key], "x": list(x.values()), "y": y, "task": task}
+            index += 1
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A named stream: its options dataclass and its record generator.
+
+    ``records(options, start)`` yields records ``start, start+1, …`` up to ``options.n``.
+    """
+
+    options: type[StreamOptions]
+    records: Callable[[Any, int], Iterator[Record]]
+    description: str
+
+
+STREAMS: Mapping[str, StreamSpec] = {
+    "sinusoid": StreamSpec(SinusoidOptions, _sinusoid, "switching sinusoid regression"),
+    "linear-tasks": StreamSpec(
+        LinearTasksOptions, _linear_tasks, "linear regression tasks around a shared mean"
+    ),
+    "friedman": StreamSpec(FriedmanOptions, _friedman, "river's FriedmanDrift"),
+}
+
+
+def _spec(name: str, where: str) -> StreamSpec:
+    try:
+        return STREAMS[name]
+    except KeyError:
+        raise ConfigError(
+            f"{where}: unknown synthetic stream {name!r}; known: {sorted(STREAMS)}"
+        ) from None
+
+
+def generate(
+    name: str, seed: int = 0, n: int | None = None, *, start: int = 0, **options: Any
+) -> Iterator[Record]:
+    """Records ``start, start+1, …`` of a synthetic stream, as dicts; see the module docstring.
+
+    Raises :class:`ConfigError` naming the option for unknown or invalid options.
+    """
+    where = f"synthetic stream {name!r}"
+    spec = _spec(name, where)
+    known = {f.name for f in dataclasses.fields(spec.options)}
+    for option in options:
+        if option not in known or option in ("seed", "n"):
+            raise ConfigError(
+                f"{where}: unknown option {option!r}; known options: {sorted(known)}"
+            )
+    if start < 0:
+        raise ConfigError(f"{where}: start must be >= 0, got {start}")
+    try:
+        parsed = spec.options(seed=seed, n=n, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return spec.records(parsed, start)
+
+
+class SyntheticSource(Source):
+    """Serves a synthetic stream as partition 0, position = record index. Never blocks."""
+
+    def __init__(self, name: str, spec: StreamSpec, options: StreamOptions) -> None:
+        self.name = name
+        self.spec = spec
+        self.options = options
+        self._records: Iterator[Record] | None = None
+        self._next = 0
+
+    def open(
+        self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
+    ) -> None:
+        """Position the stream at ``start_positions[0]`` (0 if absent)."""
+        start = start_position(f"synthetic source {self.name!r}", start_positions)
+        self._records = self.spec.records(self.options, start)
+        self._next = start
+        log.info("synthetic stream %s (%s) from record %d", self.name, self.options, start)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """The next ``max_records`` records at once; ``[]`` only when the stream has ended."""
+        if self._records is None:
+            raise RuntimeError(f"synthetic source {self.name!r}: poll() outside open() … close()")
+        out = []
+        for position, record in enumerate(itertools.islice(self._records, max_records), self._next):
+            out.append(
+                SourceRecord(
+                    partition=0, position=position, value=encode(record),
+                    key=record["key"].encode(),
+                )
+            )
+        self._next += len(out)
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``n`` records were handed out (never for an unbounded stream)."""
+        return self.options.n is not None and self._next >= self.options.n
+
+    def lag(self) -> Mapping[int, int]:
+        if self.options.n is None or self._records is None:
+            return {}
+        return {0: max(self.options.n - self._next, 0)}
+
+    def close(self) -> None:
+        """Drop the generator. Idempotent."""
+        self._records = None
+
+
+class SyntheticConnector(Connector):
+    """``synthetic:NAME?seed=S&n=N&…``: a deterministic drifting stream."""
+
+    scheme = "synthetic"
+    description = (
+        "deterministic drifting streams: " + ", ".join(sorted(STREAMS))
+        + " (?seed=S&n=N&keys=K&…)"
+    )
+
+    @classmethod
+    def source(cls, uri: str) -> SyntheticSource:
+        parsed = parse_uri(uri)
+        spec = _spec(parsed.target, repr(uri))
+        return SyntheticSource(parsed.target, spec, parse_options(spec.options, parsed))
