@@ -52,7 +52,7 @@ def within(seconds: float, call: Callable[[], T]) -> tuple[T, float]:
         started = time.monotonic()
         try:
             outcome["result"] = call()
-        except Exception as exc:  # re-raised in the test's thread
+        except Exception as exc:  # noqa: BLE001 - re-raised in the test's thread
             outcome["error"] = exc
         outcome["elapsed"] = time.monotonic() - started
 
