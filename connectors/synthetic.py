@@ -337,7 +337,9 @@ def _task_switching(family: _TaskFamily, options: StreamOptions, start: int) -> 
 SINUSOID_NOISE_VARIANCE = 0.05
 
 
-class _Sinusoid:
+class Sinusoid:
+    """The ``sinusoid`` task family."""
+
     name = "sinusoid"
 
     def __init__(self, options: SinusoidOptions) -> None:
@@ -360,7 +362,9 @@ class _Sinusoid:
         return x[:, None], y
 
 
-class _LinearTasks:
+class LinearTasks:
+    """The ``linear-tasks`` task family."""
+
     name = "linear-tasks"
 
     def __init__(self, options: LinearTasksOptions) -> None:
@@ -386,11 +390,11 @@ class _LinearTasks:
 
 
 def _sinusoid(options: SinusoidOptions, start: int = 0) -> Iterator[Record]:
-    return _task_switching(_Sinusoid(options), options, start)
+    return _task_switching(Sinusoid(options), options, start)
 
 
 def _linear_tasks(options: LinearTasksOptions, start: int = 0) -> Iterator[Record]:
-    return _task_switching(_LinearTasks(options), options, start)
+    return _task_switching(LinearTasks(options), options, start)
 
 
 def friedman_seed(seed: int, key: int) -> int:
