@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from connectors.base import convert
+from daemon.checkpoint import CheckpointConfig
 from daemon.errors import ConfigError
 from daemon.learner.config import LearnerConfig
+from daemon.runner import ResilienceConfig
 
 ENV_PREFIX = "ADAPTD_"
 
@@ -51,6 +53,8 @@ class Settings:
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

@@ -59,6 +59,11 @@ class Metrics:
             "adaptd_checkpoint_failures_total",
             "Checkpoints aborted (a sink could not flush or the state could not be written).",
             registry=registry)
+        self.checkpoint_duration = Histogram(
+            "adaptd_checkpoint_duration_seconds",
+            "Time to flush sinks, write the checkpoint and commit positions.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry)
         self.record_latency = Histogram(
             "adaptd_record_latency_seconds", "Time from decode to learned, per record.",
             buckets=LATENCY_BUCKETS_S, registry=registry)

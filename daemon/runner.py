@@ -3,9 +3,20 @@
 Per batch: poll → decode → predict and learn (test-then-train, per record) → emit predictions
 → account. Bad records go to the dead-letter sink with their reason and original bytes; the
 stream goes on. Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds,
-and on the way out: flush sinks → write the checkpoint (state + next positions) → commit the
-source's positions. A sink that cannot flush aborts that checkpoint, so positions are never
-committed ahead of what the sinks hold.
+on the way out, and before partitions are taken away: flush sinks → write the checkpoint
+(state + next position, per partition) → commit the source's positions. A sink that cannot
+flush aborts that checkpoint, so positions are never committed ahead of what the sinks hold.
+
+Partitions come and go (Kafka consumer groups): the runner is the source's
+:class:`~connectors.base.PartitionListener`. On assignment it loads each partition's state from
+the checkpoint and hands back the position to resume at; on revocation it checkpoints, then
+forgets those partitions' keys.
+
+Faults: while the source reports :class:`~daemon.errors.UnavailableError` (broker away) the
+runner is not ready, logs, and retries with exponential backoff; nothing is lost because
+nothing past the checkpoint was committed. While the sinks hold more than
+``sink_backlog_limit`` unacknowledged messages, the source is paused (it keeps its group
+membership) until they drain, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -13,13 +24,13 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import Sink, SinkMessage, Source, SourceRecord
-from daemon.checkpoint import CheckpointStore
-from daemon.errors import RecordError, SinkError
+from daemon.checkpoint import CheckpointStore, PartitionState
+from daemon.errors import RecordError, SinkError, UnavailableError
 from daemon.learner import Learner, Outcome
 from daemon.metrics import Metrics
 from daemon.records import Record, RecordDecoder, TaskKind, encode
@@ -47,9 +58,37 @@ class RunSummary:
         return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+@dataclass
+class ResilienceConfig:
+    """The ``[resilience]`` settings section: how the runner rides out faults.
+
+    Args:
+        retry_backoff_initial_s: first wait after the source became unavailable; doubles on
+            each failed retry up to ``retry_backoff_max_s``.
+        retry_backoff_max_s: longest wait between retries.
+        sink_backlog_limit: unacknowledged sink messages above which the source is paused; it
+            resumes below half of it.
+    """
+
+    retry_backoff_initial_s: float = 0.2
+    retry_backoff_max_s: float = 5.0
+    sink_backlog_limit: int = 50_000
+
+    def __post_init__(self) -> None:
+        if not self.retry_backoff_initial_s > 0:
+            raise ValueError(
+                f"retry_backoff_initial_s must be > 0, got {self.retry_backoff_initial_s}")
+        if self.retry_backoff_max_s < self.retry_backoff_initial_s:
+            raise ValueError(
+                f"retry_backoff_max_s must be >= retry_backoff_initial_s, "
+                f"got {self.retry_backoff_max_s}")
+        if self.sink_backlog_limit < 1:
+            raise ValueError(f"sink_backlog_limit must be >= 1, got {self.sink_backlog_limit}")
+
+
 class Runner:
-    """Drives one source through one learner. Single-threaded; :meth:`request_stop` is the
-    only method safe to call from elsewhere (a signal handler).
+    """Drives one source through one learner. Single-threaded; :meth:`request_stop` and
+    :meth:`ready` are the only methods safe to call from elsewhere (a signal handler, HTTP).
 
     Args:
         source: not yet opened; the runner opens it at the checkpoint's positions.
@@ -60,7 +99,9 @@ class Runner:
         sink: predictions go here (None: predictions are counted, not emitted).
         dead_letter: rejected records go here.
         task: ``classification`` adds ``proba`` and a 0/1 ``y_pred`` to prediction records.
+        resilience: retry backoff and sink backpressure settings.
         clock: monotonic seconds; injected by tests.
+        sleep: waits between retries; injected by tests.
     """
 
     def __init__(
@@ -77,7 +118,9 @@ class Runner:
         poll_timeout_s: float = 0.2,
         checkpoint_every_records: int = 10_000,
         checkpoint_interval_s: float = 30.0,
+        resilience: ResilienceConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.source = source
         self.learner = learner
@@ -86,16 +129,29 @@ class Runner:
         self.store = store
         self.sink = sink
         self.dead_letter = dead_letter
+        self.sinks = [s for s in (sink, dead_letter) if s is not None]
         self.task = task
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.checkpoint_every_records = checkpoint_every_records
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.resilience = resilience or ResilienceConfig()
         self.clock = clock
+        self.sleep = sleep
+        #: partition → position of the next record to read, for partitions this runner owns.
         self.next_positions: dict[int, int] = {}
+        #: Partitions whose state is loaded here.
+        self.owned: set[int] = set()
+        #: Which partition each key's records come from, so its state is saved with it.
+        self.key_partition: dict[str, int] = {}
         self.summary = RunSummary()
         self._stop = False
-        self._ready = False
+        self._opened = False
+        self._available = True
+        self._unavailable_since = 0.0
+        self._backoff_s = self.resilience.retry_backoff_initial_s
+        self._paused = False
+        self._shared_loaded = False
         # False while a batch is half applied: a checkpoint then would count records twice.
         self._consistent = True
         self._since_checkpoint = 0
@@ -104,57 +160,187 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """State loaded and source opened; read by ``/readyz`` from the HTTP thread."""
-        return self._ready
+        """State loaded, source reachable and partitions assigned; read by ``/readyz``."""
+        return self._opened and self._available and bool(self.owned)
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current batch; it then checkpoints and returns."""
         self._stop = True
 
     def run(self) -> RunSummary:
-        """Restore, process until the source is exhausted or a stop is requested, checkpoint.
+        """Open, process until the source is exhausted or a stop is requested, checkpoint.
 
-        Blocks for the whole run. Returns the summary; raises on infrastructure failures after
-        a best-effort checkpoint.
+        Blocks for the whole run, riding out an unavailable source. Returns the summary;
+        anything but a fault the runner knows how to wait out propagates after a best-effort
+        checkpoint.
         """
         started = self.clock()
         try:
-            self.restore()
-            self.source.open(dict(self.next_positions))
-        except BaseException:
-            self._close()
-            raise
-        self._ready = True
-        self._last_checkpoint_at = self.clock()
-        log.info("running from positions %s", self.next_positions or "at the start")
-        try:
+            self.open()
+            self._last_checkpoint_at = self.clock()
             while not self._stop:
-                raws = self.source.poll(self.batch_size, self.poll_timeout_s)
+                raws = self.poll()
                 if raws:
                     self.process(raws)
-                elif self.source.exhausted:
+                elif self._available and self.source.exhausted:
                     log.info("source exhausted")
                     break
+                self.relieve_backpressure()
                 self.maybe_checkpoint()
         finally:
-            self._ready = False
             self.summary.elapsed_s = self.clock() - started
             try:
-                if self._consistent:
+                if not self._opened:
+                    pass
+                elif self._consistent:
                     self.checkpoint()
                 else:
                     log.error("a batch failed half way: keeping the previous checkpoint")
             finally:
+                self._opened = False
                 self._close()
         return self.summary
 
+    def open(self) -> None:
+        """Load the state of the source's static partitions and open it; retries while the
+        source is unavailable, until it opens or a stop is requested."""
+        # Files and synthetic streams know their partitions up front; Kafka tells us through
+        # on_assigned once it has them.
+        static = list(self.source.assigned())
+        positions = self.on_assigned(static) if static else {}
+        while not self._stop:
+            try:
+                self.source.open(positions, listener=self)
+            except UnavailableError as exc:
+                self._wait_for_source(exc)
+                continue
+            self._opened = True
+            self._mark_available()
+            log.info("source open; positions %s", self.next_positions or "from the start")
+            return
+
     def _close(self) -> None:
-        for part in (self.source, self.sink, self.dead_letter):
-            if part is not None:
-                try:
-                    part.close()
-                except Exception:  # closing must not hide the error that got us here
-                    log.exception("closing %s failed", type(part).__name__)
+        for part in (self.source, *self.sinks):
+            try:
+                part.close()
+            except Exception:  # closing must not hide the error that got us here
+                log.exception("closing %s failed", type(part).__name__)
+
+    # -- faults --------------------------------------------------------------------------
+
+    def poll(self) -> list[SourceRecord]:
+        """One poll; an unavailable source costs a backoff wait and yields no records."""
+        try:
+            raws = self.source.poll(self.batch_size, self.poll_timeout_s)
+        except UnavailableError as exc:
+            self._wait_for_source(exc)
+            return []
+        self._mark_available()
+        return raws
+
+    def _wait_for_source(self, exc: UnavailableError) -> None:
+        now = self.clock()
+        if self._available:
+            self._available = False
+            self._unavailable_since = now
+            log.warning("source unavailable, not ready; retrying with backoff: %s", exc)
+        else:
+            log.info("source still unavailable after %.1f s (next retry in %.1f s): %s",
+                     now - self._unavailable_since, self._backoff_s, exc)
+        self._sleep_unless_stopped(self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, self.resilience.retry_backoff_max_s)
+
+    def _mark_available(self) -> None:
+        if not self._available:
+            log.warning("source available again after %.1f s; ready",
+                        self.clock() - self._unavailable_since)
+        self._available = True
+        self._backoff_s = self.resilience.retry_backoff_initial_s
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = self.clock() + seconds
+        while not self._stop and self.clock() < deadline:
+            self.sleep(min(0.1, seconds))
+
+    def backlog(self) -> int:
+        return sum(s.backlog() for s in self.sinks)
+
+    def relieve_backpressure(self) -> None:
+        """Pause the source while the sinks hold too much; flush them; resume once drained."""
+        limit = self.resilience.sink_backlog_limit
+        if self.backlog() <= limit:
+            if self._paused and self.backlog() <= limit // 2:
+                self.source.resume()
+                self._paused = False
+                log.info("sink backlog drained; source resumed")
+            return
+        if not self._paused:
+            self.source.pause()
+            self._paused = True
+            log.warning("sink backlog %d > %d messages; source paused", self.backlog(), limit)
+        try:
+            for sink in self.sinks:
+                sink.flush()
+        except SinkError as exc:
+            log.warning("sink still backed up: %s", exc)
+            self._sleep_unless_stopped(self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, self.resilience.retry_backoff_max_s)
+
+    # -- partitions (PartitionListener) --------------------------------------------------
+
+    def on_assigned(self, partitions: Collection[int]) -> Mapping[int, int]:
+        """Load the newest checkpoint of each partition; return where each resumes.
+
+        Called by the source before any record of these partitions is polled. The state every
+        key shares comes from the checkpoint only when nothing is loaded yet; later it stays
+        the live one, so a second assignment does not roll it back.
+        """
+        partitions = [p for p in partitions if p not in self.owned]
+        restored = self.store.load(partitions)
+        live_shared = self.learner.state_dict(keys=()) if self._shared_loaded else None
+        for p, state in sorted(restored.partitions.items()):
+            self.learner.load_state_dict(state.learner)
+            for key in state.keys:
+                self.key_partition[key] = p
+            self.next_positions[p] = state.position
+        if live_shared is not None:
+            self.learner.load_state_dict(live_shared)
+        elif restored.shared is not None:
+            self.learner.load_state_dict(restored.shared["learner"])
+            self._restore_decoder(restored.shared.get("decoder", {}))
+        self._shared_loaded = self._shared_loaded or restored.shared is not None
+        self.owned.update(partitions)
+        resume = {p: self.next_positions[p] for p in partitions if p in self.next_positions}
+        log.info("partitions %s assigned; resuming at %s (others from the start)",
+                 sorted(partitions), resume)
+        return resume
+
+    def on_revoked(self, partitions: Collection[int]) -> None:
+        """Checkpoint (flushing sinks and committing), then forget these partitions' keys.
+
+        Called by the source before the partitions go to another consumer. If the checkpoint
+        fails, the next owner resumes from the previous one and replays: the state is still
+        right, predictions may repeat.
+        """
+        if self._consistent and not self.checkpoint():
+            log.warning("partitions %s handed over without a fresh checkpoint: the next owner "
+                        "replays them from the previous one", sorted(partitions))
+        self.on_lost(partitions)
+
+    def on_lost(self, partitions: Collection[int]) -> None:
+        """Forget partitions without checkpointing them: another consumer may own them already
+        (the group session expired), and a checkpoint from here could overwrite its newer one."""
+        gone = set(partitions) & self.owned
+        keys = [k for k, p in self.key_partition.items() if p in gone]
+        self.learner.forget(keys)
+        for key in keys:
+            del self.key_partition[key]
+        for p in gone:
+            self.next_positions.pop(p, None)
+        self.owned -= gone
+        self.metrics.set_lag({p: n for p, n in self.source.lag().items() if p in self.owned},
+                             self.owned)
+        log.info("partitions %s released (%d keys forgotten)", sorted(gone), len(keys))
 
     # -- the record path -------------------------------------------------------------------
 
@@ -168,10 +354,13 @@ class Runner:
         records: list[Record] = []
         for raw in raws:
             try:
-                records.append(self.decoder.decode(raw.value))
-                good.append(raw)
+                record = self.decoder.decode(raw.value)
             except RecordError as err:
                 self.reject(raw, err)
+                continue
+            records.append(record)
+            good.append(raw)
+            self.key_partition[record.key] = raw.partition
         outcomes = self.learner.process_many(records) if records else []
         if self.sink is not None and outcomes:
             self.sink.write([self.prediction(raw, rec, out)
@@ -244,43 +433,49 @@ class Runner:
         if due_by_count or (due_by_time and self._since_checkpoint):
             self.checkpoint()
         if due_by_time:
-            self.metrics.set_lag(self.source.lag(), self.source.assigned())
+            self.metrics.set_lag(self.source.lag(), self.owned)
             self._last_checkpoint_at = self.clock()
 
     def checkpoint(self) -> bool:
         """Flush sinks → write state and positions → commit positions. False if aborted."""
+        started = self.clock()
         try:
-            for sink in (self.sink, self.dead_letter):
-                if sink is not None:
-                    sink.flush()
-            self.store.save({
-                "positions": dict(self.next_positions),
-                "learner": self.learner.state_dict(),
-                "decoder": {"n_features": self.decoder.n_features,
-                            "feature_names": self.decoder.feature_names},
-            })
+            for sink in self.sinks:
+                sink.flush()
+            self.store.save(self._shared_state(), self._partition_states())
         except (SinkError, OSError) as exc:
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: %s", exc)
             return False
-        self.source.commit(dict(self.next_positions))
+        self.source.commit({p: n for p, n in self.next_positions.items() if p in self.owned})
         self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_duration.observe(self.clock() - started)
         self.summary.checkpoints += 1
         self._since_checkpoint = 0
         self._last_checkpoint_at = self.clock()
         log.debug("checkpoint at positions %s", self.next_positions)
         return True
 
-    def restore(self) -> None:
-        """Load the last checkpoint, if any, into the learner, decoder and positions."""
-        payload = self.store.load()
-        if payload is None:
-            log.info("no checkpoint in %s: starting fresh", self.store.state_dir)
-            return
-        self.learner.load_state_dict(payload["learner"])
-        decoder_state = payload.get("decoder", {})
-        if self.decoder.n_features is None and decoder_state.get("n_features") is not None:
-            self.decoder.n_features = decoder_state["n_features"]
-            self.decoder.feature_names = decoder_state.get("feature_names")
-        self.next_positions = {int(p): int(n) for p, n in payload["positions"].items()}
-        log.info("restored checkpoint %s", self.store.path)
+    def _shared_state(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(keys=()),
+            "decoder": {"n_features": self.decoder.n_features,
+                        "feature_names": self.decoder.feature_names},
+        }
+
+    def _partition_states(self) -> dict[int, PartitionState]:
+        keys_of: dict[int, list[str]] = {p: [] for p in self.owned}
+        for key, p in self.key_partition.items():
+            if p in keys_of:
+                keys_of[p].append(key)
+        return {
+            p: PartitionState(position=self.next_positions[p], keys=keys,
+                              learner=self.learner.state_dict(keys))
+            for p, keys in keys_of.items()
+            if p in self.next_positions
+        }
+
+    def _restore_decoder(self, state: Mapping[str, Any]) -> None:
+        if self.decoder.n_features is None and state.get("n_features") is not None:
+            self.decoder.n_features = state["n_features"]
+            self.decoder.feature_names = state.get("feature_names")

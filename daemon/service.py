@@ -57,7 +57,7 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
             max_record_bytes=settings.max_record_bytes,
         ),
         metrics=metrics,
-        store=CheckpointStore(state_dir),
+        store=CheckpointStore(state_dir, keep=settings.checkpoint.keep),
         sink=sink,
         dead_letter=dead_letter,
         task=settings.task,
@@ -65,6 +65,7 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         poll_timeout_s=settings.poll_timeout_s,
         checkpoint_every_records=settings.checkpoint_every_records,
         checkpoint_interval_s=settings.checkpoint_interval_s,
+        resilience=settings.resilience,
     )
 
 
