@@ -71,6 +71,22 @@ def _finite_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _as_float(value: float) -> float:
+    """``float(value)``; JSON integers too large for a float become infinite, not an error."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """An optional numeric field (``ts``, ``task``): its value if a finite number, else None."""
+    if not _finite_number(value):
+        return None
+    number = _as_float(value)
+    return number if math.isfinite(number) else None
+
+
 class RecordDecoder:
     """Turns raw bytes into :class:`Record` objects, or a :class:`RecordError` with a reason.
 
@@ -115,7 +131,7 @@ class RecordDecoder:
             )
         try:
             obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise RecordError("not_json", f"not valid JSON: {exc}") from None
         return self.from_object(obj)
 
@@ -130,23 +146,25 @@ class RecordDecoder:
             raise RecordError("bad_key", f"key must be a non-empty string, got {key!r}")
         if "x" not in obj:
             raise RecordError("missing_x", "record has no 'x'")
-        x = self._features(obj["x"])
+        x, names = self._features(obj["x"])
         y = self._label(obj.get("y"))
+        self._fix_layout(x, names)
         rid = obj.get("id")
-        task = obj.get("task")
-        ts = obj.get("ts")
+        task = _finite_or_none(obj.get("task"))
+        ts = _finite_or_none(obj.get("ts"))
         extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
         return Record(
             x=x,
             y=y,
             key=key,
             id=None if rid is None else str(rid),
-            ts=float(ts) if _finite_number(ts) else None,
-            task=int(task) if _finite_number(task) else None,
+            ts=ts,
+            task=None if task is None else int(task),
             extra=extra,
         )
 
-    def _features(self, raw_x: Any) -> tuple[float, ...]:
+    def _features(self, raw_x: Any) -> tuple[tuple[float, ...], tuple[str, ...] | None]:
+        """The feature values, and their names when ``x`` is an object."""
         if isinstance(raw_x, dict):
             names = self.feature_names
             if names is None:
@@ -170,21 +188,24 @@ class RecordDecoder:
         for i, v in enumerate(values):
             if not _finite_number(v):
                 raise RecordError("bad_x", f"x[{i}] is {v!r}, expected a number")
-        x = tuple(float(v) for v in values)
+        x = tuple(_as_float(v) for v in values)
         if not all(math.isfinite(v) for v in x):
             raise RecordError("non_finite", "x has a non-finite value")
         if self.n_features is None:
             if not x:
                 raise RecordError("feature_count", "x is empty")
-            # The first valid record fixes the layout for the rest of the stream.
-            self.n_features = len(x)
-            if names is not None:
-                self.feature_names = names
         elif len(x) != self.n_features:
             raise RecordError(
                 "feature_count", f"x has {len(x)} features, expected {self.n_features}"
             )
-        return x
+        return x, names
+
+    def _fix_layout(self, x: tuple[float, ...], names: tuple[str, ...] | None) -> None:
+        """The first valid record fixes the layout (count, and names for objects) for the rest."""
+        if self.n_features is None:
+            self.n_features = len(x)
+        if names is not None and self.feature_names is None:
+            self.feature_names = names
 
     def _label(self, raw_y: Any) -> float | None:
         if raw_y is None:
@@ -193,7 +214,7 @@ class RecordDecoder:
             raw_y = int(raw_y)
         if not _finite_number(raw_y):
             raise RecordError("bad_y", f"y is {raw_y!r}, expected a number")
-        y = float(raw_y)
+        y = _as_float(raw_y)
         if not math.isfinite(y):
             raise RecordError("non_finite", "y is not finite")
         if self.task == "classification" and y not in (0.0, 1.0):
