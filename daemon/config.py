@@ -25,8 +25,12 @@ from typing import Any, Literal
 
 from connectors.base import convert
 from daemon.checkpoint import CheckpointConfig
+from daemon.drift import DriftConfig
 from daemon.errors import ConfigError
+from daemon.labels import LabelsConfig
 from daemon.learner.config import LearnerConfig
+from daemon.meta.state import MetaConfig
+from daemon.regret import RegretConfig
 from daemon.runner import ResilienceConfig
 
 ENV_PREFIX = "ADAPTD_"
@@ -53,6 +57,10 @@ class Settings:
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    meta_learning: MetaConfig = field(default_factory=MetaConfig)
+    regret: RegretConfig = field(default_factory=RegretConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
 

@@ -23,6 +23,8 @@ class Outcome:
     prequential loss when the record had a label, else ``None``. ``segment`` is the index of
     the key's current task; ``drift`` is true when this record's loss raised a drift alarm.
     ``learned`` is false for a labelled record whose update was skipped (non-finite values).
+    ``recovered_after`` is set on the record at which the key's loss recovered after a drift:
+    the number of labelled records since the reset (for the samples-to-recover histogram).
     """
 
     y_pred: float
@@ -30,6 +32,7 @@ class Outcome:
     segment: int = 0
     drift: bool = False
     learned: bool = False
+    recovered_after: int | None = None
 
 
 @dataclass(slots=True)
@@ -43,6 +46,13 @@ class LearnerSummary:
     active_keys: int = 0
     meta_updates: int = 0
     skipped_updates: int = 0
+    updates: int = 0
+    drift_events: int = 0
+    hindsight_loss: float | None = None
+    delayed_labels_joined: int = 0
+    delayed_labels_expired: int = 0
+    evicted_keys: int = 0
+    step_multiplier: float = 1.0
 
 
 class Learner(Protocol):
@@ -74,7 +84,22 @@ class Learner(Protocol):
 
 
 def build_learner(settings: Any) -> Learner:
-    """The learner the settings ask for (``settings`` is a :class:`daemon.config.Settings`)."""
-    from daemon.learner.adagrad import AdaGradLearner
+    """The learner the settings ask for (``settings`` is a :class:`daemon.config.Settings`).
 
-    return AdaGradLearner(task=settings.task, lr=settings.learner.lr, eps=settings.learner.eps)
+    ``settings.meta`` names a meta-state file written by ``adaptd meta-train``; without it
+    the learner starts from a seeded random init with plain-AdaGrad step sizes.
+    """
+    from daemon.learner.adaptive import AdaptiveLearner
+    from daemon.meta.state import load
+
+    return AdaptiveLearner(
+        model=settings.model,
+        task=settings.task,
+        n_features=settings.n_features,
+        config=settings.learner,
+        drift=settings.drift,
+        meta=settings.meta_learning,
+        regret=settings.regret,
+        labels=settings.labels,
+        meta_state=load(settings.meta) if settings.meta else None,
+    )

@@ -1,0 +1,124 @@
+"""Delayed labels: remember what was predicted for a record with an ``id`` until its label comes.
+
+A record with an ``id`` and no ``y`` is predicted, and its key and features are kept here. A
+later record with the same ``id`` and a ``y`` is then learned from with the *kept* features
+(those the prediction was made on), whatever features it carries itself. Entries live at most
+``ttl_s`` seconds and at most ``capacity`` are kept (the oldest go first); both kinds of loss
+are counted as expired.
+
+>>> pending = PendingLabels(LabelsConfig(ttl_s=10.0, capacity=2), clock=lambda: 0.0)
+>>> pending.put("r1", "k", (1.0, 2.0))
+>>> pending.take("r1")
+('k', (1.0, 2.0))
+>>> pending.take("r1") is None
+True
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LabelsConfig:
+    """The ``[labels]`` settings section.
+
+    Args:
+        ttl_s: seconds a prediction waits for its delayed label.
+        capacity: most predictions waiting at once; beyond it the oldest is dropped.
+    """
+
+    ttl_s: float = 3600.0
+    capacity: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not self.ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {self.ttl_s}")
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+
+
+class PendingLabels:
+    """Predictions waiting for their label, by record ``id``. Not thread-safe; never blocks.
+
+    Args:
+        clock: seconds, monotonic; injected by tests.
+    """
+
+    def __init__(self, config: LabelsConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        # id → (deadline, key, x); insertion order is deadline order since the TTL is fixed.
+        self._entries: OrderedDict[str, tuple[float, str, tuple[float, ...]]] = OrderedDict()
+        self.expired = 0
+        self.joined = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, record_id: str, key: str, x: tuple[float, ...]) -> None:
+        """Keep the features a prediction was made on. A repeated id replaces the older entry."""
+        self._entries.pop(record_id, None)
+        self._entries[record_id] = (self.clock() + self.config.ttl_s, key, x)
+        while len(self._entries) > self.config.capacity:
+            self._entries.popitem(last=False)
+            self.expired += 1
+
+    def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
+        """``(key, x)`` kept for ``record_id``, removed; ``None`` if unknown or expired."""
+        entry = self._entries.pop(record_id, None)
+        if entry is None:
+            return None
+        deadline, key, x = entry
+        if deadline < self.clock():
+            self.expired += 1
+            return None
+        self.joined += 1
+        return key, x
+
+    def expire(self) -> int:
+        """Drop entries past their deadline; returns how many. Called once per batch."""
+        now = self.clock()
+        dropped = 0
+        while self._entries:
+            rid, (deadline, _, _) = next(iter(self._entries.items()))
+            if deadline >= now:
+                break
+            del self._entries[rid]
+            dropped += 1
+        self.expired += dropped
+        return dropped
+
+    def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Entries (with their remaining time to live) of ``keys``, all if None."""
+        now = self.clock()
+        chosen = None if keys is None else set(keys)
+        return {
+            "entries": [
+                (rid, deadline - now, key, x)
+                for rid, (deadline, key, x) in self._entries.items()
+                if chosen is None or key in chosen
+            ],
+            "expired": self.expired,
+            "joined": self.joined,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Add the saved entries (their TTL restarts from what was left) and take the counts."""
+        now = self.clock()
+        for rid, remaining, key, x in state["entries"]:
+            self._entries[rid] = (now + remaining, key, tuple(x))
+        # Keep deadline order, which expire() relies on.
+        self._entries = OrderedDict(sorted(self._entries.items(), key=lambda kv: kv[1][0]))
+        self.expired = max(self.expired, int(state["expired"]))
+        self.joined = max(self.joined, int(state["joined"]))
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop the entries of ``keys`` (their partition was revoked)."""
+        drop = set(keys)
+        for rid in [r for r, (_, k, _) in self._entries.items() if k in drop]:
+            del self._entries[rid]

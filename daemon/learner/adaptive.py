@@ -1,0 +1,655 @@
+"""adaptd's learner: per-key tasks, drift segmentation, meta-learned init and step sizes, regret.
+
+Each key owns a *slot*: one row in each of the arena arrays below. A batch of records is cut
+into *waves*: wave j holds the j-th record of every key present in the batch, so a wave has
+each key at most once and the keys' records stay strictly in order across waves. One wave is
+one batched step: a gather of the keys' rows, closed-form predictions and support-window
+gradients for all of them at once (:mod:`daemon.learner.models`), the ARUBA++ step, a scatter
+back. With many interleaved keys a wave covers hundreds of records; with one key each wave
+is one record and NumPy's per-call overhead dominates (see ``benchmarks/engine_speed.py``).
+
+Per labelled record of a key (order of :meth:`AdaptiveLearner.process_many`):
+
+1. predict with the current θ (the loss is prequential), for the key and its baseline row;
+2. append the record to the key's support window W (last ``window`` labelled records of the
+   current segment) and take the inner step ``g = ∇L(θ; W); A += c·g²; θ −= α·sqrt(B/A) ⊙ g``
+   (Khodak, Balcan, Talwalkar 2019; plain AdaGrad when ``B = lr²``), or skip it, leaving the
+   state unchanged, when the loss, the gradient or the result is not finite;
+3. feed the loss to the key's drift detector (after the segment's warm-up); on an alarm close
+   the segment: fold it into the meta-state (:mod:`daemon.meta.state`), fit the hindsight
+   comparator on it (:mod:`daemon.regret`), and start the next task at ``θ0`` with
+   ``A = G/c``, an empty window and a fresh detector.
+
+The baseline (plain AdaGrad, never reset) has its own row per key, stepped in the same batched
+operation as the keys' rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from daemon.drift import DriftConfig, build_bank
+from daemon.labels import LabelsConfig, PendingLabels
+from daemon.learner import LearnerSummary, Outcome
+from daemon.learner.config import LearnerConfig
+from daemon.learner.models import (
+    AutogradFamily,
+    Family,
+    TaskKind,
+    build_family,
+    initial_parameters,
+    pointwise_loss,
+)
+from daemon.meta.state import MetaConfig, MetaState
+from daemon.records import Record
+from daemon.regret import RegretConfig, hindsight_loss
+
+log = logging.getLogger(__name__)
+
+STATE_KIND = "adaptd-adaptive"
+STATE_VERSION = 1
+#: A recovery not reached after this many records of a new segment is given up on.
+RECOVERY_HORIZON = 1000
+#: Prequential loss is an exponential average over about this many recent losses.
+PREQUENTIAL_SPAN = 100
+
+# Per-slot arrays: name → (trailing shape key, dtype, fill). Shape keys: "" scalar, "P"
+# parameters, "k" window, "kd" window features.
+_FIELDS: dict[str, tuple[str, Any, float]] = {
+    "theta": ("P", np.float64, 0.0),
+    "A": ("P", np.float64, 1.0),
+    "WX": ("kd", np.float64, 0.0),
+    "WY": ("k", np.float64, 0.0),
+    "WM": ("k", np.float64, 0.0),
+    "WL": ("k", np.float64, 0.0),
+    "wpos": ("", np.int64, 0),
+    "seg": ("", np.int64, 0),
+    "seg_len": ("", np.int64, 0),
+    "seg_loss": ("", np.float64, 0.0),
+    "gsq": ("P", np.float64, 0.0),
+    "u_prev": ("P", np.float64, 0.0),
+    "ref_loss": ("", np.float64, 0.0),
+    "recov": ("", np.int64, -1),
+    "task_of": ("", np.int64, -1),
+    "last_seen": ("", np.float64, 0.0),
+}
+_BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
+
+
+class AdaptiveLearner:
+    """The engine. Implements :class:`daemon.learner.Learner`; called from one thread only.
+
+    Args:
+        model: ``linear``, ``logistic`` or ``mlp`` (ignored when ``module`` is given).
+        task: ``regression`` or ``classification``.
+        n_features: features per record; ``None`` takes it from the first record.
+        config, drift, meta, regret, labels: the settings sections.
+        meta_state: a meta-state to start from (``--meta FILE``); else a random init.
+        module: a user ``nn.Module`` trained through autograd instead of a built-in family.
+        clock: monotonic seconds, for idle eviction and label TTLs (injected by tests).
+    """
+
+    # The arena: per-slot rows, bound as attributes by _grow (see _FIELDS for the shapes).
+    theta: np.ndarray
+    A: np.ndarray
+    WX: np.ndarray
+    WY: np.ndarray
+    WM: np.ndarray
+    WL: np.ndarray
+    wpos: np.ndarray
+    seg: np.ndarray
+    seg_len: np.ndarray
+    seg_loss: np.ndarray
+    gsq: np.ndarray
+    u_prev: np.ndarray
+    ref_loss: np.ndarray
+    recov: np.ndarray
+    task_of: np.ndarray
+    last_seen: np.ndarray
+
+    def __init__(
+        self,
+        model: str = "linear",
+        task: TaskKind = "regression",
+        n_features: int | None = None,
+        config: LearnerConfig | None = None,
+        drift: DriftConfig | None = None,
+        meta: MetaConfig | None = None,
+        regret: RegretConfig | None = None,
+        labels: LabelsConfig | None = None,
+        meta_state: MetaState | None = None,
+        module: nn.Module | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = "logistic" if model == "logistic" else model
+        self.task: TaskKind = "classification" if model == "logistic" else task
+        self.config = config or LearnerConfig()
+        self.drift = drift or DriftConfig()
+        self.meta_config = meta or MetaConfig()
+        self.regret = regret or RegretConfig()
+        self.clock = clock
+        self.pending = PendingLabels(labels or LabelsConfig(), clock)
+        self._user_module = module
+        self._given_meta = meta_state
+        self.family: Family | None = None
+        self.meta: MetaState | None = None
+        self.n_features = n_features
+        self._slot_of: dict[str, int] = {}
+        self._key_of: dict[int, str] = {}
+        self._free: list[int] = []
+        self._capacity = 0
+        self._hbuf: dict[int, deque[tuple[tuple[float, ...], float, float]]] = {}
+        self._cold: dict[str, dict[str, Any]] = {}
+        self._totals = _Totals()
+        if meta_state is not None and n_features is None:
+            self.n_features = int(meta_state.model.get("n_features", 0)) or None
+        if self.n_features is not None:
+            self._setup(self.n_features)
+
+    # ------------------------------------------------------------------ setup and slots
+
+    def describe(self) -> dict[str, Any]:
+        """The model descriptor stored with meta-states and checkpoints."""
+        d: dict[str, Any] = {"model": self.model, "task": self.task, "n_features": self.n_features}
+        if self.model == "mlp":
+            d["hidden"] = [int(h) for h in self.config.hidden]
+            d["activation"] = self.config.activation
+        if self._user_module is not None:
+            d["model"] = f"module:{type(self._user_module).__name__}"
+        return d
+
+    def _setup(self, n_features: int) -> None:
+        """Build the family, the initial meta-state and the arena once n_features is known."""
+        self.n_features = n_features
+        if self._user_module is not None:
+            self.family = AutogradFamily(self._user_module, self.task)
+        else:
+            self.family = build_family(self.model, self.task, n_features,
+                                       self.config.hidden, self.config.activation)
+        self._init = initial_parameters(self.family, self.config.init_seed)
+        if self._given_meta is not None:
+            self._given_meta.check_compatible(self.describe(), "--meta")
+            if len(self._given_meta.theta0) != self.family.n_params:
+                raise ValueError(
+                    f"--meta: meta-state has {len(self._given_meta.theta0)} parameters, "
+                    f"model has {self.family.n_params}")
+            self.meta = self._given_meta
+        else:
+            self.meta = MetaState.initial(self._init, self.config.lr, self.config.eps,
+                                          self.config.c, self.describe())
+        self._bank = build_bank(self.drift)
+        self._rows_per_key = 2 if self.regret.baseline else 1
+        self._arrays: dict[str, np.ndarray] = {}
+        self._grow(64)
+
+    def _shape(self, key: str) -> tuple[int, ...]:
+        assert self.family is not None and self.n_features is not None
+        k = self.config.window
+        return {"": (), "P": (self.family.n_params,), "k": (k,),
+                "kd": (k, self.n_features)}[key]
+
+    def _grow(self, keys_capacity: int) -> None:
+        rows = keys_capacity * self._rows_per_key
+        for name, (shape_key, dtype, fill) in _FIELDS.items():
+            new = np.full((rows, *self._shape(shape_key)), fill, dtype=dtype)
+            old = self._arrays.get(name)
+            if old is not None:
+                new[: len(old)] = old
+            self._arrays[name] = new
+        self._free.extend(range(keys_capacity - 1, self._capacity - 1, -1))
+        self._capacity = keys_capacity
+        self._bank.grow(rows)
+        self.__dict__.update(self._arrays)  # self.theta, self.A, … are the arena arrays
+
+    def _admit(self, key: str) -> int:
+        """Give ``key`` a slot: its evicted state if it has one, else a fresh task."""
+        if not self._free:
+            self._grow(self._capacity * 2)
+        j = self._free.pop()
+        s = j * self._rows_per_key
+        self._slot_of[key] = s
+        self._key_of[s] = key
+        self._hbuf[s] = deque(maxlen=self.regret.buffer)
+        cold = self._cold.pop(key, None)
+        if cold is not None:
+            self._set_task_state(s, cold)
+            return s
+        self._start_task(s)
+        self.seg[s] = 0
+        self.task_of[s] = -1
+        if self.regret.baseline:
+            b = s + 1
+            self.theta[b] = self._init
+            self.A[b] = self.config.eps
+            self.WM[b] = 0.0
+            self.wpos[b] = 0
+        return s
+
+    def _start_task(self, s: int) -> None:
+        """Reset slot ``s`` to a new task at θ0 with A = G/c (its baseline row is untouched)."""
+        assert self.meta is not None
+        self.theta[s] = self.meta.theta0
+        self.A[s] = self.meta.G / self.config.c
+        self.WM[s] = 0.0
+        self.WL[s] = 0.0
+        self.wpos[s] = 0
+        self.seg_len[s] = 0
+        self.seg_loss[s] = 0.0
+        self.gsq[s] = 0.0
+        self.u_prev[s] = 0.0
+        self.recov[s] = -1
+        self._bank.reset(np.array([s]))
+
+    def _release(self, s: int) -> None:
+        key = self._key_of.pop(s)
+        del self._slot_of[key]
+        self._hbuf.pop(s, None)
+        self._free.append(s // self._rows_per_key)
+
+    # ------------------------------------------------------------------ the record path
+
+    def process_many(self, records: Sequence[Record]) -> list[Outcome]:
+        """Predict then learn each record in order; see the module docstring. Blocks for the
+        compute only (no I/O). Records of different keys are batched into waves."""
+        if not records:
+            return []
+        if self.family is None:
+            self._setup(len(records[0].x))
+        self.pending.expire()
+        n = len(records)
+        slot_of = self._slot_of
+        slots = np.empty(n, dtype=np.int64)
+        waves = np.empty(n, dtype=np.int64)
+        counts: dict[int, int] = {}
+        xs: list[tuple[float, ...]] = []
+        ys = np.full(n, np.nan)
+        tasks = np.full(n, -1, dtype=np.int64)
+        oracle = self.drift.detector == "oracle"
+        for i, r in enumerate(records):
+            key, x, y = r.key, r.x, r.y
+            if r.id is not None:
+                if y is None:
+                    self.pending.put(r.id, key, x)
+                else:
+                    joined = self.pending.take(r.id)
+                    if joined is not None:
+                        key, x = joined
+            s = slot_of.get(key)
+            if s is None:
+                s = self._admit(key)
+            w = counts.get(s, 0)
+            counts[s] = w + 1
+            slots[i] = s
+            waves[i] = w
+            xs.append(x)
+            if y is not None:
+                ys[i] = y
+            if oracle and r.task is not None:
+                tasks[i] = r.task
+        X = np.array(xs, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"records have {X.shape[-1]} features, model expects {self.n_features}")
+        out = _BatchOut(n)
+        if len(counts) == n:
+            self._wave(np.arange(n), slots, X, xs, ys, tasks, out)
+        else:
+            order = np.argsort(waves, kind="stable")
+            bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
+            for idx in np.split(order, bounds):
+                self._wave(idx, slots[idx], X, xs, ys, tasks, out)
+        self.last_seen[np.fromiter(counts, dtype=np.int64, count=len(counts))] = self.clock()
+        if len(self._slot_of) > self.config.max_keys:
+            self._evict_lru(len(self._slot_of) - self.config.max_keys)
+        return out.outcomes()
+
+    def _wave(self, idx: np.ndarray, s: np.ndarray, X: np.ndarray,
+              xs: list[tuple[float, ...]], ys: np.ndarray, tasks: np.ndarray,
+              out: _BatchOut) -> None:
+        """One batched step over records ``idx`` (distinct keys, main rows ``s``)."""
+        fam = self.family
+        meta = self.meta
+        assert fam is not None and meta is not None
+        cfg = self.config
+        tot = self._totals
+        if self.drift.detector == "oracle":
+            t = tasks[idx]
+            prev = self.task_of[s]
+            change = (t >= 0) & (prev >= 0) & (t != prev)
+            for j in np.flatnonzero(change).tolist():
+                self._close_segment(int(s[j]))
+                out.drift[idx[j]] = True
+            known = t >= 0
+            self.task_of[s[known]] = t[known]
+        Xw = X[idx]
+        y = ys[idx]
+        lab = ~np.isnan(y)
+        out.segment[idx] = self.seg[s]
+        nl = int(lab.sum())
+        base = self.regret.baseline
+        if nl == 0:
+            out.y_pred[idx] = fam.forward(self.theta[s], Xw[:, None, :])[:, 0]
+            return
+        sl = s[lab]
+        rows = np.concatenate([s, sl + 1]) if base else s
+        Xin = np.concatenate([Xw, Xw[lab]]) if base else Xw
+        pred = fam.forward(self.theta[rows], Xin[:, None, :])[:, 0]
+        K = len(s)
+        out.y_pred[idx] = pred[:K]
+        yl = y[lab]
+        il = idx[lab]
+        lrows = np.concatenate([sl, sl + 1]) if base else sl
+        ly = np.concatenate([yl, yl]) if base else yl
+        lx = np.concatenate([Xw[lab], Xw[lab]]) if base else Xw[lab]
+        lpred = np.concatenate([pred[:K][lab], pred[K:]]) if base else pred[lab]
+        with np.errstate(all="ignore"):
+            ploss = pointwise_loss(self.task, lpred, ly)
+        # Append to the windows (remembering what is overwritten, to undo skipped updates).
+        pos = self.wpos[lrows]
+        old = (self.WX[lrows, pos], self.WY[lrows, pos], self.WM[lrows, pos], self.WL[lrows, pos])
+        self.WX[lrows, pos] = lx
+        self.WY[lrows, pos] = ly
+        self.WM[lrows, pos] = 1.0
+        self.WL[lrows, pos] = ploss
+        th = self.theta[lrows]
+        with np.errstate(all="ignore"):
+            _, g = fam.loss_grad(th, self.WX[lrows], self.WY[lrows], self.WM[lrows])
+            A = self.A[lrows] + cfg.c * g * g
+            if base:
+                B = np.empty_like(A)
+                B[:nl] = meta.B
+                B[nl:] = cfg.lr * cfg.lr
+            else:
+                B = meta.B
+            u = np.sqrt(B / A) * g
+            alpha = np.ones(len(lrows))
+            alpha[:nl] = meta.alpha
+            new = th - alpha[:, None] * u
+            ok = np.isfinite(ploss) & np.isfinite(new).all(axis=1) & np.isfinite(A).all(axis=1)
+        bad = ~ok
+        if bad.any():
+            br, bp = lrows[bad], pos[bad]
+            self.WX[br, bp], self.WY[br, bp] = old[0][bad], old[1][bad]
+            self.WM[br, bp], self.WL[br, bp] = old[2][bad], old[3][bad]
+            tot.skipped += int(bad[:nl].sum())
+        good = lrows[ok]
+        self.theta[good] = new[ok]
+        self.A[good] = A[ok]
+        self.wpos[good] = (pos[ok] + 1) % cfg.window
+        # Main rows: accounting, hypergradient, drift.
+        okm = ok[:nl]
+        sm = sl[okm]
+        lm = ploss[:nl][okm]
+        im = il[okm]
+        gm = g[:nl][okm]
+        out.loss[im] = lm
+        out.learned[im] = True
+        tot.add_losses(lm)
+        if base:
+            okb = ok[nl:]
+            tot.baseline += float(ploss[nl:][okb].sum())
+        self.gsq[sm] += gm * gm
+        self.seg_len[sm] += 1
+        self.seg_loss[sm] += lm
+        if cfg.hypergradient and len(sm):
+            # Baydin et al. 2018: dL/dα = −g_t · u_{t−1}, so α ← α + β_h·g_t·u_{t−1}.
+            hyper = float(np.einsum("rp,rp->r", gm, self.u_prev[sm]).mean())
+            if math.isfinite(hyper):
+                meta.alpha = min(max(meta.alpha + cfg.hypergradient_lr * hyper, 0.05), 20.0)
+            self.u_prev[sm] = u[:nl][okm]
+        if self.regret.hindsight:
+            for slot, row, yy, ll in zip(sm.tolist(), im.tolist(), yl[okm].tolist(), lm.tolist()):
+                self._hbuf[slot].append((xs[row], yy, ll))
+        self._track_recovery(sm, im, out)
+        if self.drift.detector in ("oracle", "none"):
+            return
+        watch = self.seg_len[sm] > self.drift.warmup
+        if not watch.any():
+            return
+        alarms = self._bank.update(sm[watch], lm[watch])
+        for slot, row in zip(sm[watch][alarms].tolist(), im[watch][alarms].tolist()):
+            self._close_segment(slot)
+            out.drift[row] = True
+
+    def _track_recovery(self, sm: np.ndarray, im: np.ndarray, out: _BatchOut) -> None:
+        """Samples to recover: records after a reset until the mean loss over the support window
+        is back at or below the closed segment's mean loss."""
+        rec = self.recov[sm] >= 0
+        if not rec.any():
+            return
+        sr, ir = sm[rec], im[rec]
+        count = self.recov[sr] + 1
+        wm = self.WM[sr]
+        mean = (self.WL[sr] * wm).sum(axis=1) / np.maximum(wm.sum(axis=1), 1.0)
+        done = mean <= self.ref_loss[sr]
+        out.recovered[ir[done]] = count[done]
+        count[done | (count >= RECOVERY_HORIZON)] = -1
+        self.recov[sr] = count
+
+    def _close_segment(self, s: int) -> None:
+        """Close slot ``s``'s segment: meta-update, hindsight fit, new task from θ0."""
+        fam, meta = self.family, self.meta
+        assert fam is not None and meta is not None
+        tot = self._totals
+        seg_len = int(self.seg_len[s])
+        if self.meta_config.enabled and seg_len >= self.meta_config.min_segment:
+            final_grad = None
+            if self.meta_config.algorithm == "fomaml":
+                final_grad = fam.loss_grad(self.theta[s : s + 1], self.WX[s : s + 1],
+                                           self.WY[s : s + 1], self.WM[s : s + 1])[1][0]
+            meta.update(self.meta_config, self.theta[s].copy(), self.gsq[s].copy(), final_grad)
+            tot.meta_updates += 1
+        buf = self._hbuf.get(s)
+        if self.regret.hindsight and buf:
+            Xh = np.array([b[0] for b in buf])
+            Yh = np.array([b[1] for b in buf])
+            tot.hindsight += hindsight_loss(fam, self.regret, Xh, Yh, self.theta[s].copy())
+            tot.hindsight_adaptd += float(sum(b[2] for b in buf))
+            buf.clear()
+        self.ref_loss[s] = self.seg_loss[s] / max(seg_len, 1)
+        self.seg[s] += 1
+        tot.drift_events += 1
+        self._start_task(s)
+        self.recov[s] = 0
+
+    # ------------------------------------------------------------------ eviction
+
+    def _evict_lru(self, count: int) -> None:
+        live = np.array(list(self._slot_of.values()), dtype=np.int64)
+        oldest = live[np.argsort(self.last_seen[live], kind="stable")[:count]]
+        for s in oldest.tolist():
+            key = self._key_of[s]
+            self._cold[key] = self._task_state(s)
+            self._release(s)
+            self._totals.evicted += 1
+
+    def evict_idle(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Evict keys unseen for ``idle_evict_s``; returns their task states (for the checkpoint).
+
+        The states are also kept compactly by the learner (and saved by :meth:`state_dict`),
+        so a key that comes back resumes where it was; :meth:`take_evicted` hands them over
+        for good. Called by the runner between batches; never blocks.
+        """
+        now = self.clock() if now is None else now
+        cutoff = now - self.config.idle_evict_s
+        gone = {}
+        for key, s in list(self._slot_of.items()):
+            if self.last_seen[s] < cutoff:
+                gone[key] = self._cold[key] = self._task_state(s)
+                self._release(s)
+                self._totals.evicted += 1
+        return gone
+
+    def take_evicted(self) -> dict[str, dict[str, Any]]:
+        """Hand over (and forget) the states of evicted keys, once the caller has persisted them."""
+        cold, self._cold = self._cold, {}
+        return cold
+
+    # ------------------------------------------------------------------ state
+
+    def _task_state(self, s: int) -> dict[str, Any]:
+        state: dict[str, Any] = {name: np.copy(self._arrays[name][s]) for name in _FIELDS}
+        state["detector"] = self._bank.get_state(s)
+        state["hindsight"] = list(self._hbuf.get(s, ()))
+        if self.regret.baseline:
+            state["baseline"] = {name: np.copy(self._arrays[name][s + 1]) for name in _BASE_FIELDS}
+        return state
+
+    def _set_task_state(self, s: int, state: Mapping[str, Any]) -> None:
+        for name in _FIELDS:
+            self._arrays[name][s] = state[name]
+        self._bank.set_state(s, state["detector"])
+        self._hbuf[s] = deque(state.get("hindsight", ()), maxlen=self.regret.buffer)
+        if self.regret.baseline:
+            base = state.get("baseline")
+            if base is None:  # saved without a baseline: start one
+                self.theta[s + 1], self.A[s + 1] = self._init, self.config.eps
+                self.WM[s + 1], self.wpos[s + 1] = 0.0, 0
+            else:
+                for name in _BASE_FIELDS:
+                    self._arrays[name][s + 1] = base[name]
+
+    def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Meta-state, totals and the task states of ``keys`` (all if None), plain data."""
+        chosen = list(self._slot_of) if keys is None else [k for k in keys if k in self._slot_of]
+        cold = self._cold if keys is None else {k: self._cold[k] for k in keys if k in self._cold}
+        return {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "model": self.describe(),
+            "meta": None if self.meta is None else self.meta.to_dict(),
+            "totals": self._totals.to_dict(),
+            "keys": {**cold, **{k: self._task_state(self._slot_of[k]) for k in chosen}},
+            "labels": self.pending.state_dict(keys),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the meta-state and totals; add (or replace) the task states in ``state``."""
+        if state.get("kind") != STATE_KIND:
+            raise ValueError(f"learner state has kind {state.get('kind')!r}, expected {STATE_KIND!r}")
+        model = state["model"]
+        if self.family is None:
+            if model.get("n_features") is None:
+                return  # saved before any record was seen: nothing to restore
+            self._setup(int(model["n_features"]))
+        mine = self.describe()
+        for k in ("model", "task", "n_features", "hidden", "activation"):
+            if k in model and model.get(k) != mine.get(k):
+                raise ValueError(f"learner state is for {k}={model.get(k)!r}, this model has "
+                                 f"{mine.get(k)!r}")
+        if state["meta"] is not None:
+            self.meta = MetaState.from_dict(state["meta"])
+        self._totals = _Totals.from_dict(state["totals"])
+        for key, task_state in state["keys"].items():
+            s = self._slot_of.get(key)
+            if s is None:
+                s = self._admit(key)
+            self._set_task_state(s, task_state)
+        self.pending.load_state_dict(state["labels"])
+
+    def forget(self, keys: Collection[str]) -> None:
+        for key in keys:
+            s = self._slot_of.get(key)
+            if s is not None:
+                self._release(s)
+            self._cold.pop(key, None)
+        self.pending.forget(keys)
+
+    def keys(self) -> Collection[str]:
+        return self._slot_of.keys()
+
+    def summary(self) -> LearnerSummary:
+        tot = self._totals
+        return LearnerSummary(
+            cumulative_loss=tot.loss,
+            baseline_loss=tot.baseline if self.regret.baseline else None,
+            hindsight_regret=(tot.hindsight_adaptd - tot.hindsight) if self.regret.hindsight
+            else None,
+            prequential_loss=tot.recent if tot.n else None,
+            active_keys=len(self._slot_of),
+            meta_updates=tot.meta_updates,
+            skipped_updates=tot.skipped,
+            updates=tot.n,
+            drift_events=tot.drift_events,
+            hindsight_loss=tot.hindsight if self.regret.hindsight else None,
+            delayed_labels_joined=self.pending.joined,
+            delayed_labels_expired=self.pending.expired,
+            evicted_keys=tot.evicted,
+            step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
+        )
+
+
+class _Totals:
+    """Running sums behind :meth:`AdaptiveLearner.summary`."""
+
+    _NAMES = ("loss", "n", "recent", "baseline", "hindsight", "hindsight_adaptd", "skipped",
+              "meta_updates", "drift_events", "evicted")
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.n = 0
+        self.recent = 0.0
+        self.baseline = 0.0
+        self.hindsight = 0.0
+        self.hindsight_adaptd = 0.0
+        self.skipped = 0
+        self.meta_updates = 0
+        self.drift_events = 0
+        self.evicted = 0
+
+    def add_losses(self, losses: np.ndarray) -> None:
+        """Add losses in order; ``recent`` is an exponential average (weight 1/n while
+        n < PREQUENTIAL_SPAN, so it starts as the plain mean)."""
+        i = 0
+        while self.n < PREQUENTIAL_SPAN and i < len(losses):
+            v = float(losses[i])
+            self.n += 1
+            self.loss += v
+            self.recent += (v - self.recent) / self.n
+            i += 1
+        losses = losses[i:]
+        m = len(losses)
+        if not m:
+            return
+        a = 1.0 / PREQUENTIAL_SPAN
+        weights = a * (1.0 - a) ** np.arange(m - 1, -1, -1)
+        self.recent = (1.0 - a) ** m * self.recent + float(weights @ losses)
+        self.loss += float(losses.sum())
+        self.n += m
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._NAMES}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> _Totals:
+        t = cls()
+        for name in cls._NAMES:
+            setattr(t, name, type(getattr(t, name))(state.get(name, getattr(t, name))))
+        return t
+
+
+class _BatchOut:
+    """Per-record results of one batch, filled wave by wave, turned into Outcomes at the end."""
+
+    def __init__(self, n: int) -> None:
+        self.y_pred = np.zeros(n)
+        self.loss = np.full(n, np.nan)
+        self.segment = np.zeros(n, dtype=np.int64)
+        self.drift = np.zeros(n, dtype=bool)
+        self.learned = np.zeros(n, dtype=bool)
+        self.recovered = np.full(n, -1, dtype=np.int64)
+
+    def outcomes(self) -> list[Outcome]:
+        return [
+            Outcome(p, None if math.isnan(lo) else lo, sg, d, le, None if rc < 0 else rc)
+            for p, lo, sg, d, le, rc in zip(
+                self.y_pred.tolist(), self.loss.tolist(), self.segment.tolist(),
+                self.drift.tolist(), self.learned.tolist(), self.recovered.tolist())
+        ]

@@ -1,0 +1,200 @@
+"""The meta-state shared by all keys of a model, and its update when a segment closes.
+
+The meta-state is the initialization θ0 and the ARUBA statistics B, G from which each new
+task's per-parameter step sizes come (Khodak, Balcan, Talwalkar 2019, "Adaptive
+Gradient-Based Meta-Learning Methods", NeurIPS). On the close of a long enough segment, with
+t the number of tasks closed so far::
+
+    B  ← (1−d)·B + ½(θ_end − θ0)² + ε²/(t+1)^p
+    G  ← (1−d)·G + Σ_seg g²       + ζ²/(t+1)^p
+    θ0 ← θ0 + β·(θ_end − θ0)          Reptile (Nichol, Achiam, Schulman 2018, arXiv:1803.02999)
+    θ0 ← θ0 − β·∇L(θ_end; W)          first-order MAML (Finn, Abbeel, Levine 2017, ICML)
+
+and a new task starts at ``θ = θ0`` with ``A = G / c``. Before any meta-learning ``B = lr²``
+and ``G = c·eps``, which makes the inner rule plain AdaGrad.
+
+The file written by ``adaptd meta-train --out FILE`` and read by ``adaptd run --meta FILE`` is a
+``torch.save`` of plain tensors and numbers (loadable with ``weights_only=True``); its ``module``
+entry is the ``state_dict`` of the model's ``nn.Module`` at θ0, for users who want the
+initialization as a PyTorch model.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+FILE_FORMAT = "adaptd-meta/1"
+
+
+@dataclass
+class MetaConfig:
+    """The ``[meta]`` settings section.
+
+    Args:
+        enabled: meta-learn online (θ0, B, G move as segments close). ``False`` keeps the
+            initial state for ever: with no ``--meta`` file that is plain AdaGrad from a fixed
+            random init, reset to that init at each drift (benchmark variant "AdaGrad reset").
+        algorithm: ``reptile`` (default) or ``fomaml`` for the θ0 update.
+        step: β, the meta step size of the θ0 update.
+        decay: d in [0, 1), the forgetting of the B and G statistics per closed task.
+        epsilon, zeta, power: the ε²/(t+1)^p and ζ²/(t+1)^p regularizers of B and G.
+        min_segment: labelled records a segment needs before its close updates the meta-state.
+        learn_rates: update B and G (ARUBA); ``False`` learns θ0 only.
+    """
+
+    enabled: bool = True
+    algorithm: Literal["reptile", "fomaml"] = "reptile"
+    step: float = 0.1
+    decay: float = 0.0
+    epsilon: float = 1e-3
+    zeta: float = 1e-3
+    power: float = 1.0
+    min_segment: int = 10
+    learn_rates: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step <= 1:
+            raise ValueError(f"step must be in (0, 1], got {self.step}")
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+        for name in ("epsilon", "zeta", "power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_segment < 1:
+            raise ValueError(f"min_segment must be >= 1, got {self.min_segment}")
+
+
+@dataclass
+class MetaState:
+    """θ0, B, G (each ``(P,)``), the count of closed tasks and the hypergradient multiplier.
+
+    ``model`` describes the family the vectors belong to (model, task, n_features, hidden,
+    activation) so that a file is never applied to a different model.
+    """
+
+    theta0: np.ndarray
+    B: np.ndarray
+    G: np.ndarray
+    tasks: int = 0
+    alpha: float = 1.0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def initial(cls, theta0: np.ndarray, lr: float, eps: float, c: float,
+                model: Mapping[str, Any]) -> MetaState:
+        """The state before any meta-learning: plain AdaGrad (``B = lr²``, ``A₀ = G/c = eps``)."""
+        P = len(theta0)
+        return cls(theta0=np.array(theta0, dtype=np.float64), B=np.full(P, lr * lr),
+                   G=np.full(P, c * eps), model=dict(model))
+
+    def update(self, config: MetaConfig, theta_end: np.ndarray, grad_sq_sum: np.ndarray,
+               final_grad: np.ndarray | None = None) -> None:
+        """Fold one closed task into the meta-state. Called by the learner on segment close.
+
+        Args:
+            theta_end: the task's parameters at close, ``(P,)``.
+            grad_sq_sum: Σ g² over the task's inner steps, ``(P,)``.
+            final_grad: ∇L(θ_end; W) on the final support window (needed for ``fomaml``).
+        """
+        delta = theta_end - self.theta0
+        if config.learn_rates:
+            shrink = 1.0 - config.decay
+            scale = (self.tasks + 1.0) ** config.power
+            self.B = shrink * self.B + 0.5 * delta * delta + config.epsilon**2 / scale
+            self.G = shrink * self.G + grad_sq_sum + config.zeta**2 / scale
+        if config.algorithm == "fomaml":
+            if final_grad is None:
+                raise ValueError("fomaml needs the final support-window gradient")
+            self.theta0 = self.theta0 - config.step * final_grad
+        else:
+            self.theta0 = self.theta0 + config.step * delta
+        self.tasks += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, picklable copy (NumPy arrays and numbers)."""
+        return {"theta0": self.theta0.copy(), "B": self.B.copy(), "G": self.G.copy(),
+                "tasks": self.tasks, "alpha": self.alpha, "model": dict(self.model)}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> MetaState:
+        return cls(theta0=np.asarray(state["theta0"], dtype=np.float64).copy(),
+                   B=np.asarray(state["B"], dtype=np.float64).copy(),
+                   G=np.asarray(state["G"], dtype=np.float64).copy(),
+                   tasks=int(state["tasks"]), alpha=float(state["alpha"]),
+                   model=dict(state.get("model", {})))
+
+    def check_compatible(self, model: Mapping[str, Any], where: str) -> None:
+        """Raise ``ValueError`` if this state was made for another model than ``model``."""
+        for k, v in model.items():
+            mine = self.model.get(k)
+            if k in self.model and _norm(mine) != _norm(v):
+                raise ValueError(f"{where}: meta-state is for {k}={mine!r}, this model has {v!r}")
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def average(states: Sequence[MetaState]) -> MetaState:
+    """The mean of several replicas' meta-states (federated Reptile / FedAvg with ARUBA)."""
+    if not states:
+        raise ValueError("average needs at least one meta-state")
+    return MetaState(
+        theta0=np.mean([s.theta0 for s in states], axis=0),
+        B=np.mean([s.B for s in states], axis=0),
+        G=np.mean([s.G for s in states], axis=0),
+        tasks=max(s.tasks for s in states),
+        alpha=float(np.mean([s.alpha for s in states])),
+        model=dict(states[0].model),
+    )
+
+
+def save(state: MetaState, path: str | os.PathLike[str], module_state: Mapping[str, Any] | None
+         = None) -> Path:
+    """Write ``state`` to ``path`` (atomically: temporary file, then rename)."""
+    path = Path(path)
+    payload: dict[str, Any] = {
+        "format": FILE_FORMAT,
+        "theta0": torch.from_numpy(state.theta0.copy()),
+        "B": torch.from_numpy(state.B.copy()),
+        "G": torch.from_numpy(state.G.copy()),
+        "tasks": state.tasks,
+        "alpha": state.alpha,
+        "model": {k: list(v) if isinstance(v, tuple) else v for k, v in state.model.items()},
+    }
+    if module_state is not None:
+        payload["module"] = dict(module_state)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike[str]) -> MetaState:
+    """Read a file written by :func:`save`. Raises ``ValueError`` naming the file if it is not one."""
+    try:
+        payload = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"meta-state file {str(path)!r} does not exist") from None
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise ValueError(f"meta-state file {str(path)!r} is not readable: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise ValueError(f"meta-state file {str(path)!r} is not an {FILE_FORMAT} file")
+    return MetaState(
+        theta0=payload["theta0"].double().numpy().copy(),
+        B=payload["B"].double().numpy().copy(),
+        G=payload["G"].double().numpy().copy(),
+        tasks=int(payload["tasks"]),
+        alpha=float(payload["alpha"]),
+        model=dict(payload["model"]),
+    )
