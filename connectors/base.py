@@ -192,7 +192,10 @@ def parse_uri(uri: str) -> ParsedURI:
         raise ConfigError(f"{uri!r} is not a connector URI: expected SCHEME:..., e.g. jsonl:data.jsonl")
     target, _, query_text = rest.partition("?")
     query: dict[str, str] = {}
-    for name, value in parse_qsl(query_text, keep_blank_values=True, strict_parsing=False):
+    # parse_qsl decodes form encoding, where "+" means a space; in a URI typed by hand (a
+    # password, a list) "+" is a plus, so escape it before decoding.
+    pairs = parse_qsl(query_text.replace("+", "%2B"), keep_blank_values=True, strict_parsing=False)
+    for name, value in pairs:
         if name in query:
             raise ConfigError(f"{uri!r}: option {name!r} is given twice")
         query[name] = value
