@@ -81,10 +81,15 @@ ADAPTD_VARIANTS: Mapping[str, Mapping[str, Any]] = {
 
 
 class AdaptdLearner:
-    """One of adaptd's variants, built from settings by :func:`daemon.learner.build_learner`."""
+    """One of adaptd's variants, built from settings by :func:`daemon.learner.build_learner`.
 
-    def __init__(self, flags: Mapping[str, Any]) -> None:
+    ``reports_alarms`` is false for the variants whose alarms say nothing about detection
+    (no detector, or the oracle, whose alarms are the true change points).
+    """
+
+    def __init__(self, flags: Mapping[str, Any], reports_alarms: bool) -> None:
         self.flags = dict(flags)
+        self.reports_alarms = reports_alarms
 
     def run(self, data: StreamData) -> Trace:
         from daemon.config import load_settings
@@ -101,7 +106,12 @@ class AdaptdLearner:
                 y_pred[i] = out.y_pred
                 alarms[i] = out.drift
         seconds = time.perf_counter() - start
-        return Trace(y_pred=y_pred, alarms=alarms, seconds=seconds)
+        return Trace(y_pred=y_pred, alarms=alarms if self.reports_alarms else None,
+                     seconds=seconds)
+
+
+#: The variants that run a real drift detector.
+DETECTING_VARIANTS = ("adaptd", "adagrad-reset")
 
 
 def adaptd_flags(variant: str, stream: Stream, meta_file: Path | None) -> dict[str, Any]:
@@ -125,7 +135,9 @@ def _adaptd_spec(variant: str, description: str) -> LearnerSpec:
         name=variant,
         group="adaptd",
         description=description,
-        build=lambda stream, meta: AdaptdLearner(adaptd_flags(variant, stream, meta)),
+        build=lambda stream, meta: AdaptdLearner(
+            adaptd_flags(variant, stream, meta), reports_alarms=variant in DETECTING_VARIANTS
+        ),
         uses_meta=variant in ("adaptd", "adaptd-oracle"),
     )
 

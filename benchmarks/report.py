@@ -481,7 +481,8 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
             if s is not None and s.detector_delay is not None:
                 xs.append(k + j * width)
                 ys.append(s.detector_delay)
-        ax.bar(xs, ys, width=width, label=name, color=colors[name])
+        if xs:
+            ax.bar(xs, ys, width=width, label=name, color=colors[name])
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(with_changes))],
                   [i.stream.name for i in with_changes], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean detection delay (records)")
