@@ -459,6 +459,15 @@ class AdaptiveLearner:
         self._start_task(s)
         self.recov[s] = 0
 
+    def close_segments(self, keys: Collection[str] | None = None) -> None:
+        """Close the open segment of ``keys`` (all if None), as if each had drifted now.
+
+        Used at the end of offline meta-training, so the last task of each key counts."""
+        for key in list(self._slot_of) if keys is None else keys:
+            s = self._slot_of.get(key)
+            if s is not None and self.seg_len[s] > 0:
+                self._close_segment(s)
+
     # ------------------------------------------------------------------ eviction
 
     def _evict_lru(self, count: int) -> None:
