@@ -29,7 +29,7 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import LineSplitter, start_position
+from connectors.sequential import LineSplitter, Pausable, start_position
 from daemon.errors import ConfigError, SinkError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class JsonlSinkOptions:
             raise ValueError("path must not be empty: expected jsonl:PATH")
 
 
-class JsonlSource(Source):
+class JsonlSource(Pausable, Source):
     """Reads records line by line from a file; see the module docstring."""
 
     def __init__(self, options: JsonlSourceOptions) -> None:
@@ -106,6 +106,8 @@ class JsonlSource(Source):
         """Return the next lines that are there; blocks up to ``timeout_s`` only when following."""
         if self._file is None:
             raise RuntimeError(f"jsonl source {self.options.path!r}: poll() before open()")
+        if self.paused_wait(timeout_s):
+            return []
         deadline = time.monotonic() + max(timeout_s, 0.0)
         while True:
             records = self._read_available(max_records)
@@ -163,6 +165,9 @@ class JsonlSink(Sink):
     def __init__(self, options: JsonlSinkOptions) -> None:
         self.options = options
         path = Path(options.path)
+        self._path = path
+        # A new file survives a crash only once its directory entry is synced, too.
+        self._sync_directory = not path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file: io.BufferedWriter | None = open(path, "ab")  # noqa: SIM115
@@ -185,12 +190,20 @@ class JsonlSink(Sink):
             raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
 
     def flush(self) -> None:
-        """Write out the buffer and ``fsync`` the file; blocks until the disk has it."""
+        """Write out the buffer and ``fsync`` the file (and, the first time, the directory of a
+        file this sink created); blocks until the disk has it."""
         if self._file is None:
             return  # close() flushed everything
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
+            if self._sync_directory:
+                directory = os.open(self._path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+                self._sync_directory = False
         except OSError as exc:
             raise SinkError(f"jsonl sink {self.options.path!r}: flush failed: {exc}") from exc
 

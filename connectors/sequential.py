@@ -1,8 +1,9 @@
 """Helpers for sequential single-partition sources (a file, a pipe, a generator).
 
 Such a source has one partition, 0, and a position is the index of a record in it.
-:func:`start_position` checks where the daemon asks it to resume; :class:`LineSplitter`
-turns bytes into numbered lines for the ``jsonl`` and ``stdin`` sources.
+:func:`start_position` checks where the daemon asks it to resume; :class:`Pausable` gives
+them ``pause``/``resume``; :class:`LineSplitter` turns bytes into numbered lines for the
+``jsonl`` and ``stdin`` sources.
 
 A line's *position* is its 0-based line number. Blank lines (nothing but whitespace) are not
 records, but they still take a position, so that position ``p`` always means line ``p`` of the
@@ -20,6 +21,7 @@ input, whatever the input contains.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping
 
@@ -43,6 +45,30 @@ def start_position(where: str, start_positions: Mapping[int, int]) -> int:
     if start < 0:
         raise ConfigError(f"{where}: start position must be >= 0, got {start}")
     return start
+
+
+class Pausable:
+    """``pause``/``resume`` for a source that reads only when polled (the daemon pauses its
+    source while a sink is backed up). A source calls :meth:`paused_wait` first thing in
+    ``poll`` and returns nothing when it says so.
+    """
+
+    _paused = False
+
+    def pause(self) -> None:
+        """Stop handing out records: ``poll`` returns nothing until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        self._paused = False
+
+    def paused_wait(self, timeout_s: float) -> bool:
+        """If paused, wait out ``timeout_s`` (as an empty poll would) and return True."""
+        if not self._paused:
+            return False
+        time.sleep(max(timeout_s, 0.0))
+        return True
 
 
 class LineSplitter:

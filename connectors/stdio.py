@@ -31,7 +31,7 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import LineSplitter, start_position
+from connectors.sequential import LineSplitter, Pausable, start_position
 from daemon.errors import ConfigError, SinkError
 
 #: Bytes read per system call.
@@ -51,7 +51,7 @@ def _parse(parsed: ParsedURI) -> StdioOptions:
     return parse_options(StdioOptions, parsed)
 
 
-class StdinSource(Source):
+class StdinSource(Pausable, Source):
     """Reads records line by line from a binary stream (standard input by default).
 
     Args:
@@ -87,6 +87,8 @@ class StdinSource(Source):
         """Return the lines available, waiting up to ``timeout_s`` for the first one."""
         if not self._opened or self._closed:
             raise RuntimeError("stdin source: poll() outside open() ... close()")
+        if self.paused_wait(timeout_s):
+            return []
         deadline = time.monotonic() + max(timeout_s, 0.0)
         out: list[SourceRecord] = []
         while True:

@@ -66,7 +66,7 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import start_position
+from connectors.sequential import Pausable, start_position
 from daemon.errors import ConfigError
 from daemon.records import encode
 
@@ -495,8 +495,11 @@ def generate(
     return spec.records(parsed, start)
 
 
-class SyntheticSource(Source):
-    """Serves a synthetic stream as partition 0, position = record index. Never blocks."""
+class SyntheticSource(Pausable, Source):
+    """Serves a synthetic stream as partition 0, position = record index.
+
+    ``poll`` never waits, except while paused.
+    """
 
     def __init__(self, name: str, spec: StreamSpec, options: StreamOptions) -> None:
         self.name = name
@@ -518,6 +521,8 @@ class SyntheticSource(Source):
         """The next ``max_records`` records at once; ``[]`` only when the stream has ended."""
         if self._records is None:
             raise RuntimeError(f"synthetic source {self.name!r}: poll() outside open() … close()")
+        if self.paused_wait(timeout_s):
+            return []
         out = []
         for position, record in enumerate(itertools.islice(self._records, max_records), self._next):
             out.append(

@@ -212,6 +212,26 @@ def test_opening_at_any_position_starts_at_the_first_record_there(
 
 
 @pytest.mark.parametrize("source_case", SOURCE_SCHEMES, indirect=True)
+def test_a_paused_source_gives_nothing_until_resumed(source_case: SourceCase) -> None:
+    expected = source_case.expected
+    source = source_case.build()
+    source.open({})
+    try:
+        head = read(source, 2, max_records=2)
+        source.pause()
+        for _ in range(2):
+            paused, _ = within(
+                EMPTY_POLL_TIMEOUT_S + POLL_SLACK_S, lambda: source.poll(10, EMPTY_POLL_TIMEOUT_S)
+            )
+            assert paused == []
+        source.resume()
+        rest = read(source, len(expected) - len(head))
+    finally:
+        source.close()
+    assert sorted(comparable(head + rest, expected)) == sorted(comparable(expected, expected))
+
+
+@pytest.mark.parametrize("source_case", SOURCE_SCHEMES, indirect=True)
 def test_source_close_is_idempotent(source_case: SourceCase) -> None:
     never_opened = source_case.build()
     never_opened.close()
