@@ -4,6 +4,8 @@ Source: a single partition 0 whose position is the 0-based line number. Blank li
 records but keep their line number, so a checkpointed position always names the same line.
 ``?follow=true`` keeps tailing the file for appended lines, like ``tail -f``: the source is
 then never exhausted, and a last line is only handed out once its newline has been written.
+A followed file must only grow: truncating it is logged, and a rotated file (renamed, a new
+one created) is not followed to the new file.
 
 Sink: appends one message value per line, creating missing parent directories; ``flush``
 returns once the lines are on disk (``os.fsync``).
@@ -81,7 +83,7 @@ class JsonlSource(Pausable, Source):
         self._lines = LineSplitter()
         self._to_skip = 0
         self._exhausted = False
-        self._closed = False
+        self._truncated = False
 
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
@@ -137,6 +139,8 @@ class JsonlSource(Pausable, Source):
                 self._lines.feed(chunk)
             else:
                 eof = True
+        if eof and self.options.follow:
+            self._check_not_truncated()
         if eof and not self.options.follow and not self._lines.has_lines:
             if self._to_skip and not self._exhausted:
                 log.warning(
@@ -146,6 +150,16 @@ class JsonlSource(Pausable, Source):
                 )
             self._exhausted = True
         return out
+
+    def _check_not_truncated(self) -> None:
+        assert self._file is not None
+        size, offset = os.fstat(self._file.fileno()).st_size, self._file.tell()
+        if size < offset and not self._truncated:
+            # Line numbers of a rewritten file mean nothing against the checkpoint's: say so
+            # once, and go on waiting for the file to grow past where we were.
+            log.warning("%s shrank to %d bytes below the read offset %d (truncated or "
+                        "rewritten?); waiting for it to grow", self.options.path, size, offset)
+        self._truncated = size < offset
 
     @property
     def exhausted(self) -> bool:

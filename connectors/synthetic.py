@@ -35,7 +35,9 @@ unbounded), ``keys`` (default 1)):
     the per-key record counts at which concepts change (default 1000, 2000, 3000 — or, when
     ``n`` is given, spread evenly over the ``n / keys`` records each key gets); ``task`` is the
     index of the segment between drift positions. ``hazard`` does not apply. With one key the
-    stream is exactly ``FriedmanDrift(seed=seed)``.
+    stream is exactly ``FriedmanDrift(seed=seed)``. river's generator cannot seek, so opening
+    this stream at position ``p`` replays the ``p`` records before it (a few seconds per
+    million); the other streams skip ahead in blocks (well under a second per million).
 
 Benchmarks use the same streams without a connector::
 
@@ -298,7 +300,8 @@ def _task_switching(family: _TaskFamily, options: StreamOptions, start: int) -> 
     sid = _stream_id(family.name)
     names = key_names(options.keys)
     switcher = TaskSwitcher(options.keys)
-    cache: dict[tuple[int, int], np.ndarray] = {}
+    # key → (task, its parameters) of the latest task seen: tasks only count up.
+    latest: dict[int, tuple[int, np.ndarray]] = {}
     stop = math.inf if options.n is None else options.n
     for block in itertools.count():
         first = block * BLOCK_RECORDS
@@ -310,24 +313,25 @@ def _task_switching(family: _TaskFamily, options: StreamOptions, start: int) -> 
         tasks = switcher.assign(keys, switch)
         if first + BLOCK_RECORDS <= start:
             continue
-        # One parameter row per (key, task) pair in the block; keep only current tasks cached.
+        # One parameter row per (key, task) pair in the block, in increasing task order.
         pairs, inverse = np.unique(tasks * options.keys + keys, return_inverse=True)
         rows = []
         for pair in pairs.tolist():
             key, task = pair % options.keys, pair // options.keys
-            row = cache.get((key, task))
-            if row is None:
-                row = cache[(key, task)] = family.task_params(key, task)
+            known = latest.get(key)
+            if known is not None and known[0] == task:
+                row = known[1]
+            else:
+                row = family.task_params(key, task)
+                latest[key] = (task, row)
             rows.append(row)
-        current = switcher.current
-        cache = {kt: row for kt, row in cache.items() if current[kt[0]] == kt[1]}
         x, y = family.draw(rng, np.stack(rows)[inverse])
         lo = max(start - first, 0)
         hi = int(min(BLOCK_RECORDS, stop - first))
         key_list, x_list, y_list, task_list = (
             keys[lo:hi].tolist(), x[lo:hi].tolist(), y[lo:hi].tolist(), tasks[lo:hi].tolist()
         )
-        for k, xi, yi, ti in zip(key_list, x_list, y_list, task_list):
+        for k, xi, yi, ti in zip(key_list, x_list, y_list, task_list, strict=True):
             yield {"key": names[k], "x": xi, "y": yi, "task": ti}
 
 

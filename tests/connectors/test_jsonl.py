@@ -138,3 +138,19 @@ def test_a_sink_that_cannot_be_created_fails_naming_the_path(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="unknown option 'follow'"):
         open_sink(f"jsonl:{tmp_path / 'out.jsonl'}?follow=true")
 
+
+
+def test_truncating_a_followed_file_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "growing.jsonl"
+    path.write_bytes(b"a\nb\n")
+    source = open_source(f"jsonl:{path}?follow=true")
+    source.open({})
+    assert values(source.poll(10, 0.0)) == [b"a", b"b"]
+    path.write_bytes(b"")  # truncated in place, as `> file` does
+    with caplog.at_level(logging.WARNING, logger="connectors.jsonl"):
+        assert source.poll(10, 0.0) == []
+        assert source.poll(10, 0.0) == []
+    assert caplog.text.count("shrank") == 1
+    source.close()
