@@ -1,0 +1,218 @@
+"""The live page at ``/`` in a real headless Chromium, against a daemon on an arriving stream.
+
+Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: plain
+file descriptors, no extra package), in real time, because the page's throughput comes from
+the server's clock. The page writes how many samples each chart plots into ``data-points``
+attributes; the test waits for them, then checks the screenshot really shows the lines.
+
+``ADAPTD_DOCS_SCREENSHOT=1`` lets the page gather a minute of data and writes the screenshot to
+``docs/live-page.png`` (the picture the README shows).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import REPO, require_tool, start_daemon, stop_daemon, stream_records
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars",
+)
+WIDTH, HEIGHT = 1400, 900
+#: The stream the page watches: four keys, a task switch every ~500 records per key.
+STREAM_URI = "synthetic:sinusoid?seed=5&n=60000&keys=4&hazard=0.002"
+RECORDS_PER_S = 400
+DOCS_SCREENSHOT = os.environ.get("ADAPTD_DOCS_SCREENSHOT") == "1"
+
+
+class DevTools:
+    """A headless Chromium and one page, driven over ``--remote-debugging-pipe``.
+
+    Chromium reads JSON commands ending in a NUL byte on fd 3 and answers on fd 4.
+    """
+
+    def __init__(self, user_data_dir: Path, log_path: Path) -> None:
+        chromium = require_tool("chromium", "chromium")
+        cmd_read, self._cmd_write = os.pipe()
+        self._res_read, res_write = os.pipe()
+        # bash (dash takes single-digit descriptors only) moves the pipe ends to the descriptors Chromium expects, then execs it.
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_read} 4>&{res_write}', chromium,
+                 *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}",
+                 f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-pipe", "about:blank"],
+                pass_fds=(cmd_read, res_write), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        os.close(cmd_read)
+        os.close(res_write)
+        self._buffer = b""
+        self._next_id = 0
+        self.session = ""
+
+    def call(self, method: str, timeout_s: float = 30, **params: Any) -> dict[str, Any]:
+        """Send one command and block until its answer; events in between are dropped."""
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self._cmd_write, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answer = self._read(deadline, method)
+            if answer.get("id") == self._next_id:
+                if "error" in answer:
+                    raise AssertionError(f"chromium {method}: {answer['error']}")
+                return dict(answer["result"])
+
+    def _read(self, deadline: float, method: str) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                raise AssertionError(f"no answer from chromium to {method}")
+            ready, _, _ = select.select([self._res_read], [], [], remaining)
+            if ready:
+                chunk = os.read(self._res_read, 1 << 20)
+                if not chunk:
+                    raise AssertionError(f"chromium closed the pipe during {method}")
+                self._buffer += chunk
+        raw, _, self._buffer = self._buffer.partition(b"\0")
+        return dict(json.loads(raw))
+
+    def open_page(self, url: str) -> None:
+        [page] = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+        self.session = self.call("Target.attachToTarget", targetId=page["targetId"],
+                                 flatten=True)["sessionId"]
+        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT,
+                  deviceScaleFactor=1, mobile=False)
+        self.call("Page.navigate", url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout_s=10)
+        except AssertionError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._cmd_write)
+        os.close(self._res_read)
+
+
+def write_paced(path: Path, values: list[bytes], stop: threading.Event) -> None:
+    """Append records to ``path`` at about RECORDS_PER_S, like a stream arriving."""
+    chunk = RECORDS_PER_S // 10
+    with path.open("ab") as out:
+        for start in range(0, len(values), chunk):
+            if stop.wait(0.1):
+                return
+            out.write(b"\n".join(values[start:start + chunk]) + b"\n")
+            out.flush()
+
+
+@pytest.fixture
+def live_daemon(tmp_path: Path) -> Iterator[str]:
+    """adaptd following a JSONL file that a thread fills with a drifting stream in real time."""
+    records = tmp_path / "records.jsonl"
+    records.touch()
+    stop = threading.Event()
+    writer = threading.Thread(
+        target=write_paced, args=(records, stream_records(STREAM_URI), stop), daemon=True)
+    proc, url = start_daemon(
+        ["--source", f"jsonl:{records}", "--follow", "--state-dir", str(tmp_path / "state")],
+        tmp_path / "adaptd.log", cwd=tmp_path,
+    )
+    writer.start()
+    try:
+        yield url
+    finally:
+        stop.set()
+        writer.join()
+        assert stop_daemon(proc) == 0
+
+
+PAGE_STATE = """JSON.stringify({
+  status: document.body.dataset.status,
+  scrapes: +document.body.dataset.scrapes,
+  drifts: +document.body.dataset.driftEvents,
+  points: Object.fromEntries([...document.querySelectorAll("canvas")].map(
+    c => [c.id, +c.dataset.points])),
+  legend: document.getElementById("legend-regret").textContent,
+})"""
+
+
+def test_live_page_plots_loss_regret_drift_and_throughput(
+    live_daemon: str, tmp_path: Path
+) -> None:
+    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    try:
+        # Fewer scrapes than the window holds (two a second), so none has scrolled out yet.
+        minutes, scrapes = (1, 110) if DOCS_SCREENSHOT else (1, 10)
+        browser.open_page(f"{live_daemon}/?interval_s=0.5&minutes={minutes}")
+        state: dict[str, Any] = {}
+        deadline = time.monotonic() + 60 + scrapes / 2
+        while time.monotonic() < deadline:
+            state = json.loads(browser.evaluate(PAGE_STATE) or "{}")
+            points = state.get("points", {})
+            if (state.get("scrapes", 0) >= scrapes and points.get("chart-rate", 0) >= 2
+                    and state.get("drifts", 0) >= 1):
+                break
+            time.sleep(0.5)  # the page's own scrape period: nothing to inject here
+        else:
+            raise AssertionError(f"the page did not fill in time: {state}")
+        png = browser.screenshot()
+    finally:
+        browser.close()
+
+    assert state["status"] == "ok", state
+    points = state["points"]
+    # Loss: one sample per scrape; regret and cumulative loss: two series each.
+    assert points["chart-loss"] >= scrapes - 1, state
+    assert points["chart-regret"] >= 2 * (scrapes - 1), state
+    assert points["chart-cumloss"] >= 2 * (scrapes - 1), state
+    assert "vs baseline" in state["legend"] and "vs hindsight" in state["legend"], state
+
+    shot = tmp_path / "live-page.png"
+    shot.write_bytes(png)
+    assert_shows_lines(shot)
+    if DOCS_SCREENSHOT:
+        (REPO / "docs" / "live-page.png").write_bytes(png)
+
+
+def assert_shows_lines(path: Path) -> None:
+    """The screenshot has the page's size and pixels of the line colours in each chart area."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    assert image.size == (WIDTH, HEIGHT)
+    colours = {"adaptd": (0x24, 0x63, 0xEB), "baseline": (0xE0, 0x8A, 0x00),
+               "hindsight": (0x6A, 0x3F, 0xC9), "drift": (0xD6, 0x28, 0x39)}
+    counts = dict.fromkeys(colours, 0)
+    for pixel in image.getdata():
+        for name, target in colours.items():
+            if sum(abs(a - b) for a, b in zip(pixel, target, strict=True)) < 40:
+                counts[name] += 1
+    # A legend swatch is 12x3 pixels; plotted lines are far longer than a few swatches.
+    assert counts["adaptd"] > 500 and counts["baseline"] > 200 and counts["hindsight"] > 200, counts
