@@ -316,9 +316,14 @@ def test_kubernetes_statefulset(
     assert port["containerPort"] == settings.metrics_port and settings.metrics_host == "0.0.0.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
-    [claim] = sts["spec"]["volumeClaimTemplates"]
-    state_mount = next(m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"])
-    assert state_mount["mountPath"] == settings.state_dir == dockerfile_env()["ADAPTD_STATE_DIR"]
+    # One state volume shared by every replica, so partitions move with their checkpoints.
+    state_mount = next(m for m in container["volumeMounts"]
+                       if m["mountPath"] == settings.state_dir)
+    assert settings.state_dir == dockerfile_env()["ADAPTD_STATE_DIR"]
+    [state_volume] = [v for v in pod["spec"]["volumes"] if v["name"] == state_mount["name"]]
+    claim = k8s[("PersistentVolumeClaim", state_volume["persistentVolumeClaim"]["claimName"])]
+    if sts["spec"]["replicas"] > 1:
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     assert str(pod["spec"]["securityContext"]["runAsUser"]) == dockerfile_one("USER").split(":")[0]
     assert pod["spec"]["terminationGracePeriodSeconds"] >= 2 * settings.checkpoint_interval_s
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
