@@ -349,3 +349,27 @@ def test_kubernetes_services_and_monitor_select_the_pods(
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     for endpoint in monitor["spec"]["podMetricsEndpoints"]:
         assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+
+
+# --- Grafana dashboard --------------------------------------------------------------------------
+
+def test_dashboard_layout_and_datasources() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "adaptd.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert panel["targets"], panel["title"]
+    annotations = [a for a in dashboard["annotations"]["list"] if "expr" in a]
+    assert any("adaptd_drift_events_total" in a["expr"] for a in annotations)
