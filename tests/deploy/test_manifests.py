@@ -147,13 +147,19 @@ def test_dockerfile_installs_the_cpu_torch_pinned_here_and_copies_what_exists() 
     python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert python == ">=3.11" and tuple(map(int, args["PYTHON_VERSION"].split("."))) >= (3, 11)
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    copied = set()
     for keyword, rest in dockerfile_instructions():
         if keyword == "COPY" and not rest.startswith("--from"):
             *sources, _ = rest.split()
+            copied.update(sources)
             for source in sources:
                 assert (REPO / source).exists(), f"COPY {source}: not in the repository"
                 assert f"!{source}" in ignore or f"!{source}/**" in ignore, (
                     f"COPY {source}: excluded from the build context by Dockerfile.dockerignore")
+    # Every package the distribution installs must be in the image.
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {p.rstrip("*") for p in setuptools["packages"]["find"]["include"]}
+    assert packages <= copied, f"packages not copied into the image: {packages - copied}"
 
 
 # --- compose ------------------------------------------------------------------------------------
