@@ -54,6 +54,43 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
 
 
+class _OncePerInterval(logging.Filter):
+    """Lets each distinct kafka-python message template through once per ``interval_s``.
+
+    While a broker is down kafka-python logs every reconnect attempt, thousands of lines a
+    second; the daemon's own log lines say what is going on, once.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        now = time.monotonic()
+        template = (record.name, str(record.msg))
+        if now - self._last.get(template, -self.interval_s) < self.interval_s:
+            return False
+        if len(self._last) > 10_000:  # bounded even if templates vary
+            self._last.clear()
+        self._last[template] = now
+        return True
+
+
+_QUIET = _OncePerInterval()
+
+
+def quiet_client_logs() -> None:
+    """Rate-limit kafka-python's own log lines. Idempotent; called once its modules are
+    imported (a logger's filters do not apply to its children, so each gets the filter)."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        ours = name == "kafka" or name.startswith("kafka.")
+        if ours and isinstance(logger, logging.Logger) and _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+
+
 @dataclass(frozen=True)
 class KafkaClientOptions:
     """Options both the source and the sink take. ``bootstrap`` and ``topic`` come from the URI.
@@ -260,6 +297,7 @@ class KafkaSource(Source):
         self._start_positions: dict[int, int] = {}
         self._paused = False
         self._assigned: set[int] = set()
+        self._in_rebalance = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -288,10 +326,12 @@ class KafkaSource(Source):
             heartbeat_interval_ms=o.heartbeat_ms,
             max_poll_interval_ms=o.max_poll_interval_ms,
         )
+        quiet_client_logs()
         try:
             consumer = KafkaConsumer(**config)
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        quiet_client_logs()
         try:
             if o.group is not None:
                 consumer.subscribe([o.topic], listener=_Rebalance(self))
@@ -380,7 +420,12 @@ class KafkaSource(Source):
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets)
+            if self._in_rebalance:
+                # Rebalance callbacks run on kafka-python's I/O thread, which cannot wait for
+                # its own commit; fire it off, the checkpoint already holds the positions.
+                self._consumer.commit_async(offsets)
+            else:
+                self._consumer.commit(offsets)
         except KafkaError as exc:
             log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
                         self.options.where, exc)
@@ -418,8 +463,23 @@ class KafkaSource(Source):
                                       for p in sorted(partitions)})
 
     def _on_revoked(self, partitions: Sequence[int]) -> None:
+        if not partitions:
+            return  # kafka-python says so before the first assignment, too
         log.info("%s: partitions %s are being revoked", self.options.where, sorted(partitions))
         if self._listener is not None and partitions:
+            self._listener.on_revoked(partitions)
+        self._assigned.difference_update(partitions)
+
+    def _on_lost(self, partitions: Sequence[int]) -> None:
+        # Lost, not revoked (our group session expired): another member may own them already,
+        # so nothing may be checkpointed or committed for them. A listener with ``on_lost``
+        # just lets go; one without it is told they were revoked.
+        log.warning("%s: partitions %s were lost (group session expired)", self.options.where,
+                    sorted(partitions))
+        on_lost = getattr(self._listener, "on_lost", None)
+        if on_lost is not None:
+            on_lost(partitions)
+        elif self._listener is not None:
             self._listener.on_revoked(partitions)
         self._assigned.difference_update(partitions)
 
@@ -464,16 +524,24 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
+    # kafka-python calls these on its I/O thread, but only while the daemon's thread waits
+    # inside KafkaConsumer.poll(), so they never run alongside record processing.
+
     def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
-        self.source._on_revoked([tp.partition for tp in revoked])
+        self._call(self.source._on_revoked, revoked)
 
     def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
-        self.source._on_assigned([tp.partition for tp in assigned])
+        self._call(self.source._on_assigned, assigned)
 
     def on_partitions_lost(self, lost: Collection[Any]) -> None:
-        # Lost (not revoked): another member may own them already, so nothing may be
-        # committed; the daemon just lets go, as on revoke. Its checkpoint stays valid.
-        self.source._on_revoked([tp.partition for tp in lost])
+        self._call(self.source._on_lost, lost)
+
+    def _call(self, method: Any, tps: Collection[Any]) -> None:
+        self.source._in_rebalance = True
+        try:
+            method([tp.partition for tp in tps])
+        finally:
+            self.source._in_rebalance = False
 
 
 class KafkaSink(Sink):
@@ -515,6 +583,7 @@ class KafkaSink(Sink):
         try:
             if o.partitions is not None:
                 ensure_topic(o, o.partitions)
+            quiet_client_logs()
             self._producer = KafkaProducer(**config)
         except (KafkaError, UnavailableError) as exc:
             self._next_connect_at = now + o.reconnect_backoff_max_ms / 1000

@@ -216,7 +216,7 @@ class Runner:
                 continue
             self._opened = True
             self._mark_available()
-            log.info("source open; positions %s", self.next_positions or "from the start")
+            log.info("source open")
             return
 
     def _close(self) -> None:
@@ -310,7 +310,7 @@ class Runner:
             self._restore_decoder(restored.shared.get("decoder", {}))
         self._shared_loaded = self._shared_loaded or restored.shared is not None
         self.owned.update(partitions)
-        resume = {p: self.next_positions[p] for p in partitions if p in self.next_positions}
+        resume = {p: self.next_positions[p] for p in sorted(partitions) if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start)",
                  sorted(partitions), resume)
         return resume

@@ -1,0 +1,235 @@
+"""``adaptd run`` on Kafka, as real processes against a real broker.
+
+End to end with dead letters; a restart resumes at the checkpointed positions; kill -9 mid
+stream gives exactly-once effect on the state and at-least-once predictions; two daemons of one
+group split the partitions and one takes over the other's; the broker going away (at start and
+mid-run) costs readiness, not records.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from daemon.broker import EmbeddedBroker, free_port
+from tests.helpers import scrape, wait_for
+from tests.integration.kafka_harness import (
+    FAST_GROUP,
+    FREQUENT_CHECKPOINTS,
+    INDEPENDENT_KEYS,
+    Daemon,
+    TcpProxy,
+    assert_same_state,
+    checkpointed,
+    key_states,
+    make_records,
+    produce,
+    read_topic,
+    wait_for_positions,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def uris(bootstrap: str, topic: str, group: str = "g") -> tuple[str, ...]:
+    """``--source/--sink/--dead-letter`` arguments for ``topic``-in/-out/-dead."""
+    return (
+        f"kafka://{bootstrap}/{topic}-in?group={group}-{topic}&{FAST_GROUP}",
+        "--sink", f"kafka://{bootstrap}/{topic}-out",
+        "--dead-letter", f"kafka://{bootstrap}/{topic}-dead",
+    )
+
+
+def partition_ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
+    """Next position after the last record of each partition (read back, not end offsets)."""
+    ends: dict[int, int] = {}
+    for r in read_topic(bootstrap, topic, n):
+        ends[r.partition] = max(ends.get(r.partition, 0), r.position + 1)
+    return ends
+
+
+def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[tuple[int, int]]:
+    out: Counter[tuple[int, int]] = Counter()
+    for r in read_topic(bootstrap, f"{topic}-out", at_least):
+        body = json.loads(r.value)
+        out[(body["partition"], body["position"])] += 1
+    return out
+
+
+def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    good = make_records(600, seed=1)
+    bad = {
+        b"{not json": "not_json",
+        b'{"key": "k1", "x": [NaN, 1, 2], "y": 1}': "non_finite",
+        b'{"key": "k1", "x": [1, 2], "y": 1}': "feature_count",
+        json.dumps({"key": "k1", "x": [1, 2, 3], "y": 1, "pad": "z" * 3000}).encode(): "oversized",
+    }
+    produce(kafka_broker, f"{kafka_topic}-in", [*good[:300], *bad, *good[300:]], partitions=2)
+    total = len(good) + len(bad)
+    ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total)
+
+    daemon = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS,
+                    "--set", "max_record_bytes=2000")
+    try:
+        wait_for(daemon.ready, 60, "/readyz")
+        wait_for_positions(daemon.state_dir, ends, daemons=[daemon])
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+    predictions = prediction_positions(kafka_broker, kafka_topic, len(good))
+    inputs = read_topic(kafka_broker, f"{kafka_topic}-in", total)
+    good_positions = {(r.partition, r.position) for r in inputs if r.value not in bad}
+    assert set(predictions) == good_positions
+    outputs = read_topic(kafka_broker, f"{kafka_topic}-out", len(good))
+    by_position = {(r.partition, r.position): r for r in inputs}
+    for out in outputs:  # keyed by the record key, carrying where the input came from
+        body = json.loads(out.value)
+        source = json.loads(by_position[(body["partition"], body["position"])].value)
+        assert out.key == source["key"].encode() == body["key"].encode()
+
+    dead = read_topic(kafka_broker, f"{kafka_topic}-dead", len(bad))
+    assert len(dead) == len(bad)
+    for msg in dead:
+        body = json.loads(msg.value)
+        original = by_position[(body["partition"], body["position"])].value
+        assert body["reason"] == bad[original]
+        assert body.get("raw", "").encode() == original
+
+    # New records while it was down; the restart must read those and only those.
+    more = make_records(200, seed=2)
+    produce(kafka_broker, f"{kafka_topic}-in", more, partitions=2)
+    new_ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total + len(more))
+    again = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS,
+                   "--set", "max_record_bytes=2000", state_dir=daemon.state_dir)
+    try:
+        wait_for_positions(again.state_dir, new_ends, daemons=[again])
+        consumed = scrape(f"{again.url}/metrics")[("adaptd_records_consumed_total", ())]
+    finally:
+        assert again.stop() == 0, again.log()
+    assert consumed == len(more)
+    assert f"resuming at {dict(sorted(ends.items()))}" in again.log()
+
+
+def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    records = make_records(4000, keys=5, seed=3)
+    topic_in = f"{kafka_topic}-in"
+    produce(kafka_broker, topic_in, records[:500])
+
+    # The rest arrives while the daemon runs, so the kill lands mid-stream.
+    def trickle() -> None:
+        for start in range(500, len(records), 250):
+            produce(kafka_broker, topic_in, records[start:start + 250])
+            time.sleep(0.1)
+
+    producer = threading.Thread(target=trickle)
+    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
+                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight",
+                      *FREQUENT_CHECKPOINTS)
+    crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS)
+    producer.start()
+    try:
+        wait_for_positions(crashy.state_dir, {0: 1000}, daemons=[crashy])
+        crashy.kill()
+        at_kill = checkpointed(crashy.state_dir).partitions[0].position
+        producer.join()
+        assert at_kill < len(records), "the kill came after the last record: not mid-stream"
+        restarted = Daemon(tmp_path, "restarted", *uris(kafka_broker, kafka_topic),
+                           *FREQUENT_CHECKPOINTS, state_dir=crashy.state_dir)
+        try:
+            wait_for_positions(restarted.state_dir, {0: len(records)}, daemons=[restarted])
+        finally:
+            assert restarted.stop() == 0, restarted.log()
+        wait_for_positions(straight.state_dir, {0: len(records)}, daemons=[straight])
+    finally:
+        producer.join()
+        crashy.kill()
+        assert straight.stop() == 0, straight.log()
+
+    resumed, uninterrupted = checkpointed(crashy.state_dir), checkpointed(straight.state_dir)
+    assert resumed.partitions[0].position == uninterrupted.partitions[0].position == len(records)
+    assert sorted(resumed.partitions[0].keys) == sorted(uninterrupted.partitions[0].keys)
+    assert_same_state(resumed.partitions[0].learner, uninterrupted.partitions[0].learner,
+                      "partition 0 learner state")
+    assert_same_state(resumed.shared, uninterrupted.shared, "shared state")
+
+    predictions = prediction_positions(kafka_broker, kafka_topic, len(records))
+    assert set(predictions) == {(0, i) for i in range(len(records))}
+
+
+def test_two_daemons_split_the_partitions_and_one_takes_over_the_other(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    topic_in = f"{kafka_topic}-in"
+    first, second = make_records(2000, keys=12, seed=4), make_records(1000, keys=12, seed=5)
+    produce(kafka_broker, topic_in, first, partitions=4)
+    ends = partition_ends(kafka_broker, topic_in, len(first))
+    shared_dir = tmp_path / "shared-state"
+    flags = (*FREQUENT_CHECKPOINTS, *INDEPENDENT_KEYS)
+    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
+                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight", *flags)
+    a = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic), *flags, state_dir=shared_dir)
+    b = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic), *flags, state_dir=shared_dir)
+    try:
+        wait_for(lambda: a.ready() and b.ready(), 60, "both daemons to own partitions")
+        wait_for_positions(shared_dir, ends, daemons=[a, b])
+        assert b.stop() == 0, b.log()
+        produce(kafka_broker, topic_in, second, partitions=4)
+        all_ends = partition_ends(kafka_broker, topic_in, len(first) + len(second))
+        wait_for_positions(shared_dir, all_ends, daemons=[a])
+        assert a.stop() == 0, a.log()
+        wait_for_positions(straight.state_dir, all_ends, daemons=[straight])
+    finally:
+        for d in (a, b, straight):
+            d.stop()
+
+    took_over = checkpointed(shared_dir)
+    reference = checkpointed(straight.state_dir)
+    assert {p: s.position for p, s in took_over.partitions.items()} == all_ends
+    mine, theirs = key_states(took_over), key_states(reference)
+    assert mine.keys() == theirs.keys()
+    for key in theirs:
+        assert_same_state(mine[key], theirs[key], f"key {key}")
+    predictions = prediction_positions(kafka_broker, kafka_topic, len(first) + len(second))
+    assert set(predictions) == {(p, i) for p, n in all_ends.items() for i in range(n)}
+
+
+def test_broker_unreachable_at_start_and_lost_mid_run_costs_readiness_not_records(
+        kafka_topic: str, tmp_path: Path) -> None:
+    proxy_port = free_port()
+    broker = EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log")
+    broker.start()
+    proxy = TcpProxy(broker.port, proxy_port)
+    bootstrap = f"127.0.0.1:{proxy_port}"
+    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic), *FREQUENT_CHECKPOINTS,
+                    "--set", "resilience.retry_backoff_max_s=1")
+    try:
+        # Nobody answers at start: the daemon waits, not ready, and does not crash.
+        wait_for(lambda: "source unavailable" in daemon.log(), 30, "the unavailable log line")
+        assert daemon.not_ready()
+        proxy.start()
+        records = make_records(800, seed=6)
+        produce(bootstrap, f"{kafka_topic}-in", records[:400])
+        wait_for_positions(daemon.state_dir, {0: 400}, daemons=[daemon])
+        wait_for(daemon.ready, 30, "/readyz after the broker came")
+
+        # The broker goes away mid-run.
+        proxy.stop()
+        wait_for(daemon.not_ready, 60, "/readyz to turn false while the broker is away")
+        proxy.start()
+        produce(bootstrap, f"{kafka_topic}-in", records[400:])
+        wait_for_positions(daemon.state_dir, {0: 800}, daemons=[daemon])
+        wait_for(daemon.ready, 30, "/readyz after the broker came back")
+        predictions = prediction_positions(bootstrap, kafka_topic, 800)
+    finally:
+        code = daemon.stop()
+        proxy.stop()
+        broker.stop()
+    assert code == 0, daemon.log()
+    assert set(predictions) == {(0, i) for i in range(800)}
+    assert "source available again" in daemon.log()
