@@ -42,6 +42,9 @@ class DriftConfig:
         detector: ``page_hinkley`` (default), ``adwin``, ``kswin``, ``oracle`` (segment by the
             records' ``task`` field) or ``none`` (never reset: the plain-AdaGrad variant).
         warmup: losses at the start of each segment that the detector does not see.
+        carry: most recent support-window records carried into the new segment on an alarm
+            (they arrived after the change the alarm is late for); the new task takes one
+            step on them at once.
         ph_threshold: Page-Hinkley's λ, in units of the loss.
         ph_delta: Page-Hinkley's δ, the tolerated drift of the mean.
         ph_alpha: Page-Hinkley's forgetting factor.
@@ -54,6 +57,7 @@ class DriftConfig:
 
     detector: DetectorName = "page_hinkley"
     warmup: int = 10
+    carry: int = 0
     ph_threshold: float = 10.0
     ph_delta: float = 0.005
     ph_alpha: float = 1 - 0.0001
@@ -68,6 +72,8 @@ class DriftConfig:
     def __post_init__(self) -> None:
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.carry < 0:
+            raise ValueError(f"carry must be >= 0, got {self.carry}")
         if not self.ph_threshold > 0:
             raise ValueError(f"ph_threshold must be > 0, got {self.ph_threshold}")
         if self.ph_delta < 0:

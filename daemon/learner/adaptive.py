@@ -456,8 +456,38 @@ class AdaptiveLearner:
         self.ref_loss[s] = self.seg_loss[s] / max(seg_len, 1)
         self.seg[s] += 1
         tot.drift_events += 1
+        # The oracle closes exactly at the change: nothing in the window belongs to the new task.
+        carry = 0 if self.drift.detector == "oracle" else self.drift.carry
+        carried = self._latest(s, carry) if carry else None
         self._start_task(s)
         self.recov[s] = 0
+        if carried is not None:
+            self._seed_window(s, *carried)
+
+    def _latest(self, s: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The ``m`` most recent window entries of slot ``s``, oldest first (or None)."""
+        k = self.config.window
+        order = (self.wpos[s] - 1 - np.arange(min(m, k))) % k
+        order = order[self.WM[s, order] > 0][::-1]
+        if not len(order):
+            return None
+        return self.WX[s, order].copy(), self.WY[s, order].copy(), self.WL[s, order].copy()
+
+    def _seed_window(self, s: int, X: np.ndarray, Y: np.ndarray, L: np.ndarray) -> None:
+        """Start slot ``s``'s new segment with carried records and one inner step on them."""
+        fam, meta = self.family, self.meta
+        assert fam is not None and meta is not None
+        m = len(Y)
+        self.WX[s, :m], self.WY[s, :m], self.WL[s, :m], self.WM[s, :m] = X, Y, L, 1.0
+        self.wpos[s] = m % self.config.window
+        with np.errstate(all="ignore"):
+            _, g = fam.loss_grad(self.theta[s : s + 1], self.WX[s : s + 1], self.WY[s : s + 1],
+                                 self.WM[s : s + 1])
+            A = self.A[s] + self.config.c * g[0] * g[0]
+            new = self.theta[s] - meta.alpha * np.sqrt(meta.B / A) * g[0]
+        if np.isfinite(new).all() and np.isfinite(A).all():
+            self.theta[s], self.A[s] = new, A
+            self.gsq[s] += g[0] * g[0]
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         """Close the open segment of ``keys`` (all if None), as if each had drifted now.

@@ -53,7 +53,7 @@ class MetaConfig:
     enabled: bool = True
     algorithm: Literal["reptile", "fomaml"] = "reptile"
     step: float = 0.1
-    decay: float = 0.0
+    decay: float = 0.03
     epsilon: float = 1e-3
     zeta: float = 1e-3
     power: float = 1.0
