@@ -186,9 +186,14 @@ class KafkaSourceOptions(KafkaClientOptions):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int | None = None
     max_poll_interval_ms: int = 300_000
+    #: Stop after this many records (then ``exhausted``): a bounded replay, or a demo that
+    #: ends by itself. Counted per process, from where it started.
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.group is not None and not self.group:
             raise ValueError("group must be a non-empty name, got ''")
         for name in ("max_poll_records", "session_timeout_ms", "max_poll_interval_ms"):
@@ -298,6 +303,7 @@ class KafkaSource(Source):
         self._paused = False
         self._assigned: set[int] = set()
         self._in_rebalance = False
+        self._returned = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -370,6 +376,10 @@ class KafkaSource(Source):
 
         if self._consumer is None:
             raise UnavailableError(f"{self.options.where}: the source is not open")
+        if self.options.limit is not None:
+            max_records = min(max_records, self.options.limit - self._returned)
+            if max_records <= 0:
+                return []
         try:
             batches = self._consumer.poll(
                 timeout_ms=int(timeout_s * 1000), max_records=max_records
@@ -390,7 +400,12 @@ class KafkaSource(Source):
                 )
                 for m in messages
             )
+        self._returned += len(out)
         return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self.options.limit is not None and self._returned >= self.options.limit
 
     def _broker_connected(self) -> bool:
         # kafka-python reports no error while it cannot reach a broker: it retries inside
