@@ -1,0 +1,284 @@
+"""The engine: step rule, closed-form gradients, waves, segments, state, non-finite inputs."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from daemon.config import load_settings
+from daemon.drift import DriftConfig
+from daemon.learner import build_learner
+from daemon.learner.adaptive import AdaptiveLearner
+from daemon.learner.config import LearnerConfig
+from daemon.learner.models import AutogradFamily, LinearFamily, MLPFamily, flatten_module, load_flat
+from daemon.meta.state import MetaConfig, MetaState
+from daemon.records import Record
+from daemon.regret import RegretConfig
+
+NO_REGRET = RegretConfig(baseline=False, hindsight=False)
+
+
+def linear_stream(seed: int, n: int, keys: int = 1, change_at: int | None = None) -> list[Record]:
+    """y = w·x + noise per key, with w flipping sign at ``change_at`` (task 0 → 1)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(keys, 3))
+    out = []
+    for i in range(n):
+        k = int(rng.integers(keys))
+        x = rng.normal(size=3)
+        task = int(change_at is not None and i >= change_at)
+        wk = -3 * w[k] if task else w[k]
+        out.append(Record(x=tuple(x.tolist()), y=float(x @ wk + 0.1 * rng.normal()),
+                          key=f"k{k}", task=task))
+    return out
+
+
+# ---------------------------------------------------------------- closed forms vs autograd
+
+@pytest.mark.parametrize("family", [
+    LinearFamily(3, "regression"),
+    LinearFamily(3, "classification"),
+    MLPFamily(3, (5, 4), "tanh", "regression"),
+    MLPFamily(3, (6,), "relu", "classification"),
+], ids=["linear", "logistic", "mlp-tanh", "mlp-relu-cls"])
+def test_closed_form_gradients_match_autograd(family):
+    rng = np.random.default_rng(0)
+    auto = AutogradFamily(family.module(), family.task)
+    R, n = 4, 7
+    theta = rng.normal(size=(R, family.n_params))
+    X = rng.normal(size=(R, n, 3))
+    Y = (rng.random((R, n)) < 0.5).astype(float)
+    M = (rng.random((R, n)) < 0.7).astype(float)
+    loss, g = family.loss_grad(theta, X, Y, M)
+    loss_a, g_a = auto.loss_grad(theta, X, Y, M)
+    np.testing.assert_allclose(g, g_a, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(loss, loss_a, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(family.forward(theta, X), auto.forward(theta, X), atol=1e-12)
+
+
+def test_flat_layout_is_the_modules():
+    family = MLPFamily(2, (3,), "tanh", "regression")
+    module = family.module()
+    flat = flatten_module(module)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    expected = module.double()(x)[:, 0].detach().numpy()
+    got = family.forward(flat[None], x.numpy()[None])[0]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    other = load_flat(family.module().double(), flat)
+    np.testing.assert_allclose(flatten_module(other), flat)
+
+
+# ---------------------------------------------------------------- the step rule
+
+def test_step_rule_matches_hand_computation():
+    meta = MetaState(theta0=np.array([0.5, 0.1]), B=np.array([0.04, 0.09]),
+                     G=np.array([2.0, 1.0]))
+    learner = AdaptiveLearner("linear", "regression", n_features=1,
+                              config=LearnerConfig(c=2.0, window=1), meta_state=meta,
+                              regret=NO_REGRET)
+    out = learner.process_many([Record(x=(2.0,), y=1.0)])
+    # z = 0.5·2 + 0.1 = 1.1; loss = 0.01; dL/dz = 0.2; g = (0.4, 0.2)
+    assert out[0].y_pred == pytest.approx(1.1)
+    assert out[0].loss == pytest.approx(0.01)
+    A = np.array([2.0 / 2 + 2 * 0.4**2, 1.0 / 2 + 2 * 0.2**2])  # A = G/c + c·g²
+    theta = np.array([0.5 - math.sqrt(0.04 / A[0]) * 0.4, 0.1 - math.sqrt(0.09 / A[1]) * 0.2])
+    s = learner._slot_of["default"]
+    np.testing.assert_allclose(learner.theta[s], theta, rtol=1e-12)
+    np.testing.assert_allclose(learner.A[s], A, rtol=1e-12)
+
+
+def test_plain_adagrad_is_the_special_case():
+    """B = lr², A₀ = eps, c = 1, window 1: exactly the textbook AdaGrad update."""
+    recs = linear_stream(1, 50)
+    cfg = LearnerConfig(lr=0.2, eps=1e-6, window=1)
+    learner = AdaptiveLearner("linear", "regression", n_features=3, config=cfg,
+                              drift=DriftConfig(detector="none"), meta=MetaConfig(enabled=False),
+                              regret=NO_REGRET)
+    theta = learner.meta.theta0.copy()
+    accum = np.full(4, 1e-6)
+    for r in recs:
+        x = np.append(r.x, 1.0)
+        g = 2 * (x @ theta - r.y) * x
+        accum += g * g
+        theta -= 0.2 * g / np.sqrt(accum)
+    learner.process_many(recs)
+    np.testing.assert_allclose(learner.theta[learner._slot_of["k0"]], theta, rtol=1e-10)
+
+
+def test_window_gradient_uses_last_k_records():
+    meta = MetaState(theta0=np.zeros(2), B=np.full(2, 1e-30), G=np.ones(2))  # ~no movement
+    learner = AdaptiveLearner("linear", "regression", n_features=1,
+                              config=LearnerConfig(window=3), meta_state=meta, regret=NO_REGRET)
+    learner.process_many([Record(x=(float(i),), y=1.0) for i in range(1, 6)])
+    s = learner._slot_of["default"]
+    assert sorted(learner.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
+    assert learner.WM[s].sum() == 3
+
+
+# ---------------------------------------------------------------- waves
+
+def test_interleaved_batch_equals_each_key_alone():
+    """Batching keys into waves never changes any key's result."""
+    recs = linear_stream(2, 600, keys=5, change_at=300)
+
+    def run(batches):
+        learner = AdaptiveLearner("mlp", "regression", n_features=3,
+                                  config=LearnerConfig(hidden=[8]),
+                                  drift=DriftConfig(ph_threshold=3.0), regret=NO_REGRET,
+                                  meta=MetaConfig(enabled=False))
+        outs = []
+        for b in batches:
+            outs += learner.process_many(b)
+        return outs, learner
+
+    together, l1 = run([recs[i : i + 97] for i in range(0, len(recs), 97)])
+    for key in {r.key for r in recs}:
+        mine = [i for i, r in enumerate(recs) if r.key == key]
+        alone, l2 = run([[recs[i]] for i in mine])
+        assert [together[i].y_pred for i in mine] == pytest.approx([o.y_pred for o in alone],
+                                                                     rel=1e-9)
+        assert [together[i].drift for i in mine] == [o.drift for o in alone]
+        np.testing.assert_allclose(l1.theta[l1._slot_of[key]], l2.theta[l2._slot_of[key]])
+    assert any(o.drift for o in together)
+
+
+# ---------------------------------------------------------------- segments and meta-updates
+
+def test_oracle_segment_close_makes_exactly_one_meta_update():
+    recs = linear_stream(3, 200, change_at=120)
+    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+                              meta=MetaConfig(min_segment=10), regret=NO_REGRET)
+    theta0_before = learner.meta.theta0.copy() if learner.meta is not None else None
+    out = learner.process_many(recs)
+    assert [i for i, o in enumerate(out) if o.drift] == [120]
+    assert learner.summary().meta_updates == 1
+    assert learner.meta.tasks == 1
+    assert out[119].segment == 0 and out[120].segment == 1
+    assert theta0_before is None or not np.allclose(learner.meta.theta0, theta0_before)
+
+
+def test_detector_closes_segment_at_exact_index_and_restarts_from_theta0():
+    recs = linear_stream(4, 400, change_at=250)
+    learner = AdaptiveLearner("linear", "regression", n_features=3,
+                              drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
+    out = []
+    for i in range(0, len(recs), 64):
+        out += learner.process_many(recs[i : i + 64])
+    alarms = [i for i, o in enumerate(out) if o.drift]
+    assert alarms == [251]
+    assert learner.summary().meta_updates == 1
+    assert learner.summary().drift_events == 1
+    assert out[251].segment == 0 and out[252].segment == 1
+    recovered = [o.recovered_after for o in out if o.recovered_after is not None]
+    assert recovered == [33]
+
+
+def test_short_segment_does_not_update_meta():
+    recs = linear_stream(3, 30, change_at=5)
+    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+                              meta=MetaConfig(min_segment=10), regret=NO_REGRET)
+    out = learner.process_many(recs)
+    assert sum(o.drift for o in out) == 1
+    assert learner.summary().meta_updates == 0
+
+
+def test_unlabelled_records_are_predicted_not_learned():
+    learner = AdaptiveLearner("logistic", "classification", n_features=2)
+    out = learner.process_many([Record(x=(1.0, 2.0)), Record(x=(1.0, 2.0), y=1.0)])
+    assert out[0].loss is None and not out[0].learned and 0 < out[0].y_pred < 1
+    assert out[1].learned and out[1].loss == pytest.approx(-math.log(out[1].y_pred))
+    assert learner.summary().updates == 1
+
+
+# ---------------------------------------------------------------- non-finite inputs
+
+def test_non_finite_update_is_skipped_and_state_unchanged():
+    learner = AdaptiveLearner("linear", "regression", n_features=1, clock=lambda: 5.0)
+    learner.process_many([Record(x=(1.0,), y=1.0), Record(x=(2.0,), y=0.5)])
+    before = pickle.dumps(learner.state_dict()["keys"])
+    out = learner.process_many([Record(x=(1e300,), y=1e300)])  # loss overflows to inf
+    assert not out[0].learned and out[0].loss is None
+    assert learner.summary().skipped_updates == 1
+    assert pickle.dumps(learner.state_dict()["keys"]) == before
+    assert learner.summary().updates == 2
+
+
+# ---------------------------------------------------------------- state
+
+def test_state_round_trip_per_key_and_meta():
+    recs = linear_stream(5, 300, keys=4, change_at=150)
+    a = AdaptiveLearner("mlp", "regression", config=LearnerConfig(hidden=[6]),
+                        drift=DriftConfig(detector="oracle"))
+    a.process_many(recs[:200])
+    b = AdaptiveLearner("mlp", "regression", config=LearnerConfig(hidden=[6]),
+                        drift=DriftConfig(detector="oracle"))
+    # Two partitions' checkpoints: each carries the meta-state; task states merge.
+    half = sorted(a.keys())[:2]
+    b.load_state_dict(pickle.loads(pickle.dumps(a.state_dict(half))))
+    b.load_state_dict(pickle.loads(pickle.dumps(a.state_dict(sorted(a.keys())[2:]))))
+    assert sorted(b.keys()) == sorted(a.keys())
+    np.testing.assert_array_equal(b.meta.theta0, a.meta.theta0)
+    out_a = a.process_many(recs[200:])
+    out_b = b.process_many(recs[200:])
+    assert [o.y_pred for o in out_a] == [o.y_pred for o in out_b]
+    b.forget(half)
+    assert sorted(b.keys()) == sorted(a.keys())[2:]
+
+
+def test_eviction_lru_cap_and_idle_with_reload():
+    now = [0.0]
+    learner = AdaptiveLearner("linear", "regression", n_features=1,
+                              config=LearnerConfig(max_keys=2, idle_evict_s=10.0),
+                              clock=lambda: now[0])
+    for i, key in enumerate(["a", "b", "c"]):
+        now[0] = float(i)
+        learner.process_many([Record(x=(1.0,), y=2.0, key=key)] * 3)
+    assert sorted(learner.keys()) == ["b", "c"]  # "a" least recently seen
+    assert "a" in learner.state_dict()["keys"]  # evicted state still checkpointed
+    theta_a = learner.state_dict()["keys"]["a"]["theta"]
+    learner.process_many([Record(x=(1.0,), y=2.0, key="a")])  # reloaded, not restarted
+    assert learner.state_dict()["keys"]["a"]["seg_len"] == 4
+    assert not np.array_equal(theta_a, learner.state_dict()["keys"]["a"]["theta"])
+    now[0] = 100.0
+    gone = learner.evict_idle()
+    assert sorted(gone) == ["a", "c"]  # "b" went when "a" came back over the cap
+    assert sorted(learner.take_evicted()) == ["a", "b", "c"] and len(learner.keys()) == 0
+    assert learner.state_dict()["keys"] == {}
+    assert learner.summary().evicted_keys == 4
+
+
+def test_user_module_through_autograd():
+    module = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+    learner = AdaptiveLearner(task="regression", module=module, regret=NO_REGRET)
+    recs = [Record(x=(float(i % 3), 1.0), y=float(i % 3)) for i in range(60)]
+    out = learner.process_many(recs)
+    assert np.mean([o.loss for o in out[-10:]]) < np.mean([o.loss for o in out[:10]])
+
+
+def test_build_learner_from_settings_variants():
+    base = {"model": "mlp", "learner.hidden": [4]}
+    for extra, (detector, meta_on) in {
+        (): ("page_hinkley", True),
+        (("drift.detector", "oracle"),): ("oracle", True),
+        (("drift.detector", "none"), ("meta_learning.enabled", False)): ("none", False),
+        (("meta_learning.enabled", False),): ("page_hinkley", False),
+    }.items():
+        learner = build_learner(load_settings(environ={}, flags={**base, **dict(extra)}))
+        assert isinstance(learner, AdaptiveLearner)
+        assert learner.drift.detector == detector and learner.meta_config.enabled is meta_on
+
+
+def test_summary_exposes_comparators():
+    recs = linear_stream(6, 400, change_at=200)
+    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"))
+    learner.process_many(recs)
+    s = learner.summary()
+    assert s.baseline_loss is not None and s.baseline_loss > s.cumulative_loss
+    assert s.hindsight_loss is not None and s.hindsight_regret is not None
+    assert s.hindsight_regret > 0  # adaptd pays to learn; the best fixed fit does not
+    assert s.prequential_loss is not None and s.updates == 400
