@@ -18,6 +18,9 @@ from daemon.records import REASONS
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                      0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+#: Samples to recover after a drift: a few records (good meta-init) to hundreds.
+RECOVERY_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
 
 class Metrics:
     """All metrics of one daemon. Updated from the runner's thread; scraped from the HTTP thread."""
@@ -67,11 +70,21 @@ class Metrics:
         self.record_latency = Histogram(
             "adaptd_record_latency_seconds", "Time from decode to learned, per record.",
             buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.samples_to_recover = Histogram(
+            "adaptd_samples_to_recover",
+            "Labelled records after a drift reset until a key's window loss is back at the "
+            "closed segment's mean loss.",
+            buckets=RECOVERY_BUCKETS, registry=registry)
+        self.labels_expired = Counter(
+            "adaptd_delayed_labels_expired_total",
+            "Predictions whose delayed label never came within the TTL (or were dropped at "
+            "capacity).", registry=registry)
         self.consumer_lag = Gauge(
             "adaptd_consumer_lag_records", "Records behind the end of each assigned partition.",
             ["partition"], registry=registry)
         self._meta_updates_seen = 0
         self._skipped_seen = 0
+        self._expired_seen = 0
 
     def observe_batch(
         self, outcomes: Sequence[Outcome], summary: LearnerSummary, latency_s: float
@@ -100,9 +113,14 @@ class Metrics:
         if summary.prequential_loss is not None:
             self.prequential_loss.set(summary.prequential_loss)
         self.active_keys.set(summary.active_keys)
+        if summary.delayed_labels_expired > self._expired_seen:
+            self.labels_expired.inc(summary.delayed_labels_expired - self._expired_seen)
+        self._expired_seen = summary.delayed_labels_expired
         # All records of a batch are learned together, so they share one latency figure.
-        for _ in outcomes:
+        for o in outcomes:
             self.record_latency.observe(latency_s)
+            if o.recovered_after is not None:
+                self.samples_to_recover.observe(o.recovered_after)
 
     def reject(self, reason: str) -> None:
         self.records_rejected.labels(reason).inc()

@@ -282,3 +282,21 @@ def test_summary_exposes_comparators():
     assert s.hindsight_loss is not None and s.hindsight_regret is not None
     assert s.hindsight_regret > 0  # adaptd pays to learn; the best fixed fit does not
     assert s.prequential_loss is not None and s.updates == 400
+
+
+def test_samples_to_recover_reaches_prometheus():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from daemon.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    recs = linear_stream(4, 400, change_at=250)
+    learner = AdaptiveLearner("linear", "regression", n_features=3,
+                              drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
+    for i in range(0, len(recs), 64):
+        metrics.observe_batch(learner.process_many(recs[i : i + 64]), learner.summary(), 0.001)
+    text = generate_latest(registry).decode()
+    assert "adaptd_samples_to_recover_count 1.0" in text
+    assert "adaptd_samples_to_recover_sum 33.0" in text
+    assert "adaptd_drift_events_total 1.0" in text
