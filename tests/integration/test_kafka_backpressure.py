@@ -1,0 +1,87 @@
+"""Sink backpressure with real brokers: predictions go to a broker that is not there yet, so
+they cannot be acknowledged; the runner must pause its Kafka source instead of reading on,
+abort checkpoints that cannot flush, and once the broker appears drain, resume and finish with
+every prediction delivered."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from daemon.broker import EmbeddedBroker, free_port
+from daemon.checkpoint import CheckpointStore
+from daemon.learner.adagrad import AdaGradLearner
+from daemon.metrics import Metrics
+from daemon.records import RecordDecoder
+from daemon.runner import ResilienceConfig, Runner
+from tests.helpers import wait_for
+from tests.integration.kafka_harness import TcpProxy, make_records, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 200
+BATCH = 50
+
+
+def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    records = make_records(2000, seed=8)
+    produce(kafka_broker, f"{kafka_topic}-in", records)
+    proxy_port = free_port()
+    sink = KafkaSink(sink_options(
+        f"kafka://127.0.0.1:{proxy_port}/{kafka_topic}-out?partitions=1&flush_timeout_ms=300"
+        "&bootstrap_timeout_ms=300&reconnect_backoff_max_ms=300"))
+    registry = CollectorRegistry()
+    runner = Runner(
+        source=KafkaSource(source_options(
+            f"kafka://{kafka_broker}/{kafka_topic}-in?limit={len(records)}")),
+        learner=AdaGradLearner(),
+        decoder=RecordDecoder(),
+        metrics=Metrics(registry),
+        store=CheckpointStore(tmp_path / "state"),
+        sink=sink,
+        batch_size=BATCH,
+        poll_timeout_s=0.05,
+        checkpoint_interval_s=0.3,
+        resilience=ResilienceConfig(retry_backoff_initial_s=0.05, retry_backoff_max_s=0.2,
+                                    sink_backlog_limit=LIMIT),
+    )
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(runner.run()), daemon=True)
+    thread.start()
+    broker = EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log")
+    proxy = TcpProxy(0, proxy_port)
+    try:
+        wait_for(lambda: runner._paused, 30, "the source to be paused")
+        # Paused: it keeps polling (group membership) but reads nothing more.
+        read_so_far = runner.summary.records
+        wait_for(lambda: registry.get_sample_value("adaptd_checkpoint_failures_total") >= 2,
+                 30, "checkpoints to be aborted while the sink cannot flush")
+        assert runner.summary.records == read_so_far
+        assert LIMIT < read_so_far <= LIMIT + BATCH
+        assert runner.summary.checkpoints == 0, "a checkpoint got past a sink that cannot flush"
+
+        broker.start()
+        proxy.target_port = broker.port
+        proxy.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the run did not finish once the sink could drain"
+    finally:
+        runner.request_stop()
+        thread.join(timeout=30)
+        predictions = (read_topic(f"127.0.0.1:{proxy_port}", f"{kafka_topic}-out", len(records))
+                       if broker.running else [])
+        proxy.stop()
+        broker.stop()
+    assert done and runner.summary.records == len(records)
+    assert not runner._paused
+    positions = {json.loads(p.value)["position"] for p in predictions}
+    assert positions == set(range(len(records)))
+    restored = CheckpointStore(tmp_path / "state").load()
+    assert restored.partitions[0].position == len(records)
+    assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "0"}) is not None

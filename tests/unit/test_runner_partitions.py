@@ -1,0 +1,65 @@
+"""The runner as a partition listener, on real files: a revoked partition is checkpointed,
+its keys forgotten and its lag series removed; a lost one is forgotten without a checkpoint;
+an assigned one is loaded from the newest checkpoint holding it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from connectors.base import SourceRecord
+from connectors.registry import open_sink, open_source
+from daemon.checkpoint import CheckpointStore
+from daemon.learner.adagrad import AdaGradLearner
+from daemon.metrics import Metrics
+from daemon.records import RecordDecoder
+from daemon.runner import Runner
+
+
+def record(partition: int, position: int, key: str) -> SourceRecord:
+    body = {"key": key, "x": [position / 10, 1.0], "y": position / 5}
+    return SourceRecord(partition=partition, position=position, value=json.dumps(body).encode())
+
+
+def make_runner(tmp_path: Path, registry: CollectorRegistry) -> Runner:
+    (tmp_path / "in.jsonl").write_text("")
+    return Runner(
+        source=open_source(f"jsonl:{tmp_path / 'in.jsonl'}"),
+        learner=AdaGradLearner(),
+        decoder=RecordDecoder(),
+        metrics=Metrics(registry),
+        store=CheckpointStore(tmp_path / "state"),
+        sink=open_sink(f"jsonl:{tmp_path / 'predictions.jsonl'}"),
+    )
+
+
+def test_revoke_checkpoints_forgets_keys_and_drops_the_lag_series(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    runner = make_runner(tmp_path, registry)
+    assert runner.on_assigned([0, 1]) == {}
+    runner.process([record(0, 0, "a"), record(1, 0, "b"), record(0, 1, "a"), record(1, 1, "c")])
+    runner.metrics.set_lag({0: 5, 1: 7}, runner.owned)
+    assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "1"}) == 7
+
+    runner.on_revoked([1])
+
+    assert set(runner.learner.keys()) == {"a"} and runner.owned == {0}
+    assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "1"}) is None
+    assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "0"}) == 5
+    saved = CheckpointStore(tmp_path / "state").load([1]).partitions[1]
+    assert saved.position == 2 and sorted(saved.keys) == ["b", "c"]
+
+    # Assigned again (say, after another daemon had it): loaded from that checkpoint.
+    assert runner.on_assigned([1]) == {1: 2}
+    assert set(runner.learner.keys()) == {"a", "b", "c"}
+
+
+def test_a_lost_partition_is_forgotten_without_a_checkpoint(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, CollectorRegistry())
+    runner.on_assigned([0, 1])
+    runner.process([record(0, 0, "a"), record(1, 0, "b")])
+    runner.on_lost([1])
+    assert set(runner.learner.keys()) == {"a"} and runner.owned == {0}
+    assert CheckpointStore(tmp_path / "state").generations() == []
