@@ -220,7 +220,8 @@ class Runner:
             return
 
     def _close(self) -> None:
-        for part in (self.source, *self.sinks):
+        parts: list[Source | Sink] = [self.source, *self.sinks]
+        for part in parts:
             try:
                 part.close()
             except Exception:  # closing must not hide the error that got us here
@@ -322,7 +323,8 @@ class Runner:
         fails, the next owner resumes from the previous one and replays: the state is still
         right, predictions may repeat.
         """
-        if self._consistent and not self.checkpoint():
+        # Nothing processed since the last checkpoint: it already holds these partitions.
+        if self._consistent and self._since_checkpoint and not self.checkpoint():
             log.warning("partitions %s handed over without a fresh checkpoint: the next owner "
                         "replays them from the previous one", sorted(partitions))
         self.on_lost(partitions)
