@@ -169,26 +169,30 @@ class PageHinkleyBank:
         self.alarm[slots] = False
 
     def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
-        live = ~self.alarm[slots]
-        s, x = slots[live], values[live]
-        n = self.n[s] + 1.0
-        mean = self.mean[s] + (x - self.mean[s]) / n
-        dev = x - mean
-        up = self.alpha * self.up[s] + dev - self.delta
-        down = self.alpha * self.down[s] + dev + self.delta
-        min_up = np.minimum(self.min_up[s], up)
-        max_down = np.maximum(self.max_down[s], down)
-        ready = n >= self.min_instances
-        if self.mode == "up":
-            fire = up - min_up > self.threshold
-        elif self.mode == "down":
-            fire = max_down - down > self.threshold
+        latched = self.alarm[slots]
+        if latched.any():
+            live = ~latched
+            s, x = slots[live], values[live]
         else:
-            fire = (up - min_up > self.threshold) | (max_down - down > self.threshold)
-        self.n[s], self.mean[s], self.up[s], self.down[s] = n, mean, up, down
-        self.min_up[s], self.max_down[s] = min_up, max_down
-        self.alarm[s] = ready & fire
-        return self.alarm[slots].copy()
+            s, x = slots, values
+        n = self.n[s] + 1.0
+        mean_old = self.mean[s]
+        mean = mean_old + (x - mean_old) / n
+        dev = x - mean
+        fire: np.ndarray | bool = False
+        if self.mode != "down":
+            up = self.alpha * self.up[s] + (dev - self.delta)
+            min_up = np.minimum(self.min_up[s], up)
+            self.up[s], self.min_up[s] = up, min_up
+            fire = up - min_up > self.threshold
+        if self.mode != "up":
+            down = self.alpha * self.down[s] + (dev + self.delta)
+            max_down = np.maximum(self.max_down[s], down)
+            self.down[s], self.max_down[s] = down, max_down
+            fire = fire | (max_down - down > self.threshold)
+        self.n[s], self.mean[s] = n, mean
+        self.alarm[s] = (n >= self.min_instances) & fire
+        return self.alarm[slots]
 
     def get_state(self, slot: int) -> Any:
         return {name: getattr(self, name)[slot].item() for name in self._FIELDS}

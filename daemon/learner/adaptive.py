@@ -265,53 +265,64 @@ class AdaptiveLearner:
             self._setup(len(records[0].x))
         self.pending.expire()
         n = len(records)
+        keys = [r.key for r in records]
+        xs = [r.x for r in records]
+        # None → NaN: NumPy converts it so under a float dtype.
+        ys = np.array([r.y for r in records], dtype=np.float64)
+        if any(r.id is not None for r in records):
+            self._join_delayed(records, keys, xs)
         slot_of = self._slot_of
-        slots = np.empty(n, dtype=np.int64)
-        waves = np.empty(n, dtype=np.int64)
-        counts: dict[int, int] = {}
-        xs: list[tuple[float, ...]] = []
-        ys = np.full(n, np.nan)
-        tasks = np.full(n, -1, dtype=np.int64)
-        oracle = self.drift.detector == "oracle"
-        for i, r in enumerate(records):
-            key, x, y = r.key, r.x, r.y
-            if r.id is not None:
-                if y is None:
-                    self.pending.put(r.id, key, x)
-                else:
-                    joined = self.pending.take(r.id)
-                    if joined is not None:
-                        key, x = joined
-            s = slot_of.get(key)
-            if s is None:
-                s = self._admit(key)
-            w = counts.get(s, 0)
-            counts[s] = w + 1
-            slots[i] = s
-            waves[i] = w
-            xs.append(x)
-            if y is not None:
-                ys[i] = y
-            if oracle and r.task is not None:
-                tasks[i] = r.task
+        slot_list = [slot_of.get(k, -1) for k in keys]
+        if -1 in slot_list:
+            for i, k in enumerate(keys):
+                if slot_list[i] < 0:
+                    slot = slot_of.get(k)
+                    slot_list[i] = self._admit(k) if slot is None else slot
+        slots = np.array(slot_list, dtype=np.int64)
         X = np.array(xs, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"records have {X.shape[-1]} features, model expects {self.n_features}")
+        tasks = np.array([-1 if r.task is None else r.task for r in records], dtype=np.int64) \
+            if self.drift.detector == "oracle" else None
+        # Wave of each record = how many earlier records of its key this batch holds.
+        by_slot = np.argsort(slots, kind="stable")
+        sorted_slots = slots[by_slot]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=first[1:])
+        run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        waves = np.empty(n, dtype=np.int64)
+        waves[by_slot] = np.arange(n) - run_start
         out = _BatchOut(n)
-        if len(counts) == n:
-            self._wave(np.arange(n), slots, X, xs, ys, tasks, out)
-        else:
-            order = np.argsort(waves, kind="stable")
-            bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
-            for idx in np.split(order, bounds):
-                self._wave(idx, slots[idx], X, xs, ys, tasks, out)
-        self.last_seen[np.fromiter(counts, dtype=np.int64, count=len(counts))] = self.clock()
+        with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
+            if first.all():
+                self._wave(np.arange(n), slots, X, xs, ys, tasks, out)
+            else:
+                order = np.argsort(waves, kind="stable")
+                bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
+                for idx in np.split(order, bounds):
+                    self._wave(idx, slots[idx], X, xs, ys, tasks, out)
+        self.last_seen[sorted_slots[first]] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out.outcomes()
 
+    def _join_delayed(self, records: Sequence[Record], keys: list[str],
+                      xs: list[tuple[float, ...]]) -> None:
+        """Keep features of unlabelled records with an id; swap in the kept key and features for
+        labels that arrive later (``keys``/``xs`` are changed in place)."""
+        for i, r in enumerate(records):
+            if r.id is None:
+                continue
+            if r.y is None:
+                self.pending.put(r.id, r.key, r.x)
+            else:
+                joined = self.pending.take(r.id)
+                if joined is not None:
+                    keys[i], xs[i] = joined
+
     def _wave(self, idx: np.ndarray, s: np.ndarray, X: np.ndarray,
-              xs: list[tuple[float, ...]], ys: np.ndarray, tasks: np.ndarray,
+              xs: list[tuple[float, ...]], ys: np.ndarray, tasks: np.ndarray | None,
               out: _BatchOut) -> None:
         """One batched step over records ``idx`` (distinct keys, main rows ``s``)."""
         fam = self.family
@@ -319,13 +330,14 @@ class AdaptiveLearner:
         assert fam is not None and meta is not None
         cfg = self.config
         tot = self._totals
-        if self.drift.detector == "oracle":
+        if tasks is not None:  # oracle: a change of the task field closes the segment first
             t = tasks[idx]
             prev = self.task_of[s]
             change = (t >= 0) & (prev >= 0) & (t != prev)
-            for j in np.flatnonzero(change).tolist():
-                self._close_segment(int(s[j]))
-                out.drift[idx[j]] = True
+            if change.any():
+                for j in np.flatnonzero(change).tolist():
+                    self._close_segment(int(s[j]))
+                    out.drift[idx[j]] = True
             known = t >= 0
             self.task_of[s[known]] = t[known]
         Xw = X[idx]
@@ -335,66 +347,77 @@ class AdaptiveLearner:
         nl = int(lab.sum())
         base = self.regret.baseline
         if nl == 0:
-            out.y_pred[idx] = fam.forward(self.theta[s], Xw[:, None, :])[:, 0]
+            out.y_pred[idx] = fam.forward(self.theta.take(s, 0), Xw[:, None, :])[:, 0]
             return
-        sl = s[lab]
-        rows = np.concatenate([s, sl + 1]) if base else s
-        Xin = np.concatenate([Xw, Xw[lab]]) if base else Xw
-        pred = fam.forward(self.theta[rows], Xin[:, None, :])[:, 0]
+        all_lab = nl == len(s)
+        sl = s if all_lab else s[lab]
+        il = idx if all_lab else idx[lab]
+        xl = Xw if all_lab else Xw[lab]
+        yl = y if all_lab else y[lab]
         K = len(s)
+        if base:
+            # Prediction rows: every record's key, then the baseline rows of the labelled ones.
+            pred = fam.forward(self.theta.take(np.concatenate([s, sl + 1]), 0),
+                               np.concatenate([Xw, xl])[:, None, :])[:, 0]
+            lrows = np.concatenate([sl, sl + 1])
+            ly = np.concatenate([yl, yl])
+            lx = np.concatenate([xl, xl])
+            lpred = np.concatenate([pred[:K] if all_lab else pred[:K][lab], pred[K:]])
+        else:
+            pred = fam.forward(self.theta.take(s, 0), Xw[:, None, :])[:, 0]
+            lrows, ly, lx = sl, yl, xl
+            lpred = pred if all_lab else pred[lab]
         out.y_pred[idx] = pred[:K]
-        yl = y[lab]
-        il = idx[lab]
-        lrows = np.concatenate([sl, sl + 1]) if base else sl
-        ly = np.concatenate([yl, yl]) if base else yl
-        lx = np.concatenate([Xw[lab], Xw[lab]]) if base else Xw[lab]
-        lpred = np.concatenate([pred[:K][lab], pred[K:]]) if base else pred[lab]
-        with np.errstate(all="ignore"):
-            ploss = pointwise_loss(self.task, lpred, ly)
-        # Append to the windows (remembering what is overwritten, to undo skipped updates).
-        pos = self.wpos[lrows]
-        old = (self.WX[lrows, pos], self.WY[lrows, pos], self.WM[lrows, pos], self.WL[lrows, pos])
+        ploss = pointwise_loss(self.task, lpred, ly)
+        # Append the record to gathered copies of the windows; the arena changes only for rows
+        # whose update turns out finite.
+        pos = self.wpos.take(lrows)
+        R = np.arange(len(lrows))
+        WX = self.WX.take(lrows, 0)
+        WY = self.WY.take(lrows, 0)
+        WM = self.WM.take(lrows, 0)
+        WX[R, pos] = lx
+        WY[R, pos] = ly
+        WM[R, pos] = 1.0
+        th = self.theta.take(lrows, 0)
+        _, g = fam.loss_grad(th, WX, WY, WM)
+        A = self.A.take(lrows, 0)
+        A += cfg.c * g * g
+        if base:
+            B = np.empty_like(A)
+            B[:nl] = meta.B
+            B[nl:] = cfg.lr * cfg.lr
+            u = np.sqrt(B / A) * g
+            scaled = u.copy()
+            scaled[:nl] *= meta.alpha
+        else:
+            u = np.sqrt(meta.B / A) * g
+            scaled = u * meta.alpha if meta.alpha != 1.0 else u
+        th -= scaled
+        ok = np.isfinite(ploss) & np.isfinite(th).all(axis=1) & np.isfinite(A).all(axis=1)
+        all_ok = bool(ok.all())
+        if not all_ok:
+            tot.skipped += int((~ok[:nl]).sum())
+            lrows, pos, th, A, lx, ly = lrows[ok], pos[ok], th[ok], A[ok], lx[ok], ly[ok]
+        self.theta[lrows] = th
+        self.A[lrows] = A
         self.WX[lrows, pos] = lx
         self.WY[lrows, pos] = ly
         self.WM[lrows, pos] = 1.0
-        self.WL[lrows, pos] = ploss
-        th = self.theta[lrows]
-        with np.errstate(all="ignore"):
-            _, g = fam.loss_grad(th, self.WX[lrows], self.WY[lrows], self.WM[lrows])
-            A = self.A[lrows] + cfg.c * g * g
-            if base:
-                B = np.empty_like(A)
-                B[:nl] = meta.B
-                B[nl:] = cfg.lr * cfg.lr
-            else:
-                B = meta.B
-            u = np.sqrt(B / A) * g
-            alpha = np.ones(len(lrows))
-            alpha[:nl] = meta.alpha
-            new = th - alpha[:, None] * u
-            ok = np.isfinite(ploss) & np.isfinite(new).all(axis=1) & np.isfinite(A).all(axis=1)
-        bad = ~ok
-        if bad.any():
-            br, bp = lrows[bad], pos[bad]
-            self.WX[br, bp], self.WY[br, bp] = old[0][bad], old[1][bad]
-            self.WM[br, bp], self.WL[br, bp] = old[2][bad], old[3][bad]
-            tot.skipped += int(bad[:nl].sum())
-        good = lrows[ok]
-        self.theta[good] = new[ok]
-        self.A[good] = A[ok]
-        self.wpos[good] = (pos[ok] + 1) % cfg.window
+        self.wpos[lrows] = (pos + 1) % cfg.window
         # Main rows: accounting, hypergradient, drift.
         okm = ok[:nl]
-        sm = sl[okm]
-        lm = ploss[:nl][okm]
-        im = il[okm]
-        gm = g[:nl][okm]
+        if all_ok:
+            sm, lm, im, gm, pm = sl, ploss[:nl], il, g[:nl], pos[:nl]
+        else:
+            sm, lm, im, gm = sl[okm], ploss[:nl][okm], il[okm], g[:nl][okm]
+            pm = pos[: int(okm.sum())]
+        self.WL[sm, pm] = lm
         out.loss[im] = lm
         out.learned[im] = True
         tot.add_losses(lm)
         if base:
-            okb = ok[nl:]
-            tot.baseline += float(ploss[nl:][okb].sum())
+            tot.baseline += float(ploss[nl:][ok[nl:]].sum())
         self.gsq[sm] += gm * gm
         self.seg_len[sm] += 1
         self.seg_loss[sm] += lm
@@ -405,12 +428,21 @@ class AdaptiveLearner:
                 meta.alpha = min(max(meta.alpha + cfg.hypergradient_lr * hyper, 0.05), 20.0)
             self.u_prev[sm] = u[:nl][okm]
         if self.regret.hindsight:
+            hbuf = self._hbuf
             for slot, row, yy, ll in zip(sm.tolist(), im.tolist(), yl[okm].tolist(), lm.tolist()):
-                self._hbuf[slot].append((xs[row], yy, ll))
+                hbuf[slot].append((xs[row], yy, ll))
         self._track_recovery(sm, im, out)
-        if self.drift.detector in ("oracle", "none"):
+        if tasks is not None or self.drift.detector == "none" or not len(sm):
             return
-        watch = self.seg_len[sm] > self.drift.warmup
+        seg_len = self.seg_len[sm]
+        if seg_len.min() > self.drift.warmup:
+            alarms = self._bank.update(sm, lm)
+            if alarms.any():
+                for slot, row in zip(sm[alarms].tolist(), im[alarms].tolist()):
+                    self._close_segment(slot)
+                    out.drift[row] = True
+            return
+        watch = seg_len > self.drift.warmup
         if not watch.any():
             return
         alarms = self._bank.update(sm[watch], lm[watch])
@@ -686,9 +718,9 @@ class _BatchOut:
         self.recovered = np.full(n, -1, dtype=np.int64)
 
     def outcomes(self) -> list[Outcome]:
-        return [
-            Outcome(p, None if math.isnan(lo) else lo, sg, d, le, None if rc < 0 else rc)
-            for p, lo, sg, d, le, rc in zip(
-                self.y_pred.tolist(), self.loss.tolist(), self.segment.tolist(),
-                self.drift.tolist(), self.learned.tolist(), self.recovered.tolist())
-        ]
+        loss = self.loss.astype(object)
+        loss[np.isnan(self.loss)] = None
+        recovered = self.recovered.astype(object)
+        recovered[self.recovered < 0] = None
+        return list(map(Outcome, self.y_pred.tolist(), loss.tolist(), self.segment.tolist(),
+                        self.drift.tolist(), self.learned.tolist(), recovered.tolist()))

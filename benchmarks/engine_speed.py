@@ -1,0 +1,115 @@
+"""Per-record cost of the engine against river, measured in the same run (issue 3's speed target).
+
+Workload: binary classification, ``d`` Gaussian features, labels from a per-key logistic model
+(every record labelled). Peer: river's ``LogisticRegression(optimizer=optim.AdaGrad())``,
+``predict_proba_one`` + ``learn_one`` per record, one model per key. adaptd: ``process_many``
+on :class:`~daemon.records.Record` batches — predict, learn (support window 10, ARUBA++ step),
+Page-Hinkley drift check — with the model ``logistic`` and ``mlp`` (one hidden layer of 32).
+
+Each timing is the best of ``--repeats`` runs, river and adaptd alternating, because this
+machine is shared and noisy. Records and river's dicts are built before timing.
+
+Cases: ``1 key`` (every wave is one record: the sequential worst case) and ``K keys``
+interleaved uniformly at random (waves cover many keys). ``full`` is the default config
+(shadow baseline and hindsight comparator on); ``lean`` switches both comparators off.
+
+    .venv/bin/python -m benchmarks.engine_speed [--n 20000] [--keys 1000] [--d 10]
+
+Not a test: prints measured times and ratios, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from daemon.learner.adaptive import AdaptiveLearner
+from daemon.learner.config import LearnerConfig
+from daemon.records import Record
+from daemon.regret import RegretConfig
+
+
+def make_records(n: int, keys: int, d: int, seed: int = 0) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(keys, d))
+    k = rng.integers(keys, size=n)
+    X = rng.normal(size=(n, d))
+    p = 1.0 / (1.0 + np.exp(-(X * w[k]).sum(axis=1)))
+    y = (rng.random(n) < p).astype(float)
+    return [Record(x=tuple(X[i].tolist()), y=float(y[i]), key=f"k{k[i]}") for i in range(n)]
+
+
+def time_river(records: Sequence[Record]) -> float:
+    """Seconds for river to predict then learn every record, one model per key."""
+    from river import linear_model, optim
+
+    names = [f"x{j}" for j in range(len(records[0].x))]
+    rows = [(r.key, dict(zip(names, r.x)), bool(r.y)) for r in records]
+    models: dict[str, linear_model.LogisticRegression] = {}
+    start = time.perf_counter()
+    for key, x, y in rows:
+        m = models.get(key)
+        if m is None:
+            m = models[key] = linear_model.LogisticRegression(optimizer=optim.AdaGrad())
+        m.predict_proba_one(x)
+        m.learn_one(x, y)
+    return time.perf_counter() - start
+
+
+def adaptd_timer(model: str, hidden: list[int], lean: bool, batch: int
+                 ) -> Callable[[Sequence[Record]], float]:
+    def run(records: Sequence[Record]) -> float:
+        regret = RegretConfig(baseline=False, hindsight=False) if lean else RegretConfig()
+        learner = AdaptiveLearner(model, "classification", n_features=len(records[0].x),
+                                  config=LearnerConfig(hidden=hidden), regret=regret)
+        start = time.perf_counter()
+        for lo in range(0, len(records), batch):
+            learner.process_many(records[lo : lo + batch])
+        return time.perf_counter() - start
+    return run
+
+
+def best(fn: Callable[[Sequence[Record]], float], records: Sequence[Record], repeats: int
+         ) -> float:
+    return min(fn(records) for _ in range(repeats))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000, help="records per case")
+    p.add_argument("--keys", type=int, default=1000, help="keys of the interleaved case")
+    p.add_argument("--d", type=int, default=10, help="features")
+    p.add_argument("--batch", type=int, nargs="+", default=[256, 1024],
+                   help="process_many batch sizes of the interleaved case")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+
+    print(f"records {args.n}, d {args.d}, best of {args.repeats}; us = microseconds per record")
+    print(f"{'case':44s} {'adaptd us':>10s} {'river us':>9s} {'adaptd/river':>13s} "
+          f"{'river rec/s':>12s} {'adaptd rec/s':>13s} {'speedup':>8s}")
+    cases = [("1 key", 1, [256])] + [(f"{args.keys} keys interleaved", args.keys, args.batch)]
+    for label, keys, batches in cases:
+        records = make_records(args.n, keys, args.d)
+        for batch in batches:
+            for model, hidden in (("logistic", [32]), ("mlp", [32])):
+                for lean in (False, True):
+                    fn = adaptd_timer(model, hidden, lean, batch)
+                    ta, tr = [], []
+                    for _ in range(args.repeats):  # alternate, so both see the same noise
+                        tr.append(time_river(records))
+                        ta.append(fn(records))
+                    a, r = min(ta) / args.n * 1e6, min(tr) / args.n * 1e6
+                    name = f"{label}, batch {batch}, {model}{'-32' if model == 'mlp' else ''}" \
+                           f" {'lean' if lean else 'full'}"
+                    print(f"{name:44s} {a:10.2f} {r:9.2f} {a / r:13.2f} {1e6 / r:12.0f} "
+                          f"{1e6 / a:13.0f} {r / a:8.2f}x", flush=True)
+    print("\ntargets: logistic 1 key adaptd/river <= 1; mlp-32 <= 2; "
+          f"{args.keys} keys speedup >= 10x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
