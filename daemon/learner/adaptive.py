@@ -26,11 +26,12 @@ operation as the keys' rows.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -279,9 +280,13 @@ class AdaptiveLearner:
                     slot = slot_of.get(k)
                     slot_list[i] = self._admit(k) if slot is None else slot
         slots = np.array(slot_list, dtype=np.int64)
-        X = np.array(xs, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"records have {X.shape[-1]} features, model expects {self.n_features}")
+        d = self.n_features
+        assert d is not None
+        if any(len(x) != d for x in xs):
+            bad = next(len(x) for x in xs if len(x) != d)
+            raise ValueError(f"a record has {bad} features, the model expects {d}")
+        # fromiter over the flattened tuples is faster than np.array on a list of tuples.
+        X = np.fromiter(itertools.chain.from_iterable(xs), np.float64, count=n * d).reshape(n, d)
         tasks = np.array([-1 if r.task is None else r.task for r in records], dtype=np.int64) \
             if self.drift.detector == "oracle" else None
         # Wave of each record = how many earlier records of its key this batch holds.
@@ -718,9 +723,21 @@ class _BatchOut:
         self.recovered = np.full(n, -1, dtype=np.int64)
 
     def outcomes(self) -> list[Outcome]:
-        loss = self.loss.astype(object)
-        loss[np.isnan(self.loss)] = None
-        recovered = self.recovered.astype(object)
-        recovered[self.recovered < 0] = None
-        return list(map(Outcome, self.y_pred.tolist(), loss.tolist(), self.segment.tolist(),
-                        self.drift.tolist(), self.learned.tolist(), recovered.tolist()))
+        n = len(self.y_pred)
+        nan = np.isnan(self.loss)
+        if nan.any():
+            obj = self.loss.astype(object)
+            obj[nan] = None
+            loss: Iterable[Any] = obj.tolist()
+        else:
+            loss = self.loss.tolist()
+        rec = self.recovered >= 0
+        if rec.any():
+            obj = self.recovered.astype(object)
+            obj[~rec] = None
+            recovered: Iterable[Any] = obj.tolist()
+        else:
+            recovered = itertools.repeat(None, n)
+        drift = self.drift.tolist() if self.drift.any() else itertools.repeat(False, n)
+        return list(map(Outcome, self.y_pred.tolist(), loss, self.segment.tolist(), drift,
+                        self.learned.tolist(), recovered))
