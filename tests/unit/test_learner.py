@@ -300,3 +300,15 @@ def test_samples_to_recover_reaches_prometheus():
     assert "adaptd_samples_to_recover_count 1.0" in text
     assert "adaptd_samples_to_recover_sum 33.0" in text
     assert "adaptd_drift_events_total 1.0" in text
+
+
+def test_hypergradient_and_fomaml_paths():
+    recs = linear_stream(7, 300, keys=3, change_at=150)
+    learner = AdaptiveLearner("linear", "regression",
+                              config=LearnerConfig(hypergradient=True, hypergradient_lr=1e-2),
+                              drift=DriftConfig(detector="oracle"),
+                              meta=MetaConfig(algorithm="fomaml"), regret=NO_REGRET)
+    out = learner.process_many(recs)
+    assert learner.meta.alpha != 1.0 and learner.summary().step_multiplier == learner.meta.alpha
+    assert learner.summary().meta_updates == 3 == sum(o.drift for o in out)
+    assert all(o.learned for o in out)
