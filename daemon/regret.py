@@ -27,14 +27,15 @@ class RegretConfig:
     Args:
         baseline: run the shadow baseline (costs one more row per step).
         hindsight: fit the hindsight comparator on each closed segment.
-        buffer: records of a segment kept for the hindsight fit (the most recent ones).
+        buffer: records of a segment kept for the hindsight fit (the most recent ones); they
+            are part of each key's checkpointed state, so this bounds checkpoint size too.
         hindsight_steps: Newton steps of the classification fit (AdaGrad steps for user modules).
         hindsight_lr: AdaGrad step size of the user-module fit.
     """
 
     baseline: bool = True
     hindsight: bool = True
-    buffer: int = 1000
+    buffer: int = 200
     hindsight_steps: int = 20
     hindsight_lr: float = 0.05
 
