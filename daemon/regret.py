@@ -50,6 +50,18 @@ class RegretConfig:
 
 def hindsight_loss(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,
                    theta_end: np.ndarray) -> float:
+    """See :func:`_fit`; NaN when no finite comparator loss could be computed (the caller
+    then leaves the segment out of the hindsight regret)."""
+    with np.errstate(all="ignore"):
+        try:
+            value = _fit(family, config, X, Y, theta_end)
+        except np.linalg.LinAlgError:
+            return float("nan")
+    return value if np.isfinite(value) else float("nan")
+
+
+def _fit(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,
+         theta_end: np.ndarray) -> float:
     """Summed loss on ``(X (n, d), Y (n,))`` of the best fixed model we can fit to them.
 
     Called on segment close; blocks for the fit. The comparator class is the model family
@@ -79,7 +91,7 @@ def hindsight_loss(family: Family, config: RegretConfig, X: np.ndarray, Y: np.nd
         p = 1.0 / (1.0 + np.exp(-np.clip(Fb @ w, -30.0, 30.0)))
         fitted = float(pointwise_loss("classification", p, Y).sum())
     own = float(pointwise_loss(family.task, family.forward(theta_end[None, :], X[None])[0], Y).sum())
-    return min(fitted, own)
+    return float(np.nanmin([fitted, own])) if np.isfinite([fitted, own]).any() else float("nan")
 
 
 def _gradient_fit(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,

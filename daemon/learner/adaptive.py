@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from daemon.drift import DriftConfig, build_bank
+from daemon.drift import DriftConfig, PageHinkleyBank, build_bank
 from daemon.labels import LabelsConfig, PendingLabels
-from daemon.learner import LearnerSummary, Outcome
+from daemon.learner import LearnerSummary, Outcome, kernel
 from daemon.learner.config import LearnerConfig
 from daemon.learner.models import (
     AutogradFamily,
     Family,
+    LinearFamily,
     TaskKind,
     build_family,
     initial_parameters,
@@ -83,6 +84,8 @@ _FIELDS: dict[str, tuple[str, Any, float]] = {
     "last_seen": ("", np.float64, 0.0),
 }
 _BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
+# Stand-ins for the Page-Hinkley arrays when the kernel runs without that detector.
+_NO_PH = (*(np.zeros(1) for _ in range(6)), np.zeros(1, dtype=bool))
 
 
 class AdaptiveLearner:
@@ -187,6 +190,11 @@ class AdaptiveLearner:
             self.meta = MetaState.initial(self._init, self.config.lr, self.config.eps,
                                           self.config.c, self.describe())
         self._bank = build_bank(self.drift)
+        self._kernel = kernel.process if (
+            kernel.process is not None and self.config.kernel
+            and isinstance(self.family, LinearFamily)
+            and self.drift.detector in ("page_hinkley", "oracle", "none")
+            and not self.config.hypergradient) else None
         self._rows_per_key = 2 if self.regret.baseline else 1
         self._arrays: dict[str, np.ndarray] = {}
         self._grow(64)
@@ -282,35 +290,71 @@ class AdaptiveLearner:
         slots = np.array(slot_list, dtype=np.int64)
         d = self.n_features
         assert d is not None
-        if any(len(x) != d for x in xs):
-            bad = next(len(x) for x in xs if len(x) != d)
-            raise ValueError(f"a record has {bad} features, the model expects {d}")
+        lengths = set(map(len, xs))
+        if lengths != {d}:
+            raise ValueError(f"records have {sorted(lengths)} features, the model expects {d}")
         # fromiter over the flattened tuples is faster than np.array on a list of tuples.
         X = np.fromiter(itertools.chain.from_iterable(xs), np.float64, count=n * d).reshape(n, d)
         tasks = np.array([-1 if r.task is None else r.task for r in records], dtype=np.int64) \
             if self.drift.detector == "oracle" else None
-        # Wave of each record = how many earlier records of its key this batch holds.
-        by_slot = np.argsort(slots, kind="stable")
-        sorted_slots = slots[by_slot]
-        first = np.empty(n, dtype=bool)
-        first[0] = True
-        np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=first[1:])
-        run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-        waves = np.empty(n, dtype=np.int64)
-        waves[by_slot] = np.arange(n) - run_start
         out = _BatchOut(n)
         with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
-            if first.all():
-                self._wave(np.arange(n), slots, X, xs, ys, tasks, out)
+            if self._kernel is not None:
+                self._run_kernel(slots, X, xs, ys, tasks, out)
             else:
-                order = np.argsort(waves, kind="stable")
-                bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
-                for idx in np.split(order, bounds):
+                for idx in _waves(slots):
                     self._wave(idx, slots[idx], X, xs, ys, tasks, out)
-        self.last_seen[sorted_slots[first]] = self.clock()
+        self.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out.outcomes()
+
+    def _run_kernel(self, slots: np.ndarray, X: np.ndarray, xs: list[tuple[float, ...]],
+                    ys: np.ndarray, tasks: np.ndarray | None, out: _BatchOut) -> None:
+        """The whole batch through the compiled kernel, handling its events in Python."""
+        meta = self.meta
+        assert meta is not None and self._kernel is not None
+        n = len(slots)
+        labelled = ~np.isnan(ys)
+        task_arr = tasks if tasks is not None else np.full(n, -1, dtype=np.int64)
+        ph = self._bank if isinstance(self._bank, PageHinkleyBank) else None
+        cfg, dcfg, tot = self.config, self.drift, self._totals
+        acc = np.zeros(2)
+        i = 0
+        while True:
+            ph_arrays = (ph.n, ph.mean, ph.up, ph.down, ph.min_up, ph.max_down, ph.alarm) \
+                if ph is not None else _NO_PH
+            acc[:] = 0.0
+            end, event = self._kernel(
+                i, slots, X, ys, labelled, task_arr, tasks is not None,
+                self.theta, self.A, self.WX, self.WY, self.WM, self.WL, self.wpos, self.seg,
+                self.seg_len, self.seg_loss, self.gsq, self.recov, self.ref_loss, self.task_of,
+                meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
+                int(self.regret.baseline), ph is not None, *ph_arrays,
+                dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
+                {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode], dcfg.warmup, RECOVERY_HORIZON,
+                out.y_pred, out.loss, out.learned, out.segment, out.recovered, acc)
+            stop = end + 1 if event == kernel.EVENT_ALARM else end
+            tot.skipped += int(acc[0])
+            tot.baseline += float(acc[1])
+            done = np.flatnonzero(out.learned[i:stop]) + i
+            if len(done):
+                tot.add_losses(out.loss[done])
+                if self.regret.hindsight:
+                    hbuf = self._hbuf
+                    for row, slot, yy, ll in zip(done.tolist(), slots[done].tolist(),
+                                                 ys[done].tolist(), out.loss[done].tolist()):
+                        hbuf[slot].append((xs[row], yy, ll))
+            if event == kernel.EVENT_NONE:
+                return
+            s = int(slots[end])
+            self._close_segment(s)
+            out.drift[end] = True
+            if event == kernel.EVENT_TASK_CHANGE:
+                self.task_of[s] = task_arr[end]
+                i = end
+            else:
+                i = end + 1
 
     def _join_delayed(self, records: Sequence[Record], keys: list[str],
                       xs: list[tuple[float, ...]]) -> None:
@@ -487,8 +531,11 @@ class AdaptiveLearner:
         if self.regret.hindsight and buf:
             Xh = np.array([b[0] for b in buf])
             Yh = np.array([b[1] for b in buf])
-            tot.hindsight += hindsight_loss(fam, self.regret, Xh, Yh, self.theta[s].copy())
-            tot.hindsight_adaptd += float(sum(b[2] for b in buf))
+            fitted = hindsight_loss(fam, self.regret, Xh, Yh, self.theta[s].copy())
+            adaptd = float(sum(b[2] for b in buf))
+            if math.isfinite(fitted) and math.isfinite(adaptd):
+                tot.hindsight += fitted
+                tot.hindsight_adaptd += adaptd
             buf.clear()
         self.ref_loss[s] = self.seg_loss[s] / max(seg_len, 1)
         self.seg[s] += 1
@@ -660,6 +707,25 @@ class AdaptiveLearner:
             evicted_keys=tot.evicted,
             step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
         )
+
+
+def _waves(slots: np.ndarray) -> list[np.ndarray]:
+    """Record indices per wave: wave j holds the j-th record of each slot, in batch order."""
+    n = len(slots)
+    by_slot = np.argsort(slots, kind="stable")
+    sorted_slots = slots[by_slot]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=first[1:])
+    if first.all():
+        return [np.arange(n)]
+    # Wave of each record = how many earlier records of its key this batch holds.
+    run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    waves = np.empty(n, dtype=np.int64)
+    waves[by_slot] = np.arange(n) - run_start
+    order = np.argsort(waves, kind="stable")
+    bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
+    return np.split(order, bounds)
 
 
 class _Totals:

@@ -36,6 +36,9 @@ class LearnerConfig:
         hypergradient_lr: the hypergradient step size β_h.
         max_keys: most keys with live task state; the least recently seen are evicted beyond.
         idle_evict_s: a key unseen this long is evicted by :meth:`evict_idle`.
+        kernel: use the compiled per-record kernel (:mod:`daemon.learner.kernel`) where it
+            applies (linear/logistic, Page-Hinkley/oracle/none, no hypergradient); same results
+            as the batched NumPy path, much less overhead per record.
     """
 
     lr: float = 0.1
@@ -49,6 +52,7 @@ class LearnerConfig:
     hypergradient_lr: float = 1e-3
     max_keys: int = 100_000
     idle_evict_s: float = 3600.0
+    kernel: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "c", "hypergradient_lr", "idle_evict_s"):

@@ -1,0 +1,179 @@
+"""A compiled per-record kernel for the linear and logistic families (Numba).
+
+The batched waves of :mod:`daemon.learner.adaptive` pay NumPy's per-call overhead (about 60
+calls per step, 1-3 µs each here) once per wave, which is once per *record* when a batch holds
+one key. For the linear families the whole record path — predict, loss, support-window
+gradient, the ARUBA++ step for the key and its baseline row, Page-Hinkley, recovery tracking —
+fits in a short compiled loop instead, with the arithmetic of the wave path, record by record
+in arrival order (so records of one key are trivially in order). It stops at each event that
+needs Python (a drift alarm, an oracle task change) and the learner resumes it after handling
+the event.
+
+Used when Numba is importable, the family is :class:`~daemon.learner.models.LinearFamily`, the
+detector is ``page_hinkley``, ``oracle`` or ``none``, and the hypergradient is off; otherwise the
+wave path runs. ``tests/unit/test_learner.py`` checks that both paths give the same results.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; the wave path still works
+    numba = None
+
+#: Event codes returned with the index of the record that raised them.
+EVENT_NONE = 0
+EVENT_TASK_CHANGE = 1  # oracle: close the segment *before* this record
+EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after it
+
+P_CLIP = 1e-7
+
+
+def _process(i0, slots, X, Y, labelled, tasks, oracle,
+             theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
+             task_of, Bmain, lr2, c, alpha, logistic, base,
+             ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_alarm,
+             ph_threshold, ph_delta, ph_alpha, ph_min, ph_mode, warmup, horizon,
+             out_pred, out_loss, out_learned, out_segment, out_recovered, acc):
+    """Process records ``i0 …`` until the end or an event; returns ``(index, event)``."""
+    n = slots.shape[0]
+    d = X.shape[1]
+    k = WX.shape[1]
+    P = d + 1
+    g = np.empty(P)
+    new_theta = np.empty(P)
+    new_A = np.empty(P)
+    old_x = np.empty(d)
+    for i in range(i0, n):
+        s = slots[i]
+        if oracle and tasks[i] >= 0:
+            if task_of[s] >= 0 and task_of[s] != tasks[i]:
+                return i, EVENT_TASK_CHANGE
+            task_of[s] = tasks[i]
+        out_segment[i] = seg[s]
+        main_ok = False
+        main_loss = 0.0
+        for which in range(1 + base):
+            r = s + which
+            z = theta[r, d]
+            for j in range(d):
+                z += theta[r, j] * X[i, j]
+            yp = 1.0 / (1.0 + math.exp(-z)) if logistic else z
+            if which == 0:
+                out_pred[i] = yp
+            if not labelled[i]:
+                break
+            y = Y[i]
+            if logistic:
+                p = min(max(yp, P_CLIP), 1.0 - P_CLIP)
+                loss = -(y * math.log(p) + (1.0 - y) * math.log1p(-p))
+            else:
+                loss = (yp - y) * (yp - y)
+            # Append to the window, keeping what is overwritten in case the update is skipped.
+            pos = wpos[r]
+            for j in range(d):
+                old_x[j] = WX[r, pos, j]
+                WX[r, pos, j] = X[i, j]
+            old_y = WY[r, pos]
+            old_m = WM[r, pos]
+            WY[r, pos] = y
+            WM[r, pos] = 1.0
+            count = 0.0
+            for m in range(k):
+                count += WM[r, m]
+            count = max(count, 1.0)
+            for q in range(P):
+                g[q] = 0.0
+            for m in range(k):
+                if WM[r, m] == 0.0:
+                    continue
+                zm = theta[r, d]
+                for j in range(d):
+                    zm += theta[r, j] * WX[r, m, j]
+                if logistic:
+                    e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
+                else:
+                    e = 2.0 * (zm - WY[r, m])
+                e = e * WM[r, m] / count
+                for j in range(d):
+                    g[j] += e * WX[r, m, j]
+                g[d] += e
+            ok = math.isfinite(loss)
+            step = alpha if which == 0 else 1.0
+            for q in range(P):
+                new_A[q] = A[r, q] + c * g[q] * g[q]
+                b = Bmain[q] if which == 0 else lr2
+                new_theta[q] = theta[r, q] - step * (math.sqrt(b / new_A[q]) * g[q])
+                if not (math.isfinite(new_A[q]) and math.isfinite(new_theta[q])):
+                    ok = False
+            if not ok:
+                for j in range(d):
+                    WX[r, pos, j] = old_x[j]
+                WY[r, pos] = old_y
+                WM[r, pos] = old_m
+                if which == 0:
+                    acc[0] += 1.0
+                continue
+            for q in range(P):
+                theta[r, q] = new_theta[q]
+                A[r, q] = new_A[q]
+            wpos[r] = (pos + 1) % k
+            if which == 0:
+                main_ok = True
+                main_loss = loss
+                WL[r, pos] = loss
+                for q in range(P):
+                    gsq[r, q] += g[q] * g[q]
+            else:
+                acc[1] += loss
+        if not main_ok:
+            continue
+        out_loss[i] = main_loss
+        out_learned[i] = True
+        seg_len[s] += 1
+        seg_loss[s] += main_loss
+        if recov[s] >= 0:
+            cnt = recov[s] + 1
+            wsum = 0.0
+            wcount = 0.0
+            for m in range(k):
+                wsum += WL[s, m] * WM[s, m]
+                wcount += WM[s, m]
+            if wsum / max(wcount, 1.0) <= ref_loss[s]:
+                out_recovered[i] = cnt
+                recov[s] = -1
+            elif cnt >= horizon:
+                recov[s] = -1
+            else:
+                recov[s] = cnt
+        if not ph_on or seg_len[s] <= warmup or ph_alarm[s]:
+            continue
+        # river's Page-Hinkley update, as in daemon.drift.PageHinkleyBank.
+        nn = ph_n[s] + 1.0
+        mean = ph_mean[s] + (main_loss - ph_mean[s]) / nn
+        dev = main_loss - mean
+        fire = False
+        if ph_mode != 1:
+            up = ph_alpha * ph_up[s] + (dev - ph_delta)
+            ph_up[s] = up
+            ph_min_up[s] = min(ph_min_up[s], up)
+            fire = up - ph_min_up[s] > ph_threshold
+        if ph_mode != 0:
+            down = ph_alpha * ph_down[s] + (dev + ph_delta)
+            ph_down[s] = down
+            ph_max_down[s] = max(ph_max_down[s], down)
+            fire = fire or (ph_max_down[s] - down > ph_threshold)
+        ph_n[s] = nn
+        ph_mean[s] = mean
+        if nn >= ph_min and fire:
+            ph_alarm[s] = True
+            return i, EVENT_ALARM
+    return n, EVENT_NONE
+
+
+process: Any = numba.njit(cache=True, nogil=True)(_process) if numba is not None else None
