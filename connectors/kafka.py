@@ -225,6 +225,9 @@ class KafkaSinkOptions(KafkaClientOptions):
     partitions: int | None = None
     #: How long ``flush`` waits for acknowledgements before it reports failure.
     flush_timeout_ms: int = 30_000
+    #: How long the producer keeps retrying one message before handing it back to the sink,
+    #: which then sends it again (with a fresh producer).
+    delivery_timeout_ms: int = 120_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,6 +237,10 @@ class KafkaSinkOptions(KafkaClientOptions):
             raise ValueError(f"partitions must be >= 1, got {self.partitions}")
         if self.flush_timeout_ms < 1:
             raise ValueError(f"flush_timeout_ms must be >= 1, got {self.flush_timeout_ms}")
+        if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
+            raise ValueError(
+                f"delivery_timeout_ms must be >= linger_ms + request_timeout_ms = "
+                f"{self.linger_ms + self.request_timeout_ms}, got {self.delivery_timeout_ms}")
 
 
 def _split_target(parsed: ParsedURI) -> tuple[str, str]:
@@ -325,6 +332,8 @@ class KafkaSource(Source):
         config.update(
             group_id=o.group,
             enable_auto_commit=False,
+            # Reading must not create topics (with the broker's default partition count).
+            allow_auto_create_topics=False,
             auto_offset_reset=o.auto_offset_reset,
             max_poll_records=o.max_poll_records,
             fetch_max_wait_ms=o.fetch_max_wait_ms,
@@ -591,6 +600,7 @@ class KafkaSink(Sink):
             acks="all" if o.acks == "all" else int(o.acks),
             linger_ms=o.linger_ms,
             compression_type=o.compression_type,
+            delivery_timeout_ms=o.delivery_timeout_ms,
             # send() must not block the daemon for long: a full buffer is backpressure,
             # reported through backlog(), not a minute-long stall.
             max_block_ms=1_000,
@@ -619,10 +629,16 @@ class KafkaSink(Sink):
         """Hand waiting and failed messages to the producer while it accepts them."""
         from kafka.errors import KafkaError
 
-        while self._failed:
-            msg, exc = self._failed.popleft()
-            log.warning("%s: delivery failed, sending again: %s", self.options.where, exc)
-            self._waiting.appendleft(msg)
+        if self._failed:
+            failed = []
+            while self._failed:
+                failed.append(self._failed.popleft())
+            log.warning("%s: %d deliveries failed (first: %s); sending them again with a new "
+                        "producer", self.options.where, len(failed), failed[0][1])
+            self._waiting.extendleft(msg for msg, _ in reversed(failed))
+            # Some failures leave a producer unusable for good (an idempotent producer whose
+            # id the broker forgot, after a broker lost its state): start afresh.
+            self._discard_producer()
         if not self._waiting or not self._connect():
             return
         producer = self._producer
@@ -645,9 +661,20 @@ class KafkaSink(Sink):
     def _on_acked(self, _metadata: Any) -> None:
         self._acked += 1
 
-    def _on_failed(self, exc: Exception, msg: SinkMessage) -> None:
+    def _on_failed(self, msg: SinkMessage, exc: Exception) -> None:
+        # kafka-python calls errbacks with the bound arguments first, the exception last.
         self._failed.append((msg, exc))
         self._acked += 1  # no longer in flight; it is counted again when re-sent
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            # Nothing to wait for: what it still holds fails over to the retry queue.
+            producer.close(timeout=0)
+        except Exception:  # a broken producer may fail to close; it is dropped either way
+            log.debug("%s: closing a failed producer raised", self.options.where, exc_info=True)
 
     def backlog(self) -> int:
         """Messages written but not yet acknowledged by the broker."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
+from pathlib import Path
 
 import pytest
 
 from connectors.base import SinkMessage, SourceRecord
 from connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from daemon.broker import EmbeddedBroker, free_port
 from daemon.errors import UnavailableError
+from tests.helpers import wait_for
+from tests.integration.kafka_harness import TcpProxy, read_topic
 
 FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interval_ms=20000"
 
@@ -110,8 +114,6 @@ def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) 
 
 
 def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> None:
-    from daemon.broker import free_port
-
     uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300"
     source = KafkaSource(source_options(uri))
     with pytest.raises(UnavailableError, match="no broker reachable"):
@@ -120,3 +122,31 @@ def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> N
     sink.write([SinkMessage(value=b"{}")])  # held, not lost, not raised
     assert sink.backlog() == 1
     sink.close()
+
+
+def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
+        kafka_topic: str, tmp_path: Path) -> None:
+    proxy_port = free_port()
+    with EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log") as broker:
+        proxy = TcpProxy(broker.port, proxy_port)
+        proxy.start()
+        bootstrap = f"127.0.0.1:{proxy_port}"
+        sink = KafkaSink(sink_options(
+            f"kafka://{bootstrap}/{kafka_topic}?partitions=1&request_timeout_ms=500"
+            "&delivery_timeout_ms=1000&flush_timeout_ms=20000&reconnect_backoff_max_ms=200"))
+        try:
+            sink.write([SinkMessage(value=f"before-{i}".encode()) for i in range(10)])
+            sink.flush()
+            proxy.stop()
+            sink.write([SinkMessage(value=f"during-{i}".encode()) for i in range(50)])
+            wait_for(lambda: len(sink._failed) > 0, 20, "deliveries to fail")
+            assert sink.backlog() == 50
+            proxy.start()
+            sink.flush()
+            assert sink.backlog() == 0
+        finally:
+            sink.close()
+            values = {r.value for r in read_topic(bootstrap, kafka_topic, 60)}
+            proxy.stop()
+    assert {f"before-{i}".encode() for i in range(10)} <= values
+    assert {f"during-{i}".encode() for i in range(50)} <= values
