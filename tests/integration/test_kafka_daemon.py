@@ -116,51 +116,66 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     assert f"resuming at {dict(sorted(ends.items()))}" in again.log()
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
-        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
-    records = make_records(4000, keys=5, seed=3)
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, partitions: int) -> None:
+    """One partition: the whole state must equal an uninterrupted run's. Several: records of
+    different partitions interleave differently in any two runs, so keys learn independently
+    (no shared meta-state) and every key's state must be equal."""
+    records = make_records(4000, keys=6, seed=3)
     topic_in = f"{kafka_topic}-in"
-    produce(kafka_broker, topic_in, records[:500])
+    produce(kafka_broker, topic_in, records[:500], partitions=partitions)
+    flags = (*FREQUENT_CHECKPOINTS, *(INDEPENDENT_KEYS if partitions > 1 else ()))
 
     # The rest arrives while the daemon runs, so the kill lands mid-stream.
     def trickle() -> None:
         for start in range(500, len(records), 250):
-            produce(kafka_broker, topic_in, records[start:start + 250])
+            produce(kafka_broker, topic_in, records[start:start + 250], partitions=partitions)
             time.sleep(0.1)
+
+    def checkpointed_records(state_dir: Path) -> int:
+        assert crashy.proc.poll() is None, crashy.log()
+        return sum(s.position for s in checkpointed(state_dir).partitions.values())
 
     producer = threading.Thread(target=trickle)
     straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
-                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight",
-                      *FREQUENT_CHECKPOINTS)
-    crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS)
+                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight", *flags)
+    crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic), *flags)
     producer.start()
     try:
-        wait_for_positions(crashy.state_dir, {0: 1000}, daemons=[crashy])
+        wait_for(lambda: checkpointed_records(crashy.state_dir) >= 1000, 90,
+                 "a checkpoint past 1000 records")
         crashy.kill()
-        at_kill = checkpointed(crashy.state_dir).partitions[0].position
+        at_kill = sum(s.position for s in checkpointed(crashy.state_dir).partitions.values())
         producer.join()
         assert at_kill < len(records), "the kill came after the last record: not mid-stream"
-        restarted = Daemon(tmp_path, "restarted", *uris(kafka_broker, kafka_topic),
-                           *FREQUENT_CHECKPOINTS, state_dir=crashy.state_dir)
+        ends = partition_ends(kafka_broker, topic_in, len(records))
+        restarted = Daemon(tmp_path, "restarted", *uris(kafka_broker, kafka_topic), *flags,
+                           state_dir=crashy.state_dir)
         try:
-            wait_for_positions(restarted.state_dir, {0: len(records)}, daemons=[restarted])
+            wait_for_positions(restarted.state_dir, ends, daemons=[restarted])
         finally:
             assert restarted.stop() == 0, restarted.log()
-        wait_for_positions(straight.state_dir, {0: len(records)}, daemons=[straight])
+        wait_for_positions(straight.state_dir, ends, daemons=[straight])
     finally:
         producer.join()
         crashy.kill()
         assert straight.stop() == 0, straight.log()
 
     resumed, uninterrupted = checkpointed(crashy.state_dir), checkpointed(straight.state_dir)
-    assert resumed.partitions[0].position == uninterrupted.partitions[0].position == len(records)
-    assert sorted(resumed.partitions[0].keys) == sorted(uninterrupted.partitions[0].keys)
-    assert_same_state(resumed.partitions[0].learner, uninterrupted.partitions[0].learner,
-                      "partition 0 learner state")
-    assert_same_state(resumed.shared, uninterrupted.shared, "shared state")
+    assert {p: s.position for p, s in resumed.partitions.items()} == ends
+    assert {p: s.position for p, s in uninterrupted.partitions.items()} == ends
+    if partitions == 1:
+        assert_same_state(resumed.partitions[0].learner, uninterrupted.partitions[0].learner,
+                          "partition 0 learner state")
+        assert_same_state(resumed.shared, uninterrupted.shared, "shared state")
+    mine, theirs = key_states(resumed), key_states(uninterrupted)
+    assert mine.keys() == theirs.keys()
+    for key in theirs:
+        assert_same_state(mine[key], theirs[key], f"key {key}")
 
     predictions = prediction_positions(kafka_broker, kafka_topic, len(records))
-    assert set(predictions) == {(0, i) for i in range(len(records))}
+    assert set(predictions) == {(p, i) for p, n in ends.items() for i in range(n)}
 
 
 def test_two_daemons_split_the_partitions_and_one_takes_over_the_other(
