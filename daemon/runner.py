@@ -296,8 +296,9 @@ class Runner:
         key shares comes from the checkpoint only when nothing is loaded yet; later it stays
         the live one, so a second assignment does not roll it back.
         """
-        partitions = [p for p in partitions if p not in self.owned]
-        restored = self.store.load(partitions)
+        requested = sorted(partitions)
+        new = [p for p in requested if p not in self.owned]
+        restored = self.store.load(new)
         live_shared = self.learner.state_dict(keys=()) if self._shared_loaded else None
         for p, state in sorted(restored.partitions.items()):
             self.learner.load_state_dict(state.learner)
@@ -306,14 +307,18 @@ class Runner:
             self.next_positions[p] = state.position
         if live_shared is not None:
             self.learner.load_state_dict(live_shared)
-        elif restored.shared is not None:
-            self.learner.load_state_dict(restored.shared["learner"])
-            self._restore_decoder(restored.shared.get("decoder", {}))
-        self._shared_loaded = self._shared_loaded or restored.shared is not None
-        self.owned.update(partitions)
-        resume = {p: self.next_positions[p] for p in sorted(partitions) if p in self.next_positions}
+        else:
+            # First assignment: the shared state comes from the checkpoint even when none of
+            # these partitions is in it (the group gave this replica other partitions).
+            shared = restored.shared or self.store.load(()).shared
+            if shared is not None:
+                self.learner.load_state_dict(shared["learner"])
+                self._restore_decoder(shared.get("decoder", {}))
+        self._shared_loaded = True
+        self.owned.update(new)
+        resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start)",
-                 sorted(partitions), resume)
+                 requested, resume)
         return resume
 
     def on_revoked(self, partitions: Collection[int]) -> None:

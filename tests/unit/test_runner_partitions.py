@@ -63,3 +63,34 @@ def test_a_lost_partition_is_forgotten_without_a_checkpoint(tmp_path: Path) -> N
     runner.on_lost([1])
     assert set(runner.learner.keys()) == {"a"} and runner.owned == {0}
     assert CheckpointStore(tmp_path / "state").generations() == []
+
+
+def test_a_later_assignment_does_not_roll_back_the_live_shared_state(tmp_path: Path) -> None:
+    # Another replica checkpointed partition 1 (with its own shared totals) into the shared dir.
+    (tmp_path / "other").mkdir()
+    other = make_runner(tmp_path / "other", CollectorRegistry())
+    other.store = CheckpointStore(tmp_path / "state")
+    other.on_assigned([1])
+    other.process([record(1, 0, "b")])
+    assert other.checkpoint()
+
+    runner = make_runner(tmp_path, CollectorRegistry())
+    runner.on_assigned([0])
+    runner.process([record(0, i, "a") for i in range(20)])
+    live_loss = runner.learner.summary().cumulative_loss
+    assert runner.on_assigned([1]) == {1: 1}
+    assert runner.learner.summary().cumulative_loss == live_loss
+    assert set(runner.learner.keys()) == {"a", "b"}
+
+
+def test_the_first_assignment_takes_the_shared_state_even_without_its_partitions(
+        tmp_path: Path) -> None:
+    first = make_runner(tmp_path, CollectorRegistry())
+    first.on_assigned([0])
+    first.process([record(0, i, "a") for i in range(20)])
+    assert first.checkpoint()
+    saved_loss = first.learner.summary().cumulative_loss
+
+    later = make_runner(tmp_path, CollectorRegistry())
+    assert later.on_assigned([3]) == {}  # a partition nobody checkpointed
+    assert later.learner.summary().cumulative_loss == saved_loss
