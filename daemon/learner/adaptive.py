@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ from daemon.learner.models import (
     AutogradFamily,
     Family,
     LinearFamily,
+    MLPFamily,
     TaskKind,
     build_family,
     initial_parameters,
@@ -84,6 +86,10 @@ _FIELDS: dict[str, tuple[str, Any, float]] = {
     "last_seen": ("", np.float64, 0.0),
 }
 _BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
+_KEY = operator.attrgetter("key")
+_X = operator.attrgetter("x")
+_Y = operator.attrgetter("y")
+_ID = operator.attrgetter("id")
 # Stand-ins for the Page-Hinkley arrays when the kernel runs without that detector.
 _NO_PH = (*(np.zeros(1) for _ in range(6)), np.zeros(1, dtype=bool))
 
@@ -192,9 +198,18 @@ class AdaptiveLearner:
         self._bank = build_bank(self.drift)
         self._kernel = kernel.process if (
             kernel.process is not None and self.config.kernel
-            and isinstance(self.family, LinearFamily)
+            and isinstance(self.family, (LinearFamily, MLPFamily))
             and self.drift.detector in ("page_hinkley", "oracle", "none")
             and not self.config.hypergradient) else None
+        fam = self.family
+        if isinstance(fam, MLPFamily):
+            specs = fam.layers
+            act = 0 if fam.activation == "tanh" else 1
+        else:
+            specs, act = [(0, n_features, 1)], 0
+        self._layers = (np.array([o for o, _, _ in specs], dtype=np.int64),
+                        np.array([i for _, i, _ in specs], dtype=np.int64),
+                        np.array([f for _, _, f in specs], dtype=np.int64), act)
         self._rows_per_key = 2 if self.regret.baseline else 1
         self._arrays: dict[str, np.ndarray] = {}
         self._grow(64)
@@ -274,17 +289,18 @@ class AdaptiveLearner:
             self._setup(len(records[0].x))
         self.pending.expire()
         n = len(records)
-        keys = [r.key for r in records]
-        xs = [r.x for r in records]
+        # map(attrgetter) and map(dict.get) run in C: this loop is per record.
+        keys = list(map(_KEY, records))
+        xs = list(map(_X, records))
         # None → NaN: NumPy converts it so under a float dtype.
-        ys = np.array([r.y for r in records], dtype=np.float64)
-        if any(r.id is not None for r in records):
+        ys = np.array(list(map(_Y, records)), dtype=np.float64)
+        if list(map(_ID, records)).count(None) != n:
             self._join_delayed(records, keys, xs)
         slot_of = self._slot_of
-        slot_list = [slot_of.get(k, -1) for k in keys]
-        if -1 in slot_list:
+        slot_list = list(map(slot_of.get, keys))
+        if None in slot_list:
             for i, k in enumerate(keys):
-                if slot_list[i] < 0:
+                if slot_list[i] is None:
                     slot = slot_of.get(k)
                     slot_list[i] = self._admit(k) if slot is None else slot
         slots = np.array(slot_list, dtype=np.int64)
@@ -330,7 +346,7 @@ class AdaptiveLearner:
                 self.theta, self.A, self.WX, self.WY, self.WM, self.WL, self.wpos, self.seg,
                 self.seg_len, self.seg_loss, self.gsq, self.recov, self.ref_loss, self.task_of,
                 meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
-                int(self.regret.baseline), ph is not None, *ph_arrays,
+                int(self.regret.baseline), *self._layers, ph is not None, *ph_arrays,
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
                 {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode], dcfg.warmup, RECOVERY_HORIZON,
                 out.y_pred, out.loss, out.learned, out.segment, out.recovered, acc)

@@ -1,15 +1,16 @@
-"""A compiled per-record kernel for the linear and logistic families (Numba).
+"""A compiled per-record kernel for the built-in families (Numba).
 
 The batched waves of :mod:`daemon.learner.adaptive` pay NumPy's per-call overhead (about 60
 calls per step, 1-3 µs each here) once per wave, which is once per *record* when a batch holds
-one key. For the linear families the whole record path — predict, loss, support-window
+one key. For the built-in families (linear, logistic, MLP) the whole record path — predict, loss, support-window
 gradient, the ARUBA++ step for the key and its baseline row, Page-Hinkley, recovery tracking —
 fits in a short compiled loop instead, with the arithmetic of the wave path, record by record
 in arrival order (so records of one key are trivially in order). It stops at each event that
 needs Python (a drift alarm, an oracle task change) and the learner resumes it after handling
 the event.
 
-Used when Numba is importable, the family is :class:`~daemon.learner.models.LinearFamily`, the
+Used when Numba is importable, the family is a built-in one (layers described by their offsets
+in the flat parameter row, as in :mod:`daemon.learner.models`), the
 detector is ``page_hinkley``, ``oracle`` or ``none``, and the hypergradient is off; otherwise the
 wave path runs. ``tests/unit/test_learner.py`` checks that both paths give the same results.
 """
@@ -24,7 +25,7 @@ import numpy as np
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; the wave path still works
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 #: Event codes returned with the index of the record that raised them.
 EVENT_NONE = 0
@@ -34,9 +35,58 @@ EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after
 P_CLIP = 1e-7
 
 
+def _forward(theta, r, acts, L_off, L_in, L_out, act):
+    """Output pre-activation for the input in ``acts[0]``; hidden activations go to ``acts[l]``.
+
+    Layer l's weight is ``theta[r, o : o + fi·fo]`` row-major ``(fo, fi)``, then its bias."""
+    nl = L_off.shape[0]
+    z = 0.0
+    for layer in range(nl):
+        o, fi, fo = L_off[layer], L_in[layer], L_out[layer]
+        for u in range(fo):
+            total = theta[r, o + fi * fo + u]
+            base = o + u * fi
+            for v in range(fi):
+                total += theta[r, base + v] * acts[layer, v]
+            if layer == nl - 1:
+                z = total
+            elif act == 0:
+                acts[layer + 1, u] = math.tanh(total)
+            else:
+                acts[layer + 1, u] = max(0.0, total)
+    return z
+
+
+def _backward(theta, r, acts, L_off, L_in, L_out, act, e, g, delta, delta_next):
+    """Add ``e · d z / d θ`` to ``g`` for the input whose forward pass is in ``acts``."""
+    nl = L_off.shape[0]
+    delta[0] = e
+    for layer in range(nl - 1, -1, -1):
+        o, fi, fo = L_off[layer], L_in[layer], L_out[layer]
+        for u in range(fo):
+            du = delta[u]
+            base = o + u * fi
+            for v in range(fi):
+                g[base + v] += du * acts[layer, v]
+            g[o + fi * fo + u] += du
+        if layer == 0:
+            break
+        for v in range(fi):
+            back = 0.0
+            for u in range(fo):
+                back += theta[r, o + u * fi + v] * delta[u]
+            h = acts[layer, v]
+            if act == 0:
+                delta_next[v] = back * (1.0 - h * h)
+            else:
+                delta_next[v] = back if h > 0.0 else 0.0
+        for v in range(fi):
+            delta[v] = delta_next[v]
+
+
 def _process(i0, slots, X, Y, labelled, tasks, oracle,
              theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
-             task_of, Bmain, lr2, c, alpha, logistic, base,
+             task_of, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
              ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_alarm,
              ph_threshold, ph_delta, ph_alpha, ph_min, ph_mode, warmup, horizon,
              out_pred, out_loss, out_learned, out_segment, out_recovered, acc):
@@ -44,7 +94,11 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
     n = slots.shape[0]
     d = X.shape[1]
     k = WX.shape[1]
-    P = d + 1
+    P = theta.shape[1]
+    width = max(d, L_out.max())
+    acts = np.empty((L_off.shape[0], width))
+    delta = np.empty(width)
+    delta_next = np.empty(width)
     g = np.empty(P)
     new_theta = np.empty(P)
     new_A = np.empty(P)
@@ -60,9 +114,9 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
         main_loss = 0.0
         for which in range(1 + base):
             r = s + which
-            z = theta[r, d]
             for j in range(d):
-                z += theta[r, j] * X[i, j]
+                acts[0, j] = X[i, j]
+            z = _forward(theta, r, acts, L_off, L_in, L_out, act)
             yp = 1.0 / (1.0 + math.exp(-z)) if logistic else z
             if which == 0:
                 out_pred[i] = yp
@@ -92,17 +146,15 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             for m in range(k):
                 if WM[r, m] == 0.0:
                     continue
-                zm = theta[r, d]
                 for j in range(d):
-                    zm += theta[r, j] * WX[r, m, j]
+                    acts[0, j] = WX[r, m, j]
+                zm = _forward(theta, r, acts, L_off, L_in, L_out, act)
                 if logistic:
                     e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
                 else:
                     e = 2.0 * (zm - WY[r, m])
-                e = e * WM[r, m] / count
-                for j in range(d):
-                    g[j] += e * WX[r, m, j]
-                g[d] += e
+                _backward(theta, r, acts, L_off, L_in, L_out, act, e * WM[r, m] / count, g,
+                          delta, delta_next)
             ok = math.isfinite(loss)
             step = alpha if which == 0 else 1.0
             for q in range(P):
@@ -176,4 +228,9 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
     return n, EVENT_NONE
 
 
-process: Any = numba.njit(cache=True, nogil=True)(_process) if numba is not None else None
+if numba is not None:
+    _forward = numba.njit(cache=True, inline="always")(_forward)
+    _backward = numba.njit(cache=True, inline="always")(_backward)
+    process: Any = numba.njit(cache=True, nogil=True)(_process)
+else:  # pragma: no cover
+    process = None

@@ -317,6 +317,7 @@ def test_hypergradient_and_fomaml_paths():
 @pytest.mark.parametrize("model,detector,keys", [
     ("linear", "page_hinkley", 1), ("logistic", "page_hinkley", 1), ("linear", "oracle", 1),
     ("logistic", "none", 1), ("linear", "page_hinkley", 4), ("logistic", "oracle", 4),
+    ("mlp", "page_hinkley", 1), ("mlp", "oracle", 4), ("mlp-relu", "page_hinkley", 1),
 ])
 def test_compiled_kernel_equals_batched_waves(model, detector, keys):
     """The per-record kernel and the NumPy waves are two evaluations of the same engine.
@@ -332,9 +333,12 @@ def test_compiled_kernel_equals_batched_waves(model, detector, keys):
     for i in range(0, 900, 37):
         recs[i] = Record(x=recs[i].x, key=recs[i].key, task=recs[i].task)  # unlabelled
     task = "classification" if model == "logistic" else "regression"
+    act = "relu" if model.endswith("relu") else "tanh"
+    model = model.split("-")[0]
 
     def run(use_kernel):
-        learner = AdaptiveLearner(model, task, config=LearnerConfig(kernel=use_kernel),
+        cfg = LearnerConfig(kernel=use_kernel, hidden=[6, 5], activation=act)
+        learner = AdaptiveLearner(model, task, config=cfg,
                                   drift=DriftConfig(detector=detector, ph_threshold=20.0),
                                   meta=MetaConfig(enabled=keys == 1))
         outs = []
