@@ -26,19 +26,19 @@ operation as the keys' rows.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 import operator
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from daemon.drift import DriftConfig, PageHinkleyBank, build_bank
+from daemon.drift import DEFAULT_PH_THRESHOLD, DriftConfig, PageHinkleyBank, build_bank
 from daemon.labels import LabelsConfig, PendingLabels
 from daemon.learner import LearnerSummary, Outcome, kernel
 from daemon.learner.config import LearnerConfig
@@ -84,6 +84,12 @@ _FIELDS: dict[str, tuple[str, Any, float]] = {
     "recov": ("", np.int64, -1),
     "task_of": ("", np.int64, -1),
     "last_seen": ("", np.float64, 0.0),
+    # The hindsight buffer: the segment's last ``regret.buffer`` records (ring), 0 wide if off.
+    "HX": ("hd", np.float64, 0.0),
+    "HY": ("h", np.float64, 0.0),
+    "HL": ("h", np.float64, 0.0),
+    "hpos": ("", np.int64, 0),
+    "hcount": ("", np.int64, 0),
 }
 _BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
 _KEY = operator.attrgetter("key")
@@ -124,6 +130,11 @@ class AdaptiveLearner:
     recov: np.ndarray
     task_of: np.ndarray
     last_seen: np.ndarray
+    HX: np.ndarray
+    HY: np.ndarray
+    HL: np.ndarray
+    hpos: np.ndarray
+    hcount: np.ndarray
 
     def __init__(
         self,
@@ -143,6 +154,9 @@ class AdaptiveLearner:
         self.task: TaskKind = "classification" if model == "logistic" else task
         self.config = config or LearnerConfig()
         self.drift = drift or DriftConfig()
+        if self.drift.ph_threshold is None:
+            self.drift = dataclasses.replace(
+                self.drift, ph_threshold=DEFAULT_PH_THRESHOLD[self.task])
         self.meta_config = meta or MetaConfig()
         self.regret = regret or RegretConfig()
         self.clock = clock
@@ -156,7 +170,6 @@ class AdaptiveLearner:
         self._key_of: dict[int, str] = {}
         self._free: list[int] = []
         self._capacity = 0
-        self._hbuf: dict[int, deque[tuple[tuple[float, ...], float, float]]] = {}
         self._cold: dict[str, dict[str, Any]] = {}
         self._totals = _Totals()
         if meta_state is not None and n_features is None:
@@ -217,13 +230,16 @@ class AdaptiveLearner:
     def _shape(self, key: str) -> tuple[int, ...]:
         assert self.family is not None and self.n_features is not None
         k = self.config.window
+        h = self.regret.buffer if self.regret.hindsight else 0
         return {"": (), "P": (self.family.n_params,), "k": (k,),
-                "kd": (k, self.n_features)}[key]
+                "kd": (k, self.n_features), "h": (h,), "hd": (h, self.n_features)}[key]
 
     def _grow(self, keys_capacity: int) -> None:
         rows = keys_capacity * self._rows_per_key
         for name, (shape_key, dtype, fill) in _FIELDS.items():
-            new = np.full((rows, *self._shape(shape_key)), fill, dtype=dtype)
+            shape = (rows, *self._shape(shape_key))
+            # np.zeros takes pages lazily from the OS; most fields start at zero.
+            new = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)
             old = self._arrays.get(name)
             if old is not None:
                 new[: len(old)] = old
@@ -241,7 +257,6 @@ class AdaptiveLearner:
         s = j * self._rows_per_key
         self._slot_of[key] = s
         self._key_of[s] = key
-        self._hbuf[s] = deque(maxlen=self.regret.buffer)
         cold = self._cold.pop(key, None)
         if cold is not None:
             self._set_task_state(s, cold)
@@ -275,7 +290,6 @@ class AdaptiveLearner:
     def _release(self, s: int) -> None:
         key = self._key_of.pop(s)
         del self._slot_of[key]
-        self._hbuf.pop(s, None)
         self._free.append(s // self._rows_per_key)
 
     # ------------------------------------------------------------------ the record path
@@ -316,17 +330,17 @@ class AdaptiveLearner:
         out = _BatchOut(n)
         with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
             if self._kernel is not None:
-                self._run_kernel(slots, X, xs, ys, tasks, out)
+                self._run_kernel(slots, X, ys, tasks, out)
             else:
                 for idx in _waves(slots):
-                    self._wave(idx, slots[idx], X, xs, ys, tasks, out)
+                    self._wave(idx, slots[idx], X, ys, tasks, out)
         self.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out.outcomes()
 
-    def _run_kernel(self, slots: np.ndarray, X: np.ndarray, xs: list[tuple[float, ...]],
-                    ys: np.ndarray, tasks: np.ndarray | None, out: _BatchOut) -> None:
+    def _run_kernel(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
+                    tasks: np.ndarray | None, out: _BatchOut) -> None:
         """The whole batch through the compiled kernel, handling its events in Python."""
         meta = self.meta
         assert meta is not None and self._kernel is not None
@@ -345,6 +359,7 @@ class AdaptiveLearner:
                 i, slots, X, ys, labelled, task_arr, tasks is not None,
                 self.theta, self.A, self.WX, self.WY, self.WM, self.WL, self.wpos, self.seg,
                 self.seg_len, self.seg_loss, self.gsq, self.recov, self.ref_loss, self.task_of,
+                self.HX, self.HY, self.HL, self.hpos, self.hcount,
                 meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
                 int(self.regret.baseline), *self._layers, ph is not None, *ph_arrays,
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
@@ -356,11 +371,6 @@ class AdaptiveLearner:
             done = np.flatnonzero(out.learned[i:stop]) + i
             if len(done):
                 tot.add_losses(out.loss[done])
-                if self.regret.hindsight:
-                    hbuf = self._hbuf
-                    for row, slot, yy, ll in zip(done.tolist(), slots[done].tolist(),
-                                                 ys[done].tolist(), out.loss[done].tolist()):
-                        hbuf[slot].append((xs[row], yy, ll))
             if event == kernel.EVENT_NONE:
                 return
             s = int(slots[end])
@@ -386,9 +396,8 @@ class AdaptiveLearner:
                 if joined is not None:
                     keys[i], xs[i] = joined
 
-    def _wave(self, idx: np.ndarray, s: np.ndarray, X: np.ndarray,
-              xs: list[tuple[float, ...]], ys: np.ndarray, tasks: np.ndarray | None,
-              out: _BatchOut) -> None:
+    def _wave(self, idx: np.ndarray, s: np.ndarray, X: np.ndarray, ys: np.ndarray,
+              tasks: np.ndarray | None, out: _BatchOut) -> None:
         """One batched step over records ``idx`` (distinct keys, main rows ``s``)."""
         fam = self.family
         meta = self.meta
@@ -492,10 +501,13 @@ class AdaptiveLearner:
             if math.isfinite(hyper):
                 meta.alpha = min(max(meta.alpha + cfg.hypergradient_lr * hyper, 0.05), 20.0)
             self.u_prev[sm] = u[:nl][okm]
-        if self.regret.hindsight:
-            hbuf = self._hbuf
-            for slot, row, yy, ll in zip(sm.tolist(), im.tolist(), yl[okm].tolist(), lm.tolist()):
-                hbuf[slot].append((xs[row], yy, ll))
+        if self.regret.hindsight and len(sm):
+            hp = self.hpos[sm]
+            self.HX[sm, hp] = X[im]
+            self.HY[sm, hp] = ys[im]
+            self.HL[sm, hp] = lm
+            self.hpos[sm] = (hp + 1) % self.regret.buffer
+            self.hcount[sm] = np.minimum(self.hcount[sm] + 1, self.regret.buffer)
         self._track_recovery(sm, im, out)
         if tasks is not None or self.drift.detector == "none" or not len(sm):
             return
@@ -543,16 +555,18 @@ class AdaptiveLearner:
                                            self.WY[s : s + 1], self.WM[s : s + 1])[1][0]
             meta.update(self.meta_config, self.theta[s].copy(), self.gsq[s].copy(), final_grad)
             tot.meta_updates += 1
-        buf = self._hbuf.get(s)
-        if self.regret.hindsight and buf:
-            Xh = np.array([b[0] for b in buf])
-            Yh = np.array([b[1] for b in buf])
-            fitted = hindsight_loss(fam, self.regret, Xh, Yh, self.theta[s].copy())
-            adaptd = float(sum(b[2] for b in buf))
+        count = int(self.hcount[s])
+        if self.regret.hindsight and count:
+            buf = self.regret.buffer
+            order = (self.hpos[s] - count + np.arange(count)) % buf
+            fitted = hindsight_loss(fam, self.regret, self.HX[s, order], self.HY[s, order],
+                                    self.theta[s].copy())
+            adaptd = float(self.HL[s, order].sum())
             if math.isfinite(fitted) and math.isfinite(adaptd):
                 tot.hindsight += fitted
                 tot.hindsight_adaptd += adaptd
-            buf.clear()
+            self.hcount[s] = 0
+            self.hpos[s] = 0
         self.ref_loss[s] = self.seg_loss[s] / max(seg_len, 1)
         self.seg[s] += 1
         tot.drift_events += 1
@@ -636,7 +650,6 @@ class AdaptiveLearner:
     def _task_state(self, s: int) -> dict[str, Any]:
         state: dict[str, Any] = {name: np.copy(self._arrays[name][s]) for name in _FIELDS}
         state["detector"] = self._bank.get_state(s)
-        state["hindsight"] = list(self._hbuf.get(s, ()))
         if self.regret.baseline:
             state["baseline"] = {name: np.copy(self._arrays[name][s + 1]) for name in _BASE_FIELDS}
         return state
@@ -645,7 +658,6 @@ class AdaptiveLearner:
         for name in _FIELDS:
             self._arrays[name][s] = state[name]
         self._bank.set_state(s, state["detector"])
-        self._hbuf[s] = deque(state.get("hindsight", ()), maxlen=self.regret.buffer)
         if self.regret.baseline:
             base = state.get("baseline")
             if base is None:  # saved without a baseline: start one

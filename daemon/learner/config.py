@@ -35,6 +35,10 @@ class LearnerConfig:
             Learning Rate Adaptation with Hypergradient Descent", ICLR).
         hypergradient_lr: the hypergradient step size β_h.
         max_keys: most keys with live task state; the least recently seen are evicted beyond.
+            Each live key holds two rows (its own and the shadow baseline's) of about
+            ``8·(4P + k·(d+3) + buffer·(d+2))`` bytes: P parameters, k = ``window``, d features,
+            ``regret.buffer`` hindsight records (about 25 kB for logistic d = 10, 120 kB for
+            the 1-40-40-1 MLP).
         idle_evict_s: a key unseen this long is evicted by :meth:`evict_idle`.
         kernel: use the compiled per-record kernel (:mod:`daemon.learner.kernel`) where it
             applies (linear/logistic, Page-Hinkley/oracle/none, no hypergradient); same results
@@ -50,7 +54,7 @@ class LearnerConfig:
     init_seed: int = 0
     hypergradient: bool = False
     hypergradient_lr: float = 1e-3
-    max_keys: int = 100_000
+    max_keys: int = 10_000
     idle_evict_s: float = 3600.0
     kernel: bool = True
 

@@ -86,7 +86,7 @@ def _backward(theta, r, acts, L_off, L_in, L_out, act, e, g, delta, delta_next):
 
 def _process(i0, slots, X, Y, labelled, tasks, oracle,
              theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
-             task_of, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
+             task_of, HX, HY, HL, hpos, hcount, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
              ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_alarm,
              ph_threshold, ph_delta, ph_alpha, ph_min, ph_mode, warmup, horizon,
              out_pred, out_loss, out_learned, out_segment, out_recovered, acc):
@@ -187,6 +187,15 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             continue
         out_loss[i] = main_loss
         out_learned[i] = True
+        hsize = HY.shape[1]
+        if hsize:
+            hp = hpos[s]
+            for j in range(d):
+                HX[s, hp, j] = X[i, j]
+            HY[s, hp] = Y[i]
+            HL[s, hp] = main_loss
+            hpos[s] = (hp + 1) % hsize
+            hcount[s] = min(hcount[s] + 1, hsize)
         seg_len[s] += 1
         seg_loss[s] += main_loss
         if recov[s] >= 0:
