@@ -109,10 +109,17 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
                    "--set", "max_record_bytes=2000", state_dir=daemon.state_dir)
     try:
         wait_for_positions(again.state_dir, new_ends, daemons=[again])
-        consumed = scrape(f"{again.url}/metrics")[("adaptd_records_consumed_total", ())]
+        wait_for(lambda: all(("adaptd_consumer_lag_records", (("partition", str(p)),))
+                             in scrape(f"{again.url}/metrics") for p in new_ends),
+                 30, "a lag series per partition")
+        samples = scrape(f"{again.url}/metrics")
     finally:
         assert again.stop() == 0, again.log()
-    assert consumed == len(more)
+    assert samples[("adaptd_records_consumed_total", ())] == len(more)
+    assert samples[("adaptd_checkpoints_total", ())] >= 1
+    assert samples[("adaptd_checkpoint_duration_seconds_count", ())] >= 1
+    assert all(samples[("adaptd_consumer_lag_records", (("partition", str(p)),))] >= 0
+               for p in new_ends)
     assert f"resuming at {dict(sorted(ends.items()))}" in again.log()
 
 
