@@ -40,6 +40,8 @@ FORMAT_VERSION = 2
 _GEN_PREFIX = "gen-"
 _TMP_PREFIX = "tmp-"
 _SHARED = "shared.pkl"
+#: A temporary generation directory this old was left by a writer that died mid-write.
+STALE_TMP_S = 3600.0
 
 
 @dataclass
@@ -232,7 +234,7 @@ class CheckpointStore:
     def prune(self) -> list[Path]:
         """Delete generations whose every partition has ``keep`` newer ones; returns them.
 
-        Also removes this process's leftover temporary directories.
+        Also removes temporary directories left by writers that died mid-write.
         """
         newer_count: dict[int, int] = {}
         removed = []
@@ -248,6 +250,14 @@ class CheckpointStore:
             if obsolete:
                 shutil.rmtree(gen_dir, ignore_errors=True)
                 removed.append(gen_dir)
-        for stale in self.state_dir.glob(f"{_TMP_PREFIX}*-{os.getpid()}"):
-            shutil.rmtree(stale, ignore_errors=True)
+        # Half-written generations: this process's, and anyone's old enough that its writer
+        # must have died mid-write (a writer on another host has a pid that means nothing here).
+        stale_before = time.time() - STALE_TMP_S
+        for tmp in self.state_dir.glob(f"{_TMP_PREFIX}*"):
+            try:
+                stale = tmp.name.endswith(f"-{os.getpid()}") or tmp.stat().st_mtime < stale_before
+            except FileNotFoundError:
+                continue
+            if stale:
+                shutil.rmtree(tmp, ignore_errors=True)
         return removed

@@ -69,3 +69,21 @@ def test_pruning_keeps_the_newest_generations_of_every_partition(tmp_path: Path)
 def test_nothing_saved_means_nothing_restored(tmp_path: Path) -> None:
     restored = CheckpointStore(tmp_path / "absent").load([0, 1])
     assert restored.partitions == {} and restored.shared is None
+
+
+def test_generations_left_half_written_by_a_dead_writer_are_cleaned_up(tmp_path: Path) -> None:
+    import os
+
+    from daemon.checkpoint import STALE_TMP_S
+
+    store = CheckpointStore(tmp_path)
+    old = tmp_path / "tmp-00000000000000000001-999999"
+    old.mkdir(parents=True)
+    (old / "p0.pkl").write_bytes(b"half")
+    os.utime(old, (0, 0))
+    fresh = tmp_path / "tmp-00000000000000000002-999998"  # maybe another writer, right now
+    fresh.mkdir()
+    store.save({}, {0: state(1, "a")})
+    assert not old.exists() and fresh.exists()
+    assert STALE_TMP_S >= 60
+    assert store.load().partitions[0].position == 1
