@@ -1,6 +1,7 @@
 """Regret against two comparators: a shadow baseline learner and the best fixed model in hindsight.
 
-- The *baseline* is plain AdaGrad from a fixed init, never reset and never meta-learned, run
+- The *baseline* is plain AdaGrad (per-record gradients by default, ``baseline_window``) from
+  a fixed init, never reset and never meta-learned, run
   by the learner on the same labelled records (its rows live next to the keys' own rows, so
   it costs one more row per batched step). ``regret{comparator="baseline"}`` is adaptd's
   cumulative loss minus the baseline's.
@@ -26,6 +27,10 @@ class RegretConfig:
 
     Args:
         baseline: run the shadow baseline (costs one more row per step).
+        baseline_window: records in the baseline's gradient. 1 (default) is textbook AdaGrad
+            (Duchi, Hazan, Singer 2011) on each record's own gradient; ``learner.window``
+            makes it the engine with resets and meta-learning switched off (the benchmarks'
+            "AdaGrad never reset" variant).
         hindsight: fit the hindsight comparator on each closed segment.
         buffer: records of a segment kept for the hindsight fit (the most recent ones); they
             are part of each key's checkpointed state, so this bounds checkpoint size too.
@@ -34,12 +39,15 @@ class RegretConfig:
     """
 
     baseline: bool = True
+    baseline_window: int = 1
     hindsight: bool = True
     buffer: int = 200
     hindsight_steps: int = 20
     hindsight_lr: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.baseline_window < 1:
+            raise ValueError(f"baseline_window must be >= 1, got {self.baseline_window}")
         if self.buffer < 1:
             raise ValueError(f"buffer must be >= 1, got {self.buffer}")
         if self.hindsight_steps < 0:

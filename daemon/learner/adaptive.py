@@ -159,6 +159,9 @@ class AdaptiveLearner:
                 self.drift, ph_threshold=DEFAULT_PH_THRESHOLD[self.task])
         self.meta_config = meta or MetaConfig()
         self.regret = regret or RegretConfig()
+        if self.regret.baseline_window > self.config.window:
+            raise ValueError(f"regret.baseline_window ({self.regret.baseline_window}) must be "
+                             f"<= learner.window ({self.config.window})")
         self.clock = clock
         self.pending = PendingLabels(labels or LabelsConfig(), clock)
         self._user_module = module
@@ -359,7 +362,7 @@ class AdaptiveLearner:
                 i, slots, X, ys, labelled, task_arr, tasks is not None,
                 self.theta, self.A, self.WX, self.WY, self.WM, self.WL, self.wpos, self.seg,
                 self.seg_len, self.seg_loss, self.gsq, self.recov, self.ref_loss, self.task_of,
-                self.HX, self.HY, self.HL, self.hpos, self.hcount,
+                self.HX, self.HY, self.HL, self.hpos, self.hcount, self.regret.baseline_window,
                 meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
                 int(self.regret.baseline), *self._layers, ph is not None, *ph_arrays,
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
@@ -478,7 +481,10 @@ class AdaptiveLearner:
         self.WX[lrows, pos] = lx
         self.WY[lrows, pos] = ly
         self.WM[lrows, pos] = 1.0
-        self.wpos[lrows] = (pos + 1) % cfg.window
+        # Rows are the keys' (window k) then their baselines' (regret.baseline_window).
+        modulus: np.ndarray | int = cfg.window if not base else np.where(
+            lrows % 2 == 0, cfg.window, self.regret.baseline_window)
+        self.wpos[lrows] = (pos + 1) % modulus
         # Main rows: accounting, hypergradient, drift.
         okm = ok[:nl]
         if all_ok:

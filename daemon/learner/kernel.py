@@ -86,7 +86,7 @@ def _backward(theta, r, acts, L_off, L_in, L_out, act, e, g, delta, delta_next):
 
 def _process(i0, slots, X, Y, labelled, tasks, oracle,
              theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
-             task_of, HX, HY, HL, hpos, hcount, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
+             task_of, HX, HY, HL, hpos, hcount, base_window, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
              ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_alarm,
              ph_threshold, ph_delta, ph_alpha, ph_min, ph_mode, warmup, horizon,
              out_pred, out_loss, out_learned, out_segment, out_recovered, acc):
@@ -114,6 +114,7 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
         main_loss = 0.0
         for which in range(1 + base):
             r = s + which
+            kk = k if which == 0 else base_window
             for j in range(d):
                 acts[0, j] = X[i, j]
             z = _forward(theta, r, acts, L_off, L_in, L_out, act)
@@ -138,12 +139,12 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             WY[r, pos] = y
             WM[r, pos] = 1.0
             count = 0.0
-            for m in range(k):
+            for m in range(kk):
                 count += WM[r, m]
             count = max(count, 1.0)
             for q in range(P):
                 g[q] = 0.0
-            for m in range(k):
+            for m in range(kk):
                 if WM[r, m] == 0.0:
                     continue
                 for j in range(d):
@@ -174,7 +175,7 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             for q in range(P):
                 theta[r, q] = new_theta[q]
                 A[r, q] = new_A[q]
-            wpos[r] = (pos + 1) % k
+            wpos[r] = (pos + 1) % kk
             if which == 0:
                 main_ok = True
                 main_loss = loss

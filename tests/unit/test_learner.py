@@ -340,7 +340,8 @@ def test_compiled_kernel_equals_batched_waves(model, detector, keys):
         cfg = LearnerConfig(kernel=use_kernel, hidden=[6, 5], activation=act)
         learner = AdaptiveLearner(model, task, config=cfg,
                                   drift=DriftConfig(detector=detector, ph_threshold=20.0),
-                                  meta=MetaConfig(enabled=keys == 1))
+                                  meta=MetaConfig(enabled=keys == 1),
+                                  regret=RegretConfig(baseline_window=3))
         outs = []
         for i in range(0, len(recs), 128):
             outs += learner.process_many(recs[i : i + 128])

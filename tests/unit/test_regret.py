@@ -6,6 +6,7 @@ import numpy as np
 
 from daemon.drift import DriftConfig
 from daemon.learner.adaptive import AdaptiveLearner
+from daemon.learner.config import LearnerConfig
 from daemon.learner.models import LinearFamily, MLPFamily, initial_parameters, pointwise_loss
 from daemon.meta.state import MetaConfig
 from daemon.records import Record
@@ -41,14 +42,17 @@ def test_baseline_is_adagrad_never_reset():
     rng = np.random.default_rng(2)
     recs = [Record(x=(float(x),), y=float(3 * x if i < 150 else -3 * x), task=int(i >= 150))
             for i, x in enumerate(rng.normal(size=300))]
-    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"))
-    learner.process_many(recs)
-    plain = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="none"),
-                            meta=MetaConfig(enabled=False),
-                            regret=RegretConfig(baseline=False, hindsight=False))
-    plain.process_many(recs)
-    assert np.isclose(learner.summary().baseline_loss, plain.summary().cumulative_loss)
-    assert learner.summary().drift_events == 1
+    for window in (1, 10):  # textbook AdaGrad (default), or the engine's window
+        learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+                                  regret=RegretConfig(baseline_window=window))
+        learner.process_many(recs)
+        plain = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="none"),
+                                meta=MetaConfig(enabled=False),
+                                config=LearnerConfig(window=window),
+                                regret=RegretConfig(baseline=False, hindsight=False))
+        plain.process_many(recs)
+        assert np.isclose(learner.summary().baseline_loss, plain.summary().cumulative_loss)
+        assert learner.summary().drift_events == 1
 
 
 def test_hindsight_regret_sums_closed_segments_only():
