@@ -37,7 +37,14 @@ class Outcome:
 
 @dataclass(slots=True)
 class LearnerSummary:
-    """Running totals the runner exports as gauges. ``None`` where a learner has no such figure."""
+    """Running totals the runner exports as gauges. ``None`` where a learner has no such figure.
+
+    ``baseline_loss`` is the shadow baseline's cumulative loss on the same labelled records;
+    ``hindsight_loss`` the best fixed model's loss on closed segments' buffered records and
+    ``hindsight_regret`` adaptd's loss on those records minus it. ``updates`` counts learned
+    records, ``drift_events`` closed segments; ``step_multiplier`` is the hypergradient α
+    (1 when off). Counts only grow, so the runner turns their differences into counters.
+    """
 
     cumulative_loss: float = 0.0
     baseline_loss: float | None = None

@@ -1,6 +1,8 @@
 """Plain per-parameter AdaGrad on a linear model, one parameter vector per key.
 
-This is the skeleton's learner and, later, the never-reset baseline. The update is AdaGrad
+A minimal, dependency-free learner: the runner's tests drive it where the engine's behaviour
+is beside the point. The daemon itself runs :class:`daemon.learner.adaptive.AdaptiveLearner`
+(whose shadow baseline is the same update). The update is AdaGrad
 (Duchi, Hazan, Singer 2011, "Adaptive Subgradient Methods for Online Learning and Stochastic
 Optimization", JMLR 12): ``A += g²;  θ -= lr · g / sqrt(A)``, with ``A`` starting at ``eps``.
 """
