@@ -1,12 +1,21 @@
 """adaptd's learner: per-key tasks, drift segmentation, meta-learned init and step sizes, regret.
 
-Each key owns a *slot*: one row in each of the arena arrays below. A batch of records is cut
-into *waves*: wave j holds the j-th record of every key present in the batch, so a wave has
-each key at most once and the keys' records stay strictly in order across waves. One wave is
-one batched step: a gather of the keys' rows, closed-form predictions and support-window
-gradients for all of them at once (:mod:`daemon.learner.models`), the ARUBA++ step, a scatter
-back. With many interleaved keys a wave covers hundreds of records; with one key each wave
-is one record and NumPy's per-call overhead dominates (see ``benchmarks/engine_speed.py``).
+Each key owns a *slot*: one row in each of the arena arrays below (plus one for its shadow
+baseline). Two evaluations of the same per-record rules:
+
+- the compiled kernel (:mod:`daemon.learner.kernel`) for the built-in families: records in
+  arrival order, back to Python only for drift alarms and oracle task changes;
+- *waves* (any family, e.g. a user ``nn.Module``, ADWIN/KSWIN, the hypergradient): wave j holds
+  the j-th record of every key present in the batch, so a wave has each key at most once and
+  the keys' records stay strictly in order across waves. One wave is one batched step: a
+  gather of the keys' rows, closed-form (or autograd) predictions and support-window gradients
+  for all of them at once (:mod:`daemon.learner.models`), the ARUBA++ step, a scatter back.
+  With many interleaved keys a wave covers hundreds of records; with one key each wave is one
+  record and NumPy's per-call overhead dominates (see ``benchmarks/engine_speed.py``).
+
+Both give the same results record for record with one key, or with many keys while the
+meta-state is frozen; with meta-learning on, waves reorder records *across* keys, so a segment
+close may reach another key's step one record earlier or later.
 
 Per labelled record of a key (order of :meth:`AdaptiveLearner.process_many`):
 
@@ -20,8 +29,8 @@ Per labelled record of a key (order of :meth:`AdaptiveLearner.process_many`):
    comparator on it (:mod:`daemon.regret`), and start the next task at ``θ0`` with
    ``A = G/c``, an empty window and a fresh detector.
 
-The baseline (plain AdaGrad, never reset) has its own row per key, stepped in the same batched
-operation as the keys' rows.
+The baseline (plain AdaGrad on the last ``regret.baseline_window`` records, never reset) has its
+own row per key, stepped alongside the key's row.
 """
 
 from __future__ import annotations
