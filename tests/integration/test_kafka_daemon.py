@@ -134,11 +134,12 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
     produce(kafka_broker, topic_in, records[:500], partitions=partitions)
     flags = (*FREQUENT_CHECKPOINTS, *(INDEPENDENT_KEYS if partitions > 1 else ()))
 
-    # The rest arrives while the daemon runs, so the kill lands mid-stream.
+    # The rest arrives (at most ~1000 records/s) once the daemon is under way, so the kill
+    # lands mid-stream and records keep coming while it is down.
     def trickle() -> None:
         for start in range(500, len(records), 250):
             produce(kafka_broker, topic_in, records[start:start + 250], partitions=partitions)
-            time.sleep(0.1)
+            time.sleep(0.25)
 
     def checkpointed_records(state_dir: Path) -> int:
         assert crashy.proc.poll() is None, crashy.log()
@@ -148,8 +149,10 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
     straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
                       "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight", *flags)
     crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic), *flags)
-    producer.start()
     try:
+        wait_for(lambda: checkpointed_records(crashy.state_dir) >= 500, 90,
+                 "a checkpoint of the first records")
+        producer.start()
         wait_for(lambda: checkpointed_records(crashy.state_dir) >= 1000, 90,
                  "a checkpoint past 1000 records")
         crashy.kill()
@@ -165,7 +168,8 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
             assert restarted.stop() == 0, restarted.log()
         wait_for_positions(straight.state_dir, ends, daemons=[straight])
     finally:
-        producer.join()
+        if producer.is_alive():
+            producer.join()
         crashy.kill()
         assert straight.stop() == 0, straight.log()
 
