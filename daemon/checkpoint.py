@@ -2,7 +2,7 @@
 
 Layout in ``state_dir``::
 
-    gen-00001763900000123456789-4242/      one checkpoint ("generation"), by writer pid 4242
+    gen-00001763900000123456789-WRITER/    one checkpoint ("generation") by one writer
         shared.pkl                         state every key shares (meta-state, totals, decoder)
         p0.pkl  p3.pkl                     per partition: next position, its keys, their state
 
@@ -14,7 +14,8 @@ every record before the position has affected the state exactly once and none af
 Several daemons of one consumer group may share a state directory: each writes generations of
 the partitions it owns, and whoever is assigned a partition loads it from the newest generation
 that holds it. Generation numbers are nanosecond timestamps made strictly increasing per writer;
-the pid keeps two writers' names apart.
+the writer id (host name, pid and a random token: every container's daemon may be pid 1 on a
+host of its own) keeps two writers' names apart.
 
 A file that cannot be read (truncated, corrupt, another format version) is reported with its
 path and the reason, and the next older generation holding that partition is used instead.
@@ -27,7 +28,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import secrets
 import shutil
+import socket
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +128,7 @@ class CheckpointStore:
         self.state_dir = Path(state_dir)
         self.keep = keep
         self._last_generation = 0
+        self.writer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
 
     # -- reading -------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class CheckpointStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         generation = max(time.time_ns(), self._last_generation + 1)
         self._last_generation = generation
-        name = f"{generation:020d}-{os.getpid()}"
+        name = f"{generation:020d}-{self.writer}"
         tmp = self.state_dir / f"{_TMP_PREFIX}{name}"
         final = self.state_dir / f"{_GEN_PREFIX}{name}"
         tmp.mkdir()
@@ -250,12 +254,12 @@ class CheckpointStore:
             if obsolete:
                 shutil.rmtree(gen_dir, ignore_errors=True)
                 removed.append(gen_dir)
-        # Half-written generations: this process's, and anyone's old enough that its writer
-        # must have died mid-write (a writer on another host has a pid that means nothing here).
+        # Half-written generations: this writer's, and anyone's old enough that its writer must
+        # have died mid-write. Another live writer's are left alone, even with an equal pid.
         stale_before = time.time() - STALE_TMP_S
         for tmp in self.state_dir.glob(f"{_TMP_PREFIX}*"):
             try:
-                stale = tmp.name.endswith(f"-{os.getpid()}") or tmp.stat().st_mtime < stale_before
+                stale = tmp.name.endswith(f"-{self.writer}") or tmp.stat().st_mtime < stale_before
             except FileNotFoundError:
                 continue
             if stale:

@@ -84,3 +84,16 @@ def test_generations_left_half_written_by_a_dead_writer_are_cleaned_up(tmp_path:
     store.save({}, {0: state(1, "a")})
     assert not old.exists() and fresh.exists()
     assert store.load().partitions[0].position == 1
+
+
+def test_a_writer_never_removes_another_live_writers_generation_in_progress(tmp_path: Path) -> None:
+    # Replicas in containers are each pid 1: two stores in this one process stand for them.
+    mine, theirs = CheckpointStore(tmp_path), CheckpointStore(tmp_path)
+    assert mine.writer != theirs.writer
+    in_progress = tmp_path / f"tmp-00000000000000000005-{theirs.writer}"
+    in_progress.mkdir()
+    left_by_me = tmp_path / f"tmp-00000000000000000004-{mine.writer}"
+    left_by_me.mkdir()
+    mine.save({}, {0: state(1, "a")})
+    assert in_progress.exists()
+    assert not left_by_me.exists()
