@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from daemon.drift import DEFAULT_PH_THRESHOLD, DriftConfig, PageHinkleyBank, build_bank
+from daemon.drift import (
+    DEFAULT_PH_RELATIVE,
+    DEFAULT_PH_THRESHOLD,
+    DriftConfig,
+    PageHinkleyBank,
+    build_bank,
+)
 from daemon.labels import LabelsConfig, PendingLabels
 from daemon.learner import LearnerSummary, Outcome, kernel
 from daemon.learner.config import LearnerConfig
@@ -106,7 +112,7 @@ _X = operator.attrgetter("x")
 _Y = operator.attrgetter("y")
 _ID = operator.attrgetter("id")
 # Stand-ins for the Page-Hinkley arrays when the kernel runs without that detector.
-_NO_PH = (*(np.zeros(1) for _ in range(6)), np.zeros(1, dtype=bool))
+_NO_PH = (*(np.zeros(1) for _ in range(7)), np.zeros(1, dtype=bool))
 
 
 class AdaptiveLearner:
@@ -163,9 +169,12 @@ class AdaptiveLearner:
         self.task: TaskKind = "classification" if model == "logistic" else task
         self.config = config or LearnerConfig()
         self.drift = drift or DriftConfig()
+        if self.drift.ph_relative is None:
+            self.drift = dataclasses.replace(
+                self.drift, ph_relative=DEFAULT_PH_RELATIVE[self.task])
         if self.drift.ph_threshold is None:
             self.drift = dataclasses.replace(
-                self.drift, ph_threshold=DEFAULT_PH_THRESHOLD[self.task])
+                self.drift, ph_threshold=DEFAULT_PH_THRESHOLD[bool(self.drift.ph_relative)])
         self.meta_config = meta or MetaConfig()
         self.regret = regret or RegretConfig()
         if self.regret.baseline_window > self.config.window:
@@ -364,7 +373,8 @@ class AdaptiveLearner:
         acc = np.zeros(2)
         i = 0
         while True:
-            ph_arrays = (ph.n, ph.mean, ph.up, ph.down, ph.min_up, ph.max_down, ph.alarm) \
+            ph_arrays = (ph.n, ph.mean, ph.up, ph.down, ph.min_up, ph.max_down, ph.scale,
+                         ph.alarm) \
                 if ph is not None else _NO_PH
             acc[:] = 0.0
             end, event = self._kernel(
@@ -375,6 +385,7 @@ class AdaptiveLearner:
                 meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
                 int(self.regret.baseline), *self._layers, ph is not None, *ph_arrays,
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
+                bool(dcfg.ph_relative),
                 {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode], dcfg.warmup, RECOVERY_HORIZON,
                 out.y_pred, out.loss, out.learned, out.segment, out.recovered, acc)
             stop = end + 1 if event == kernel.EVENT_ALARM else end

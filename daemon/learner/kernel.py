@@ -37,6 +37,8 @@ EVENT_TASK_CHANGE = 1  # oracle: close the segment *before* this record
 EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after it
 
 P_CLIP = 1e-7
+SCALE_FLOOR = 1e-12  # as daemon.drift
+RELATIVE_CAP = 1e6
 
 
 def _forward(theta, r, acts, L_off, L_in, L_out, act):
@@ -91,8 +93,8 @@ def _backward(theta, r, acts, L_off, L_in, L_out, act, e, g, delta, delta_next):
 def _process(i0, slots, X, Y, labelled, tasks, oracle,
              theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
              task_of, HX, HY, HL, hpos, hcount, base_window, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
-             ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_alarm,
-             ph_threshold, ph_delta, ph_alpha, ph_min, ph_mode, warmup, horizon,
+             ph_on, ph_n, ph_mean, ph_up, ph_down, ph_min_up, ph_max_down, ph_scale, ph_alarm,
+             ph_threshold, ph_delta, ph_alpha, ph_min, ph_relative, ph_mode, warmup, horizon,
              out_pred, out_loss, out_learned, out_segment, out_recovered, acc):
     """Process records ``i0 …`` until the end or an event; returns ``(index, event)``."""
     n = slots.shape[0]
@@ -221,8 +223,13 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             continue
         # river's Page-Hinkley update, as in daemon.drift.PageHinkleyBank.
         nn = ph_n[s] + 1.0
-        mean = ph_mean[s] + (main_loss - ph_mean[s]) / nn
-        dev = main_loss - mean
+        value = main_loss
+        if ph_relative:
+            scale = ph_scale[s]
+            ph_scale[s] = scale + (main_loss - scale) / nn
+            value = min(main_loss / max(scale, SCALE_FLOOR), RELATIVE_CAP) if nn > 1.0 else 1.0
+        mean = ph_mean[s] + (value - ph_mean[s]) / nn
+        dev = value - mean
         fire = False
         if ph_mode != 1:
             up = ph_alpha * ph_up[s] + (dev - ph_delta)

@@ -40,7 +40,8 @@ def bank_alarms(bank, values, slot: int = 0) -> list[int]:
 @pytest.mark.parametrize("mode", ["up", "down", "both"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_page_hinkley_bank_is_river_index_for_index(mode, seed):
-    cfg = DriftConfig(ph_threshold=25.0, ph_delta=0.005, ph_min_instances=30, ph_mode=mode)
+    cfg = DriftConfig(ph_threshold=25.0, ph_delta=0.005, ph_min_instances=30, ph_mode=mode,
+                      ph_relative=False)
     values = np.concatenate([stream(seed), stream(seed + 10)[::-1]])
     expected = river_alarms(river_drift.PageHinkley(min_instances=30, delta=0.005,
                                                     threshold=25.0, mode=mode), values)
@@ -48,19 +49,19 @@ def test_page_hinkley_bank_is_river_index_for_index(mode, seed):
 
 
 def test_page_hinkley_exact_index_on_seeded_stream():
-    cfg = DriftConfig(ph_threshold=25.0, ph_min_instances=30)
+    cfg = DriftConfig(ph_threshold=25.0, ph_min_instances=30, ph_relative=False)
     assert bank_alarms(PageHinkleyBank(cfg, 1), stream(0)) == [622]
 
 
 def test_one_sided_ignores_a_loss_drop():
     values = stream(0)[::-1]  # high losses first, then low: what follows a good reset
-    assert bank_alarms(PageHinkleyBank(DriftConfig(ph_threshold=25.0), 1), values) == []
-    both = DriftConfig(ph_threshold=25.0, ph_mode="both")
+    assert bank_alarms(PageHinkleyBank(DriftConfig(ph_threshold=25.0, ph_relative=False), 1), values) == []
+    both = DriftConfig(ph_threshold=25.0, ph_mode="both", ph_relative=False)
     assert bank_alarms(PageHinkleyBank(both, 1), values) != []
 
 
 def test_many_slots_update_independently():
-    cfg = DriftConfig(ph_threshold=25.0, ph_min_instances=30)
+    cfg = DriftConfig(ph_threshold=25.0, ph_min_instances=30, ph_relative=False)
     bank = PageHinkleyBank(cfg, capacity=2)
     a, b = stream(0), stream(1, change_at=900)
     hits: dict[int, list[int]] = {0: [], 1: []}
@@ -74,7 +75,7 @@ def test_many_slots_update_independently():
 
 
 def test_alarm_latches_until_reset_and_reset_is_fresh():
-    bank = PageHinkleyBank(DriftConfig(ph_threshold=25.0, ph_min_instances=30), 1)
+    bank = PageHinkleyBank(DriftConfig(ph_threshold=25.0, ph_min_instances=30, ph_relative=False), 1)
     values = stream(0)
     s = np.array([0])
     first = next(i for i, v in enumerate(values) if bank.update(s, np.array([v]))[0])
@@ -85,6 +86,21 @@ def test_alarm_latches_until_reset_and_reset_is_fresh():
     assert bank.get_state(0) == state
     bank.reset(s)
     assert bank.get_state(0)["n"] == 0 and not bank.alarm[0]
+
+
+def test_relative_mode_is_river_on_losses_over_their_running_mean():
+    values = stream(3) * 7.0  # any scale
+    normalized, total = [], 0.0
+    for i, v in enumerate(values):
+        normalized.append(1.0 if i == 0 else min(v / (total / i), 1e6))
+        total += v
+    expected = river_alarms(river_drift.PageHinkley(min_instances=10, threshold=10.0, mode="up",
+                                                    delta=0.005), normalized[:700])
+    relative = DriftConfig(ph_threshold=10.0, ph_min_instances=10, ph_relative=True)
+    got = bank_alarms(PageHinkleyBank(relative, 1), values[:700])
+    assert got[:1] == expected[:1] and got[0] > 600  # the change at 600, not before
+    # Scale-free: the same alarms whatever the unit of the loss.
+    assert bank_alarms(PageHinkleyBank(relative, 1), values[:700] * 1e-4) == got
 
 
 def test_grow_keeps_state():
