@@ -41,6 +41,17 @@ SCALE_FLOOR = 1e-12  # as daemon.drift
 RELATIVE_CAP = 1e6
 
 
+def _tanh(x):
+    """tanh through exp(−2|x|): 6 ns against libm's 18 ns here, absolute error below 3e-16.
+
+    Measured side effect: with this in the kernel the linear families' per-record cost rose
+    from 1.2 to 1.65 µs (code generation, not this function's own cost, which they never
+    call); the MLP-32's fell from 13.4 to 10.1 µs. The MLP's margin was the one that mattered."""
+    t = math.exp(-2.0 * abs(x))
+    r = (1.0 - t) / (1.0 + t)
+    return r if x >= 0.0 else -r
+
+
 def _forward(theta, r, acts, L_off, L_in, L_out, act):
     """Output pre-activation for the input in ``acts[0]``; hidden activations go to ``acts[l]``.
 
@@ -57,9 +68,7 @@ def _forward(theta, r, acts, L_off, L_in, L_out, act):
             if layer == nl - 1:
                 z = total
             elif act == 0:
-                # tanh through exp: 6 ns against libm tanh's 18 ns here, absolute error below
-                # 4e-16 (exp overflowing to inf gives exactly 1).
-                acts[layer + 1, u] = 1.0 - 2.0 / (math.exp(2.0 * total) + 1.0)
+                acts[layer + 1, u] = _tanh(total)
             else:
                 acts[layer + 1, u] = max(0.0, total)
     return z
@@ -252,6 +261,7 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
 
 
 if numba is not None:
+    _tanh = numba.njit(cache=True)(_tanh)
     _forward = numba.njit(cache=True, inline="always")(_forward)
     _backward = numba.njit(cache=True, inline="always")(_backward)
     process: Any = numba.njit(cache=True, nogil=True)(_process)
