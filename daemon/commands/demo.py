@@ -9,6 +9,7 @@
 4. prints where to look, and at the end a summary: records, drifts, regret against the
    never-reset AdaGrad baseline.
 
+The model defaults to the MLP (``--model`` overrides it), the family a sinusoid calls for.
 ``--records N`` makes it finish on its own after N records; without it, it streams at
 ``--rate`` records per second until Ctrl-C.
 """
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is None:
         free = _port_free(DEFAULT_METRICS_PORT)
         args.metrics_port = DEFAULT_METRICS_PORT if free else 0
+    if args.model is None:
+        # A sinusoid is out of a linear model's reach: its loss stays high and noisy whatever
+        # the task, so neither drift detection nor meta-learning has anything to show.
+        args.model = "mlp"
     rate = args.rate if args.rate is not None else (None if args.records else 1000.0)
     n = f"&n={args.records}" if args.records else ""
     stream = f"synthetic:sinusoid?seed={args.seed}&keys={args.keys}{n}"
