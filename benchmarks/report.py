@@ -201,7 +201,7 @@ def _headline(result: SuiteResult, agg: dict[tuple[str, str], Scores],
         speed = (mine.records_per_s / ref.records_per_s) if ref else None
         rows.append([
             name, _fmt(mine.mean_loss), _fmt(mine.regret), peer[0], _fmt(peer[1].mean_loss),
-            _fmt(peer[1].regret), _fmt(mine.mean_loss / peer[1].mean_loss, 2),
+            _fmt(peer[1].regret), _fmt(mine.mean_loss / peer[1].mean_loss, 3),
             _fmt(speed, 2),
         ])
     lines = [

@@ -264,4 +264,6 @@ def machine_info() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             info[dist] = "not installed"
     info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # Other processes on the machine skew records/s; the load at the start says how much.
+    info["load average at start"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     return info
