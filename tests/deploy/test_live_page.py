@@ -32,8 +32,9 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
 )
 WIDTH, HEIGHT = 1400, 900
-#: The stream the page watches: four keys, a task switch every ~500 records per key.
-STREAM_URI = "synthetic:sinusoid?seed=5&n=60000&keys=4&hazard=0.002"
+#: The stream the page watches: four keys, a task switch every ~100 records per key, so the
+#: first segments close (and the hindsight regret starts) within the first seconds.
+STREAM_URI = "synthetic:sinusoid?seed=5&n=60000&keys=4&hazard=0.01"
 RECORDS_PER_S = 400
 DOCS_SCREENSHOT = os.environ.get("ADAPTD_DOCS_SCREENSHOT") == "1"
 
@@ -168,8 +169,10 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
 ) -> None:
     browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
     try:
-        # Fewer scrapes than the window holds (two a second), so none has scrolled out yet.
-        minutes, scrapes = (1, 110) if DOCS_SCREENSHOT else (1, 10)
+        # Fewer scrapes than the window holds (two a second), so none has scrolled out yet;
+        # the short window makes ten scrapes span a third of each chart, so that even a flat
+        # line (the hindsight regret before its first segments close) is long enough to count.
+        minutes, scrapes = (1, 110) if DOCS_SCREENSHOT else (0.25, 10)
         browser.open_page(f"{live_daemon}/?interval_s=0.5&minutes={minutes}")
         state: dict[str, Any] = {}
         deadline = time.monotonic() + 60 + scrapes / 2
