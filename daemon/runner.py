@@ -17,6 +17,10 @@ runner is not ready, logs, and retries with exponential backoff; nothing is lost
 nothing past the checkpoint was committed. While the sinks hold more than
 ``sink_backlog_limit`` unacknowledged messages, the source is paused (it keeps its group
 membership) until they drain, so memory stays bounded.
+
+Memory for task state is bounded too: right after each checkpoint, keys the learner evicted
+(idle too long, or beyond its cap) are written to :class:`~daemon.evicted.EvictedKeys` and
+dropped; a record of such a key loads its state back before it is processed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from connectors.base import Sink, SinkMessage, Source, SourceRecord
 from daemon.checkpoint import CheckpointStore, PartitionState
 from daemon.errors import RecordError, SinkError, UnavailableError
+from daemon.evicted import EvictedKeys
 from daemon.learner import Learner, Outcome
 from daemon.metrics import Metrics
 from daemon.records import Record, RecordDecoder, TaskKind, encode
@@ -127,6 +132,7 @@ class Runner:
         self.decoder = decoder
         self.metrics = metrics
         self.store = store
+        self.evicted = EvictedKeys(store.state_dir)
         self.sink = sink
         self.dead_letter = dead_letter
         self.sinks = [s for s in (sink, dead_letter) if s is not None]
@@ -315,6 +321,8 @@ class Runner:
                 self.learner.load_state_dict(shared["learner"])
                 self._restore_decoder(shared.get("decoder", {}))
         self._shared_loaded = True
+        for p in new:
+            self.evicted.open_partition(p)
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start)",
@@ -344,6 +352,7 @@ class Runner:
             del self.key_partition[key]
         for p in gone:
             self.next_positions.pop(p, None)
+            self.evicted.close_partition(p)
         self.owned -= gone
         self.metrics.set_lag({p: n for p, n in self.source.lag().items() if p in self.owned},
                              self.owned)
@@ -367,6 +376,8 @@ class Runner:
                 continue
             records.append(record)
             good.append(raw)
+            if record.key not in self.key_partition:
+                self._bring_back(record.key, raw.partition)
             self.key_partition[record.key] = raw.partition
         outcomes = self.learner.process_many(records) if records else []
         if self.sink is not None and outcomes:
@@ -461,7 +472,40 @@ class Runner:
         self._since_checkpoint = 0
         self._last_checkpoint_at = self.clock()
         log.debug("checkpoint at positions %s", self.next_positions)
+        self._evict()
         return True
+
+    def _evict(self) -> None:
+        """Move the keys the learner let go to disk. Called right after a checkpoint, so each
+        state written equals the one that checkpoint holds."""
+        self.learner.evict_idle()
+        states = self.learner.take_evicted()
+        by_partition: dict[int, dict[str, Any]] = {}
+        for key, state in states.items():
+            p = self.key_partition.get(key)
+            if p is not None:
+                by_partition.setdefault(p, {})[key] = state
+        for p, group in by_partition.items():
+            try:
+                self.evicted.put(p, group)
+            except OSError as exc:
+                # Keep them live rather than lose them; the next checkpoint tries again.
+                log.error("could not write evicted key states of partition %d: %s", p, exc)
+                self._restore_keys(group)
+                continue
+            for key in group:
+                del self.key_partition[key]
+        if states:
+            log.info("evicted %d idle keys to %s", len(states), self.evicted.root)
+
+    def _bring_back(self, key: str, partition: int) -> None:
+        state = self.evicted.get(partition, key)
+        if state is not None:
+            self._restore_keys({key: state})
+
+    def _restore_keys(self, states: Mapping[str, Any]) -> None:
+        # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
+        self.learner.load_state_dict({**self.learner.state_dict(keys=()), "keys": dict(states)})
 
     def _shared_state(self) -> dict[str, Any]:
         return {

@@ -89,6 +89,14 @@ class Learner(Protocol):
         """Keys with live task state."""
         ...
 
+    def evict_idle(self, now: float | None = None) -> dict[str, Any]:
+        """Let go of keys unseen for the configured idle time; called after each checkpoint."""
+        ...
+
+    def take_evicted(self) -> dict[str, Any]:
+        """Hand over (and drop) the task states of every key evicted so far, for the disk."""
+        ...
+
 
 def build_learner(settings: Any) -> Learner:
     """The learner the settings ask for (``settings`` is a :class:`daemon.config.Settings`).

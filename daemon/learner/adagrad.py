@@ -111,6 +111,13 @@ class AdaGradLearner:
     def keys(self) -> Collection[str]:
         return self._theta.keys()
 
+    def evict_idle(self, now: float | None = None) -> dict[str, Any]:
+        """Nothing: this learner keeps every key (it is a comparator, not the daemon's state)."""
+        return {}
+
+    def take_evicted(self) -> dict[str, Any]:
+        return {}
+
 
 def _sigmoid(z: float) -> float:
     if z >= 0:
