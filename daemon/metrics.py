@@ -7,11 +7,11 @@ record key. Times are in seconds, counters end in ``_total``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from daemon.learner import LearnerSummary, Outcome
+from daemon.learner import LearnerSummary, Outcomes
 from daemon.records import REASONS
 
 #: Per-record latency spans sub-millisecond (in-process batches) to seconds (slow sinks).
@@ -87,11 +87,11 @@ class Metrics:
         self._expired_seen = 0
 
     def observe_batch(
-        self, outcomes: Sequence[Outcome], summary: LearnerSummary, latency_s: float
+        self, outcomes: Outcomes, summary: LearnerSummary, latency_s: float
     ) -> None:
         """Account for one processed batch. Called by the runner after the sink write."""
-        n_learned = sum(1 for o in outcomes if o.learned)
-        n_drift = sum(1 for o in outcomes if o.drift)
+        n_learned = int(outcomes.learned.sum())
+        n_drift = int(outcomes.drift.sum())
         self.predictions.inc(len(outcomes))
         if n_learned:
             self.updates.inc(n_learned)
@@ -117,10 +117,11 @@ class Metrics:
             self.labels_expired.inc(summary.delayed_labels_expired - self._expired_seen)
         self._expired_seen = summary.delayed_labels_expired
         # All records of a batch are learned together, so they share one latency figure.
-        for o in outcomes:
+        for _ in range(len(outcomes)):
             self.record_latency.observe(latency_s)
-            if o.recovered_after is not None:
-                self.samples_to_recover.observe(o.recovered_after)
+        recovered = outcomes.recovered_after
+        for count in recovered[recovered >= 0].tolist():
+            self.samples_to_recover.observe(count)
 
     def reject(self, reason: str) -> None:
         self.records_rejected.labels(reason).inc()

@@ -36,7 +36,7 @@ from connectors.base import Sink, SinkMessage, Source, SourceRecord
 from daemon.checkpoint import CheckpointStore, PartitionState
 from daemon.errors import RecordError, SinkError, UnavailableError
 from daemon.evicted import EvictedKeys
-from daemon.learner import Learner, Outcome
+from daemon.learner import Learner, Outcomes
 from daemon.metrics import Metrics
 from daemon.records import Record, RecordDecoder, TaskKind, encode
 
@@ -360,7 +360,7 @@ class Runner:
 
     # -- the record path -------------------------------------------------------------------
 
-    def process(self, raws: list[SourceRecord]) -> list[Outcome]:
+    def process(self, raws: list[SourceRecord]) -> Outcomes:
         """Decode, predict and learn, emit, and account for one polled batch."""
         decoded_at = self.clock()
         self._consistent = False
@@ -379,10 +379,9 @@ class Runner:
             if record.key not in self.key_partition:
                 self._bring_back(record.key, raw.partition)
             self.key_partition[record.key] = raw.partition
-        outcomes = self.learner.process_many(records) if records else []
-        if self.sink is not None and outcomes:
-            self.sink.write([self.prediction(raw, rec, out)
-                             for raw, rec, out in zip(good, records, outcomes, strict=True)])
+        outcomes = self.learner.process_many(records) if records else Outcomes.empty(0)
+        if self.sink is not None and records:
+            self.sink.write(self.predictions(good, records, outcomes))
         for raw in raws:
             self.next_positions[raw.partition] = raw.position + 1
         learner_summary = self.learner.summary()
@@ -392,23 +391,31 @@ class Runner:
         self._consistent = True
         return outcomes
 
-    def prediction(self, raw: SourceRecord, record: Record, outcome: Outcome) -> SinkMessage:
-        """The prediction record for one input; carries (partition, position) for de-duplication."""
-        body: dict[str, Any] = {
-            "id": record.id,
-            "key": record.key,
-            "partition": raw.partition,
-            "position": raw.position,
-            "segment": outcome.segment,
-        }
-        if self.task == "classification":
-            body["y_pred"] = int(outcome.y_pred >= 0.5)
-            body["proba"] = outcome.y_pred
-        else:
-            body["y_pred"] = outcome.y_pred
-        if outcome.loss is not None:
-            body["loss"] = outcome.loss
-        return SinkMessage(value=encode(body), key=record.key.encode())
+    def predictions(self, raws: list[SourceRecord], records: list[Record],
+                    outcomes: Outcomes) -> list[SinkMessage]:
+        """The prediction record of each input; each carries (partition, position) for
+        de-duplication downstream."""
+        classify = self.task == "classification"
+        messages = []
+        for raw, record, y_pred, loss, segment in zip(
+                raws, records, outcomes.y_pred.tolist(), outcomes.losses(),
+                outcomes.segment.tolist(), strict=True):
+            body: dict[str, Any] = {
+                "id": record.id,
+                "key": record.key,
+                "partition": raw.partition,
+                "position": raw.position,
+                "segment": segment,
+            }
+            if classify:
+                body["y_pred"] = int(y_pred >= 0.5)
+                body["proba"] = y_pred
+            else:
+                body["y_pred"] = y_pred
+            if loss is not None:
+                body["loss"] = loss
+            messages.append(SinkMessage(value=encode(body), key=record.key.encode()))
+        return messages
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Send a bad record to the dead-letter sink with its reason and original bytes."""
@@ -434,11 +441,11 @@ class Runner:
         )
         self.dead_letter.write([SinkMessage(value=encode(body), key=raw.key, headers=headers)])
 
-    def _account(self, outcomes: list[Outcome], learner_summary: Any) -> None:
+    def _account(self, outcomes: Outcomes, learner_summary: Any) -> None:
         s = self.summary
         s.predictions += len(outcomes)
-        s.updates += sum(1 for o in outcomes if o.learned)
-        s.drifts += sum(1 for o in outcomes if o.drift)
+        s.updates += int(outcomes.learned.sum())
+        s.drifts += int(outcomes.drift.sum())
         s.cumulative_loss = learner_summary.cumulative_loss
         s.baseline_loss = learner_summary.baseline_loss
         s.hindsight_regret = learner_summary.hindsight_regret

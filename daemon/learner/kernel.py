@@ -101,6 +101,42 @@ def _backward(theta, r, acts, L_off, L_in, L_out, act, e, g, delta, delta_next):
             delta[v] = delta_next[v]
 
 
+def _window_grad_linear(theta, r, WX, WY, WM, kk, d, logistic, count, g, newest, yp_newest,
+                        scratch):
+    """``g`` += the mean gradient over row ``r``'s window for a one-output linear layer (weights
+    ``theta[r, :d]``, bias ``theta[r, d]``): what :func:`_forward`/:func:`_backward` compute for
+    it, without copying each window entry into the activations first. The entry at ``newest``
+    is the record just predicted with this θ: its output ``yp_newest`` is reused (the same
+    sum in the same order, so the same bits).
+
+    Three passes over the window (outputs, errors, gradient) instead of one: the independent
+    dot products and exponentials overlap in the CPU, 104 against 135 ns for k = d = 10 here."""
+    for m in range(kk):
+        if WM[r, m] == 0.0 or m == newest:
+            continue
+        z = theta[r, d]
+        for j in range(d):
+            z += theta[r, j] * WX[r, m, j]
+        scratch[m] = z
+    for m in range(kk):
+        w = WM[r, m]
+        if w == 0.0:
+            continue
+        if m == newest:
+            out = yp_newest
+        else:
+            out = 1.0 / (1.0 + math.exp(-scratch[m])) if logistic else scratch[m]
+        e = out - WY[r, m] if logistic else 2.0 * (out - WY[r, m])
+        scratch[m] = e * (w / count)
+    for m in range(kk):
+        if WM[r, m] == 0.0:
+            continue
+        e = scratch[m]
+        for j in range(d):
+            g[j] += e * WX[r, m, j]
+        g[d] += e
+
+
 def _process(i0, slots, X, Y, labelled, tasks, oracle,
              theta, A, WX, WY, WM, WL, wpos, seg, seg_len, seg_loss, gsq, recov, ref_loss,
              task_of, HX, HY, HL, hpos, hcount, base_window, Bmain, lr2, c, alpha, logistic, base, L_off, L_in, L_out, act,
@@ -120,6 +156,10 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
     new_theta = np.empty(P)
     new_A = np.empty(P)
     old_x = np.empty(d)
+    scratch = np.empty(k)
+    Bbase = np.full(P, lr2)
+    # One layer with one output (linear, logistic): the window gradient has a direct loop.
+    single = L_off.shape[0] == 1 and L_out[0] == 1
     for i in range(i0, n):
         s = slots[i]
         if oracle and tasks[i] >= 0:
@@ -143,7 +183,13 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             y = Y[i]
             if logistic:
                 p = min(max(yp, P_CLIP), 1.0 - P_CLIP)
-                loss = -(y * math.log(p) + (1.0 - y) * math.log1p(-p))
+                # The usual 0/1 labels need one logarithm; the result has the same bits.
+                if y == 1.0:
+                    loss = -math.log(p)
+                elif y == 0.0:
+                    loss = -math.log1p(-p)
+                else:
+                    loss = -(y * math.log(p) + (1.0 - y) * math.log1p(-p))
             else:
                 loss = (yp - y) * (yp - y)
             # Append to the window, keeping what is overwritten in case the update is skipped.
@@ -161,27 +207,34 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
             count = max(count, 1.0)
             for q in range(P):
                 g[q] = 0.0
-            for m in range(kk):
-                if WM[r, m] == 0.0:
-                    continue
-                for j in range(d):
-                    acts[0, j] = WX[r, m, j]
-                zm = _forward(theta, r, acts, L_off, L_in, L_out, act)
-                if logistic:
-                    e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
-                else:
-                    e = 2.0 * (zm - WY[r, m])
-                _backward(theta, r, acts, L_off, L_in, L_out, act, e * WM[r, m] / count, g,
-                          delta, delta_next)
-            ok = math.isfinite(loss)
+            if single:
+                _window_grad_linear(theta, r, WX, WY, WM, kk, d, logistic, count, g, pos, yp,
+                                    scratch)
+            else:
+                for m in range(kk):
+                    if WM[r, m] == 0.0:
+                        continue
+                    for j in range(d):
+                        acts[0, j] = WX[r, m, j]
+                    zm = _forward(theta, r, acts, L_off, L_in, L_out, act)
+                    if logistic:
+                        e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
+                    else:
+                        e = 2.0 * (zm - WY[r, m])
+                    _backward(theta, r, acts, L_off, L_in, L_out, act, e * WM[r, m] / count,
+                              g, delta, delta_next)
             step = alpha if which == 0 else 1.0
+            B = Bmain if which == 0 else Bbase
+            # Branch-free so the loop compiles to vector instructions: v − v is 0 for a finite
+            # v and NaN for ±inf or NaN, and NaN != 0.
+            nonfinite = 0
             for q in range(P):
-                new_A[q] = A[r, q] + c * g[q] * g[q]
-                b = Bmain[q] if which == 0 else lr2
-                new_theta[q] = theta[r, q] - step * (math.sqrt(b / new_A[q]) * g[q])
-                if not (math.isfinite(new_A[q]) and math.isfinite(new_theta[q])):
-                    ok = False
-            if not ok:
+                a = A[r, q] + c * g[q] * g[q]
+                t = theta[r, q] - step * (math.sqrt(B[q] / a) * g[q])
+                new_A[q] = a
+                new_theta[q] = t
+                nonfinite += ((a - a) != 0.0) | ((t - t) != 0.0)
+            if nonfinite or not math.isfinite(loss):
                 for j in range(d):
                     WX[r, pos, j] = old_x[j]
                 WY[r, pos] = old_y
@@ -261,9 +314,13 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
 
 
 if numba is not None:
-    _tanh = numba.njit(cache=True)(_tanh)
-    _forward = numba.njit(cache=True, inline="always")(_forward)
-    _backward = numba.njit(cache=True, inline="always")(_backward)
-    process: Any = numba.njit(cache=True, nogil=True)(_process)
+    # error_model="numpy": a division by zero gives inf/NaN (caught by the finiteness checks)
+    # instead of a branch to raise ZeroDivisionError around every division and modulo.
+    _jit: dict[str, Any] = {"cache": True, "error_model": "numpy"}
+    _tanh = numba.njit(**_jit)(_tanh)
+    _forward = numba.njit(inline="always", **_jit)(_forward)
+    _backward = numba.njit(inline="always", **_jit)(_backward)
+    _window_grad_linear = numba.njit(inline="always", **_jit)(_window_grad_linear)
+    process: Any = numba.njit(nogil=True, **_jit)(_process)
 else:  # pragma: no cover
     process = None
