@@ -172,9 +172,14 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
         for which in range(1 + base):
             r = s + which
             kk = k if which == 0 else base_window
-            for j in range(d):
-                acts[0, j] = X[i, j]
-            z = _forward(theta, r, acts, L_off, L_in, L_out, act)
+            if single:  # the sum _forward takes, in the same order
+                z = theta[r, d]
+                for j in range(d):
+                    z += theta[r, j] * X[i, j]
+            else:
+                for j in range(d):
+                    acts[0, j] = X[i, j]
+                z = _forward(theta, r, acts, L_off, L_in, L_out, act)
             yp = 1.0 / (1.0 + math.exp(-z)) if logistic else z
             if which == 0:
                 out_pred[i] = yp
