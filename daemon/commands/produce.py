@@ -8,7 +8,6 @@ with its partition. The topic is created with ``--partitions`` partitions if it 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import threading
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from connectors.base import SinkMessage, parse_uri
 from connectors.registry import open_source
 from daemon.errors import ConfigError
-from daemon.records import DEFAULT_KEY
+from daemon.records import DEFAULT_KEY, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def record_key(value: bytes) -> bytes:
     """The Kafka key of a raw record: its ``key`` field, as the daemon would read it."""
     try:
-        obj = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+        obj = parse_json(value)
+    except ValueError:
         return DEFAULT_KEY.encode()
     key = obj.get("key", DEFAULT_KEY) if isinstance(obj, dict) else DEFAULT_KEY
     return str(key).encode()

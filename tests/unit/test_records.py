@@ -3,6 +3,7 @@ and the first valid record fixes the feature layout."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -123,7 +124,34 @@ def test_bad_decoder_settings(kwargs: dict) -> None:
         RecordDecoder(**kwargs)
 
 
-def test_encode_is_compact_json_and_refuses_nan() -> None:
+def test_encode_is_compact_json_and_writes_non_finite_as_null() -> None:
     assert encode({"y_pred": 0.5, "key": "k"}) == b'{"y_pred":0.5,"key":"k"}'
-    with pytest.raises(ValueError):
-        encode({"y_pred": math.nan})
+    # JSON has no NaN or infinity; an overflowing prediction must not stop the stream.
+    assert json.loads(encode({"y_pred": math.nan, "loss": -math.inf})) == {"y_pred": None,
+                                                                          "loss": None}
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b'{"x": [1, NaN]}', "non_finite"),
+    (b'{"x": [1, Infinity]}', "non_finite"),
+    (b'{"x": [1, 1e400]}', "non_finite"),
+    (b'{"x": [1, 2], "y": -Infinity}', "non_finite"),
+    (b'{"x": [1, true]}', "bad_x"),
+    (b'{"x": [1, "2"]}', "bad_x"),
+    (b'{"x": [1, null]}', "bad_x"),
+    (b'{"x": [1e308, 1e308]}', None),  # finite values whose sum overflows
+    (b'{"x": [1, 123456789012345678901234567890]}', None),
+    (b'[' * 100_000, "not_json"),
+    (b'{"x": [1, 2]', "not_json"),
+    (b'\xff\xfe', "not_json"),
+])
+def test_fast_json_path_keeps_the_precise_reasons(raw: bytes, reason: str | None) -> None:
+    """orjson refuses what the standard parser reads (NaN, Infinity, 1e400); those records
+    must still be rejected as non_finite, and every other case as before."""
+    decoder = RecordDecoder()
+    if reason is None:
+        assert all(math.isfinite(v) for v in decoder.decode(raw).x)
+        return
+    with pytest.raises(RecordError) as err:
+        decoder.decode(raw)
+    assert err.value.reason == reason
