@@ -3,7 +3,8 @@
 On the embedded Tansu broker, one topic of ``--records`` 10-feature labelled records
 (``synthetic:linear-tasks?d=10``, keyed by record key over ``--partitions`` partitions):
 
-- **raw**: kafka-python's ``KafkaConsumer`` reads every record and ``json.loads`` it — the
+- **raw**: kafka-python's ``KafkaConsumer`` reads every record and decodes it with
+  ``json.loads`` and, separately, with ``orjson.loads`` (the parser adaptd uses) — the
   ceiling for any Python consumer of this broker on this machine;
 - **adaptd**: one daemon (in-process, the same code path as ``adaptd run``) reads them,
   validates, predicts, learns, writes every prediction to a topic and checkpoints at the end.
@@ -40,10 +41,13 @@ class Measurement:
         return self.records / self.seconds if self.seconds > 0 else float("nan")
 
 
-def raw_consume(bootstrap: str, topic: str, n: int) -> Measurement:
-    """kafka-python consume + JSON decode of every record, manual assignment, from offset 0."""
+def raw_consume(bootstrap: str, topic: str, n: int, parser: str = "json") -> Measurement:
+    """kafka-python consume + JSON decode of every record (``json`` or ``orjson``), manual
+    assignment, from offset 0."""
+    import orjson
     from kafka import KafkaConsumer, TopicPartition
 
+    loads = {"json": json.loads, "orjson": orjson.loads}[parser]
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              max_poll_records=2000, fetch_max_wait_ms=100)
     partitions = sorted(consumer.partitions_for_topic(topic) or ())
@@ -55,11 +59,11 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> Measurement:
     while seen < n:
         for messages in consumer.poll(timeout_ms=500).values():
             for m in messages:
-                json.loads(m.value)
+                loads(m.value)
             seen += sum(1 for _ in messages)
     elapsed = time.perf_counter() - started
     consumer.close(autocommit=False)
-    return Measurement("kafka-python consume + json.loads", seen, elapsed)
+    return Measurement(f"kafka-python consume + {parser}.loads", seen, elapsed)
 
 
 def run_daemon(name: str, flags: dict[str, object]) -> Measurement:
@@ -129,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Measurement("adaptd produce (for reference)", produced,
                                 time.perf_counter() - started))
         rows.append(raw_consume(broker.bootstrap, topic, produced))
+        rows.append(raw_consume(broker.bootstrap, topic, produced, parser="orjson"))
         rows.append(daemon_consume(broker.bootstrap, topic, produced, Path(tmp) / "nosink",
                                    sink=False, batch_size=args.batch_size))
         rows.append(daemon_consume(broker.bootstrap, topic, produced, Path(tmp) / "sink",
                                    sink=True, batch_size=args.batch_size))
         rows.append(daemon_from_file(stream, Path(tmp), args.batch_size))
         rows.append(raw_consume(broker.bootstrap, topic, produced))  # again: drift of the box
+        rows.append(raw_consume(broker.bootstrap, topic, produced, parser="orjson"))
 
     raw = max(r.per_s for r in rows if r.name.startswith("kafka-python"))
     lines = [
