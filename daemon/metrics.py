@@ -82,9 +82,11 @@ class Metrics:
         self.consumer_lag = Gauge(
             "adaptd_consumer_lag_records", "Records behind the end of each assigned partition.",
             ["partition"], registry=registry)
-        self._meta_updates_seen = 0
-        self._skipped_seen = 0
-        self._expired_seen = 0
+        self.evicted_keys = Counter(
+            "adaptd_evicted_keys_total",
+            "Keys whose task state left memory for the state dir (idle for learner.idle_evict_s, "
+            "or beyond learner.max_keys).", registry=registry)
+        self._totals_seen: dict[Counter, int] = {}
 
     def observe_batch(
         self, outcomes: Outcomes, summary: LearnerSummary, latency_s: float
@@ -97,13 +99,7 @@ class Metrics:
             self.updates.inc(n_learned)
         if n_drift:
             self.drift_events.inc(n_drift)
-        # Learners keep totals; counters only move forward, so add what is new since last batch.
-        if summary.meta_updates > self._meta_updates_seen:
-            self.meta_updates.inc(summary.meta_updates - self._meta_updates_seen)
-        self._meta_updates_seen = summary.meta_updates
-        if summary.skipped_updates > self._skipped_seen:
-            self.skipped_updates.inc(summary.skipped_updates - self._skipped_seen)
-        self._skipped_seen = summary.skipped_updates
+        self.observe_totals(summary)
         self.cumulative_loss.labels("adaptd").set(summary.cumulative_loss)
         if summary.baseline_loss is not None:
             self.cumulative_loss.labels("baseline").set(summary.baseline_loss)
@@ -112,16 +108,26 @@ class Metrics:
             self.regret.labels("hindsight").set(summary.hindsight_regret)
         if summary.prequential_loss is not None:
             self.prequential_loss.set(summary.prequential_loss)
-        self.active_keys.set(summary.active_keys)
-        if summary.delayed_labels_expired > self._expired_seen:
-            self.labels_expired.inc(summary.delayed_labels_expired - self._expired_seen)
-        self._expired_seen = summary.delayed_labels_expired
         # All records of a batch are learned together, so they share one latency figure.
         for _ in range(len(outcomes)):
             self.record_latency.observe(latency_s)
         recovered = outcomes.recovered_after
         for count in recovered[recovered >= 0].tolist():
             self.samples_to_recover.observe(count)
+
+    def observe_totals(self, summary: LearnerSummary) -> None:
+        """Move the counters behind the learner's running totals (after a batch, and after
+        an eviction pass). Learners keep totals; counters only move forward, so each gets
+        what is new since the last call."""
+        self.active_keys.set(summary.active_keys)
+        for counter, total in ((self.meta_updates, summary.meta_updates),
+                               (self.skipped_updates, summary.skipped_updates),
+                               (self.labels_expired, summary.delayed_labels_expired),
+                               (self.evicted_keys, summary.evicted_keys)):
+            seen = self._totals_seen.get(counter, 0)
+            if total > seen:
+                counter.inc(total - seen)
+            self._totals_seen[counter] = total
 
     def reject(self, reason: str) -> None:
         self.records_rejected.labels(reason).inc()

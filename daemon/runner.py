@@ -486,6 +486,7 @@ class Runner:
         """Move the keys the learner let go to disk. Called right after a checkpoint, so each
         state written equals the one that checkpoint holds."""
         self.learner.evict_idle()
+        self.metrics.observe_totals(self.learner.summary())
         states = self.learner.take_evicted()
         by_partition: dict[int, dict[str, Any]] = {}
         for key, state in states.items():

@@ -61,6 +61,10 @@ def test_evicted_keys_come_back_with_their_state(tmp_path: Path) -> None:
     assert len(evicting.learner.keys()) == 0  # the final checkpoint let every key go
     assert len(keeping.learner.keys()) == 6
     assert evicted_predictions == kept_predictions
+    evictions = evicting.metrics.registry.get_sample_value("adaptd_evicted_keys_total")
+    assert evictions == evicting.learner.summary().evicted_keys >= 6
+    assert keeping.metrics.registry.get_sample_value("adaptd_evicted_keys_total") == 0
+    assert evicting.metrics.registry.get_sample_value("adaptd_active_keys") == 0
 
     # A restart finds the evicted keys on disk, not in the checkpoint, and goes on exactly.
     write_stream(source, 100, seed=4)
