@@ -86,6 +86,11 @@ class EmbeddedBroker:
         return f"{self.host}:{self.advertised_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (tests freeze it to model a hung broker)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

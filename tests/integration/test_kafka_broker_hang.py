@@ -1,0 +1,52 @@
+"""A broker that hangs (process frozen: connections open, nothing answered) under a running
+daemon: the daemon keeps its state, stays up, and goes on exactly where it was once the broker
+answers again. Unlike the broker-lost test (connections refused), nothing fails fast here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.broker import EmbeddedBroker
+from tests.helpers import wait_for
+from tests.integration.kafka_harness import (
+    FREQUENT_CHECKPOINTS,
+    Daemon,
+    make_records,
+    produce,
+)
+from tests.integration.test_kafka_daemon import prediction_positions, uris, wait_for_positions
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path) -> None:
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    pid = broker.pid
+    assert pid is not None
+    daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic), *FREQUENT_CHECKPOINTS,
+                    "--set", "resilience.retry_backoff_max_s=1")
+    try:
+        records = make_records(800, seed=8)
+        produce(broker.bootstrap, f"{kafka_topic}-in", records[:400])
+        wait_for_positions(daemon.state_dir, {0: 400}, daemons=[daemon])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(15)  # longer than the consumer's session timeout in FAST_GROUP
+            assert daemon.proc.poll() is None, daemon.log()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        produce(broker.bootstrap, f"{kafka_topic}-in", records[400:])
+        wait_for_positions(daemon.state_dir, {0: 800}, daemons=[daemon])
+        wait_for(daemon.ready, 60, "/readyz after the broker thawed")
+        predictions = prediction_positions(broker.bootstrap, kafka_topic, 800)
+    finally:
+        code = daemon.stop()
+        broker.stop()
+    assert code == 0, daemon.log()
+    assert set(predictions) == {(0, i) for i in range(800)}
+    assert "800 records, 800 predictions, 800 updates" in daemon.log()
