@@ -2,12 +2,15 @@
 
 Workload: binary classification, ``d`` Gaussian features, labels from a per-key logistic model
 (every record labelled). Peer: river's ``LogisticRegression(optimizer=optim.AdaGrad())``,
-``predict_proba_one`` + ``learn_one`` per record, one model per key. adaptd: ``process_many``
-on :class:`~daemon.records.Record` batches — predict, learn (support window 10, ARUBA++ step),
-Page-Hinkley drift check — with the model ``logistic`` and ``mlp`` (one hidden layer of 32).
+``predict_proba_one`` + ``learn_one`` per record, one model per key. adaptd: predict, learn
+(support window 10, ARUBA++ step), Page-Hinkley drift check, with the model ``logistic`` and
+``mlp`` (one hidden layer of 32), two ways in: ``process_many`` on a list of
+:class:`~daemon.records.Record` (the library call, converting to columns inside the timing), and
+``process_batch`` on :class:`~daemon.records.RecordBatch` columns ("columns": what the daemon
+runs, its decoder filling the columns as it parses).
 
 Each timing is the best of ``--repeats`` runs, river and adaptd alternating, because this
-machine is shared and noisy. Records and river's dicts are built before timing, and both
+machine is shared and noisy. Records, columns and river's dicts are built before timing, and both
 learners first see ``n`` other records of the same keys untimed: the figures are steady-state
 costs, without creating keys (adaptd's arena grows by doubling; river builds a model per key)
 or compiling the kernel.
@@ -17,6 +20,7 @@ interleaved uniformly at random (waves cover many keys). ``full`` is the default
 (shadow baseline and hindsight comparator on); ``lean`` switches both comparators off.
 
     .venv/bin/python -m benchmarks.engine_speed [--n 20000] [--keys 1000] [--d 10]
+        [--batch 1024 4096] [--input records|columns|both]
 
 Not a test: prints measured times and ratios, asserts nothing.
 """
@@ -31,7 +35,7 @@ import numpy as np
 
 from daemon.learner.adaptive import AdaptiveLearner
 from daemon.learner.config import LearnerConfig
-from daemon.records import Record
+from daemon.records import Record, RecordBatch
 from daemon.regret import RegretConfig
 
 
@@ -68,17 +72,28 @@ def time_river(warm: Sequence[Record], records: Sequence[Record]) -> float:
     return run(records)
 
 
-def adaptd_timer(model: str, hidden: list[int], lean: bool, batch: int
+def adaptd_timer(model: str, hidden: list[int], lean: bool, batch: int, columns: bool
                  ) -> Callable[[Sequence[Record], Sequence[Record]], float]:
+    """Seconds for adaptd on ``records`` after an untimed pass over ``warm``: through
+    ``process_many`` on the records, or (``columns``) through ``process_batch`` on
+    :class:`RecordBatch` columns built before timing — the daemon's own path, where the decoder
+    fills the columns (the counterpart of river's dicts, also built before timing)."""
     def run(warm: Sequence[Record], records: Sequence[Record]) -> float:
         regret = RegretConfig(baseline=False, hindsight=False) if lean else RegretConfig()
         learner = AdaptiveLearner(model, "classification", n_features=len(records[0].x),
                                   config=LearnerConfig(hidden=hidden), regret=regret)
         for lo in range(0, len(warm), batch):
             learner.process_many(warm[lo : lo + batch])
+        chunks = [records[lo : lo + batch] for lo in range(0, len(records), batch)]
+        if columns:
+            batches = [RecordBatch.from_records(c) for c in chunks]
+            start = time.perf_counter()
+            for b in batches:
+                learner.process_batch(b)
+            return time.perf_counter() - start
         start = time.perf_counter()
-        for lo in range(0, len(records), batch):
-            learner.process_many(records[lo : lo + batch])
+        for c in chunks:
+            learner.process_many(c)
         return time.perf_counter() - start
     return run
 
@@ -89,30 +104,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=1000, help="keys of the interleaved case")
     p.add_argument("--d", type=int, default=10, help="features")
     p.add_argument("--batch", type=int, nargs="+", default=[256, 1024],
-                   help="process_many batch sizes of the interleaved case")
+                   help="batch sizes of the interleaved case")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--input", choices=("records", "columns", "both"), default="both",
+                   help="time process_many on Records, process_batch on columns, or both")
     args = p.parse_args(argv)
+    inputs = {"records": (False,), "columns": (True,), "both": (False, True)}[args.input]
 
     print(f"records {args.n}, d {args.d}, best of {args.repeats}; us = microseconds per record")
-    print(f"{'case':44s} {'adaptd us':>10s} {'river us':>9s} {'adaptd/river':>13s} "
+    print(f"{'case':53s} {'adaptd us':>10s} {'river us':>9s} {'adaptd/river':>13s} "
           f"{'river rec/s':>12s} {'adaptd rec/s':>13s} {'speedup':>8s}")
     cases = [("1 key", 1, [256])] + [(f"{args.keys} keys interleaved", args.keys, args.batch)]
     for label, keys, batches in cases:
         warm = make_records(args.n, keys, args.d, seed=1)
         records = make_records(args.n, keys, args.d)
         for batch in batches:
-            for model, hidden in (("logistic", [32]), ("mlp", [32])):
-                for lean in (False, True):
-                    fn = adaptd_timer(model, hidden, lean, batch)
-                    ta, tr = [], []
-                    for _ in range(args.repeats):  # alternate, so both see the same noise
-                        tr.append(time_river(warm, records))
-                        ta.append(fn(warm, records))
-                    a, r = min(ta) / args.n * 1e6, min(tr) / args.n * 1e6
-                    name = f"{label}, batch {batch}, {model}{'-32' if model == 'mlp' else ''}" \
-                           f" {'lean' if lean else 'full'}"
-                    print(f"{name:44s} {a:10.2f} {r:9.2f} {a / r:13.2f} {1e6 / r:12.0f} "
-                          f"{1e6 / a:13.0f} {r / a:8.2f}x", flush=True)
+            variants = [(m, h, lean, cols) for m, h in (("logistic", [32]), ("mlp", [32]))
+                        for lean in (False, True) for cols in inputs]
+            for model, hidden, lean, columns in variants:
+                fn = adaptd_timer(model, hidden, lean, batch, columns)
+                ta, tr = [], []
+                for _ in range(args.repeats):  # alternate, so both see the same noise
+                    tr.append(time_river(warm, records))
+                    ta.append(fn(warm, records))
+                a, r = min(ta) / args.n * 1e6, min(tr) / args.n * 1e6
+                name = f"{label}, batch {batch}, {model}{'-32' if model == 'mlp' else ''}" \
+                       f" {'lean' if lean else 'full'}{', columns' if columns else ''}"
+                print(f"{name:53s} {a:10.2f} {r:9.2f} {a / r:13.2f} {1e6 / r:12.0f} "
+                      f"{1e6 / a:13.0f} {r / a:8.2f}x", flush=True)
     print("\ntargets: logistic 1 key adaptd/river <= 1; mlp-32 <= 2; "
           f"{args.keys} keys speedup >= 10x")
     return 0

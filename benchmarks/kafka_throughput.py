@@ -26,8 +26,10 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -47,7 +49,7 @@ def raw_consume(bootstrap: str, topic: str, n: int, parser: str = "json") -> Mea
     import orjson
     from kafka import KafkaConsumer, TopicPartition
 
-    loads = {"json": json.loads, "orjson": orjson.loads}[parser]
+    loads: Callable[[bytes], Any] = json.loads if parser == "json" else orjson.loads
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              max_poll_records=2000, fetch_max_wait_ms=100)
     partitions = sorted(consumer.partitions_for_topic(topic) or ())

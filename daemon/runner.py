@@ -38,7 +38,7 @@ from daemon.errors import RecordError, SinkError, UnavailableError
 from daemon.evicted import EvictedKeys
 from daemon.learner import Learner, Outcomes
 from daemon.metrics import Metrics
-from daemon.records import Record, RecordDecoder, TaskKind, encode
+from daemon.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, encode
 
 log = logging.getLogger(__name__)
 
@@ -367,21 +367,23 @@ class Runner:
         self.metrics.records_consumed.inc(len(raws))
         self.summary.records += len(raws)
         good: list[SourceRecord] = []
-        records: list[Record] = []
+        builder = BatchBuilder()
+        keys = builder.keys
         for raw in raws:
             try:
-                record = self.decoder.decode(raw.value)
+                self.decoder.decode_into(raw.value, builder)
             except RecordError as err:
                 self.reject(raw, err)
                 continue
-            records.append(record)
             good.append(raw)
-            if record.key not in self.key_partition:
-                self._bring_back(record.key, raw.partition)
-            self.key_partition[record.key] = raw.partition
-        outcomes = self.learner.process_many(records) if records else Outcomes.empty(0)
-        if self.sink is not None and records:
-            self.sink.write(self.predictions(good, records, outcomes))
+            key = keys[-1]
+            if key not in self.key_partition:
+                self._bring_back(key, raw.partition)
+            self.key_partition[key] = raw.partition
+        batch = builder.build()
+        outcomes = self.learner.process_batch(batch) if good else Outcomes.empty(0)
+        if self.sink is not None and good:
+            self.sink.write(self.predictions(good, batch, outcomes))
         for raw in raws:
             self.next_positions[raw.partition] = raw.position + 1
         learner_summary = self.learner.summary()
@@ -391,18 +393,18 @@ class Runner:
         self._consistent = True
         return outcomes
 
-    def predictions(self, raws: list[SourceRecord], records: list[Record],
+    def predictions(self, raws: list[SourceRecord], batch: RecordBatch,
                     outcomes: Outcomes) -> list[SinkMessage]:
         """The prediction record of each input; each carries (partition, position) for
         de-duplication downstream."""
         classify = self.task == "classification"
         messages = []
-        for raw, record, y_pred, loss, segment in zip(
-                raws, records, outcomes.y_pred.tolist(), outcomes.losses(),
+        for raw, key, rid, y_pred, loss, segment in zip(
+                raws, batch.keys, batch.ids, outcomes.y_pred.tolist(), outcomes.losses(),
                 outcomes.segment.tolist(), strict=True):
             body: dict[str, Any] = {
-                "id": record.id,
-                "key": record.key,
+                "id": rid,
+                "key": key,
                 "partition": raw.partition,
                 "position": raw.position,
                 "segment": segment,
@@ -414,7 +416,7 @@ class Runner:
                 body["y_pred"] = y_pred
             if loss is not None:
                 body["loss"] = loss
-            messages.append(SinkMessage(value=encode(body), key=record.key.encode()))
+            messages.append(SinkMessage(value=encode(body), key=key.encode()))
         return messages
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:

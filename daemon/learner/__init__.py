@@ -1,6 +1,7 @@
 """The learner protocol the runner drives, and the factory that builds the configured one.
 
-The runner hands a learner each batch of decoded records in arrival order; the learner
+The runner hands a learner each batch of decoded records in arrival order, as columns (a
+:class:`~daemon.records.RecordBatch`); the learner
 predicts each record with the state before that record's label is seen (test-then-train,
 so the loss it reports is prequential), learns from the labelled ones, and reports an
 :class:`Outcome` per record, as the columns of one :class:`Outcomes`.
@@ -15,7 +16,7 @@ from typing import Any, Protocol, overload
 
 import numpy as np
 
-from daemon.records import Record
+from daemon.records import Record, RecordBatch
 
 
 @dataclass(slots=True)
@@ -145,8 +146,12 @@ class LearnerSummary:
 class Learner(Protocol):
     """What the runner needs of a learner. Called from the runner's thread only."""
 
-    def process_many(self, records: Sequence[Record]) -> Outcomes:
+    def process_batch(self, batch: RecordBatch) -> Outcomes:
         """Predict then learn each record, in order. Records of one key are applied in order."""
+        ...
+
+    def process_many(self, records: Sequence[Record]) -> Outcomes:
+        """:meth:`process_batch` on ``RecordBatch.from_records(records)``."""
         ...
 
     def summary(self) -> LearnerSummary:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from daemon.learner import LearnerSummary, Outcome, Outcomes
-from daemon.records import Record, TaskKind
+from daemon.records import Record, RecordBatch, TaskKind
 
 
 class AdaGradLearner:
@@ -48,22 +48,25 @@ class AdaGradLearner:
         return theta, self._accum[key]
 
     def process_many(self, records: Sequence[Record]) -> Outcomes:
+        return self.process_batch(RecordBatch.from_records(records))
+
+    def process_batch(self, batch: RecordBatch) -> Outcomes:
         out = []
-        for rec in records:
-            theta, accum = self._params(rec.key, len(rec.x))
-            x = np.append(np.asarray(rec.x, dtype=np.float64), 1.0)
+        for key, row, label in zip(batch.keys, batch.X, batch.y.tolist(), strict=True):
+            theta, accum = self._params(key, len(row))
+            x = np.append(row, 1.0)
             z = float(x @ theta)
             y_pred = z if self.task == "regression" else _sigmoid(z)
-            if rec.y is None:
+            if math.isnan(label):
                 out.append(Outcome(y_pred=y_pred))
                 continue
             if self.task == "regression":
-                loss = (y_pred - rec.y) ** 2
-                g = 2.0 * (y_pred - rec.y) * x
+                loss = (y_pred - label) ** 2
+                g = 2.0 * (y_pred - label) * x
             else:
                 p = min(max(y_pred, 1e-12), 1 - 1e-12)
-                loss = -(rec.y * math.log(p) + (1 - rec.y) * math.log(1 - p))
-                g = (y_pred - rec.y) * x
+                loss = -(label * math.log(p) + (1 - label) * math.log(1 - p))
+                g = (y_pred - label) * x
             learned = bool(math.isfinite(loss) and np.all(np.isfinite(g)))
             if learned:
                 accum += g * g
