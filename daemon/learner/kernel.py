@@ -197,37 +197,48 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
                     loss = -(y * math.log(p) + (1.0 - y) * math.log1p(-p))
             else:
                 loss = (yp - y) * (yp - y)
-            # Append to the window, keeping what is overwritten in case the update is skipped.
+            # The shadow baseline's default one-record window: the gradient is the record's
+            # own, the sum the window path takes (0.0 + ...: the same bits, signed zeros
+            # included), with nothing stored (its window is never read back).
+            windowed = not (which == 1 and kk == 1 and single)
             pos = wpos[r]
-            for j in range(d):
-                old_x[j] = WX[r, pos, j]
-                WX[r, pos, j] = X[i, j]
-            old_y = WY[r, pos]
-            old_m = WM[r, pos]
-            WY[r, pos] = y
-            WM[r, pos] = 1.0
-            count = 0.0
-            for m in range(kk):
-                count += WM[r, m]
-            count = max(count, 1.0)
-            for q in range(P):
-                g[q] = 0.0
-            if single:
-                _window_grad_linear(theta, r, WX, WY, WM, kk, d, logistic, count, g, pos, yp,
-                                    scratch)
+            if not windowed:
+                e = yp - y if logistic else 2.0 * (yp - y)
+                for j in range(d):
+                    g[j] = 0.0 + e * X[i, j]
+                g[d] = 0.0 + e
             else:
+                # Append to the window, keeping what is overwritten in case the update is
+                # skipped.
+                for j in range(d):
+                    old_x[j] = WX[r, pos, j]
+                    WX[r, pos, j] = X[i, j]
+                old_y = WY[r, pos]
+                old_m = WM[r, pos]
+                WY[r, pos] = y
+                WM[r, pos] = 1.0
+                count = 0.0
                 for m in range(kk):
-                    if WM[r, m] == 0.0:
-                        continue
-                    for j in range(d):
-                        acts[0, j] = WX[r, m, j]
-                    zm = _forward(theta, r, acts, L_off, L_in, L_out, act)
-                    if logistic:
-                        e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
-                    else:
-                        e = 2.0 * (zm - WY[r, m])
-                    _backward(theta, r, acts, L_off, L_in, L_out, act, e * WM[r, m] / count,
-                              g, delta, delta_next)
+                    count += WM[r, m]
+                count = max(count, 1.0)
+                for q in range(P):
+                    g[q] = 0.0
+                if single:
+                    _window_grad_linear(theta, r, WX, WY, WM, kk, d, logistic, count, g, pos,
+                                        yp, scratch)
+                else:
+                    for m in range(kk):
+                        if WM[r, m] == 0.0:
+                            continue
+                        for j in range(d):
+                            acts[0, j] = WX[r, m, j]
+                        zm = _forward(theta, r, acts, L_off, L_in, L_out, act)
+                        if logistic:
+                            e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
+                        else:
+                            e = 2.0 * (zm - WY[r, m])
+                        _backward(theta, r, acts, L_off, L_in, L_out, act,
+                                  e * WM[r, m] / count, g, delta, delta_next)
             step = alpha if which == 0 else 1.0
             B = Bmain if which == 0 else Bbase
             # Branch-free so the loop compiles to vector instructions: v − v is 0 for a finite
@@ -240,17 +251,19 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
                 new_theta[q] = t
                 nonfinite += ((a - a) != 0.0) | ((t - t) != 0.0)
             if nonfinite or not math.isfinite(loss):
-                for j in range(d):
-                    WX[r, pos, j] = old_x[j]
-                WY[r, pos] = old_y
-                WM[r, pos] = old_m
+                if windowed:
+                    for j in range(d):
+                        WX[r, pos, j] = old_x[j]
+                    WY[r, pos] = old_y
+                    WM[r, pos] = old_m
                 if which == 0:
                     acc[0] += 1.0
                 continue
             for q in range(P):
                 theta[r, q] = new_theta[q]
                 A[r, q] = new_A[q]
-            wpos[r] = (pos + 1) % kk
+            if windowed:
+                wpos[r] = (pos + 1) % kk
             if which == 0:
                 main_ok = True
                 main_loss = loss
