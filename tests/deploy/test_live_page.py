@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.deploy.conftest import REPO, require_tool, start_daemon, stop_daemon, stream_records
@@ -212,11 +213,9 @@ def assert_shows_lines(path: Path) -> None:
     assert image.size == (WIDTH, HEIGHT)
     colours = {"adaptd": (0x24, 0x63, 0xEB), "baseline": (0xE0, 0x8A, 0x00),
                "hindsight": (0x6A, 0x3F, 0xC9), "drift": (0xD6, 0x28, 0x39)}
-    counts = dict.fromkeys(colours, 0)
-    for pixel in image.getdata():
-        for name, target in colours.items():
-            if sum(abs(a - b) for a, b in zip(pixel, target, strict=True)) < 40:
-                counts[name] += 1
+    pixels = np.asarray(image, dtype=np.int64).reshape(-1, 3)
+    counts = {name: int((np.abs(pixels - target).sum(axis=1) < 40).sum())
+              for name, target in colours.items()}
     # A legend swatch is 12x3 pixels; plotted lines are far longer than a few swatches. The
     # hindsight regret is often flat and partly drawn over by the baseline's line, so its bar
     # is lower (a fresh-clone run counted 199 of its pixels), still three swatches' worth.
