@@ -361,6 +361,8 @@ class AdaptiveLearner:
         task_arr = tasks if tasks is not None else np.full(n, -1, dtype=np.int64)
         ph = self._bank if isinstance(self._bank, PageHinkleyBank) else None
         cfg, dcfg, tot = self.config, self.drift, self._totals
+        lr2 = cfg.lr * cfg.lr
+        ph_mode = {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode]
         acc = np.zeros(2)
         i = 0
         while True:
@@ -373,11 +375,11 @@ class AdaptiveLearner:
                 self.theta, self.A, self.WX, self.WY, self.WM, self.WL, self.wpos, self.seg,
                 self.seg_len, self.seg_loss, self.gsq, self.recov, self.ref_loss, self.task_of,
                 self.HX, self.HY, self.HL, self.hpos, self.hcount, self.regret.baseline_window,
-                meta.B, cfg.lr * cfg.lr, cfg.c, meta.alpha, self.task == "classification",
+                meta.B, lr2, cfg.c, meta.alpha, self.task == "classification",
                 int(self.regret.baseline), *self._layers, ph is not None, *ph_arrays,
                 dcfg.ph_threshold, dcfg.ph_delta, dcfg.ph_alpha, float(dcfg.ph_min_instances),
                 bool(dcfg.ph_relative),
-                {"up": 0, "down": 1, "both": 2}[dcfg.ph_mode], dcfg.warmup, RECOVERY_HORIZON,
+                ph_mode, dcfg.warmup, RECOVERY_HORIZON,
                 out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
             stop = end + 1 if event == kernel.EVENT_ALARM else end
             tot.skipped += int(acc[0])
