@@ -85,7 +85,8 @@ class CheckpointError(Exception):
     """A checkpoint file could not be used; the message names the file and why."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -93,7 +94,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write(path: Path, payload: Any) -> None:
+def write_pickle(path: Path, payload: Any) -> None:
+    """Pickle ``payload`` to ``path`` and fsync it (the caller renames it into place)."""
     with open(path, "wb") as fh:
         pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
         fh.flush()
@@ -216,19 +218,19 @@ class CheckpointStore:
         final = self.state_dir / f"{_GEN_PREFIX}{name}"
         tmp.mkdir()
         try:
-            _write(tmp / _SHARED, {"format": FORMAT_VERSION, "state": dict(shared)})
+            write_pickle(tmp / _SHARED, {"format": FORMAT_VERSION, "state": dict(shared)})
             for p, state in partitions.items():
-                _write(tmp / f"p{p}.pkl", {
+                write_pickle(tmp / f"p{p}.pkl", {
                     "format": FORMAT_VERSION,
                     "partition": p,
                     "position": state.position,
                     "keys": list(state.keys),
                     "learner": state.learner,
                 })
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, final)
             # The rename is durable only once the directory entry is.
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

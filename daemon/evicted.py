@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from daemon.checkpoint import fsync_dir, write_pickle
+
 log = logging.getLogger(__name__)
 
 
@@ -50,9 +52,6 @@ class EvictedKeys:
         """Drop the index of a partition this runner no longer owns; the files stay."""
         self._index.pop(partition, None)
 
-    def count(self) -> int:
-        return sum(len(names) for names in self._index.values())
-
     def put(self, partition: int, states: Mapping[str, Any]) -> None:
         """Write the states of keys evicted from ``partition``, each atomically and durably."""
         folder = self._dir(partition)
@@ -61,17 +60,10 @@ class EvictedKeys:
         for key, state in states.items():
             name = _file_name(key)
             tmp = folder / f".{name}.tmp"
-            with open(tmp, "wb") as fh:
-                pickle.dump({"key": key, "state": state}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_pickle(tmp, {"key": key, "state": state})
             os.replace(tmp, folder / name)
             names.add(name)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(folder)
 
     def get(self, partition: int, key: str) -> Any | None:
         """The evicted state of ``key`` if it has one, else None. Cheap for unknown keys."""
