@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from daemon.drift import RELATIVE_CAP, SCALE_FLOOR
+from daemon.learner.models import P_CLIP
+
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; the wave path still works
@@ -35,10 +38,6 @@ except ImportError:  # pragma: no cover - numba is a dependency; the wave path s
 EVENT_NONE = 0
 EVENT_TASK_CHANGE = 1  # oracle: close the segment *before* this record
 EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after it
-
-P_CLIP = 1e-7
-SCALE_FLOOR = 1e-12  # as daemon.drift
-RELATIVE_CAP = 1e6
 
 
 def _tanh(x):
