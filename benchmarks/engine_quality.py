@@ -1,7 +1,7 @@
 """Adaptation quality of the engine on the switching sinusoid (issue 3's quality target).
 
 Stream: ``synthetic:sinusoid`` with hazard 0.01 (one key), MLP 1-40-40-1. The meta-state comes
-from :func:`daemon.meta.train.meta_train` on separately seeded streams. Four variants, all
+from :func:`adaptd.meta.train.meta_train` on separately seeded streams. Four variants, all
 built from settings alone and fed the same records in the same order:
 
 - ``adaptd``: meta-state file + Page-Hinkley detection online (the product);
@@ -28,14 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from connectors.synthetic import generate
-from daemon.drift import DriftConfig
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.learner.config import LearnerConfig
-from daemon.meta.state import MetaConfig, MetaState
-from daemon.meta.train import meta_train
-from daemon.records import Record
-from daemon.regret import RegretConfig
+from adaptd.connectors.synthetic import generate
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.meta.state import MetaState
+from adaptd.meta.train import meta_train
+from adaptd.records import Record
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 BUCKETS = ((0, 5), (5, 20), (20, 100), (100, None))
 BATCH = 256

@@ -5,8 +5,8 @@ Workload: binary classification, ``d`` Gaussian features, labels from a per-key 
 ``predict_proba_one`` + ``learn_one`` per record, one model per key. adaptd: predict, learn
 (support window 10, ARUBA++ step), Page-Hinkley drift check, with the model ``logistic`` and
 ``mlp`` (one hidden layer of 32), two ways in: ``process_many`` on a list of
-:class:`~daemon.records.Record` (the library call, converting to columns inside the timing), and
-``process_batch`` on :class:`~daemon.records.RecordBatch` columns ("columns": what the daemon
+:class:`~adaptd.records.Record` (the library call, converting to columns inside the timing), and
+``process_batch`` on :class:`~adaptd.records.RecordBatch` columns ("columns": what the daemon
 runs, its decoder filling the columns as it parses).
 
 Each timing is the best of ``--repeats`` runs, river and adaptd alternating, because this
@@ -33,10 +33,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.learner.config import LearnerConfig
-from daemon.records import Record, RecordBatch
-from daemon.regret import RegretConfig
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.records import Record, RecordBatch
+from adaptd.settings import LearnerConfig, RegretConfig
 
 
 def make_records(n: int, keys: int, d: int, seed: int = 0) -> list[Record]:

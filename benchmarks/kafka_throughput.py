@@ -72,9 +72,9 @@ def run_daemon(name: str, flags: dict[str, object]) -> Measurement:
     """One in-process daemon (the code path of ``adaptd run``); its records and elapsed time."""
     from prometheus_client import CollectorRegistry
 
-    from daemon.config import load_settings
-    from daemon.metrics import Metrics
-    from daemon.service import build_runner
+    from adaptd.config import load_settings
+    from adaptd.metrics import Metrics
+    from adaptd.service import build_runner
 
     settings = load_settings(environ={}, flags={"checkpoint_every_records": 50_000, **flags})
     settings.metrics_port = None
@@ -98,7 +98,7 @@ def daemon_consume(bootstrap: str, topic: str, n: int, state_dir: Path, sink: bo
 
 def daemon_from_file(stream: str, tmp: Path, batch_size: int) -> Measurement:
     """The same records from a jsonl file: what the engine costs without Kafka."""
-    from connectors.registry import open_source
+    from adaptd.connectors.registry import open_source
 
     path = tmp / "records.jsonl"
     source = open_source(stream)
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from daemon.broker import EmbeddedBroker
-    from daemon.commands.produce import replay
+    from adaptd.broker import EmbeddedBroker
+    from adaptd.commands.produce import replay
 
     stream = f"synthetic:linear-tasks?d=10&seed=7&keys={args.keys}&n={args.records}"
     topic = "bench-in"

@@ -8,7 +8,7 @@ partition (a line number, a Kafka offset); ``next_positions`` always name the *n
 read, so a source reopened at them resumes right after the last record processed.
 
 A **sink** takes encoded messages. ``write`` may buffer; ``flush`` returns only when everything
-written so far is durable, and raises :class:`~daemon.errors.SinkError` otherwise, which aborts
+written so far is durable, and raises :class:`~adaptd.errors.SinkError` otherwise, which aborts
 the checkpoint that asked for it.
 
 A connector is one small module: an options dataclass validated before ``open``, a source
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
-from daemon.errors import ConfigError
+from adaptd.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class Sink(ABC):
 
     @abstractmethod
     def write(self, messages: Sequence[SinkMessage]) -> None:
-        """Queue messages; may buffer. Raises :class:`~daemon.errors.SinkError` on failure."""
+        """Queue messages; may buffer. Raises :class:`~adaptd.errors.SinkError` on failure."""
 
     @abstractmethod
     def flush(self) -> None:

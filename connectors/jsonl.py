@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.base import (
+from adaptd.connectors.base import (
     Connector,
     PartitionListener,
     Sink,
@@ -31,8 +31,8 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import LineSplitter, Pausable, start_position
-from daemon.errors import ConfigError, SinkError
+from adaptd.connectors.sequential import LineSplitter, Pausable, start_position
+from adaptd.errors import ConfigError, SinkError
 
 log = logging.getLogger(__name__)
 

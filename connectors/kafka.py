@@ -4,7 +4,7 @@ URI (contract): ``kafka://HOST:PORT[,HOST:PORT…]/TOPIC[?group=G&option=value�
 
 Source. With ``group`` the source subscribes as a member of that consumer group; without it,
 it reads every partition of the topic itself. Either way it tells the daemon's
-:class:`~connectors.base.PartitionListener` which partitions it now owns, and seeks each to the
+:class:`~adaptd.connectors.base.PartitionListener` which partitions it now owns, and seeks each to the
 position the daemon returns (the one stored in the daemon's checkpoint) — never to the group's
 committed offsets, which only trail the checkpoint for the benefit of lag tools. Partitions the
 daemon has no checkpoint of start where ``auto_offset_reset`` says. Auto-commit is off.
@@ -15,7 +15,7 @@ Sink. Messages are produced keyed by their key (so one record key stays on one p
 their headers. ``write`` never blocks on the broker: messages the producer cannot take yet (broker
 down at start) wait in the sink, and deliveries that fail are kept and sent again, so a
 prediction is lost only if the process dies, which the checkpoint order covers. ``flush`` blocks
-until everything written is acknowledged or raises :class:`~daemon.errors.SinkError`.
+until everything written is acknowledged or raises :class:`~adaptd.errors.SinkError`.
 :meth:`KafkaSink.backlog` tells the daemon how much is unacknowledged, so it can pause the source.
 
 Security settings (``security_protocol``, ``sasl_*``, ``ssl_*``) are passed to kafka-python as
@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from kafka import ConsumerRebalanceListener
 
-from connectors.base import (
+from adaptd.connectors.base import (
     Connector,
     ParsedURI,
     PartitionListener,
@@ -46,7 +46,7 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from daemon.errors import ConfigError, SinkError, UnavailableError
+from adaptd.errors import ConfigError, SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
 

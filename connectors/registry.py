@@ -6,7 +6,7 @@ Third-party packages add a connector with one entry point::
     mqtt = "my_package.mqtt:MqttConnector"
 
 The entry point's name is the URI scheme; its object is a
-:class:`~connectors.base.Connector` subclass.
+:class:`~adaptd.connectors.base.Connector` subclass.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import importlib
 import logging
 from importlib.metadata import entry_points
 
-from connectors.base import Connector, Sink, Source, parse_uri
-from daemon.errors import ConfigError
+from adaptd.connectors.base import Connector, Sink, Source, parse_uri
+from adaptd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ ENTRY_POINT_GROUP = "adaptd.connectors"
 
 #: Built-ins are listed here too so they work from a source checkout that was never installed.
 BUILTINS: dict[str, str] = {
-    "jsonl": "connectors.jsonl:JsonlConnector",
-    "stdin": "connectors.stdio:StdinConnector",
-    "stdout": "connectors.stdio:StdoutConnector",
-    "synthetic": "connectors.synthetic:SyntheticConnector",
-    "kafka": "connectors.kafka:KafkaConnector",
+    "jsonl": "adaptd.connectors.jsonl:JsonlConnector",
+    "stdin": "adaptd.connectors.stdio:StdinConnector",
+    "stdout": "adaptd.connectors.stdio:StdoutConnector",
+    "synthetic": "adaptd.connectors.synthetic:SyntheticConnector",
+    "kafka": "adaptd.connectors.kafka:KafkaConnector",
 }
 
 
@@ -36,7 +36,7 @@ def _load(target: str) -> type[Connector]:
     module_name, _, attr = target.partition(":")
     obj = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(obj, type) and issubclass(obj, Connector)):
-        raise TypeError(f"{target} is not a connectors.base.Connector subclass")
+        raise TypeError(f"{target} is not a adaptd.connectors.base.Connector subclass")
     return obj
 
 

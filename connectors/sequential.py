@@ -25,8 +25,8 @@ import time
 from collections import deque
 from collections.abc import Mapping
 
-from connectors.base import SourceRecord
-from daemon.errors import ConfigError
+from adaptd.connectors.base import SourceRecord
+from adaptd.errors import ConfigError
 
 
 def start_position(where: str, start_positions: Mapping[int, int]) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from connectors.base import (
+from adaptd.connectors.base import (
     Connector,
     ParsedURI,
     PartitionListener,
@@ -31,8 +31,8 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import LineSplitter, Pausable, start_position
-from daemon.errors import ConfigError, SinkError
+from adaptd.connectors.sequential import LineSplitter, Pausable, start_position
+from adaptd.errors import ConfigError, SinkError
 
 #: Bytes read per system call.
 READ_CHUNK_BYTES = 1 << 16

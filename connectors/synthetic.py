@@ -41,7 +41,7 @@ unbounded), ``keys`` (default 1)):
 
 Benchmarks use the same streams without a connector::
 
-    >>> from connectors.synthetic import generate
+    >>> from adaptd.connectors.synthetic import generate
     >>> [sorted(r) for r in generate("sinusoid", seed=1, n=2)]
     [['key', 'task', 'x', 'y'], ['key', 'task', 'x', 'y']]
 """
@@ -60,7 +60,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from connectors.base import (
+from adaptd.connectors.base import (
     Connector,
     PartitionListener,
     Source,
@@ -68,9 +68,9 @@ from connectors.base import (
     parse_options,
     parse_uri,
 )
-from connectors.sequential import Pausable, start_position
-from daemon.errors import ConfigError
-from daemon.records import encode
+from adaptd.connectors.sequential import Pausable, start_position
+from adaptd.errors import ConfigError
+from adaptd.records import encode
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""``python -m daemon`` is the same as the ``adaptd`` console script."""
+"""``python -m adaptd`` is the same as the ``adaptd`` console script."""
 
-from daemon.cli import main
+from adaptd.cli import main
 
 raise SystemExit(main())

@@ -47,19 +47,6 @@ _SHARED = "shared.pkl"
 STALE_TMP_S = 3600.0
 
 
-@dataclass
-class CheckpointConfig:
-    """The ``[checkpoint]`` settings section.
-
-    Args:
-        keep: generations kept per partition, so a corrupt newest one has good ones behind it.
-    """
-
-    keep: int = 3
-
-    def __post_init__(self) -> None:
-        if self.keep < 1:
-            raise ValueError(f"keep must be >= 1, got {self.keep}")
 
 
 @dataclass

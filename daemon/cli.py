@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from daemon import __version__
-from daemon.errors import ConfigError
+from adaptd import __version__
+from adaptd.errors import ConfigError
 
-#: name → (module under daemon.commands, one-line help)
+#: name → (module under adaptd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "consume a source, predict every record, learn from labelled ones"),
     "demo": ("demo", "embedded broker + drifting synthetic stream + daemon + metrics"),
@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _command_module(name: str) -> object:
-    return importlib.import_module(f"daemon.commands.{COMMANDS[name][0]}")
+    return importlib.import_module(f"adaptd.commands.{COMMANDS[name][0]}")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

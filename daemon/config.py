@@ -19,64 +19,16 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from connectors.base import convert
-from daemon.checkpoint import CheckpointConfig
-from daemon.drift import DriftConfig
-from daemon.errors import ConfigError
-from daemon.labels import LabelsConfig
-from daemon.learner.config import LearnerConfig
-from daemon.meta.state import MetaConfig
-from daemon.regret import RegretConfig
-from daemon.runner import ResilienceConfig
+from adaptd.connectors.base import convert
+from adaptd.errors import ConfigError
+from adaptd.settings import Settings
 
 ENV_PREFIX = "ADAPTD_"
 
 
-@dataclass
-class Settings:
-    """Everything the daemon can be told. Top-level fields are the ``run`` flags."""
-
-    source: str | None = None
-    sink: str | None = None
-    dead_letter: str | None = None
-    state_dir: str = "adaptd-state"
-    metrics_port: int | None = 9464
-    metrics_host: str = "127.0.0.1"
-    model: Literal["linear", "logistic", "mlp"] = "linear"
-    task: Literal["regression", "classification"] = "regression"
-    meta: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    n_features: int | None = None
-    max_record_bytes: int = 1 << 20
-    batch_size: int = 256
-    poll_timeout_s: float = 0.2
-    checkpoint_every_records: int = 10_000
-    checkpoint_interval_s: float = 30.0
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    meta_learning: MetaConfig = field(default_factory=MetaConfig)
-    regret: RegretConfig = field(default_factory=RegretConfig)
-    labels: LabelsConfig = field(default_factory=LabelsConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
-
-    def __post_init__(self) -> None:
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
-        if self.n_features is not None and self.n_features < 1:
-            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
-        for name in ("max_record_bytes", "batch_size", "checkpoint_every_records"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("poll_timeout_s", "checkpoint_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.model == "logistic" and self.task != "classification":
-            raise ValueError("model=logistic needs task=classification")
 
 
 def _sections(cls: type) -> dict[str, type]:

@@ -26,12 +26,12 @@ the learner resets the slot, so one change closes one segment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-DetectorName = Literal["page_hinkley", "adwin", "kswin", "oracle", "none"]
+from adaptd.settings import DriftConfig
+
 
 #: ``ph_relative`` when unset, by task, and ``ph_threshold`` when unset, by relative mode (see
 #: :class:`DriftConfig`).
@@ -43,75 +43,6 @@ SCALE_FLOOR = 1e-12
 RELATIVE_CAP = 1e6
 
 
-@dataclass
-class DriftConfig:
-    """The ``[drift]`` settings section.
-
-    Args:
-        detector: ``page_hinkley`` (default), ``adwin``, ``kswin``, ``oracle`` (segment by the
-            records' ``task`` field) or ``none`` (never reset: the plain-AdaGrad variant).
-        warmup: losses at the start of each segment that the detector does not see.
-        carry: most recent support-window records carried into the new segment on an alarm
-            (they arrived after the change the alarm is late for); the new task takes one
-            step on them at once.
-        ph_threshold: Page-Hinkley's λ, in units of the (relative or raw) loss. Unset: 20 in
-            relative mode, 50 (river's default) in raw mode. Measured (benchmark tuning seed
-            11, 15k records): relative 20 against raw 10 gives sinusoid MSE 0.309 / 0.318,
-            linear-tasks 1.50 / 2.16, friedman 5.84 / 5.98 with 83 / 574 alarms; on a
-            stationary logistic stream raw 50 gives 1-2 false alarms per 20k records, raw 10
-            61-252, relative 20 60-67.
-        ph_delta: Page-Hinkley's δ, the tolerated drift of the mean.
-        ph_alpha: Page-Hinkley's forgetting factor.
-        ph_min_instances: losses the Page-Hinkley test sees before it may alarm.
-        ph_mode: ``up`` (alarm on a loss increase; default), ``down`` or ``both``.
-        ph_relative: test each loss divided by the mean of the losses the detector saw before
-            it in this segment, so λ and δ are in multiples of the key's own loss level and
-            one setting fits any loss scale. ``false`` is river's test on raw losses. Unset:
-            relative for regression (squared error has the scale of y², unknown in advance),
-            raw for classification (log loss has a known scale, and its heavy tail — a
-            confident mistake costs hundreds of times the mean — makes ratios noisy).
-        adwin_delta: ADWIN's confidence.
-        kswin_alpha, kswin_window_size, kswin_stat_size: KSWIN's parameters.
-        seed: seed of the KSWIN samplers.
-    """
-
-    detector: DetectorName = "page_hinkley"
-    warmup: int = 10
-    carry: int = 0
-    ph_threshold: float | None = None
-    ph_delta: float = 0.005
-    ph_alpha: float = 1 - 0.0001
-    ph_min_instances: int = 10
-    ph_mode: Literal["up", "down", "both"] = "up"
-    ph_relative: bool | None = None
-    adwin_delta: float = 0.002
-    kswin_alpha: float = 0.005
-    kswin_window_size: int = 100
-    kswin_stat_size: int = 30
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if self.carry < 0:
-            raise ValueError(f"carry must be >= 0, got {self.carry}")
-        if self.ph_threshold is not None and not self.ph_threshold > 0:
-            raise ValueError(f"ph_threshold must be > 0, got {self.ph_threshold}")
-        if self.ph_delta < 0:
-            raise ValueError(f"ph_delta must be >= 0, got {self.ph_delta}")
-        if not 0 < self.ph_alpha <= 1:
-            raise ValueError(f"ph_alpha must be in (0, 1], got {self.ph_alpha}")
-        if self.ph_min_instances < 1:
-            raise ValueError(f"ph_min_instances must be >= 1, got {self.ph_min_instances}")
-        if not 0 < self.adwin_delta < 1:
-            raise ValueError(f"adwin_delta must be in (0, 1), got {self.adwin_delta}")
-        if not 0 < self.kswin_alpha < 1:
-            raise ValueError(f"kswin_alpha must be in (0, 1), got {self.kswin_alpha}")
-        if not 0 < self.kswin_stat_size < self.kswin_window_size:
-            raise ValueError(
-                f"kswin_stat_size must be in (0, kswin_window_size={self.kswin_window_size}), "
-                f"got {self.kswin_stat_size}"
-            )
 
 
 class DetectorBank(Protocol):

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.checkpoint import fsync_dir, write_pickle
+from adaptd.checkpoint import fsync_dir, write_pickle
 
 log = logging.getLogger(__name__)
 

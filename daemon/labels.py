@@ -19,27 +19,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass
-class LabelsConfig:
-    """The ``[labels]`` settings section.
-
-    Args:
-        ttl_s: seconds a prediction waits for its delayed label.
-        capacity: most predictions waiting at once; beyond it the oldest is dropped.
-    """
-
-    ttl_s: float = 3600.0
-    capacity: int = 100_000
-
-    def __post_init__(self) -> None:
-        if not self.ttl_s > 0:
-            raise ValueError(f"ttl_s must be > 0, got {self.ttl_s}")
-        if self.capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+from adaptd.settings import LabelsConfig
 
 
 class PendingLabels:

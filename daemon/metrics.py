@@ -1,7 +1,7 @@
 """The daemon's Prometheus metrics, registered on a registry that is passed in.
 
 Names and labels follow the contract table in ARCHITECTURE.md. Labels stay bounded: a reason
-from :data:`daemon.records.REASONS`, a learner or comparator name, a partition number — never a
+from :data:`adaptd.records.REASONS`, a learner or comparator name, a partition number — never a
 record key. Times are in seconds, counters end in ``_total``.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from daemon.learner import LearnerSummary, Outcomes
-from daemon.records import REASONS
+from adaptd.learner import LearnerSummary, Outcomes
+from adaptd.records import REASONS
 
 #: Per-record latency spans sub-millisecond (in-process batches) to seconds (slow sinks).
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -8,7 +8,7 @@ A record is a JSON object::
 it is predicted only); ``key`` defaults to ``"default"``; ``task`` (optional int) names the true
 task, which ``meta-train`` and the benchmarks may use. Anything else is kept in ``extra``.
 
-Decoding never raises anything but :class:`~daemon.errors.RecordError`, whose ``reason`` is one
+Decoding never raises anything but :class:`~adaptd.errors.RecordError`, whose ``reason`` is one
 of :data:`REASONS` so that the ``adaptd_records_rejected_total{reason}`` series stay bounded.
 
 >>> decoder = RecordDecoder()
@@ -17,7 +17,7 @@ of :data:`REASONS` so that the ``adaptd_records_rejected_total{reason}`` series 
 >>> decoder.decode(b'{"x": [1]}')
 Traceback (most recent call last):
 ...
-daemon.errors.RecordError: feature_count: x has 1 features, expected 2
+adaptd.errors.RecordError: feature_count: x has 1 features, expected 2
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 import orjson
 
-from daemon.errors import RecordError
+from adaptd.errors import RecordError
 
 DEFAULT_KEY = "default"
 

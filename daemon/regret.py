@@ -14,46 +14,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from daemon.learner.models import Family, LinearFamily, MLPFamily, pointwise_loss
-
-
-@dataclass
-class RegretConfig:
-    """The ``[regret]`` settings section.
-
-    Args:
-        baseline: run the shadow baseline (costs one more row per step).
-        baseline_window: records in the baseline's gradient. 1 (default) is textbook AdaGrad
-            (Duchi, Hazan, Singer 2011) on each record's own gradient; ``learner.window``
-            makes it the engine with resets and meta-learning switched off (the benchmarks'
-            "AdaGrad never reset" variant).
-        hindsight: fit the hindsight comparator on each closed segment.
-        buffer: records of a segment kept for the hindsight fit (the most recent ones); they
-            are part of each key's checkpointed state, so this bounds checkpoint size too.
-        hindsight_steps: Newton steps of the classification fit (AdaGrad steps for user modules).
-        hindsight_lr: AdaGrad step size of the user-module fit.
-    """
-
-    baseline: bool = True
-    baseline_window: int = 1
-    hindsight: bool = True
-    buffer: int = 200
-    hindsight_steps: int = 20
-    hindsight_lr: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.baseline_window < 1:
-            raise ValueError(f"baseline_window must be >= 1, got {self.baseline_window}")
-        if self.buffer < 1:
-            raise ValueError(f"buffer must be >= 1, got {self.buffer}")
-        if self.hindsight_steps < 0:
-            raise ValueError(f"hindsight_steps must be >= 0, got {self.hindsight_steps}")
-        if not self.hindsight_lr > 0:
-            raise ValueError(f"hindsight_lr must be > 0, got {self.hindsight_lr}")
+from adaptd.learner.models import Family, LinearFamily, MLPFamily, pointwise_loss
+from adaptd.settings import RegretConfig
 
 
 def hindsight_loss(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,

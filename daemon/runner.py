@@ -8,18 +8,18 @@ on the way out, and before partitions are taken away: flush sinks → write the 
 flush aborts that checkpoint, so positions are never committed ahead of what the sinks hold.
 
 Partitions come and go (Kafka consumer groups): the runner is the source's
-:class:`~connectors.base.PartitionListener`. On assignment it loads each partition's state from
+:class:`~adaptd.connectors.base.PartitionListener`. On assignment it loads each partition's state from
 the checkpoint and hands back the position to resume at; on revocation it checkpoints, then
 forgets those partitions' keys.
 
-Faults: while the source reports :class:`~daemon.errors.UnavailableError` (broker away) the
+Faults: while the source reports :class:`~adaptd.errors.UnavailableError` (broker away) the
 runner is not ready, logs, and retries with exponential backoff; nothing is lost because
 nothing past the checkpoint was committed. While the sinks hold more than
 ``sink_backlog_limit`` unacknowledged messages, the source is paused (it keeps its group
 membership) until they drain, so memory stays bounded.
 
 Memory for task state is bounded too: right after each checkpoint, keys the learner evicted
-(idle too long, or beyond its cap) are written to :class:`~daemon.evicted.EvictedKeys` and
+(idle too long, or beyond its cap) are written to :class:`~adaptd.evicted.EvictedKeys` and
 dropped; a record of such a key loads its state back before it is processed.
 """
 
@@ -32,13 +32,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import Sink, SinkMessage, Source, SourceRecord
-from daemon.checkpoint import CheckpointStore, PartitionState
-from daemon.errors import RecordError, SinkError, UnavailableError
-from daemon.evicted import EvictedKeys
-from daemon.learner import Learner, Outcomes
-from daemon.metrics import Metrics
-from daemon.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, encode
+from adaptd.checkpoint import CheckpointStore, PartitionState
+from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
+from adaptd.errors import RecordError, SinkError, UnavailableError
+from adaptd.evicted import EvictedKeys
+from adaptd.learner import Learner, Outcomes
+from adaptd.metrics import Metrics
+from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, encode
+from adaptd.settings import ResilienceConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +64,6 @@ class RunSummary:
         return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-@dataclass
-class ResilienceConfig:
-    """The ``[resilience]`` settings section: how the runner rides out faults.
-
-    Args:
-        retry_backoff_initial_s: first wait after the source became unavailable; doubles on
-            each failed retry up to ``retry_backoff_max_s``.
-        retry_backoff_max_s: longest wait between retries.
-        sink_backlog_limit: unacknowledged sink messages above which the source is paused; it
-            resumes below half of it.
-    """
-
-    retry_backoff_initial_s: float = 0.2
-    retry_backoff_max_s: float = 5.0
-    sink_backlog_limit: int = 50_000
-
-    def __post_init__(self) -> None:
-        if not self.retry_backoff_initial_s > 0:
-            raise ValueError(
-                f"retry_backoff_initial_s must be > 0, got {self.retry_backoff_initial_s}")
-        if self.retry_backoff_max_s < self.retry_backoff_initial_s:
-            raise ValueError(
-                f"retry_backoff_max_s must be >= retry_backoff_initial_s, "
-                f"got {self.retry_backoff_max_s}")
-        if self.sink_backlog_limit < 1:
-            raise ValueError(f"sink_backlog_limit must be >= 1, got {self.sink_backlog_limit}")
 
 
 class Runner:

@@ -16,15 +16,15 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from connectors.base import Sink
-from connectors.registry import open_sink, open_source
-from daemon.checkpoint import CheckpointStore
-from daemon.config import Settings
-from daemon.http import MetricsServer
-from daemon.learner import build_learner
-from daemon.metrics import Metrics
-from daemon.records import RecordDecoder
-from daemon.runner import Runner, RunSummary
+from adaptd.checkpoint import CheckpointStore
+from adaptd.connectors.base import Sink
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.http import MetricsServer
+from adaptd.learner import build_learner
+from adaptd.metrics import Metrics
+from adaptd.records import RecordDecoder
+from adaptd.runner import Runner, RunSummary
+from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def build_runner(settings: Settings, metrics: Metrics) -> Runner:
     """Build every part of a run from validated settings. Raises ConfigError on bad URIs."""
     if settings.source is None:
-        from daemon.errors import ConfigError
+        from adaptd.errors import ConfigError
 
         raise ConfigError("source is required: pass --source URI or set ADAPTD_SOURCE")
     source = open_source(settings.source)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.broker import EmbeddedBroker
+from adaptd.broker import EmbeddedBroker
 
 #: Names an external broker to test against instead of the embedded one. Deliberately not an
 #: ``ADAPTD_*`` name: the daemon's config loader rejects unknown ``ADAPTD_*`` variables.

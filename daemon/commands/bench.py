@@ -1,6 +1,6 @@
 """``adaptd bench [--quick] [--out DIR]``: adaptd against its peers, written up as a report.
 
-Runs the suite of :mod:`benchmarks.suite` (every learner on every stream, in one process, one
+Runs the suite of :mod:`adaptd.bench.suite` (every learner on every stream, in one process, one
 learner at a time), shows a progress bar on stderr and writes ``DIR/report.md`` with tables
 and PNG plots. Exits 1 when any learner failed on any stream (the report lists the failures).
 Needs the ``bench`` extra (matplotlib, vowpalwabbit).
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from daemon.errors import ConfigError
+from adaptd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from benchmarks.learners import learner_specs
-        from benchmarks.report import write_report
-        from benchmarks.suite import SuiteConfig, run_suite
+        from adaptd.bench.learners import learner_specs
+        from adaptd.bench.report import write_report
+        from adaptd.bench.suite import SuiteConfig, run_suite
     except ImportError as exc:
         raise ConfigError(
             f"adaptd bench needs the bench extra (pip install 'adaptd[bench]'): {exc}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from connectors.registry import describe
+from adaptd.connectors.registry import describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,9 +22,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from daemon.commands.run import add_settings_arguments, describe_summary, settings_from_args
-from daemon.errors import AdaptdError
-from daemon.http import MetricsServer
+from adaptd.commands.run import add_settings_arguments, describe_summary, settings_from_args
+from adaptd.errors import AdaptdError
+from adaptd.http import MetricsServer
 
 TOPIC = "adaptd-demo"
 GROUP = "adaptd-demo"
@@ -60,9 +60,9 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.broker import EmbeddedBroker
-    from daemon.commands.produce import replay
-    from daemon.service import serve
+    from adaptd.broker import EmbeddedBroker
+    from adaptd.commands.produce import replay
+    from adaptd.service import serve
 
     if args.records is not None and args.records < 1:
         say(f"--records must be >= 1, got {args.records}")

@@ -1,7 +1,7 @@
 """``adaptd meta-train``: bootstrap the meta-state from historical records.
 
 Reads a finite source to its end (``source.open({})``, poll until ``exhausted``), decodes the
-records (bad ones are skipped and counted), runs :func:`daemon.meta.train.meta_train` over them
+records (bad ones are skipped and counted), runs :func:`adaptd.meta.train.meta_train` over them
 and writes the meta-state file that ``adaptd run --meta FILE`` starts from. Records carrying a
 ``task`` field are segmented by it; otherwise the configured drift detector segments them.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from daemon.commands.run import add_settings_arguments, settings_from_args
-from daemon.errors import ConfigError, RecordError
-from daemon.records import Record, RecordDecoder
+from adaptd.commands.run import add_settings_arguments, settings_from_args
+from adaptd.errors import ConfigError, RecordError
+from adaptd.records import Record, RecordDecoder
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tuple[list[Record], int]:
     """All records of the finite source ``uri`` and how many were rejected. Blocks until its end."""
-    from connectors.registry import open_source
+    from adaptd.connectors.registry import open_source
 
     source = open_source(uri)
     records: list[Record] = []
@@ -49,8 +49,8 @@ def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.meta.state import load, save
-    from daemon.meta.train import meta_train, module_state
+    from adaptd.meta.state import load, save
+    from adaptd.meta.train import meta_train, module_state
 
     settings = settings_from_args(args)
     if args.epochs < 1:

@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from connectors.base import SinkMessage, parse_uri
-from connectors.registry import open_source
-from daemon.errors import ConfigError
-from daemon.records import DEFAULT_KEY, parse_json
+from adaptd.connectors.base import SinkMessage, parse_uri
+from adaptd.connectors.registry import open_source
+from adaptd.errors import ConfigError
+from adaptd.records import DEFAULT_KEY, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def replay(
 
     Raises :class:`ConfigError` for a sink that is not Kafka.
     """
-    from connectors.kafka import KafkaSink, sink_options
+    from adaptd.connectors.kafka import KafkaSink, sink_options
 
     if parse_uri(sink_uri).scheme != "kafka":
         raise ConfigError(f"--sink {sink_uri!r}: adaptd produce writes to kafka://HOST:PORT/TOPIC")

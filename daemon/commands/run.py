@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 
-from daemon.config import Settings, load_settings
-from daemon.errors import ConfigError
-from daemon.runner import RunSummary
+from adaptd.config import load_settings
+from adaptd.errors import ConfigError
+from adaptd.runner import RunSummary
+from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def describe_summary(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.service import serve
+    from adaptd.service import serve
 
     settings = settings_from_args(args)
     summary = serve(settings)

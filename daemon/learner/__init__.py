@@ -1,7 +1,7 @@
 """The learner protocol the runner drives, and the factory that builds the configured one.
 
 The runner hands a learner each batch of decoded records in arrival order, as columns (a
-:class:`~daemon.records.RecordBatch`); the learner
+:class:`~adaptd.records.RecordBatch`); the learner
 predicts each record with the state before that record's label is seen (test-then-train,
 so the loss it reports is prequential), learns from the labelled ones, and reports an
 :class:`Outcome` per record, as the columns of one :class:`Outcomes`.
@@ -16,7 +16,7 @@ from typing import Any, Protocol, overload
 
 import numpy as np
 
-from daemon.records import Record, RecordBatch
+from adaptd.records import Record, RecordBatch
 
 
 @dataclass(slots=True)
@@ -184,13 +184,13 @@ class Learner(Protocol):
 
 
 def build_learner(settings: Any) -> Learner:
-    """The learner the settings ask for (``settings`` is a :class:`daemon.config.Settings`).
+    """The learner the settings ask for (``settings`` is a :class:`adaptd.config.Settings`).
 
     ``settings.meta`` names a meta-state file written by ``adaptd meta-train``; without it
     the learner starts from a seeded random init with plain-AdaGrad step sizes.
     """
-    from daemon.learner.adaptive import AdaptiveLearner
-    from daemon.meta.state import load
+    from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.meta.state import load
 
     return AdaptiveLearner(
         model=settings.model,

@@ -1,7 +1,7 @@
 """Plain per-parameter AdaGrad on a linear model, one parameter vector per key.
 
 A minimal, dependency-free learner: the runner's tests drive it where the engine's behaviour
-is beside the point. The daemon itself runs :class:`daemon.learner.adaptive.AdaptiveLearner`
+is beside the point. The daemon itself runs :class:`adaptd.learner.adaptive.AdaptiveLearner`
 (whose shadow baseline is the same update). The update is AdaGrad
 (Duchi, Hazan, Singer 2011, "Adaptive Subgradient Methods for Online Learning and Stochastic
 Optimization", JMLR 12): ``A += g²;  θ -= lr · g / sqrt(A)``, with ``A`` starting at ``eps``.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from daemon.learner import LearnerSummary, Outcome, Outcomes
-from daemon.records import Record, RecordBatch, TaskKind
+from adaptd.learner import LearnerSummary, Outcome, Outcomes
+from adaptd.records import Record, RecordBatch, TaskKind
 
 
 class AdaGradLearner:

@@ -3,13 +3,13 @@
 Each key owns a *slot*: one row in each of the arena arrays below (plus one for its shadow
 baseline). Two evaluations of the same per-record rules:
 
-- the compiled kernel (:mod:`daemon.learner.kernel`) for the built-in families: records in
+- the compiled kernel (:mod:`adaptd.learner.kernel`) for the built-in families: records in
   arrival order, back to Python only for drift alarms and oracle task changes;
 - *waves* (any family, e.g. a user ``nn.Module``, ADWIN/KSWIN, the hypergradient): wave j holds
   the j-th record of every key present in the batch, so a wave has each key at most once and
   the keys' records stay strictly in order across waves. One wave is one batched step: a
   gather of the keys' rows, closed-form (or autograd) predictions and support-window gradients
-  for all of them at once (:mod:`daemon.learner.models`), the ARUBA++ step, a scatter back.
+  for all of them at once (:mod:`adaptd.learner.models`), the ARUBA++ step, a scatter back.
   With many interleaved keys a wave covers hundreds of records; with one key each wave is one
   record and NumPy's per-call overhead dominates (see ``benchmarks/engine_speed.py``).
 
@@ -25,8 +25,8 @@ Per labelled record of a key (order of :meth:`AdaptiveLearner.process_many`):
    (Khodak, Balcan, Talwalkar 2019; plain AdaGrad when ``B = lr²``), or skip it, leaving the
    state unchanged, when the loss, the gradient or the result is not finite;
 3. feed the loss to the key's drift detector (after the segment's warm-up); on an alarm close
-   the segment: fold it into the meta-state (:mod:`daemon.meta.state`), fit the hindsight
-   comparator on it (:mod:`daemon.regret`), and start the next task at ``θ0`` with
+   the segment: fold it into the meta-state (:mod:`adaptd.meta.state`), fit the hindsight
+   comparator on it (:mod:`adaptd.regret`), and start the next task at ``θ0`` with
    ``A = G/c``, an empty window and a fresh detector.
 
 The baseline (plain AdaGrad on the last ``regret.baseline_window`` records, never reset) has its
@@ -45,17 +45,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from daemon.drift import (
-    DEFAULT_PH_RELATIVE,
-    DEFAULT_PH_THRESHOLD,
-    DriftConfig,
-    PageHinkleyBank,
-    build_bank,
-)
-from daemon.labels import LabelsConfig, PendingLabels
-from daemon.learner import LearnerSummary, Outcomes, kernel
-from daemon.learner.config import LearnerConfig
-from daemon.learner.models import (
+from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, PageHinkleyBank, build_bank
+from adaptd.labels import PendingLabels
+from adaptd.learner import LearnerSummary, Outcomes, kernel
+from adaptd.learner.models import (
     AutogradFamily,
     Family,
     LinearFamily,
@@ -65,9 +58,10 @@ from daemon.learner.models import (
     initial_parameters,
     pointwise_loss,
 )
-from daemon.meta.state import MetaConfig, MetaState
-from daemon.records import Record, RecordBatch
-from daemon.regret import RegretConfig, hindsight_loss
+from adaptd.meta.state import MetaState
+from adaptd.records import Record, RecordBatch
+from adaptd.regret import hindsight_loss
+from adaptd.settings import DriftConfig, LabelsConfig, LearnerConfig, MetaConfig, RegretConfig
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +104,7 @@ _NO_PH = (*(np.zeros(1) for _ in range(7)), np.zeros(1, dtype=bool))
 
 
 class AdaptiveLearner:
-    """The engine. Implements :class:`daemon.learner.Learner`; called from one thread only.
+    """The engine. Implements :class:`adaptd.learner.Learner`; called from one thread only.
 
     Args:
         model: ``linear``, ``logistic`` or ``mlp`` (ignored when ``module`` is given).

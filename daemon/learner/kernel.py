@@ -1,6 +1,6 @@
 """A compiled per-record kernel for the built-in families (Numba).
 
-The batched waves of :mod:`daemon.learner.adaptive` pay NumPy's per-call overhead (about 60
+The batched waves of :mod:`adaptd.learner.adaptive` pay NumPy's per-call overhead (about 60
 calls per step, 1-3 µs each here) once per wave, which is once per *record* when a batch holds
 one key. For the built-in families (linear, logistic, MLP) the whole record path — predict, loss, support-window
 gradient, the ARUBA++ step for the key and its baseline row, Page-Hinkley, recovery tracking —
@@ -10,7 +10,7 @@ needs Python (a drift alarm, an oracle task change) and the learner resumes it a
 the event.
 
 Used when Numba is importable, the family is a built-in one (layers described by their offsets
-in the flat parameter row, as in :mod:`daemon.learner.models`), the
+in the flat parameter row, as in :mod:`adaptd.learner.models`), the
 detector is ``page_hinkley``, ``oracle`` or ``none``, and the hypergradient is off; otherwise the
 wave path runs. ``tests/unit/test_learner.py`` checks that both paths give the same results.
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from daemon.drift import RELATIVE_CAP, SCALE_FLOOR
-from daemon.learner.models import P_CLIP
+from adaptd.drift import RELATIVE_CAP, SCALE_FLOOR
+from adaptd.learner.models import P_CLIP
 
 try:
     import numba
@@ -302,7 +302,7 @@ def _process(i0, slots, X, Y, labelled, tasks, oracle,
                 recov[s] = cnt
         if not ph_on or seg_len[s] <= warmup or ph_alarm[s]:
             continue
-        # river's Page-Hinkley update, as in daemon.drift.PageHinkleyBank.
+        # river's Page-Hinkley update, as in adaptd.drift.PageHinkleyBank.
         nn = ph_n[s] + 1.0
         value = main_loss
         if ph_relative:

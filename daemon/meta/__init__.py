@@ -1,2 +1,2 @@
-"""Meta-learning: the meta-state shared by all keys (:mod:`daemon.meta.state`) and its offline
-bootstrap from historical records (:mod:`daemon.meta.train`)."""
+"""Meta-learning: the meta-state shared by all keys (:mod:`adaptd.meta.state`) and its offline
+bootstrap from historical records (:mod:`adaptd.meta.train`)."""

@@ -26,50 +26,16 @@ import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from adaptd.settings import MetaConfig
+
 FILE_FORMAT = "adaptd-meta/1"
 
 
-@dataclass
-class MetaConfig:
-    """The ``[meta]`` settings section.
-
-    Args:
-        enabled: meta-learn online (θ0, B, G move as segments close). ``False`` keeps the
-            initial state for ever: with no ``--meta`` file that is plain AdaGrad from a fixed
-            random init, reset to that init at each drift (benchmark variant "AdaGrad reset").
-        algorithm: ``reptile`` (default) or ``fomaml`` for the θ0 update.
-        step: β, the meta step size of the θ0 update.
-        decay: d in [0, 1), the forgetting of the B and G statistics per closed task.
-        epsilon, zeta, power: the ε²/(t+1)^p and ζ²/(t+1)^p regularizers of B and G.
-        min_segment: labelled records a segment needs before its close updates the meta-state.
-        learn_rates: update B and G (ARUBA); ``False`` learns θ0 only.
-    """
-
-    enabled: bool = True
-    algorithm: Literal["reptile", "fomaml"] = "reptile"
-    step: float = 0.1
-    decay: float = 0.03
-    epsilon: float = 1e-3
-    zeta: float = 1e-3
-    power: float = 1.0
-    min_segment: int = 10
-    learn_rates: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 < self.step <= 1:
-            raise ValueError(f"step must be in (0, 1], got {self.step}")
-        if not 0 <= self.decay < 1:
-            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
-        for name in ("epsilon", "zeta", "power"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.min_segment < 1:
-            raise ValueError(f"min_segment must be >= 1, got {self.min_segment}")
 
 
 @dataclass

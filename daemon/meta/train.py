@@ -7,7 +7,7 @@ otherwise the configured drift detector cuts them, as it would online. Open segm
 at the end of each pass so that their tasks count too. The shadow baseline and hindsight fits
 are switched off: nobody reads them here.
 
->>> from daemon.records import Record
+>>> from adaptd.records import Record
 >>> recs = [Record(x=(float(i % 7),), y=2.0 * (i % 7) + (i // 50), task=i // 50) for i in range(200)]
 >>> state = meta_train(recs, model="linear", task="regression")
 >>> state.tasks
@@ -20,13 +20,11 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 
-from daemon.drift import DriftConfig
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.learner.config import LearnerConfig
-from daemon.learner.models import TaskKind
-from daemon.meta.state import MetaConfig, MetaState
-from daemon.records import Record
-from daemon.regret import RegretConfig
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.models import TaskKind
+from adaptd.meta.state import MetaState
+from adaptd.records import Record
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ def meta_train(
 def module_state(state: MetaState, model: str, task: TaskKind, config: LearnerConfig | None = None
                  ) -> dict:
     """The ``nn.Module`` ``state_dict`` of the model at θ0 (what users load into PyTorch)."""
-    from daemon.learner.models import build_family, load_flat
+    from adaptd.learner.models import build_family, load_flat
 
     cfg = config or LearnerConfig()
     family = build_family(model, task, int(state.model["n_features"]),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.learners import LEARNERS
-from benchmarks.report import PLOTS
-from benchmarks.streams import suite_streams
+from adaptd.bench.learners import LEARNERS
+from adaptd.bench.report import PLOTS
+from adaptd.bench.streams import suite_streams
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
-        [sys.executable, "-m", "daemon", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "adaptd", "bench", "--quick", "--out", str(out)],
         check=False,
         capture_output=True,
         text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.measures import (
+from adaptd.bench.measures import (
     detection,
     hindsight_losses,
     loss_by_bucket,
@@ -13,7 +13,7 @@ from benchmarks.measures import (
     recovery,
     structure,
 )
-from benchmarks.streams import StreamData, identity_basis
+from adaptd.bench.streams import StreamData, identity_basis
 
 
 def _stream(keys: list[str], tasks: list[int], X: np.ndarray | None = None,

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Sink, SinkMessage, Source, SourceRecord
-from connectors.registry import open_sink, open_source
-from daemon.records import encode
+from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.records import encode
 
 #: Known content: 25 record values, the first 20 of which are written with blank lines
 #: among them by line-oriented cases.
@@ -180,7 +180,7 @@ SYNTHETIC_URI = "synthetic:sinusoid?seed=7&n=40&keys=3"
 
 
 def _synthetic_source(ctx: CaseContext) -> SourceCase:
-    from connectors.synthetic import generate
+    from adaptd.connectors.synthetic import generate
 
     expected = [
         SourceRecord(partition=0, position=i, value=encode(record), key=record["key"].encode())
@@ -216,7 +216,7 @@ def _kafka_read(uri: str, count: int, timeout_s: float = 30.0) -> list[SourceRec
 
 
 def _kafka_source(ctx: CaseContext) -> SourceCase:
-    from connectors.kafka import ensure_topic, sink_options
+    from adaptd.connectors.kafka import ensure_topic, sink_options
 
     uri = _kafka_topic_uri(ctx)
     sink = open_sink(f"{uri}?partitions=1")

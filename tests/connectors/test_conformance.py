@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import pytest
 
-from connectors.base import SinkMessage, Source, SourceRecord
-from connectors.registry import available, connector, open_sink, open_source
-from daemon.errors import ConfigError, SinkError
+from adaptd.connectors.base import SinkMessage, Source, SourceRecord
+from adaptd.connectors.registry import available, connector, open_sink, open_source
+from adaptd.errors import ConfigError, SinkError
 from tests.connectors.conftest import CASES, RECORDS, CaseContext, SourceCase
 
 #: Timeout given to polls that are expected to come back empty.

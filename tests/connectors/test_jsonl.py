@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import SinkMessage
-from connectors.jsonl import READ_CHUNK_BYTES
-from connectors.registry import open_sink, open_source
-from daemon.errors import ConfigError, SinkError
+from adaptd.connectors.base import SinkMessage
+from adaptd.connectors.jsonl import READ_CHUNK_BYTES
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.errors import ConfigError, SinkError
 
 
 def values(records: list) -> list[bytes]:
@@ -82,7 +82,7 @@ def test_resuming_past_the_end_logs_and_ends(tmp_path: Path, caplog: pytest.LogC
     path.write_bytes(b"a\nb\n")
     source = open_source(f"jsonl:{path}")
     source.open({0: 10})
-    with caplog.at_level(logging.WARNING, logger="connectors.jsonl"):
+    with caplog.at_level(logging.WARNING, logger="adaptd.connectors.jsonl"):
         assert source.poll(10, 0.0) == []
     assert source.exhausted
     assert "only 2 lines" in caplog.text and "line 10" in caplog.text
@@ -149,7 +149,7 @@ def test_truncating_a_followed_file_is_logged_once(
     source.open({})
     assert values(source.poll(10, 0.0)) == [b"a", b"b"]
     path.write_bytes(b"")  # truncated in place, as `> file` does
-    with caplog.at_level(logging.WARNING, logger="connectors.jsonl"):
+    with caplog.at_level(logging.WARNING, logger="adaptd.connectors.jsonl"):
         assert source.poll(10, 0.0) == []
         assert source.poll(10, 0.0) == []
     assert caplog.text.count("shrank") == 1

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.base import SinkMessage
-from connectors.registry import open_sink, open_source
-from connectors.stdio import StdinSource, StdoutSink
-from daemon.errors import ConfigError, SinkError
+from adaptd.connectors.base import SinkMessage
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.connectors.stdio import StdinSource, StdoutSink
+from adaptd.errors import ConfigError, SinkError
 
 Pipe = tuple[io.BufferedReader, io.FileIO]
 

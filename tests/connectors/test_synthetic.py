@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from river.datasets.synth import FriedmanDrift
 
-from connectors.registry import open_source
-from connectors.synthetic import (
+from adaptd.connectors.registry import open_source
+from adaptd.connectors.synthetic import (
     BLOCK_RECORDS,
     STREAMS,
     LinearTasks,
@@ -23,7 +23,7 @@ from connectors.synthetic import (
     friedman_seed,
     generate,
 )
-from daemon.errors import ConfigError
+from adaptd.errors import ConfigError
 
 NAMES = sorted(STREAMS)
 #: Friedman's default drift positions depend on n; fixing them makes n a pure cut.

@@ -65,7 +65,7 @@ class RunningDaemon:
 
 def stream_records(uri: str) -> list[bytes]:
     """Every record of a finite source, as the bytes a producer would send."""
-    from connectors.registry import open_source
+    from adaptd.connectors.registry import open_source
 
     source = open_source(uri)
     source.open({})
@@ -106,7 +106,7 @@ def start_daemon(args: list[str], log_path: Path, cwd: Path) -> tuple[subprocess
     port = free_port()
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", *args, "--metrics-port", str(port)],
+        [sys.executable, "-m", "adaptd", "run", *args, "--metrics-port", str(port)],
         cwd=cwd, env=adaptd_env(), stdout=log_file, stderr=subprocess.STDOUT,
     )
     log_file.close()
@@ -149,7 +149,7 @@ def running_daemon(
     middle = len(values) // 2
     values = values[:middle] + list(MALFORMED) + values[middle:]
     fill_topic(kafka_broker, topic, values, partitions=2)
-    log_path = work / "adaptd.log"
+    log_path = work / "daemon.log"
     proc, url = start_daemon(
         ["--source", f"kafka://{kafka_broker}/{topic}?group=deploy-{topic}",
          "--state-dir", str(work / "state"),

@@ -144,7 +144,7 @@ def live_daemon(tmp_path: Path) -> Iterator[str]:
         target=write_paced, args=(records, stream_records(STREAM_URI), stop), daemon=True)
     proc, url = start_daemon(
         ["--source", f"jsonl:{records}", "--follow", "--state-dir", str(tmp_path / "state")],
-        tmp_path / "adaptd.log", cwd=tmp_path,
+        tmp_path / "daemon.log", cwd=tmp_path,
     )
     writer.start()
     try:

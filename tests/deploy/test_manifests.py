@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.config import load_settings
+from adaptd.config import load_settings
 from tests.deploy.conftest import DEPLOY, REPO, adaptd_env
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -36,7 +36,7 @@ URI_FLAGS = {"--source": "source", "--sink": "sink", "--dead-letter": "sink"}
 @functools.cache
 def cli_flags(command: str) -> frozenset[str]:
     """The long options ``adaptd COMMAND --help`` lists."""
-    result = subprocess.run([sys.executable, "-m", "daemon", command, "--help"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "adaptd", command, "--help"], cwd=REPO,
                             env=adaptd_env(), capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0, f"adaptd {command} --help failed:\n{result.stderr}"
@@ -72,19 +72,19 @@ def check_command(command: str, args: list[str]) -> dict[str, str | None]:
 
 def check_uri(uri: str, role: str) -> None:
     """Builds the source or sink options exactly as the daemon would (without connecting)."""
-    from connectors.base import parse_uri
+    from adaptd.connectors.base import parse_uri
 
     scheme = parse_uri(uri).scheme
     if scheme == "kafka":
-        from connectors.kafka import sink_options, source_options
+        from adaptd.connectors.kafka import sink_options, source_options
 
         (source_options if role == "source" else sink_options)(uri)
     elif role == "source":
-        from connectors.registry import open_source
+        from adaptd.connectors.registry import open_source
 
         open_source(uri)
     else:
-        from connectors.registry import connector
+        from adaptd.connectors.registry import connector
 
         connector(scheme)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.base import SinkMessage, SourceRecord
-from connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
-from daemon.checkpoint import CheckpointStore, Restored
+from adaptd.checkpoint import CheckpointStore, Restored
+from adaptd.connectors.base import SinkMessage, SourceRecord
+from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
 from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ class Daemon:
         self.log_path = tmp / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "daemon", "run", "--source", source,
+        cmd = [sys.executable, "-m", "adaptd", "run", "--source", source,
                "--state-dir", str(self.state_dir), "--metrics-port", str(self.port), *args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,

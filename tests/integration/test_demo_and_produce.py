@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def adaptd(*args: str, cwd: Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "daemon", *args], check=False, cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "adaptd", *args], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
-from daemon.broker import EmbeddedBroker, free_port
-from daemon.checkpoint import CheckpointStore
-from daemon.learner.adagrad import AdaGradLearner
-from daemon.metrics import Metrics
-from daemon.records import RecordDecoder
-from daemon.runner import ResilienceConfig, Runner
+from adaptd.broker import EmbeddedBroker, free_port
+from adaptd.checkpoint import CheckpointStore
+from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.learner.adagrad import AdaGradLearner
+from adaptd.metrics import Metrics
+from adaptd.records import RecordDecoder
+from adaptd.runner import Runner
+from adaptd.settings import ResilienceConfig
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import TcpProxy, make_records, produce, read_topic
 

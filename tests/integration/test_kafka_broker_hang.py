@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.broker import EmbeddedBroker
+from adaptd.broker import EmbeddedBroker
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import (
     FREQUENT_CHECKPOINTS,

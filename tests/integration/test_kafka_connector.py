@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import SinkMessage, SourceRecord
-from connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
-from daemon.broker import EmbeddedBroker, free_port
-from daemon.errors import UnavailableError
+from adaptd.broker import EmbeddedBroker, free_port
+from adaptd.connectors.base import SinkMessage, SourceRecord
+from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.errors import UnavailableError
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import TcpProxy, read_topic
 

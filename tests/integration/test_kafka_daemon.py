@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.broker import EmbeddedBroker, free_port
+from adaptd.broker import EmbeddedBroker, free_port
 from tests.helpers import scrape, wait_for
 from tests.integration.kafka_harness import (
     FAST_GROUP,

@@ -7,8 +7,8 @@ from typing import Literal
 
 import pytest
 
-from connectors.base import convert, parse_options, parse_uri
-from daemon.errors import ConfigError
+from adaptd.connectors.base import convert, parse_options, parse_uri
+from adaptd.errors import ConfigError
 
 
 def test_parse_uri_splits_scheme_target_and_query() -> None:

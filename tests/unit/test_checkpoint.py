@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.checkpoint import FORMAT_VERSION, CheckpointStore, PartitionState
+from adaptd.checkpoint import FORMAT_VERSION, CheckpointStore, PartitionState
 
 
 def state(position: int, tag: str) -> PartitionState:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.checkpoint import CheckpointStore
+from adaptd.checkpoint import CheckpointStore
 from tests.helpers import free_port, http_get, scrape, wait_for
 
-ADAPTD = [sys.executable, "-m", "daemon"]
+ADAPTD = [sys.executable, "-m", "adaptd"]
 
 
 def adaptd(*args: str, cwd: Path, timeout_s: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
@@ -97,7 +97,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
 
 STUCK_DAEMON = """
 import sys, time
-from daemon.service import stop_on_signals
+from adaptd.service import stop_on_signals
 # A daemon whose clean stop never finishes (a sink that hangs, say): it ignores the stop request.
 with stop_on_signals(lambda: None):
     print("ready", flush=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_settings
-from daemon.errors import ConfigError
+from adaptd.config import load_settings
+from adaptd.errors import ConfigError
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from river import drift as river_drift
 
-from daemon.drift import DriftConfig, NullBank, PageHinkleyBank, RiverBank, build_bank
+from adaptd.drift import NullBank, PageHinkleyBank, RiverBank, build_bank
+from adaptd.settings import DriftConfig
 
 
 def stream(seed: int, n: int = 1200, change_at: int = 600) -> np.ndarray:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from connectors.registry import open_sink, open_source
-from daemon.checkpoint import CheckpointStore
-from daemon.config import load_settings
-from daemon.learner import build_learner
-from daemon.metrics import Metrics
-from daemon.records import RecordDecoder
-from daemon.runner import Runner
+from adaptd.checkpoint import CheckpointStore
+from adaptd.config import load_settings
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.learner import build_learner
+from adaptd.metrics import Metrics
+from adaptd.records import RecordDecoder
+from adaptd.runner import Runner
 
 
 def write_stream(path: Path, n: int, seed: int = 3) -> None:

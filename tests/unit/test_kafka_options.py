@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.kafka import source_options
-from daemon.errors import ConfigError
+from adaptd.connectors.kafka import source_options
+from adaptd.errors import ConfigError
 
 
 @pytest.mark.parametrize(("uri", "message"), [

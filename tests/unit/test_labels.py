@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.labels import LabelsConfig, PendingLabels
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.records import Record
+from adaptd.labels import PendingLabels
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.records import Record
+from adaptd.settings import LabelsConfig
 
 
 class Clock:

@@ -10,15 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from daemon.config import load_settings
-from daemon.drift import DriftConfig
-from daemon.learner import build_learner
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.learner.config import LearnerConfig
-from daemon.learner.models import AutogradFamily, LinearFamily, MLPFamily, flatten_module, load_flat
-from daemon.meta.state import MetaConfig, MetaState
-from daemon.records import Record
-from daemon.regret import RegretConfig
+from adaptd.config import load_settings
+from adaptd.learner import build_learner
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.models import AutogradFamily, LinearFamily, MLPFamily, flatten_module, load_flat
+from adaptd.meta.state import MetaState
+from adaptd.records import Record
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 NO_REGRET = RegretConfig(baseline=False, hindsight=False)
 
@@ -287,7 +285,7 @@ def test_summary_exposes_comparators():
 def test_samples_to_recover_reaches_prometheus():
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from daemon.metrics import Metrics
+    from adaptd.metrics import Metrics
 
     registry = CollectorRegistry()
     metrics = Metrics(registry)

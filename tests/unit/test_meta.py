@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.meta.state import MetaConfig, MetaState, average, load, save
-from daemon.records import Record
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.meta.state import MetaState, average, load, save
+from adaptd.records import Record
+from adaptd.settings import MetaConfig
 
 
 def state() -> MetaState:

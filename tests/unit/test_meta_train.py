@@ -7,12 +7,12 @@ import json
 import numpy as np
 import torch
 
-from daemon.cli import main
-from daemon.config import load_settings
-from daemon.learner import build_learner
-from daemon.meta.state import load
-from daemon.meta.train import meta_train
-from daemon.records import Record
+from adaptd.cli import main
+from adaptd.config import load_settings
+from adaptd.learner import build_learner
+from adaptd.meta.state import load
+from adaptd.meta.train import meta_train
+from adaptd.records import Record
 
 
 def sinusoid_records(seed: int, tasks: int, per_task: int = 40) -> list[dict]:
@@ -50,8 +50,8 @@ def test_meta_init_adapts_faster_than_random_init():
     test = [Record(x=tuple(r["x"]), y=r["y"], task=r["task"]) for r in sinusoid_records(2, 10)]
 
     def first_losses(meta_state):
-        from daemon.drift import DriftConfig
-        from daemon.learner.adaptive import AdaptiveLearner
+        from adaptd.drift import DriftConfig
+        from adaptd.learner.adaptive import AdaptiveLearner
         learner = AdaptiveLearner("mlp", "regression", drift=DriftConfig(detector="oracle"),
                                   meta_state=meta_state)
         out = learner.process_many(test)

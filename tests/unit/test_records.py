@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from daemon.errors import RecordError
-from daemon.records import REASONS, Record, RecordDecoder, encode
+from adaptd.errors import RecordError
+from adaptd.records import REASONS, Record, RecordDecoder, encode
 
 
 def reason(raw: bytes, decoder: RecordDecoder | None = None) -> str:

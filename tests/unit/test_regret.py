@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.drift import DriftConfig
-from daemon.learner.adaptive import AdaptiveLearner
-from daemon.learner.config import LearnerConfig
-from daemon.learner.models import LinearFamily, MLPFamily, initial_parameters, pointwise_loss
-from daemon.meta.state import MetaConfig
-from daemon.records import Record
-from daemon.regret import RegretConfig, hindsight_loss
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.models import LinearFamily, MLPFamily, initial_parameters, pointwise_loss
+from adaptd.records import Record
+from adaptd.regret import hindsight_loss
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 
 def test_linear_hindsight_is_least_squares():

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from connectors.registry import open_sink, open_source
-from daemon.checkpoint import CheckpointStore
-from daemon.http import MetricsServer
-from daemon.learner.adagrad import AdaGradLearner
-from daemon.metrics import Metrics
-from daemon.records import RecordDecoder
-from daemon.runner import Runner
+from adaptd.checkpoint import CheckpointStore
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.http import MetricsServer
+from adaptd.learner.adagrad import AdaGradLearner
+from adaptd.metrics import Metrics
+from adaptd.records import RecordDecoder
+from adaptd.runner import Runner
 from tests.helpers import http_get, scrape
 
 GOOD = [json.dumps({"id": f"r{i}", "key": "a" if i % 2 else "b", "x": [i / 10, 1.0], "y": i / 5})

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from connectors.base import SourceRecord
-from connectors.registry import open_sink, open_source
-from daemon.checkpoint import CheckpointStore
-from daemon.learner.adagrad import AdaGradLearner
-from daemon.metrics import Metrics
-from daemon.records import RecordDecoder
-from daemon.runner import Runner
+from adaptd.checkpoint import CheckpointStore
+from adaptd.connectors.base import SourceRecord
+from adaptd.connectors.registry import open_sink, open_source
+from adaptd.learner.adagrad import AdaGradLearner
+from adaptd.metrics import Metrics
+from adaptd.records import RecordDecoder
+from adaptd.runner import Runner
 
 
 def record(partition: int, position: int, key: str) -> SourceRecord:

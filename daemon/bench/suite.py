@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from benchmarks.learners import LearnerSpec, learner_specs
-from benchmarks.measures import Scores, hindsight_losses, score, structure
-from benchmarks.streams import Stream, StreamData, suite_streams
+from adaptd.bench.learners import LearnerSpec, learner_specs
+from adaptd.bench.measures import Scores, hindsight_losses, score, structure
+from adaptd.bench.streams import Stream, StreamData, suite_streams
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def run_suite(
     progress_out: TextIO | None = None,
 ) -> SuiteResult:
     """Run the suite; ``workdir`` receives the meta-state files. Blocks until done."""
-    from benchmarks.meta import meta_train_stream
+    from adaptd.bench.meta import meta_train_stream
 
     started = time.perf_counter()
     specs = learner_specs(learner_names)

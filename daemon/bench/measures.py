@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.streams import Basis, StreamData
-from daemon.records import TaskKind
+from adaptd.bench.streams import Basis, StreamData
+from adaptd.records import TaskKind
 
 PROB_CLIP = 1e-6
 RECOVERY_WINDOW = 5

@@ -1,9 +1,9 @@
 """Meta-training adaptd on a stream's held-out data before the stream is evaluated.
 
-The meta-state is learned by :func:`daemon.meta.train.meta_train`, the function behind
+The meta-state is learned by :func:`adaptd.meta.train.meta_train`, the function behind
 ``adaptd meta-train``: segments follow the records' true ``task`` when they carry one and the
 drift detector otherwise (the real stream), and the meta-state is saved with
-:func:`daemon.meta.state.save` for ``--meta FILE``. Each held-out stream's keys are prefixed,
+:func:`adaptd.meta.state.save` for ``--meta FILE``. Each held-out stream's keys are prefixed,
 so that task states never carry over from one stream to the next while the meta-state does.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from benchmarks.learners import BATCH_SIZE, adaptd_flags
-from benchmarks.streams import Stream, StreamData
+from adaptd.bench.learners import BATCH_SIZE, adaptd_flags
+from adaptd.bench.streams import Stream, StreamData
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,9 @@ def meta_train_stream(stream: Stream, data: list[StreamData], workdir: Path) -> 
     """
     from dataclasses import replace
 
-    from daemon.config import load_settings
-    from daemon.meta.state import save
-    from daemon.meta.train import meta_train
+    from adaptd.config import load_settings
+    from adaptd.meta.state import save
+    from adaptd.meta.train import meta_train
 
     settings = load_settings(environ={}, flags=adaptd_flags("adaptd", stream, None))
     records = [replace(r, key=f"meta{i}/{r.key}") for i, d in enumerate(data) for r in d.records]

@@ -1,7 +1,7 @@
 """Every benchmarked learner behind one interface: run a stream test-then-train, time it.
 
 adaptd's four variants are built from settings alone, exactly as ``adaptd run`` would build
-them (:func:`daemon.learner.build_learner`), and driven through ``process_many`` in batches of
+them (:func:`adaptd.learner.build_learner`), and driven through ``process_many`` in batches of
 the runner's default size. Peers are river's linear model, adaptive random forest and Hoeffding
 adaptive tree, and Vowpal Wabbit with its default (adaptive, normalized, invariant) updates.
 Peers keep one model per record key, as adaptd keeps one task state per key.
@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from benchmarks.streams import Stream, StreamData
-from daemon.records import TaskKind
+from adaptd.bench.streams import Stream, StreamData
+from adaptd.records import TaskKind
 
 #: The runner's default batch size: adaptd sees the stream in batches like in production.
 BATCH_SIZE = 256
@@ -70,7 +70,7 @@ class LearnerSpec:
 
 
 #: Settings (dotted keys, as flags) of each adaptd variant on top of the stream's model/task,
-#: as documented in :class:`daemon.learner.config.LearnerConfig`. The two AdaGrad variants get
+#: as documented in :class:`adaptd.learner.config.LearnerConfig`. The two AdaGrad variants get
 #: no meta-state file, so they start (and the reset one restarts) from the random init.
 ADAPTD_VARIANTS: Mapping[str, Mapping[str, Any]] = {
     "adaptd": {},
@@ -81,7 +81,7 @@ ADAPTD_VARIANTS: Mapping[str, Mapping[str, Any]] = {
 
 
 class AdaptdLearner:
-    """One of adaptd's variants, built from settings by :func:`daemon.learner.build_learner`.
+    """One of adaptd's variants, built from settings by :func:`adaptd.learner.build_learner`.
 
     ``reports_alarms`` is false for the variants whose alarms say nothing about detection
     (no detector, or the oracle, whose alarms are the true change points).
@@ -92,8 +92,8 @@ class AdaptdLearner:
         self.reports_alarms = reports_alarms
 
     def run(self, data: StreamData) -> Trace:
-        from daemon.config import load_settings
-        from daemon.learner import build_learner
+        from adaptd.config import load_settings
+        from adaptd.learner import build_learner
 
         learner = build_learner(load_settings(environ={}, flags=self.flags))
         records = data.records

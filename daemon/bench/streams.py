@@ -3,7 +3,7 @@
 Each :class:`Stream` names a family and its options, the model adaptd runs on it, the
 comparator class of the hindsight fit, and how to build an evaluation stream for a seed and a
 meta-training stream from held-out data (other seeds, or for the real stream an earlier
-period). Synthetic families come from :func:`connectors.synthetic.generate`; the
+period). Synthetic families come from :func:`adaptd.connectors.synthetic.generate`; the
 classification stream is river's SEA generator switched between its four concepts (abrupt,
 recurring); the real stream is river's offline copy of daily S&P 500 returns
 (``river/datasets/sp500.csv.gz``, shipped inside the river wheel: nothing is downloaded).
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.records import Record, TaskKind
+from adaptd.records import Record, TaskKind
 
 #: Seeds the evaluation streams use; meta-training uses ``META_SEED_OFFSET + i`` instead, so
 #: adaptd never meta-trains on a stream it is scored on.
@@ -129,7 +129,7 @@ class Stream:
 def _synthetic(name: str) -> Callable[..., Iterator[dict[str, Any]]]:
     def make(seed: int, n: int, meta: bool, **options: Any) -> Iterator[dict[str, Any]]:
         # Imported here so that listing the suite does not need the connector's dependencies.
-        from connectors.synthetic import generate
+        from adaptd.connectors.synthetic import generate
 
         # FriedmanDrift's drift points are spread over ``n`` by the connector.
         return generate(name, seed=seed, n=n, **options)

@@ -15,16 +15,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from benchmarks.learners import REFERENCE_LEARNER
-from benchmarks.measures import (
+from adaptd.bench.learners import REFERENCE_LEARNER
+from adaptd.bench.measures import (
     PROB_CLIP,
     RECOVERY_FACTOR,
     RECOVERY_WINDOW,
     SINCE_CHANGE_EDGES,
     Scores,
 )
-from benchmarks.measures import __doc__ as MEASURES_DOC
-from benchmarks.suite import SuiteResult
+from adaptd.bench.measures import __doc__ as MEASURES_DOC
+from adaptd.bench.suite import SuiteResult
 
 ADAPTD = "adaptd"
 PLOTS = {

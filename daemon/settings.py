@@ -1,0 +1,333 @@
+"""The settings: plain dataclasses, one per ``[section]``, and the top-level run settings.
+
+Each section's ``__post_init__`` validates its own values and raises ``ValueError`` naming the
+field; :class:`Settings` checks what spans sections (``regret.baseline_window`` against
+``learner.window``, the model against the task). :mod:`adaptd.config` turns those errors into
+one-line configuration errors naming the key and where it came from. This module imports
+nothing but the standard library, so reading settings costs nothing (no torch, no NumPy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DetectorName = Literal["page_hinkley", "adwin", "kswin", "oracle", "none"]
+TaskKind = Literal["regression", "classification"]
+
+
+@dataclass
+class LearnerConfig:
+    """Model shape, inner step rule and per-key state bounds of the learner.
+
+    The inner step on each labelled record, on the key's support window W (the last
+    ``window`` labelled records of its current segment), is ARUBA++'s
+    ``g = ∇L(θ; W);  A += c·g²;  θ −= α·sqrt(B/A) ⊙ g`` (see :mod:`adaptd.meta.state`).
+
+    The benchmark variants are built from config alone:
+
+    - adaptd: defaults (``meta.enabled = true``, ``drift.detector = "page_hinkley"``) plus
+      ``--meta FILE`` from ``adaptd meta-train``.
+    - oracle change points: ``drift.detector = "oracle"`` (segments by the records' ``task``).
+    - plain AdaGrad never reset: ``drift.detector = "none"``, ``meta.enabled = false``.
+    - plain AdaGrad reset at each detected drift to its random init:
+      ``meta.enabled = false`` (and no ``--meta`` file).
+
+    Args:
+        lr: AdaGrad's step size; ``B = lr²`` before any meta-learning and for the baseline.
+        eps: initial value of the accumulators A before any meta-learning.
+        c: the weight of g² in ``A += c·g²`` (and ``A₀ = G/c`` at a task's start).
+        window: support-window length k.
+        hidden: hidden-layer widths of the ``mlp`` model.
+        activation: ``tanh`` or ``relu`` for the ``mlp`` hidden units.
+        init_seed: seed of the random initialization (when no meta-state file is given).
+        hypergradient: adapt a global step multiplier α online (Baydin et al. 2018, "Online
+            Learning Rate Adaptation with Hypergradient Descent", ICLR).
+        hypergradient_lr: the hypergradient step size β_h.
+        max_keys: most keys with live task state; the least recently seen are evicted beyond.
+            Each live key holds two rows (its own and the shadow baseline's) of about
+            ``8·(4P + k·(d+3) + buffer·(d+2))`` bytes: P parameters, k = ``window``, d features,
+            ``regret.buffer`` hindsight records (about 25 kB for logistic d = 10, 120 kB for
+            the 1-40-40-1 MLP).
+        idle_evict_s: a key unseen this long is evicted by :meth:`evict_idle`.
+        kernel: use the compiled per-record kernel (:mod:`adaptd.learner.kernel`) where it
+            applies (linear/logistic, Page-Hinkley/oracle/none, no hypergradient); same results
+            as the batched NumPy path, much less overhead per record.
+    """
+
+    lr: float = 0.1
+    eps: float = 1e-6
+    c: float = 1.0
+    window: int = 10
+    hidden: list[int] = field(default_factory=lambda: [40, 40])
+    activation: Literal["tanh", "relu"] = "tanh"
+    init_seed: int = 0
+    hypergradient: bool = False
+    hypergradient_lr: float = 1e-3
+    max_keys: int = 10_000
+    idle_evict_s: float = 3600.0
+    kernel: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "eps", "c", "hypergradient_lr", "idle_evict_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a non-empty list of widths >= 1, got {self.hidden}")
+        if self.max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {self.max_keys}")
+
+
+@dataclass
+class DriftConfig:
+    """The ``[drift]`` settings section.
+
+    Args:
+        detector: ``page_hinkley`` (default), ``adwin``, ``kswin``, ``oracle`` (segment by the
+            records' ``task`` field) or ``none`` (never reset: the plain-AdaGrad variant).
+        warmup: losses at the start of each segment that the detector does not see.
+        carry: most recent support-window records carried into the new segment on an alarm
+            (they arrived after the change the alarm is late for); the new task takes one
+            step on them at once.
+        ph_threshold: Page-Hinkley's λ, in units of the (relative or raw) loss. Unset: 20 in
+            relative mode, 50 (river's default) in raw mode. Measured (benchmark tuning seed
+            11, 15k records): relative 20 against raw 10 gives sinusoid MSE 0.309 / 0.318,
+            linear-tasks 1.50 / 2.16, friedman 5.84 / 5.98 with 83 / 574 alarms; on a
+            stationary logistic stream raw 50 gives 1-2 false alarms per 20k records, raw 10
+            61-252, relative 20 60-67.
+        ph_delta: Page-Hinkley's δ, the tolerated drift of the mean.
+        ph_alpha: Page-Hinkley's forgetting factor.
+        ph_min_instances: losses the Page-Hinkley test sees before it may alarm.
+        ph_mode: ``up`` (alarm on a loss increase; default), ``down`` or ``both``.
+        ph_relative: test each loss divided by the mean of the losses the detector saw before
+            it in this segment, so λ and δ are in multiples of the key's own loss level and
+            one setting fits any loss scale. ``false`` is river's test on raw losses. Unset:
+            relative for regression (squared error has the scale of y², unknown in advance),
+            raw for classification (log loss has a known scale, and its heavy tail — a
+            confident mistake costs hundreds of times the mean — makes ratios noisy).
+        adwin_delta: ADWIN's confidence.
+        kswin_alpha, kswin_window_size, kswin_stat_size: KSWIN's parameters.
+        seed: seed of the KSWIN samplers.
+    """
+
+    detector: DetectorName = "page_hinkley"
+    warmup: int = 10
+    carry: int = 0
+    ph_threshold: float | None = None
+    ph_delta: float = 0.005
+    ph_alpha: float = 1 - 0.0001
+    ph_min_instances: int = 10
+    ph_mode: Literal["up", "down", "both"] = "up"
+    ph_relative: bool | None = None
+    adwin_delta: float = 0.002
+    kswin_alpha: float = 0.005
+    kswin_window_size: int = 100
+    kswin_stat_size: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.carry < 0:
+            raise ValueError(f"carry must be >= 0, got {self.carry}")
+        if self.ph_threshold is not None and not self.ph_threshold > 0:
+            raise ValueError(f"ph_threshold must be > 0, got {self.ph_threshold}")
+        if self.ph_delta < 0:
+            raise ValueError(f"ph_delta must be >= 0, got {self.ph_delta}")
+        if not 0 < self.ph_alpha <= 1:
+            raise ValueError(f"ph_alpha must be in (0, 1], got {self.ph_alpha}")
+        if self.ph_min_instances < 1:
+            raise ValueError(f"ph_min_instances must be >= 1, got {self.ph_min_instances}")
+        if not 0 < self.adwin_delta < 1:
+            raise ValueError(f"adwin_delta must be in (0, 1), got {self.adwin_delta}")
+        if not 0 < self.kswin_alpha < 1:
+            raise ValueError(f"kswin_alpha must be in (0, 1), got {self.kswin_alpha}")
+        if not 0 < self.kswin_stat_size < self.kswin_window_size:
+            raise ValueError(
+                f"kswin_stat_size must be in (0, kswin_window_size={self.kswin_window_size}), "
+                f"got {self.kswin_stat_size}"
+            )
+
+
+@dataclass
+class MetaConfig:
+    """The ``[meta]`` settings section.
+
+    Args:
+        enabled: meta-learn online (θ0, B, G move as segments close). ``False`` keeps the
+            initial state for ever: with no ``--meta`` file that is plain AdaGrad from a fixed
+            random init, reset to that init at each drift (benchmark variant "AdaGrad reset").
+        algorithm: ``reptile`` (default) or ``fomaml`` for the θ0 update.
+        step: β, the meta step size of the θ0 update.
+        decay: d in [0, 1), the forgetting of the B and G statistics per closed task.
+        epsilon, zeta, power: the ε²/(t+1)^p and ζ²/(t+1)^p regularizers of B and G.
+        min_segment: labelled records a segment needs before its close updates the meta-state.
+        learn_rates: update B and G (ARUBA); ``False`` learns θ0 only.
+    """
+
+    enabled: bool = True
+    algorithm: Literal["reptile", "fomaml"] = "reptile"
+    step: float = 0.1
+    decay: float = 0.03
+    epsilon: float = 1e-3
+    zeta: float = 1e-3
+    power: float = 1.0
+    min_segment: int = 10
+    learn_rates: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step <= 1:
+            raise ValueError(f"step must be in (0, 1], got {self.step}")
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+        for name in ("epsilon", "zeta", "power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_segment < 1:
+            raise ValueError(f"min_segment must be >= 1, got {self.min_segment}")
+
+
+@dataclass
+class RegretConfig:
+    """The ``[regret]`` settings section.
+
+    Args:
+        baseline: run the shadow baseline (costs one more row per step).
+        baseline_window: records in the baseline's gradient. 1 (default) is textbook AdaGrad
+            (Duchi, Hazan, Singer 2011) on each record's own gradient; ``learner.window``
+            makes it the engine with resets and meta-learning switched off (the benchmarks'
+            "AdaGrad never reset" variant).
+        hindsight: fit the hindsight comparator on each closed segment.
+        buffer: records of a segment kept for the hindsight fit (the most recent ones); they
+            are part of each key's checkpointed state, so this bounds checkpoint size too.
+        hindsight_steps: Newton steps of the classification fit (AdaGrad steps for user modules).
+        hindsight_lr: AdaGrad step size of the user-module fit.
+    """
+
+    baseline: bool = True
+    baseline_window: int = 1
+    hindsight: bool = True
+    buffer: int = 200
+    hindsight_steps: int = 20
+    hindsight_lr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.baseline_window < 1:
+            raise ValueError(f"baseline_window must be >= 1, got {self.baseline_window}")
+        if self.buffer < 1:
+            raise ValueError(f"buffer must be >= 1, got {self.buffer}")
+        if self.hindsight_steps < 0:
+            raise ValueError(f"hindsight_steps must be >= 0, got {self.hindsight_steps}")
+        if not self.hindsight_lr > 0:
+            raise ValueError(f"hindsight_lr must be > 0, got {self.hindsight_lr}")
+
+
+@dataclass
+class LabelsConfig:
+    """The ``[labels]`` settings section.
+
+    Args:
+        ttl_s: seconds a prediction waits for its delayed label.
+        capacity: most predictions waiting at once; beyond it the oldest is dropped.
+    """
+
+    ttl_s: float = 3600.0
+    capacity: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not self.ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {self.ttl_s}")
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+
+
+@dataclass
+class CheckpointConfig:
+    """The ``[checkpoint]`` settings section.
+
+    Args:
+        keep: generations kept per partition, so a corrupt newest one has good ones behind it.
+    """
+
+    keep: int = 3
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1, got {self.keep}")
+
+
+@dataclass
+class ResilienceConfig:
+    """The ``[resilience]`` settings section: how the runner rides out faults.
+
+    Args:
+        retry_backoff_initial_s: first wait after the source became unavailable; doubles on
+            each failed retry up to ``retry_backoff_max_s``.
+        retry_backoff_max_s: longest wait between retries.
+        sink_backlog_limit: unacknowledged sink messages above which the source is paused; it
+            resumes below half of it.
+    """
+
+    retry_backoff_initial_s: float = 0.2
+    retry_backoff_max_s: float = 5.0
+    sink_backlog_limit: int = 50_000
+
+    def __post_init__(self) -> None:
+        if not self.retry_backoff_initial_s > 0:
+            raise ValueError(
+                f"retry_backoff_initial_s must be > 0, got {self.retry_backoff_initial_s}")
+        if self.retry_backoff_max_s < self.retry_backoff_initial_s:
+            raise ValueError(
+                f"retry_backoff_max_s must be >= retry_backoff_initial_s, "
+                f"got {self.retry_backoff_max_s}")
+        if self.sink_backlog_limit < 1:
+            raise ValueError(f"sink_backlog_limit must be >= 1, got {self.sink_backlog_limit}")
+
+
+@dataclass
+class Settings:
+    """Everything the daemon can be told. Top-level fields are the ``run`` flags."""
+
+    source: str | None = None
+    sink: str | None = None
+    dead_letter: str | None = None
+    state_dir: str = "adaptd-state"
+    metrics_port: int | None = 9464
+    metrics_host: str = "127.0.0.1"
+    model: Literal["linear", "logistic", "mlp"] = "linear"
+    task: Literal["regression", "classification"] = "regression"
+    meta: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    n_features: int | None = None
+    max_record_bytes: int = 1 << 20
+    batch_size: int = 256
+    poll_timeout_s: float = 0.2
+    checkpoint_every_records: int = 10_000
+    checkpoint_interval_s: float = 30.0
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    meta_learning: MetaConfig = field(default_factory=MetaConfig)
+    regret: RegretConfig = field(default_factory=RegretConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+
+    def __post_init__(self) -> None:
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
+        if self.n_features is not None and self.n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        for name in ("max_record_bytes", "batch_size", "checkpoint_every_records"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("poll_timeout_s", "checkpoint_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.model == "logistic" and self.task != "classification":
+            raise ValueError("model=logistic needs task=classification")
+        if self.regret.baseline_window > self.learner.window:
+            raise ValueError(
+                f"regret.baseline_window must be <= learner.window "
+                f"({self.learner.window}), got {self.regret.baseline_window}")
