@@ -1,7 +1,7 @@
 """Task states of keys evicted from memory, kept on disk by partition until the key returns.
 
 Live task state is bounded by ``learner.max_keys`` and ``learner.idle_evict_s``; what the learner
-lets go is written here, one file per key under ``STATE_DIR/evicted/p<PARTITION>/``, and read
+lets go is written here (checksummed, as checkpoint files are), one file per key under ``STATE_DIR/evicted/p<PARTITION>/``, and read
 back when a record of that key arrives again. The runner evicts only right after a checkpoint,
 so an evicted state always equals the state that checkpoint holds for its key: a restart from
 that checkpoint, or from a later one that no longer lists the key, finds the same state either
@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adaptd.checkpoint import fsync_dir, write_pickle
+from adaptd.checkpoint import CheckpointError, fsync_dir, read_file, write_file
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class EvictedKeys:
         for key, state in states.items():
             name = _file_name(key)
             tmp = folder / f".{name}.tmp"
-            write_pickle(tmp, {"key": key, "state": state})
+            write_file(tmp, {"key": key, "state": state})
             os.replace(tmp, folder / name)
             names.add(name)
         fsync_dir(folder)
@@ -72,11 +71,9 @@ class EvictedKeys:
             return None
         path = self._dir(partition) / name
         try:
-            with open(path, "rb") as fh:
-                saved = pickle.load(fh)
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            log.error("evicted state of a key in %s is unreadable (%s): the key starts afresh",
-                      path, exc)
+            saved = read_file(path)
+        except CheckpointError as exc:
+            log.error("evicted key state unusable, the key starts afresh: %s", exc)
             return None
         if saved.get("key") != key:  # a hash collision: not this key's state
             return None
