@@ -15,7 +15,7 @@ from adaptd.connectors.registry import open_sink, open_source
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
-from adaptd.runner import Runner
+from adaptd.runner import Runner, RunnerConfig
 
 
 def write_stream(path: Path, n: int, seed: int = 3) -> None:
@@ -39,9 +39,7 @@ def run(state_dir: Path, source: Path, idle_evict_s: float) -> tuple[Runner, lis
         metrics=Metrics(CollectorRegistry()),
         store=CheckpointStore(state_dir / "state"),
         sink=open_sink(f"jsonl:{out}"),
-        batch_size=7,
-        poll_timeout_s=0.01,
-        checkpoint_every_records=20,
+        config=RunnerConfig(batch_size=7, poll_timeout_s=0.01, checkpoint_every_records=20),
     )
     runner.run()
     return runner, [json.loads(line) for line in out.read_text().splitlines()]
