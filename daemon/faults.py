@@ -89,8 +89,9 @@ class Faults:
     def _back_off(self) -> None:
         """Wait the current backoff (cut short by a stop request), then double it."""
         deadline = self.clock() + self._backoff_s
-        while not self.stopping() and self.clock() < deadline:
-            self.sleep(min(0.1, self._backoff_s))
+        # Short sleeps, so that a stop request is honoured within 0.1 s.
+        while not self.stopping() and (left_s := deadline - self.clock()) > 0:
+            self.sleep(min(0.1, left_s))
         self._backoff_s = min(self._backoff_s * 2, self.config.retry_backoff_max_s)
 
     # -- the sinks ---------------------------------------------------------------------

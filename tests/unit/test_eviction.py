@@ -7,15 +7,8 @@ import json
 import random
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from adaptd.checkpoint import CheckpointStore
-from adaptd.config import load_settings
-from adaptd.connectors.registry import open_sink, open_source
-from adaptd.learner import build_learner
-from adaptd.metrics import Metrics
-from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig
+from tests.unit.file_runs import file_runner
 
 
 def write_stream(path: Path, n: int, seed: int = 3) -> None:
@@ -30,18 +23,10 @@ def write_stream(path: Path, n: int, seed: int = 3) -> None:
 
 
 def run(state_dir: Path, source: Path, idle_evict_s: float) -> tuple[Runner, list[dict]]:
-    settings = load_settings(environ={}, flags={"learner.idle_evict_s": idle_evict_s})
-    out = state_dir / "predictions.jsonl"
-    runner = Runner(
-        source=open_source(f"jsonl:{source}"),
-        learner=build_learner(settings),
-        decoder=RecordDecoder(),
-        metrics=Metrics(CollectorRegistry()),
-        store=CheckpointStore(state_dir / "state"),
-        sink=open_sink(f"jsonl:{out}"),
-        config=RunnerConfig(batch_size=7, poll_timeout_s=0.01, checkpoint_every_records=20),
-    )
+    config = RunnerConfig(batch_size=7, poll_timeout_s=0.01, checkpoint_every_records=20)
+    runner = file_runner(state_dir, source, config, **{"learner.idle_evict_s": idle_evict_s})
     runner.run()
+    out = state_dir / "predictions.jsonl"
     return runner, [json.loads(line) for line in out.read_text().splitlines()]
 
 

@@ -11,16 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from adaptd.checkpoint import CheckpointStore
-from adaptd.config import load_settings
-from adaptd.connectors.registry import open_sink, open_source
-from adaptd.learner import build_learner
-from adaptd.metrics import Metrics
-from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig
 from tests.integration.kafka_harness import assert_same_state
+from tests.unit.file_runs import file_runner
 
 
 def write_stream(path: Path, n: int, seed: int) -> None:
@@ -37,16 +32,8 @@ def write_stream(path: Path, n: int, seed: int) -> None:
 
 
 def make_runner(root: Path, source: Path) -> Runner:
-    settings = load_settings(environ={}, flags={})
-    return Runner(
-        source=open_source(f"jsonl:{source}"),
-        learner=build_learner(settings),
-        decoder=RecordDecoder(),
-        metrics=Metrics(CollectorRegistry()),
-        store=CheckpointStore(root / "state"),
-        sink=open_sink(f"jsonl:{root / 'predictions.jsonl'}"),
-        config=RunnerConfig(batch_size=16, poll_timeout_s=0.01, checkpoint_every_records=50),
-    )
+    config = RunnerConfig(batch_size=16, poll_timeout_s=0.01, checkpoint_every_records=50)
+    return file_runner(root, source, config)
 
 
 def flip_a_byte(path: Path) -> None:
@@ -93,3 +80,18 @@ def test_a_damaged_partition_file_restarts_from_the_previous_generation_whole(
     theirs = (reference_root / "predictions.jsonl").read_text().splitlines()
     assert ours == theirs
     assert newest > previous
+
+
+def test_partition_files_hold_their_keys_and_the_shared_file_the_rest(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 120, seed=1)
+    runner = make_runner(tmp_path, source)
+    runner.run()
+    restored = CheckpointStore(tmp_path / "state").load()
+    assert set(restored.partitions[0].learner) == {"keys", "labels"}
+    assert sorted(restored.partitions[0].learner["keys"]) == list("abcd")
+    assert restored.shared is not None
+    shared = restored.shared["learner"]
+    assert "keys" not in shared and shared["labels"]["entries"] == []
+    assert shared["meta"] is not None and shared["totals"]
+    assert restored.shared["decoder"] == {"n_features": 3, "feature_names": None}
