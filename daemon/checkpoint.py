@@ -68,12 +68,14 @@ class PartitionState:
     """One partition in a checkpoint: where to resume, which keys live there, their state.
 
     ``learner`` holds only what belongs to the partition (its keys' task states and pending
-    labels); the state all keys share is in the generation's shared file.
+    labels); the state all keys share is in the generation's shared file. ``generation`` is
+    the one it was loaded from (None when it is being saved).
     """
 
     position: int
     keys: list[str] = field(default_factory=list)
     learner: dict[str, Any] = field(default_factory=dict)
+    generation: int | None = None
 
 
 @dataclass
@@ -159,7 +161,8 @@ class CheckpointStore:
     def __init__(self, state_dir: str | os.PathLike[str], keep: int = 3) -> None:
         self.state_dir = Path(state_dir)
         self.keep = keep
-        self._last_generation = 0
+        #: The generation this writer saved last (0 before its first save).
+        self.last_generation = 0
         self.writer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
         # Unreadable files already logged: a file stays bad, one line about it is enough.
         self._reported: set[Path] = set()
@@ -236,7 +239,7 @@ class CheckpointStore:
                 payload = read_file(gen_dir / f"p{p}.pkl")
                 states[p] = PartitionState(position=int(payload["position"]),
                                            keys=list(payload["keys"]),
-                                           learner=payload["learner"])
+                                           learner=payload["learner"], generation=gen)
         except CheckpointError as exc:
             self._report(gen, exc)
             return None
@@ -273,8 +276,7 @@ class CheckpointStore:
         then untouched.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        generation = max(time.time_ns(), self._last_generation + 1)
-        self._last_generation = generation
+        generation = max(time.time_ns(), self.last_generation + 1)
         name = f"{generation:020d}-{self.writer}"
         tmp = self.state_dir / f"{_TMP_PREFIX}{name}"
         final = self.state_dir / f"{_GEN_PREFIX}{name}"
@@ -295,6 +297,7 @@ class CheckpointStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.last_generation = generation
         self.prune()
         return final
 

@@ -79,7 +79,7 @@ class Partitions:
         self.store = store
         self.learner = learner
         self.decoder = decoder
-        self.evicted = EvictedKeys(store.state_dir)
+        self.evicted = EvictedKeys(store.state_dir, keep=store.keep)
         #: partition → position of the next record to read, for partitions owned here.
         self.next_positions: dict[int, int] = {}
         #: Partitions whose state is loaded here.
@@ -115,7 +115,8 @@ class Partitions:
                 self.key_partition[key] = p
             self.next_positions[p] = state.position
         for p in new:
-            self.evicted.open_partition(p)
+            state = restored.partitions.get(p)
+            self.evicted.open_partition(p, None if state is None else state.generation)
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start)",
@@ -189,7 +190,7 @@ class Partitions:
                 by_partition.setdefault(p, {})[key] = state
         for p, group in by_partition.items():
             try:
-                self.evicted.put(p, group)
+                self.evicted.put(p, group, self.store.last_generation)
             except OSError as exc:
                 # Keep them live rather than lose them; the next checkpoint tries again.
                 log.error("could not write evicted key states of partition %d: %s", p, exc)

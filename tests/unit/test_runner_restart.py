@@ -18,22 +18,25 @@ from tests.integration.kafka_harness import assert_same_state
 from tests.unit.file_runs import file_runner
 
 
-def write_stream(path: Path, n: int, seed: int) -> None:
-    """Labelled records of four keys whose weights flip half way: drifts, segments, meta."""
+def write_stream(path: Path, n: int, seed: int, rare: str = "") -> None:
+    """Labelled records of four keys whose weights flip half way: drifts, segments, meta.
+    Key ``rare`` has the first three records and no other."""
     rng = random.Random(seed)
-    weights = {k: [rng.uniform(-2, 2) for _ in range(3)] for k in "abcd"}
+    weights = {k: [rng.uniform(-2, 2) for _ in range(3)] for k in "abcd" + rare}
     with open(path, "a") as fh:
         for i in range(n):
-            key = rng.choice("abcd")
+            key = rare if rare and i < 3 else rng.choice("abcd")
             sign = 1 if i < n // 2 else -1
             x = [rng.gauss(0, 1) for _ in range(3)]
             y = sign * sum(w * v for w, v in zip(weights[key], x, strict=True))
             fh.write(json.dumps({"id": f"{seed}-{i}", "key": key, "x": x, "y": y}) + "\n")
 
 
-def make_runner(root: Path, source: Path) -> Runner:
-    config = RunnerConfig(batch_size=16, poll_timeout_s=0.01, checkpoint_every_records=50)
-    return file_runner(root, source, config)
+def make_runner(root: Path, source: Path, checkpoint_every_records: int = 50,
+                **flags: float) -> Runner:
+    config = RunnerConfig(batch_size=16, poll_timeout_s=0.01,
+                          checkpoint_every_records=checkpoint_every_records)
+    return file_runner(root, source, config, **flags)
 
 
 def flip_a_byte(path: Path) -> None:
@@ -95,3 +98,27 @@ def test_partition_files_hold_their_keys_and_the_shared_file_the_rest(tmp_path: 
     assert "keys" not in shared and shared["labels"]["entries"] == []
     assert shared["meta"] is not None and shared["totals"]
     assert restored.shared["decoder"] == {"n_features": 3, "feature_names": None}
+
+
+def test_evicted_keys_resume_from_the_generation_their_partition_resumes_from(
+        tmp_path: Path) -> None:
+    evict_all = {"learner.idle_evict_s": 1e-9}  # every key leaves memory after a checkpoint
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 200, seed=1, rare="z")
+    damaged_root, reference_root = tmp_path / "damaged", tmp_path / "reference"
+    make_runner(damaged_root, source, **evict_all).run()
+    # "z" was evicted at an early checkpoint and is not in the last one: its state is on disk.
+    shutil.copytree(damaged_root, reference_root)
+    write_stream(source, 200, seed=2, rare="z")
+    # One more generation, after which "z" is evicted again with the records it had since.
+    make_runner(damaged_root, source, checkpoint_every_records=10**6, **evict_all).run()
+    newest_dir = CheckpointStore(damaged_root / "state").generations()[0][1]
+    flip_a_byte(newest_dir / "p0.pkl")
+
+    damaged = make_runner(damaged_root, source, **evict_all)
+    reference = make_runner(reference_root, source, **evict_all)
+    assert damaged.run().records == reference.run().records == 200
+    assert damaged.learner.summary() == reference.learner.summary()
+    ours = (damaged_root / "predictions.jsonl").read_text().splitlines()
+    theirs = (reference_root / "predictions.jsonl").read_text().splitlines()
+    assert ours[-200:] == theirs[-200:]
