@@ -53,7 +53,13 @@ def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
 
 def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A ``state_dict`` for ``learner.load_state_dict``: ``shared`` with the keys and pending
-    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`)."""
+    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`).
+
+    >>> state = combine({"totals": [1.0], "labels": {"entries": [], "joined": 2}},
+    ...                 [{"keys": {"a": 1}, "labels": ["r1"]}, {"keys": {"b": 2}, "labels": []}])
+    >>> state["totals"], state["keys"], state["labels"]
+    ([1.0], {'a': 1, 'b': 2}, {'entries': ['r1'], 'joined': 2})
+    """
     keys: dict[str, Any] = {}
     entries: list[Any] = []
     for part in parts:
