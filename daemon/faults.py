@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from adaptd.connectors.base import PartitionListener, Sink, Source, SourceRecord
 from adaptd.errors import SinkError, UnavailableError
@@ -20,6 +21,7 @@ from adaptd.settings import ResilienceConfig
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Faults:
     """Retry backoff for the source and backpressure from the sinks. Runner thread only.
 
@@ -30,18 +32,19 @@ class Faults:
         stopping: true once a stop was requested; waits end early then.
     """
 
-    def __init__(self, config: ResilienceConfig, clock: Callable[[], float],
-                 sleep: Callable[[float], None], stopping: Callable[[], bool]) -> None:
-        self.config = config
-        self.clock = clock
-        self.sleep = sleep
-        self.stopping = stopping
-        #: False from the first UnavailableError until the source answers again.
-        self.available = True
-        #: True while the source is paused for the sinks' sake.
-        self.paused = False
-        self._unavailable_since = 0.0
-        self._backoff_s = config.retry_backoff_initial_s
+    config: ResilienceConfig
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    stopping: Callable[[], bool]
+    #: False from the first UnavailableError until the source answers again.
+    available: bool = field(default=True, init=False)
+    #: True while the source is paused for the sinks' sake.
+    paused: bool = field(default=False, init=False)
+    _unavailable_since: float = field(default=0.0, init=False)
+    _backoff_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._backoff_s = self.config.retry_backoff_initial_s
 
     # -- the source --------------------------------------------------------------------
 
