@@ -125,8 +125,9 @@ class Partitions:
             self.evicted.open_partition(p, None if state is None else state.generation)
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
-        log.info("partitions %s assigned; resuming at %s (others from the start)",
-                 requested, resume)
+        log.info("partitions %s assigned; resuming at %s (others from the start) from "
+                 "checkpoint generations %s", requested, resume,
+                 {p: state.generation for p, state in sorted(restored.partitions.items())})
         return resume
 
     def release(self, partitions: Collection[int]) -> None:
