@@ -289,6 +289,17 @@ class MqttSource(Pausable, Source):
         held = len(self._unacked) + len(self._inbox)
         return bool(self._unacked) and held >= max(1, self.options.inflight // 2)
 
+    def _sync(self, client: Any, timeout_s: float = 2.0) -> None:
+        """Wait until the broker has processed our acknowledgements: it answers packets of one
+        connection in order, so the reply to a (no-op) unsubscribe means it has them. Without
+        this, a client taking the session over at once (a quick restart) may overtake them."""
+        done = threading.Event()
+        client.on_unsubscribe = lambda *_: done.set()
+        client.unsubscribe(f"{self.options.topic}/adaptd-sync-never-published")
+        if not done.wait(timeout_s):
+            log.warning("mqtt source %s: acknowledgements not confirmed within %.0f s on close",
+                        self.options.where, timeout_s)
+
     def lag(self) -> Mapping[int, int]:
         """Messages received and not yet polled."""
         return {0: len(self._inbox)}
@@ -297,10 +308,12 @@ class MqttSource(Pausable, Source):
         """Disconnect; a QoS 1 session stays on the broker with what was not acknowledged.
         Records received and not yet polled are dropped (the broker redelivers them at QoS 1)."""
         client, self._client = self._client, None
+        if client is not None and self.options.qos == 1 and self._connected.is_set():
+            self._sync(client)
+        self._connected.clear()  # first: the disconnect below is not an outage to report
         if client is not None:
             client.disconnect()
             client.loop_stop()
-        self._connected.clear()
         self._unacked.clear()
         with self._lock:
             self._held.clear()

@@ -64,8 +64,9 @@ def read(source: Source, count: int, max_records: int = 7, commit: bool = True) 
     out: list[SourceRecord] = []
     deadline = time.monotonic() + READ_DEADLINE_S
     while len(out) < count and time.monotonic() < deadline:
-        batch, _ = within(POLL_SLACK_S + 1.0, lambda: source.poll(max_records, 0.2))
-        assert len(batch) <= max_records, "poll returned more than max_records"
+        wanted = min(max_records, count - len(out))
+        batch, _ = within(POLL_SLACK_S + 1.0, lambda: source.poll(wanted, 0.2))
+        assert len(batch) <= wanted, "poll returned more than max_records"
         out += batch
         if commit and out and source.commit_due():
             source.commit(next_positions(out))

@@ -99,7 +99,8 @@ def publish(address: str, topic: str, values: Sequence[bytes], qos: int = 1) -> 
 
 
 class Subscriber:
-    """An independent paho client collecting what arrives on a topic (QoS 1, clean session)."""
+    """An independent paho client collecting what arrives on a topic: QoS 1 in a persistent
+    session, so that nothing is missed across a broker restart."""
 
     def __init__(self, address: str, topic: str) -> None:
         import paho.mqtt.client as mqtt
@@ -107,7 +108,8 @@ class Subscriber:
         host, _, port = address.rpartition(":")
         self.received: list[bytes] = []
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}")
+                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}", clean_session=False)
+        self._client.reconnect_delay_set(0.2, 1)
         subscribed: list[bool] = []
         self._client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda c, u, m, r, p: subscribed.append(True)
