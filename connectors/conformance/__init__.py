@@ -35,7 +35,7 @@ import pytest
 # plugin modules it finds through the entry point but not in every kind of install.
 pytest.register_assert_rewrite("adaptd.connectors.conformance.suite")
 
-from adaptd.connectors.conformance.cases import (  # noqa: E402
+from adaptd.connectors.conformance.cases import (
     RECORDS,
     CaseContext,
     ConnectorCase,
@@ -43,7 +43,7 @@ from adaptd.connectors.conformance.cases import (  # noqa: E402
     SourceCase,
     lines_content,
 )
-from adaptd.connectors.conformance.suite import ConnectorConformance  # noqa: E402
+from adaptd.connectors.conformance.suite import ConnectorConformance
 
 __all__ = [
     "RECORDS", "CaseContext", "ConnectorCase", "ConnectorConformance", "SinkCase", "SourceCase",

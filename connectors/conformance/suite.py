@@ -65,7 +65,7 @@ def read(source: Source, count: int, max_records: int = 7, commit: bool = True) 
     deadline = time.monotonic() + READ_DEADLINE_S
     while len(out) < count and time.monotonic() < deadline:
         wanted = min(max_records, count - len(out))
-        batch, _ = within(POLL_SLACK_S + 1.0, lambda: source.poll(wanted, 0.2))
+        batch, _ = within(POLL_SLACK_S + 1.0, lambda n=wanted: source.poll(n, 0.2))  # type: ignore[misc]
         assert len(batch) <= wanted, "poll returned more than max_records"
         out += batch
         if commit and out and source.commit_due():
