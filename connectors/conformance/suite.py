@@ -178,8 +178,10 @@ class ConnectorConformance:
         try:
             records = read(source, len(expected))
             if source_case.finite:
-                assert source.exhausted
+                # It may learn that it is at the end on one more (empty) poll, as the runner
+                # does: it asks `exhausted` only after a poll came back empty.
                 assert source.poll(10, 0.05) == []
+                assert source.exhausted
         finally:
             source.close()
         assert_increasing(records)
@@ -339,4 +341,8 @@ class ConnectorConformance:
             with pytest.raises(SinkError):
                 within(UNREACHABLE_FLUSH_S, sink.flush)
         finally:
-            within(UNREACHABLE_FLUSH_S, sink.close)
+            # close() must return (it may report the failed final flush as a SinkError).
+            try:
+                within(UNREACHABLE_FLUSH_S, sink.close)
+            except SinkError:
+                pass
