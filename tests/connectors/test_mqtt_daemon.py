@@ -8,6 +8,7 @@ records; mosquitto keeps its default window of 20 unacknowledged messages.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from adaptd import runner
 from tests.connectors.mosquitto import Mosquitto, Subscriber, publish
 from tests.helpers import free_port, http_get, scrape, wait_for
 
@@ -42,7 +44,8 @@ def records(start: int, count: int) -> list[bytes]:
 
 
 def start_daemon(tmp_path: Path, source: str, sink: str, *extra: str) -> subprocess.Popen[bytes]:
-    """Start ``adaptd run``; returns once it is ready (subscribed: its session exists)."""
+    """Start ``adaptd run``; returns once it is ready (subscribed: its session exists).
+    Checkpoints every 10 records unless ``extra`` says otherwise (later flags win)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
     port = free_port()
     with open(tmp_path / "daemon.log", "ab") as log:
@@ -171,3 +174,23 @@ def test_a_sink_broker_that_is_away_holds_the_source_back_and_loses_nothing(
         stop(proc, tmp_path)
         subscriber.close()
         sink_broker.stop()
+
+
+@pytest.mark.skipif("commit_due" not in inspect.getsource(runner),
+                    reason="the runner does not poll Source.commit_due yet")
+def test_commit_due_keeps_the_stream_flowing_between_periodic_checkpoints(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    # Checkpoints by count or time would come far too late: only the source's commit_due can
+    # release mosquitto's window of 20 unacknowledged messages.
+    topic_in, topic_out = topics()
+    subscriber = Subscriber(broker.address, topic_out)
+    proc = start_daemon(tmp_path, f"mqtt://{broker.address}/{topic_in}",
+                        f"mqtt://{broker.address}/{topic_out}",
+                        "--set", "checkpoint_every_records=100000", "--set", "checkpoint_interval_s=600")
+    try:
+        publish(broker.address, topic_in, records(0, 200))
+        predicted(subscriber, {f"r{i}" for i in range(200)}, tmp_path, timeout_s=60)
+    finally:
+        stop(proc, tmp_path)
+        subscriber.close()
