@@ -94,15 +94,20 @@ def topics() -> tuple[str, str]:
 def test_records_published_to_mqtt_come_back_as_predictions(broker: Mosquitto, tmp_path: Path) -> None:
     topic_in, topic_out = topics()
     subscriber = Subscriber(broker.address, topic_out)
+    dead = Subscriber(broker.address, topic_out + "-dead")
     proc = start_daemon(tmp_path, f"mqtt://{broker.address}/{topic_in}",
-                        f"mqtt://{broker.address}/{topic_out}")
+                        f"mqtt://{broker.address}/{topic_out}",
+                        "--dead-letter", f"mqtt://{broker.address}/{topic_out}-dead")
     try:
-        publish(broker.address, topic_in, records(0, 100))
+        publish(broker.address, topic_in, [*records(0, 50), b"not json", *records(50, 50)])
         out = predicted(subscriber, {f"r{i}" for i in range(100)}, tmp_path)
+        dead_letters = [json.loads(v) for v in dead.wait_for(1)]
     finally:
         stop(proc, tmp_path)
         subscriber.close()
+        dead.close()
     assert all("y_pred" in p and "loss" in p for p in out)
+    assert [d["reason"] for d in dead_letters] == ["not_json"]
     assert_positions_name_one_record(out)
 
 

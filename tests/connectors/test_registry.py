@@ -4,6 +4,8 @@ schemes are found, built-ins are never shadowed silently, ``SCHEME.override`` re
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,12 @@ def test_scheme_override_replaces_a_builtin_and_says_so(
         assert connector("mqtt").description == "a third-party MQTT connector"
     assert "replaces the built-in 'mqtt' connector" in caplog.text
     assert {row.scheme: row for row in describe()}["mqtt"].origin == "my-mqtt (overrides built-in)"
+
+
+def test_adaptd_connectors_lists_mqtt_with_its_replay_kinds() -> None:
+    result = subprocess.run([sys.executable, "-m", "adaptd", "connectors"], capture_output=True,
+                            check=True, timeout=120)
+    rows = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    assert rows["mqtt"][1:4] == ["source/sink", "acknowledged,live", "built-in"]
+    assert rows["stdin"][1:3] == ["source", "live"]
+    assert rows["kafka"][2] == "seekable"
