@@ -1,28 +1,24 @@
-"""``mqtt://HOST:PORT/TOPIC`` — records from and predictions to an MQTT 3.1.1 broker (paho-mqtt,
-the ``adaptd[mqtt]`` extra).
+"""``mqtt://HOST[:PORT]/TOPIC`` — records from and predictions to an MQTT 3.1.1 broker, through
+paho-mqtt (the ``adaptd[mqtt]`` extra). ``docs/connectors.md`` has the options and broker setup.
 
-Source, ``?qos=1`` (the default): *acknowledged*. It subscribes at QoS 1 in a persistent session
-(``clean_session=False``, client id ``?client_id=``, by default ``adaptd-TOPIC``) and
-acknowledges a message only in ``commit``, after a checkpoint holds it, so the broker
-redelivers whatever a crash left unacknowledged, and keeps what is published while the daemon
-is down. The broker sends at most its in-flight window of unacknowledged messages
-(mosquitto's ``max_inflight_messages``, 20 by default; tell the source with ``?inflight=``):
-once half of it is held, ``commit_due`` asks the runner to checkpoint, so the stream never
-stalls waiting for the periodic checkpoint. Raise the broker's window for throughput (each
-checkpoint then covers more records). A broker that restarts with its sessions persisted
-(``persistence true``) redelivers too; one that lost the session cannot, which is logged.
+Source, ``?qos=1`` (default): *acknowledged*. A persistent session (``clean_session=False``
+under ``?client_id=``, by default ``adaptd-TOPIC``) at QoS 1 with manual acknowledgements, sent
+only in ``commit``, after a checkpoint holds the records: the broker redelivers whatever a crash
+left unacknowledged and keeps what is published while the daemon is down. The broker sends at
+most its window of unacknowledged messages (mosquitto's ``max_inflight_messages``, 20 by
+default; ``?inflight=``): once half of it is held, ``commit_due`` asks for a checkpoint, so the
+stream does not stall until the periodic one. A broker that lost the session (restarted without
+persistence) cannot redeliver; that is logged.
 
-Source, ``?qos=0``: *live*. A clean session; what is published while the daemon is away is
-lost, and while the daemon is paused at most ``?max_queued=`` messages wait (more are dropped
-and counted in the log).
+Source, ``?qos=0``: *live*. A clean session; what is published while the daemon is away is lost,
+and while paused at most ``?max_queued=`` messages wait (more are dropped and logged).
 
 Positions: :class:`~adaptd.connectors.sequential.LivePositions` on partition 0, never reused.
 
-Sink: publishes each message at ``?qos=`` (1 by default: ``flush`` waits for the broker's
-acknowledgements, at most ``?flush_timeout_s=``). It connects on first use and reconnects by
-itself; while the broker is away messages wait in memory and ``flush`` raises ``SinkError``.
-MQTT 3.1.1 has no headers: message keys and headers are not sent (a dead letter's reason is
-in its body too).
+Sink: publishes at ``?qos=`` (default 1: ``flush`` waits, at most ``?flush_timeout_s=``, for the
+broker's acknowledgements). It connects on first use and reconnects by itself; while the broker
+is away messages wait in memory and ``flush`` raises ``SinkError``. MQTT 3.1.1 has no headers:
+keys and headers are not sent (a dead letter's reason is in its body too).
 """
 
 from __future__ import annotations
@@ -232,17 +228,16 @@ class MqttSource(Pausable, Source):
         self._connected.clear()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        if self.options.qos == 1:
-            with self._lock:
-                if message.dup and message.mid in self._ack_lost:
-                    # Committed while we were away: acknowledge the redelivery, do not process it.
-                    self._ack_lost.discard(message.mid)
-                    client.ack(message.mid, 1)
-                    return
-                if message.dup and message.mid in self._held:
-                    return  # a redelivery of a message we already hold
-                self._held.add(message.mid)
         with self._lock:
+            if self.options.qos == 1 and message.dup and message.mid in self._ack_lost:
+                # Committed while we were away: acknowledge the redelivery, do not process it.
+                self._ack_lost.discard(message.mid)
+                client.ack(message.mid, 1)
+                return
+            if self.options.qos == 1 and message.dup and message.mid in self._held:
+                return  # a redelivery of a message we already hold
+            if self.options.qos == 1:
+                self._held.add(message.mid)
             session = self._session
         self._inbox.put(_Arrival(message.mid, message.payload, session))
 
