@@ -124,6 +124,14 @@ class ConnectorConformance:
             case.send([r.value for r in case.expected])
         return source
 
+    def opened_if(self, case: SourceCase, kind: str) -> Source:
+        """Like :meth:`opened`, but skips the check unless the source replays as ``kind``."""
+        source = self.opened(case)
+        if source.replay != kind:
+            source.close()
+            pytest.skip(f"not a {kind} source ({source.replay})")
+        return source
+
     # --- registration and options -------------------------------------------------------
 
     def test_connector_is_registered_as_its_case_says(self, connector_case: ConnectorCase) -> None:
@@ -232,10 +240,7 @@ class ConnectorConformance:
 
     def test_seekable_reopening_resumes_exactly_at_the_next_position(self, source_case: SourceCase) -> None:
         expected = source_case.expected
-        first = self.opened(source_case)
-        if first.replay != "seekable":
-            first.close()
-            pytest.skip(f"a {first.replay} source does not seek")
+        first = self.opened_if(source_case, "seekable")
         partition = expected[0].partition
         try:
             head = [r for r in read(first, 5, max_records=5) if r.partition == partition]
@@ -270,10 +275,7 @@ class ConnectorConformance:
 
     def test_acknowledged_redelivers_exactly_what_was_not_committed(self, source_case: SourceCase) -> None:
         expected = source_case.expected
-        first = self.opened(source_case)
-        if first.replay != "acknowledged":
-            first.close()
-            pytest.skip(f"not an acknowledged source ({first.replay})")
+        first = self.opened_if(source_case, "acknowledged")
         try:
             head = read(first, 5, max_records=5, commit=False)
             assert len(head) == 5, "nothing read before the restart"
@@ -290,10 +292,7 @@ class ConnectorConformance:
         assert min(r.position for r in rest) > max(r.position for r in head), "a position was reused"
 
     def test_live_restart_never_reuses_a_position(self, source_case: SourceCase) -> None:
-        first = self.opened(source_case)
-        if first.replay != "live":
-            first.close()
-            pytest.skip(f"not a live source ({first.replay})")
+        first = self.opened_if(source_case, "live")
         try:
             head = read(first, 3)
         finally:
