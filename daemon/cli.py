@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from adaptd import __version__
-from adaptd.errors import ConfigError
+from adaptd.errors import ConfigError, StartError
 
 #: name → (module under adaptd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,8 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Anything a user can cause (flags, files, ports, URIs) is raised as a ConfigError and
+    # printed as one line; a traceback is left for what only a bug in adaptd can cause.
     try:
         return int(_command_module(args.command).run(args))  # type: ignore[attr-defined]
+    except StartError as exc:
+        print(f"adaptd {args.command}: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"adaptd {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ state is loaded and the source has partitions (503 otherwise, e.g. while the bro
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from adaptd.errors import StartError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ class MetricsServer:
         registry: the registry whose metrics ``/metrics`` exposes.
         ready: returns True when the daemon is ready to do its work.
         host, port: where to listen; port 0 picks a free port (see :attr:`port`).
+
+    Raises :class:`StartError` naming ``host:port`` when it cannot listen there.
     """
 
     def __init__(
@@ -37,7 +42,7 @@ class MetricsServer:
     ) -> None:
         self.registry = registry
         self.ready = ready
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server = _listen(host, port, self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="adaptd-http", daemon=True
@@ -95,8 +100,22 @@ class MetricsServer:
         return Handler
 
 
+def _listen(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """Bind the server. A port in use is the usual first-run failure (two daemons on the
+    default port), so it is reported as one line that says what to pass instead."""
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(f"metrics port {host}:{port} is already in use; pass "
+                             f"--metrics-port N (0 picks a free one) or --metrics-port off") from None
+        raise StartError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; "
+                         f"check --metrics-host and --metrics-port") from None
+
+
 def _live_page() -> bytes:
-    page = resources.files("daemon").joinpath("static", "live.html")
+    # The import package is adaptd (the repo folder daemon/ is not importable once installed).
+    page = resources.files("adaptd").joinpath("static", "live.html")
     if page.is_file():
         return page.read_bytes()
     return b"<!doctype html><title>adaptd</title><p>See <a href='/metrics'>/metrics</a>.</p>"
