@@ -30,18 +30,43 @@ FLAG_KEYS = {
 }
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that starts a daemon shares."""
+def metrics_port(text: str) -> int | str:
+    """``--metrics-port``: a port number, or ``off`` (also ``none``) to serve no HTTP at all."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"  # a string, because None would mean "flag not given" to the loader
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number, 0 (any free port) or off, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535] or off, got {port}")
+    return port
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser,
+    state_dir_default: str = f"./{Settings.state_dir}",
+    metrics_port_default: str = str(Settings.metrics_port),
+) -> None:
+    """The flags every command that starts a daemon shares. The defaults are only for --help
+    (the settings hold the real ones): ``demo`` has other defaults than ``run``."""
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
-    parser.add_argument("--state-dir", metavar="DIR", help="checkpoints and dead letters")
-    parser.add_argument("--metrics-port", type=int, metavar="N",
-                        help="serve /metrics, /healthz, /readyz and the live page on this port")
-    parser.add_argument("--metrics-host", metavar="HOST", help="address to serve on")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help=f"checkpoints and dead letters (default: {state_dir_default})")
+    parser.add_argument("--metrics-port", type=metrics_port, metavar="N|off",
+                        help="serve /metrics, /healthz, /readyz and the live page on this port "
+                             f"(default: {metrics_port_default}; 0 picks a free port; off serves "
+                             "nothing)")
+    parser.add_argument("--metrics-host", metavar="HOST",
+                        help=f"address to serve on (default: {Settings.metrics_host})")
     parser.add_argument("--meta", metavar="FILE", help="meta-state written by adaptd meta-train")
-    parser.add_argument("--model", choices=["linear", "logistic", "mlp"])
-    parser.add_argument("--task", choices=["regression", "classification"])
+    parser.add_argument("--model", choices=["linear", "logistic", "mlp"],
+                        help=f"model family (default: {Settings.model})")
+    parser.add_argument("--task", choices=["regression", "classification"],
+                        help=f"(default: {Settings.task})")
     parser.add_argument("--n-features", type=int, metavar="N",
-                        help="expected feature count (default: from the first record)")
+                        help="expected feature count (default: from --meta, else the first record)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="records per poll")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting, e.g. --set learner.lr=0.05 (repeatable)")
@@ -95,10 +120,11 @@ def describe_summary(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adaptd.commands.checks import check_meta_file, naming_connector_failures
     from adaptd.service import serve
 
-    settings = settings_from_args(args)
-    summary = serve(settings)
+    settings = check_meta_file(settings_from_args(args))
+    summary = naming_connector_failures(settings, lambda: serve(settings))
     log.info("done: %s", describe_summary(summary))
     return 0
 
