@@ -49,10 +49,11 @@ def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tup
 
 
 def run(args: argparse.Namespace) -> int:
+    from adaptd.commands.checks import check_meta_file
     from adaptd.meta.state import load, save
     from adaptd.meta.train import meta_train, module_state
 
-    settings = settings_from_args(args)
+    settings = check_meta_file(settings_from_args(args))
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     decoder = RecordDecoder(n_features=settings.n_features, task=settings.task,
