@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adaptd.errors import AdaptdError, StartError
 from adaptd.settings import Settings
@@ -28,6 +28,49 @@ META_EXPECTED = "a meta-state file written by adaptd meta-train --out FILE"
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def expected_model(settings: Settings) -> dict[str, Any]:
+    """The parts of the learner's model descriptor the settings fix before the first record."""
+    expected: dict[str, Any] = {"model": settings.model, "task": settings.task}
+    if settings.model == "mlp":
+        expected["hidden"] = [int(h) for h in settings.learner.hidden]
+        expected["activation"] = settings.learner.activation
+    if settings.n_features is not None:
+        expected["n_features"] = settings.n_features
+    return expected
+
+
+def _mismatch(have: Mapping[str, Any], want: Mapping[str, Any]) -> str | None:
+    """``"model='linear', this run has 'mlp'"`` for the first key both give differently."""
+    for key, value in want.items():
+        theirs = have.get(key)
+        if key in have and theirs is not None and _norm(theirs) != _norm(value):
+            return f"{key}={theirs!r}, this run has {value!r}"
+    return None
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_state_dir(settings: Settings) -> None:
+    """Refuse a state dir whose checkpoint was written for another model, before it is loaded.
+
+    Raises :class:`StartError` naming the directory and the flag that differs; a state dir
+    without a readable checkpoint passes (the run starts fresh or the runner reports it).
+    """
+    from adaptd.checkpoint import CheckpointStore
+
+    state_dir = Path(settings.state_dir)
+    if not state_dir.is_dir():
+        return
+    shared = CheckpointStore(state_dir).load(()).shared or {}
+    saved = (shared.get("learner") or {}).get("model") or {}
+    mismatch = _mismatch(saved, expected_model(settings))
+    if mismatch:
+        raise StartError(f"--state-dir {state_dir}: holds a checkpoint for {mismatch}; pass the "
+                         f"same model flags as the run that wrote it, or another --state-dir")
 
 
 def check_meta_file(settings: Settings) -> Settings:
@@ -58,17 +101,11 @@ def check_meta_file(settings: Settings) -> Settings:
         # help the user; it stays in the debug log.
         log.debug("--meta %s: %s", path, exc)
         raise StartError(f"--meta {path}: not {META_EXPECTED}") from None
-    expected: dict[str, object] = {"model": settings.model, "task": settings.task}
-    if settings.model == "mlp":
-        expected["hidden"] = [int(h) for h in settings.learner.hidden]
-        expected["activation"] = settings.learner.activation
-    if settings.n_features is not None:
-        expected["n_features"] = settings.n_features
-    try:
-        state.check_compatible(expected, f"--meta {path}")
-    except ValueError as exc:
-        raise StartError(f"{exc}; pass the matching flag (--model, --task, --n-features, "
-                         f"--set learner.hidden=…) or a meta-state made for this model") from None
+    mismatch = _mismatch(state.model, expected_model(settings))
+    if mismatch:
+        raise StartError(f"--meta {path}: meta-state is for {mismatch}; pass the matching flag "
+                         f"(--model, --task, --n-features, --set learner.hidden=…) or a "
+                         f"meta-state made for this model")
     from_file = state.model.get("n_features")
     if settings.n_features is None and isinstance(from_file, int):
         log.info("n_features=%d from --meta %s: records with another feature count are "

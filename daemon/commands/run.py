@@ -120,10 +120,11 @@ def describe_summary(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptd.commands.checks import check_meta_file, naming_connector_failures
+    from adaptd.commands.checks import check_meta_file, check_state_dir, naming_connector_failures
     from adaptd.service import serve
 
     settings = check_meta_file(settings_from_args(args))
+    check_state_dir(settings)
     summary = naming_connector_failures(settings, lambda: serve(settings))
     log.info("done: %s", describe_summary(summary))
     return 0

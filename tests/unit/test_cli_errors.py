@@ -104,10 +104,21 @@ def test_a_meta_state_for_another_model_is_refused_at_start(tmp_path: Path) -> N
                     "--n-features", "1", "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
     line = one_line_error(result)
     assert line.startswith("adaptd run: --meta three.pt: meta-state is for n_features=3, "
-                           "this model has 1; pass the matching flag"), line
+                           "this run has 1; pass the matching flag"), line
     result = adaptd("run", "--source", STREAM, "--metrics-port", "off", "--meta", "three.pt",
                     "--model", "mlp", "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
-    assert "meta-state is for model='linear', this model has 'mlp'" in one_line_error(result)
+    assert "meta-state is for model='linear', this run has 'mlp'" in one_line_error(result)
+
+
+def test_a_state_dir_of_another_model_is_refused_at_start(tmp_path: Path) -> None:
+    first = adaptd("run", "--source", STREAM, "--metrics-port", "off", "--state-dir", "state",
+                   cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = adaptd("run", "--source", STREAM, "--metrics-port", "off", "--state-dir", "state",
+                    "--model", "mlp", cwd=tmp_path)
+    assert one_line_error(result) == (
+        "adaptd run: --state-dir state: holds a checkpoint for model='linear', this run has "
+        "'mlp'; pass the same model flags as the run that wrote it, or another --state-dir")
 
 
 def test_records_that_do_not_fit_the_meta_state_are_dead_letters_not_a_crash(
