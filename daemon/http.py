@@ -42,6 +42,9 @@ class MetricsServer:
     ) -> None:
         self.registry = registry
         self.ready = ready
+        #: The body of a 503 /readyz; the live page shows it. ``adaptd demo`` sets "finished"
+        #: while it keeps the page up after its stream has ended.
+        self.not_ready_reason = "not ready"
         self._server = _listen(host, port, self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -79,7 +82,8 @@ class MetricsServer:
                     self._send(200, b"ok\n", "text/plain; charset=utf-8")
                 elif path == "/readyz":
                     ok = server.ready()
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n",
+                    body = "ready" if ok else server.not_ready_reason
+                    self._send(200 if ok else 503, f"{body}\n".encode(),
                                "text/plain; charset=utf-8")
                 elif path in ("/", "/index.html"):
                     self._send(200, _live_page(), "text/html; charset=utf-8")
