@@ -62,7 +62,7 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self._thread.start()
-        log.info("serving metrics on %s/metrics", self.url)
+        log.info("serving metrics on %s/metrics, live page on %s/", self.url, self.url)
         return self
 
     def stop(self) -> None:

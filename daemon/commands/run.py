@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from adaptd.config import load_settings
 from adaptd.errors import ConfigError
@@ -112,7 +113,10 @@ def describe_summary(summary: RunSummary) -> str:
         f"cumulative loss {summary.cumulative_loss:.4g}",
     ]
     if summary.baseline_loss is not None:
-        parts.append(f"regret vs baseline {summary.cumulative_loss - summary.baseline_loss:.4g}")
+        regret = summary.cumulative_loss - summary.baseline_loss
+        # The sign convention (negative = adaptd lost less) is not obvious on a first run.
+        verdict = "adaptd ahead" if regret < 0 else "adaptd behind" if regret > 0 else "even"
+        parts.append(f"regret vs baseline {regret:.4g} ({verdict})")
     if summary.hindsight_regret is not None:
         parts.append(f"regret vs hindsight {summary.hindsight_regret:.4g}")
     parts.append(f"{summary.records_per_s:,.0f} records/s")
@@ -126,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     settings = check_meta_file(settings_from_args(args))
     check_state_dir(settings)
     summary = naming_connector_failures(settings, lambda: serve(settings))
-    log.info("done: %s", describe_summary(summary))
+    # The run's result, not a log event: printed whatever --log-level is, on stderr because
+    # stdout may be the prediction sink.
+    print(f"adaptd run: done: {describe_summary(summary)}", file=sys.stderr, flush=True)
     return 0
 
 
