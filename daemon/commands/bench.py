@@ -61,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--learners: {exc}") from None
     config = SuiteConfig.preset(quick=args.quick)
     out = Path(args.out)
+    from adaptd.commands.checks import os_reason
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # now, not after minutes of benchmarking
+    except OSError as exc:
+        raise StartError(f"--out {out}: cannot create the report directory: "
+                         f"{os_reason(exc)}") from None
     if args.log_level is None:
         # Logging shares stderr with the progress bar: the engine's per-drift INFO lines
         # (thousands per run) would bury it. --log-level brings them back.

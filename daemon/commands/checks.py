@@ -25,6 +25,12 @@ T = TypeVar("T")
 META_EXPECTED = "a meta-state file written by adaptd meta-train --out FILE"
 
 
+def os_reason(exc: OSError) -> str:
+    """``Not a directory: '/dev/null/x'``: the system's reason and the path it is about."""
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename!r}" if exc.filename else reason
+
+
 def _first_line(exc: BaseException, limit: int = 160) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= limit else text[:limit - 1] + "…"

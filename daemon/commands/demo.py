@@ -79,8 +79,14 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.records is not None and args.records < 1:
-        raise ConfigError(f"--records must be >= 1, got {args.records}")
+    # Checked here, not in the producer thread, where a bad value would leave the daemon
+    # waiting for records that never come.
+    for flag, value, least in (("--records", args.records, 1), ("--keys", args.keys, 1),
+                               ("--partitions", args.partitions, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be >= {least}, got {value}")
+    if args.rate is not None and not args.rate > 0:
+        raise ConfigError(f"--rate must be > 0, got {args.rate:g}")
     if args.linger_s < 0:
         raise ConfigError(f"--linger-s must be >= 0, got {args.linger_s:g}")
     made = None
@@ -173,14 +179,27 @@ def _stream_and_serve(args: argparse.Namespace, base: str, settings: Settings,
                                  on_progress=lambda k: produced.__setitem__(0, k))
         except (AdaptdError, OSError) as exc:  # reported by the main thread
             failure.append(exc)
+            # The daemon would wait for records that never come; SIGINT is how serve() is
+            # asked to stop from outside (its handler runs in the main thread).
+            if serving.is_set():
+                signal.raise_signal(signal.SIGINT)
 
+    serving = threading.Event()
     producer = threading.Thread(target=produce, name="demo-producer", daemon=True)
     producer.start()
     say(f"producing {stream} into topic {TOPIC}-in ({args.partitions} partitions)"
         + (f" at {rate:g} records/s" if rate else ""))
+    def started_serving(server: MetricsServer | None) -> None:
+        # serve() installs its signal handler right after this call; a SIGINT just before
+        # it is a KeyboardInterrupt, which ends the demo too (exit 130, state dir removed).
+        serving.set()
+        started(server)
+
     try:
-        summary = naming_connector_failures(settings, lambda: serve(settings, on_started=started))
+        summary = naming_connector_failures(
+            settings, lambda: serve(settings, on_started=started_serving))
     finally:
+        serving.clear()
         stop.set()
         producer.join(timeout=30)
     return produced[0], summary, (failure[0] if failure else None)

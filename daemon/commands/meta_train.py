@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from adaptd.commands.run import add_settings_arguments, settings_from_args
-from adaptd.errors import ConfigError, RecordError
+from adaptd.errors import ConfigError, RecordError, StartError
 from adaptd.records import Record, RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
                        config=settings.learner, drift=settings.drift,
                        meta=settings.meta_learning, start=start, epochs=args.epochs)
     model = "logistic" if settings.model == "logistic" else settings.model
-    save(state, args.out, module_state(state, model, settings.task, settings.learner))
+    from adaptd.commands.checks import os_reason
+
+    try:
+        save(state, args.out, module_state(state, model, settings.task, settings.learner))
+    except OSError as exc:
+        raise StartError(f"--out {args.out}: cannot write the meta-state: "
+                         f"{os_reason(exc)}") from None
     print(f"meta-train: {len(records)} records ({rejected} rejected), {state.tasks} tasks; "
           f"wrote {args.out}")
     return 0

@@ -197,3 +197,21 @@ def test_a_connector_that_cannot_connect_is_named(tmp_path: Path,
     result = adaptd("run", "--source", uri, "--metrics-port", "off",
                     "--state-dir", str(tmp_path / "s2"), cwd=tmp_path, env_extra=refusing_plugin)
     assert one_line_error(result).startswith(f"adaptd run: cannot connect to source {uri}: ")
+
+
+def test_unwritable_outputs_and_bad_demo_flags_are_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = adaptd("meta-train", "--source", STREAM, "--out", "a-file/meta.pt", cwd=tmp_path)
+    assert one_line_error(result) == (
+        "adaptd meta-train: --out a-file/meta.pt: cannot write the meta-state: "
+        "File exists: 'a-file'")
+    result = adaptd("bench", "--quick", "--streams", "no-such-stream", "--out", "a-file/r",
+                    cwd=tmp_path)
+    assert one_line_error(result) == (
+        "adaptd bench: --out a-file/r: cannot create the report directory: "
+        "Not a directory: 'a-file/r'")
+    # The producer thread used to fail on these while the daemon waited for records forever.
+    for flag in ("--partitions", "--keys"):
+        result = adaptd("demo", "--records", "10", flag, "0", cwd=tmp_path, timeout_s=60)
+        assert one_line_error(result) == f"adaptd demo: configuration error: {flag} must be >= 1, got 0"
