@@ -20,7 +20,6 @@ A state dir the demo made itself (no ``--state-dir``) is removed on every way ou
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import signal
 import socket
@@ -42,9 +41,6 @@ GROUP = "adaptd-demo"
 GROUP_TIMEOUTS = "session_timeout_ms=6000&heartbeat_interval_ms=1000&max_poll_interval_ms=60000"
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_LINGER_S = 300.0
-#: The Kafka client logs every connection and group step at INFO: dozens of lines that would
-#: bury the addresses the demo prints. Its warnings still show.
-CHATTY_LOGGERS = ("kafka",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,9 +118,6 @@ def _demo(args: argparse.Namespace, temporary: bool) -> int:
         args.dead_letter = f"{base}/{TOPIC}-dead-letters"
         settings = check_meta_file(settings_from_args(args))
         check_state_dir(settings)
-        if args.log_level != "DEBUG":
-            for name in CHATTY_LOGGERS:
-                logging.getLogger(name).setLevel(logging.WARNING)
         servers: list[MetricsServer] = []
 
         def started(server: MetricsServer | None) -> None:

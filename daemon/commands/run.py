@@ -14,6 +14,11 @@ from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Client libraries that log every connection and group step at INFO: about sixty lines per
+#: demo start, burying the addresses it prints. adaptd's connectors log the lifecycle events
+#: that matter; the libraries' warnings still show, and --log-level DEBUG brings all back.
+CHATTY_LOGGERS = ("kafka",)
+
 #: flag dest → settings key, for the flags that map one to one onto settings.
 FLAG_KEYS = {
     "source": "source",
@@ -100,6 +105,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         flags["source"] = f"{source}{'&' if '?' in str(source) else '?'}follow=true"
     settings = load_settings(getattr(args, "config", None), flags=flags)
     logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return settings
 
 
