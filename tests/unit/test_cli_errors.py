@@ -215,3 +215,22 @@ def test_unwritable_outputs_and_bad_demo_flags_are_one_line(tmp_path: Path) -> N
     for flag in ("--partitions", "--keys"):
         result = adaptd("demo", "--records", "10", flag, "0", cwd=tmp_path, timeout_s=60)
         assert one_line_error(result) == f"adaptd demo: configuration error: {flag} must be >= 1, got 0"
+
+
+def test_stdout_piped_into_a_reader_that_stops_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptd", "run", "--source", "synthetic:sinusoid?seed=1&n=50000",
+         "--sink", "stdout:", "--metrics-port", "off", "--state-dir", "state"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # as `adaptd run ... | head -1` does
+        stderr = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == (
+        "adaptd run: stopped: stdout sink: write failed: [Errno 32] Broken pipe")
