@@ -154,6 +154,7 @@ def naming_connector_failures(settings: Settings, start: Callable[[], T]) -> T:
         if failed is None:
             raise  # not a connector's: a bug in adaptd, whose traceback is wanted
         role, uri = failed
+        log.debug("%s %s failed to start", role, uri, exc_info=True)  # for --log-level DEBUG
         raise StartError(f"cannot connect to {role} {uri}: {type(exc).__name__}: "
                          f"{_first_line(exc)}; "
                          f"check that its service is up and the URI is right") from exc
