@@ -182,6 +182,7 @@ def _stream_and_serve(args: argparse.Namespace, base: str, settings: Settings,
     producer.start()
     say(f"producing {stream} into topic {TOPIC}-in ({args.partitions} partitions)"
         + (f" at {rate:g} records/s" if rate else ""))
+
     def started_serving(server: MetricsServer | None) -> None:
         # serve() installs its signal handler right after this call; a SIGINT just before
         # it is a KeyboardInterrupt, which ends the demo too (exit 130, state dir removed).
