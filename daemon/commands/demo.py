@@ -41,6 +41,9 @@ GROUP = "adaptd-demo"
 GROUP_TIMEOUTS = "session_timeout_ms=6000&heartbeat_interval_ms=1000&max_poll_interval_ms=60000"
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_LINGER_S = 300.0
+#: A sinusoid is out of a linear model's reach: its loss stays high and noisy whatever the
+#: task, so neither drift detection nor meta-learning would have anything to show.
+DEMO_MODEL = "mlp"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="records per second produced (default: unthrottled with "
                              "--records, 1000/s without)")
     parser.add_argument("--seed", type=int, default=1)
-    add_settings_arguments(parser, state_dir_default="a temporary directory, removed at exit",
-                           metrics_port_default=f"{DEFAULT_METRICS_PORT}, or a free port if "
-                                                f"that one is taken")
+    add_settings_arguments(parser, {
+        "state_dir": "a temporary directory, removed at exit",
+        "metrics_port": f"{DEFAULT_METRICS_PORT}, or a free port if that one is taken",
+        "model": DEMO_MODEL,
+    })
 
 
 def _port_free(port: int) -> bool:
@@ -106,9 +111,7 @@ def _demo(args: argparse.Namespace, temporary: bool) -> int:
         free = _port_free(DEFAULT_METRICS_PORT)
         args.metrics_port = DEFAULT_METRICS_PORT if free else 0
     if args.model is None:
-        # A sinusoid is out of a linear model's reach: its loss stays high and noisy whatever
-        # the task, so neither drift detection nor meta-learning has anything to show.
-        args.model = "mlp"
+        args.model = DEMO_MODEL
     with EmbeddedBroker(log_path=state_dir / "broker.log") as broker:
         say(f"embedded Kafka broker (Tansu) on {broker.bootstrap}")
         base = f"kafka://{broker.bootstrap}"

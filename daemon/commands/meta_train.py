@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", required=True, help="meta-state file to write")
     parser.add_argument("--epochs", type=int, default=1, metavar="N",
                         help="passes over the records (default 1)")
-    add_settings_arguments(parser)
+    add_settings_arguments(parser, serving=False)  # it serves nothing and keeps no state dir
 
 
 def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tuple[list[Record], int]:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from adaptd.config import load_settings
 from adaptd.errors import ConfigError
@@ -50,25 +51,23 @@ def metrics_port(text: str) -> int | str:
     return port
 
 
-def add_settings_arguments(
-    parser: argparse.ArgumentParser,
-    state_dir_default: str = f"./{Settings.state_dir}",
-    metrics_port_default: str = str(Settings.metrics_port),
-) -> None:
-    """The flags every command that starts a daemon shares. The defaults are only for --help
-    (the settings hold the real ones): ``demo`` has other defaults than ``run``."""
+def add_settings_arguments(parser: argparse.ArgumentParser,
+                           shown_defaults: Mapping[str, str] | None = None,
+                           serving: bool = True) -> None:
+    """The flags of the commands that build a learner from settings.
+
+    ``shown_defaults`` (setting → text) changes what --help says a default is, for commands
+    whose defaults differ from the settings' (``demo``: a temporary state dir, the MLP).
+    ``serving=False`` leaves out the flags of a daemon (state dir, metrics), for ``meta-train``.
+    """
+    shown = {"state_dir": f"./{Settings.state_dir}", "metrics_port": str(Settings.metrics_port),
+             "model": Settings.model, **(shown_defaults or {})}
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
-    parser.add_argument("--state-dir", metavar="DIR",
-                        help=f"checkpoints and dead letters (default: {state_dir_default})")
-    parser.add_argument("--metrics-port", type=metrics_port, metavar="N|off",
-                        help="serve /metrics, /healthz, /readyz and the live page on this port "
-                             f"(default: {metrics_port_default}; 0 picks a free port; off serves "
-                             "nothing)")
-    parser.add_argument("--metrics-host", metavar="HOST",
-                        help=f"address to serve on (default: {Settings.metrics_host})")
+    if serving:
+        _add_serving_arguments(parser, shown)
     parser.add_argument("--meta", metavar="FILE", help="meta-state written by adaptd meta-train")
     parser.add_argument("--model", choices=["linear", "logistic", "mlp"],
-                        help=f"model family (default: {Settings.model})")
+                        help=f"model family (default: {shown['model']})")
     parser.add_argument("--task", choices=["regression", "classification"],
                         help=f"(default: {Settings.task})")
     parser.add_argument("--n-features", type=int, metavar="N",
@@ -76,6 +75,17 @@ def add_settings_arguments(
     parser.add_argument("--batch-size", type=int, metavar="N", help="records per poll")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting, e.g. --set learner.lr=0.05 (repeatable)")
+
+
+def _add_serving_arguments(parser: argparse.ArgumentParser, shown: Mapping[str, str]) -> None:
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help=f"checkpoints and dead letters (default: {shown['state_dir']})")
+    parser.add_argument("--metrics-port", type=metrics_port, metavar="N|off",
+                        help="serve /metrics, /healthz, /readyz and the live page on this port "
+                             f"(default: {shown['metrics_port']}; 0 picks a free port; off "
+                             "serves nothing)")
+    parser.add_argument("--metrics-host", metavar="HOST",
+                        help=f"address to serve on (default: {Settings.metrics_host})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
