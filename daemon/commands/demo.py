@@ -10,8 +10,9 @@
    never-reset AdaGrad baseline.
 
 The model defaults to the MLP (``--model`` overrides it), the family a sinusoid calls for.
-``--records N`` makes the stream finish after N records; without it, it streams at ``--rate``
-records per second until Ctrl-C. Once the stream has finished, the live page stays up for
+The stream is paced at ``--rate`` records per second (1000 by default, so that the live page
+has something to draw while it runs); ``--records N`` makes it finish after N records, without
+it it runs until Ctrl-C. Once the stream has finished, the live page stays up for
 ``--linger-s`` seconds (Ctrl-C ends it sooner), so that there is time to look at it.
 
 A state dir the demo made itself (no ``--state-dir``) is removed on every way out.
@@ -41,6 +42,9 @@ GROUP = "adaptd-demo"
 GROUP_TIMEOUTS = "session_timeout_ms=6000&heartbeat_interval_ms=1000&max_poll_interval_ms=60000"
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_LINGER_S = 300.0
+#: Paced, so that a run of --records 20000 (make demo) lasts long enough to watch: unpaced it
+#: took about eight seconds, four scrapes of the live page.
+DEFAULT_RATE = 1000.0
 #: A sinusoid is out of a linear model's reach: its loss stays high and noisy whatever the
 #: task, so neither drift detection nor meta-learning would have anything to show.
 DEMO_MODEL = "mlp"
@@ -55,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys", type=int, default=8, metavar="K", help="independent keys")
     parser.add_argument("--partitions", type=int, default=4, metavar="P",
                         help="partitions of the demo topic")
-    parser.add_argument("--rate", type=float, default=None, metavar="R",
-                        help="records per second produced (default: unthrottled with "
-                             "--records, 1000/s without)")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                        help="records per second produced (default: %(default)g; "
+                             "0: as fast as possible)")
     parser.add_argument("--seed", type=int, default=1)
     add_settings_arguments(parser, {
         "state_dir": "a temporary directory, removed at exit",
@@ -86,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
                                ("--partitions", args.partitions, 1)):
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be >= {least}, got {value}")
-    if args.rate is not None and not args.rate > 0:
-        raise ConfigError(f"--rate must be > 0, got {args.rate:g}")
+    if not args.rate >= 0:
+        raise ConfigError(f"--rate must be >= 0, got {args.rate:g}")
     if args.linger_s < 0:
         raise ConfigError(f"--linger-s must be >= 0, got {args.linger_s:g}")
     made = None
@@ -161,7 +165,7 @@ def _stream_and_serve(args: argparse.Namespace, base: str, settings: Settings,
     from adaptd.commands.produce import replay
     from adaptd.service import serve
 
-    rate = args.rate if args.rate is not None else (None if args.records else 1000.0)
+    rate = args.rate or None  # 0: unpaced
     n = f"&n={args.records}" if args.records else ""
     stream = f"synthetic:sinusoid?seed={args.seed}&keys={args.keys}{n}"
     stop = threading.Event()
