@@ -210,12 +210,13 @@ def linger(server: MetricsServer, settings: Settings, seconds: float) -> None:
     """Serve the final metrics and the live page again, on the same address, until ``seconds``
     have passed or SIGINT/SIGTERM. Blocks.
 
-    The daemon's own server stops with the run; a new one on the same registry keeps the page
-    showing the finished run. Its /readyz says "finished" (503): the source is gone.
+    The daemon's own server stops with the run; a new one on the same registry and history
+    keeps the page showing the whole run, even when it is opened only now. Its /readyz says
+    "finished" (503): the source is gone.
     """
     try:
         again = MetricsServer(server.registry, lambda: False, settings.metrics_host,
-                              server.port)
+                              server.port, history=server.history)
     except StartError as exc:
         say(f"the live page cannot stay up: {exc}")
         return

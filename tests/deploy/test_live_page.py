@@ -261,12 +261,11 @@ def test_a_fresh_page_fills_its_width_shows_throughput_at_once_and_labels_alarm_
     finally:
         browser.close()
 
-    # Throughput: "measuring…" before the second scrape, a number from the second one on
-    # (it read "–" for the first five seconds, ten scrapes here).
+    # Throughput: "measuring…" until two samples exist (the server's history may already hold
+    # some), a number from the second scrape on (it read "–" for the first five seconds).
     assert all("–" not in s["rate_legend"] for s in seen), seen
     early = [s for s in seen if 2 <= s["scrapes"] <= 3]
     assert early and all(any(c.isdigit() for c in s["rate_legend"]) for s in early), early
-    assert all("measuring…" in s["rate_legend"] for s in seen if s["scrapes"] == 1), seen
 
     last = seen[-1]
     # The two alarm counts say what they count, and the one in view is part of the total.
@@ -291,3 +290,25 @@ def test_a_fresh_page_fills_its_width_shows_throughput_at_once_and_labels_alarm_
     blue = np.abs(chart - np.array([0x24, 0x63, 0xEB])).sum(axis=2) < 40
     columns = np.flatnonzero(blue.any(axis=0))
     assert columns.size and (columns[-1] - columns[0]) / plot_width > 0.8, columns
+
+
+def test_a_page_opened_late_draws_the_run_from_the_servers_history(
+    live_daemon: str, tmp_path: Path
+) -> None:
+    time.sleep(9)  # the daemon runs unwatched; its server samples the series every two seconds
+    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    try:
+        browser.open_page(f"{live_daemon}/?interval_s=5")
+        state: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = json.loads(browser.evaluate(PAGE_STATE) or "{}")
+            if state.get("scrapes", 0) >= 1:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the page did not scrape in time: {state}")
+    finally:
+        browser.close()
+    # One scrape of its own, and the samples the server kept before the page was opened.
+    assert state["scrapes"] == 1 and state["points"]["chart-loss"] >= 3, state

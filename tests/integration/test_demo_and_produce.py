@@ -62,6 +62,10 @@ def test_demo_keeps_its_page_up_after_the_stream_quietly_and_cleans_up(tmp_path:
         status, page = http_get(f"{url}/")
         assert status == 200 and b"adaptd" in page
         assert b"adaptd_records_consumed_total 2000.0" in http_get(f"{url}/metrics")[1]
+        # A page opened now still gets the run: the samples kept while it streamed.
+        history = json.loads(http_get(f"{url}/history")[1])
+        assert "adaptd_records_consumed_total 2000.0" in history[-1]["metrics"]
+        assert any("adaptd_records_consumed_total 0.0" in h["metrics"] for h in history[:2]), history
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     finally:
