@@ -1,8 +1,9 @@
-"""Start-up checks shared by the commands that start a daemon (``run``, ``demo``).
+"""Start-up checks shared by the commands (``run``, ``demo``, ``meta-train``, ``bench``).
 
-What a user can get wrong before the first record (a ``--meta`` file, a connector that cannot
-reach its service) is reported as one :class:`StartError` line naming the flag or URI and what
-was expected, instead of a traceback at start or a crash in the middle of the run.
+What a user can get wrong before the first record (a ``--meta`` file, a state dir of another
+model, a connector that cannot reach its service, an output path) is reported as one
+:class:`StartError` line naming the flag, file or URI and what was expected, instead of a
+traceback at start or a crash in the middle of the run.
 """
 
 from __future__ import annotations
