@@ -295,7 +295,9 @@ class Settings:
     source: str | None = None
     sink: str | None = None
     dead_letter: str | None = None
+    #: Checkpoints and the default dead-letter file; a run resumes from what it holds.
     state_dir: str = "adaptd-state"
+    #: /metrics, /healthz, /readyz and the live page; None (``off``) serves no HTTP, 0 any port.
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
     model: Literal["linear", "logistic", "mlp"] = "linear"
