@@ -173,7 +173,8 @@ class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
     def learn_one(self, x: dict[Any, Any], y: base.typing.ClfTarget) -> None:
         self._engine.learn(x, self._index(y))
 
-    def predict_proba_one(self, x: dict[Any, Any]) -> dict[base.typing.ClfTarget, float]:
+    def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any
+                          ) -> dict[base.typing.ClfTarget, float]:
         """P of ``False`` and ``True`` (as river's binary classifiers answer, from the first
         record on), or of the labels seen so far when they are not booleans or 0/1."""
         negative, positive = self._classes
@@ -188,7 +189,7 @@ class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
             proba[positive] = p
         return proba
 
-    def predict_one(self, x: dict[Any, Any]) -> base.typing.ClfTarget | None:
+    def predict_one(self, x: dict[Any, Any], **kwargs: Any) -> base.typing.ClfTarget | None:
         proba = self.predict_proba_one(x)
         return max(proba, key=proba.__getitem__) if proba else None
 
@@ -218,5 +219,5 @@ class AdaptdRegressor(_AdaptdEstimator, base.Regressor):
     def learn_one(self, x: dict[Any, Any], y: base.typing.RegTarget) -> None:
         self._engine.learn(x, float(y))
 
-    def predict_one(self, x: dict[Any, Any]) -> base.typing.RegTarget:
+    def predict_one(self, x: dict[Any, Any], **kwargs: Any) -> base.typing.RegTarget:
         return self._engine.predict(x)
