@@ -178,59 +178,65 @@ class VowpalWabbitLearner:
 # baselines
 
 
-class MajorityLearner:
+class _Baseline:
+    """The baselines' loop: per-key state, predict from it, then fold the label in.
+
+    ``k`` is 0 for regression, else the number of classes; a prediction is a value, P(y=1),
+    or a (k,) probability row."""
+
+    def __init__(self, task: TaskKind) -> None:
+        self.task = task
+
+    def predict(self, state: Any, k: int) -> Any:
+        raise NotImplementedError
+
+    def update(self, state: Any, y: float, k: int) -> Any:
+        raise NotImplementedError
+
+    def run(self, data: StreamData) -> Trace:
+        k = 0 if self.task == "regression" else data.n_classes
+        ys = data.y.tolist()
+        states: dict[str, Any] = {}
+        y_pred = np.empty((len(ys), k) if k > 2 else len(ys))
+        start = time.perf_counter()
+        for i, (key, y) in enumerate(zip(data.keys.tolist(), ys, strict=True)):
+            state = states.get(key)
+            y_pred[i] = self.predict(state, k)
+            states[key] = self.update(state, y, k)
+        return Trace(y_pred=y_pred, alarms=None, seconds=time.perf_counter() - start)
+
+
+class MajorityLearner(_Baseline):
     """Running class frequencies per key (Laplace-smoothed, so the log loss stays finite), or
     the running mean for regression: the floor every learner must clear."""
 
-    def __init__(self, task: TaskKind) -> None:
-        self.task = task
+    def predict(self, state: Any, k: int) -> Any:
+        if k == 0:
+            return state[1] / state[0] if state else 0.0
+        counts = np.ones(max(k, 2)) if state is None else state
+        p = counts / counts.sum()
+        return p[1] if k <= 2 else p
 
-    def run(self, data: StreamData) -> Trace:
-        regression = self.task == "regression"
-        k = 0 if regression else data.n_classes
-        ys = data.y.tolist()
-        counts: dict[str, Any] = {}
-        y_pred = np.empty(len(ys) if regression or k <= 2 else (len(ys), k))
-        start = time.perf_counter()
-        for i, (key, y) in enumerate(zip(data.keys.tolist(), ys, strict=True)):
-            if regression:
-                n, total = counts.get(key, (0, 0.0))
-                y_pred[i] = total / n if n else 0.0
-                counts[key] = (n + 1, total + y)
-                continue
-            c = counts.get(key)
-            if c is None:
-                c = counts[key] = np.ones(max(k, 2))
-            p = c / c.sum()
-            y_pred[i] = p[1] if k <= 2 else p
-            c[int(y)] += 1.0
-        return Trace(y_pred=y_pred, alarms=None, seconds=time.perf_counter() - start)
+    def update(self, state: Any, y: float, k: int) -> Any:
+        if k == 0:
+            n, total = state or (0, 0.0)
+            return n + 1, total + y
+        counts = np.ones(max(k, 2)) if state is None else state
+        counts[int(y)] += 1.0
+        return counts
 
 
-class LastLabelLearner:
+class LastLabelLearner(_Baseline):
     """Predicts each key's previous label with certainty (P = 1), or its previous value."""
 
-    def __init__(self, task: TaskKind) -> None:
-        self.task = task
+    def predict(self, state: Any, k: int) -> Any:
+        if k <= 2:
+            return (0.0 if k == 0 else 0.5) if state is None else state
+        row = np.full(k, 1.0 / k) if state is None else np.eye(k)[int(state)]
+        return row
 
-    def run(self, data: StreamData) -> Trace:
-        regression = self.task == "regression"
-        k = 0 if regression else data.n_classes
-        ys = data.y.tolist()
-        last: dict[str, float] = {}
-        y_pred = np.empty(len(ys) if regression or k <= 2 else (len(ys), k))
-        start = time.perf_counter()
-        for i, (key, y) in enumerate(zip(data.keys.tolist(), ys, strict=True)):
-            prev = last.get(key)
-            if regression or k <= 2:
-                y_pred[i] = (0.0 if regression else 0.5) if prev is None else prev
-            else:
-                y_pred[i] = 1.0 / k
-                if prev is not None:
-                    y_pred[i] = 0.0
-                    y_pred[i, int(prev)] = 1.0
-            last[key] = y
-        return Trace(y_pred=y_pred, alarms=None, seconds=time.perf_counter() - start)
+    def update(self, state: Any, y: float, k: int) -> Any:
+        return y
 
 
 PEERS: tuple[LearnerSpec, ...] = (

@@ -38,10 +38,7 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
             xs = [(i + 1) * step for i in range(len(s.regret_curve))]
             ax.plot(xs, s.regret_curve, label=name, color=colors[name],
                     lw=2.2 if name == ADAPTD else 1.2)
-        ax.set_title(info.stream.name, fontsize=9)
-        ax.set_xlabel("records", fontsize=8)
-        ax.set_ylabel("cumulative regret", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, info.stream.name, "records", "cumulative regret")
     _finish(fig, axes, len(streams), out_dir / PLOTS["regret"], plt)
     written["regret"] = PLOTS["regret"]
 
@@ -59,10 +56,7 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
                         color=colors[name], lw=2.2 if name == ADAPTD else 1.2)
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title(info.stream.name, fontsize=9)
-        ax.set_xlabel("samples since change", fontsize=8)
-        ax.set_ylabel("mean loss", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, info.stream.name, "samples since change", "mean loss")
     _finish(fig, axes, len(changing), out_dir / PLOTS["since_change"], plt)
     written["since_change"] = PLOTS["since_change"]
 
@@ -113,6 +107,13 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
     plt.close(fig)
     written["detector"] = PLOTS["detector"]
     return written
+
+
+def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 def _subplots(plt: Any, count: int) -> tuple[Any, list[Any]]:
