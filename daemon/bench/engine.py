@@ -45,10 +45,11 @@ class AdaptdLearner:
     """
 
     def __init__(self, flags: Mapping[str, Any], reports_alarms: bool,
-                 standardize: bool = False) -> None:
+                 standardize: bool = False, standardize_target: bool = False) -> None:
         self.flags = dict(flags)
         self.reports_alarms = reports_alarms
         self.standardize = standardize
+        self.standardize_target = standardize_target and flags.get("task") == "regression"
 
     def run(self, data: StreamData) -> Trace:
         from adaptd.config import load_settings
@@ -62,11 +63,16 @@ class AdaptdLearner:
         alarms = np.zeros(len(data), dtype=bool)
         start = time.perf_counter()
         records = standardized(data) if self.standardize else data.records
+        if self.standardize_target:
+            shift, scale = target_scales(data)
+            records = [replace(r, y=(r.y - m) / sd) for r, m, sd in
+                       zip(records, shift.tolist(), scale.tolist(), strict=True)]
         for lo in range(0, len(records), BATCH_SIZE):
             outcomes = learner.process_many(records[lo : lo + BATCH_SIZE])
-            for i, out in enumerate(outcomes, lo):
-                y_pred[i] = out.y_pred
-                alarms[i] = out.drift
+            y_pred[lo : lo + len(outcomes)] = outcomes.y_pred
+            alarms[lo : lo + len(outcomes)] = outcomes.drift
+        if self.standardize_target:
+            y_pred = y_pred * scale + shift
         seconds = time.perf_counter() - start
         return Trace(y_pred=y_pred, alarms=alarms if self.reports_alarms else None,
                      seconds=seconds)
@@ -112,6 +118,26 @@ def standardized(data: StreamData) -> list[Any]:
         std = np.sqrt(m2 / count)
         Z[i] = (x - mean) / np.where(std > 0, std, 1.0)
     return [replace(r, x=tuple(z)) for r, z in zip(data.records, Z.tolist(), strict=True)]
+
+
+def target_scales(data: StreamData) -> tuple[np.ndarray, np.ndarray]:
+    """Per record, the mean and deviation of its key's labels *before* it (0 and 1 for a key's
+    first record; a deviation of 0 counts as 1): the label is unknown when predicting, so the
+    prediction is mapped back with what was known then (river's ``TargetStandardScaler``)."""
+    n = len(data)
+    shift, scale = np.zeros(n), np.ones(n)
+    stats: dict[str, tuple[int, float, float]] = {}
+    for i, (key, y) in enumerate(zip(data.keys.tolist(), data.y.tolist(), strict=True)):
+        count, mean, m2 = stats.get(key, (0, 0.0, 0.0))
+        if count:
+            shift[i] = mean
+            std = (m2 / count) ** 0.5
+            scale[i] = std if std > 0 else 1.0
+        count += 1
+        delta = y - mean
+        mean += delta / count
+        stats[key] = (count, mean, m2 + delta * (y - mean))
+    return shift, scale
 
 
 def _adaptd_spec(variant: str, description: str) -> LearnerSpec:

@@ -54,7 +54,8 @@ class LearnerSpec:
     written by meta-training on the stream's held-out data (``None`` when not trained).
     ``group`` is ``adaptd`` (adaptd and its ablations), ``peer`` (other libraries),
     ``baseline`` (trivial predictors every learner must beat) or ``variant`` (adaptd settings
-    tried on the real streams only, reported in their own table).
+    tried on the real streams only, reported in their own table). ``runs_on`` says which
+    streams the learner is run on (all unless given).
     """
 
     name: str
@@ -62,6 +63,7 @@ class LearnerSpec:
     description: str
     build: Callable[[Stream, Path | None], BenchLearner]
     uses_meta: bool = False
+    runs_on: Callable[[Stream], bool] = lambda stream: True
 
 
 def feature_dicts(X: np.ndarray) -> list[dict[str, float]]:

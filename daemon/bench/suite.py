@@ -222,8 +222,8 @@ def _warm_up(specs: list[LearnerSpec], stream: Stream, data: StreamData,
 
 
 def _specs_for(stream: Stream, specs: list[LearnerSpec]) -> list[LearnerSpec]:
-    """The learners that run on ``stream``: the variant grid only on the real streams."""
-    return [s for s in specs if s.group != "variant" or stream.real]
+    """The learners that run on ``stream`` (the variant grid: only the real streams)."""
+    return [s for s in specs if s.runs_on(stream)]
 
 
 def _seeds(stream: Stream, config: SuiteConfig) -> tuple[int, ...]:

@@ -2,8 +2,9 @@
 
 Each variant is ``adaptd run --task …`` (model ``linear`` by default, no ``--meta`` file) with
 a few settings changed, plus one thing the engine does not do yet: standardizing features in
-front of the model (:func:`adaptd.bench.engine.standardized`), as a diagnostic of what the
-engine work would gain. They run on the streams whose :attr:`Stream.real` is true and are
+front of the model (:func:`adaptd.bench.engine.standardized`), and for regression the target
+too (:func:`adaptd.bench.engine.target_scales`), as diagnostics of what the engine work would
+gain. They run on the streams whose :attr:`Stream.real` is true and are
 reported in their own table, next to the peers.
 """
 
@@ -28,7 +29,12 @@ class Variant:
     description: str
     flags: dict[str, Any] = field(default_factory=dict)
     standardize: bool = False
+    standardize_target: bool = False
     ph_factor: float | None = None
+    regression_only: bool = False
+
+    def runs_on(self, stream: Stream) -> bool:
+        return stream.real and (stream.task == "regression" or not self.regression_only)
 
     def settings(self, stream: Stream) -> dict[str, Any]:
         """The flags ``adaptd run`` would get for this variant on ``stream``."""
@@ -54,6 +60,11 @@ GRID: tuple[Variant, ...] = (
     Variant("v:scaled", "features standardized in front (running mean/std per key)",
             standardize=True),
     Variant("v:scaled-mlp", "standardized, --model mlp", {"model": "mlp"}, standardize=True),
+    Variant("v:scaled-xy", "features and target standardized (target: river's "
+            "TargetStandardScaler rule)", standardize=True, standardize_target=True,
+            regression_only=True),
+    Variant("v:scaled-xy-mlp", "features and target standardized, --model mlp",
+            {"model": "mlp"}, standardize=True, standardize_target=True, regression_only=True),
     Variant("v:no-meta", "meta_learning.enabled = false (reset to the random init)",
             {"meta_learning.enabled": False}),
     Variant("v:no-drift", "no detector, no meta-learning: plain AdaGrad", NO_DRIFT),
@@ -74,12 +85,14 @@ GRID: tuple[Variant, ...] = (
 def _build(variant: Variant) -> Callable[[Stream, Any], AdaptdLearner]:
     def build(stream: Stream, meta: Any) -> AdaptdLearner:
         return AdaptdLearner(variant.settings(stream), reports_alarms=False,
-                             standardize=variant.standardize)
+                             standardize=variant.standardize,
+                             standardize_target=variant.standardize_target)
 
     return build
 
 
 VARIANTS: tuple[LearnerSpec, ...] = tuple(
-    LearnerSpec(name=v.name, group="variant", description=v.description, build=_build(v))
+    LearnerSpec(name=v.name, group="variant", description=v.description, build=_build(v),
+                runs_on=v.runs_on)
     for v in GRID
 )

@@ -69,3 +69,13 @@ def test_adaptd_is_unable_on_multi_class_and_vw_is_not() -> None:
     P = VowpalWabbitLearner("classification").run(data).y_pred
     assert P.shape == (6, 3)
     assert P.sum(axis=1) == pytest.approx(np.ones(6))
+
+
+def test_target_scales_use_only_the_labels_before_each_record() -> None:
+    from adaptd.bench.engine import target_scales
+
+    data = _stream(["a", "a", "b", "a"], [[0.0]] * 4, [1.0, 3.0, 7.0, 5.0])
+    shift, scale = target_scales(data)
+    # a: nothing before → (0, 1); after 1 → (1, std 0 → 1); after 1, 3 → (2, 1); b: first.
+    assert shift.tolist() == [0.0, 1.0, 0.0, 2.0]
+    assert scale.tolist() == [1.0, 1.0, 1.0, 1.0]
