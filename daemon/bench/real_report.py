@@ -31,8 +31,12 @@ def _cell(task: str, s: Scores, ref: Scores | None) -> str:
 
 def _grid(result: SuiteResult, agg: Agg, task: str, streams: list[str]) -> list[str]:
     groups = ("adaptd", "variant", "peer", "baseline")
+    ran = {(r.stream, r.learner) for r in result.runs}
+    # Learners that ran on none of these streams (regression-only variants in the
+    # classification grid) get no row.
     names = [spec.name for g in groups for spec in result.learners
-             if spec.group == g and spec.name not in ("adaptd-oracle", "adagrad-reset")]
+             if spec.group == g and spec.name not in ("adaptd-oracle", "adagrad-reset")
+             and any((st, spec.name) in ran for st in streams)]
     best = {st: max((_quality(task, agg[(st, n)]) for n in names if (st, n) in agg),
                     default=None) for st in streams}
     rows = []

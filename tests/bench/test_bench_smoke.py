@@ -107,3 +107,12 @@ def test_numbers_are_finite(quick_report: Path) -> None:
         assert by_learner[(stream["name"], "vw")]["false_alarms_per_10k"] is None
     assert all(math.isfinite(s["noise_floor"]) and s["noise_floor"] > 0
                for s in results["streams"])
+
+
+def test_real_stream_grids_list_only_learners_that_ran(quick_report: Path) -> None:
+    report = (quick_report / "report.md").read_text()
+    classification = report.split("### Classification")[1].split("### Regression")[0]
+    regression = report.split("### Regression")[1].split("## Streams")[0]
+    assert "`v:scaled`" in classification and "`v:scaled`" in regression
+    # The target-standardizing variants run on regression streams only.
+    assert "`v:scaled-xy`" not in classification and "`v:scaled-xy`" in regression
