@@ -40,16 +40,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, PageHinkleyBank, build_bank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, kernel
 from adaptd.learner.models import (
-    AutogradFamily,
     Family,
     LinearFamily,
     MLPFamily,
@@ -62,6 +60,9 @@ from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
 from adaptd.regret import hindsight_loss
 from adaptd.settings import DriftConfig, LabelsConfig, LearnerConfig, MetaConfig, RegretConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,8 @@ class AdaptiveLearner:
         """Build the family, the initial meta-state and the arena once n_features is known."""
         self.n_features = n_features
         if self._user_module is not None:
+            from adaptd.learner.autograd import AutogradFamily  # torch: only for a user module
+
             self.family = AutogradFamily(self._user_module, self.task)
         else:
             self.family = build_family(self.model, self.task, n_features,

@@ -13,7 +13,8 @@ from torch import nn
 from adaptd.config import load_settings
 from adaptd.learner import build_learner
 from adaptd.learner.adaptive import AdaptiveLearner
-from adaptd.learner.models import AutogradFamily, LinearFamily, MLPFamily, flatten_module, load_flat
+from adaptd.learner.autograd import AutogradFamily, flatten_module, load_flat
+from adaptd.learner.models import LinearFamily, MLPFamily, initial_parameters
 from adaptd.meta.state import MetaState
 from adaptd.records import Record
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
@@ -69,6 +70,19 @@ def test_flat_layout_is_the_modules():
     np.testing.assert_allclose(got, expected, atol=1e-12)
     other = load_flat(family.module().double(), flat)
     np.testing.assert_allclose(flatten_module(other), flat)
+
+
+@pytest.mark.parametrize("family", [
+    LinearFamily(5, "regression"), LinearFamily(1, "classification"),
+    MLPFamily(3, (40, 40), "tanh", "regression"), MLPFamily(7, (8, 6), "relu", "classification"),
+], ids=["linear", "logistic-1", "mlp-40-40", "mlp-relu"])
+@pytest.mark.parametrize("seed", [0, 7, 2**33 + 1, -3])
+def test_initial_parameters_are_torchs_without_torch(family, seed):
+    """The built-in families draw PyTorch's initialization bit for bit, without importing torch."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        expected = flatten_module(family.module())
+    assert initial_parameters(family, seed).tobytes() == expected.tobytes()
 
 
 # ---------------------------------------------------------------- the step rule
