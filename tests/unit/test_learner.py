@@ -100,8 +100,8 @@ def test_step_rule_matches_hand_computation():
     A = np.array([2.0 / 2 + 2 * 0.4**2, 1.0 / 2 + 2 * 0.2**2])  # A = G/c + c·g²
     theta = np.array([0.5 - math.sqrt(0.04 / A[0]) * 0.4, 0.1 - math.sqrt(0.09 / A[1]) * 0.2])
     s = learner._slot_of["default"]
-    np.testing.assert_allclose(learner.theta[s], theta, rtol=1e-12)
-    np.testing.assert_allclose(learner.A[s], A, rtol=1e-12)
+    np.testing.assert_allclose(learner.arena.theta[s], theta, rtol=1e-12)
+    np.testing.assert_allclose(learner.arena.A[s], A, rtol=1e-12)
 
 
 def test_plain_adagrad_is_the_special_case():
@@ -119,7 +119,7 @@ def test_plain_adagrad_is_the_special_case():
         accum += g * g
         theta -= 0.2 * g / np.sqrt(accum)
     learner.process_many(recs)
-    np.testing.assert_allclose(learner.theta[learner._slot_of["k0"]], theta, rtol=1e-10)
+    np.testing.assert_allclose(learner.arena.theta[learner._slot_of["k0"]], theta, rtol=1e-10)
 
 
 def test_window_gradient_uses_last_k_records():
@@ -128,8 +128,8 @@ def test_window_gradient_uses_last_k_records():
                               config=LearnerConfig(window=3), meta_state=meta, regret=NO_REGRET)
     learner.process_many([Record(x=(float(i),), y=1.0) for i in range(1, 6)])
     s = learner._slot_of["default"]
-    assert sorted(learner.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
-    assert learner.WM[s].sum() == 3
+    assert sorted(learner.arena.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
+    assert learner.arena.WM[s].sum() == 3
 
 
 # ---------------------------------------------------------------- waves
@@ -155,7 +155,7 @@ def test_interleaved_batch_equals_each_key_alone():
         assert [together[i].y_pred for i in mine] == pytest.approx([o.y_pred for o in alone],
                                                                      rel=1e-9)
         assert [together[i].drift for i in mine] == [o.drift for o in alone]
-        np.testing.assert_allclose(l1.theta[l1._slot_of[key]], l2.theta[l2._slot_of[key]])
+        np.testing.assert_allclose(l1.arena.theta[l1._slot_of[key]], l2.arena.theta[l2._slot_of[key]])
     assert any(o.drift for o in together)
 
 
