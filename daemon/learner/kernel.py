@@ -101,13 +101,13 @@ def process(i0, b, ar, par, net, ph, php, out):  # type: ignore[no-untyped-def]
                 return i, EVENT_TASK_CHANGE
             ar.task_of[s] = b.tasks[i]
         out.segment[i] = ar.seg[s]
-        yp = predict(ar.theta, s, b.X[i], sc.acts, net)
+        yp = predict(ar.theta, s, b.X, i, sc.acts, net)
         out.y_pred[i] = yp
         if not b.labelled[i]:
             continue
         ok, main_loss = _learn_row(i, s, yp, True, b, ar, par, net, sc)
         if par.baseline:
-            yb = predict(ar.theta, s + 1, b.X[i], sc.acts, net)
+            yb = predict(ar.theta, s + 1, b.X, i, sc.acts, net)
             ok_b, base_loss = _learn_row(i, s + 1, yb, False, b, ar, par, net, sc)
             if ok_b:
                 out.acc[1] += base_loss
@@ -126,7 +126,7 @@ def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-
     """Learn record ``i`` on row ``r`` (the key's, ``main``, or its baseline's), predicted
     ``yp``: append it to the window, take the step. Returns ``(stepped, loss)``; a
     non-finite loss or step leaves the row as it was."""
-    x, y = b.X[i], b.Y[i]
+    y = b.Y[i]
     value = loss(yp, y, net.logistic)
     kk = ar.WX.shape[1] if main else par.base_window
     # The shadow baseline's default one-record window: the gradient is the record's own, the
@@ -136,13 +136,13 @@ def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-
     pos = ar.wpos[r]
     g = sc.g
     if windowed:
-        _append(ar, r, pos, x, y, sc)
+        _append(ar, r, pos, b.X, i, y, sc)
         window_grad(ar.theta, r, ar.WX, ar.WY, ar.WM, kk, net, g, pos, yp, sc)
     else:
         e = yp - y if net.logistic else 2.0 * (yp - y)
-        d = x.shape[0]
+        d = b.X.shape[1]
         for j in range(d):
-            g[j] = 0.0 + e * x[j]
+            g[j] = 0.0 + e * b.X[i, j]
         g[d] = 0.0 + e
     finite = step_row(ar.theta, ar.A, r, g, par.B if main else par.B_base, par.c,
                       par.alpha if main else 1.0, sc.new_theta, sc.new_A)
@@ -161,11 +161,12 @@ def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-
 
 
 @njit(inline=True)
-def _append(ar, r, pos, x, y, sc):  # type: ignore[no-untyped-def]
-    """Write the record at window position ``pos``, keeping what it overwrites in ``sc``."""
-    for j in range(x.shape[0]):
+def _append(ar, r, pos, X, i, y, sc):  # type: ignore[no-untyped-def]
+    """Write record ``X[i]``, ``y`` at window position ``pos``, keeping what it overwrites in
+    ``sc``."""
+    for j in range(X.shape[1]):
         sc.old_x[j] = ar.WX[r, pos, j]
-        ar.WX[r, pos, j] = x[j]
+        ar.WX[r, pos, j] = X[i, j]
     sc.old_ym[0] = ar.WY[r, pos]
     sc.old_ym[1] = ar.WM[r, pos]
     ar.WY[r, pos] = y

@@ -99,16 +99,16 @@ def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-u
 
 
 @njit(inline=True)
-def predict(theta, r, x, acts, net):  # type: ignore[no-untyped-def]
-    """Row ``r``'s output for features ``x``: the value, or P(y = 1)."""
+def predict(theta, r, X, i, acts, net):  # type: ignore[no-untyped-def]
+    """Row ``r``'s output for features ``X[i]``: the value, or P(y = 1)."""
+    d = X.shape[1]
     if net.single:  # the sum forward takes, in the same order
-        d = x.shape[0]
         z = theta[r, d]
         for j in range(d):
-            z += theta[r, j] * x[j]
+            z += theta[r, j] * X[i, j]
     else:
-        for j in range(x.shape[0]):
-            acts[0, j] = x[j]
+        for j in range(d):
+            acts[0, j] = X[i, j]
         z = forward(theta, r, acts, net)
     return 1.0 / (1.0 + math.exp(-z)) if net.logistic else z
 
