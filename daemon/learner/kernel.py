@@ -82,18 +82,16 @@ class Scratch(NamedTuple):
     window: np.ndarray  # (k,)
 
 
-@njit()
-def _scratch(L_out, d, k, P):  # type: ignore[no-untyped-def]
-    width = max(d, L_out.max())
+def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
+    width = max(d, int(L_out.max()))
     return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
                    np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k))
 
 
-@njit(nogil=True)
-def process(i0, b, ar, par, net, ph, php, out):  # type: ignore[no-untyped-def]
+@njit(nogil=True, refcounts=False)
+def process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-def]
     """Process records ``i0 …`` until the end or an event; returns ``(index, event)``."""
     n = b.slots.shape[0]
-    sc = _scratch(net.L_out, b.X.shape[1], ar.WX.shape[1], ar.theta.shape[1])
     for i in range(i0, n):
         s = b.slots[i]
         if par.oracle and b.tasks[i] >= 0:

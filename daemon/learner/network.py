@@ -40,7 +40,7 @@ def net_of(family: Family) -> Net:
                family.task == "classification", len(layers) == 1 and layers[0][2] == 1)
 
 
-@njit()
+@njit(inline=True)
 def tanh(x):  # type: ignore[no-untyped-def]
     """tanh through exp(−2|x|): 6 ns against libm's 18 ns here, absolute error below 3e-16.
 
