@@ -56,8 +56,9 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     i = 0
     while True:
         acc[:] = 0.0
-        end, event = kernel.process(i, batch, lrn.arena, _params(lrn, tasks is not None),
-                                    lrn.net, ph_state, ph_params, result, sc)
+        end, event = kernel.process(
+            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, tasks is not None)),
+            tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), tuple(sc))
         stop = end + 1 if event == kernel.EVENT_ALARM else end
         tot.skipped += int(acc[0])
         tot.baseline += float(acc[1])
