@@ -153,6 +153,9 @@ class AdaptiveLearner:
             and not self.config.hypergradient) else None
         if builtin:
             self.net = net_of(self.family)
+            # The kernel's working arrays, allocated once (as a plain tuple: see kernel.process).
+            self.scratch = tuple(kernel.scratch(self.net.L_out, n_features, self.config.window,
+                                                self.family.n_params))
         self.B_base = np.full(self.family.n_params, self.config.lr * self.config.lr)
         self._rows_per_key = 2 if self.regret.baseline else 1
         self._grow(64, None)

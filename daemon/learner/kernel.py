@@ -84,6 +84,7 @@ class Scratch(NamedTuple):
 
 
 def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
+    """Working arrays for :func:`process` (whose contents do not outlive a record)."""
     width = max(d, int(L_out.max()))
     return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
                    np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k))

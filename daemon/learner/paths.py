@@ -52,13 +52,12 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     acc = np.zeros(2)
     result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
     tot = lrn.totals
-    sc = kernel.scratch(lrn.net.L_out, X.shape[1], lrn.config.window, lrn.arena.theta.shape[1])
     i = 0
     while True:
         acc[:] = 0.0
         end, event = kernel.process(
             i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, tasks is not None)),
-            tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), tuple(sc))
+            tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
         stop = end + 1 if event == kernel.EVENT_ALARM else end
         tot.skipped += int(acc[0])
         tot.baseline += float(acc[1])
