@@ -33,7 +33,6 @@ import numpy as np
 from adaptd.learner.jit import njit
 from adaptd.settings import DriftConfig
 
-
 #: ``ph_relative`` when unset, by task, and ``ph_threshold`` when unset, by relative mode (see
 #: :class:`DriftConfig`).
 DEFAULT_PH_RELATIVE = {"regression": True, "classification": False}
@@ -88,7 +87,9 @@ class PHState(NamedTuple):
 
     @classmethod
     def empty(cls, capacity: int) -> PHState:
-        state = cls(*(np.zeros(capacity) for _ in range(7)), np.zeros(capacity, dtype=bool))
+        z = np.zeros
+        state = cls(z(capacity), z(capacity), z(capacity), z(capacity), z(capacity), z(capacity),
+                    z(capacity), z(capacity, dtype=bool))
         ph_reset(state, np.arange(capacity))
         return state
 

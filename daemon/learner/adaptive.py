@@ -34,10 +34,11 @@ import numpy as np
 
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
 from adaptd.labels import PendingLabels
-from adaptd.learner import LearnerSummary, Outcomes, arena, kernel, paths
+from adaptd.learner import LearnerSummary, Outcomes, kernel, paths
+from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
-from adaptd.learner.network import net_of
+from adaptd.learner.network import Net, net_of
 from adaptd.learner.segments import close_segment, start_task
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
@@ -64,6 +65,13 @@ class AdaptiveLearner:
         module: a user ``nn.Module`` trained through autograd instead of a built-in family.
         clock: monotonic seconds, for idle eviction and label TTLs (injected by tests).
     """
+
+    # Set up with the first record (or n_features): see _setup.
+    arena: Arena
+    bank: DetectorBank
+    net: Net  # built-in families only
+    scratch: tuple[np.ndarray, ...]  # the kernel's working arrays
+    B_base: np.ndarray  # lr²: the shadow baseline's B
 
     def __init__(
         self,
@@ -160,11 +168,11 @@ class AdaptiveLearner:
         self._rows_per_key = 2 if self.regret.baseline else 1
         self._grow(64, None)
 
-    def _grow(self, keys_capacity: int, old: arena.Arena | None) -> None:
+    def _grow(self, keys_capacity: int, old: Arena | None) -> None:
         """Room for ``keys_capacity`` keys, ``old``'s rows first (the arena doubles when full)."""
         assert self.family is not None and self.n_features is not None
         rows = keys_capacity * self._rows_per_key
-        self.arena = arena.grow(old, rows, self.family.n_params, self.config.window,
+        self.arena = grow_arena(old, rows, self.family.n_params, self.config.window,
                                 self.n_features,
                                 self.regret.buffer if self.regret.hindsight else 0)
         self._free.extend(range(keys_capacity - 1, self._capacity - 1, -1))
@@ -312,21 +320,21 @@ class AdaptiveLearner:
     # ------------------------------------------------------------------ state
 
     def _task_state(self, s: int) -> dict[str, Any]:
-        state = arena.row_state(self.arena, s)
+        state = row_state(self.arena, s)
         state["detector"] = self.bank.get_state(s)
         if self.regret.baseline:
-            state["baseline"] = arena.row_state(self.arena, s + 1, arena.BASE_FIELDS)
+            state["baseline"] = row_state(self.arena, s + 1, BASE_FIELDS)
         return state
 
     def _set_task_state(self, s: int, state: Mapping[str, Any]) -> None:
-        arena.set_row_state(self.arena, s, state)
+        set_row_state(self.arena, s, state)
         self.bank.set_state(s, state["detector"])
         if self.regret.baseline:
             base = state.get("baseline")
             if base is None:  # saved without a baseline: start one
                 self._start_baseline(s + 1)
             else:
-                arena.set_row_state(self.arena, s + 1, base, arena.BASE_FIELDS)
+                set_row_state(self.arena, s + 1, base, BASE_FIELDS)
 
     def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
         """Meta-state, totals and the task states of ``keys`` (all if None), plain data."""

@@ -61,7 +61,7 @@ assert tuple(LAYOUT) == Arena._fields
 BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
 
 
-def grow(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> Arena:
+def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> Arena:
     """An arena of ``rows`` rows holding ``old``'s rows first (new rows at their fill)."""
     shapes = {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
     arrays = []

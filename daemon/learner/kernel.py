@@ -125,9 +125,9 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
             out.acc[0] += 1.0
             continue
         _account(i, s, main_loss, b, ar, par, out)
-        if par.ph_on and ar.seg_len[s] > par.warmup and not ph.alarm[s]:
-            if ph_update(ph, php, s, main_loss):
-                return i, EVENT_ALARM
+        if (par.ph_on and ar.seg_len[s] > par.warmup and not ph.alarm[s]
+                and ph_update(ph, php, s, main_loss)):
+            return i, EVENT_ALARM
     return n, EVENT_NONE
 
 

@@ -120,7 +120,7 @@ class _Rows(NamedTuple):
     y: np.ndarray
     loss: np.ndarray  # prequential
     slots: np.ndarray  # the keys' main rows (n_main,)
-    index: np.ndarray  # their records' indices in the batch (n_main,)
+    records: np.ndarray  # their records' indices in the batch (n_main,)
     n_main: int
 
 
@@ -224,10 +224,10 @@ def _account(lrn: AdaptiveLearner, r: _Rows, g: np.ndarray, u: np.ndarray | None
     a, tot, nl = lrn.arena, lrn.totals, r.n_main
     okm = ok[:nl]
     if okm.all():
-        sm, lm, im, gm = r.slots, r.loss[:nl], r.index, g[:nl]
+        sm, lm, im, gm = r.slots, r.loss[:nl], r.records, g[:nl]
     else:
         tot.skipped += int((~okm).sum())
-        sm, lm, im, gm = r.slots[okm], r.loss[:nl][okm], r.index[okm], g[:nl][okm]
+        sm, lm, im, gm = r.slots[okm], r.loss[:nl][okm], r.records[okm], g[:nl][okm]
     a.WL[sm, (a.wpos[sm] - 1) % lrn.config.window] = lm  # where _step just wrote
     out.loss[im] = lm
     out.learned[im] = True
