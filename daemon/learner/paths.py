@@ -28,7 +28,7 @@ from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel
 from adaptd.learner.models import pointwise_loss
 from adaptd.learner.segments import close_segment
-from adaptd.learner.step import step_rows
+from adaptd.learner.step import step_rows, unscaled_steps
 from adaptd.settings import DriftConfig
 
 if TYPE_CHECKING:
@@ -200,8 +200,7 @@ def _step(lrn: AdaptiveLearner, r: _Rows) -> tuple[np.ndarray, np.ndarray | None
     _, g = fam.loss_grad(th, WX, WY, WM)
     A = a.A.take(r.rows, 0)
     ok = step_rows(th, A, g, meta.B, lrn.B_base, r.n_main, cfg.c, meta.alpha)
-    # The hypergradient's u = sqrt(B/A)·g, the step before the multiplier (as step_row has it).
-    u = np.sqrt(meta.B / A[: r.n_main]) * g[: r.n_main] if cfg.hypergradient else None
+    u = unscaled_steps(A[: r.n_main], g[: r.n_main], meta.B) if cfg.hypergradient else None
     ok &= np.isfinite(r.loss)
     keep = ok if not ok.all() else slice(None)
     rows, pos = r.rows[keep], pos[keep]

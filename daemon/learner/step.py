@@ -30,6 +30,12 @@ from adaptd.learner.jit import njit
 
 
 @njit(inline=True)
+def _unscaled(b, a, g):  # type: ignore[no-untyped-def]
+    """The step of one parameter before the multiplier α: ``sqrt(B/A)·g``."""
+    return math.sqrt(b / a) * g
+
+
+@njit(inline=True)
 def step_row(theta, A, r, g, B, c, alpha, new_theta, new_A):  # type: ignore[no-untyped-def]
     """The step for row ``r`` of ``theta``/``A`` ``(R, P)`` with gradient ``g`` ``(P,)`` and
     ``B`` ``(P,)``, written to ``new_theta``/``new_A`` ``(P,)``; true when all of it is finite.
@@ -41,7 +47,7 @@ def step_row(theta, A, r, g, B, c, alpha, new_theta, new_A):  # type: ignore[no-
     nonfinite = 0
     for q in range(theta.shape[1]):
         a = A[r, q] + c * g[q] * g[q]
-        t = theta[r, q] - alpha * (math.sqrt(B[q] / a) * g[q])
+        t = theta[r, q] - alpha * _unscaled(B[q], a, g[q])
         new_A[q] = a
         new_theta[q] = t
         nonfinite += ((a - a) != 0.0) | ((t - t) != 0.0)
@@ -80,3 +86,20 @@ def step_rows(theta: np.ndarray, A: np.ndarray, g: np.ndarray, B_main: np.ndarra
     ok = np.empty(theta.shape[0], dtype=np.bool_)
     _step_rows(theta, A, g, B_main, B_rest, n_main, float(c), float(alpha), ok)
     return ok
+
+
+@njit()
+def _unscaled_rows(A, g, B, u):  # type: ignore[no-untyped-def]
+    for r in range(A.shape[0]):
+        for q in range(A.shape[1]):
+            u[r, q] = _unscaled(B[q], A[r, q], g[r, q])
+
+
+def unscaled_steps(A: np.ndarray, g: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``sqrt(B/A) ⊙ g`` per row ``(R, P)``, with ``A`` after the step: the step before the
+    multiplier, which the hypergradient (Baydin et al. 2018) correlates with the next
+    gradient."""
+    u = np.empty(A.shape)
+    _unscaled_rows(np.ascontiguousarray(A), np.ascontiguousarray(g), B, u)
+    return u
+
