@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -232,7 +231,7 @@ class AdaptiveLearner:
         self.pending.expire()
         keys, X, ys = batch.keys, batch.X, batch.y
         if batch.ids.count(None) != n:
-            keys, X = self._join_delayed(batch)
+            keys, X = self.pending.join(batch)
         slot_of = self._slot_of
         # map(dict.get) runs in C: this line is per record.
         slot_list = list(map(slot_of.get, keys))
@@ -254,26 +253,6 @@ class AdaptiveLearner:
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out
-
-    def _join_delayed(self, batch: RecordBatch) -> tuple[list[str], np.ndarray]:
-        """Keep features of unlabelled records with an id; swap in the kept key and features for
-        labels that arrive later. Returns the keys and features to learn with (copies where
-        changed: the batch stays as decoded, for the prediction records)."""
-        keys, X = batch.keys, batch.X
-        copied = False
-        for i, rid in enumerate(batch.ids):
-            if rid is None:
-                continue
-            if math.isnan(batch.y[i]):
-                self.pending.put(rid, batch.keys[i], tuple(batch.X[i].tolist()))
-                continue
-            joined = self.pending.take(rid)
-            if joined is None:
-                continue
-            if not copied:
-                keys, X, copied = list(keys), X.copy(), True
-            keys[i], X[i] = joined
-        return keys, X
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         """Close the open segment of ``keys`` (all if None), as if each had drifted now.
