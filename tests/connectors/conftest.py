@@ -196,9 +196,9 @@ def _synthetic_source(ctx: CaseContext) -> SourceCase:
 # --- kafka ----------------------------------------------------------------------------------
 
 
-def _kafka_topic_uri(ctx: CaseContext, options: str = "") -> str:
+def _kafka_topic_uri(ctx: CaseContext, client: str) -> str:
     bootstrap = ctx.request.getfixturevalue("kafka_broker")
-    return f"kafka://{bootstrap}/conformance-{uuid.uuid4().hex[:12]}{options}"
+    return f"kafka://{bootstrap}/conformance-{uuid.uuid4().hex[:12]}?client={client}"
 
 
 def _kafka_read(uri: str, count: int, timeout_s: float = 30.0) -> list[SourceRecord]:
@@ -215,31 +215,41 @@ def _kafka_read(uri: str, count: int, timeout_s: float = 30.0) -> list[SourceRec
         source.close()
 
 
-def _kafka_source(ctx: CaseContext) -> SourceCase:
-    from adaptd.connectors.kafka import ensure_topic, sink_options
+def _kafka_source(client: str) -> Callable[[CaseContext], SourceCase]:
+    def build(ctx: CaseContext) -> SourceCase:
+        from adaptd.connectors.kafka import ensure_topic, sink_options
 
-    uri = _kafka_topic_uri(ctx)
-    sink = open_sink(f"{uri}?partitions=1")
-    # One key: one partition, so positions are 0..n-1 in write order.
-    sink.write([SinkMessage(value=v, key=b"k") for v in RECORDS])
-    sink.flush()
-    sink.close()
-    empty_uri = _kafka_topic_uri(ctx)
-    ensure_topic(sink_options(empty_uri), partitions=1)
-    return SourceCase(
-        build=lambda: open_source(uri),
-        expected=[SourceRecord(0, i, v, key=b"k") for i, v in enumerate(RECORDS)],
-        build_empty=lambda: open_source(empty_uri),
-        finite=False,
-    )
+        uri = _kafka_topic_uri(ctx, client)
+        sink = open_sink(f"{uri}&partitions=1")
+        # One key: one partition, so positions are 0..n-1 in write order.
+        sink.write([SinkMessage(value=v, key=b"k") for v in RECORDS])
+        sink.flush()
+        sink.close()
+        empty_uri = _kafka_topic_uri(ctx, client)
+        ensure_topic(sink_options(empty_uri), partitions=1)
+        return SourceCase(
+            build=lambda: open_source(uri),
+            expected=[SourceRecord(0, i, v, key=b"k") for i, v in enumerate(RECORDS)],
+            build_empty=lambda: open_source(empty_uri),
+            finite=False,
+        )
+    return build
 
 
-def _kafka_sink(ctx: CaseContext) -> SinkCase:
-    uri = _kafka_topic_uri(ctx)
-    return SinkCase(
-        build=lambda: open_sink(f"{uri}?partitions=1"),
-        read_back=lambda count: [r.value for r in _kafka_read(uri, count)],
-    )
+def _kafka_sink(client: str) -> Callable[[CaseContext], SinkCase]:
+    def build(ctx: CaseContext) -> SinkCase:
+        uri = _kafka_topic_uri(ctx, client)
+        return SinkCase(
+            build=lambda: open_sink(f"{uri}&partitions=1"),
+            read_back=lambda count: [r.value for r in _kafka_read(uri, count)],
+        )
+    return build
+
+
+def case_scheme(name: str) -> str:
+    """The URI scheme of a case: its name up to a ``+`` (``kafka+librdkafka`` is ``kafka``
+    through another client)."""
+    return name.partition("+")[0]
 
 
 CASES: dict[str, Conformance] = {
@@ -252,7 +262,15 @@ CASES: dict[str, Conformance] = {
     "stdout": Conformance(uri=lambda tmp: "stdout:", sink=_stdout_sink),
     "synthetic": Conformance(uri=lambda tmp: SYNTHETIC_URI, source=_synthetic_source),
     "kafka": Conformance(
-        uri=lambda tmp: "kafka://127.0.0.1:9/never-used", source=_kafka_source, sink=_kafka_sink
+        uri=lambda tmp: "kafka://127.0.0.1:9/never-used",
+        source=_kafka_source("kafka-python"),
+        sink=_kafka_sink("kafka-python"),
+    ),
+    # The same connector through its other client: the contract must hold for both.
+    "kafka+librdkafka": Conformance(
+        uri=lambda tmp: "kafka://127.0.0.1:9/never-used?client=librdkafka",
+        source=_kafka_source("librdkafka"),
+        sink=_kafka_sink("librdkafka"),
     ),
 }
 

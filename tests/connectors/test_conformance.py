@@ -16,7 +16,7 @@ import pytest
 from adaptd.connectors.base import SinkMessage, Source, SourceRecord
 from adaptd.connectors.registry import available, connector, open_sink, open_source
 from adaptd.errors import ConfigError, SinkError
-from tests.connectors.conftest import CASES, RECORDS, CaseContext, SourceCase
+from tests.connectors.conftest import CASES, RECORDS, CaseContext, SourceCase, case_scheme
 
 #: Timeout given to polls that are expected to come back empty.
 EMPTY_POLL_TIMEOUT_S = 0.3
@@ -27,9 +27,9 @@ POLL_SLACK_S = 3.0
 READ_DEADLINE_S = 30.0
 
 
-def _loads(scheme: str) -> bool:
+def _loads(case: str) -> bool:
     try:
-        connector(scheme)
+        connector(case_scheme(case))
     except ConfigError:
         return False
     return True
@@ -117,7 +117,7 @@ def test_every_connector_that_loads_has_a_conformance_case(scheme: str) -> None:
 def test_unknown_option_is_rejected_before_anything_opens(scheme: str, tmp_path: Path) -> None:
     uri = CASES[scheme].uri(tmp_path)
     bad = uri + ("&" if "?" in uri else "?") + "no_such_option=1"
-    cls = connector(scheme)
+    cls = connector(case_scheme(scheme))
     if cls.can_source():
         with pytest.raises(ConfigError, match="no_such_option"):
             open_source(bad)

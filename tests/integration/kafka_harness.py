@@ -17,7 +17,7 @@ from typing import Any
 
 from adaptd.checkpoint import CheckpointStore, Restored
 from adaptd.connectors.base import SinkMessage, SourceRecord
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def make_records(n: int, keys: int = 6, n_features: int = 3, seed: int = 0) -> l
 def produce(bootstrap: str, topic: str, records: Iterable[dict | bytes],
             partitions: int = 1) -> int:
     """Write records keyed by their key (raw bytes unkeyed); creates the topic. Blocks."""
-    sink = KafkaSink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
+    sink = kafka_sink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
     n = 0
     try:
         batch = []
@@ -73,7 +73,7 @@ def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float = 60.
     """Every record of a topic from the start: waits for ``at_least`` records, then reads on
     until nothing new arrives for ``settle_s`` (counting records, since the broker's end
     offsets can trail them)."""
-    source = KafkaSource(source_options(f"kafka://{bootstrap}/{topic}"))
+    source = kafka_source(source_options(f"kafka://{bootstrap}/{topic}"))
     deadline = time.monotonic() + timeout_s
     while True:
         try:

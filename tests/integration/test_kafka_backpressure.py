@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from adaptd.broker import EmbeddedBroker, free_port
 from adaptd.checkpoint import CheckpointStore
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from adaptd.learner.adagrad import AdaGradLearner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
@@ -34,12 +34,12 @@ def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
     records = make_records(2000, seed=8)
     produce(kafka_broker, f"{kafka_topic}-in", records)
     proxy_port = free_port()
-    sink = KafkaSink(sink_options(
+    sink = kafka_sink(sink_options(
         f"kafka://127.0.0.1:{proxy_port}/{kafka_topic}-out?partitions=1&flush_timeout_ms=300"
         "&bootstrap_timeout_ms=300&reconnect_backoff_max_ms=300"))
     registry = CollectorRegistry()
     runner = Runner(
-        source=KafkaSource(source_options(
+        source=kafka_source(source_options(
             f"kafka://{kafka_broker}/{kafka_topic}-in?limit={len(records)}")),
         learner=AdaGradLearner(),
         decoder=RecordDecoder(),

@@ -11,7 +11,8 @@ import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
 from adaptd.connectors.base import SinkMessage, SourceRecord
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
+from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.errors import UnavailableError
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import TcpProxy, read_topic
@@ -36,7 +37,7 @@ class Positions:
 
 
 def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
-    sink = KafkaSink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
+    sink = kafka_sink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
     sink.write([
         SinkMessage(value=f'{{"i":{i}}}'.encode(), key=f"k{i % 5}".encode(),
                     headers=(("n", str(i).encode()),))
@@ -47,7 +48,7 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
     sink.close()
 
 
-def read_all(source: KafkaSource, n: int, timeout_s: float = 30.0) -> list[SourceRecord]:
+def read_all(source: KafkaSourceBase, n: int, timeout_s: float = 30.0) -> list[SourceRecord]:
     out: list[SourceRecord] = []
     deadline = time.monotonic() + timeout_s
     while len(out) < n:
@@ -59,7 +60,7 @@ def read_all(source: KafkaSource, n: int, timeout_s: float = 30.0) -> list[Sourc
 def test_every_record_comes_back_keyed_and_in_order_per_partition(
         kafka_broker: str, kafka_topic: str) -> None:
     produce(kafka_broker, kafka_topic, 300)
-    source = KafkaSource(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
     listener = Positions()
     source.open({}, listener)
     try:
@@ -81,7 +82,7 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
         kafka_broker: str, kafka_topic: str) -> None:
     produce(kafka_broker, kafka_topic, 90, partitions=1)
     uri = f"kafka://{kafka_broker}/{kafka_topic}?group=g-{kafka_topic}&{FAST_GROUP}"
-    first = KafkaSource(source_options(uri))
+    first = kafka_source(source_options(uri))
     first.open({}, Positions())
     try:
         assert len(read_all(first, 90)) == 90
@@ -89,7 +90,7 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
     finally:
         first.close()
     # The group has committed 80, but the checkpoint says 30: the source must start at 30.
-    second = KafkaSource(source_options(uri))
+    second = kafka_source(source_options(uri))
     listener = Positions({0: 30})
     second.open({}, listener)
     try:
@@ -102,7 +103,7 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
 
 def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) -> None:
     produce(kafka_broker, kafka_topic, 50, partitions=1)
-    source = KafkaSource(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
     source.open({0: 0}, None)
     try:
         source.pause()
@@ -115,10 +116,10 @@ def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) 
 
 def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> None:
     uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300"
-    source = KafkaSource(source_options(uri))
+    source = kafka_source(source_options(uri))
     with pytest.raises(UnavailableError, match="no broker reachable"):
         source.open({}, None)
-    sink = KafkaSink(sink_options(uri))
+    sink = kafka_sink(sink_options(uri))
     sink.write([SinkMessage(value=b"{}")])  # held, not lost, not raised
     assert sink.backlog() == 1
     sink.close()
@@ -131,7 +132,7 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
         proxy = TcpProxy(broker.port, proxy_port)
         proxy.start()
         bootstrap = f"127.0.0.1:{proxy_port}"
-        sink = KafkaSink(sink_options(
+        sink = kafka_sink(sink_options(
             f"kafka://{bootstrap}/{kafka_topic}?partitions=1&request_timeout_ms=500"
             "&delivery_timeout_ms=1000&flush_timeout_ms=20000&reconnect_backoff_max_ms=200"))
         try:
@@ -139,7 +140,8 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
             sink.flush()
             proxy.stop()
             sink.write([SinkMessage(value=f"during-{i}".encode()) for i in range(50)])
-            wait_for(lambda: len(sink._failed) > 0, 20, "deliveries to fail")
+            wait_for(lambda: sink.backlog() == 50 and sink.failed_deliveries + len(sink._failed) > 0,
+                     20, "deliveries to fail")
             assert sink.backlog() == 50
             proxy.start()
             sink.flush()
