@@ -22,6 +22,9 @@ from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: Every Kafka integration test that matters runs through both clients.
+CLIENTS = ("kafka-python", "librdkafka")
+
 #: Consumer-group timeouts short enough that joins and takeovers take seconds, not minutes.
 FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interval_ms=30000"
 

@@ -15,7 +15,10 @@ from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, sour
 from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.errors import UnavailableError
 from tests.helpers import wait_for
-from tests.integration.kafka_harness import TcpProxy, read_topic
+from tests.integration.kafka_harness import CLIENTS, TcpProxy, read_topic
+
+#: Each test runs through both clients, against the same broker.
+pytestmark = pytest.mark.parametrize("client", CLIENTS)
 
 FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interval_ms=20000"
 
@@ -36,8 +39,10 @@ class Positions:
         self.revoked.append(sorted(partitions))
 
 
-def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
-    sink = kafka_sink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
+def produce(bootstrap: str, topic: str, n: int, partitions: int = 3,
+            client: str = "kafka-python") -> None:
+    sink = kafka_sink(sink_options(
+        f"kafka://{bootstrap}/{topic}?partitions={partitions}&client={client}"))
     sink.write([
         SinkMessage(value=f'{{"i":{i}}}'.encode(), key=f"k{i % 5}".encode(),
                     headers=(("n", str(i).encode()),))
@@ -58,9 +63,9 @@ def read_all(source: KafkaSourceBase, n: int, timeout_s: float = 30.0) -> list[S
 
 
 def test_every_record_comes_back_keyed_and_in_order_per_partition(
-        kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 300)
-    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 300, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     listener = Positions()
     source.open({}, listener)
     try:
@@ -79,9 +84,10 @@ def test_every_record_comes_back_keyed_and_in_order_per_partition(
 
 
 def test_the_daemons_positions_win_over_the_groups_committed_offsets(
-        kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 90, partitions=1)
-    uri = f"kafka://{kafka_broker}/{kafka_topic}?group=g-{kafka_topic}&{FAST_GROUP}"
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 90, partitions=1, client=client)
+    uri = (f"kafka://{kafka_broker}/{kafka_topic}?group=g-{kafka_topic}&{FAST_GROUP}"
+           f"&client={client}")
     first = kafka_source(source_options(uri))
     first.open({}, Positions())
     try:
@@ -101,9 +107,10 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
     assert listener.assigned == [[0]]
 
 
-def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 50, partitions=1)
-    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str,
+                                           client: str) -> None:
+    produce(kafka_broker, kafka_topic, 50, partitions=1, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({0: 0}, None)
     try:
         source.pause()
@@ -114,8 +121,9 @@ def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) 
         source.close()
 
 
-def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> None:
-    uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300"
+def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str,
+                                                          client: str) -> None:
+    uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300&client={client}"
     source = kafka_source(source_options(uri))
     with pytest.raises(UnavailableError, match="no broker reachable"):
         source.open({}, None)
@@ -126,14 +134,14 @@ def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> N
 
 
 def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
-        kafka_topic: str, tmp_path: Path) -> None:
+        kafka_topic: str, tmp_path: Path, client: str) -> None:
     proxy_port = free_port()
     with EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log") as broker:
         proxy = TcpProxy(broker.port, proxy_port)
         proxy.start()
         bootstrap = f"127.0.0.1:{proxy_port}"
         sink = kafka_sink(sink_options(
-            f"kafka://{bootstrap}/{kafka_topic}?partitions=1&request_timeout_ms=500"
+            f"kafka://{bootstrap}/{kafka_topic}?client={client}&partitions=1&request_timeout_ms=500"
             "&delivery_timeout_ms=1000&flush_timeout_ms=20000&reconnect_backoff_max_ms=200"))
         try:
             sink.write([SinkMessage(value=f"before-{i}".encode()) for i in range(10)])
