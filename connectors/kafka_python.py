@@ -19,6 +19,7 @@ from kafka import ConsumerRebalanceListener
 from adaptd.connectors.base import PartitionListener, SinkMessage, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSinkBase, KafkaSourceBase
 from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.connectors.kafka_python_batches import BatchAppender, failed_in_batch
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -300,16 +301,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaPythonSink(KafkaSinkBase):
     """Produces through kafka-python's ``KafkaProducer``.
 
-    Each ``send`` returns a future; instead of a callback per future (run on the I/O thread),
-    the futures of one written batch are kept together and looked at from the daemon's thread
-    once the batch is done: the last future of a chunk first, every future only then.
+    Written messages go to the producer as whole record batches (:class:`BatchAppender`),
+    one future per batch; with a kafka-python whose internals differ, through ``send``, one
+    future per message. Either way no callback runs per message: the futures of each write
+    are kept together and looked at from the daemon's thread (:meth:`_collect`), the last
+    one first.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # (messages, their futures), oldest first; one entry per _send call.
+        # (messages, futures), oldest first: one future per message, or one for all of them.
         self._chunks: deque[tuple[list[SinkMessage], list[Any]]] = deque()
         self._unacked = 0
+        self._batches: BatchAppender | None = None
 
     def _create_producer(self) -> Any:
         from kafka import KafkaProducer
@@ -331,11 +335,31 @@ class KafkaPythonSink(KafkaSinkBase):
             ensure_topic(o, o.partitions)
         quiet_client_logs()
         try:
-            return KafkaProducer(**config)
+            producer = KafkaProducer(**config)
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        self._batches = BatchAppender(producer, o.topic) if BatchAppender.supported(producer) \
+            else None
+        return producer
 
     def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        from kafka.errors import KafkaError
+
+        if self._batches is not None:
+            messages = list(waiting)
+            try:
+                batches = self._batches.append(messages)
+            except KafkaError as exc:  # no metadata in time: everything waits, in backlog
+                log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
+                return
+            waiting.clear()
+            self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
+            self._unacked += len(messages)
+            return
+        self._send_each(producer, waiting)
+
+    def _send_each(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        """The public path: ``send`` per message."""
         from kafka.errors import KafkaError
 
         send = producer.send
@@ -364,6 +388,9 @@ class KafkaPythonSink(KafkaSinkBase):
                 return
             chunks.popleft()
             self._unacked -= len(messages)
+            if len(futures) < len(messages):  # one future for the whole batch
+                self._failed.extend(failed_in_batch(messages, futures[0]))
+                continue
             self._failed.extend((m, f.exception) for m, f in zip(messages, futures, strict=True)
                                 if f.exception is not None)
 

@@ -160,3 +160,22 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
             proxy.stop()
     assert {f"before-{i}".encode() for i in range(10)} <= values
     assert {f"during-{i}".encode() for i in range(50)} <= values
+
+
+def test_kafka_pythons_per_message_fallback_delivers_as_well(
+        kafka_broker: str, kafka_topic: str, client: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kafka-python release without the internals the batch path uses: ``send`` per message."""
+    if client != "kafka-python":
+        pytest.skip("only kafka-python has a fallback path")
+    from adaptd.connectors.kafka_python_batches import BatchAppender
+
+    monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
+    produce(kafka_broker, kafka_topic, 200, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({}, None)
+    try:
+        records = read_all(source, 200)
+    finally:
+        source.close()
+    assert sorted(int(r.value[5:-1]) for r in records) == list(range(200))
