@@ -66,7 +66,7 @@ def kafka_sink(options: KafkaSinkOptions) -> KafkaSinkBase:
 
         require_client()
         return LibrdkafkaSink(options)
-    from adaptd.connectors.kafka_python import KafkaPythonSink
+    from adaptd.connectors.kafka_python_sink import KafkaPythonSink
 
     return KafkaPythonSink(options)
 

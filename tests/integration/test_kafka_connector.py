@@ -168,7 +168,7 @@ def test_kafka_pythons_per_message_fallback_delivers_as_well(
     """A kafka-python release without the internals the batch path uses: ``send`` per message."""
     if client != "kafka-python":
         pytest.skip("only kafka-python has a fallback path")
-    from adaptd.connectors.kafka_python_batches import BatchAppender
+    from adaptd.connectors.kafka_python_sink import BatchAppender
 
     monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
     produce(kafka_broker, kafka_topic, 200, client=client)

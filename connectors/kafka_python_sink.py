@@ -1,4 +1,4 @@
-"""Whole record batches into a kafka-python producer, without a ``send`` per message.
+"""The kafka-python sink: whole record batches into the producer, without a ``send`` per message.
 
 ``KafkaProducer.send`` costs about 40 µs a message in pure Python (validation, partitioner,
 size estimate, a future per message, locks), more than the daemon spends on a record
@@ -15,13 +15,19 @@ message if a kafka-python release moves them.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from adaptd.connectors.base import SinkMessage
-from adaptd.errors import SinkError
+from adaptd.connectors.kafka_common import KafkaSinkBase
+from adaptd.connectors.kafka_python import ensure_topic, quiet_client_logs
+from adaptd.errors import SinkError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 
 def failed_in_batch(messages: list[SinkMessage], future: Any) -> list[tuple[SinkMessage, Any]]:
@@ -127,3 +133,115 @@ class BatchAppender:
             accumulator._batches[tp].append(batch)
             accumulator._incomplete.add(batch)
         return batch, end
+
+
+class KafkaPythonSink(KafkaSinkBase):
+    """Produces through kafka-python's ``KafkaProducer``.
+
+    Written messages go to the producer as whole record batches (:class:`BatchAppender`),
+    one future per batch; with a kafka-python whose internals differ, through ``send``, one
+    future per message. Either way no callback runs per message: the futures of each write
+    are kept together and looked at from the daemon's thread (:meth:`_collect`), the last
+    one first.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (messages, futures), oldest first: one future per message, or one for all of them.
+        self._chunks: deque[tuple[list[SinkMessage], list[Any]]] = deque()
+        self._unacked = 0
+        self._batches: BatchAppender | None = None
+
+    def _create_producer(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        o = self.options
+        config = o.client_config()
+        config.update(
+            acks="all" if o.acks == "all" else int(o.acks),
+            linger_ms=o.linger_ms,
+            batch_size=o.batch_bytes,
+            compression_type=o.compression_type,
+            delivery_timeout_ms=o.delivery_timeout_ms,
+            # send() must not block the daemon for long: a full buffer is backpressure,
+            # reported through backlog(), not a minute-long stall.
+            max_block_ms=1_000,
+        )
+        if o.partitions is not None:
+            ensure_topic(o, o.partitions)
+        quiet_client_logs()
+        try:
+            producer = KafkaProducer(**config)
+        except KafkaError as exc:
+            raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        self._batches = BatchAppender(producer, o.topic) if BatchAppender.supported(producer) \
+            else None
+        return producer
+
+    def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        from kafka.errors import KafkaError
+
+        if self._batches is not None:
+            messages = list(waiting)
+            try:
+                batches = self._batches.append(messages)
+            except KafkaError as exc:  # no metadata in time: everything waits, in backlog
+                log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
+                return
+            waiting.clear()
+            self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
+            self._unacked += len(messages)
+            return
+        self._send_each(producer, waiting)
+
+    def _send_each(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        """The public path: ``send`` per message."""
+        from kafka.errors import KafkaError
+
+        send = producer.send
+        topic = self.options.topic
+        sent: list[SinkMessage] = []
+        futures: list[Any] = []
+        try:
+            while waiting:
+                msg = waiting[0]
+                futures.append(send(topic, msg.value, msg.key, list(msg.headers) or None))
+                sent.append(waiting.popleft())
+        except KafkaError as exc:
+            # Buffer full or no metadata in time: the rest waits here, counted in backlog.
+            log.debug("%s: producer did not take a message: %s", self.options.where, exc)
+        if sent:
+            self._chunks.append((sent, futures))
+            self._unacked += len(sent)
+
+    def _collect(self) -> None:
+        chunks = self._chunks
+        while chunks:
+            messages, futures = chunks[0]
+            # Batches of one partition complete in order (idempotent producer), so the last
+            # future being done usually means all are; check every one only then.
+            if not futures[-1].is_done or not all(f.is_done for f in futures):
+                return
+            chunks.popleft()
+            self._unacked -= len(messages)
+            if len(futures) < len(messages):  # one future for the whole batch
+                self._failed.extend(failed_in_batch(messages, futures[0]))
+                continue
+            self._failed.extend((m, f.exception) for m, f in zip(messages, futures, strict=True)
+                                if f.exception is not None)
+
+    def _in_flight(self) -> int:
+        return self._unacked
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise SinkError(f"{self.options.where}: flush failed: {exc}") from exc
+
+    def _close_producer(self, producer: Any, timeout_s: float) -> None:
+        # What it could not deliver in time fails its futures, which _collect requeues.
+        producer.close(timeout=timeout_s)
