@@ -9,7 +9,7 @@ import logging
 import time
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from adaptd.connectors.base import PartitionListener, Sink, SinkMessage, Source
@@ -26,6 +26,8 @@ class KafkaSourceBase(Source):
 
     def __init__(self, options: KafkaSourceOptions) -> None:
         self.options = options
+        #: The client's consumer while open.
+        self._consumer: Any = None
         self._listener: PartitionListener | None = None
         self._start_positions: dict[int, int] = {}
         self._paused = False
@@ -33,7 +35,10 @@ class KafkaSourceBase(Source):
         self._returned = 0
 
     def _budget(self, max_records: int) -> int:
-        """How many records this poll may return under ``limit``."""
+        """How many records this poll may return under ``limit``; UnavailableError if the
+        source is not open (the daemon retries opening it)."""
+        if self._consumer is None:
+            raise UnavailableError(f"{self.options.where}: the source is not open")
         if self.options.limit is None:
             return max_records
         return min(max_records, self.options.limit - self._returned)
@@ -44,6 +49,17 @@ class KafkaSourceBase(Source):
 
     def assigned(self) -> Collection[int]:
         return sorted(self._assigned)
+
+    def _release(self, close_consumer: Callable[[Any], None]) -> None:
+        """Close the consumer (idempotent); a failure is logged: the broker may be gone, and
+        nothing is left to save (the daemon has checkpointed)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                close_consumer(consumer)
+            except Exception:
+                log.warning("%s: closing the consumer failed", self.options.where, exc_info=True)
+        self._assigned.clear()
 
     def _positions_for(self, partitions: Sequence[int]) -> tuple[dict[int, int], list[int]]:
         """On assignment: where each partition resumes — the daemon's checkpoint, else the

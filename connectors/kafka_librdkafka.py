@@ -76,7 +76,7 @@ def ensure_topic(options: KafkaClientOptions, partitions: int) -> bool:
 class LibrdkafkaSource(KafkaSourceBase):
     """Reads one topic through confluent-kafka's ``Consumer``. Called from one thread."""
 
-    _consumer: Any = None
+    _consumer: Any  # set up by KafkaSourceBase
     #: Set by the client's error callback when every broker is down; cleared by records or a
     #: successful metadata request. librdkafka retries by itself meanwhile.
     _brokers_down = False
@@ -106,7 +106,7 @@ class LibrdkafkaSource(KafkaSourceBase):
             "max.poll.interval.ms": max(o.max_poll_interval_ms, o.session_timeout_ms),
             "error_cb": self._on_error,
         })
-        consumer = ck.Consumer(config)
+        consumer: Any = ck.Consumer(config)
         try:
             partitions = self._topic_partitions(consumer, o.bootstrap_timeout_ms / 1000)
             self._consumer = consumer
@@ -136,21 +136,13 @@ class LibrdkafkaSource(KafkaSourceBase):
         return sorted(topic.partitions)
 
     def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
         # Leaving the group runs the revoke callback; the daemon has checkpointed already
         # and must not be called back while it shuts down.
         self._listener = None
-        if consumer is not None:
-            try:
-                consumer.close()
-            except Exception:  # the broker may be gone; nothing left to save here
-                log.warning("%s: closing the consumer failed", self.options.where, exc_info=True)
-        self._assigned.clear()
+        self._release(lambda consumer: consumer.close())
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
-        if self._consumer is None:
-            raise UnavailableError(f"{self.options.where}: the source is not open")
         max_records = self._budget(max_records)
         if max_records <= 0:
             return []

@@ -93,7 +93,7 @@ class KafkaPythonSource(KafkaSourceBase):
     reached; the daemon retries with backoff, and the consumer reconnects by itself.
     """
 
-    _consumer: Any = None
+    _consumer: Any  # set up by KafkaSourceBase
     _in_rebalance = False
 
     def open(
@@ -125,7 +125,7 @@ class KafkaPythonSource(KafkaSourceBase):
         )
         quiet_client_logs()
         try:
-            consumer = KafkaConsumer(**config)
+            consumer: Any = KafkaConsumer(**config)
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
         quiet_client_logs()
@@ -151,20 +151,12 @@ class KafkaPythonSource(KafkaSourceBase):
         self._consumer = consumer
 
     def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            try:
-                consumer.close(autocommit=False)
-            except Exception:  # the broker may be gone; nothing left to save here
-                log.warning("%s: closing the consumer failed", self.options.where, exc_info=True)
-        self._assigned.clear()
+        self._release(lambda consumer: consumer.close(autocommit=False))
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
         from kafka.errors import KafkaError
 
-        if self._consumer is None:
-            raise UnavailableError(f"{self.options.where}: the source is not open")
         max_records = self._budget(max_records)
         if max_records <= 0:
             return []
