@@ -126,8 +126,7 @@ class KafkaSinkBase(Sink):
         self._waiting: deque[SinkMessage] = deque()
         # Failed deliveries the client reported, waiting to be sent again.
         self._failed: deque[tuple[SinkMessage, object]] = deque()
-        #: Deliveries that failed and were sent again, over the sink's life.
-        self.failed_deliveries = 0
+        self._resent = 0
         self._next_connect_at = 0.0
         self._closed = False
 
@@ -191,7 +190,7 @@ class KafkaSinkBase(Sink):
         if self._failed:
             failed = list(self._failed)
             self._failed.clear()
-            self.failed_deliveries += len(failed)
+            self._resent += len(failed)
             log.warning("%s: %d deliveries failed (first: %s); sending them again with a new "
                         "producer", self.options.where, len(failed), failed[0][1])
             self._waiting.extendleft(msg for msg, _ in reversed(failed))
@@ -210,6 +209,13 @@ class KafkaSinkBase(Sink):
             self._close_producer(producer, 0)
         except Exception:  # a broken producer may fail to close; it is dropped either way
             log.debug("%s: closing a failed producer raised", self.options.where, exc_info=True)
+
+    @property
+    def failed_deliveries(self) -> int:
+        """Deliveries the client reported failed (sent again, or waiting to be), over the
+        sink's life."""
+        self._collect()
+        return self._resent + len(self._failed)
 
     def backlog(self) -> int:
         """Messages written but not yet acknowledged by the broker."""

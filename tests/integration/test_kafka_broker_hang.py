@@ -31,7 +31,8 @@ def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
     pid = broker.pid
     assert pid is not None
-    daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic, client=client), *FREQUENT_CHECKPOINTS,
+    daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic, client=client),
+                    *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:
         records = make_records(800, seed=8)

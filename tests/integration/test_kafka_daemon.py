@@ -78,7 +78,8 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     total = len(good) + len(bad)
     ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total)
 
-    daemon = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic, client=client), *FREQUENT_CHECKPOINTS,
+    io = uris(kafka_broker, kafka_topic, client=client)
+    daemon = Daemon(tmp_path, "a", *io, *FREQUENT_CHECKPOINTS,
                     "--set", "max_record_bytes=2000")
     try:
         wait_for(daemon.ready, 60, "/readyz")
@@ -109,7 +110,7 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     more = make_records(200, seed=2)
     produce(kafka_broker, f"{kafka_topic}-in", more, partitions=2)
     new_ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total + len(more))
-    again = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic, client=client), *FREQUENT_CHECKPOINTS,
+    again = Daemon(tmp_path, "b", *io, *FREQUENT_CHECKPOINTS,
                    "--set", "max_record_bytes=2000", state_dir=daemon.state_dir)
     try:
         wait_for_positions(again.state_dir, new_ends, daemons=[again])
@@ -152,10 +153,12 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
         return sum(s.position for s in checkpointed(state_dir).partitions.values())
 
     producer = threading.Thread(target=trickle)
-    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight", client=client),
+    io = uris(kafka_broker, kafka_topic, client=client)
+    straight = Daemon(tmp_path, "straight",
+                      *uris(kafka_broker, kafka_topic, group="straight", client=client),
                       "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight?client={client}",
                       *flags)
-    crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic, client=client), *flags)
+    crashy = Daemon(tmp_path, "crashy", *io, *flags)
     try:
         wait_for(lambda: checkpointed_records(crashy.state_dir) >= 500, 90,
                  "a checkpoint of the first records")
@@ -167,7 +170,7 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
         producer.join()
         assert at_kill < len(records), "the kill came after the last record: not mid-stream"
         ends = partition_ends(kafka_broker, topic_in, len(records))
-        restarted = Daemon(tmp_path, "restarted", *uris(kafka_broker, kafka_topic, client=client), *flags,
+        restarted = Daemon(tmp_path, "restarted", *io, *flags,
                            state_dir=crashy.state_dir)
         try:
             wait_for_positions(restarted.state_dir, ends, daemons=[restarted])
@@ -205,11 +208,13 @@ def test_two_daemons_split_the_partitions_and_one_takes_over_the_other(
     ends = partition_ends(kafka_broker, topic_in, len(first))
     shared_dir = tmp_path / "shared-state"
     flags = (*FREQUENT_CHECKPOINTS, *INDEPENDENT_KEYS)
-    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight", client=client),
+    io = uris(kafka_broker, kafka_topic, client=client)
+    straight = Daemon(tmp_path, "straight",
+                      *uris(kafka_broker, kafka_topic, group="straight", client=client),
                       "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight?client={client}",
                       *flags)
-    a = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic, client=client), *flags, state_dir=shared_dir)
-    b = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic, client=client), *flags, state_dir=shared_dir)
+    a = Daemon(tmp_path, "a", *io, *flags, state_dir=shared_dir)
+    b = Daemon(tmp_path, "b", *io, *flags, state_dir=shared_dir)
     try:
         wait_for(lambda: a.ready() and b.ready(), 60, "both daemons to own partitions")
         wait_for_positions(shared_dir, ends, daemons=[a, b])
@@ -242,7 +247,8 @@ def test_broker_unreachable_at_start_and_lost_mid_run_costs_readiness_not_record
     broker.start()
     proxy = TcpProxy(broker.port, proxy_port)
     bootstrap = f"127.0.0.1:{proxy_port}"
-    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic, client=client), *FREQUENT_CHECKPOINTS,
+    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic, client=client),
+                    *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:
         # Nobody answers at start: the daemon waits, not ready, and does not crash.
