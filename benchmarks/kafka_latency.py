@@ -41,12 +41,14 @@ def _pace(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate: f
 
 def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int], int],
              stop: threading.Event) -> None:
-    """Read predictions as they arrive; note the arrival time of each (partition, position)."""
-    from confluent_kafka import Consumer
+    """Read predictions as they arrive; note the arrival time of each (partition, position).
+    Assigned, not subscribed: a group join takes seconds on this broker."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5})
-    consumer.subscribe([topic])
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency-check",
+                         "fetch.wait.max.ms": 5, "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     while len(received) < n and not stop.is_set():
         for m in consumer.consume(1000, 0.05):
             if m.error() is None:
