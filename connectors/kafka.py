@@ -85,7 +85,9 @@ def ensure_topic(options: KafkaClientOptions, partitions: int) -> bool:
 
 class KafkaConnector(Connector):
     scheme = "kafka"
-    description = "Apache Kafka topics: consumer-group source, keyed producer sink"
+    description = (
+        "Apache Kafka topics: consumer-group source, keyed producer sink; "
+        "client=kafka-python (default) or librdkafka")
 
     @classmethod
     def source(cls, uri: str) -> Source:

@@ -1,4 +1,5 @@
-"""Checkpoints: learner state and next source position, per partition, written atomically.
+"""Checkpoints: shared state once, and next source position plus key states per partition,
+written atomically as one generation.
 
 Layout in ``state_dir``::
 
@@ -6,31 +7,42 @@ Layout in ``state_dir``::
         shared.pkl                         state every key shares (meta-state, totals, decoder)
         p0.pkl  p3.pkl                     per partition: next position, its keys, their state
 
+Every file is a small header (magic, format version, payload length, BLAKE2b digest) followed
+by the pickled payload, so a truncated, bit-flipped or foreign file is told from a good one
+before anything is unpickled. :func:`write_file` / :func:`read_file` are the only way files in
+the state directory are written and read (evicted key states use them too).
+
 A generation is written into a ``tmp-…`` directory, every file fsynced, then renamed into place
 and the state directory fsynced, so a crash at any moment leaves whole generations only. The
-state of a partition's keys and that partition's next position are in one file, so on restart
-every record before the position has affected the state exactly once and none after it has.
+state of a partition's keys and that partition's next position are in one file, and the shared
+state next to them counts exactly the records before those positions.
+
+Loading keeps that: a generation is used whole or not at all. A partition is loaded together
+with the shared file of its own generation; when any file of a generation that is needed is
+unreadable, that generation is skipped for the next older one, which then supplies the shared
+state and every partition it holds. So a restart after a corrupt newest file equals a restart
+from the previous generation, never a mix of the two. Each unreadable file is logged once, at
+ERROR, with its path and the reason.
 
 Several daemons of one consumer group may share a state directory: each writes generations of
-the partitions it owns, and whoever is assigned a partition loads it from the newest generation
-that holds it. Generation numbers are nanosecond timestamps made strictly increasing per writer;
-the writer id (host name, pid and a random token: every container's daemon may be pid 1 on a
-host of its own) keeps two writers' names apart.
-
-A file that cannot be read (truncated, corrupt, another format version) is reported with its
-path and the reason, and the next older generation holding that partition is used instead.
-After each save, generations are pruned: one is deleted only when every partition it holds has
-``keep`` newer generations.
+the partitions it owns, and whoever is assigned a partition loads it from the newest usable
+generation that holds it. Generation numbers are nanosecond timestamps made strictly
+increasing per writer; the writer id (host name, pid and a random token: every container's
+daemon may be pid 1 on a host of its own) keeps two writers' names apart. After each save,
+generations are pruned: one is deleted only when every partition it holds has ``keep`` newer
+generations.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
 import secrets
 import shutil
 import socket
+import struct
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +51,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+#: 3: a checksummed header on every file; partition files hold only their keys' states.
+FORMAT_VERSION = 3
+_MAGIC = b"ADAPTDCK"
+#: magic, format version, payload length in bytes, BLAKE2b-128 digest of the payload.
+_HEADER = struct.Struct("<8sIQ16s")
 _GEN_PREFIX = "gen-"
 _TMP_PREFIX = "tmp-"
 _SHARED = "shared.pkl"
@@ -47,21 +63,26 @@ _SHARED = "shared.pkl"
 STALE_TMP_S = 3600.0
 
 
-
-
 @dataclass
 class PartitionState:
-    """One partition in a checkpoint: where to resume, which keys live there, their state."""
+    """One partition in a checkpoint: where to resume, which keys live there, their state.
+
+    ``learner`` holds only what belongs to the partition (its keys' task states and pending
+    labels); the state all keys share is in the generation's shared file. ``generation`` is
+    the one it was loaded from (None when it is being saved).
+    """
 
     position: int
     keys: list[str] = field(default_factory=list)
     learner: dict[str, Any] = field(default_factory=dict)
+    generation: int | None = None
 
 
 @dataclass
 class Restored:
-    """What :meth:`CheckpointStore.load` found: shared state (from the newest generation read)
-    and the partitions that had a readable checkpoint."""
+    """What :meth:`CheckpointStore.load` found: the shared state of the newest generation a
+    partition was loaded from (or of the newest readable one when none was), and the
+    partitions that had a usable checkpoint."""
 
     shared: dict[str, Any] | None
     partitions: dict[int, PartitionState]
@@ -70,6 +91,10 @@ class Restored:
 
 class CheckpointError(Exception):
     """A checkpoint file could not be used; the message names the file and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.path = path
 
 
 def fsync_dir(path: Path) -> None:
@@ -81,28 +106,48 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_pickle(path: Path, payload: Any) -> None:
-    """Pickle ``payload`` to ``path`` and fsync it (the caller renames it into place)."""
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def write_file(path: Path, payload: Any) -> None:
+    """Pickle ``payload`` behind a checksummed header to ``path`` and fsync it (the caller
+    renames it into place). Blocks on the disk."""
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     with open(path, "wb") as fh:
-        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.write(_HEADER.pack(_MAGIC, FORMAT_VERSION, len(data), _digest(data)))
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_file(path: Path) -> Any:
+    """The payload :func:`write_file` wrote to ``path``, after checking its header and
+    checksum. Raises :class:`CheckpointError` naming the path and what was wrong."""
     try:
-        with open(path, "rb") as fh:
-            payload = pickle.load(fh)
+        blob = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
+        raise CheckpointError(path, "is missing") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"is unreadable ({exc})") from None
+    if len(blob) < _HEADER.size:
+        raise CheckpointError(path, f"is truncated: {len(blob)} bytes, shorter than a header")
+    magic, version, length, digest = _HEADER.unpack_from(blob)
+    if magic != _MAGIC:
+        raise CheckpointError(path, f"is not an adaptd checkpoint file (header {magic!r})")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(path, f"has format {version}, expected {FORMAT_VERSION}")
+    data = blob[_HEADER.size:]
+    if len(data) != length:
+        raise CheckpointError(path, f"is truncated: {len(data)} payload bytes, expected {length}")
+    if _digest(data) != digest:
+        raise CheckpointError(path, "is corrupt: checksum mismatch")
+    try:
+        return pickle.loads(data)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        # What unpickling a truncated or foreign file raises depends on where it breaks.
-        raise CheckpointError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} has format {found!r}, expected {FORMAT_VERSION}")
-    return payload
+        # A good checksum over a payload this code cannot rebuild (classes moved or renamed).
+        raise CheckpointError(path, f"is unreadable ({type(exc).__name__}: {exc})") from None
 
 
 class CheckpointStore:
@@ -110,14 +155,17 @@ class CheckpointStore:
 
     Args:
         state_dir: created on first save.
-        keep: see :class:`CheckpointConfig`.
+        keep: see :class:`~adaptd.settings.CheckpointConfig`.
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], keep: int = 3) -> None:
         self.state_dir = Path(state_dir)
         self.keep = keep
-        self._last_generation = 0
+        #: The generation this writer saved last (0 before its first save).
+        self.last_generation = 0
         self.writer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+        # Unreadable files already logged: a file stays bad, one line about it is enough.
+        self._reported: set[Path] = set()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -152,63 +200,91 @@ class CheckpointStore:
         return out
 
     def load(self, partitions: Collection[int] | None = None) -> Restored:
-        """The newest readable checkpoint of each of ``partitions`` (all if None).
+        """The newest usable checkpoint of each of ``partitions`` (all if None). Blocks on reads.
 
-        Unreadable files are logged at ERROR with their path and skipped for an older
-        generation. ``shared`` comes from the newest generation a partition was loaded from
-        (or the newest readable one when no partition was asked for).
+        Generations are tried newest first; one holding partitions still wanted is used only
+        if its shared file and all those partition files read and check, else it is skipped
+        whole (see the module docstring). ``shared`` is that of the newest generation used.
         """
         wanted = None if partitions is None else set(partitions)
         found: dict[int, PartitionState] = {}
         shared: dict[str, Any] | None = None
         shared_gen: int | None = None
         for gen, gen_dir in self.generations():
-            held = self._partitions_in(gen_dir)
-            todo = [p for p in sorted(held) if p not in found and (wanted is None or p in wanted)]
-            if not todo and (found or wanted):
+            todo = sorted(p for p in self._partitions_in(gen_dir) - found.keys()
+                          if wanted is None or p in wanted)
+            if not todo:
                 continue
-            try:
-                gen_shared = _read(gen_dir / _SHARED)
-            except CheckpointError as exc:
-                log.error("checkpoint generation %s skipped: %s; trying an older one", gen, exc)
+            whole = self._read_generation(gen, gen_dir, todo)
+            if whole is None:
                 continue
+            gen_shared, states = whole
+            found.update(states)
             if shared is None:
-                shared, shared_gen = gen_shared["state"], gen
-            for p in todo:
-                try:
-                    payload = _read(gen_dir / f"p{p}.pkl")
-                except CheckpointError as exc:
-                    log.error("checkpoint of partition %d skipped: %s; trying an older one",
-                              p, exc)
-                    continue
-                found[p] = PartitionState(
-                    position=int(payload["position"]),
-                    keys=list(payload["keys"]),
-                    learner=payload["learner"],
-                )
+                shared, shared_gen = gen_shared, gen
             if wanted is not None and wanted <= found.keys():
                 break
+        if shared is None:
+            shared, shared_gen = self._newest_shared(wanted)
         return Restored(shared=shared, partitions=found, generation=shared_gen)
+
+    def _read_generation(self, gen: int, gen_dir: Path, todo: list[int]
+                         ) -> tuple[dict[str, Any], dict[int, PartitionState]] | None:
+        """The shared state and partitions ``todo`` of one generation, or None when any of
+        those files is unusable (then none of them is used)."""
+        try:
+            shared = read_file(gen_dir / _SHARED)["state"]
+            states = {}
+            for p in todo:
+                payload = read_file(gen_dir / f"p{p}.pkl")
+                states[p] = PartitionState(position=int(payload["position"]),
+                                           keys=list(payload["keys"]),
+                                           learner=payload["learner"], generation=gen)
+        except CheckpointError as exc:
+            self._report(gen, exc)
+            return None
+        return shared, states
+
+    def _newest_shared(self, wanted: set[int] | None
+                       ) -> tuple[dict[str, Any] | None, int | None]:
+        """The newest readable shared state, for a load that found no partition: taken only
+        from a generation holding none of the ``wanted`` ones (all if None), since those it
+        holds were unusable and the shared state counts their records."""
+        for gen, gen_dir in self.generations():
+            held = self._partitions_in(gen_dir)
+            if held and (wanted is None or held & wanted):
+                continue
+            try:
+                return read_file(gen_dir / _SHARED)["state"], gen
+            except CheckpointError as exc:
+                self._report(gen, exc)
+        return None, None
+
+    def _report(self, gen: int, exc: CheckpointError) -> None:
+        if exc.path in self._reported:
+            return
+        self._reported.add(exc.path)
+        log.error("checkpoint generation %d skipped whole, an older one is used instead: %s",
+                  gen, exc)
 
     # -- writing -------------------------------------------------------------------------
 
     def save(self, shared: Mapping[str, Any], partitions: Mapping[int, PartitionState]) -> Path:
         """Write one generation holding ``shared`` and ``partitions``; returns its directory.
 
-        Raises OSError when the disk refuses; the previous generations are then untouched.
+        Blocks on the disk. Raises OSError when the disk refuses; the previous generations are
+        then untouched.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        generation = max(time.time_ns(), self._last_generation + 1)
-        self._last_generation = generation
+        generation = max(time.time_ns(), self.last_generation + 1)
         name = f"{generation:020d}-{self.writer}"
         tmp = self.state_dir / f"{_TMP_PREFIX}{name}"
         final = self.state_dir / f"{_GEN_PREFIX}{name}"
         tmp.mkdir()
         try:
-            write_pickle(tmp / _SHARED, {"format": FORMAT_VERSION, "state": dict(shared)})
+            write_file(tmp / _SHARED, {"state": dict(shared)})
             for p, state in partitions.items():
-                write_pickle(tmp / f"p{p}.pkl", {
-                    "format": FORMAT_VERSION,
+                write_file(tmp / f"p{p}.pkl", {
                     "partition": p,
                     "position": state.position,
                     "keys": list(state.keys),
@@ -221,6 +297,7 @@ class CheckpointStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.last_generation = generation
         self.prune()
         return final
 

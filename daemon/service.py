@@ -23,7 +23,7 @@ from adaptd.http import MetricsServer
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
-from adaptd.runner import Runner, RunSummary
+from adaptd.runner import Runner, RunnerConfig, RunSummary
 from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,7 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         store=CheckpointStore(state_dir, keep=settings.checkpoint.keep),
         sink=sink,
         dead_letter=dead_letter,
-        task=settings.task,
-        batch_size=settings.batch_size,
-        poll_timeout_s=settings.poll_timeout_s,
-        checkpoint_every_records=settings.checkpoint_every_records,
-        checkpoint_interval_s=settings.checkpoint_interval_s,
-        resilience=settings.resilience,
+        config=RunnerConfig.from_settings(settings),
     )
 
 

@@ -248,7 +248,9 @@ class CheckpointConfig:
     """The ``[checkpoint]`` settings section.
 
     Args:
-        keep: generations kept per partition, so a corrupt newest one has good ones behind it.
+        keep: generations kept per partition, so a damaged newest one has whole older ones
+            behind it: a restart then resumes from the newest generation whose files all
+            check (see :mod:`adaptd.checkpoint`); with 1 it replays from the start.
     """
 
     keep: int = 3

@@ -18,7 +18,7 @@ from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, sour
 from adaptd.learner.adagrad import AdaGradLearner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
-from adaptd.runner import Runner
+from adaptd.runner import Runner, RunnerConfig
 from adaptd.settings import ResilienceConfig
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import CLIENTS, TcpProxy, make_records, produce, read_topic
@@ -48,11 +48,10 @@ def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
         metrics=Metrics(registry),
         store=CheckpointStore(tmp_path / "state"),
         sink=sink,
-        batch_size=BATCH,
-        poll_timeout_s=0.05,
-        checkpoint_interval_s=0.3,
-        resilience=ResilienceConfig(retry_backoff_initial_s=0.05, retry_backoff_max_s=0.2,
-                                    sink_backlog_limit=LIMIT),
+        config=RunnerConfig(
+            batch_size=BATCH, poll_timeout_s=0.05, checkpoint_interval_s=0.3,
+            resilience=ResilienceConfig(retry_backoff_initial_s=0.05, retry_backoff_max_s=0.2,
+                                        sink_backlog_limit=LIMIT)),
     )
     done: list[object] = []
     thread = threading.Thread(target=lambda: done.append(runner.run()), daemon=True)
@@ -60,7 +59,7 @@ def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
     broker = EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log")
     proxy = TcpProxy(0, proxy_port)
     try:
-        wait_for(lambda: runner._paused, 30, "the source to be paused")
+        wait_for(lambda: runner.faults.paused, 30, "the source to be paused")
         # Paused: it keeps polling (group membership) but reads nothing more.
         read_so_far = runner.summary.records
         wait_for(lambda: registry.get_sample_value("adaptd_checkpoint_failures_total") >= 2,

@@ -155,3 +155,55 @@ def test_fast_json_path_keeps_the_precise_reasons(raw: bytes, reason: str | None
     with pytest.raises(RecordError) as err:
         decoder.decode(raw)
     assert err.value.reason == reason
+
+
+def test_a_checkpointed_layout_is_taken_once_and_never_over_a_fixed_one() -> None:
+    decoder = RecordDecoder()
+    decoder.decode(b'{"x": {"b": 1, "a": 2}}')
+    layout = decoder.layout()
+    assert layout == {"n_features": 2, "feature_names": ("a", "b")}
+    fresh = RecordDecoder()
+    fresh.restore_layout(layout)
+    assert fresh.decode(b'{"x": {"a": 1, "b": 2}}').x == (1.0, 2.0)
+    fixed = RecordDecoder(n_features=3)
+    fixed.restore_layout(layout)
+    assert fixed.layout() == {"n_features": 3, "feature_names": None}
+
+
+def test_prediction_messages_keep_their_exact_bytes() -> None:
+    import numpy as np
+
+    from adaptd.connectors.base import SourceRecord
+    from adaptd.learner import Outcomes
+    from adaptd.records import RecordBatch, predictions
+
+    raws = [SourceRecord(partition=2, position=p, value=b"") for p in (5, 6)]
+    batch = RecordBatch(["a", "b"], np.zeros((2, 1)), np.array([1.0, np.nan]), ["r5", None],
+                        [None, None])
+    outcomes = Outcomes.empty(2)
+    outcomes.y_pred[:] = [0.75, 0.25]
+    outcomes.segment[:] = [3, 0]
+    outcomes.loss[:] = [0.5, np.nan]
+    outcomes.learned[:] = [True, False]
+    regression = predictions(raws, batch, outcomes, "regression")
+    assert [m.value for m in regression] == [
+        b'{"id":"r5","key":"a","partition":2,"position":5,"segment":3,"y_pred":0.75,"loss":0.5}',
+        b'{"id":null,"key":"b","partition":2,"position":6,"segment":0,"y_pred":0.25}',
+    ]
+    assert [m.key for m in regression] == [b"a", b"b"]
+    classified = predictions(raws, batch, outcomes, "classification")
+    assert classified[0].value == (b'{"id":"r5","key":"a","partition":2,"position":5,'
+                                   b'"segment":3,"y_pred":1,"proba":0.75,"loss":0.5}')
+
+
+def test_dead_letters_keep_the_original_bytes_and_say_why() -> None:
+    from adaptd.connectors.base import SourceRecord
+    from adaptd.records import dead_letter
+
+    raw = SourceRecord(partition=1, position=9, value=b"\xff\xfe", key=b"k")
+    message = dead_letter(raw, RecordError("not_json", "not valid JSON"))
+    assert message.value == (b'{"reason":"not_json","detail":"not valid JSON","partition":1,'
+                             b'"position":9,"raw_base64":"//4="}')
+    assert message.key == b"k"
+    assert message.headers == (("adaptd.reason", b"not_json"), ("adaptd.partition", b"1"),
+                               ("adaptd.position", b"9"))

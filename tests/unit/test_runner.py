@@ -14,7 +14,7 @@ from adaptd.http import MetricsServer
 from adaptd.learner.adagrad import AdaGradLearner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
-from adaptd.runner import Runner
+from adaptd.runner import Runner, RunnerConfig
 from tests.helpers import http_get, scrape
 
 GOOD = [json.dumps({"id": f"r{i}", "key": "a" if i % 2 else "b", "x": [i / 10, 1.0], "y": i / 5})
@@ -46,8 +46,7 @@ def make_runner(tmp_path: Path, source_file: Path, registry: CollectorRegistry |
         store=CheckpointStore(tmp_path / "state"),
         sink=open_sink(f"jsonl:{tmp_path / 'predictions.jsonl'}"),
         dead_letter=open_sink(f"jsonl:{tmp_path / 'dead.jsonl'}"),
-        batch_size=batch_size,
-        poll_timeout_s=0.01,
+        config=RunnerConfig(batch_size=batch_size, poll_timeout_s=0.01),
     )
 
 
@@ -111,7 +110,8 @@ def test_a_restart_resumes_after_the_last_checkpointed_record(tmp_path: Path) ->
     uninterrupted_dir.mkdir()
     straight = make_runner(uninterrupted_dir, source_file)
     assert straight.run().records == len(GOOD)
-    assert resumed.next_positions == straight.next_positions == {0: len(GOOD)}
+    assert resumed.partitions.next_positions == straight.partitions.next_positions == {
+        0: len(GOOD)}
     resumed_state = resumed.learner.state_dict()
     straight_state = straight.learner.state_dict()
     assert resumed_state["totals"] == straight_state["totals"]

@@ -23,14 +23,15 @@ def record(partition: int, position: int, key: str) -> SourceRecord:
     return SourceRecord(partition=partition, position=position, value=json.dumps(body).encode())
 
 
-def make_runner(tmp_path: Path, registry: CollectorRegistry) -> Runner:
+def make_runner(tmp_path: Path, registry: CollectorRegistry,
+                state_dir: Path | None = None) -> Runner:
     (tmp_path / "in.jsonl").write_text("")
     return Runner(
         source=open_source(f"jsonl:{tmp_path / 'in.jsonl'}"),
         learner=AdaGradLearner(),
         decoder=RecordDecoder(),
         metrics=Metrics(registry),
-        store=CheckpointStore(tmp_path / "state"),
+        store=CheckpointStore(state_dir or tmp_path / "state"),
         sink=open_sink(f"jsonl:{tmp_path / 'predictions.jsonl'}"),
     )
 
@@ -40,12 +41,12 @@ def test_revoke_checkpoints_forgets_keys_and_drops_the_lag_series(tmp_path: Path
     runner = make_runner(tmp_path, registry)
     assert runner.on_assigned([0, 1]) == {}
     runner.process([record(0, 0, "a"), record(1, 0, "b"), record(0, 1, "a"), record(1, 1, "c")])
-    runner.metrics.set_lag({0: 5, 1: 7}, runner.owned)
+    runner.metrics.set_lag({0: 5, 1: 7}, runner.partitions.owned)
     assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "1"}) == 7
 
     runner.on_revoked([1])
 
-    assert set(runner.learner.keys()) == {"a"} and runner.owned == {0}
+    assert set(runner.learner.keys()) == {"a"} and runner.partitions.owned == {0}
     assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "1"}) is None
     assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "0"}) == 5
     saved = CheckpointStore(tmp_path / "state").load([1]).partitions[1]
@@ -61,15 +62,14 @@ def test_a_lost_partition_is_forgotten_without_a_checkpoint(tmp_path: Path) -> N
     runner.on_assigned([0, 1])
     runner.process([record(0, 0, "a"), record(1, 0, "b")])
     runner.on_lost([1])
-    assert set(runner.learner.keys()) == {"a"} and runner.owned == {0}
+    assert set(runner.learner.keys()) == {"a"} and runner.partitions.owned == {0}
     assert CheckpointStore(tmp_path / "state").generations() == []
 
 
 def test_a_later_assignment_does_not_roll_back_the_live_shared_state(tmp_path: Path) -> None:
     # Another replica checkpointed partition 1 (with its own shared totals) into the shared dir.
     (tmp_path / "other").mkdir()
-    other = make_runner(tmp_path / "other", CollectorRegistry())
-    other.store = CheckpointStore(tmp_path / "state")
+    other = make_runner(tmp_path / "other", CollectorRegistry(), state_dir=tmp_path / "state")
     other.on_assigned([1])
     other.process([record(1, 0, "b")])
     assert other.checkpoint()
