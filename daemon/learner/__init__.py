@@ -63,9 +63,14 @@ class Outcomes(Sequence[Outcome]):
 
     Encodings: ``loss`` is NaN where a record had no label or its update was skipped
     (``learned`` false), ``recovered_after`` is −1 where the record recovered nothing.
+
+    Multi-class: ``y_pred`` is the predicted class index, ``probas`` the class probabilities
+    ``(n, K)`` and ``classes`` the :class:`~adaptd.learner.classes.ClassIndex` naming them
+    (both ``None`` otherwise).
     """
 
-    __slots__ = ("drift", "learned", "loss", "recovered_after", "segment", "y_pred")
+    __slots__ = ("classes", "drift", "learned", "loss", "probas", "recovered_after", "segment",
+                 "y_pred")
 
     def __init__(self, y_pred: np.ndarray, loss: np.ndarray | None = None,
                  segment: np.ndarray | None = None, drift: np.ndarray | None = None,
@@ -79,6 +84,8 @@ class Outcomes(Sequence[Outcome]):
         self.learned = np.zeros(n, dtype=bool) if learned is None else learned
         self.recovered_after = np.full(n, -1, dtype=np.int64) if recovered_after is None \
             else recovered_after
+        self.probas: np.ndarray | None = None
+        self.classes: Any = None
 
     @classmethod
     def empty(cls, n: int) -> Outcomes:
@@ -118,8 +125,11 @@ class Outcomes(Sequence[Outcome]):
 
     def __getitem__(self, i: int | slice) -> Outcome | Outcomes:
         if isinstance(i, slice):
-            return Outcomes(self.y_pred[i], self.loss[i], self.segment[i], self.drift[i],
+            part = Outcomes(self.y_pred[i], self.loss[i], self.segment[i], self.drift[i],
                             self.learned[i], self.recovered_after[i])
+            part.probas = None if self.probas is None else self.probas[i]
+            part.classes = self.classes
+            return part
         loss = float(self.loss[i])
         recovered = int(self.recovered_after[i])
         return Outcome(float(self.y_pred[i]), None if math.isnan(loss) else loss,

@@ -50,7 +50,11 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \
         else _NO_PH
     acc = np.zeros(2)
-    result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
+    K = lrn.net.classes
+    if K:
+        out.probas = np.zeros((n, K))
+    result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc,
+                        out.probas if K else _NO_PROBAS)
     tot = lrn.totals
     i = 0
     while True:
@@ -74,6 +78,9 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
             i = end
         else:
             i = end + 1
+
+
+_NO_PROBAS = np.empty((0, 0))
 
 
 def _params(lrn: AdaptiveLearner, oracle: bool) -> kernel.Params:
