@@ -148,7 +148,8 @@ class LearnerSummary:
     ``hindsight_loss`` the best fixed model's loss on closed segments' buffered records and
     ``hindsight_regret`` adaptd's loss on those records minus it. ``updates`` counts learned
     records, ``drift_events`` closed segments; ``step_multiplier`` is the hypergradient α
-    (1 when off). Counts only grow, so the runner turns their differences into counters.
+    (1 when off); ``accuracy`` the recent share of right predictions (classification).
+    Counts only grow, so the runner turns their differences into counters.
     """
 
     cumulative_loss: float = 0.0
@@ -165,6 +166,7 @@ class LearnerSummary:
     delayed_labels_expired: int = 0
     evicted_keys: int = 0
     step_multiplier: float = 1.0
+    accuracy: float | None = None
 
 
 class Learner(Protocol):

@@ -35,10 +35,10 @@ from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
 from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
+from adaptd.learner.classes import ClassIndex
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
-from adaptd.learner.classes import ClassIndex
 from adaptd.learner.segments import close_segment, start_task
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
@@ -254,6 +254,11 @@ class AdaptiveLearner:
             else:
                 paths.run_waves(self, slots, X, ys, tasks, out)
         out.classes = self.classes
+        if self.task == "classification":
+            learned = out.learned
+            pred = out.y_pred[learned] if self.classes is not None \
+                else (out.y_pred[learned] >= 0.5).astype(np.float64)
+            self.totals.add_hits(pred == ys[learned])
         self.arena.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
@@ -393,4 +398,5 @@ class AdaptiveLearner:
             delayed_labels_expired=self.pending.expired,
             evicted_keys=tot.evicted,
             step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
+            accuracy=tot.accuracy if tot.scored else None,
         )

@@ -170,7 +170,7 @@ def test_an_evicted_key_comes_back_widened() -> None:
     lrn = AdaptiveLearner(model="linear", task="classification", n_features=D)
     lrn.process_many([Record(x=r.x, y=r.y, key="old") for r in _records(50, 0, [0.0, 1.0])])
     lrn.evict_idle(now=1e12)
-    assert "old" not in lrn.keys()
+    assert "old" not in list(lrn.keys())
     lrn.process_many([Record(x=r.x, y=r.y, key="new") for r in _records(50, 1, ["a", "b"])])
     out = lrn.process_many([Record(x=r.x, y=r.y, key="old") for r in _records(5, 2, [0.0])])
     assert out.probas is not None and out.probas.shape[1] == 4
@@ -206,3 +206,26 @@ def test_the_decoder_keeps_string_labels_apart_from_numbers() -> None:
     recs = [decoder.decode(raw) for raw in (b'{"x":[1],"y":"2"}', b'{"x":[1],"y":2}')]
     batch = RecordBatch.from_records(recs)
     assert batch.y.dtype == object and batch.y.tolist() == ["2", 2.0]
+
+
+def test_the_river_classifier_is_multi_class() -> None:
+    from river import datasets, evaluate, metrics, preprocessing
+
+    from adaptd.estimator import AdaptdClassifier
+
+    model = preprocessing.StandardScaler() | AdaptdClassifier()
+    score = evaluate.progressive_val_score(datasets.ImageSegments(), model, metrics.Accuracy())
+    assert score.get() > 0.75
+    proba = model.predict_proba_one(next(iter(datasets.ImageSegments()))[0])
+    assert len(proba) == 7 and sum(proba.values()) == pytest.approx(1.0)
+
+
+def test_accuracy_is_summarized_for_classification() -> None:
+    lrn = AdaptiveLearner(model="linear", task="classification", n_features=D)
+    lrn.process_many(_records(400, 0, ["a", "b", "c"]))
+    accuracy = lrn.summary().accuracy
+    assert accuracy is not None and 0.6 < accuracy <= 1.0
+    binary = AdaptiveLearner(model="linear", task="classification", n_features=D)
+    binary.process_many(_records(400, 0, [0.0, 1.0]))
+    assert (binary.summary().accuracy or 0.0) > 0.8
+    assert AdaptiveLearner(n_features=D).summary().accuracy is None
