@@ -32,8 +32,9 @@ class Trace:
 
 
 class Unsupported(Exception):
-    """The learner cannot run this stream at all (e.g. adaptd on a multi-class stream, whose
-    labels ``adaptd run`` dead-letters as ``bad_y``). Reported as "unable", not as a failure."""
+    """The learner cannot run this stream at all (e.g. an adaptd variant whose detector runs
+    only on the NumPy waves, which have no multi-class model). Reported as "unable", not as a
+    failure."""
 
 
 class BenchLearner(Protocol):

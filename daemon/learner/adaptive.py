@@ -141,8 +141,12 @@ class AdaptiveLearner:
 
             self.family = AutogradFamily(self._user_module, self.task)
         else:
-            self.family = build_family(self.model, self.task, n_features,
-                                       self.config.hidden, self.config.activation)
+            # A multi-class meta-state (--meta) brings its classes, in its index order.
+            given = self._given_meta.model.get("classes") if self._given_meta else None
+            if given:
+                self.classes = ClassIndex(given)
+            self.family = build_family(self.model, self.task, n_features, self.config.hidden,
+                                       self.config.activation, len(self.classes or ()))
         self._init = initial_parameters(self.family, self.config.init_seed)
         if self._given_meta is not None:
             self._given_meta.check_compatible(self.describe(), "--meta")

@@ -92,6 +92,7 @@ def _rebuild(lrn: AdaptiveLearner, k_new: int, fresh: bool) -> None:
                                A=np.full((len(a.A), P), eps), gsq=np.zeros((len(a.A), P)),
                                u_prev=np.zeros((len(a.A), P)))
         lrn._cold = {key: _fresh(lrn, state, k_new) for key, state in lrn._cold.items()}
+        _name_classes(lrn)
         return
     lrn._init = widen(lrn._init[None], layer, k_old, k_new, None)[0]
     meta.theta0 = widen(meta.theta0[None], layer, k_old, k_new, None)[0]
@@ -102,6 +103,14 @@ def _rebuild(lrn: AdaptiveLearner, k_new: int, fresh: bool) -> None:
         for name, fill in _WIDENED.items()})
     lrn._cold = {key: widen_state(state, layer, k_old, k_new, eps)
                  for key, state in lrn._cold.items()}
+    _name_classes(lrn)
+
+
+def _name_classes(lrn: AdaptiveLearner) -> None:
+    """Record the classes in the meta-state's model descriptor: a saved meta-state (``--meta``)
+    then brings its label → index mapping with it."""
+    assert lrn.meta is not None and lrn.classes is not None
+    lrn.meta.model["classes"] = lrn.classes.state_dict()
 
 
 def _fresh(lrn: AdaptiveLearner, state: dict, k_new: int) -> dict:  # type: ignore[type-arg]
