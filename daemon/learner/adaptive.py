@@ -141,10 +141,7 @@ class AdaptiveLearner:
 
             self.family = AutogradFamily(self._user_module, self.task)
         else:
-            # A multi-class meta-state (--meta) brings its classes, in its index order.
-            given = self._given_meta.model.get("classes") if self._given_meta else None
-            if given:
-                self.classes = ClassIndex(given)
+            self.classes = growth.given_classes(self._given_meta)
             self.family = build_family(self.model, self.task, n_features, self.config.hidden,
                                        self.config.activation, len(self.classes or ()))
         self._init = initial_parameters(self.family, self.config.init_seed)
@@ -259,10 +256,7 @@ class AdaptiveLearner:
                 paths.run_waves(self, slots, X, ys, tasks, out)
         out.classes = self.classes
         if self.task == "classification":
-            learned = out.learned
-            pred = out.y_pred[learned] if self.classes is not None \
-                else (out.y_pred[learned] >= 0.5).astype(np.float64)
-            self.totals.add_hits(pred == ys[learned])
+            self.totals.add_hits(growth.hits(out, ys))
         self.arena.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)

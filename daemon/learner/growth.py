@@ -23,7 +23,9 @@ from adaptd.learner.models import build_family
 from adaptd.learner.network import net_of
 
 if TYPE_CHECKING:
+    from adaptd.learner import Outcomes
     from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.meta.state import MetaState
 
 _WIDENED = {"theta": None, "A": "eps", "gsq": 0.0, "u_prev": 0.0}
 
@@ -147,3 +149,18 @@ def task_state_for(lrn: AdaptiveLearner, state: dict) -> dict:  # type: ignore[t
                        lrn.config.activation, classes=k_saved)
     return widen_state(state, fam.layers[-1], k_saved, k_now,  # type: ignore[attr-defined]
                        lrn.config.eps)
+
+
+def given_classes(meta: MetaState | None) -> ClassIndex | None:
+    """The classes a multi-class meta-state (``--meta``) brings, in its index order."""
+    labels = meta.model.get("classes") if meta is not None else None
+    return ClassIndex(labels) if labels else None
+
+
+def hits(out: Outcomes, y: np.ndarray) -> np.ndarray:
+    """Whether each learned record's prediction was its label (``y``: the learner's targets):
+    the most probable class, or P(y = 1) ≥ 0.5 for the binary model."""
+    learned = out.learned
+    if out.classes is not None:
+        return out.y_pred[learned] == y[learned]
+    return (out.y_pred[learned] >= 0.5) == (y[learned] == 1.0)

@@ -126,6 +126,17 @@ class LinearFamily:
         return build_module(self)
 
 
+def _layout(sizes: Sequence[int]) -> tuple[list[tuple[int, int, int]], int]:
+    """``(offset, fan_in, fan_out)`` of each layer of widths ``sizes``, and the parameter count
+    (each layer's weight ``(fan_out, fan_in)`` row-major, then its bias)."""
+    layers = []
+    offset = 0
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        layers.append((offset, fan_in, fan_out))
+        offset += fan_in * fan_out + fan_out
+    return layers, offset
+
+
 class MLPFamily:
     """A multilayer perceptron ``d → h_1 → … → h_L → 1`` with tanh or ReLU hidden units.
 
@@ -143,13 +154,7 @@ class MLPFamily:
         self.task: TaskKind = task
         self.hidden = tuple(hidden)
         self.activation = activation
-        sizes = (n_features, *self.hidden, 1)
-        self.layers: list[tuple[int, int, int]] = []  # (offset, fan_in, fan_out)
-        offset = 0
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            self.layers.append((offset, fan_in, fan_out))
-            offset += fan_in * fan_out + fan_out
-        self.n_params = offset
+        self.layers, self.n_params = _layout((n_features, *self.hidden, 1))
 
     def _weights(self, theta: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
         o, fi, fo = self.layers[layer]
@@ -236,15 +241,10 @@ class SoftmaxFamily(MLPFamily):
         self.hidden = tuple(hidden)
         self.activation = activation
         self.classes = classes
-        sizes = (n_features, *self.hidden, classes)
-        self.layers = []
-        offset = 0
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            self.layers.append((offset, fan_in, fan_out))
-            offset += fan_in * fan_out + fan_out
-        self.n_params = offset
+        self.layers, self.n_params = _layout((n_features, *self.hidden, classes))
 
-    def _logits(self, theta: np.ndarray, X: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def _forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The layers' inputs and the logits ``(R, n, K)``."""
         hs = [X]
         h = X
         for i in range(len(self.layers) - 1):
@@ -255,15 +255,12 @@ class SoftmaxFamily(MLPFamily):
         return hs, np.matmul(h, W.transpose(0, 2, 1)) + b[:, None, :]
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return softmax(self._logits(theta, X)[1])
-
-    def features(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        return self._logits(theta, X)[0][-1]
+        return softmax(self._forward(theta, X)[1])
 
     def loss_grad(
         self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, M: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        hs, z = self._logits(theta, X)
+        hs, z = self._forward(theta, X)
         p = softmax(z)
         count = np.maximum(M.sum(axis=1), 1.0)
         weight = M / count[:, None]

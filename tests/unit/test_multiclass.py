@@ -229,3 +229,17 @@ def test_accuracy_is_summarized_for_classification() -> None:
     binary.process_many(_records(400, 0, [0.0, 1.0]))
     assert (binary.summary().accuracy or 0.0) > 0.8
     assert AdaptiveLearner(n_features=D).summary().accuracy is None
+
+
+def test_a_saved_meta_state_brings_its_classes(tmp_path: Path) -> None:
+    from adaptd.meta.state import load, save
+
+    lrn = AdaptiveLearner(model="linear", task="classification", n_features=D)
+    lrn.process_many(_records(200, 0, ["a", "b", 3]))
+    assert lrn.meta is not None
+    save(lrn.meta, tmp_path / "meta.pt")
+    again = AdaptiveLearner(model="linear", task="classification",
+                            meta_state=load(tmp_path / "meta.pt"))
+    assert again.classes is not None and again.classes.labels == lrn.classes.labels  # type: ignore[union-attr]
+    out = again.process_many(_records(50, 1, ["a", "b", 3]))
+    assert out.probas is not None and out.probas.shape == (50, 3)
