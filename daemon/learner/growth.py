@@ -49,10 +49,9 @@ def class_targets(lrn: AdaptiveLearner, y: np.ndarray) -> np.ndarray:
 
 def start_multiclass(lrn: AdaptiveLearner, y: np.ndarray) -> None:
     """Switch from the binary model to softmax (the first label other than 0/1)."""
-    if lrn._kernel is None:
-        raise ValueError(
-            "multi-class classification runs on the compiled kernel: it needs a built-in model, "
-            "drift.detector page_hinkley, oracle or none, and learner.hypergradient off")
+    if not hasattr(lrn.family, "layers"):
+        raise ValueError("multi-class classification needs a built-in model (linear, logistic "
+                         "or mlp): a user module has one output")
     if lrn.totals.n:  # the binary model learned: keep it as classes 0 and 1
         lrn.classes = ClassIndex([0.0, 1.0])
         _rebuild(lrn, 2, fresh=False)

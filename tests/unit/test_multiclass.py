@@ -243,3 +243,28 @@ def test_a_saved_meta_state_brings_its_classes(tmp_path: Path) -> None:
     assert again.classes is not None and again.classes.labels == lrn.classes.labels  # type: ignore[union-attr]
     out = again.process_many(_records(50, 1, ["a", "b", 3]))
     assert out.probas is not None and out.probas.shape == (50, 3)
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_the_waves_give_the_kernels_results(model: str) -> None:
+    stream = _records(150, 0, [0.0, 1.0]) + _records(250, 1, ["a", 0.0, 1.0, "b"])
+    outs = []
+    for compiled in (True, False):
+        lrn = AdaptiveLearner(model=model, task="classification", n_features=D,
+                              config=LearnerConfig(kernel=compiled, hidden=[6]))
+        parts = [lrn.process_many(stream[lo : lo + 100]) for lo in range(0, 400, 100)]
+        outs.append(parts)
+    for fast, slow in zip(*outs, strict=True):
+        np.testing.assert_allclose(fast.y_pred, slow.y_pred, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fast.loss, slow.loss, rtol=1e-9, atol=1e-12)
+        if fast.probas is not None:
+            np.testing.assert_allclose(fast.probas, slow.probas, rtol=1e-9, atol=1e-12)
+
+
+def test_adwin_runs_multi_class_on_the_waves() -> None:
+    from adaptd.settings import DriftConfig
+
+    lrn = AdaptiveLearner(model="linear", task="classification", n_features=D,
+                          drift=DriftConfig(detector="adwin"))
+    out = lrn.process_many(_records(300, 0, ["a", "b", "c"]))
+    assert out.probas is not None and np.isfinite(out.loss).all()
