@@ -68,7 +68,7 @@ class AdaptdLearner:
         for lo in range(0, len(records), BATCH_SIZE):
             try:
                 outcomes = learner.process_many(records[lo : lo + BATCH_SIZE])
-            except ValueError as exc:  # e.g. multi-class on a detector only the waves run
+            except ValueError as exc:  # e.g. multi-class labels for a user module
                 raise Unsupported(str(exc)) from None
             if k > 2:
                 _class_columns(y_pred[lo : lo + len(outcomes)], outcomes)

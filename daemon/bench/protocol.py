@@ -32,9 +32,8 @@ class Trace:
 
 
 class Unsupported(Exception):
-    """The learner cannot run this stream at all (e.g. an adaptd variant whose detector runs
-    only on the NumPy waves, which have no multi-class model). Reported as "unable", not as a
-    failure."""
+    """The learner cannot run this stream at all (e.g. a user module on a multi-class stream:
+    it has one output). Reported as "unable", not as a failure."""
 
 
 class BenchLearner(Protocol):

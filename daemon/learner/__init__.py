@@ -37,7 +37,8 @@ from adaptd.records import Record, RecordBatch
 class Outcome:
     """What happened to one record.
 
-    ``y_pred`` is the regression output, or P(y = 1) for classification. ``loss`` is the
+    ``y_pred`` is the regression output, P(y = 1) for binary classification, or the most
+    probable class index for multi-class (see :class:`Outcomes`). ``loss`` is the
     prequential loss when the record had a label, else ``None``. ``segment`` is the index of
     the key's current task; ``drift`` is true when this record's loss raised a drift alarm.
     ``learned`` is false for a labelled record whose update was skipped (non-finite values).
