@@ -268,3 +268,19 @@ def test_adwin_runs_multi_class_on_the_waves() -> None:
                           drift=DriftConfig(detector="adwin"))
     out = lrn.process_many(_records(300, 0, ["a", "b", "c"]))
     assert out.probas is not None and np.isfinite(out.loss).all()
+
+
+def test_the_accuracy_gauge() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from adaptd.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    lrn = AdaptiveLearner(model="linear", task="classification", n_features=D)
+    out = lrn.process_many(_records(300, 0, ["a", "b", "c"]))
+    metrics.observe_batch(out, lrn.summary(), 0.001)
+    value = registry.get_sample_value("adaptd_accuracy")
+    assert value is not None and value == lrn.summary().accuracy
+    assert registry.get_sample_value("adaptd_cumulative_loss", {"learner": "adaptd"}) == \
+        pytest.approx(float(np.nansum(out.loss)))
