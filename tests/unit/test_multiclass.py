@@ -243,6 +243,11 @@ def test_a_saved_meta_state_brings_its_classes(tmp_path: Path) -> None:
     assert again.classes is not None and again.classes.labels == lrn.classes.labels  # type: ignore[union-attr]
     out = again.process_many(_records(50, 1, ["a", "b", 3]))
     assert out.probas is not None and out.probas.shape == (50, 3)
+    # The nn.Module twin at θ0 (what meta-train saves for PyTorch users) has K outputs.
+    from adaptd.meta.train import module_state
+
+    weights = module_state(lrn.meta, "linear", "classification")
+    assert tuple(weights["0.weight"].shape) == (3, D)
 
 
 @pytest.mark.parametrize("model", ["linear", "mlp"])
