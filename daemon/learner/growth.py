@@ -144,6 +144,11 @@ def task_state_for(lrn: AdaptiveLearner, state: dict) -> dict:  # type: ignore[t
         return state
     if k_saved > k_now:
         raise ValueError(f"a key state has {k_saved} classes, the learner {k_now}")
+    assert lrn.classes is not None
+    if k_saved == 0 and lrn.classes.state_dict()[:2] != [0.0, 1.0]:
+        # Saved by the binary model before a switch that found nothing learned: its 0/1
+        # outputs name no class here, so it starts again.
+        return _fresh(lrn, state, k_now)
     fam = build_family(lrn.model, lrn.task, lrn.n_features or 0, lrn.config.hidden,
                        lrn.config.activation, classes=k_saved)
     return widen_state(state, fam.layers[-1], k_saved, k_now,  # type: ignore[attr-defined]

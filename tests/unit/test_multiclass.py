@@ -289,3 +289,14 @@ def test_the_accuracy_gauge() -> None:
     assert value is not None and value == lrn.summary().accuracy
     assert registry.get_sample_value("adaptd_cumulative_loss", {"learner": "adaptd"}) == \
         pytest.approx(float(np.nansum(out.loss)))
+
+
+def test_a_binary_key_state_saved_before_a_fresh_switch_starts_again() -> None:
+    lrn = AdaptiveLearner(model="linear", task="classification", n_features=D)
+    lrn.process_many([Record(x=(0.0,) * D, key="idle")])  # admitted, nothing learned
+    saved = lrn.state_dict(["idle"])["keys"]["idle"]
+    lrn.forget(["idle"])
+    lrn.process_many(_records(20, 0, ["only"]))  # one class: K = 1
+    lrn.load_state_dict({**lrn.state_dict(()), "keys": {"idle": saved}})
+    out = lrn.process_many([Record(x=(0.0,) * D, key="idle")])
+    assert out.probas is not None and out.probas.tolist() == [[1.0]]
