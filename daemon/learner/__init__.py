@@ -16,6 +16,8 @@ The engine (:func:`build_learner` builds it), one concept per module:
   ``network``: the built-in families' per-row math, compiled; ``models``: the same families
   over many rows with NumPy; ``autograd``: torch — a user ``nn.Module`` and the module twins;
   ``jit``: how the compiled pieces are compiled.
+- ``classes``: multi-class labels (identity, the label → class-index mapping, how an output
+  layer widens); ``growth``: labels to class indices and class growth in the engine.
 - ``adagrad``: a minimal AdaGrad learner for tests of the runner.
 
 Page-Hinkley is :mod:`adaptd.drift`'s, the meta update :mod:`adaptd.meta.state`'s.
