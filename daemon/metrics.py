@@ -54,6 +54,10 @@ class Metrics:
             registry=registry)
         self.prequential_loss = Gauge(
             "adaptd_prequential_loss", "Recent mean prequential loss.", registry=registry)
+        self.accuracy = Gauge(
+            "adaptd_accuracy", "Recent accuracy of the predictions of labelled records "
+            "(classification; an exponential average over about 100 records).",
+            registry=registry)
         self.active_keys = Gauge(
             "adaptd_active_keys", "Keys with live task state.", registry=registry)
         self.checkpoints = Counter(
@@ -108,6 +112,8 @@ class Metrics:
             self.regret.labels("hindsight").set(summary.hindsight_regret)
         if summary.prequential_loss is not None:
             self.prequential_loss.set(summary.prequential_loss)
+        if summary.accuracy is not None:
+            self.accuracy.set(summary.accuracy)
         # All records of a batch are learned together, so they share one latency figure.
         for _ in range(len(outcomes)):
             self.record_latency.observe(latency_s)
