@@ -29,13 +29,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adaptd.checkpoint import CheckpointStore
-from adaptd.connectors.base import Sink, Source, SourceRecord
+from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
 from adaptd.errors import RecordError, SinkError
 from adaptd.faults import Faults
+from adaptd.isolation import learn_isolating, rows, select
+from adaptd.labels import kept_features
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
-from adaptd.records import BatchBuilder, RecordDecoder, TaskKind, dead_letter, predictions
+from adaptd.records import (
+    BatchBuilder,
+    RecordBatch,
+    RecordDecoder,
+    TaskKind,
+    dead_letter,
+    predictions,
+)
 from adaptd.settings import ResilienceConfig
 
 log = logging.getLogger(__name__)
@@ -240,9 +249,9 @@ class Runner:
         good, builder = self.decode(raws)
         batch = builder.build()
         self.partitions.route(batch.keys, [raw.partition for raw in good])
-        outcomes = self.learner.process_batch(batch) if good else Outcomes.empty(0)
+        outcomes, good, batch = self.learn(good, batch)
         if self.sink is not None and good:
-            self.sink.write(predictions(good, batch, outcomes, self.config.task))
+            self.sink.write(self.encode_predictions(good, batch, outcomes))
         self.partitions.advance(raws)
         totals = self.learner.summary()
         self.metrics.observe_batch(outcomes, totals, self.clock() - decoded_at)
@@ -252,17 +261,64 @@ class Runner:
         return outcomes
 
     def decode(self, raws: list[SourceRecord]) -> tuple[list[SourceRecord], BatchBuilder]:
-        """The records that decode, and their columns; the others are rejected on the way."""
+        """The records that decode, and their columns; the others are rejected on the way.
+
+        A delayed label (``id`` and ``y``, no ``x``) takes the key and features kept under its
+        id (by an earlier batch, or earlier in this one); with none kept it is rejected as
+        ``label_unmatched``, so the label is not lost silently."""
         good: list[SourceRecord] = []
         builder = BatchBuilder()
+        pending = getattr(self.learner, "pending", None)
         for raw in raws:
             try:
-                self.decoder.decode_into(raw.value, builder)
+                label = self.decoder.decode_into(raw.value, builder)
+                if label is not None:
+                    key, x = kept_features(pending, builder, label.id)
+                    builder.add(key, x, label.y, label.id, label.task)
             except RecordError as err:
                 self.reject(raw, err)
                 continue
             good.append(raw)
         return good, builder
+
+    def learn(self, good: list[SourceRecord], batch: RecordBatch
+              ) -> tuple[Outcomes, list[SourceRecord], RecordBatch]:
+        """Predict and learn ``batch``; a record the learner cannot process is dead-lettered
+        as ``unprocessable`` and left out (see :mod:`adaptd.isolation` for when that is safe).
+        Returns the outcomes with the records and rows they belong to."""
+        if not good:
+            return Outcomes.empty(0), good, batch
+        outcomes, failed = learn_isolating(self.learner, batch)
+        if not failed:
+            return outcomes, good, batch
+        for i, exc in failed.items():
+            log.error("partition %d position %d: the learner cannot process this record, "
+                      "dead-lettered: %s: %s", good[i].partition, good[i].position,
+                      type(exc).__name__, exc)
+            self.reject(good[i], RecordError(
+                "unprocessable", f"the learner failed on it: {type(exc).__name__}: {exc}"))
+        keep = [i for i in range(len(good)) if i not in failed]
+        return outcomes, [good[i] for i in keep], select(batch, keep)
+
+    def encode_predictions(self, good: list[SourceRecord], batch: RecordBatch,
+                           outcomes: Outcomes) -> list[SinkMessage]:
+        """The batch's prediction messages. Should one not encode (the decoder lets through
+        nothing known to fail), it is dead-lettered as ``unprocessable`` (learned from, not
+        predicted) and the others are written."""
+        task = self.config.task
+        try:
+            return predictions(good, batch, outcomes, task)
+        except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
+            pass
+        messages: list[SinkMessage] = []
+        for i, raw in enumerate(good):
+            try:
+                messages += predictions([raw], rows(batch, i, i + 1), outcomes[i:i + 1], task)
+            except (TypeError, ValueError) as exc:
+                self.reject(raw, RecordError(
+                    "unprocessable", f"learned from, but its prediction cannot be encoded: "
+                                     f"{type(exc).__name__}: {exc}"))
+        return messages
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""

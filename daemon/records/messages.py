@@ -99,7 +99,7 @@ def dead_letter(raw: SourceRecord, err: RecordError) -> SinkMessage:
     partition and position are repeated as headers for consumers that route on them."""
     body: dict[str, Any] = {
         "reason": err.reason,
-        "detail": err.detail,
+        "detail": _safe_text(err.detail),
         "partition": raw.partition,
         "position": raw.position,
     }
@@ -113,3 +113,15 @@ def dead_letter(raw: SourceRecord, err: RecordError) -> SinkMessage:
         ("adaptd.position", str(raw.position).encode()),
     )
     return SinkMessage(value=encode(body), key=raw.key, headers=headers)
+
+
+#: Longest ``detail`` of a dead letter: an error may quote a whole value of the record.
+MAX_DETAIL_CHARS = 500
+
+
+def _safe_text(text: str) -> str:
+    """``text`` cut to :data:`MAX_DETAIL_CHARS`, with what UTF-8 cannot hold (a lone surrogate
+    quoted from the record) escaped, so that a dead letter always encodes."""
+    if len(text) > MAX_DETAIL_CHARS:
+        text = text[:MAX_DETAIL_CHARS - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
