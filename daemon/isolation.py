@@ -23,12 +23,18 @@ error propagates, the runner keeps the previous checkpoint and exits non-zero.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from adaptd.connectors.base import SinkMessage, SourceRecord
+from adaptd.errors import RecordError
 from adaptd.learner import Learner, Outcomes
-from adaptd.records import RecordBatch
+from adaptd.records import RecordBatch, TaskKind, predictions
+
+#: Where a record that cannot be processed goes: the runner's dead-lettering ``reject``.
+Reject = Callable[[SourceRecord, RecordError], None]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +66,27 @@ def concat(parts: list[Outcomes]) -> Outcomes:
                       ("y_pred", "loss", "segment", "drift", "learned", "recovered_after")))
 
 
-def learn_isolating(learner: Learner, batch: RecordBatch
-                    ) -> tuple[Outcomes, dict[int, BaseException]]:
-    """Outcomes of the rows learned, and the rows that could not be (index → error).
+def learn_isolating(learner: Learner, good: list[SourceRecord], batch: RecordBatch,
+                    reject: Reject) -> tuple[Outcomes, list[SourceRecord], RecordBatch]:
+    """Learn ``batch`` (rows of the records ``good``); a record the learner cannot process is
+    handed to ``reject`` as ``unprocessable``. Returns the outcomes and the records and rows
+    they belong to. Raises what ``process_batch`` raised when the learner may be half way
+    through the batch."""
+    outcomes, failed = _learn(learner, batch)
+    if not failed:
+        return outcomes, good, batch
+    for i, exc in failed.items():
+        log.error("partition %d position %d: the learner cannot process this record, "
+                  "dead-lettered: %s: %s", good[i].partition, good[i].position,
+                  type(exc).__name__, exc)
+        reject(good[i], RecordError(
+            "unprocessable", f"the learner failed on it: {type(exc).__name__}: {exc}"))
+    keep = [i for i in range(len(good)) if i not in failed]
+    return outcomes, [good[i] for i in keep], select(batch, keep)
 
-    Raises what ``process_batch`` raised when the learner may be half way through the batch.
-    """
+
+def _learn(learner: Learner, batch: RecordBatch) -> tuple[Outcomes, dict[int, BaseException]]:
+    """Outcomes of the rows learned, and the rows that could not be (index → error)."""
     before = learned_counts(learner)
     try:
         return learner.process_batch(batch), {}
@@ -87,3 +108,22 @@ def learn_isolating(learner: Learner, batch: RecordBatch
                 raise
             failed[i] = exc
     return concat(parts), failed
+
+
+def encode_isolating(good: list[SourceRecord], batch: RecordBatch, outcomes: Outcomes,
+                     task: TaskKind, reject: Reject) -> list[SinkMessage]:
+    """The batch's prediction messages. Should one not encode (the decoder lets through
+    nothing known to fail), it goes to ``reject`` as ``unprocessable`` (learned from, not
+    predicted) and the others are returned."""
+    try:
+        return predictions(good, batch, outcomes, task)
+    except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
+        pass
+    messages: list[SinkMessage] = []
+    for i, raw in enumerate(good):
+        try:
+            messages += predictions([raw], rows(batch, i, i + 1), outcomes[i:i + 1], task)
+        except (TypeError, ValueError) as exc:
+            reject(raw, RecordError("unprocessable", f"learned from, but its prediction "
+                                    f"cannot be encoded: {type(exc).__name__}: {exc}"))
+    return messages

@@ -23,16 +23,19 @@ checkpointing first when partitions are revoked.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from adaptd import identity
 from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
-from adaptd.errors import RecordError, SinkError
+from adaptd.errors import RecordError, SinkError, StateLostError
 from adaptd.faults import Faults
-from adaptd.isolation import learn_isolating, rows, select
+from adaptd.isolation import encode_isolating, learn_isolating
 from adaptd.labels import kept_features
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
@@ -43,7 +46,6 @@ from adaptd.records import (
     RecordDecoder,
     TaskKind,
     dead_letter,
-    predictions,
 )
 from adaptd.settings import ResilienceConfig
 
@@ -61,6 +63,8 @@ class RunnerConfig:
         checkpoint_every_records: a checkpoint is due after this many records ...
         checkpoint_interval_s: ... or this many seconds, whichever comes first.
         resilience: retry backoff and sink backpressure settings.
+        give_up_after_s: how long the state dir may refuse checkpoints before the run stops
+            with :class:`~adaptd.errors.StateLostError`.
     """
 
     task: TaskKind = "regression"
@@ -69,6 +73,7 @@ class RunnerConfig:
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    give_up_after_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunnerConfig:
@@ -77,7 +82,8 @@ class RunnerConfig:
                    poll_timeout_s=settings.poll_timeout_s,
                    checkpoint_every_records=settings.checkpoint_every_records,
                    checkpoint_interval_s=settings.checkpoint_interval_s,
-                   resilience=settings.resilience)
+                   resilience=settings.resilience,
+                   give_up_after_s=settings.checkpoint.give_up_after_s)
 
 
 @dataclass
@@ -142,6 +148,13 @@ class Runner:
         self.clock = clock
         self._stop = False
         self.partitions = Partitions(store, learner, decoder)
+        self.state_dir = store.state_dir
+        # Why the last checkpoint failed when the state dir refused it (None: it did not).
+        self._state_error: Exception | None = None
+        # Set once checkpoints are given up on: no final checkpoint is attempted then.
+        self._state_lost = False
+        # True once the state dir's identity holds the feature layout (or it has no identity).
+        self._layout_recorded = False
         self.faults = Faults(self.config.resilience, clock, sleep, lambda: self._stop)
         self.summary = RunSummary()
         self._opened = False
@@ -168,6 +181,7 @@ class Runner:
         checkpoint.
         """
         started = self.clock()
+        final_ok = True
         try:
             self.open()
             self._last_checkpoint_at = self.clock()
@@ -184,13 +198,16 @@ class Runner:
         finally:
             self.summary.elapsed_s = self.clock() - started
             try:
-                if self._opened and self._consistent:
-                    self.checkpoint()
-                elif self._opened:
+                if self._opened and self._consistent and not self._state_lost:
+                    final_ok = self.checkpoint()
+                elif self._opened and not self._state_lost:
                     log.error("a batch failed half way: keeping the previous checkpoint")
             finally:
                 self._opened = False
                 self._close()
+        if not final_ok and self._state_error is not None:
+            # Reached only when nothing else is propagating: exit 0 would claim a kept state.
+            raise StateLostError(self._lost_message("the final checkpoint failed"))
         return self.summary
 
     def open(self) -> None:
@@ -288,37 +305,12 @@ class Runner:
         Returns the outcomes with the records and rows they belong to."""
         if not good:
             return Outcomes.empty(0), good, batch
-        outcomes, failed = learn_isolating(self.learner, batch)
-        if not failed:
-            return outcomes, good, batch
-        for i, exc in failed.items():
-            log.error("partition %d position %d: the learner cannot process this record, "
-                      "dead-lettered: %s: %s", good[i].partition, good[i].position,
-                      type(exc).__name__, exc)
-            self.reject(good[i], RecordError(
-                "unprocessable", f"the learner failed on it: {type(exc).__name__}: {exc}"))
-        keep = [i for i in range(len(good)) if i not in failed]
-        return outcomes, [good[i] for i in keep], select(batch, keep)
+        return learn_isolating(self.learner, good, batch, self.reject)
 
     def encode_predictions(self, good: list[SourceRecord], batch: RecordBatch,
                            outcomes: Outcomes) -> list[SinkMessage]:
-        """The batch's prediction messages. Should one not encode (the decoder lets through
-        nothing known to fail), it is dead-lettered as ``unprocessable`` (learned from, not
-        predicted) and the others are written."""
-        task = self.config.task
-        try:
-            return predictions(good, batch, outcomes, task)
-        except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
-            pass
-        messages: list[SinkMessage] = []
-        for i, raw in enumerate(good):
-            try:
-                messages += predictions([raw], rows(batch, i, i + 1), outcomes[i:i + 1], task)
-            except (TypeError, ValueError) as exc:
-                self.reject(raw, RecordError(
-                    "unprocessable", f"learned from, but its prediction cannot be encoded: "
-                                     f"{type(exc).__name__}: {exc}"))
-        return messages
+        """The batch's prediction messages; one that cannot be encoded is dead-lettered."""
+        return encode_isolating(good, batch, outcomes, self.config.task, self.reject)
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""
@@ -342,22 +334,55 @@ class Runner:
         # once its window of unacknowledged messages is full (MQTT: 20 by default).
         due_by_source = pending and self.source.commit_due()
         if due_by_count or due_by_source or (due_by_time and pending):
-            self.checkpoint()
+            self.checkpoint_or_give_up()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
             self._last_checkpoint_at = self.clock()
+
+    def checkpoint_or_give_up(self) -> None:
+        """:meth:`checkpoint`; while the state dir refuses it, retry with backoff, polling
+        nothing meanwhile, for up to ``give_up_after_s``, then raise
+        :class:`~adaptd.errors.StateLostError`. A sink that cannot flush is not retried here:
+        the next due checkpoint tries again, as the source's faults are ridden out."""
+        first_failure_at: float | None = None
+        wait_s = self.config.resilience.retry_backoff_initial_s
+        while not self.checkpoint() and self._state_error is not None:
+            now = self.clock()
+            first_failure_at = now if first_failure_at is None else first_failure_at
+            if self._stop or now - first_failure_at >= self.config.give_up_after_s:
+                self._state_lost = True
+                raise StateLostError(self._lost_message(
+                    f"checkpoints failed for {now - first_failure_at:.0f} s"))
+            self.faults.wait(wait_s)
+            wait_s = min(wait_s * 2, self.config.resilience.retry_backoff_max_s)
+
+    def _lost_message(self, what: str) -> str:
+        assert self._state_error is not None
+        err = self._state_error
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return (f"state dir {str(self.state_dir)!r}: {what} ({type(err).__name__}: {reason}); "
+                f"nothing since the last checkpoint is kept, a restart replays it once the "
+                f"state dir is writable")
 
     def checkpoint(self) -> bool:
         """Flush sinks → write state and positions → commit positions → evict idle keys.
         Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
         started = self.clock()
+        self._state_error = None
         try:
             for sink in self.sinks:
                 sink.flush()
-            self.partitions.save()
-        except (SinkError, OSError) as exc:
+        except SinkError as exc:
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: %s", exc)
+            return False
+        try:
+            self.partitions.save()
+        except (OSError, sqlite3.Error) as exc:  # the state dir refused: disk full, read-only
+            self._state_error = exc
+            self.metrics.checkpoint_failures.inc()
+            log.error("checkpoint aborted, positions not committed: state dir %s: %s",
+                      self.state_dir, exc)
             return False
         positions = self.partitions.positions()
         self.source.commit(positions)
@@ -369,4 +394,7 @@ class Runner:
         log.debug("checkpoint at positions %s", positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())
+        if not self._layout_recorded:
+            self._layout_recorded = identity.record_layout(Path(self.state_dir),
+                                                           self.decoder.layout())
         return True
