@@ -215,6 +215,8 @@ class Runner:
         source is unavailable, until it opens or a stop is requested. Blocks."""
         # Files and synthetic streams know their partitions up front; Kafka tells us through
         # on_assigned once it has them.
+        # Sources that assemble records from bytes stop holding one past the decoder's limit.
+        self.source.limit_record_bytes(self.decoder.max_record_bytes)
         static = list(self.source.assigned())
         positions = self.on_assigned(static) if static else {}
         while not self._stop:
@@ -288,6 +290,9 @@ class Runner:
         pending = getattr(self.learner, "pending", None)
         for raw in raws:
             try:
+                if raw.truncated_from is not None:  # the source kept only its first bytes
+                    raise RecordError("oversized", f"record is {raw.truncated_from} bytes, "
+                                      f"limit is {self.decoder.max_record_bytes}")
                 label = self.decoder.decode_into(raw.value, builder)
                 if label is not None:
                     key, x = kept_features(pending, builder, label.id)

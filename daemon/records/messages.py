@@ -103,6 +103,9 @@ def dead_letter(raw: SourceRecord, err: RecordError) -> SinkMessage:
         "partition": raw.partition,
         "position": raw.position,
     }
+    if raw.truncated_from is not None:
+        # Only the first max_record_bytes of the record were kept: say how long it was.
+        body["original_length"] = raw.truncated_from
     try:
         body["raw"] = raw.value.decode("utf-8")
     except UnicodeDecodeError:

@@ -26,11 +26,14 @@ class FileRun:
     dead_letters: list[dict[str, Any]]
 
 
-def run_lines(root: Path, lines: list[bytes], batch_size: int = 64, **flags: Any) -> FileRun:
-    """Write ``lines`` to ``root/in.jsonl`` and run a daemon over it to its end."""
+def run_lines(root: Path, lines: list[bytes] | None, batch_size: int = 64,
+              **flags: Any) -> FileRun:
+    """Write ``lines`` to ``root/in.jsonl`` (None: it is written already) and run a daemon
+    over it to its end."""
     root.mkdir(parents=True, exist_ok=True)
     source = root / "in.jsonl"
-    source.write_bytes(b"".join(line + b"\n" for line in lines))
+    if lines is not None:
+        source.write_bytes(b"".join(line + b"\n" for line in lines))
     settings = load_settings(environ={}, flags=flags)
     runner = Runner(
         source=open_source(f"jsonl:{source}"),
