@@ -40,13 +40,7 @@ from adaptd.labels import kept_features
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
-from adaptd.records import (
-    BatchBuilder,
-    RecordBatch,
-    RecordDecoder,
-    TaskKind,
-    dead_letter,
-)
+from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
 
 log = logging.getLogger(__name__)
@@ -366,8 +360,8 @@ class Runner:
         err = self._state_error
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         return (f"state dir {str(self.state_dir)!r}: {what} ({type(err).__name__}: {reason}); "
-                f"nothing since the last checkpoint is kept, a restart replays it once the "
-                f"state dir is writable")
+                f"what was read since the last checkpoint is not kept: a restart replays it "
+                f"(seekable and acknowledged sources) once the state dir takes writes")
 
     def checkpoint(self) -> bool:
         """Flush sinks → write state and positions → commit positions → evict idle keys.
