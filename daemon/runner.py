@@ -263,12 +263,16 @@ class Runner:
         batch = builder.build()
         self.partitions.route(batch.keys, [raw.partition for raw in good])
         outcomes, good, batch = self.learn(good, batch)
+        unsent = 0  # learned from, but dead-lettered: their predictions could not be encoded
         if self.sink is not None and good:
-            self.sink.write(self.encode_predictions(good, batch, outcomes))
+            messages = self.encode_predictions(good, batch, outcomes)
+            unsent = len(good) - len(messages)
+            self.sink.write(messages)
         self.partitions.advance(raws)
         totals = self.learner.summary()
         self.metrics.observe_batch(outcomes, totals, self.clock() - decoded_at)
         self.summary.add(outcomes, totals)
+        self.summary.predictions -= unsent
         self._since_checkpoint += len(raws)
         self._consistent = True
         return outcomes

@@ -108,3 +108,20 @@ def check_names(names: Iterable[str]) -> None:
     for name in names:
         if _utf8_size(name) is None:
             raise RecordError("bad_x", "a feature name holds a lone surrogate, not UTF-8")
+
+
+#: A class label that is a whole number is written back as a JSON integer: at most 64 bits.
+MAX_CLASS_INTEGER = 2**63 - 1
+
+
+def check_label(y: Any, classification: bool) -> Any:
+    """A class label is written back in every later prediction (``y_pred`` and the keys of
+    ``probas``) and kept with the model, so one that cannot be written would spoil them all: a
+    string must be UTF-8 and bounded, like a key; a whole number (shown as an integer, see
+    :mod:`adaptd.learner.classes`) must fit 64 bits. Regression targets are any finite number."""
+    if isinstance(y, str):
+        _name("y", y, "bad_y")
+    elif classification and isinstance(y, float) and y.is_integer() \
+            and abs(y) > MAX_CLASS_INTEGER:
+        raise RecordError("bad_y", f"y is {y!r}: a whole-number class label must fit 64 bits")
+    return y

@@ -37,6 +37,7 @@ import orjson
 from adaptd.errors import RecordError
 from adaptd.records.fields import (
     DEFAULT_KEY,
+    check_label,
     check_names,
     record_id,
     record_key,
@@ -278,7 +279,8 @@ class RecordDecoder:
         obj = self._parse(raw)
         if isinstance(obj, dict) and "x" not in obj and obj.get("id") is not None \
                 and obj.get("y") is not None:
-            return DelayedLabel(record_id(obj) or "", self._label(obj["y"]), record_task(obj))
+            y = check_label(self._label(obj["y"]), self.task == "classification")
+            return DelayedLabel(record_id(obj) or "", y, record_task(obj))
         batch.add(*self._core(obj))
         return None
 
@@ -320,7 +322,7 @@ class RecordDecoder:
         if "x" not in obj:
             raise RecordError("missing_x", "record has no 'x'")
         x, names = self._features(obj["x"])
-        y = self._label(obj.get("y"))
+        y = check_label(self._label(obj.get("y")), self.task == "classification")
         self._fix_layout(x, names)
         return key, x, y, rid, task
 

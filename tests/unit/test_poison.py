@@ -18,7 +18,7 @@ from adaptd.records import REASONS, RecordBatch, RecordDecoder
 from adaptd.runner import Runner, RunnerConfig
 from tests.unit.trust_runs import read_jsonl, run_lines
 
-GOOD = [json.dumps({"id": f"g{i}", "x": [i, 1.0], "y": 0.5 * i}).encode() for i in range(5)]
+GOOD = [json.dumps({"id": f"g{i}", "x": [i, 1.0], "y": i % 2}).encode() for i in range(5)]
 
 #: The records that crashed the daemon on main, as the bytes on the wire, and their reasons.
 CORPUS = [
@@ -31,13 +31,15 @@ CORPUS = [
     (b'{"id":1e400,"x":[1,2]}', "bad_id"),  # Infinity via the standard parser
     (b'{"task":-3,"x":[1,2],"y":1}', "bad_task"),  # -1 means "no task" to the learner
     (b'{"task":2.5,"x":[1,2],"y":1}', "bad_task"),
+    (b'{"x":[1,2],"y":"\\udc00"}', "bad_y"),  # a class label no prediction could carry
+    (b'{"x":[1,2],"y":-1e300}', "bad_y"),  # found by the fuzz: a class shown as a huge integer
 ]
 
 
 @pytest.mark.parametrize(("line", "reason"), CORPUS)
 def test_a_poison_record_is_dead_lettered_and_the_stream_goes_on(
         tmp_path: Path, line: bytes, reason: str) -> None:
-    flags = {"drift.detector": "oracle"}
+    flags = {"drift.detector": "oracle", "task": "classification"}
     lines = GOOD[:2] + [line] + GOOD[2:]
     run = run_lines(tmp_path, lines, **flags)
     assert [d["reason"] for d in run.dead_letters] == [reason]
