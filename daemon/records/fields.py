@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from adaptd.errors import RecordError
@@ -34,6 +35,15 @@ MAX_NAME_BYTES = 1024
 MAX_TASK = 2**31 - 1
 #: Integers used as ids or keys are written back as decimal text: at most this many digits.
 MAX_NUMBER_DIGITS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedLabel:
+    """A record with ``id`` and ``y`` and no ``x``: the label of features kept under ``id``."""
+
+    id: str
+    y: Any
+    task: int | None = None
 
 
 def _utf8_size(text: str) -> int | None:

@@ -37,6 +37,7 @@ import orjson
 from adaptd.errors import RecordError
 from adaptd.records.fields import (
     DEFAULT_KEY,
+    DelayedLabel,
     check_label,
     check_names,
     record_id,
@@ -80,15 +81,6 @@ class Record:
     ts: float | None = None
     task: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class DelayedLabel:
-    """A record with ``id`` and ``y`` and no ``x``: the label of features kept under ``id``."""
-
-    id: str
-    y: Any
-    task: int | None = None
 
 
 def _finite_number(value: Any) -> TypeGuard[int | float]:
