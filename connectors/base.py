@@ -95,13 +95,18 @@ REPLAY_KINDS: tuple[Replay, ...] = ("seekable", "acknowledged", "live")
 @dataclass(slots=True)
 class SourceRecord:
     """One raw record as read: where it came from and its original bytes. Read-only by
-    convention; built once per record by every source."""
+    convention; built once per record by every source.
+
+    ``truncated_from`` is set when ``value`` holds only the first bytes of a record longer
+    than the daemon's ``max_record_bytes`` (see :meth:`Source.limit_record_bytes`): the
+    record's whole length. The daemon dead-letters such a record as ``oversized``."""
 
     partition: int
     position: int
     value: bytes
     key: bytes | None = None
     timestamp_ms: int | None = None
+    truncated_from: int | None = None
 
 
 # Not frozen, for the same reason as SourceRecord: one is built per prediction.
@@ -169,6 +174,13 @@ class Source(ABC):
         records below them here and only here. The default does nothing: for files the
         checkpoint itself is the only truth. Must not block for long.
         """
+
+    def limit_record_bytes(self, max_bytes: int) -> None:
+        """Called once, before ``open``, with the daemon's ``max_record_bytes``. A source that
+        assembles records from a byte stream (lines of a file) keeps at most ``max_bytes`` of a
+        longer one, so a huge record never sits whole in memory, and hands out that prefix
+        with :attr:`SourceRecord.truncated_from` set. The default does nothing: records whose
+        size the transport already bounds are checked by the decoder."""
 
     def commit_due(self) -> bool:
         """True when the source needs a commit before it can get more records.

@@ -8,7 +8,8 @@ A followed file must only grow: truncating it is logged, and a rotated file (ren
 one created) is not followed to the new file.
 
 Sink: appends one message value per line, creating missing parent directories; ``flush``
-returns once the lines are on disk (``os.fsync``).
+returns once the lines are on disk (``os.fsync``). A partial last line (a write cut short by a
+crash) is cut off when the sink opens, so the file stays one record per line.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ class JsonlSource(Pausable, Source):
         self._to_skip = 0
         self._exhausted = False
         self._truncated = False
+        self._max_line_bytes: int | None = None
+
+    def limit_record_bytes(self, max_bytes: int) -> None:
+        """Keep at most ``max_bytes`` of a longer line (see :class:`LineSplitter`)."""
+        self._max_line_bytes = max_bytes
+        self._lines.max_line_bytes = max_bytes
 
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
@@ -98,7 +105,8 @@ class JsonlSource(Pausable, Source):
         except OSError as exc:
             raise ConfigError(f"{where}: cannot open: {exc}") from None
         # Lines before the start are skipped as they are read, on the first polls.
-        self._lines = LineSplitter(partition=0, first_position=0)
+        self._lines = LineSplitter(partition=0, first_position=0,
+                                   max_line_bytes=self._max_line_bytes)
         self._to_skip = start
         self._exhausted = False
         log.info("reading %s from line %d%s", self.options.path, start,
@@ -184,9 +192,16 @@ class JsonlSink(Sink):
         self._sync_directory = not path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: io.BufferedWriter | None = open(path, "ab")  # noqa: SIM115
+            # Read too: a partial last line left by a crash is looked for, and cut.
+            self._file: io.BufferedRandom | None = open(path, "a+b")  # noqa: SIM115
+            cut = cut_partial_line(self._file)
         except OSError as exc:
             raise ConfigError(f"jsonl sink {options.path!r}: cannot open for append: {exc}") from None
+        if cut:
+            # A crash (a full disk) left half a line: appending to it would glue the next
+            # record onto it and leave a line no reader can parse.
+            log.warning("jsonl sink %s: cut a partial last line of %d bytes (left by an "
+                        "interrupted write)", options.path, cut)
 
     def write(self, messages: Sequence[SinkMessage]) -> None:
         """Buffer the messages' values, one per line. Does not block on the disk."""
@@ -230,6 +245,28 @@ class JsonlSink(Sink):
         finally:
             self._file.close()
             self._file = None
+
+
+def cut_partial_line(file: io.BufferedRandom) -> int:
+    """Truncate ``file`` (opened for append) after its last newline; returns how many bytes of
+    an unfinished last line were cut (0 when the file ends with a newline or is empty). Reads
+    backwards from the end, a chunk at a time."""
+    fd = file.fileno()
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - READ_CHUNK_BYTES)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end == size:
+        return 0
+    os.ftruncate(fd, end)
+    os.fsync(fd)
+    return size - end
 
 
 class JsonlConnector(Connector):

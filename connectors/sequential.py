@@ -84,41 +84,92 @@ class LineSplitter:
     far. A last line without its newline stays buffered until the newline arrives, unless the
     caller says the input has ended (``at_eof=True``), in which case it is a record too.
     Neither method blocks: reading is the caller's job.
+
+    Linear in the input: each byte is searched for a newline once (``bytearray.find`` from
+    where the last search stopped), however long the line. With ``max_line_bytes`` a longer
+    line is never held whole: its first ``max_line_bytes`` bytes are kept, the rest is counted
+    and dropped as it streams by, and the record handed out carries that prefix with
+    ``truncated_from`` set to the line's length (the daemon dead-letters it as ``oversized``).
+
+    >>> lines = LineSplitter(max_line_bytes=4)
+    >>> lines.feed(b'{"x":[1]}\\n[2]\\n')
+    >>> [(r.value, r.truncated_from) for r in lines.take(10)]
+    [(b'{"x"', 9), (b'[2]', None)]
     """
 
-    def __init__(self, partition: int = 0, first_position: int = 0) -> None:
+    def __init__(self, partition: int = 0, first_position: int = 0,
+                 max_line_bytes: int | None = None) -> None:
         self.partition = partition
         #: Position of the next line not yet handed out (or skipped, if blank).
         self.next_position = first_position
-        self._lines: deque[bytes] = deque()
-        self._partial = b""
+        self.max_line_bytes = max_line_bytes
+        # Complete lines: their bytes, or (prefix, length) for a line over max_line_bytes.
+        self._lines: deque[bytes | tuple[bytes, int]] = deque()
+        self._buf = bytearray()  # the unfinished last line (its prefix, when dropping)
+        self._dropped = 0  # bytes of the unfinished last line dropped past max_line_bytes
 
     @property
     def pending(self) -> int:
         """Bytes of the unfinished last line still waiting for its newline."""
-        return len(self._partial)
+        return len(self._buf) + self._dropped
 
     def feed(self, chunk: bytes) -> None:
         """Append bytes read from the input."""
-        if not chunk:
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._append(chunk, 0, len(chunk))
             return
-        parts = (self._partial + chunk).split(b"\n")
-        self._partial = parts.pop()
-        self._lines.extend(parts)
+        self._append(chunk, 0, first)
+        self._finish_line()
+        last = chunk.rfind(b"\n")
+        if last > first:
+            # The lines between the first and the last newline are whole: split them in C.
+            whole = chunk[first + 1:last].split(b"\n")
+            limit = self.max_line_bytes
+            if limit is not None and max(map(len, whole)) > limit:
+                self._lines.extend(w if len(w) <= limit else (w[:limit], len(w)) for w in whole)
+            else:
+                self._lines.extend(whole)
+        self._append(chunk, last + 1, len(chunk))
+
+    def _append(self, chunk: bytes, start: int, stop: int) -> None:
+        """Add ``chunk[start:stop]`` (no newline in it) to the unfinished line, keeping at
+        most ``max_line_bytes`` of it."""
+        limit = self.max_line_bytes
+        if limit is not None:
+            room = max(0, limit - len(self._buf))
+            if stop - start > room:
+                self._dropped += stop - start - room
+                stop = start + room
+        self._buf += memoryview(chunk)[start:stop]
+
+    def _finish_line(self) -> None:
+        if self._dropped:
+            self._lines.append((bytes(self._buf), len(self._buf) + self._dropped))
+        else:
+            self._lines.append(bytes(self._buf))
+        self._buf.clear()
+        self._dropped = 0
+
+    def _end_input(self, at_eof: bool) -> None:
+        if at_eof and self.pending:
+            self._finish_line()
 
     def take(self, max_records: int, at_eof: bool = False) -> list[SourceRecord]:
         """Up to ``max_records`` records from the complete lines buffered, in position order.
 
         With ``at_eof`` an unfinished last line counts as complete.
         """
-        if at_eof and self._partial:
-            self._lines.append(self._partial)
-            self._partial = b""
+        self._end_input(at_eof)
         out: list[SourceRecord] = []
         while self._lines and len(out) < max_records:
             line = self._lines.popleft()
             position = self.next_position
             self.next_position += 1
+            if isinstance(line, tuple):  # over max_line_bytes: its prefix and its length
+                out.append(SourceRecord(partition=self.partition, position=position,
+                                        value=line[0], truncated_from=line[1]))
+                continue
             # Windows line ends: the value is the line without its terminator.
             if line.endswith(b"\r"):
                 line = line[:-1]
@@ -128,9 +179,7 @@ class LineSplitter:
 
     def skip(self, count: int, at_eof: bool = False) -> int:
         """Drop up to ``count`` buffered complete lines (seeking forward); returns how many."""
-        if at_eof and self._partial:
-            self._lines.append(self._partial)
-            self._partial = b""
+        self._end_input(at_eof)
         dropped = 0
         while self._lines and dropped < count:
             self._lines.popleft()

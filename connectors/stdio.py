@@ -99,7 +99,8 @@ class StdinSource(Pausable, Source):
         out: list[SourceRecord] = []
         while True:
             out += [
-                SourceRecord(partition=0, position=self._positions.take(), value=line.value)
+                SourceRecord(partition=0, position=self._positions.take(), value=line.value,
+                             truncated_from=line.truncated_from)
                 for line in self._lines.take(max_records - len(out), at_eof=self._eof)
             ]
             if len(out) >= max_records or self._eof:
@@ -123,6 +124,10 @@ class StdinSource(Pausable, Source):
         if not ready:
             return None
         return os.read(self._fd, READ_CHUNK_BYTES)
+
+    def limit_record_bytes(self, max_bytes: int) -> None:
+        """Keep at most ``max_bytes`` of a longer line (see :class:`LineSplitter`)."""
+        self._lines.max_line_bytes = max_bytes
 
     @property
     def exhausted(self) -> bool:

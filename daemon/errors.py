@@ -46,3 +46,10 @@ class UnavailableError(AdaptdError):
     Not a crash: the runner marks itself not ready, retries with backoff and resumes where it
     was once the service answers again.
     """
+
+
+class StateLostError(AdaptdError):
+    """The state dir refused checkpoints for longer than ``checkpoint.give_up_after_s`` (or the
+    last one, at exit): what was learned since the last checkpoint would be lost, so the daemon
+    stops (exit 1) instead of going on as if it were kept. The message names the state dir and
+    the system's reason."""

@@ -89,12 +89,15 @@ class Faults:
         self.available = True
         self._backoff_s = self.config.retry_backoff_initial_s
 
-    def _back_off(self) -> None:
-        """Wait the current backoff (cut short by a stop request), then double it."""
-        deadline = self.clock() + self._backoff_s
-        # Short sleeps, so that a stop request is honoured within 0.1 s.
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, cut short by a stop request (honoured within 0.1 s)."""
+        deadline = self.clock() + seconds
         while not self.stopping() and (left_s := deadline - self.clock()) > 0:
             self.sleep(min(0.1, left_s))
+
+    def _back_off(self) -> None:
+        """Wait the current backoff (cut short by a stop request), then double it."""
+        self.wait(self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, self.config.retry_backoff_max_s)
 
     # -- the sinks ---------------------------------------------------------------------

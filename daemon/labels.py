@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from adaptd.records import RecordBatch
+from adaptd.errors import RecordError
+from adaptd.records import BatchBuilder, RecordBatch
 from adaptd.settings import LabelsConfig
 
 
@@ -129,3 +130,26 @@ class PendingLabels:
         drop = set(keys)
         for rid in [r for r, (_, k, _) in self._entries.items() if k in drop]:
             del self._entries[rid]
+
+
+def kept_features(pending: PendingLabels | None, batch: BatchBuilder,
+                  record_id: str) -> tuple[str, tuple[float, ...]]:
+    """``(key, x)`` for a delayed label (a record with ``id`` and ``y`` and no ``x``): those of
+    the last unlabelled record with that id earlier in ``batch`` (the learner keeps them when it
+    learns the batch, and joins them there), else those kept by an earlier batch (taken out of
+    ``pending``). Raises :class:`RecordError` ``label_unmatched`` when none are kept. Called by
+    the runner while decoding, so that an unmatched label is dead-lettered with its bytes."""
+    d = batch.n_features or 0
+    kept = None
+    for i in range(len(batch) - 1, -1, -1):
+        if batch.ids[i] == record_id:
+            # A labelled row with this id after the last unlabelled one has used them up.
+            if batch.ys[i] is None:
+                kept = batch.keys[i], tuple(batch.flat[i * d:(i + 1) * d])
+            break
+    else:
+        kept = None if pending is None else pending.take(record_id)
+    if kept is None:
+        raise RecordError("label_unmatched", f"no features are kept under id {record_id!r}: "
+                          "never predicted, already labelled, or expired (labels.ttl_s)")
+    return kept

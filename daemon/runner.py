@@ -23,19 +23,24 @@ checkpointing first when partitions are revoked.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from adaptd import identity
 from adaptd.checkpoint import CheckpointStore
-from adaptd.connectors.base import Sink, Source, SourceRecord
-from adaptd.errors import RecordError, SinkError
+from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
+from adaptd.errors import RecordError, SinkError, StateLostError
 from adaptd.faults import Faults
+from adaptd.isolation import encode_isolating, learn_isolating
+from adaptd.labels import kept_features
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
-from adaptd.records import BatchBuilder, RecordDecoder, TaskKind, dead_letter, predictions
+from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ class RunnerConfig:
         checkpoint_every_records: a checkpoint is due after this many records ...
         checkpoint_interval_s: ... or this many seconds, whichever comes first.
         resilience: retry backoff and sink backpressure settings.
+        give_up_after_s: how long the state dir may refuse checkpoints before the run stops
+            with :class:`~adaptd.errors.StateLostError`.
     """
 
     task: TaskKind = "regression"
@@ -60,6 +67,7 @@ class RunnerConfig:
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    give_up_after_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunnerConfig:
@@ -68,7 +76,8 @@ class RunnerConfig:
                    poll_timeout_s=settings.poll_timeout_s,
                    checkpoint_every_records=settings.checkpoint_every_records,
                    checkpoint_interval_s=settings.checkpoint_interval_s,
-                   resilience=settings.resilience)
+                   resilience=settings.resilience,
+                   give_up_after_s=settings.checkpoint.give_up_after_s)
 
 
 @dataclass
@@ -133,6 +142,13 @@ class Runner:
         self.clock = clock
         self._stop = False
         self.partitions = Partitions(store, learner, decoder)
+        self.state_dir = store.state_dir
+        # Why the last checkpoint failed when the state dir refused it (None: it did not).
+        self._state_error: Exception | None = None
+        # Set once checkpoints are given up on: no final checkpoint is attempted then.
+        self._state_lost = False
+        # True once the state dir's identity holds the feature layout (or it has no identity).
+        self._layout_recorded = False
         self.faults = Faults(self.config.resilience, clock, sleep, lambda: self._stop)
         self.summary = RunSummary()
         self._opened = False
@@ -159,6 +175,7 @@ class Runner:
         checkpoint.
         """
         started = self.clock()
+        final_ok = True
         try:
             self.open()
             self._last_checkpoint_at = self.clock()
@@ -175,13 +192,16 @@ class Runner:
         finally:
             self.summary.elapsed_s = self.clock() - started
             try:
-                if self._opened and self._consistent:
-                    self.checkpoint()
-                elif self._opened:
+                if self._opened and self._consistent and not self._state_lost:
+                    final_ok = self.checkpoint()
+                elif self._opened and not self._state_lost:
                     log.error("a batch failed half way: keeping the previous checkpoint")
             finally:
                 self._opened = False
                 self._close()
+        if not final_ok and self._state_error is not None:
+            # Reached only when nothing else is propagating: exit 0 would claim a kept state.
+            raise StateLostError(self._lost_message("the final checkpoint failed"))
         return self.summary
 
     def open(self) -> None:
@@ -189,6 +209,8 @@ class Runner:
         source is unavailable, until it opens or a stop is requested. Blocks."""
         # Files and synthetic streams know their partitions up front; Kafka tells us through
         # on_assigned once it has them.
+        # Sources that assemble records from bytes stop holding one past the decoder's limit.
+        self.source.limit_record_bytes(self.decoder.max_record_bytes)
         static = list(self.source.assigned())
         positions = self.on_assigned(static) if static else {}
         while not self._stop:
@@ -240,29 +262,58 @@ class Runner:
         good, builder = self.decode(raws)
         batch = builder.build()
         self.partitions.route(batch.keys, [raw.partition for raw in good])
-        outcomes = self.learner.process_batch(batch) if good else Outcomes.empty(0)
+        outcomes, good, batch = self.learn(good, batch)
+        unsent = 0  # learned from, but dead-lettered: their predictions could not be encoded
         if self.sink is not None and good:
-            self.sink.write(predictions(good, batch, outcomes, self.config.task))
+            messages = self.encode_predictions(good, batch, outcomes)
+            unsent = len(good) - len(messages)
+            self.sink.write(messages)
         self.partitions.advance(raws)
         totals = self.learner.summary()
         self.metrics.observe_batch(outcomes, totals, self.clock() - decoded_at)
         self.summary.add(outcomes, totals)
+        self.summary.predictions -= unsent
         self._since_checkpoint += len(raws)
         self._consistent = True
         return outcomes
 
     def decode(self, raws: list[SourceRecord]) -> tuple[list[SourceRecord], BatchBuilder]:
-        """The records that decode, and their columns; the others are rejected on the way."""
+        """The records that decode, and their columns; the others are rejected on the way.
+
+        A delayed label (``id`` and ``y``, no ``x``) takes the key and features kept under its
+        id (by an earlier batch, or earlier in this one); with none kept it is rejected as
+        ``label_unmatched``, so the label is not lost silently."""
         good: list[SourceRecord] = []
         builder = BatchBuilder()
+        pending = getattr(self.learner, "pending", None)
         for raw in raws:
             try:
-                self.decoder.decode_into(raw.value, builder)
+                if raw.truncated_from is not None:  # the source kept only its first bytes
+                    raise RecordError("oversized", f"record is {raw.truncated_from} bytes, "
+                                      f"limit is {self.decoder.max_record_bytes}")
+                label = self.decoder.decode_into(raw.value, builder)
+                if label is not None:
+                    key, x = kept_features(pending, builder, label.id)
+                    builder.add(key, x, label.y, label.id, label.task)
             except RecordError as err:
                 self.reject(raw, err)
                 continue
             good.append(raw)
         return good, builder
+
+    def learn(self, good: list[SourceRecord], batch: RecordBatch
+              ) -> tuple[Outcomes, list[SourceRecord], RecordBatch]:
+        """Predict and learn ``batch``; a record the learner cannot process is dead-lettered
+        as ``unprocessable`` and left out (see :mod:`adaptd.isolation` for when that is safe).
+        Returns the outcomes with the records and rows they belong to."""
+        if not good:
+            return Outcomes.empty(0), good, batch
+        return learn_isolating(self.learner, good, batch, self.reject)
+
+    def encode_predictions(self, good: list[SourceRecord], batch: RecordBatch,
+                           outcomes: Outcomes) -> list[SinkMessage]:
+        """The batch's prediction messages; one that cannot be encoded is dead-lettered."""
+        return encode_isolating(good, batch, outcomes, self.config.task, self.reject)
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""
@@ -286,22 +337,55 @@ class Runner:
         # once its window of unacknowledged messages is full (MQTT: 20 by default).
         due_by_source = pending and self.source.commit_due()
         if due_by_count or due_by_source or (due_by_time and pending):
-            self.checkpoint()
+            self.checkpoint_or_give_up()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
             self._last_checkpoint_at = self.clock()
+
+    def checkpoint_or_give_up(self) -> None:
+        """:meth:`checkpoint`; while the state dir refuses it, retry with backoff, polling
+        nothing meanwhile, for up to ``give_up_after_s``, then raise
+        :class:`~adaptd.errors.StateLostError`. A sink that cannot flush is not retried here:
+        the next due checkpoint tries again, as the source's faults are ridden out."""
+        first_failure_at: float | None = None
+        wait_s = self.config.resilience.retry_backoff_initial_s
+        while not self.checkpoint() and self._state_error is not None:
+            now = self.clock()
+            first_failure_at = now if first_failure_at is None else first_failure_at
+            if self._stop or now - first_failure_at >= self.config.give_up_after_s:
+                self._state_lost = True
+                raise StateLostError(self._lost_message(
+                    f"checkpoints failed for {now - first_failure_at:.0f} s"))
+            self.faults.wait(wait_s)
+            wait_s = min(wait_s * 2, self.config.resilience.retry_backoff_max_s)
+
+    def _lost_message(self, what: str) -> str:
+        assert self._state_error is not None
+        err = self._state_error
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return (f"state dir {str(self.state_dir)!r}: {what} ({type(err).__name__}: {reason}); "
+                f"what was read since the last checkpoint is not kept: a restart replays it "
+                f"(seekable and acknowledged sources) once the state dir takes writes")
 
     def checkpoint(self) -> bool:
         """Flush sinks → write state and positions → commit positions → evict idle keys.
         Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
         started = self.clock()
+        self._state_error = None
         try:
             for sink in self.sinks:
                 sink.flush()
-            self.partitions.save()
-        except (SinkError, OSError) as exc:
+        except SinkError as exc:
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: %s", exc)
+            return False
+        try:
+            self.partitions.save()
+        except (OSError, sqlite3.Error) as exc:  # the state dir refused: disk full, read-only
+            self._state_error = exc
+            self.metrics.checkpoint_failures.inc()
+            log.error("checkpoint aborted, positions not committed: state dir %s: %s",
+                      self.state_dir, exc)
             return False
         positions = self.partitions.positions()
         self.source.commit(positions)
@@ -313,4 +397,7 @@ class Runner:
         log.debug("checkpoint at positions %s", positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())
+        if not self._layout_recorded:
+            self._layout_recorded = identity.record_layout(Path(self.state_dir),
+                                                           self.decoder.layout())
         return True

@@ -253,13 +253,19 @@ class CheckpointConfig:
         keep: generations kept per partition, so a damaged newest one has whole older ones
             behind it: a restart then resumes from the newest generation whose files all
             check (see :mod:`adaptd.checkpoint`); with 1 it replays from the start.
+        give_up_after_s: how long the state dir may refuse checkpoints (read-only, full) before
+            the daemon stops with exit 1; it retries with the resilience backoff meanwhile,
+            without polling. 0 gives up at the first refusal.
     """
 
     keep: int = 3
+    give_up_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.keep < 1:
             raise ValueError(f"keep must be >= 1, got {self.keep}")
+        if not self.give_up_after_s >= 0:
+            raise ValueError(f"give_up_after_s must be >= 0, got {self.give_up_after_s}")
 
 
 @dataclass

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from adaptd.errors import AdaptdError, StartError
+from adaptd.errors import AdaptdError, ConfigError, StartError
 from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,23 +62,84 @@ def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def check_state_dir(settings: Settings) -> None:
-    """Refuse a state dir whose checkpoint was written for another model, before it is loaded.
+def check_state_dir(settings: Settings, fresh: bool = False) -> None:
+    """Make sure the state dir can hold this run's state and belongs to this run, before
+    anything is loaded from it. Raises :class:`StartError` (one line, exit 2).
 
-    Raises :class:`StartError` naming the directory and the flag that differs; a state dir
-    without a readable checkpoint passes (the run starts fresh or the runner reports it).
+    In order: with ``fresh``, move an existing state dir aside (:func:`identity.move_aside`);
+    probe that files can be created, written and synced there; then compare its identity
+    (source, model family, feature layout; see :mod:`adaptd.identity`) with this run's, and
+    write it at the first start.
     """
-    from adaptd.checkpoint import CheckpointStore
+    from adaptd import identity
 
     state_dir = Path(settings.state_dir)
-    if not state_dir.is_dir():
+    if fresh and state_dir.exists():
+        try:
+            moved = identity.move_aside(state_dir)
+        except OSError as exc:
+            raise StartError(f"--fresh: cannot move --state-dir {state_dir} aside: "
+                             f"{os_reason(exc)}") from None
+        log.warning("--fresh: the previous state dir %s was moved to %s", state_dir, moved)
+    probe_state_dir(state_dir)
+    if settings.source is None:
+        raise ConfigError("source is required: pass --source URI or set ADAPTD_SOURCE")
+    current = {"source": identity.source_identity(settings.source),
+               "model": expected_model(settings),
+               "layout": {"n_features": settings.n_features}}
+    try:
+        stored = identity.read(state_dir)
+    except (OSError, ValueError) as exc:
+        raise StartError(f"--state-dir {state_dir}: unreadable {identity.FILE_NAME} ({exc}); "
+                         f"pass --fresh to move this state aside and start over") from None
+    if stored is None:
+        _check_checkpoint_model(state_dir, settings)
+        try:
+            identity.write(state_dir, current)
+        except OSError as exc:
+            raise StartError(f"--state-dir {state_dir}: cannot write {identity.FILE_NAME}: "
+                             f"{os_reason(exc)}") from None
         return
+    differ = identity.differences(stored, current)
+    if differ:
+        raise StartError(
+            f"--state-dir {state_dir} holds the state of {identity.describe(stored)}; this run "
+            f"is {identity.describe(current)} ({' and '.join(differ)} differ): pass --fresh to "
+            f"move the old state aside and start over, or another --state-dir")
+
+
+def probe_state_dir(state_dir: Path) -> None:
+    """Create the state dir if needed, then create, write, fsync and remove a small file in
+    it: a read-only or full file system, or a path under a regular file, fails here, at start,
+    instead of in every checkpoint of the run. Raises :class:`StartError` with the OS reason."""
+    probe = state_dir / f".write-probe-{os.getpid()}"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # A page's worth: a full file system refuses it even where an empty file fits.
+            os.write(fd, b"adaptd state dir probe\n" * 200)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise StartError(f"--state-dir {state_dir}: cannot write there: {os_reason(exc)}; "
+                         f"expected a writable directory for checkpoints") from None
+
+
+def _check_checkpoint_model(state_dir: Path, settings: Settings) -> None:
+    """A state dir written before identity files existed: refuse a checkpoint of another
+    model (its source cannot be known; it is adopted)."""
+    from adaptd.checkpoint import CheckpointStore
+
     shared = CheckpointStore(state_dir).load(()).shared or {}
     saved = (shared.get("learner") or {}).get("model") or {}
     mismatch = _mismatch(saved, expected_model(settings))
     if mismatch:
         raise StartError(f"--state-dir {state_dir}: holds a checkpoint for {mismatch}; pass the "
-                         f"same model flags as the run that wrote it, or another --state-dir")
+                         f"same model flags as the run that wrote it, --fresh, or another "
+                         f"--state-dir")
 
 
 def check_meta_file(settings: Settings) -> Settings:

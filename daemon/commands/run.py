@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where rejected records go (default: STATE_DIR/dead-letter.jsonl)")
     parser.add_argument("--follow", action="store_true",
                         help="keep tailing a jsonl source instead of stopping at its end")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: move an existing state dir aside (renamed to "
+                             "DIR.replaced-TIME) instead of resuming from it")
     add_settings_arguments(parser)
 
 
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptd.service import serve
 
     settings = check_meta_file(settings_from_args(args))
-    check_state_dir(settings)
+    check_state_dir(settings, fresh=getattr(args, "fresh", False))
     summary = naming_connector_failures(settings, lambda: serve(settings))
     # The run's result, not a log event: printed whatever --log-level is, on stderr because
     # stdout may be the prediction sink.

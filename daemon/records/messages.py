@@ -99,10 +99,13 @@ def dead_letter(raw: SourceRecord, err: RecordError) -> SinkMessage:
     partition and position are repeated as headers for consumers that route on them."""
     body: dict[str, Any] = {
         "reason": err.reason,
-        "detail": err.detail,
+        "detail": _safe_text(err.detail),
         "partition": raw.partition,
         "position": raw.position,
     }
+    if raw.truncated_from is not None:
+        # Only the first max_record_bytes of the record were kept: say how long it was.
+        body["original_length"] = raw.truncated_from
     try:
         body["raw"] = raw.value.decode("utf-8")
     except UnicodeDecodeError:
@@ -113,3 +116,15 @@ def dead_letter(raw: SourceRecord, err: RecordError) -> SinkMessage:
         ("adaptd.position", str(raw.position).encode()),
     )
     return SinkMessage(value=encode(body), key=raw.key, headers=headers)
+
+
+#: Longest ``detail`` of a dead letter: an error may quote a whole value of the record.
+MAX_DETAIL_CHARS = 500
+
+
+def _safe_text(text: str) -> str:
+    """``text`` cut to :data:`MAX_DETAIL_CHARS`, with what UTF-8 cannot hold (a lone surrogate
+    quoted from the record) escaped, so that a dead letter always encodes."""
+    if len(text) > MAX_DETAIL_CHARS:
+        text = text[:MAX_DETAIL_CHARS - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

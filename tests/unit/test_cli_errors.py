@@ -117,8 +117,11 @@ def test_a_state_dir_of_another_model_is_refused_at_start(tmp_path: Path) -> Non
     result = adaptd("run", "--source", STREAM, "--metrics-port", "off", "--state-dir", "state",
                     "--model", "mlp", cwd=tmp_path)
     assert one_line_error(result) == (
-        "adaptd run: --state-dir state: holds a checkpoint for model='linear', this run has "
-        "'mlp'; pass the same model flags as the run that wrote it, or another --state-dir")
+        "adaptd run: --state-dir state holds the state of source synthetic params={'seed': '1'} "
+        "stream=sinusoid, model linear/regression, 1 feature; this run is source "
+        "synthetic params={'seed': '1'} stream=sinusoid, model mlp/regression, features from "
+        "the first record (model differ): pass --fresh to move the old state aside and start "
+        "over, or another --state-dir")
 
 
 def test_records_that_do_not_fit_the_meta_state_are_dead_letters_not_a_crash(
