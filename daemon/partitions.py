@@ -2,36 +2,38 @@
 
 The runner reads records; this module knows where each came from and what must be saved so that
 a restart resumes exactly. It tracks the partitions this daemon owns, the next position to read
-in each, and which partition each key's records come from; it loads that state when partitions
-are assigned, forgets it when they go, builds what a checkpoint writes, and moves idle keys to
-:class:`~adaptd.evicted.EvictedKeys` and back.
+in each, which partition each key's records come from and which keys changed since the last
+checkpoint; it loads that state when partitions are assigned, forgets it when they go, writes
+each checkpoint (see :mod:`adaptd.checkpoint`), and lets idle keys go to the store and back.
 
-What a checkpoint holds, and where (see :mod:`adaptd.checkpoint`):
+What a checkpoint holds:
 
-* the generation's shared file: the learner's shared state (meta-state, totals, the counts of
-  delayed labels), from ``learner.state_dict(keys=())``, and the decoder's feature layout;
-* each partition's file: its next position, its keys, their task states and their pending
-  delayed labels.
+* the shared state: the learner's shared state (meta-state, totals, the counts of delayed
+  labels), from ``learner.state_dict(keys=())``, and the decoder's feature layout;
+* per partition: its next position, and the task states and pending delayed labels of the keys
+  that changed since the previous checkpoint (the store keeps the others from before).
 
 :func:`shared_part`, :func:`partition_part` and :func:`combine` split the learner's
-``state_dict`` that way and put it back together on load; the shared part is written once per
-checkpoint, not once per partition.
+``state_dict`` that way and put it back together on load. Every checkpoint also writes
+``STATE_DIR/meta.pt``, the meta-state in the ``--meta`` format (:mod:`adaptd.meta_file`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from adaptd.checkpoint import CheckpointStore, PartitionState
+from adaptd import meta_file
+from adaptd.checkpoint import CheckpointStore, PartitionChanges
 from adaptd.connectors.base import SourceRecord
-from adaptd.evicted import EvictedKeys
 from adaptd.learner import Learner
-from adaptd.records import RecordDecoder
+from adaptd.records import RecordBatch, RecordDecoder
 
 log = logging.getLogger(__name__)
 
+META_FILE = "meta.pt"
 
 def shared_part(learner: Learner) -> dict[str, Any]:
     """What every key shares: ``state_dict(keys=())`` without task states or label entries."""
@@ -72,11 +74,11 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
 
 
 class Partitions:
-    """Owned partitions, next positions, key → partition, and the state files behind them.
-    Runner thread only; every method may block on the state directory's disk.
+    """Owned partitions, next positions, key → partition, changed keys, and the store behind
+    them. Runner thread only; every method may block on the state directory's disk.
 
     Args:
-        store: the checkpoint generations; read on assignment, written by :meth:`save`.
+        store: the state database; read on assignment, written by :meth:`save`.
         learner: whose state is split into shared and per-partition parts.
         decoder: whose feature layout is saved with the shared state.
     """
@@ -85,26 +87,27 @@ class Partitions:
         self.store = store
         self.learner = learner
         self.decoder = decoder
-        self.evicted = EvictedKeys(store.state_dir, keep=store.keep)
         #: partition → position of the next record to read, for partitions owned here.
         self.next_positions: dict[int, int] = {}
         #: Partitions whose state is loaded here.
         self.owned: set[int] = set()
         #: Which partition each key's records come from, so its state is saved with it.
         self.key_partition: dict[str, int] = {}
-        # The shared state is taken from a checkpoint once; later it is the live one.
+        #: partition → keys whose state changed since the last checkpoint: all a save writes.
+        self.touched: dict[int, set[str]] = {}
+        # The shared state is taken from the store once; later it is the live one.
         self._shared_loaded = False
+        self._meta_written: Any = None
 
     # -- assignment ----------------------------------------------------------------------
 
     def assign(self, partitions: Collection[int]) -> dict[int, int]:
-        """Load the newest usable checkpoint of each new partition; return where each of
-        ``partitions`` resumes (those left out start where the source's policy says).
+        """Load the last checkpoint of each new partition; return where each of ``partitions``
+        resumes (those left out start where the source's policy says).
 
         Called before any record of these partitions is polled. The shared state comes from
-        the checkpoint only at the first assignment (with the partitions of that generation,
-        see :meth:`CheckpointStore.load`); later it stays the live one, so a second assignment
-        does not roll it back.
+        the store only at the first assignment; later it stays the live one, so a second
+        assignment does not roll it back. Raises CheckpointError when a stored value is damaged.
         """
         requested = sorted(partitions)
         new = [p for p in requested if p not in self.owned]
@@ -120,14 +123,11 @@ class Partitions:
             for key in state.keys:
                 self.key_partition[key] = p
             self.next_positions[p] = state.position
-        for p in new:
-            state = restored.partitions.get(p)
-            self.evicted.open_partition(p, None if state is None else state.generation)
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start) from "
-                 "checkpoint generations %s", requested, resume,
-                 {p: state.generation for p, state in sorted(restored.partitions.items())})
+                 "checkpoints %s", requested, resume,
+                 {p: state.checkpoint for p, state in sorted(restored.partitions.items())})
         return resume
 
     def release(self, partitions: Collection[int]) -> None:
@@ -140,23 +140,41 @@ class Partitions:
             del self.key_partition[key]
         for p in gone:
             self.next_positions.pop(p, None)
-            self.evicted.close_partition(p)
+            self.touched.pop(p, None)
         self.owned -= gone
         log.info("partitions %s released (%d keys forgotten)", sorted(gone), len(keys))
 
     # -- the record path -----------------------------------------------------------------
 
-    def route(self, keys: Sequence[str], partitions: Sequence[int]) -> None:
-        """Note which partition each decoded record's key comes from; a key seen for the first
-        time since it was evicted gets its state back from disk. Called per batch, before
-        the learner sees it."""
-        key_partition = self.key_partition
-        for key, p in zip(keys, partitions, strict=True):
+    def route(self, batch: RecordBatch, partitions: Sequence[int]) -> None:
+        """Note which partition each decoded record's key comes from and that its state is
+        about to change; a key seen for the first time since it was evicted gets its state
+        back from the store. Called per batch, before the learner sees it."""
+        key_partition, touched, store = self.key_partition, self.touched, self.store
+        for key, p in zip(batch.keys, partitions, strict=True):
             if key not in key_partition:
-                state = self.evicted.get(p, key)
+                state = store.get(p, key)
                 if state is not None:
                     self._restore_keys({key: state})
-            key_partition[key] = p
+                key_partition[key] = p
+            changed = touched.get(p)
+            if changed is None:
+                changed = touched[p] = set()
+            changed.add(key)
+        self._touch_joined(batch)
+
+    def _touch_joined(self, batch: RecordBatch) -> None:
+        # A delayed label changes the key its features were kept under, which may not be the
+        # label record's own key.
+        pending = getattr(self.learner, "pending", None)
+        if pending is None or not len(pending):
+            return
+        for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
+            if rid is None or math.isnan(y):
+                continue
+            key = pending.key_of(rid)
+            if key is not None and key in self.key_partition:
+                self.touched.setdefault(self.key_partition[key], set()).add(key)
 
     def advance(self, raws: Iterable[SourceRecord]) -> None:
         """Move past ``raws`` (decoded or rejected alike): called once their batch is learned
@@ -170,24 +188,43 @@ class Partitions:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Write one checkpoint generation: the shared state once, then per owned partition its
-        position and its keys' state. Raises OSError when the disk refuses."""
+    def save(self) -> int:
+        """Write one checkpoint: the shared state, and per owned partition its position and the
+        keys that changed since the last one; then ``meta.pt`` if the meta-state moved. Returns
+        the checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then:
+        the next checkpoint writes the same keys and more)."""
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
-        keys_of: dict[int, list[str]] = {p: [] for p in self.owned}
-        for key, p in self.key_partition.items():
-            if p in keys_of:
-                keys_of[p].append(key)
-        self.store.save(shared, {
-            p: PartitionState(position=self.next_positions[p], keys=keys,
-                              learner=partition_part(self.learner, keys))
-            for p, keys in keys_of.items()
-            if p in self.next_positions
-        })
+        changes = {p: self._changes(p) for p in self.owned if p in self.next_positions}
+        number = self.store.save(shared, changes)
+        for p in changes:
+            self.touched.pop(p, None)
+        self._write_meta(shared["learner"].get("meta"))
+        return number
+
+    def _changes(self, p: int) -> PartitionChanges:
+        part = partition_part(self.learner, self.touched.get(p, ()))
+        labels: dict[str, list[Any]] = {}
+        for entry in part.get("labels", ()):  # (id, seconds left, key, x)
+            labels.setdefault(entry[2], []).append(entry)
+        return PartitionChanges(position=self.next_positions[p], states=part["keys"],
+                                labels=labels)
+
+    def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
+        # Written when it moved, so an idle replica does not rewrite it at every checkpoint.
+        if meta is None or _same(meta, self._meta_written):
+            return
+        meta_file.write(dict(meta), self.store.state_dir / META_FILE)
+        self._meta_written = meta
+
+    @property
+    def meta_tasks(self) -> int:
+        """Tasks folded into the live meta-state (0 before any, or without meta-learning)."""
+        meta = shared_part(self.learner).get("meta")
+        return 0 if meta is None else int(meta["tasks"])
 
     def evict(self) -> int:
-        """Move the keys the learner let go to disk; returns how many. Called right after a
-        checkpoint, so each state written equals the one that checkpoint holds."""
+        """Let the keys the learner let go leave memory; returns how many. Called right after
+        a checkpoint, so the state the store holds for each is the one it leaves with."""
         self.learner.evict_idle()
         states = self.learner.take_evicted()
         by_partition: dict[int, dict[str, Any]] = {}
@@ -197,18 +234,31 @@ class Partitions:
                 by_partition.setdefault(p, {})[key] = state
         for p, group in by_partition.items():
             try:
-                self.evicted.put(p, group, self.store.last_generation)
+                self.store.mark_evicted(p, group)
             except OSError as exc:
                 # Keep them live rather than lose them; the next checkpoint tries again.
-                log.error("could not write evicted key states of partition %d: %s", p, exc)
+                log.error("could not mark evicted keys of partition %d: %s", p, exc)
                 self._restore_keys(group)
                 continue
             for key in group:
                 del self.key_partition[key]
         if states:
-            log.info("evicted %d idle keys to %s", len(states), self.evicted.root)
+            log.info("evicted %d idle keys to %s", len(states), self.store.path)
         return len(states)
 
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
         self.learner.load_state_dict(combine(shared_part(self.learner), [{"keys": states}]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal meta-state dicts (NumPy arrays compared by value)."""
+    if b is None or a.keys() != b.keys():
+        return False
+    for k, v in a.items():
+        if hasattr(v, "shape"):
+            if not (hasattr(b[k], "shape") and v.shape == b[k].shape and (v == b[k]).all()):
+                return False
+        elif v != b[k]:
+            return False
+    return True

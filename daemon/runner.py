@@ -239,7 +239,7 @@ class Runner:
         self.summary.records += len(raws)
         good, builder = self.decode(raws)
         batch = builder.build()
-        self.partitions.route(batch.keys, [raw.partition for raw in good])
+        self.partitions.route(batch, [raw.partition for raw in good])
         outcomes = self.learner.process_batch(batch) if good else Outcomes.empty(0)
         if self.sink is not None and good:
             self.sink.write(predictions(good, batch, outcomes, self.config.task))
@@ -308,4 +308,5 @@ class Runner:
         log.debug("checkpoint at positions %s", positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())
+        self.metrics.meta_tasks.set(self.partitions.meta_tasks)
         return True

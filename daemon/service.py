@@ -57,7 +57,7 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
             max_record_bytes=settings.max_record_bytes,
         ),
         metrics=metrics,
-        store=CheckpointStore(state_dir, keep=settings.checkpoint.keep),
+        store=CheckpointStore(state_dir),
         sink=sink,
         dead_letter=dead_letter,
         config=RunnerConfig.from_settings(settings),
