@@ -4,7 +4,8 @@ written incrementally.
 Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
 
     shared      name → value        "state": what every key shares (meta-state, totals, decoder)
-    partitions  partition → next position, id of the checkpoint that wrote it
+    partitions  partition → next position, id of the checkpoint that wrote it, offset of its
+                commit marker in the changelog topic (Kafka sources, see adaptd.changelog)
     keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
 
 A checkpoint writes in ONE transaction the states of the keys that changed since the previous
@@ -37,7 +38,8 @@ import pickle
 import sqlite3
 import struct
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,7 @@ _HEADER = struct.Struct("<8sIQ16s")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     ("CREATE TABLE IF NOT EXISTS partitions (partition INTEGER PRIMARY KEY,"
-    " position INTEGER NOT NULL, checkpoint INTEGER NOT NULL)"),
+     " position INTEGER NOT NULL, checkpoint INTEGER NOT NULL, changelog_offset INTEGER)"),
     ("CREATE TABLE IF NOT EXISTS keys (partition INTEGER NOT NULL, key TEXT NOT NULL,"
     " evicted INTEGER NOT NULL, value BLOB NOT NULL, labels BLOB,"
     " PRIMARY KEY (partition, key))"
@@ -170,8 +172,11 @@ class CheckpointStore:
             return None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            # Autocommit mode: every write below is an explicit BEGIN IMMEDIATE … COMMIT.
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            # Autocommit mode: every write below is an explicit BEGIN IMMEDIATE … COMMIT. One
+            # thread at a time uses it, but not always the same one: kafka-python calls the
+            # partition callbacks (which load and checkpoint) from its own thread.
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
+                                 check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             for statement in _SCHEMA:
@@ -199,7 +204,8 @@ class CheckpointStore:
         try:
             db.execute("BEGIN")  # one snapshot: a writer in another process may commit meanwhile
             shared = self._shared(db)
-            rows = db.execute("SELECT partition, position, checkpoint FROM partitions").fetchall()
+            rows = db.execute("SELECT partition, position, checkpoint FROM partitions"
+                              ).fetchall()
             found = {}
             for p, position, checkpoint in rows:
                 if partitions is None or p in partitions:
@@ -257,47 +263,94 @@ class CheckpointStore:
 
     # -- writing -------------------------------------------------------------------------
 
+    def next_checkpoint(self) -> int:
+        """The id the next checkpoint gets: a nanosecond clock made strictly increasing, so
+        ids of different replicas' checkpoints of one partition never coincide in practice."""
+        return max(time.time_ns(), self.last_checkpoint + 1)
+
     def save(self, shared: Mapping[str, Any], partitions: Mapping[int, PartitionChanges],
-             checkpoint: int | None = None) -> int:
-        """Write one checkpoint in one transaction; returns its id (``checkpoint``, or the next
-        one). Blocks on the disk; raises OSError when it refuses, leaving the previous
-        checkpoint whole."""
-        db = self._connect(create=True)
-        assert db is not None
-        # Nanosecond clock, strictly increasing: ids of different replicas' checkpoints of one
-        # partition (see adaptd.changelog) never coincide in practice.
-        number = max(time.time_ns(), self.last_checkpoint + 1) if checkpoint is None else checkpoint
-        try:
-            db.execute("BEGIN IMMEDIATE")
+             checkpoint: int | None = None,
+             changelog_offsets: Mapping[int, int] | None = None) -> int:
+        """Write one checkpoint in one transaction; returns its id (``checkpoint``, or
+        :meth:`next_checkpoint`). ``changelog_offsets`` are the offsets of its commit markers.
+        Blocks on the disk; raises OSError when it refuses, leaving the previous checkpoint
+        whole."""
+        number = self.next_checkpoint() if checkpoint is None else checkpoint
+        offsets = changelog_offsets or {}
+        with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                labels = changes.labels
-                db.executemany(
-                    "INSERT OR REPLACE INTO keys VALUES (?, ?, 0, ?, ?)",
-                    ((p, key, encode(state), encode(labels[key]) if labels.get(key) else None)
-                     for key, state in changes.states.items()))
-                db.execute("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?)",
-                           (p, changes.position, number))
+                self._write_keys(db, p, changes, evicted=False)
+                db.execute("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?)",
+                           (p, changes.position, number, offsets.get(p)))
             db.execute("INSERT OR REPLACE INTO shared VALUES ('state', ?)",
                        (encode({**shared, "checkpoint": number}),))
+        self.last_checkpoint = max(self.last_checkpoint, number)
+        return number
+
+    @staticmethod
+    def _write_keys(db: sqlite3.Connection, p: int, changes: PartitionChanges,
+                    evicted: bool) -> None:
+        labels = changes.labels
+        db.executemany(
+            "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
+            ((p, key, int(evicted), encode(state),
+              encode(labels[key]) if labels.get(key) else None)
+             for key, state in changes.states.items()))
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        db = self._connect(create=True)
+        assert db is not None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise OSError(f"{self.path}: checkpoint {number} not written ({exc})") from None
-        self.last_checkpoint = number
-        return number
+            raise OSError(f"{self.path}: {what} ({exc})") from None
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def mark_evicted(self, partition: int, keys: Iterable[str]) -> None:
         """Flag ``keys`` of ``partition`` as out of memory. Called right after a checkpoint, so
         their stored state is the one they leave with. Raises OSError when the disk refuses."""
-        db = self._connect(create=True)
-        assert db is not None
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction("evicted keys not marked") as db:
             db.executemany("UPDATE keys SET evicted = 1 WHERE partition = ? AND key = ?",
                            ((partition, key) for key in keys))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise OSError(f"{self.path}: evicted keys not marked ({exc})") from None
+
+    # -- the changelog's side (adaptd.changelog) -----------------------------------------
+
+    def changelog_mark(self, partition: int) -> tuple[int, int] | None:
+        """(offset of the commit marker, checkpoint id) the store's copy of ``partition``
+        was last written or restored with, or None."""
+        db = self._connect(create=False)
+        if db is None:
+            return None
+        row = db.execute("SELECT changelog_offset, checkpoint FROM partitions"
+                         " WHERE partition = ?", (partition,)).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget the store's copy of ``partition`` (it is restored whole from the changelog)."""
+        if self._connect(create=False) is None:
+            return
+        with self._transaction(f"partition {partition} not dropped") as db:
+            db.execute("DELETE FROM keys WHERE partition = ?", (partition,))
+            db.execute("DELETE FROM partitions WHERE partition = ?", (partition,))
+
+    def apply_restored(self, partition: int, changes: PartitionChanges, checkpoint: int,
+                       changelog_offset: int, shared: Mapping[str, Any]) -> None:
+        """Apply one complete checkpoint read from the changelog, in one transaction. Its keys
+        are stored as evicted: each is loaded when a record of it arrives, so a restore costs
+        memory for the keys in use only. ``shared`` is taken only by a store that has none."""
+        with self._transaction(f"checkpoint {checkpoint} of partition {partition} not "
+                               f"restored") as db:
+            self._write_keys(db, partition, changes, evicted=True)
+            db.execute("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?)",
+                       (partition, changes.position, checkpoint, changelog_offset))
+            db.execute("INSERT OR IGNORE INTO shared VALUES ('state', ?)",
+                       (encode({**shared, "checkpoint": checkpoint}),))
+        self.last_checkpoint = max(self.last_checkpoint, checkpoint)

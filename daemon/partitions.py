@@ -23,13 +23,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges
 from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
 from adaptd.records import RecordBatch, RecordDecoder
+
+if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
+    from adaptd.changelog import Changelog
+    from adaptd.meta_sync import MetaSync
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,16 @@ class Partitions:
         store: the state database; read on assignment, written by :meth:`save`.
         learner: whose state is split into shared and per-partition parts.
         decoder: whose feature layout is saved with the shared state.
+        changelog: a Kafka source's changelog topic: partitions are restored from it on
+            assignment (the store is then a cache) and every checkpoint is published to it.
+        meta_sync: a Kafka source's meta topic, through which replicas merge meta-states.
     """
 
-    def __init__(self, store: CheckpointStore, learner: Learner, decoder: RecordDecoder) -> None:
+    def __init__(self, store: CheckpointStore, learner: Learner, decoder: RecordDecoder,
+                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
         self.store = store
+        self.changelog = changelog
+        self.meta_sync = meta_sync
         self.learner = learner
         self.decoder = decoder
         #: partition → position of the next record to read, for partitions owned here.
@@ -111,14 +121,22 @@ class Partitions:
         """
         requested = sorted(partitions)
         new = [p for p in requested if p not in self.owned]
+        if self.changelog is not None:
+            for p in new:
+                self.changelog.restore(p, self.store)
         restored = self.store.load(new)
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
-        if not self._shared_loaded and restored.shared is not None:
+        first = not self._shared_loaded
+        if first and restored.shared is not None:
             self.learner.load_state_dict(combine(restored.shared["learner"], parts))
             self.decoder.restore_layout(restored.shared.get("decoder", {}))
+            if self.meta_sync is not None:
+                self.meta_sync.restore(restored.shared.get("meta_sync"))
         elif parts:
             self.learner.load_state_dict(combine(shared_part(self.learner), parts))
         self._shared_loaded = True
+        if first:  # a replica starts from the group's merged meta-state
+            self.sync_meta(force=True)
         for p, state in restored.partitions.items():
             for key in state.keys:
                 self.key_partition[key] = p
@@ -141,8 +159,17 @@ class Partitions:
         for p in gone:
             self.next_positions.pop(p, None)
             self.touched.pop(p, None)
+        if self.changelog is not None:
+            self.changelog.release(sorted(gone))
         self.owned -= gone
         log.info("partitions %s released (%d keys forgotten)", sorted(gone), len(keys))
+
+    def close(self) -> None:
+        """Close the Kafka clients and the store. Called once the source is closed."""
+        for part in (self.changelog, self.meta_sync):
+            if part is not None:
+                part.close()
+        self.store.close()
 
     # -- the record path -----------------------------------------------------------------
 
@@ -194,8 +221,14 @@ class Partitions:
         the checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then:
         the next checkpoint writes the same keys and more)."""
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
+        if self.meta_sync is not None:
+            shared["meta_sync"] = self.meta_sync.state()
         changes = {p: self._changes(p) for p in self.owned if p in self.next_positions}
-        number = self.store.save(shared, changes)
+        number = self.store.next_checkpoint()
+        offsets = None
+        if self.changelog is not None:  # the changelog first: the local store is a cache of it
+            offsets = self.changelog.publish(number, changes, shared)
+        self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets)
         for p in changes:
             self.touched.pop(p, None)
         self._write_meta(shared["learner"].get("meta"))
@@ -208,6 +241,31 @@ class Partitions:
             labels.setdefault(entry[2], []).append(entry)
         return PartitionChanges(position=self.next_positions[p], states=part["keys"],
                                 labels=labels)
+
+    def sync_meta(self, force: bool = False) -> bool:
+        """Merge the group's published meta-states into the live one when a merge is due (or
+        ``force``), and rewrite ``meta.pt``; True if the meta-state changed. Called on the
+        runner's timer and at the first assignment; a broker fault costs one merge, logged."""
+        if self.meta_sync is None or not (force or self.meta_sync.due()):
+            return False
+        shared = shared_part(self.learner)
+        try:
+            merged = self.meta_sync.merge(shared.get("meta"))
+        except OSError as exc:
+            log.warning("meta-state not merged this time: %s", exc)
+            return False
+        if merged is None:
+            return False
+        if shared.get("meta") is None:  # no record yet: the merged state's model sets it up
+            shared["model"] = {**merged["model"], **{k: v for k, v in shared["model"].items()
+                                                     if v is not None}}
+        try:
+            self.learner.load_state_dict(combine({**shared, "meta": merged}, []))
+        except (ValueError, KeyError) as exc:
+            log.error("the group's meta-state does not fit this model, not merged: %s", exc)
+            return False
+        self._write_meta(merged)
+        return True
 
     def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
         # Written when it moved, so an idle replica does not rewrite it at every checkpoint.

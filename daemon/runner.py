@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import Sink, Source, SourceRecord
@@ -37,6 +37,10 @@ from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
 from adaptd.records import BatchBuilder, RecordDecoder, TaskKind, dead_letter, predictions
 from adaptd.settings import ResilienceConfig
+
+if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
+    from adaptd.changelog import Changelog
+    from adaptd.meta_sync import MetaSync
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +119,16 @@ class Runner:
         config: pacing, checkpoint timing and fault settings.
         clock: monotonic seconds; injected by tests.
         sleep: waits between retries; injected by tests.
+        changelog: a Kafka source's changelog topic (see :mod:`adaptd.changelog`).
+        meta_sync: a Kafka source's meta topic (see :mod:`adaptd.meta_sync`).
     """
 
     def __init__(self, source: Source, learner: Learner, decoder: RecordDecoder,
                  metrics: Metrics, store: CheckpointStore, sink: Sink | None = None,
                  dead_letter: Sink | None = None, config: RunnerConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
         self.source = source
         self.learner = learner
         self.decoder = decoder
@@ -132,7 +139,7 @@ class Runner:
         self.config = config or RunnerConfig()
         self.clock = clock
         self._stop = False
-        self.partitions = Partitions(store, learner, decoder)
+        self.partitions = Partitions(store, learner, decoder, changelog, meta_sync)
         self.faults = Faults(self.config.resilience, clock, sleep, lambda: self._stop)
         self.summary = RunSummary()
         self._opened = False
@@ -198,7 +205,8 @@ class Runner:
                 return
 
     def _close(self) -> None:
-        for part in (self.source, *self.sinks):
+        # The source first: closing it revokes its partitions, which checkpoints them.
+        for part in (self.source, *self.sinks, self.partitions):
             try:
                 part.close()
             except Exception:  # closing must not hide the error that got us here
@@ -284,6 +292,8 @@ class Runner:
             self.checkpoint()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
+            if self.partitions.sync_meta():
+                self.metrics.meta_tasks.set(self.partitions.meta_tasks)
             self._last_checkpoint_at = self.clock()
 
     def checkpoint(self) -> bool:
