@@ -4,6 +4,8 @@ written incrementally.
 Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
 
     shared      name → value        "state": what every key shares (meta-state, totals, decoder)
+                                    "local": this replica's own bookkeeping (its identity on
+                                    the meta topic), never published to the changelog
     partitions  partition → next position, id of the checkpoint that wrote it, offset of its
                 commit marker in the changelog topic (Kafka sources, see adaptd.changelog)
     keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
@@ -86,6 +88,7 @@ class Restored:
     shared: dict[str, Any] | None
     partitions: dict[int, PartitionState]
     checkpoint: int = 0
+    local: dict[str, Any] | None = None
 
 
 @dataclass
@@ -203,7 +206,8 @@ class CheckpointStore:
             return Restored(shared=None, partitions={})
         try:
             db.execute("BEGIN")  # one snapshot: a writer in another process may commit meanwhile
-            shared = self._shared(db)
+            shared = self._shared(db, "state")
+            local = self._shared(db, "local")
             rows = db.execute("SELECT partition, position, checkpoint FROM partitions"
                               ).fetchall()
             found = {}
@@ -217,11 +221,11 @@ class CheckpointStore:
                 db.execute("COMMIT")
         checkpoint = shared.pop("checkpoint", 0) if shared else 0
         self.last_checkpoint = max(self.last_checkpoint, checkpoint)
-        return Restored(shared=shared, partitions=found, checkpoint=checkpoint)
+        return Restored(shared=shared, partitions=found, checkpoint=checkpoint, local=local)
 
-    def _shared(self, db: sqlite3.Connection) -> dict[str, Any] | None:
-        row = db.execute("SELECT value FROM shared WHERE name = 'state'").fetchone()
-        return None if row is None else dict(decode(row[0], f"{self.path}: the shared state"))
+    def _shared(self, db: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+        row = db.execute("SELECT value FROM shared WHERE name = ?", (name,)).fetchone()
+        return None if row is None else dict(decode(row[0], f"{self.path}: the {name} state"))
 
     def _partition(self, db: sqlite3.Connection, p: int, position: int,
                    checkpoint: int) -> PartitionState:
@@ -270,11 +274,12 @@ class CheckpointStore:
 
     def save(self, shared: Mapping[str, Any], partitions: Mapping[int, PartitionChanges],
              checkpoint: int | None = None,
-             changelog_offsets: Mapping[int, int] | None = None) -> int:
+             changelog_offsets: Mapping[int, int] | None = None,
+             local: Mapping[str, Any] | None = None) -> int:
         """Write one checkpoint in one transaction; returns its id (``checkpoint``, or
-        :meth:`next_checkpoint`). ``changelog_offsets`` are the offsets of its commit markers.
-        Blocks on the disk; raises OSError when it refuses, leaving the previous checkpoint
-        whole."""
+        :meth:`next_checkpoint`). ``changelog_offsets`` are the offsets of its commit markers;
+        ``local`` is this replica's own bookkeeping. Blocks on the disk; raises OSError when it
+        refuses, leaving the previous checkpoint whole."""
         number = self.next_checkpoint() if checkpoint is None else checkpoint
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
@@ -284,6 +289,9 @@ class CheckpointStore:
                            (p, changes.position, number, offsets.get(p)))
             db.execute("INSERT OR REPLACE INTO shared VALUES ('state', ?)",
                        (encode({**shared, "checkpoint": number}),))
+            if local is not None:
+                db.execute("INSERT OR REPLACE INTO shared VALUES ('local', ?)",
+                           (encode(dict(local)),))
         self.last_checkpoint = max(self.last_checkpoint, number)
         return number
 

@@ -131,7 +131,7 @@ class Partitions:
             self.learner.load_state_dict(combine(restored.shared["learner"], parts))
             self.decoder.restore_layout(restored.shared.get("decoder", {}))
             if self.meta_sync is not None:
-                self.meta_sync.restore(restored.shared.get("meta_sync"))
+                self.meta_sync.restore((restored.local or {}).get("meta_sync"))
         elif parts:
             self.learner.load_state_dict(combine(shared_part(self.learner), parts))
         self._shared_loaded = True
@@ -221,14 +221,14 @@ class Partitions:
         the checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then:
         the next checkpoint writes the same keys and more)."""
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
-        if self.meta_sync is not None:
-            shared["meta_sync"] = self.meta_sync.state()
         changes = {p: self._changes(p) for p in self.owned if p in self.next_positions}
         number = self.store.next_checkpoint()
         offsets = None
         if self.changelog is not None:  # the changelog first: the local store is a cache of it
             offsets = self.changelog.publish(number, changes, shared)
-        self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets)
+        local = None if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
+        self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
+                        local=local)
         for p in changes:
             self.touched.pop(p, None)
         self._write_meta(shared["learner"].get("meta"))
