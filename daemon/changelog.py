@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from adaptd.checkpoint import (
     CheckpointError,
@@ -51,34 +50,11 @@ from adaptd.checkpoint import (
     decode,
     encode,
 )
+from adaptd.state_topics import TopicClients, topic_name
 
 log = logging.getLogger(__name__)
 
 _FENCE, _STATE, _MARK = "fence", "state", "mark"
-
-
-def topic_name(topic: str, group: str | None, kind: str) -> str:
-    """``<topic>.<group>.adaptd-<kind>`` (``<topic>.adaptd-<kind>`` without a group)."""
-    return f"{topic}.{group}.adaptd-{kind}" if group else f"{topic}.adaptd-{kind}"
-
-
-def ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
-    """Create compacted topic ``name`` unless it exists. Blocks; raises OSError when the broker
-    refuses."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="adaptd-state")
-    except KafkaError as exc:
-        raise OSError(f"{bootstrap}: cannot create topic {name} ({exc})") from None
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1,
-                                      topic_configs={"cleanup.policy": "compact"})])
-        log.info("created compacted topic %s (%d partitions)", name, partitions)
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as exc:
-        raise OSError(f"{bootstrap}: cannot create topic {name} ({exc})") from None
-    finally:
-        admin.close()
 
 
 @dataclass
@@ -108,32 +84,14 @@ class Changelog:
         self.read_timeout_s = read_timeout_s
         #: partition → this replica's epoch (the offset of its fence) while it owns it.
         self.epochs: dict[int, int] = {}
-        self._producer: KafkaProducer | None = None
-        self._consumer: KafkaConsumer | None = None
+        self.clients = TopicClients(bootstrap, self.topic, self._source_partitions)
 
-    def _clients(self) -> tuple[KafkaProducer, KafkaConsumer]:
-        if self._producer is None or self._consumer is None:
-            try:
-                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap,
-                                         enable_auto_commit=False, client_id="adaptd-changelog")
-                count = len(consumer.partitions_for_topic(self.source_topic) or ()) or 1
-                ensure_topic(self.bootstrap, self.topic, count)
-                # One request in flight: a retried batch of key states never lands after the
-                # commit marker that follows it.
-                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               linger_ms=5, max_request_size=16 << 20,
-                                               max_in_flight_requests_per_connection=1,
-                                               client_id="adaptd-changelog")
-                self._consumer = consumer
-            except KafkaError as exc:
-                raise OSError(f"changelog {self.topic}: broker unavailable ({exc})") from None
-        return self._producer, self._consumer
+    def _source_partitions(self, consumer: KafkaConsumer) -> int:
+        # One changelog partition per source partition: a key's state stays with its partition.
+        return len(consumer.partitions_for_topic(self.source_topic) or ()) or 1
 
     def close(self) -> None:
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                client.close()
-        self._producer = self._consumer = None
+        self.clients.close()
 
     # -- restore -------------------------------------------------------------------------
 
@@ -141,7 +99,7 @@ class Changelog:
         """Bring ``store``'s copy of ``partition`` up to the last complete checkpoint in the
         changelog; returns how many checkpoints were applied. Called on assignment, before the
         partition is loaded. Raises OSError when the broker is away."""
-        producer, consumer = self._clients()
+        producer, consumer = self.clients.get()
         try:
             fence = producer.send(self.topic, key=b"fence", partition=partition,
                                   value=encode({"kind": _FENCE})).get(timeout=30)
@@ -150,7 +108,8 @@ class Changelog:
                 from None
         self.epochs[partition] = fence.offset
         start = self._cache_start(partition, store, consumer)
-        applied = self._replay(partition, store, consumer, start, fence.offset)
+        applied = self._replay(partition, store, consumer, start, fence.offset,
+                               replace=start == 0)
         log.info("partition %d restored from changelog %s offsets %d..%d: %d checkpoints applied",
                  partition, self.topic, start, fence.offset, applied)
         return applied
@@ -158,21 +117,23 @@ class Changelog:
     def _cache_start(self, partition: int, store: CheckpointStore,
                      consumer: KafkaConsumer) -> int:
         """Where the replay starts: after the marker the local store last applied, if that
-        marker is the checkpoint the store holds; else 0, with the store's copy dropped."""
+        marker is the checkpoint the store holds; else 0 (the whole partition)."""
         held = store.changelog_mark(partition)
         if held is not None:
             offset, checkpoint = held
-            records = self._read(consumer, partition, offset, offset)
+            records = list(self._read(consumer, partition, offset, offset))
             if records and records[0][1].get("checkpoint") == checkpoint \
                     and records[0][1].get("kind") == _MARK:
                 return offset + 1
             log.warning("partition %d: the state dir's copy is not in changelog %s; "
                         "restoring it whole", partition, self.topic)
-        store.drop_partition(partition)
         return 0
 
     def _replay(self, partition: int, store: CheckpointStore, consumer: KafkaConsumer,
-                start: int, fence: int) -> int:
+                start: int, fence: int, replace: bool) -> int:
+        """Apply the complete checkpoints at offsets ``start``..``fence - 1`` to ``store``;
+        with ``replace``, the store's copy is dropped before the first (a changelog with no
+        complete checkpoint leaves it: written before the changelog was, it is all there is)."""
         pending: dict[tuple[int, int], _Checkpoint] = {}
         newest_fence = -1
         applied = 0
@@ -193,6 +154,9 @@ class Changelog:
                     entry.labels[value["key"]] = value["labels"]
             elif kind == _MARK:
                 done = pending.pop(at, _Checkpoint())
+                if replace:
+                    store.drop_partition(partition)
+                    replace = False
                 store.apply_restored(
                     partition, PartitionChanges(value["position"], done.states, done.labels),
                     checkpoint=value["checkpoint"], changelog_offset=offset,
@@ -205,14 +169,13 @@ class Changelog:
         return applied
 
     def _read(self, consumer: KafkaConsumer, partition: int, first: int,
-              last: int) -> list[tuple[int, dict[str, Any]]]:
-        """Decoded records at offsets ``first``..``last`` of one changelog partition."""
+              last: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Decoded records at offsets ``first``..``last`` of one changelog partition, as read."""
         if last < first:
-            return []
+            return
         tp = TopicPartition(self.topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, first)
-        out: list[tuple[int, dict[str, Any]]] = []
         deadline = time.monotonic() + self.read_timeout_s
         while consumer.position(tp) <= last:
             if time.monotonic() > deadline:
@@ -220,9 +183,7 @@ class Changelog:
                               f"in {self.read_timeout_s:.0f} s")
             for record in consumer.poll(timeout_ms=200).get(tp, ()):
                 if first <= record.offset <= last:
-                    out.append((record.offset, self._decode(record.value, partition,
-                                                            record.offset)))
-        return out
+                    yield record.offset, self._decode(record.value, partition, record.offset)
 
     def _decode(self, blob: bytes | None, partition: int, offset: int) -> dict[str, Any]:
         if blob is None:  # a tombstone: nothing to restore
@@ -239,7 +200,7 @@ class Changelog:
         """Append each partition's changed key states, then its commit marker; wait until the
         broker has them all. Returns partition → offset of its marker. Raises OSError when the
         broker refuses (the checkpoint is then not committed)."""
-        producer, _ = self._clients()
+        producer, _ = self.clients.get()
         markers = {}
         try:
             for p, change in changes.items():

@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from adaptd.changelog import ensure_topic, topic_name
 from adaptd.checkpoint import CheckpointError, decode, encode
+from adaptd.state_topics import TopicClients, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ class MetaSync:
         #: Tasks in this replica's meta-state that other replicas closed.
         self.foreign = 0
         self._last_merge = -float("inf")
-        self._producer: KafkaProducer | None = None
-        self._consumer: KafkaConsumer | None = None
+        self.clients = TopicClients(bootstrap, self.topic, lambda _: 1)
 
     # -- what the checkpoint keeps -------------------------------------------------------
 
@@ -107,7 +106,7 @@ class MetaSync:
         is away."""
         self._last_merge = self.clock()
         own = 0 if meta is None else max(int(meta["tasks"]) - self.foreign, 0)
-        producer, consumer = self._clients()
+        producer, consumer = self.clients.get()
         record = {"replica": self.replica, "own": own, "meta": None if meta is None else dict(meta)}
         try:
             # Publishing first also marks how far to read: up to this replica's own record.
@@ -147,20 +146,5 @@ class MetaSync:
                 latest[entry["replica"]] = entry
         return latest
 
-    def _clients(self) -> tuple[KafkaProducer, KafkaConsumer]:
-        if self._producer is None or self._consumer is None:
-            try:
-                ensure_topic(self.bootstrap, self.topic, 1)
-                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               client_id="adaptd-meta")
-                self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap,
-                                               enable_auto_commit=False, client_id="adaptd-meta")
-            except KafkaError as exc:
-                raise OSError(f"meta topic {self.topic}: broker unavailable ({exc})") from None
-        return self._producer, self._consumer
-
     def close(self) -> None:
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                client.close()
-        self._producer = self._consumer = None
+        self.clients.close()
