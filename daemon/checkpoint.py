@@ -20,7 +20,7 @@ state there is the one the checkpoint just before the eviction wrote, and it is 
 a record of the key arrives again.
 
 Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
-by the pickled, zlib-compressed payload, so a bit flip is told from a good value before anything is unpickled:
+by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good value before anything is unpickled:
 :class:`CheckpointError` names the database, the partition and the key. Damage is never papered
 over: a partition with a damaged value is not loaded (the daemon stops, or a Kafka source
 restores the partition from its changelog, see :mod:`adaptd.changelog`).
@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 4
 DB_NAME = "state.db"
 _MAGIC = b"ADAPTDCK"
-#: magic, format version, payload length in bytes, BLAKE2b-128 digest of the payload.
-_HEADER = struct.Struct("<8sIQ16s")
+#: magic, format version, flags, payload length in bytes, BLAKE2b-128 digest of the payload.
+_HEADER = struct.Struct("<8sHHQ16s")
+_COMPRESSED = 1
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     ("CREATE TABLE IF NOT EXISTS partitions (partition INTEGER PRIMARY KEY,"
@@ -112,11 +113,15 @@ class CheckpointError(Exception):
 
 
 def encode(payload: Any) -> bytes:
-    """``payload`` pickled and compressed behind the checksummed header. Compressed because
-    task states are mostly fixed-size buffers, nearly empty for a key with few records: a
-    third of the bytes for busy keys, a hundredth for new ones."""
-    data = zlib.compress(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), 1)
-    return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(data), _digest(data)) + data
+    """``payload`` pickled behind the checksummed header; compressed when mostly zeros. Task
+    states are fixed-size buffers, nearly empty for a key with few records (compressed to a
+    tenth or less), full of incompressible floats for a busy key (where zlib would double the
+    cost of a checkpoint for a third off its size)."""
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    flags = 0
+    if data.count(0) * 2 > len(data):
+        data, flags = zlib.compress(data, 1), _COMPRESSED
+    return _HEADER.pack(_MAGIC, FORMAT_VERSION, flags, len(data), _digest(data)) + data
 
 
 def decode(blob: bytes, where: str) -> Any:
@@ -129,11 +134,11 @@ def decode(blob: bytes, where: str) -> Any:
     ...     decode(encode({"a": 1})[:-1], "partition 0 key 'a'")
     ... except CheckpointError as exc:
     ...     print(exc)
-    partition 0 key 'a' is truncated: 24 payload bytes, expected 25
+    partition 0 key 'a' is truncated: 20 payload bytes, expected 21
     """
     if len(blob) < _HEADER.size:
         raise CheckpointError(where, f"is truncated: {len(blob)} bytes, shorter than a header")
-    magic, version, length, digest = _HEADER.unpack_from(blob)
+    magic, version, flags, length, digest = _HEADER.unpack_from(blob)
     if magic != _MAGIC:
         raise CheckpointError(where, f"is not an adaptd checkpoint value (header {magic!r})")
     if version != FORMAT_VERSION:
@@ -144,7 +149,7 @@ def decode(blob: bytes, where: str) -> Any:
     if _digest(data) != digest:
         raise CheckpointError(where, "is corrupt: checksum mismatch")
     try:
-        return pickle.loads(zlib.decompress(data))
+        return pickle.loads(zlib.decompress(data) if flags & _COMPRESSED else data)
     except (zlib.error, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
         # A good checksum over a payload this code cannot rebuild (classes moved or renamed).

@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
-from adaptd.checkpoint import CheckpointStore, PartitionChanges
+from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
 from adaptd.records import RecordBatch, RecordDecoder
@@ -128,10 +128,8 @@ class Partitions:
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
         first = not self._shared_loaded
         if first and restored.shared is not None:
-            self.learner.load_state_dict(combine(restored.shared["learner"], parts))
+            self.learner.load_state_dict(combine(self._adopted(restored), parts))
             self.decoder.restore_layout(restored.shared.get("decoder", {}))
-            if self.meta_sync is not None:
-                self.meta_sync.restore((restored.local or {}).get("meta_sync"))
         elif parts:
             self.learner.load_state_dict(combine(shared_part(self.learner), parts))
         self._shared_loaded = True
@@ -147,6 +145,21 @@ class Partitions:
                  "checkpoints %s", requested, resume,
                  {p: state.checkpoint for p, state in sorted(restored.partitions.items())})
         return resume
+
+    def _adopted(self, restored: Restored) -> dict[str, Any]:
+        """The shared learner state a first assignment takes. From a checkpoint this state dir
+        wrote, all of it; from another replica's (restored from the changelog into an empty
+        state dir), its model and meta-state, which are the group's, but not its totals."""
+        assert restored.shared is not None
+        theirs = restored.shared["learner"]
+        if restored.local is not None:
+            if self.meta_sync is not None:
+                self.meta_sync.restore(restored.local.get("meta_sync"))
+            return dict(theirs)
+        meta = theirs.get("meta")
+        if self.meta_sync is not None and meta is not None:
+            self.meta_sync.foreign = int(meta["tasks"])  # none of those tasks are this replica's
+        return {**shared_part(self.learner), "model": theirs.get("model"), "meta": meta}
 
     def release(self, partitions: Collection[int]) -> None:
         """Forget ``partitions`` and their keys' state. Called once they are checkpointed
@@ -226,7 +239,8 @@ class Partitions:
         offsets = None
         if self.changelog is not None:  # the changelog first: the local store is a cache of it
             offsets = self.changelog.publish(number, changes, shared)
-        local = None if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
+        # Written at every checkpoint: its presence says this state dir has checkpointed itself.
+        local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
         self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
                         local=local)
         for p in changes:

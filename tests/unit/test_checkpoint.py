@@ -81,7 +81,7 @@ def test_a_damaged_value_names_the_database_partition_and_key(tmp_path: Path) ->
 
 def test_values_are_checked_before_they_are_unpickled() -> None:
     blob = bytearray(encode({"x": 1}))
-    blob[8:12] = (FORMAT_VERSION + 1).to_bytes(4, "little")
+    blob[8:10] = (FORMAT_VERSION + 1).to_bytes(2, "little")
     with pytest.raises(CheckpointError, match=f"has format {FORMAT_VERSION + 1}, expected"):
         decode(bytes(blob), "here")
     with pytest.raises(CheckpointError, match="is not an adaptd checkpoint value"):
@@ -107,3 +107,20 @@ def test_a_reader_in_another_connection_sees_whole_checkpoints(tmp_path: Path) -
     writer.save({"n": 2}, {0: changes(2, a=2)})
     again = reader.load()
     assert again.shared == {"n": 2} and again.partitions[0].learner["keys"] == {"a": 2}
+
+
+def test_a_restored_checkpoint_is_not_this_replica_s_own(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.apply_restored(0, changes(7, a=1), checkpoint=5, changelog_offset=3,
+                         shared={"learner": "theirs"})
+    restored = store.load()
+    assert restored.shared == {"learner": "theirs"} and restored.local is None
+    # Restored keys wait on disk until their records come.
+    assert restored.partitions[0].learner["keys"] == {} and store.get(0, "a") == 1
+    assert store.changelog_mark(0) == (3, 5)
+    store.save({"learner": "mine"}, {0: changes(8, a=2)}, local={"replica": "r1"})
+    again = store.load()
+    assert again.shared == {"learner": "mine"} and again.local == {"replica": "r1"}
+    assert store.changelog_mark(0) is None  # written without a changelog
+    store.drop_partition(0)
+    assert store.load().partitions == {} and store.get(0, "a") is None
