@@ -19,13 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/adaptd demo --records 20000
 
-# Debian packages the deploy tests run for real: promtool + prometheus, headless chromium.
+# Debian packages the tests run for real: promtool + prometheus, headless chromium, mosquitto.
 # Installed only when missing (CI runs as root; elsewhere through sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -q && \

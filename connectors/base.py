@@ -1,19 +1,68 @@
-"""The connector contract: what a source or a sink must do, apart from any implementation.
+"""The connector contract (version 2): what a source or a sink must do, apart from any
+implementation. ``docs/connectors.md`` is the guide; this docstring is the reference.
 
-A **source** reads raw records from one or more partitions. The daemon owns positions: it
-opens a source at the positions stored in its checkpoint, remembers the position of every
-record it has processed, and tells the source which positions to commit once a checkpoint
-holds them. A source only seeks and reports. A position is the index of a record within its
-partition (a line number, a Kafka offset); ``next_positions`` always name the *next* record to
-read, so a source reopened at them resumes right after the last record processed.
+**Sources.** A source reads raw records from one or more partitions. The daemon owns
+positions: it opens a source at the positions stored in its checkpoint, remembers the position
+of every record it processes, and, once a checkpoint holds them, tells the source which
+positions to :meth:`~Source.commit`. ``next_positions`` always name the *next* record to read.
 
-A **sink** takes encoded messages. ``write`` may buffer; ``flush`` returns only when everything
-written so far is durable, and raises :class:`~adaptd.errors.SinkError` otherwise, which aborts
-the checkpoint that asked for it.
+**Replay kinds.** A source declares how it replays in :attr:`Source.replay` (and its connector
+lists the kinds it can have in :attr:`Connector.replay`):
 
-A connector is one small module: an options dataclass validated before ``open``, a source
-and/or sink class, and a :class:`Connector` subclass registered under the entry-point group
-``adaptd.connectors`` keyed by its URI scheme.
+* ``seekable`` (the default: Kafka, files, generators) — ``open`` starts each partition at the
+  position given. A restart resumes right after the last checkpoint: the model state counts
+  each record exactly once, predictions made after that checkpoint are emitted again (at least
+  once) with the same (partition, position), and nothing is lost.
+* ``acknowledged`` (MQTT QoS 1 with a persistent session, AMQP, Redis Streams) — the broker
+  redelivers what was not acknowledged. The source acknowledges in ``commit`` and nowhere
+  else, so a restart gets back every record after the last checkpoint: state exactly once,
+  predictions at least once, nothing lost. A redelivered record gets a *new* position (the
+  broker has no stable one), so consumers de-duplicate repeated predictions by the record's
+  ``id``. A broker that holds only a few unacknowledged messages (MQTT's in-flight window)
+  would stall until the next checkpoint: such a source returns True from
+  :meth:`Source.commit_due` and the runner checkpoints (and so commits) after that batch.
+* ``live`` (stdin, MQTT QoS 0) — no replay. A restart keeps the learned state of the last
+  checkpoint and goes on from whatever arrives next: state exactly once for what the
+  checkpoint holds, and records read after it or sent while the daemon was down are lost.
+  ``open`` accepts any start position (it is a floor, not a place to seek to).
+
+**Positions are never reused for different records**, so (partition, position) names one
+record for good and prediction consumers may de-duplicate on it. Seekable sources get this
+from their medium. Sources without stable positions (live and acknowledged) number records
+with :class:`~adaptd.connectors.sequential.LivePositions`: a position is the arrival time in
+microseconds since the Unix epoch, raised to one above the previous position and to at least
+the start position. A restart therefore begins above every position the previous run handed
+out, checkpointed or not (unless the wall clock was stepped back by more than the downtime),
+and positions stay below 2**53, so JSON consumers read them exactly.
+
+**Threading.** The daemon calls every method of a source or sink from one thread. Client
+libraries that call back from their own threads (paho-mqtt, pika) must hand records to
+``poll`` through a thread-safe queue (:class:`~adaptd.connectors.sequential.Inbox`), and
+never call into the daemon from a callback.
+
+**Faults.** A source whose service cannot be reached raises
+:class:`~adaptd.errors.UnavailableError` (re-exported here) from ``open`` or ``poll``: the
+runner marks itself not ready, retries with backoff and goes on when it answers. Any other
+exception stops the daemon. A sink connects lazily, on its first ``write`` or ``flush``,
+never in its constructor (the daemon builds sinks before anything runs, and a broker that
+is away then must not crash it); ``write`` may buffer while disconnected; ``flush`` returns
+only when everything written so far is durable and raises :class:`~adaptd.errors.SinkError`
+otherwise (within a bounded time), which aborts the checkpoint that asked for it.
+
+**Backpressure and lag.** ``pause`` means "hand out nothing until ``resume``". A pull client
+stops fetching; a push client keeps what arrives in its queue (bounded: an acknowledged
+broker stops sending when its window is full; a live source drops the excess and logs it).
+``lag`` reports the records behind, where known: for Kafka, the broker's end offsets; for a
+push broker, what is queued locally and not yet polled.
+
+**A connector** is one small module: an options dataclass validated by :func:`parse_options`
+before anything is opened, a source and/or sink class, and a :class:`Connector` subclass
+registered under the entry-point group ``adaptd.connectors``, keyed by its URI scheme, with a
+one-line :attr:`Connector.description` (``adaptd connectors`` prints it). Helpers third
+parties may use: :func:`parse_uri`, :func:`parse_options`, :func:`convert` (here), and
+``start_position``, ``Pausable``, ``LineSplitter``, ``LivePositions``, ``Inbox`` in
+:mod:`adaptd.connectors.sequential`. ``adaptd.connectors.conformance`` is the test suite a
+connector must pass.
 """
 
 from __future__ import annotations
@@ -24,10 +73,20 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
-from adaptd.errors import ConfigError
+from adaptd.errors import ConfigError, SinkError, UnavailableError
+
+__all__ = [
+    "REPLAY_KINDS", "ConfigError", "Connector", "ParsedURI", "PartitionListener", "Replay",
+    "Sink", "SinkError", "SinkMessage", "Source", "SourceRecord", "UnavailableError", "convert",
+    "parse_options", "parse_uri",
+]
+
+#: How a source replays after a restart; see the module docstring.
+Replay = Literal["seekable", "acknowledged", "live"]
+REPLAY_KINDS: tuple[Replay, ...] = ("seekable", "acknowledged", "live")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +126,13 @@ class PartitionListener(Protocol):
 
 
 class Source(ABC):
-    """A stream of raw records, split into partitions. Methods are called from one thread."""
+    """A stream of raw records, split into partitions. Methods are called from one thread.
+
+    ``replay`` says how it replays (see the module docstring); a class attribute, or set per
+    instance when options decide it (MQTT's ``qos``).
+    """
+
+    replay: Replay = "seekable"
 
     @abstractmethod
     def open(
@@ -75,8 +140,11 @@ class Source(ABC):
     ) -> None:
         """Start reading. Partitions in ``start_positions`` resume at those positions.
 
-        May block while connecting. ``listener`` is told of assignment changes by sources
-        that have them; static sources ignore it.
+        A seekable source starts there; acknowledged and live sources take them as a floor
+        for the positions they hand out. May block while connecting; raises
+        ``UnavailableError`` if the service cannot be reached (the runner calls ``open`` again
+        later). ``listener`` is told of assignment changes by sources that have them; static
+        sources ignore it.
         """
 
     @abstractmethod
@@ -84,14 +152,28 @@ class Source(ABC):
         """Return up to ``max_records`` records, waiting at most ``timeout_s`` for the first.
 
         Returns an empty list when nothing arrived in time. Records of one partition come in
-        position order.
+        strictly increasing position order. Raises ``UnavailableError`` when the service is
+        away and nothing is left to hand out.
         """
 
     def commit(self, next_positions: Mapping[int, int]) -> None:
         """Record that a checkpoint holds everything before ``next_positions``.
 
-        The default does nothing: for files the checkpoint itself is the only truth.
+        Called right after each checkpoint is written, never before. Seekable sources may
+        store the positions (Kafka commits offsets); acknowledged sources acknowledge the
+        records below them here and only here. The default does nothing: for files the
+        checkpoint itself is the only truth. Must not block for long.
         """
+
+    def commit_due(self) -> bool:
+        """True when the source needs a commit before it can get more records.
+
+        Polled by the runner after each batch; True makes it checkpoint (flush sinks, write
+        state, ``commit``) right away instead of waiting for ``checkpoint_every_records`` or
+        ``checkpoint_interval_s``. For acknowledged sources whose broker stops sending while
+        too many messages are unacknowledged. Must be cheap; the default is never.
+        """
+        return False
 
     @abstractmethod
     def close(self) -> None:
@@ -103,7 +185,8 @@ class Source(ABC):
         return False
 
     def lag(self) -> Mapping[int, int]:
-        """Records behind the end of each assigned partition, where the source knows it."""
+        """Records behind the end of each assigned partition, where the source knows it
+        (a push source: records received and not yet polled)."""
         return {}
 
     def assigned(self) -> Collection[int]:
@@ -111,22 +194,33 @@ class Source(ABC):
         return (0,)
 
     def pause(self) -> None:
-        """Stop fetching (sink backpressure); ``poll`` returns nothing until :meth:`resume`."""
+        """Sink backpressure: ``poll`` returns nothing until :meth:`resume`.
+
+        A pull client stops fetching; a push client keeps a bounded queue (see the module
+        docstring).
+        """
 
     def resume(self) -> None:
         """Undo :meth:`pause`."""
 
 
 class Sink(ABC):
-    """A destination for messages. Methods are called from one thread."""
+    """A destination for messages. Methods are called from one thread.
+
+    Connects lazily: the constructor validates and remembers, the first ``write`` or ``flush``
+    connects. A broker that is away is a ``SinkError`` from ``flush``, never a crash.
+    """
 
     @abstractmethod
     def write(self, messages: Sequence[SinkMessage]) -> None:
-        """Queue messages; may buffer. Raises :class:`~adaptd.errors.SinkError` on failure."""
+        """Queue messages; may buffer, also while disconnected. Raises
+        :class:`~adaptd.errors.SinkError` only when they cannot even be queued (closed sink,
+        a value the medium cannot carry)."""
 
     @abstractmethod
     def flush(self) -> None:
-        """Block until everything written is durable; raise ``SinkError`` if it cannot be."""
+        """Block until everything written is durable; raise ``SinkError`` if it cannot be
+        within the sink's own bounded timeout. Called before every checkpoint."""
 
     @abstractmethod
     def close(self) -> None:
@@ -143,12 +237,15 @@ class Sink(ABC):
 class Connector:
     """Binds a URI scheme to a source and/or sink. Registered as an entry point.
 
-    Subclasses set ``scheme`` and ``description`` and override :meth:`source` and/or
-    :meth:`sink`.
+    Subclasses set ``scheme``, a one-line ``description`` (what it reads or writes and its
+    main option, printed by ``adaptd connectors``) and, for sources that are not seekable,
+    ``replay``: the kinds its sources can have, the default first. They override
+    :meth:`source` and/or :meth:`sink`.
     """
 
     scheme: ClassVar[str]
     description: ClassVar[str]
+    replay: ClassVar[tuple[Replay, ...]] = ("seekable",)
 
     @classmethod
     def source(cls, uri: str) -> Source:
@@ -157,7 +254,8 @@ class Connector:
 
     @classmethod
     def sink(cls, uri: str) -> Sink:
-        """Build and open a sink from a URI of this scheme; options are validated here."""
+        """Build a sink from a URI of this scheme; options are validated here, and nothing
+        connects yet (see :class:`Sink`)."""
         raise ConfigError(f"{uri!r}: the {cls.scheme} connector cannot be used as a sink")
 
     @classmethod

@@ -3,24 +3,33 @@
 Third-party packages add a connector with one entry point::
 
     [project.entry-points."adaptd.connectors"]
-    mqtt = "my_package.mqtt:MqttConnector"
+    amqp = "my_package.amqp:AmqpConnector"
 
 The entry point's name is the URI scheme; its object is a
 :class:`~adaptd.connectors.base.Connector` subclass.
+
+A built-in scheme is never replaced silently: an entry point named like a built-in (``mqtt``)
+is ignored with a warning. To replace a built-in on purpose, name the entry point
+``SCHEME.override`` (``mqtt.override = "my_package.mqtt:MqttConnector"``); the replacement is
+then used and logged at start.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
 
-from adaptd.connectors.base import Connector, Sink, Source, parse_uri
+from adaptd.connectors.base import REPLAY_KINDS, Connector, Sink, Source, parse_uri
 from adaptd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "adaptd.connectors"
+#: Suffix of an entry point's name that replaces the built-in connector of that scheme.
+OVERRIDE_SUFFIX = ".override"
 
 #: Built-ins are listed here too so they work from a source checkout that was never installed.
 BUILTINS: dict[str, str] = {
@@ -29,23 +38,65 @@ BUILTINS: dict[str, str] = {
     "stdout": "adaptd.connectors.stdio:StdoutConnector",
     "synthetic": "adaptd.connectors.synthetic:SyntheticConnector",
     "kafka": "adaptd.connectors.kafka:KafkaConnector",
+    "mqtt": "adaptd.connectors.mqtt:MqttConnector",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Where a scheme's connector comes from: ``target`` is ``module:attr``; ``origin`` is
+    ``built-in``, the distribution that installed it, or ``DIST (overrides built-in)``."""
+
+    scheme: str
+    target: str
+    origin: str
 
 
 def _load(target: str) -> type[Connector]:
     module_name, _, attr = target.partition(":")
     obj = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(obj, type) and issubclass(obj, Connector)):
-        raise TypeError(f"{target} is not a adaptd.connectors.base.Connector subclass")
-    return obj
+        raise TypeError(f"{target} is not an adaptd.connectors.base.Connector subclass")
+    cls: type[Connector] = obj
+    bad = [kind for kind in cls.replay if kind not in REPLAY_KINDS]
+    if bad or not cls.replay:
+        raise TypeError(f"{target}.replay must name kinds from {list(REPLAY_KINDS)}, got {cls.replay}")
+    return cls
+
+
+@cache
+def entries() -> dict[str, Entry]:
+    """Scheme → :class:`Entry` of every known connector (computed once, warnings logged once)."""
+    found = {s: Entry(s, t, "built-in") for s, t in BUILTINS.items()}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        if ep.value == BUILTINS.get(ep.name):
+            continue  # adaptd's own entry point for a built-in
+        scheme, overrides = ep.name, ep.name.endswith(OVERRIDE_SUFFIX)
+        if overrides:
+            scheme = ep.name[: -len(OVERRIDE_SUFFIX)]
+            if scheme not in BUILTINS:
+                log.warning("connector entry point %r of %s overrides no built-in; using it "
+                            "as scheme %r", ep.name, dist, scheme)
+            else:
+                log.warning("connector %r of %s replaces the built-in %r connector "
+                            "(entry point %r)", ep.value, dist, scheme, ep.name)
+            found[scheme] = Entry(scheme, ep.value, f"{dist} (overrides built-in)")
+        elif scheme in BUILTINS:
+            log.warning("ignoring connector entry point %r = %r of %s: %r is a built-in scheme; "
+                        "name it %r to replace the built-in", ep.name, ep.value, dist, scheme,
+                        scheme + OVERRIDE_SUFFIX)
+        elif scheme in found and not found[scheme].origin.endswith("(overrides built-in)"):
+            log.warning("connector scheme %r is installed twice (%s and %s); using %s",
+                        scheme, found[scheme].origin, dist, found[scheme].origin)
+        else:
+            found[scheme] = Entry(scheme, ep.value, dist)
+    return found
 
 
 def available() -> dict[str, str]:
-    """Scheme → ``module:attr`` of every known connector; entry points override built-ins."""
-    found = dict(BUILTINS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.value
-    return found
+    """Scheme → ``module:attr`` of every known connector."""
+    return {scheme: entry.target for scheme, entry in entries().items()}
 
 
 def connector(scheme: str) -> type[Connector]:
@@ -67,19 +118,32 @@ def open_source(uri: str) -> Source:
 
 
 def open_sink(uri: str) -> Sink:
-    """Build and open a sink from its URI."""
+    """Build a sink from its URI (it connects on first use)."""
     return connector(parse_uri(uri).scheme).sink(uri)
 
 
-def describe() -> list[tuple[str, str, str]]:
-    """``(scheme, roles, description)`` for each connector that loads, for ``adaptd connectors``."""
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of ``adaptd connectors``."""
+
+    scheme: str
+    roles: str
+    replay: str
+    description: str
+    origin: str
+
+
+def describe() -> list[Row]:
+    """A :class:`Row` for each known connector, for ``adaptd connectors``; one that fails to
+    load says why in its description."""
     rows = []
-    for scheme in sorted(available()):
+    for scheme, entry in sorted(entries().items()):
         try:
             cls = connector(scheme)
         except ConfigError as exc:
-            rows.append((scheme, "-", f"({exc})"))
+            rows.append(Row(scheme, "-", "-", f"({exc})", entry.origin))
             continue
         roles = "/".join(r for r, ok in (("source", cls.can_source()), ("sink", cls.can_sink())) if ok)
-        rows.append((scheme, roles, cls.description))
+        replay = ",".join(cls.replay) if cls.can_source() else "-"
+        rows.append(Row(scheme, roles, replay, cls.description, entry.origin))
     return rows

@@ -1,9 +1,11 @@
-"""Helpers for sequential single-partition sources (a file, a pipe, a generator).
+"""Helpers for connectors, part of the documented contract (``connectors/base.py``).
 
-Such a source has one partition, 0, and a position is the index of a record in it.
+For single-partition sources (a file, a pipe, a generator, a broker topic): partition 0.
 :func:`start_position` checks where the daemon asks it to resume; :class:`Pausable` gives
-them ``pause``/``resume``; :class:`LineSplitter` turns bytes into numbered lines for the
-``jsonl`` and ``stdin`` sources.
+``pause``/``resume``; :class:`LineSplitter` turns bytes into numbered lines for the ``jsonl``
+and ``stdin`` sources. For sources that are not seekable: :class:`LivePositions` numbers
+records so that no position is ever reused, and :class:`Inbox` carries records from a client
+library's callback thread to ``poll``.
 
 A line's *position* is its 0-based line number. Blank lines (nothing but whitespace) are not
 records, but they still take a position, so that position ``p`` always means line ``p`` of the
@@ -21,12 +23,16 @@ input, whatever the input contains.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Generic, TypeVar
 
 from adaptd.connectors.base import SourceRecord
 from adaptd.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def start_position(where: str, start_positions: Mapping[int, int]) -> int:
@@ -136,3 +142,71 @@ class LineSplitter:
     def has_lines(self) -> bool:
         """True if complete lines are buffered (possibly blank ones)."""
         return bool(self._lines)
+
+
+class LivePositions:
+    """Positions for a source that cannot replay at stable positions (live, acknowledged).
+
+    A position is the arrival time in microseconds since the Unix epoch, raised to one above
+    the previous position and to at least ``floor`` (the start position the daemon opened the
+    source at). So positions only grow, a restart starts above whatever the previous run handed
+    out (checkpointed or not: its positions trailed its clock unless it read more than one
+    record per microsecond on average), and they stay below 2**53 until the year 2255.
+
+    >>> positions = LivePositions(floor=5, clock_us=lambda: 3)
+    >>> [positions.take() for _ in range(3)]
+    [5, 6, 7]
+    >>> LivePositions(floor=0, clock_us=lambda: 1_700_000_000_000_000).take()
+    1700000000000000
+    """
+
+    def __init__(self, floor: int = 0, clock_us: Callable[[], int] | None = None) -> None:
+        self._clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        self._next = floor
+
+    def take(self) -> int:
+        """The position of the next record."""
+        position = max(self._next, self._clock_us())
+        self._next = position + 1
+        return position
+
+
+class Inbox(Generic[T]):
+    """A thread-safe queue from a client library's callback thread to ``poll``.
+
+    ``put`` never blocks (callbacks must return quickly); with ``max_items`` it drops what does
+    not fit and counts it in :attr:`dropped` (for live sources, which cannot make the sender
+    wait). ``take`` waits up to ``timeout_s`` for the first item, then takes what is there.
+
+    >>> inbox: Inbox[int] = Inbox(max_items=2)
+    >>> [inbox.put(i) for i in range(3)]
+    [True, True, False]
+    >>> inbox.take(10, timeout_s=0.0), inbox.dropped, len(inbox)
+    ([0, 1], 1, 0)
+    """
+
+    def __init__(self, max_items: int | None = None) -> None:
+        self._items: deque[T] = deque()
+        self._ready = threading.Condition()
+        self._max_items = max_items
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Add an item (from any thread); False if it was dropped because the inbox is full."""
+        with self._ready:
+            if self._max_items is not None and len(self._items) >= self._max_items:
+                self.dropped += 1
+                return False
+            self._items.append(item)
+            self._ready.notify()
+            return True
+
+    def take(self, max_items: int, timeout_s: float) -> list[T]:
+        """Up to ``max_items`` items, oldest first, waiting at most ``timeout_s`` for one."""
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._items), timeout=max(timeout_s, 0.0))
+            count = min(max_items, len(self._items))
+            return [self._items.popleft() for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,9 +1,11 @@
 """``stdin:`` and ``stdout:`` — records from standard input, messages to standard output.
 
-``stdin:`` is a single-partition source whose position is the 0-based line number, like
-``jsonl:``; blank lines are skipped but keep their number. A pipe cannot seek, so it can only
-start at line 0: resuming a checkpoint that read part of an earlier input is refused. It is
-exhausted at end of input. ``stdout:`` writes one message value per line.
+``stdin:`` is a single-partition *live* source (contract v2): a pipe cannot seek, so a restart
+keeps the learned state and goes on with whatever the new standard input holds. Positions are
+:class:`~adaptd.connectors.sequential.LivePositions` (arrival time in microseconds, above the
+start position), not line numbers, so a restarted run never reuses a position of an earlier
+one. Blank lines are skipped. It is exhausted at end of input. ``stdout:`` writes one message
+value per line.
 
 Both read and write the binary buffers (``sys.stdin.buffer``, ``sys.stdout.buffer``); tests
 pass their own streams to the constructors.
@@ -16,7 +18,7 @@ import os
 import select
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,7 +33,7 @@ from adaptd.connectors.base import (
     parse_options,
     parse_uri,
 )
-from adaptd.connectors.sequential import LineSplitter, Pausable, start_position
+from adaptd.connectors.sequential import LineSplitter, LivePositions, Pausable, start_position
 from adaptd.errors import ConfigError, SinkError
 
 #: Bytes read per system call.
@@ -52,21 +54,28 @@ def _parse(parsed: ParsedURI) -> StdioOptions:
 
 
 class StdinSource(Pausable, Source):
-    """Reads records line by line from a binary stream (standard input by default).
+    """Reads records line by line from a binary stream (standard input by default); live.
 
     Args:
         stream: a binary stream; ``None`` means ``sys.stdin.buffer``. A stream with a file
             descriptor (a pipe, a terminal, a file) is read with ``select`` so that ``poll``
             honours its timeout; other streams (``io.BytesIO``) must not block on read.
+        clock_us: the clock positions come from (microseconds); tests pass a fixed one.
     """
 
-    def __init__(self, stream: BinaryIO | None = None) -> None:
+    replay = "live"
+
+    def __init__(
+        self, stream: BinaryIO | None = None, clock_us: Callable[[], int] | None = None
+    ) -> None:
+        self._clock_us = clock_us
         self._stream: BinaryIO = sys.stdin.buffer if stream is None else stream
         try:
             self._fd: int | None = self._stream.fileno()
         except (io.UnsupportedOperation, AttributeError):
             self._fd = None
         self._lines = LineSplitter()
+        self._positions = LivePositions()
         self._eof = False
         self._opened = False
         self._closed = False
@@ -74,13 +83,10 @@ class StdinSource(Pausable, Source):
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
     ) -> None:
-        """Start reading at line 0; any later start position is refused. Does not block."""
-        start = start_position("stdin source", start_positions)
-        if start > 0:
-            raise ConfigError(
-                f"stdin source cannot resume at line {start}: standard input cannot seek. "
-                "Start from a fresh state directory, or read the input from a jsonl: file"
-            )
+        """Start reading at the first line; positions handed out are at least the start
+        position of partition 0 (a live source's floor). Does not block."""
+        floor = start_position("stdin source", start_positions)
+        self._positions = LivePositions(floor, self._clock_us)
         self._opened = True
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
@@ -92,7 +98,10 @@ class StdinSource(Pausable, Source):
         deadline = time.monotonic() + max(timeout_s, 0.0)
         out: list[SourceRecord] = []
         while True:
-            out += self._lines.take(max_records - len(out), at_eof=self._eof)
+            out += [
+                SourceRecord(partition=0, position=self._positions.take(), value=line.value)
+                for line in self._lines.take(max_records - len(out), at_eof=self._eof)
+            ]
             if len(out) >= max_records or self._eof:
                 return out
             # Once something is in hand, top up only with what is already there.
@@ -177,7 +186,8 @@ class StdinConnector(Connector):
     """``stdin:``: one JSON record per line on standard input."""
 
     scheme = "stdin"
-    description = "standard input, one JSON record per line (cannot resume after a restart)"
+    description = "standard input, one JSON record per line (live: a restart goes on from new input)"
+    replay = ("live",)
 
     @classmethod
     def source(cls, uri: str) -> StdinSource:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from adaptd import __version__
-from adaptd.errors import ConfigError
+from adaptd.errors import AdaptdError, ConfigError, StartError
+
+log = logging.getLogger(__name__)
 
 #: name → (module under adaptd.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,13 +57,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Anything a user can cause (flags, files, ports, URIs) is raised as a ConfigError and
+    # printed as one line; a traceback is left for what only a bug in adaptd can cause.
     try:
         return int(_command_module(args.command).run(args))  # type: ignore[attr-defined]
+    except StartError as exc:
+        print(f"adaptd {args.command}: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"adaptd {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except AdaptdError as exc:
+        # Raised on purpose, with a message naming what failed and where (a sink that failed
+        # mid-run, e.g. stdout piped into `head`): the message is the report, after the
+        # runner's best-effort checkpoint. The traceback is for --log-level DEBUG.
+        log.debug("adaptd %s stopped", args.command, exc_info=True)
+        print(f"adaptd {args.command}: stopped: {exc}", file=sys.stderr)
+        _quiet_broken_stdout()
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _quiet_broken_stdout() -> None:
+    """After stdout's reader went away, stop Python's flush at exit from printing a second
+    error about it (the recipe of the `signal` module's documentation)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

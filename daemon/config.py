@@ -41,7 +41,15 @@ def _sections(cls: type) -> dict[str, type]:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a value from TOML or a flag against a field's type; strings are converted."""
+    """Check a value from TOML or a flag against a field's type; strings are converted.
+
+    ``"off"`` turns off an optional numeric setting (``metrics_port = "off"``, ``--metrics-port
+    off``, ``ADAPTD_METRICS_PORT=off``): "none" is what the converter knows, "off" what users type.
+    """
+    args_ = typing.get_args(hint)
+    if (isinstance(value, str) and value.strip().lower() == "off" and type(None) in args_
+            and str not in args_):
+        return None
     if isinstance(value, str) and hint is not str and str not in typing.get_args(hint):
         return convert(value, hint, where)
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -26,12 +26,12 @@ the learner resets the slot, so one change closes one segment.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from adaptd.learner.jit import njit
 from adaptd.settings import DriftConfig
-
 
 #: ``ph_relative`` when unset, by task, and ``ph_threshold`` when unset, by relative mode (see
 #: :class:`DriftConfig`).
@@ -41,8 +41,9 @@ DEFAULT_PH_THRESHOLD = {True: 20.0, False: 50.0}
 #: at most this many times the scale, so that one outlier cannot overflow the statistics.
 SCALE_FLOOR = 1e-12
 RELATIVE_CAP = 1e6
-
-
+#: ``drift.ph_mode`` as compiled code takes it: alarm on a rise, on a fall, or on both.
+PH_UP, PH_DOWN, PH_BOTH = 0, 1, 2
+PH_MODES = {"up": PH_UP, "down": PH_DOWN, "both": PH_BOTH}
 
 
 class DetectorBank(Protocol):
@@ -72,8 +73,95 @@ class DetectorBank(Protocol):
         ...
 
 
+class PHState(NamedTuple):
+    """Page-Hinkley statistics, one entry per slot (what compiled code reads and writes)."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    min_up: np.ndarray
+    max_down: np.ndarray
+    scale: np.ndarray
+    alarm: np.ndarray  # bool: latched until the slot is reset
+
+    @classmethod
+    def empty(cls, capacity: int) -> PHState:
+        z = np.zeros
+        state = cls(z(capacity), z(capacity), z(capacity), z(capacity), z(capacity), z(capacity),
+                    z(capacity), z(capacity, dtype=bool))
+        ph_reset(state, np.arange(capacity))
+        return state
+
+
+class PHParams(NamedTuple):
+    """Page-Hinkley options, as compiled code takes them (``mode``: :data:`PH_MODES`)."""
+
+    threshold: float
+    delta: float
+    alpha: float
+    min_instances: float
+    relative: bool
+    mode: int
+
+    @classmethod
+    def of(cls, config: DriftConfig) -> PHParams:
+        # The learner resolves unset options by task; standing alone, unset means river's test.
+        relative = bool(config.ph_relative)
+        threshold = DEFAULT_PH_THRESHOLD[relative] if config.ph_threshold is None \
+            else config.ph_threshold
+        return cls(float(threshold), float(config.ph_delta), float(config.ph_alpha),
+                   float(config.ph_min_instances), relative, PH_MODES[config.ph_mode])
+
+
+def ph_reset(state: PHState, slots: np.ndarray) -> None:
+    """Fresh statistics for ``slots``."""
+    for name in ("n", "mean", "up", "down", "scale"):
+        getattr(state, name)[slots] = 0.0
+    state.min_up[slots] = np.inf
+    state.max_down[slots] = -1.0  # river starts it at -1, not -inf
+    state.alarm[slots] = False
+
+
+@njit(inline=True)
+def ph_update(st, p, s, x):  # type: ignore[no-untyped-def]
+    """Feed value ``x`` to slot ``s``'s test (Page 1954; river's update, see
+    :class:`PageHinkleyBank`); latches and returns the alarm. The one implementation: the
+    compiled kernel calls it per record, :class:`PageHinkleyBank` per batch of slots."""
+    nn = st.n[s] + 1.0
+    if p.relative:
+        scale = st.scale[s]
+        st.scale[s] = scale + (x - scale) / nn
+        x = min(x / max(scale, SCALE_FLOOR), RELATIVE_CAP) if nn > 1.0 else 1.0
+    mean = st.mean[s] + (x - st.mean[s]) / nn
+    dev = x - mean
+    fire = False
+    if p.mode != PH_DOWN:
+        up = p.alpha * st.up[s] + (dev - p.delta)
+        st.up[s] = up
+        st.min_up[s] = min(st.min_up[s], up)
+        fire = up - st.min_up[s] > p.threshold
+    if p.mode != PH_UP:
+        down = p.alpha * st.down[s] + (dev + p.delta)
+        st.down[s] = down
+        st.max_down[s] = max(st.max_down[s], down)
+        fire = fire or (st.max_down[s] - down > p.threshold)
+    st.n[s] = nn
+    st.mean[s] = mean
+    st.alarm[s] = nn >= p.min_instances and fire
+    return st.alarm[s]
+
+
+@njit()
+def _ph_update_many(st, p, slots, values):  # type: ignore[no-untyped-def]
+    for j in range(slots.shape[0]):
+        if not st.alarm[slots[j]]:
+            ph_update(st, p, slots[j], values[j])
+
+
 class PageHinkleyBank:
-    """river's Page-Hinkley test over arrays: one column per slot.
+    """river's Page-Hinkley test (Page 1954, "Continuous inspection schemes", Biometrika 41)
+    over arrays: one entry per slot, updated by the compiled :func:`ph_update`.
 
     Per value x (river's update, ``river/drift/page_hinkley.py``)::
 
@@ -82,87 +170,44 @@ class PageHinkleyBank:
         up    = α·up   + (x - mean) - δ;   min_up   = min(min_up, up)
         down  = α·down + (x - mean) + δ;   max_down = max(max_down, down)
         alarm = n >= min_instances and (up - min_up > λ  [mode up] / max_down - down > λ  [down])
+
+    >>> bank = PageHinkleyBank(DriftConfig(ph_threshold=5.0, ph_relative=False), capacity=1)
+    >>> hits = [i for i in range(60) if bank.update(np.array([0]), np.array([0.0 if i < 30
+    ...         else 1.0]))[0]]
+    >>> hits[0]
+    35
     """
 
-    _FIELDS = ("n", "mean", "up", "down", "min_up", "max_down", "scale", "alarm")
-
     def __init__(self, config: DriftConfig, capacity: int = 0) -> None:
-        # The learner resolves unset options by task; standing alone, unset means river's test.
-        self.relative = bool(config.ph_relative)
-        self.threshold = DEFAULT_PH_THRESHOLD[self.relative] \
-            if config.ph_threshold is None else config.ph_threshold
-        self.delta = config.ph_delta
-        self.alpha = config.ph_alpha
-        self.min_instances = config.ph_min_instances
-        self.mode = config.ph_mode
-        self.scale = np.zeros(0)
-        self.n = np.zeros(0)
-        self.mean = np.zeros(0)
-        self.up = np.zeros(0)
-        self.down = np.zeros(0)
-        self.min_up = np.zeros(0)
-        self.max_down = np.zeros(0)
-        self.alarm = np.zeros(0, dtype=bool)
-        self.grow(capacity)
+        self.params = PHParams.of(config)
+        self.state = PHState.empty(capacity)
+
+    @property
+    def alarm(self) -> np.ndarray:
+        return self.state.alarm
 
     def grow(self, capacity: int) -> None:
-        old = len(self.n)
+        old = len(self.state.n)
         if capacity <= old:
             return
-        for name in self._FIELDS:
-            arr = getattr(self, name)
-            new = np.zeros(capacity, dtype=arr.dtype)
-            new[:old] = arr
-            setattr(self, name, new)
-        self.reset(np.arange(old, capacity))
+        new = PHState.empty(capacity)
+        for mine, theirs in zip(self.state, new, strict=True):
+            theirs[:old] = mine
+        self.state = new
 
     def reset(self, slots: np.ndarray) -> None:
-        self.n[slots] = 0.0
-        self.mean[slots] = 0.0
-        self.up[slots] = 0.0
-        self.down[slots] = 0.0
-        self.min_up[slots] = np.inf
-        self.max_down[slots] = -1.0  # river starts it at -1, not -inf
-        self.scale[slots] = 0.0
-        self.alarm[slots] = False
+        ph_reset(self.state, slots)
 
     def update(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
-        latched = self.alarm[slots]
-        if latched.any():
-            live = ~latched
-            s, x = slots[live], values[live]
-        else:
-            s, x = slots, values
-        n = self.n[s] + 1.0
-        if self.relative:
-            scale = self.scale[s]
-            self.scale[s] = scale + (x - scale) / n
-            x = np.where(n > 1.0, np.minimum(x / np.maximum(scale, SCALE_FLOOR), RELATIVE_CAP),
-                         1.0)
-        mean_old = self.mean[s]
-        mean = mean_old + (x - mean_old) / n
-        dev = x - mean
-        fire: np.ndarray | bool = False
-        if self.mode != "down":
-            up = self.alpha * self.up[s] + (dev - self.delta)
-            min_up = np.minimum(self.min_up[s], up)
-            self.up[s], self.min_up[s] = up, min_up
-            fire = up - min_up > self.threshold
-        if self.mode != "up":
-            down = self.alpha * self.down[s] + (dev + self.delta)
-            max_down = np.maximum(self.max_down[s], down)
-            self.down[s], self.max_down[s] = down, max_down
-            fire = fire | (max_down - down > self.threshold)
-        self.n[s], self.mean[s] = n, mean
-        self.alarm[s] = (n >= self.min_instances) & fire
-        return self.alarm[slots]
+        _ph_update_many(self.state, self.params, slots, np.asarray(values, dtype=np.float64))
+        return self.state.alarm[slots]
 
     def get_state(self, slot: int) -> Any:
-        return {name: getattr(self, name)[slot].item() for name in self._FIELDS}
+        return {name: getattr(self.state, name)[slot].item() for name in PHState._fields}
 
     def set_state(self, slot: int, state: Any) -> None:
-        for name in self._FIELDS:
-            getattr(self, name)[slot] = state[name]
+        for name in PHState._fields:
+            getattr(self.state, name)[slot] = state[name]
 
 
 class RiverBank:

@@ -15,6 +15,14 @@ class ConfigError(AdaptdError):
     """A setting is unknown or has a bad value. The message names the key."""
 
 
+class StartError(ConfigError):
+    """The daemon cannot start because of something the user can fix: a port in use, a file
+    that is not what its flag expects, a connector that cannot reach its service.
+
+    The CLI prints the message as one line, without the "configuration error" prefix.
+    """
+
+
 class RecordError(AdaptdError):
     """A record cannot be used.
 

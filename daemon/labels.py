@@ -16,11 +16,15 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import numpy as np
+
+from adaptd.records import RecordBatch
 from adaptd.settings import LabelsConfig
 
 
@@ -80,6 +84,27 @@ class PendingLabels:
             dropped += 1
         self.expired += dropped
         return dropped
+
+    def join(self, batch: RecordBatch) -> tuple[list[str], np.ndarray]:
+        """Keep the features of ``batch``'s unlabelled records with an id; for its labels with
+        a kept id, swap in the kept key and features. Returns the keys and features to learn
+        with (copies where changed: the batch stays as decoded, for the predictions). Called
+        by the learner once per batch that has ids."""
+        keys, X = batch.keys, batch.X
+        copied = False
+        for i, rid in enumerate(batch.ids):
+            if rid is None:
+                continue
+            if math.isnan(batch.y[i]):
+                self.put(rid, batch.keys[i], tuple(batch.X[i].tolist()))
+                continue
+            joined = self.take(rid)
+            if joined is None:
+                continue
+            if not copied:
+                keys, X, copied = list(keys), X.copy(), True
+            keys[i], X[i] = joined
+        return keys, X
 
     def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
         """Entries (with their remaining time to live) of ``keys``, all if None."""

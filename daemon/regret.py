@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from adaptd.learner.models import Family, LinearFamily, MLPFamily, pointwise_loss
+from adaptd.learner.step import step_rows
 from adaptd.settings import RegretConfig
 
 
@@ -68,17 +69,18 @@ def _fit(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,
 
 def _gradient_fit(family: Family, config: RegretConfig, X: np.ndarray, Y: np.ndarray,
                   theta_end: np.ndarray) -> float:
+    """The lowest summed loss of ``hindsight_steps`` full-batch AdaGrad steps from θ_end (the
+    engine's step, :func:`adaptd.learner.step.step_rows`, with ``B = hindsight_lr²``)."""
     theta = theta_end[None, :].copy()
     Xr, Yr, Mr = X[None], Y[None], np.ones((1, len(Y)))
     accum = np.full_like(theta, 1e-8)
+    B = np.full(theta.shape[1], config.hindsight_lr**2)
     best = float(family.loss_grad(theta, Xr, Yr, Mr)[0][0])
     for _ in range(config.hindsight_steps):
-        accum_next = accum
         loss, g = family.loss_grad(theta, Xr, Yr, Mr)
-        if not (np.all(np.isfinite(g)) and np.isfinite(loss[0])):
+        if not np.isfinite(loss[0]):
             break
         best = min(best, float(loss[0]))
-        accum_next = accum + g * g
-        theta = theta - config.hindsight_lr * g / np.sqrt(accum_next)
-        accum = accum_next
+        if not step_rows(theta, accum, np.ascontiguousarray(g), B, B, 1, 1.0, 1.0)[0]:
+            break
     return best * len(Y)

@@ -283,12 +283,17 @@ class Runner:
     # -- checkpoints -----------------------------------------------------------------------
 
     def maybe_checkpoint(self) -> None:
-        """Checkpoint when due by record count or (with records since the last) by time;
-        refresh the lag gauges on the same timer. Called after every poll."""
+        """Checkpoint when due by record count, by time (with records since the last), or
+        because an acknowledged source asks for it; refresh the lag gauges on the same timer.
+        Called after every poll."""
+        pending = self._since_checkpoint > 0
         due_by_count = self._since_checkpoint >= self.config.checkpoint_every_records
         elapsed_s = self.clock() - self._last_checkpoint_at
         due_by_time = elapsed_s >= self.config.checkpoint_interval_s
-        if due_by_count or (due_by_time and self._since_checkpoint):
+        # An acknowledged source acknowledges only in commit, and its broker stops delivering
+        # once its window of unacknowledged messages is full (MQTT: 20 by default).
+        due_by_source = pending and self.source.commit_due()
+        if due_by_count or due_by_source or (due_by_time and pending):
             self.checkpoint()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)

@@ -22,7 +22,8 @@ class LearnerConfig:
 
     The inner step on each labelled record, on the key's support window W (the last
     ``window`` labelled records of its current segment), is ARUBA++'s
-    ``g = ∇L(θ; W);  A += c·g²;  θ −= α·sqrt(B/A) ⊙ g`` (see :mod:`adaptd.meta.state`).
+    ``g = ∇L(θ; W);  A += c·g²;  θ −= α·sqrt(B/A) ⊙ g`` (written once, in
+    :mod:`adaptd.learner.step`; B and A₀ come from :mod:`adaptd.meta.state`).
 
     The benchmark variants are built from config alone:
 
@@ -51,8 +52,9 @@ class LearnerConfig:
             the 1-40-40-1 MLP).
         idle_evict_s: a key unseen this long is evicted by :meth:`evict_idle`.
         kernel: use the compiled per-record kernel (:mod:`adaptd.learner.kernel`) where it
-            applies (linear/logistic, Page-Hinkley/oracle/none, no hypergradient); same results
-            as the batched NumPy path, much less overhead per record.
+            applies (linear/logistic/MLP, Page-Hinkley/oracle/none, no hypergradient); same
+            results as the batched NumPy waves (:mod:`adaptd.learner.paths`), much less
+            overhead per record.
     """
 
     lr: float = 0.1
@@ -306,7 +308,9 @@ class Settings:
     source: str | None = None
     sink: str | None = None
     dead_letter: str | None = None
+    #: Checkpoints and the default dead-letter file; a run resumes from what it holds.
     state_dir: str = "adaptd-state"
+    #: /metrics, /healthz, /readyz and the live page; None (``off``) serves no HTTP, 0 any port.
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
     model: Literal["linear", "logistic", "mlp"] = "linear"

@@ -4,12 +4,14 @@ Definitions (all per record, all learners scored identically from their predicti
 
 - **Loss**: squared error for regression; log loss for classification with the probability
   clipped to ``[PROB_CLIP, 1 - PROB_CLIP]`` (tree ensembles emit hard 0/1 probabilities whose
-  unclipped log loss is infinite), and accuracy at threshold 0.5.
+  unclipped log loss is infinite), and accuracy at threshold 0.5 (the most probable class
+  for K > 2 classes).
 - **Segments**: a key's records between two changes of its true ``task``; a stream without
   tasks (the real stream) is one segment per key.
 - **Hindsight comparator**: on each segment, the best fixed model of the stream's comparator
-  class (ridge regression, or L2-logistic regression by Newton's method, on the stream's basis),
-  fitted on that segment's records and scored in-sample.
+  class (ridge regression, or L2-logistic regression by Newton's method, on the stream's basis;
+  one-against-all fits normalised for K > 2 classes), fitted on that segment's records and
+  scored in-sample.
 - **Regret**: cumulative loss minus the comparator's cumulative loss.
 - **Noise floor**: the comparator's mean loss over the stream.
 - **Samples to recover** after a change: the first ``k`` (counted in that key's records from the
@@ -40,9 +42,14 @@ SINCE_CHANGE_EDGES = (0, 5, 20, 100, 500)
 
 
 def record_losses(task: TaskKind, y: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-record prequential loss: squared error, or clipped log loss."""
+    """Per-record prequential loss: squared error, or clipped log loss.
+
+    ``y_pred`` is (n,) P(y=1), or (n, K) class probabilities for labels ``0 … K-1``."""
     if task == "regression":
         return (y_pred - y) ** 2
+    if y_pred.ndim == 2:
+        p_true = y_pred[np.arange(len(y)), y.astype(np.int64)]
+        return -np.log(np.clip(p_true, PROB_CLIP, 1.0))
     p = np.clip(y_pred, PROB_CLIP, 1.0 - PROB_CLIP)
     return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
 
@@ -93,8 +100,13 @@ def hindsight_losses(
 ) -> np.ndarray:
     """Per-record loss of the best fixed model fitted on each record's own segment."""
     phi = basis(data.X)
+    # Standardized columns: the raw scales of real streams (1e5 and more) would leave Newton's
+    # method with an ill-conditioned Hessian; the fit is the same model class either way.
+    spread = phi.std(axis=0)
+    phi = (phi - phi.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
     phi = np.column_stack([phi, np.ones(len(phi))])
-    y_fit = np.empty(len(data))
+    k = data.n_classes if task == "classification" else 0
+    y_fit = np.empty((len(data), k) if k > 2 else len(data))
     order = np.argsort(segment, kind="stable")
     bounds = np.flatnonzero(np.diff(segment[order])) + 1
     for idx in np.split(order, bounds):
@@ -102,6 +114,10 @@ def hindsight_losses(
         if task == "regression":
             w = np.linalg.solve(A.T @ A + RIDGE * np.eye(A.shape[1]), A.T @ b)
             y_fit[idx] = A @ w
+        elif k > 2:
+            ovr = np.column_stack([_logistic_fit(A, (b == c).astype(np.float64))
+                                   for c in range(k)])
+            y_fit[idx] = ovr / ovr.sum(axis=1, keepdims=True)
         else:
             y_fit[idx] = _logistic_fit(A, b)
     return record_losses(task, data.y, y_fit)
@@ -157,7 +173,9 @@ def score(
     cumulative = np.cumsum(excess)
     step = max(1, n // curve_points)
     accuracy = None
-    if task == "classification":
+    if task == "classification" and y_pred.ndim == 2:
+        accuracy = float(np.mean(np.argmax(y_pred, axis=1) == data.y))
+    elif task == "classification":
         accuracy = float(np.mean((y_pred >= 0.5) == (data.y >= 0.5)))
     recover = recovery(excess, struct, float(comparator_loss.mean()))
     detector = detection(alarms, struct, n) if alarms is not None else (None, None, None, None)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from adaptd.bench import real
 from adaptd.records import Record, TaskKind
 
 #: Seeds the evaluation streams use; meta-training uses ``META_SEED_OFFSET + i`` instead, so
@@ -65,6 +67,11 @@ class StreamData:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def n_classes(self) -> int:
+        """Classes of a classification stream (labels are indices ``0 … K-1``)."""
+        return int(self.y.max()) + 1
+
     def head(self, n: int) -> StreamData:
         """The first ``n`` records."""
         return StreamData(
@@ -104,7 +111,10 @@ class Stream:
         options: passed to the family's generator.
         basis: feature map of the hindsight comparator (a linear / logistic fit on it).
         note: one sentence for the report.
-        seeded: false for the real stream, whose seed changes nothing.
+        seeded: false for the real streams, whose seed changes nothing.
+        meta_trained: whether adaptd meta-trains on held-out data first (other seeds, or
+            an earlier period); false for real streams that have no held-out period, where
+            adaptd starts as ``adaptd run --task …`` does.
     """
 
     name: str
@@ -115,6 +125,12 @@ class Stream:
     basis: Basis = identity_basis
     note: str = ""
     seeded: bool = True
+    meta_trained: bool = True
+
+    @property
+    def real(self) -> bool:
+        """A recorded history rather than a generator (the adaptd variant grid runs on these)."""
+        return not self.seeded
 
     def load(self, seed: int, n: int) -> StreamData:
         """The evaluation stream for ``seed`` with (at most) ``n`` records."""
@@ -139,21 +155,56 @@ def _synthetic(name: str) -> Callable[..., Iterator[dict[str, Any]]]:
 
 #: SEA's four concepts (thresholds 8, 9, 7, 9.5), visited twice: abrupt and recurring drift.
 SEA_CONCEPTS = (0, 1, 2, 3, 0, 1, 2, 3)
+#: STAGGER's three boolean concepts, each revisited: recurring drift on categorical features.
+STAGGER_CONCEPTS = (0, 1, 2, 0, 1, 2, 0, 1, 2)
+
+
+def _recurring(
+    make: Callable[[int, int], Iterable[tuple[dict[str, Any], Any]]],
+    concepts: tuple[int, ...], seed: int, n: int,
+) -> Iterator[dict[str, Any]]:
+    """Switch between generators ``make(concept, seed)`` every ``n / len(concepts)`` records.
+
+    ``task`` is the concept index, so a recurring concept carries its earlier task number.
+    Each concept keeps one generator, so a revisit continues its sample sequence.
+    """
+    generators = {c: iter(make(c, seed * 10 + c)) for c in set(concepts)}
+    length = max(1, n // len(concepts))
+    for i in range(n):
+        concept = concepts[min(i // length, len(concepts) - 1)]
+        x, y = next(generators[concept])
+        yield {"key": "default", "x": [float(x[k]) for k in sorted(x)], "y": int(y),
+               "task": concept}
 
 
 def _sea(seed: int, n: int, meta: bool, noise: float = 0.05) -> Iterator[dict[str, Any]]:
-    """River's SEA generator switched between concepts every ``n / 8`` records.
-
-    ``task`` is the concept index, so a recurring concept carries its earlier task number.
-    """
+    """River's SEA generator switched between its concepts (:data:`SEA_CONCEPTS`)."""
     from river.datasets import synth
 
-    generators = {v: iter(synth.SEA(variant=v, noise=noise, seed=seed * 10 + v)) for v in range(4)}
-    length = max(1, n // len(SEA_CONCEPTS))
-    for i in range(n):
-        concept = SEA_CONCEPTS[min(i // length, len(SEA_CONCEPTS) - 1)]
-        x, y = next(generators[concept])
-        yield {"key": "default", "x": [x[k] for k in sorted(x)], "y": int(y), "task": concept}
+    return _recurring(lambda c, s: synth.SEA(variant=c, noise=noise, seed=s), SEA_CONCEPTS,
+                      seed, n)
+
+
+def _stagger(seed: int, n: int, meta: bool) -> Iterator[dict[str, Any]]:
+    """River's STAGGER (Schlimmer and Granger 1986) cycling its three concepts three times."""
+    from river.datasets import synth
+
+    return _recurring(
+        lambda c, s: synth.STAGGER(classification_function=c, seed=s, balance_classes=False),
+        STAGGER_CONCEPTS, seed, n)
+
+
+def _rbf_drift(seed: int, n: int, meta: bool, n_classes: int = 5) -> Iterator[dict[str, Any]]:
+    """River's RandomRBFDrift: ``n_classes`` classes, 10 features, every centroid moving
+    (incremental drift), a multi-class stream adaptd cannot run yet."""
+    from river.datasets import synth
+
+    gen = synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=n_classes,
+                               n_features=10, n_centroids=50, change_speed=0.001,
+                               n_drift_centroids=50)
+    for x, y in itertools.islice(gen, n):
+        yield {"key": "default", "x": [float(x[k]) for k in sorted(x)], "y": int(y),
+               "task": None}
 
 
 #: The ten tickers of river's SP500Stocks, in the file's column order.
@@ -200,7 +251,14 @@ _FAMILIES: dict[str, Callable[..., Iterator[dict[str, Any]]]] = {
     "linear-tasks": _synthetic("linear-tasks"),
     "friedman": _synthetic("friedman"),
     "sea": _sea,
+    "stagger": _stagger,
+    "rbf-drift": _rbf_drift,
     "sp500": _sp500,
+    "csv": real.vendored_csv,
+    "river-classification": real.river_classification,
+    "trump-approval": real.trump_approval,
+    "chick-weights": real.chick_weights,
+    "water-flow": real.water_flow,
 }
 
 
@@ -242,6 +300,15 @@ def suite_streams(quick: bool) -> list[Stream]:
             "river SEA, 4 concepts visited twice (abrupt, recurring), 5% label noise",
         )
     )
+    if not quick:
+        streams.append(Stream(
+            "stagger", "stagger", "classification", "logistic", (), identity_basis,
+            "river STAGGER, 3 concepts cycled 3 times (recurring), categorical features"))
+        streams.append(Stream(
+            "rbf-drift 5 classes", "rbf-drift", "classification", "logistic", (),
+            identity_basis,
+            "river RandomRBFDrift, 5 classes, 10 features, every centroid moving (multi-class)",
+            meta_trained=False))
     streams.append(
         Stream(
             "sp500", "sp500", "regression", "linear", (), identity_basis,
@@ -249,4 +316,41 @@ def suite_streams(quick: bool) -> list[Stream]:
             seeded=False,
         )
     )
-    return streams
+    return streams + real_streams(quick)
+
+
+def real_streams(quick: bool) -> list[Stream]:
+    """Recorded histories without a held-out period: adaptd runs them with ``--task`` only
+    (model ``linear``, the default), as a user would start it."""
+    def real_stream(name: str, family: str, task: TaskKind, note: str,
+                    options: tuple[tuple[str, Any], ...] = ()) -> Stream:
+        return Stream(name, family, task, "linear", options, identity_basis, note,
+                      seeded=False, meta_trained=False)
+
+    csvs = [
+        real_stream(file.removesuffix(".csv").lower(), "csv", "classification", note,
+                    (("file", file),))
+        for file, note in real.CSV_STREAMS.items()
+    ]
+    river_cls = [
+        real_stream(f"river {name}", "river-classification", "classification", note,
+                    (("dataset", name),))
+        for name, note in (
+            ("Phishing", "river Phishing (1,250 pages, 9 features in [0, 1])"),
+            ("Bananas", "river Bananas (5,300 points, 2 features, non-linear boundary)"),
+            ("ImageSegments",
+             "river ImageSegments, 7 classes, 18 raw-scale features (multi-class)"),
+        )
+    ]
+    regression = [
+        real_stream("river TrumpApproval", "trump-approval", "regression",
+                    "river TrumpApproval: approval from 5 polls and the raw ordinal date"),
+        real_stream("river ChickWeights", "chick-weights", "regression",
+                    "river ChickWeights: a chick's weight from time and diet, one key per chick"),
+        real_stream("river WaterFlow", "water-flow", "regression",
+                    "river WaterFlow: next hour's flow from 3 lags and the hour of day"),
+    ]
+    if quick:
+        # One raw-scale binary stream and the multi-class path, kept short.
+        return [csvs[0], river_cls[2]]
+    return csvs + river_cls + regression

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from adaptd.bench.learners import LearnerSpec, learner_specs
+from adaptd.bench.learners import LearnerSpec, Unsupported, learner_specs
 from adaptd.bench.measures import Scores, hindsight_losses, score, structure
 from adaptd.bench.streams import Stream, StreamData, suite_streams
 
@@ -35,7 +35,8 @@ class SuiteConfig:
 
     Args:
         quick: the smoke-test suite (one stream per family, short streams, one seed).
-        n: records per evaluation stream.
+        n: records per evaluation stream (synthetic).
+        real_n: most records of a real stream (each is one recorded history).
         seeds: evaluation seeds of the seeded (synthetic) streams.
         meta_streams: held-out streams meta-training sees per stream family.
         meta_n: records per meta-training stream.
@@ -43,6 +44,7 @@ class SuiteConfig:
 
     quick: bool
     n: int
+    real_n: int
     seeds: tuple[int, ...]
     meta_streams: int
     meta_n: int
@@ -50,19 +52,23 @@ class SuiteConfig:
     @classmethod
     def preset(cls, quick: bool) -> SuiteConfig:
         if quick:
-            return cls(quick=True, n=1_500, seeds=(0,), meta_streams=1, meta_n=3_000)
-        return cls(quick=False, n=10_000, seeds=(0, 1, 2), meta_streams=3, meta_n=10_000)
+            return cls(quick=True, n=1_500, real_n=1_000, seeds=(0,), meta_streams=1,
+                       meta_n=3_000)
+        return cls(quick=False, n=10_000, real_n=20_000, seeds=(0, 1, 2), meta_streams=3,
+                   meta_n=10_000)
 
 
 @dataclass
 class RunResult:
-    """One learner on one stream and seed: its scores, or the error that stopped it."""
+    """One learner on one stream and seed: its scores, or the error that stopped it, or why
+    it cannot take the stream at all (``unable``: not a failure)."""
 
     stream: str
     seed: int
     learner: str
     scores: Scores | None
     error: str | None = None
+    unable: str | None = None
 
 
 @dataclass
@@ -90,6 +96,10 @@ class SuiteResult:
     @property
     def failures(self) -> list[RunResult]:
         return [r for r in self.runs if r.error is not None]
+
+    @property
+    def unable(self) -> list[RunResult]:
+        return [r for r in self.runs if r.unable is not None]
 
 
 class Progress:
@@ -146,13 +156,13 @@ def run_suite(
     specs = learner_specs(learner_names)
     streams = [s for s in suite_streams(config.quick) if stream_filter is None or stream_filter(s)]
     result = SuiteResult(config=config, learners=specs, machine=machine_info())
-    steps = sum(len(_seeds(s, config)) * len(specs) + 1 for s in streams)
+    steps = sum(len(_seeds(s, config)) * len(_specs_for(s, specs)) + 1 for s in streams)
     progress = Progress(steps, progress_out)
     warmed = False
     for stream in streams:
         meta_file: Path | None = None
         meta_error: str | None = None
-        if any(spec.uses_meta for spec in specs):
+        if stream.meta_trained and any(spec.uses_meta for spec in specs):
             progress.show(f"{stream.name}: meta-training")
             try:
                 meta_data = [
@@ -165,14 +175,14 @@ def run_suite(
         progress.advance()
         infos = []
         for seed in _seeds(stream, config):
-            data = stream.load(seed, config.n)
+            data = stream.load(seed, config.n if stream.seeded else config.real_n)
             struct = structure(data)
             comparator = hindsight_losses(stream.task, stream.basis, data, struct.segment)
             infos.append((len(data), struct.n_keys, len(struct.change_positions), comparator.mean()))
             if not warmed:
                 _warm_up(specs, stream, data, meta_file)
                 warmed = True
-            for spec in specs:
+            for spec in _specs_for(stream, specs):
                 progress.show(f"{stream.name} seed {seed}: {spec.name}")
                 result.runs.append(
                     _run_one(spec, stream, seed, data, struct, comparator, meta_file)
@@ -204,11 +214,16 @@ def _warm_up(specs: list[LearnerSpec], stream: Stream, data: StreamData,
     """Run every learner once on a short prefix, untimed: lazy imports and first-call caches
     would otherwise be charged to whichever learner happens to run first."""
     head = data.head(WARM_UP_RECORDS)
-    for spec in specs:
+    for spec in _specs_for(stream, specs):
         try:
             spec.build(stream, meta_file).run(head)
         except Exception:  # the timed run reports the error
             log.debug("warm-up of %s failed", spec.name, exc_info=True)
+
+
+def _specs_for(stream: Stream, specs: list[LearnerSpec]) -> list[LearnerSpec]:
+    """The learners that run on ``stream`` (the variant grid: only the real streams)."""
+    return [s for s in specs if s.runs_on(stream)]
 
 
 def _seeds(stream: Stream, config: SuiteConfig) -> tuple[int, ...]:
@@ -230,6 +245,8 @@ def _run_one(
         scores = score(
             stream.task, data, struct, comparator, trace.y_pred, trace.alarms, trace.seconds
         )
+    except Unsupported as exc:
+        return RunResult(stream.name, seed, spec.name, None, unable=str(exc))
     except Exception as exc:  # noqa: BLE001 -- one failure must not hide the other results
         log.error("%s on %s seed %d failed:\n%s", spec.name, stream.name, seed,
                   traceback.format_exc())

@@ -9,14 +9,19 @@ Needs the ``bench`` extra (matplotlib, vowpalwabbit).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
-from adaptd.errors import ConfigError
+from adaptd.errors import ConfigError, StartError
 
 log = logging.getLogger(__name__)
+
+#: The modules of the ``bench`` extra. The suite imports them lazily (matplotlib only when the
+#: report is drawn, after minutes of work), so they are checked before anything runs.
+BENCH_EXTRA_MODULES = ("matplotlib", "vowpalwabbit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only the streams whose name contains TEXT")
 
 
+def require_bench_extra() -> None:
+    """Raise :class:`StartError` naming the extra when one of its modules is missing."""
+    for name in BENCH_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise StartError(f"needs the bench extra ({name} is not installed): "
+                             f"pip install 'adaptd[bench]' (or make install)") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        from adaptd.bench.learners import learner_specs
-        from adaptd.bench.report import write_report
-        from adaptd.bench.suite import SuiteConfig, run_suite
-    except ImportError as exc:
-        raise ConfigError(
-            f"adaptd bench needs the bench extra (pip install 'adaptd[bench]'): {exc}"
-        ) from None
+    require_bench_extra()
+    from adaptd.bench.learners import learner_specs
+    from adaptd.bench.report import write_report
+    from adaptd.bench.suite import SuiteConfig, run_suite
+
     names = args.learners.split(",") if args.learners else None
     if names is not None:
         try:
@@ -49,10 +61,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--learners: {exc}") from None
     config = SuiteConfig.preset(quick=args.quick)
     out = Path(args.out)
+    from adaptd.commands.checks import os_reason
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # now, not after minutes of benchmarking
+    except OSError as exc:
+        raise StartError(f"--out {out}: cannot create the report directory: "
+                         f"{os_reason(exc)}") from None
     if args.log_level is None:
         # Logging shares stderr with the progress bar: the engine's per-drift INFO lines
         # (thousands per run) would bury it. --log-level brings them back.
-        logging.getLogger("daemon").setLevel(logging.WARNING)
+        logging.getLogger("adaptd").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="adaptd-bench-") as workdir:
         result = run_suite(
             config,

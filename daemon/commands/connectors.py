@@ -1,4 +1,5 @@
-"""``adaptd connectors``: list the installed connectors and what each can do."""
+"""``adaptd connectors``: list the installed connectors, what each can do and how its source
+replays after a restart (``seekable``, ``acknowledged``, ``live``; the first is the default)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rows = describe()
-    width = max(len(scheme) for scheme, _, _ in rows)
-    for scheme, roles, description in rows:
-        print(f"{scheme:<{width}}  {roles:<11}  {description}")
+    header = ("scheme", "roles", "replay", "origin")
+    widths = [max(len(h), *(len(getattr(r, h)) for r in rows)) for h in header]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True)) + "  DESCRIPTION")
+    for row in rows:
+        cells = (getattr(row, h).ljust(w) for h, w in zip(header, widths, strict=True))
+        print("  ".join(cells) + "  " + row.description)
     return 0

@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from adaptd.commands.run import add_settings_arguments, settings_from_args
-from adaptd.errors import ConfigError, RecordError
+from adaptd.errors import ConfigError, RecordError, StartError
 from adaptd.records import Record, RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", required=True, help="meta-state file to write")
     parser.add_argument("--epochs", type=int, default=1, metavar="N",
                         help="passes over the records (default 1)")
-    add_settings_arguments(parser)
+    add_settings_arguments(parser, serving=False)  # it serves nothing and keeps no state dir
 
 
 def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tuple[list[Record], int]:
@@ -49,10 +49,11 @@ def read_records(uri: str, decoder: RecordDecoder, max_batch: int = 4096) -> tup
 
 
 def run(args: argparse.Namespace) -> int:
+    from adaptd.commands.checks import check_meta_file
     from adaptd.meta.state import load, save
     from adaptd.meta.train import meta_train, module_state
 
-    settings = settings_from_args(args)
+    settings = check_meta_file(settings_from_args(args))
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     decoder = RecordDecoder(n_features=settings.n_features, task=settings.task,
@@ -65,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
                        config=settings.learner, drift=settings.drift,
                        meta=settings.meta_learning, start=start, epochs=args.epochs)
     model = "logistic" if settings.model == "logistic" else settings.model
-    save(state, args.out, module_state(state, model, settings.task, settings.learner))
+    from adaptd.commands.checks import os_reason
+
+    try:
+        save(state, args.out, module_state(state, model, settings.task, settings.learner))
+    except OSError as exc:
+        raise StartError(f"--out {args.out}: cannot write the meta-state: "
+                         f"{os_reason(exc)}") from None
     print(f"meta-train: {len(records)} records ({rejected} rejected), {state.tasks} tasks; "
           f"wrote {args.out}")
     return 0

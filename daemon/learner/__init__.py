@@ -5,6 +5,20 @@ The runner hands a learner each batch of decoded records in arrival order, as co
 predicts each record with the state before that record's label is seen (test-then-train,
 so the loss it reports is prequential), learns from the labelled ones, and reports an
 :class:`Outcome` per record, as the columns of one :class:`Outcomes`.
+
+The engine (:func:`build_learner` builds it), one concept per module:
+
+- ``adaptive``: :class:`~adaptd.learner.adaptive.AdaptiveLearner`, the public API (slots,
+  state, eviction); ``arena``: the per-key rows; ``totals``: the running sums.
+- ``paths``: how a batch goes through — the compiled kernel's driver, or NumPy waves;
+  ``kernel``: the compiled record loop; ``segments``: a segment's close and a task's start.
+- ``step``: the inner step (ARUBA++ / AdaGrad), the one implementation every path calls;
+  ``network``: the built-in families' per-row math, compiled; ``models``: the same families
+  over many rows with NumPy; ``autograd``: torch — a user ``nn.Module`` and the module twins;
+  ``jit``: how the compiled pieces are compiled.
+- ``adagrad``: a minimal AdaGrad learner for tests of the runner.
+
+Page-Hinkley is :mod:`adaptd.drift`'s, the meta update :mod:`adaptd.meta.state`'s.
 """
 
 from __future__ import annotations

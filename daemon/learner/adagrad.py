@@ -1,10 +1,11 @@
 """Plain per-parameter AdaGrad on a linear model, one parameter vector per key.
 
-A minimal, dependency-free learner: the runner's tests drive it where the engine's behaviour
-is beside the point. The daemon itself runs :class:`adaptd.learner.adaptive.AdaptiveLearner`
-(whose shadow baseline is the same update). The update is AdaGrad
-(Duchi, Hazan, Singer 2011, "Adaptive Subgradient Methods for Online Learning and Stochastic
-Optimization", JMLR 12): ``A += g²;  θ -= lr · g / sqrt(A)``, with ``A`` starting at ``eps``.
+A minimal learner: the runner's tests drive it where the engine's behaviour is beside the
+point. The daemon itself runs :class:`adaptd.learner.adaptive.AdaptiveLearner` (whose shadow
+baseline is the same update). The update is AdaGrad (Duchi, Hazan, Singer 2011, "Adaptive
+Subgradient Methods for Online Learning and Stochastic Optimization", JMLR 12),
+``A += g²;  θ −= sqrt(lr²/A) ⊙ g`` with ``A`` starting at ``eps``: the engine's step
+(:func:`adaptd.learner.step.step_rows`) with ``B = lr²``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from adaptd.learner import LearnerSummary, Outcome, Outcomes
+from adaptd.learner.step import step_rows
 from adaptd.records import Record, RecordBatch, TaskKind
 
 
@@ -67,10 +69,11 @@ class AdaGradLearner:
                 p = min(max(y_pred, 1e-12), 1 - 1e-12)
                 loss = -(label * math.log(p) + (1 - label) * math.log(1 - p))
                 g = (y_pred - label) * x
-            learned = bool(math.isfinite(loss) and np.all(np.isfinite(g)))
+            B = np.full(len(theta), self.lr * self.lr)
+            # A step with a non-finite result is not taken (step_rows leaves the row as it was).
+            learned = math.isfinite(loss) and bool(
+                step_rows(theta[None], accum[None], g[None], B, B, 1, 1.0, 1.0)[0])
             if learned:
-                accum += g * g
-                theta -= self.lr * g / np.sqrt(accum)
                 self._record_loss(loss)
             else:
                 self._skipped += 1

@@ -1,10 +1,12 @@
-"""Model families: PyTorch modules for what users save and load, closed-form gradients for speed.
+"""Model families: closed-form NumPy predictions and gradients, no torch.
 
-Every model is a ``torch.nn.Module`` (:func:`build_module`); its ``state_dict`` is what a user
-loads. The learner does not run the module on the hot path: it keeps each key's parameters as
-one flat row of a float64 matrix (the module's parameters flattened in ``parameters()`` order,
-:func:`flatten_module` / :func:`load_flat`) and a :class:`Family` computes predictions and
-window gradients for many rows at once with closed-form NumPy expressions.
+Every built-in model has a ``torch.nn.Module`` twin (:func:`adaptd.learner.autograd.build_module`)
+whose ``state_dict`` is what a user loads. The learner never runs the module: it keeps each
+key's parameters as one flat row of a float64 matrix (the module's parameters flattened in
+``parameters()`` order) and a :class:`Family` computes predictions and window gradients for
+many rows at once with closed-form NumPy expressions. torch is imported only for a user
+module (:class:`adaptd.learner.autograd.AutogradFamily`) and for the meta-state file: importing
+it costs about 1.3 s of CPU, more than a short run of a built-in model does in all.
 
 Shapes: ``theta`` is ``(R, P)`` — R rows (keys) of P parameters; ``X`` is ``(R, n, d)`` — each
 row's support window of n records of d features; ``Y`` and the mask ``M`` are ``(R, n)``.
@@ -17,19 +19,25 @@ against 246 µs; one key's (1, 10, 40) @ (1, 40, 40): 1.5 µs against 4.5 µs �
 
 Why not autograd: one PyTorch autograd step costs about 100 µs per record against river's 6 µs
 for a whole logistic-regression update; the closed forms below cost a few NumPy calls per
-*batch of keys*. User-supplied modules still work through :class:`AutogradFamily` (the
+*batch of keys*. User-supplied modules still work through ``AutogradFamily`` (the
 documented extension point), at autograd's price.
+
+>>> fam = build_family("mlp", "regression", 3, hidden=[4])
+>>> fam.n_params, fam.layers
+(21, [(0, 3, 4), (16, 4, 1)])
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Activation = Literal["tanh", "relu"]
 TaskKind = Literal["regression", "classification"]
@@ -55,7 +63,7 @@ class Family(Protocol):
         ...
 
     def module(self) -> nn.Module:
-        """A fresh ``nn.Module`` of this family (parameters as PyTorch initializes them)."""
+        """This family's ``nn.Module`` (imports torch): a fresh one for the built-in families."""
         ...
 
 
@@ -93,6 +101,7 @@ class LinearFamily:
         self.d = n_features
         self.task: TaskKind = task
         self.n_params = n_features + 1
+        self.layers: list[tuple[int, int, int]] = [(0, n_features, 1)]  # as MLPFamily's
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         z = np.matmul(X, theta[:, : self.d, None])[..., 0] + theta[:, self.d, None]
@@ -112,8 +121,9 @@ class LinearFamily:
         return loss, g
 
     def module(self) -> nn.Module:
-        return nn.Sequential(nn.Linear(self.d, 1), nn.Sigmoid()) if self.task == "classification" \
-            else nn.Sequential(nn.Linear(self.d, 1))
+        from adaptd.learner.autograd import build_module
+
+        return build_module(self)
 
 
 class MLPFamily:
@@ -193,70 +203,9 @@ class MLPFamily:
         return loss, g
 
     def module(self) -> nn.Module:
-        layers: list[nn.Module] = []
-        sizes = (self.d, *self.hidden)
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            layers += [nn.Linear(fan_in, fan_out), nn.Tanh() if self.activation == "tanh" else nn.ReLU()]
-        layers.append(nn.Linear(sizes[-1], 1))
-        if self.task == "classification":
-            layers.append(nn.Sigmoid())
-        return nn.Sequential(*layers)
+        from adaptd.learner.autograd import build_module
 
-
-class AutogradFamily:
-    """Any ``nn.Module`` mapping ``(…, d)`` features to ``(…, 1)`` outputs, through autograd.
-
-    The extension point for models without a closed form. Gradients of all rows come from
-    one ``torch.func.vmap`` of ``torch.func.grad`` over ``functional_call``, on tensors that
-    share memory with the NumPy rows. Expect tens to hundreds of microseconds per batch step
-    even for tiny models (PyTorch dispatch), against a few for the closed forms.
-
-    For classification the module must output P(y=1) (end it with ``nn.Sigmoid``).
-    """
-
-    def __init__(self, module: nn.Module, task: TaskKind) -> None:
-        self.task: TaskKind = task
-        self._module = module.double()
-        self._names = [n for n, _ in module.named_parameters()]
-        self._shapes = [p.shape for _, p in module.named_parameters()]
-        self._sizes = [p.numel() for _, p in module.named_parameters()]
-        self.n_params = sum(self._sizes)
-
-        def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-            parts = torch.split(flat, self._sizes)
-            return {n: p.reshape(s) for n, p, s in zip(self._names, parts, self._shapes)}
-
-        def loss_fn(flat: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor
-                    ) -> torch.Tensor:
-            out = torch.func.functional_call(self._module, unflatten(flat), (X,))[..., 0]
-            if task == "regression":
-                per = (out - Y) ** 2
-            else:
-                p = out.clamp(P_CLIP, 1.0 - P_CLIP)
-                per = -(Y * torch.log(p) + (1.0 - Y) * torch.log1p(-p))
-            return (per * M).sum() / M.sum().clamp(min=1.0)
-
-        def predict(flat: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(self._module, unflatten(flat), (X,))[..., 0]
-
-        self._grad = torch.func.vmap(torch.func.grad_and_value(loss_fn))
-        self._predict = torch.func.vmap(predict)
-
-    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = self._predict(torch.from_numpy(np.ascontiguousarray(theta)),
-                                torch.from_numpy(np.ascontiguousarray(X)))
-        return out.numpy()
-
-    def loss_grad(
-        self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, M: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        t = [torch.from_numpy(np.ascontiguousarray(a)) for a in (theta, X, Y, M)]
-        g, loss = self._grad(*t)
-        return loss.detach().numpy(), g.detach().numpy()
-
-    def module(self) -> nn.Module:
-        return self._module
+        return build_module(self)
 
 
 def build_family(
@@ -276,27 +225,35 @@ def build_family(
     raise ValueError(f"model must be one of linear, logistic, mlp, got {model!r}")
 
 
-def flatten_module(module: nn.Module) -> np.ndarray:
-    """The module's parameters as one float64 vector, in ``parameters()`` order."""
-    return np.concatenate([p.detach().double().reshape(-1).numpy() for p in module.parameters()])
-
-
-def load_flat(module: nn.Module, flat: np.ndarray) -> nn.Module:
-    """Copy a flat parameter vector (see :func:`flatten_module`) into ``module``; returns it."""
-    offset = 0
-    with torch.no_grad():
-        for p in module.parameters():
-            n = p.numel()
-            p.copy_(torch.from_numpy(np.asarray(flat[offset : offset + n])).reshape(p.shape))
-            offset += n
-    if offset != len(flat):
-        raise ValueError(f"flat vector has {len(flat)} values, module has {offset} parameters")
-    return module
-
-
 def initial_parameters(family: Family, seed: int) -> np.ndarray:
-    """A random initialization drawn the way PyTorch initializes the family's module."""
-    # Fork the global RNG so that choosing an init does not disturb anyone else's seed.
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    """The initialization PyTorch would give the family's module after ``torch.manual_seed(seed)``,
+    bit for bit, drawn without torch (a user module's own parameters for other families).
+
+    Each ``nn.Linear(fan_in, fan_out)`` draws its weight then its bias from U(−b, b) with
+    ``b = 1/sqrt(fan_in)`` (``kaiming_uniform_(a=sqrt(5))`` for the weight), in float32, layer
+    by layer. torch's CPU generator is the 32-bit Mersenne Twister seeded with ``seed mod 2³²``
+    (NumPy's legacy :class:`~numpy.random.RandomState` seeds it the same way), and its float
+    ``uniform_`` keeps 24 bits of each draw: ``u·2⁻²⁴·(to − from) + from`` in double, then
+    rounded to float32. ``tests/unit/test_learner.py`` checks the result against torch's.
+    """
+    layers = getattr(family, "layers", None)
+    if layers is None:
+        from adaptd.learner.autograd import flatten_module
+
         return flatten_module(family.module())
+    rng = np.random.RandomState(seed % 2**32)
+    parts = []
+    for _, fan_in, fan_out in layers:
+        # torch's bounds, computed as torch computes them (the weight's through the gain).
+        weight_bound = math.sqrt(3.0) * (math.sqrt(2.0 / (1.0 + 5.0)) / math.sqrt(fan_in))
+        parts.append(_torch_uniform(rng, fan_in * fan_out, weight_bound))
+        parts.append(_torch_uniform(rng, fan_out, 1.0 / math.sqrt(fan_in)))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _torch_uniform(rng: np.random.RandomState, n: int, bound: float) -> np.ndarray:
+    """``n`` draws of torch's float32 ``uniform_(-bound, bound)`` from the generator ``rng``."""
+    low, high = np.float32(-bound), np.float32(bound)
+    raw = rng.randint(0, 2**32, size=n, dtype=np.uint32)  # one raw 32-bit output each
+    unit = (raw & ((1 << 24) - 1)).astype(np.float64) * (1.0 / (1 << 24))
+    return (unit * np.float64(high - low) + np.float64(low)).astype(np.float32)

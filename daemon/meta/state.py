@@ -16,7 +16,13 @@ and ``G = c·eps``, which makes the inner rule plain AdaGrad.
 The file written by ``adaptd meta-train --out FILE`` and read by ``adaptd run --meta FILE`` is a
 ``torch.save`` of plain tensors and numbers (loadable with ``weights_only=True``); its ``module``
 entry is the ``state_dict`` of the model's ``nn.Module`` at θ0, for users who want the
-initialization as a PyTorch model.
+initialization as a PyTorch model. Only :func:`save` and :func:`load` import torch: the
+meta-state itself, and the copy inside checkpoints (:meth:`MetaState.to_dict`), is NumPy.
+
+>>> s = MetaState.initial(np.zeros(2), lr=0.1, eps=1e-6, c=1.0, model={"model": "linear"})
+>>> s.update(MetaConfig(), theta_end=np.array([1.0, -1.0]), grad_sq_sum=np.ones(2))
+>>> s.theta0.tolist(), s.tasks
+([0.1, -0.1], 1)
 """
 
 from __future__ import annotations
@@ -29,13 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from adaptd.settings import MetaConfig
 
 FILE_FORMAT = "adaptd-meta/1"
-
-
 
 
 @dataclass
@@ -125,7 +128,9 @@ def average(states: Sequence[MetaState]) -> MetaState:
 
 def save(state: MetaState, path: str | os.PathLike[str], module_state: Mapping[str, Any] | None
          = None) -> Path:
-    """Write ``state`` to ``path`` (atomically: temporary file, then rename)."""
+    """Write ``state`` to ``path`` (atomically: temporary file, then rename). Imports torch."""
+    import torch  # the file format is torch's; nothing else here needs it
+
     path = Path(path)
     payload: dict[str, Any] = {
         "format": FILE_FORMAT,
@@ -147,7 +152,11 @@ def save(state: MetaState, path: str | os.PathLike[str], module_state: Mapping[s
 
 
 def load(path: str | os.PathLike[str]) -> MetaState:
-    """Read a file written by :func:`save`. Raises ``ValueError`` naming the file if it is not one."""
+    """Read a file written by :func:`save`. Raises ``ValueError`` naming the file if it is not one.
+
+    Imports torch (the file format is torch's)."""
+    import torch
+
     try:
         payload = torch.load(path, weights_only=True)
     except FileNotFoundError:

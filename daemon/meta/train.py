@@ -72,7 +72,8 @@ def meta_train(
 def module_state(state: MetaState, model: str, task: TaskKind, config: LearnerConfig | None = None
                  ) -> dict:
     """The ``nn.Module`` ``state_dict`` of the model at θ0 (what users load into PyTorch)."""
-    from adaptd.learner.models import build_family, load_flat
+    from adaptd.learner.autograd import load_flat
+    from adaptd.learner.models import build_family
 
     cfg = config or LearnerConfig()
     family = build_family(model, task, int(state.model["n_features"]),

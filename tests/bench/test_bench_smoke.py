@@ -53,18 +53,42 @@ def test_every_learner_ran_on_every_stream(quick_report: Path) -> None:
     results = json.loads((quick_report / "results.json").read_text())
     streams = [s.name for s in suite_streams(quick=True)]
     assert [s["name"] for s in results["streams"]] == streams
-    ran = {(r["stream"], r["learner"]) for r in results["runs"] if r["error"] is None}
-    expected = {(s, spec.name) for s in streams for spec in LEARNERS}
+    assert not [r for r in results["runs"] if r["error"] is not None]
+    ran = {(r["stream"], r["learner"]) for r in results["runs"]}
+    # The variant grid runs on the real streams only.
+    expected = {(s.name, spec.name) for s in suite_streams(quick=True) for spec in LEARNERS
+                if spec.runs_on(s)}
+    for stream in suite_streams(quick=True):
+        assert stream.real or not any(spec.runs_on(stream) for spec in LEARNERS
+                                      if spec.group == "variant")
     assert ran == expected
     report = (quick_report / "report.md").read_text()
     for spec in LEARNERS:
         assert f"`{spec.name}`" in report
 
 
+def test_multi_class_is_reported_as_unable_for_adaptd_only(quick_report: Path) -> None:
+    results = json.loads((quick_report / "results.json").read_text())
+    multi = "river ImageSegments"
+    unable = {r["learner"] for r in results["runs"] if r["stream"] == multi and r["unable"]}
+    stream = next(s for s in suite_streams(quick=True) if s.name == multi)
+    assert unable == {spec.name for spec in LEARNERS
+                      if spec.group in ("adaptd", "variant") and spec.runs_on(stream)}
+    scored = {r["learner"]: r["scores"] for r in results["runs"]
+              if r["stream"] == multi and r["scores"] is not None}
+    # Every peer and baseline gives 7-class probabilities: accuracy above chance for the peers.
+    assert scored["river-arf"]["accuracy"] > 0.5
+    assert 0 < scored["majority"]["accuracy"] < 0.3
+    report = (quick_report / "report.md").read_text()
+    assert "## Unable" in report and "## Real streams" in report
+
+
 def test_numbers_are_finite(quick_report: Path) -> None:
     results = json.loads((quick_report / "results.json").read_text())
     for run in results["runs"]:
         scores = run["scores"]
+        if scores is None:
+            continue
         where = f"{run['learner']} on {run['stream']}"
         for name in ("mean_loss", "regret", "records_per_s"):
             assert math.isfinite(scores[name]), f"{where}: {name} = {scores[name]}"
@@ -74,9 +98,21 @@ def test_numbers_are_finite(quick_report: Path) -> None:
             assert value is None or math.isfinite(value), f"{where}: {name} = {value}"
         assert all(v is None or math.isfinite(v) for v in scores["loss_by_since_change"]), where
     # Learners with a detector report alarms; the peers expose none.
-    by_learner = {(r["stream"], r["learner"]): r["scores"] for r in results["runs"]}
+    by_learner = {(r["stream"], r["learner"]): r["scores"] for r in results["runs"]
+                  if r["scores"] is not None}
     for stream in results["streams"]:
+        if (stream["name"], "adaptd") not in by_learner:
+            continue  # adaptd is unable on the multi-class stream
         assert by_learner[(stream["name"], "adaptd")]["false_alarms_per_10k"] is not None
         assert by_learner[(stream["name"], "vw")]["false_alarms_per_10k"] is None
     assert all(math.isfinite(s["noise_floor"]) and s["noise_floor"] > 0
                for s in results["streams"])
+
+
+def test_real_stream_grids_list_only_learners_that_ran(quick_report: Path) -> None:
+    report = (quick_report / "report.md").read_text()
+    classification = report.split("### Classification")[1].split("### Regression")[0]
+    regression = report.split("### Regression")[1].split("## Streams")[0]
+    assert "`v:scaled`" in classification and "`v:scaled`" in regression
+    # The target-standardizing variants run on regression streams only.
+    assert "`v:scaled-xy`" not in classification and "`v:scaled-xy`" in regression

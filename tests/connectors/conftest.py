@@ -1,15 +1,9 @@
-"""Conformance cases: for every connector scheme, how to build its source and sink over known
-content. ``test_conformance.py`` runs the same checks over every entry of :data:`CASES`, and
-fails if a connector that loads has no entry, so a new connector cannot skip the suite.
+"""The built-in connectors' conformance cases, and the brokers they need.
 
-To add a connector: add one :class:`Conformance` entry whose factories build
-
-* a :class:`SourceCase`: a not-yet-opened source over :data:`RECORDS` (or over any content
-  whose records it lists), and a source that has nothing to give right now;
-* a :class:`SinkCase`: an opened sink, and a way to read back what it has made durable.
-
-Factories get a :class:`CaseContext` (``tmp_path``, ``monkeypatch``, ``request`` for fixtures
-such as ``kafka_broker``) and register their own cleanup with :meth:`CaseContext.closing`.
+``test_conformance.py`` runs the shipped suite (:mod:`adaptd.connectors.conformance`) over every
+entry of :data:`CASES` and fails if a built-in connector has none. Third-party connectors
+installed next to adaptd are not this suite's business: they run the same suite in their own
+package (``docs/connectors.md``).
 """
 
 from __future__ import annotations
@@ -19,101 +13,40 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from adaptd.connectors.base import Sink, SinkMessage, Source, SourceRecord
+from adaptd.connectors.conformance import (
+    RECORDS,
+    CaseContext,
+    ConnectorCase,
+    SinkCase,
+    SourceCase,
+    lines_content,
+)
 from adaptd.connectors.registry import open_sink, open_source
 from adaptd.records import encode
-
-#: Known content: 25 record values, the first 20 of which are written with blank lines
-#: among them by line-oriented cases.
-RECORDS: list[bytes] = [
-    encode({"key": f"k{i % 3}", "id": f"r{i}", "x": [i, i / 2], "y": i % 2}) for i in range(25)
-]
-
-#: After which record indices line-oriented cases put a blank line (positions skip it).
-BLANK_AFTER = (3, 4, 11)
+from tests.connectors.mosquitto import Mosquitto, Subscriber, external_broker, publish
+from tests.helpers import free_port
 
 
-@dataclass(frozen=True)
-class CaseContext:
-    tmp_path: Path
-    monkeypatch: pytest.MonkeyPatch
-    request: pytest.FixtureRequest
-
-    def closing(self, obj: Any) -> Any:
-        """Close ``obj`` when the test ends; returns it."""
-        self.request.addfinalizer(obj.close)
-        return obj
-
-
-@dataclass(frozen=True)
-class SourceCase:
-    """How to read known content from a connector.
-
-    Args:
-        build: a new, unopened source over ``expected``; may be called several times.
-        expected: every record of the content, in position order within each partition.
-        build_empty: a new, unopened source that has nothing to give when polled.
-        seekable: the source can open at a position > 0 (else it must refuse with ConfigError).
-        finite: the source is ``exhausted`` once ``expected`` has been read.
-    """
-
-    build: Callable[[], Source]
-    expected: list[SourceRecord]
-    build_empty: Callable[[], Source]
-    seekable: bool = True
-    finite: bool = True
-
-
-@dataclass(frozen=True)
-class SinkCase:
-    """How to write to a connector and see what it made durable.
-
-    Args:
-        build: a new, open sink.
-        read_back: ``read_back(count)``: the values made durable so far, in write order (a
-            remote sink may wait for up to ``count`` of them to arrive).
-    """
-
-    build: Callable[[], Sink]
-    read_back: Callable[[int], list[bytes]]
-
-
-@dataclass(frozen=True)
-class Conformance:
-    """One connector's entry.
-
-    Args:
-        uri: ``uri(tmp_path)``: any valid URI of the scheme, used to check that options are
-            validated before anything is opened (it need not be reachable).
-        source: builds the :class:`SourceCase` (None: the connector has no source).
-        sink: builds the :class:`SinkCase` (None: the connector has no sink).
-    """
-
-    uri: Callable[[Path], str]
-    source: Callable[[CaseContext], SourceCase] | None = None
-    sink: Callable[[CaseContext], SinkCase] | None = None
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``HOST:PORT`` of a mosquitto shared by the session (or ``TEST_MQTT_BROKER``)."""
+    external = external_broker()
+    if external:
+        yield external
+        return
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    try:
+        yield broker.address
+    finally:
+        broker.stop()
 
 
 # --- line-oriented content (jsonl, stdin) ---------------------------------------------------
-
-
-def lines_content(values: list[bytes] = RECORDS[:20]) -> tuple[bytes, list[SourceRecord]]:
-    """The bytes of a line-oriented input with blank lines, and the records it holds."""
-    lines: list[bytes] = []
-    expected: list[SourceRecord] = []
-    for i, value in enumerate(values):
-        expected.append(SourceRecord(partition=0, position=len(lines), value=value))
-        lines.append(value)
-        if i in BLANK_AFTER:
-            lines.append(b"  " if i == 4 else b"")
-    return b"".join(line + b"\n" for line in lines), expected
 
 
 def _jsonl_source(ctx: CaseContext) -> SourceCase:
@@ -160,7 +93,7 @@ def _stdin_source(ctx: CaseContext) -> SourceCase:
         _stdin_from_pipe(ctx, b"", close_writer=False)
         return open_source("stdin:")
 
-    return SourceCase(build=build, expected=expected, build_empty=build_empty, seekable=False)
+    return SourceCase(build=build, expected=expected, build_empty=build_empty)
 
 
 def _stdout_sink(ctx: CaseContext) -> SinkCase:
@@ -242,23 +175,49 @@ def _kafka_sink(ctx: CaseContext) -> SinkCase:
     )
 
 
-CASES: dict[str, Conformance] = {
-    "jsonl": Conformance(
-        uri=lambda tmp: f"jsonl:{tmp / 'never' / 'created.jsonl'}",
-        source=_jsonl_source,
-        sink=_jsonl_sink,
-    ),
-    "stdin": Conformance(uri=lambda tmp: "stdin:", source=_stdin_source),
-    "stdout": Conformance(uri=lambda tmp: "stdout:", sink=_stdout_sink),
-    "synthetic": Conformance(uri=lambda tmp: SYNTHETIC_URI, source=_synthetic_source),
-    "kafka": Conformance(
-        uri=lambda tmp: "kafka://127.0.0.1:9/never-used", source=_kafka_source, sink=_kafka_sink
-    ),
+# --- mqtt -----------------------------------------------------------------------------------
+
+
+def _mqtt_source(options: str) -> Callable[[CaseContext], SourceCase]:
+    def case(ctx: CaseContext) -> SourceCase:
+        address = ctx.request.getfixturevalue("mosquitto")
+        topic = f"conformance/{uuid.uuid4().hex[:12]}"
+        # Each case its own session: a persistent one would carry over another test's topics.
+        uri = f"mqtt://{address}/{topic}?{options}&client_id=c-{topic}"
+        return SourceCase(
+            build=lambda: open_source(uri),
+            expected=[SourceRecord(0, i, v) for i, v in enumerate(RECORDS)],
+            build_empty=lambda: open_source(f"mqtt://{address}/{topic}-empty?{options}"
+                                            f"&client_id=c-{topic}-empty"),
+            send=lambda values: publish(address, topic, values),
+            build_unreachable=lambda: open_source(
+                f"mqtt://127.0.0.1:{free_port()}/{topic}?{options}&connect_timeout_s=2"),
+            finite=False,
+        )
+    return case
+
+
+def _mqtt_sink(ctx: CaseContext) -> SinkCase:
+    address = ctx.request.getfixturevalue("mosquitto")
+    topic = f"conformance/{uuid.uuid4().hex[:12]}"
+    subscriber = ctx.closing(Subscriber(address, topic))
+    return SinkCase(
+        build=lambda: open_sink(f"mqtt://{address}/{topic}"),
+        read_back=lambda count: subscriber.wait_for(count),
+        build_unreachable=lambda: open_sink(
+            f"mqtt://127.0.0.1:{free_port()}/{topic}?flush_timeout_s=1"),
+    )
+
+
+MQTT_URI = "mqtt://127.0.0.1:9/never-used"
+
+#: Every built-in scheme → its case; ``mqtt-qos0`` runs the mqtt connector's live mode too.
+CASES: dict[str, ConnectorCase] = {
+    "jsonl": ConnectorCase("jsonl", "jsonl:never/created.jsonl", _jsonl_source, _jsonl_sink),
+    "stdin": ConnectorCase("stdin", "stdin:", source=_stdin_source),
+    "stdout": ConnectorCase("stdout", "stdout:", sink=_stdout_sink),
+    "synthetic": ConnectorCase("synthetic", SYNTHETIC_URI, source=_synthetic_source),
+    "kafka": ConnectorCase("kafka", "kafka://127.0.0.1:9/never-used", _kafka_source, _kafka_sink),
+    "mqtt": ConnectorCase("mqtt", MQTT_URI, _mqtt_source("qos=1"), _mqtt_sink),
+    "mqtt-qos0": ConnectorCase("mqtt", MQTT_URI + "?qos=0", _mqtt_source("qos=0"), _mqtt_sink),
 }
-
-
-@pytest.fixture
-def case_context(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> CaseContext:
-    return CaseContext(tmp_path=tmp_path, monkeypatch=monkeypatch, request=request)

@@ -1,5 +1,5 @@
 """``stdin:`` and ``stdout:`` beyond the conformance suite: pipes that fill up over time, streams
-without a file descriptor, refusing to resume, and leaving the process's streams open."""
+without a file descriptor, resuming live, and leaving the process's streams open."""
 
 from __future__ import annotations
 
@@ -30,17 +30,17 @@ def pipe() -> Iterator[Pipe]:
 
 def test_lines_that_arrive_later_are_read_then_the_end(pipe: Pipe) -> None:
     reader, writer = pipe
-    source = StdinSource(reader)
+    source = StdinSource(reader, clock_us=lambda: 0)
     source.open({})
     assert source.poll(10, 0.0) == []
     writer.write(b'{"x":[1]}\n\n{"x":')
     assert [(r.position, r.value) for r in source.poll(10, 0.0)] == [(0, b'{"x":[1]}')]
     writer.write(b"[3]}\n")
-    assert [(r.position, r.value) for r in source.poll(10, 0.0)] == [(2, b'{"x":[3]}')]
+    assert [(r.position, r.value) for r in source.poll(10, 0.0)] == [(1, b'{"x":[3]}')]
     assert not source.exhausted
     writer.write(b"last")
     writer.close()
-    assert [(r.position, r.value) for r in source.poll(10, 0.0)] == [(3, b"last")]
+    assert [(r.position, r.value) for r in source.poll(10, 0.0)] == [(2, b"last")]
     assert source.exhausted
     source.close()
     assert not reader.closed, "the source must not close a stream it does not own"
@@ -59,21 +59,27 @@ def test_records_in_hand_are_returned_without_waiting_for_more(pipe: Pipe) -> No
 
 
 def test_a_stream_without_a_file_descriptor_is_read_too() -> None:
-    source = StdinSource(io.BytesIO(b"a\n\nb\nc"))
+    source = StdinSource(io.BytesIO(b"a\n\nb\nc"), clock_us=lambda: 0)
     source.open({})
     got = []
     while not source.exhausted:
         got += source.poll(2, 0.0)
-    assert [(r.position, r.value) for r in got] == [(0, b"a"), (2, b"b"), (3, b"c")]
+    assert [(r.position, r.value) for r in got] == [(0, b"a"), (1, b"b"), (2, b"c")]
     source.close()
 
 
-def test_stdin_refuses_to_resume_after_line_zero() -> None:
-    source = StdinSource(io.BytesIO(b""))
-    with pytest.raises(ConfigError, match="cannot resume at line 4.*cannot seek"):
-        source.open({0: 4})
-    source.open({0: 0})
+def test_stdin_resumes_live_above_the_checkpointed_position() -> None:
+    # A restart keeps the learned state: the new input's records are numbered above the
+    # checkpoint's position (a floor), or above the clock when that is higher.
+    source = StdinSource(io.BytesIO(b"a\nb\n"), clock_us=lambda: 7)
+    source.open({0: 1_000})
+    assert [r.position for r in source.poll(10, 0.0)] == [1_000, 1_001]
     source.close()
+    source = StdinSource(io.BytesIO(b"c\n"), clock_us=lambda: 5_000)
+    source.open({0: 1_002})
+    assert [r.position for r in source.poll(10, 0.0)] == [5_000]
+    with pytest.raises(ConfigError, match="only partition 0"):
+        StdinSource(io.BytesIO(b"")).open({3: 1})
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import select
 import subprocess
 import threading
@@ -180,8 +181,12 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
         while time.monotonic() < deadline:
             state = json.loads(browser.evaluate(PAGE_STATE) or "{}")
             points = state.get("points", {})
+            # The page may scrape before the first labelled record, when the regret and
+            # cumulative-loss gauges do not exist yet: wait for both lines of each chart.
             if (state.get("scrapes", 0) >= scrapes and points.get("chart-rate", 0) >= 2
-                    and state.get("drifts", 0) >= 1):
+                    and state.get("drifts", 0) >= 1
+                    and min(points.get("chart-regret", 0), points.get("chart-cumloss", 0))
+                    >= 2 * (scrapes - 1)):
                 break
             time.sleep(0.5)  # the page's own scrape period: nothing to inject here
         else:
@@ -220,3 +225,90 @@ def assert_shows_lines(path: Path) -> None:
     # hindsight regret is often flat and partly drawn over by the baseline's line, so its bar
     # is lower (a fresh-clone run counted 199 of its pixels), still three swatches' worth.
     assert counts["adaptd"] > 500 and counts["baseline"] > 200 and counts["hindsight"] > 108, counts
+
+
+FRESH_PAGE_STATE = """JSON.stringify({
+  scrapes: +document.body.dataset.scrapes,
+  drifts: +document.body.dataset.driftEvents,
+  span_s: +document.getElementById("chart-loss").dataset.spanS,
+  rate_legend: document.getElementById("legend-rate").textContent,
+  loss_legend: document.getElementById("legend-loss").textContent,
+  facts: document.getElementById("facts").textContent,
+  box: (r => [r.left, r.top, r.width, r.height])(
+    document.getElementById("chart-loss").getBoundingClientRect()),
+})"""
+
+
+def test_a_fresh_page_fills_its_width_shows_throughput_at_once_and_labels_alarm_counts(
+    live_daemon: str, tmp_path: Path
+) -> None:
+    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    seen: list[dict[str, Any]] = []
+    try:
+        # The default ten-minute window: the page is opened on a daemon that just started.
+        browser.open_page(f"{live_daemon}/?interval_s=0.5")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            page = json.loads(browser.evaluate(FRESH_PAGE_STATE) or "{}")
+            if page.get("scrapes"):  # the page has loaded and scraped once
+                seen.append(page)
+            if page.get("scrapes", 0) >= 12 and seen[-1].get("drifts", 0) >= 1:
+                break
+            time.sleep(0.1)  # sampling the page between its own scrapes
+        else:
+            raise AssertionError(f"the page did not fill in time: {page}")
+        png = browser.screenshot()
+    finally:
+        browser.close()
+
+    # Throughput: "measuring…" until two samples exist (the server's history may already hold
+    # some), a number from the second scrape on (it read "–" for the first five seconds).
+    assert all("–" not in s["rate_legend"] for s in seen), seen
+    early = [s for s in seen if 2 <= s["scrapes"] <= 3]
+    assert early and all(any(c.isdigit() for c in s["rate_legend"]) for s in early), early
+
+    last = seen[-1]
+    # The two alarm counts say what they count, and the one in view is part of the total.
+    assert "drift alarms (total)" in last["facts"], last
+    total = int(re.search(r"drift alarms \(total\) ([\d,]+)", last["facts"])
+                .group(1).replace(",", ""))  # type: ignore[union-attr]
+    in_view = int(re.search(r"drift alarms in view: ([\d,]+)", last["loss_legend"])
+                  .group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 1 <= in_view <= total, last
+
+    # The x axis spans the data there is (some seconds), not the ten-minute window...
+    assert last["span_s"] < 60, last
+    # ...so the loss line runs across most of its chart instead of a sliver at the right.
+    shot = tmp_path / "fresh-page.png"
+    shot.write_bytes(png)
+    left, top, width, height = (int(v) for v in last["box"])
+    plot_left, plot_width = left + 58, width - 58 - 10  # the margins draw() leaves for labels
+    from PIL import Image
+
+    chart = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int64)[
+        top:top + height, plot_left:plot_left + plot_width]
+    blue = np.abs(chart - np.array([0x24, 0x63, 0xEB])).sum(axis=2) < 40
+    columns = np.flatnonzero(blue.any(axis=0))
+    assert columns.size and (columns[-1] - columns[0]) / plot_width > 0.8, columns
+
+
+def test_a_page_opened_late_draws_the_run_from_the_servers_history(
+    live_daemon: str, tmp_path: Path
+) -> None:
+    time.sleep(9)  # the daemon runs unwatched; its server samples the series every two seconds
+    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    try:
+        browser.open_page(f"{live_daemon}/?interval_s=5")
+        state: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = json.loads(browser.evaluate(PAGE_STATE) or "{}")
+            if state.get("scrapes", 0) >= 1:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the page did not scrape in time: {state}")
+    finally:
+        browser.close()
+    # One scrape of its own, and the samples the server kept before the page was opened.
+    assert state["scrapes"] == 1 and state["points"]["chart-loss"] >= 3, state

@@ -81,3 +81,15 @@ def test_unreadable_config_files_are_reported(tmp_path: Path) -> None:
 def test_inconsistent_values_are_rejected() -> None:
     with pytest.raises(ConfigError, match="model=logistic needs task=classification"):
         load_settings(environ={}, flags={"model": "logistic"})
+
+
+def test_off_turns_the_metrics_port_off_in_every_layer(tmp_path: Path) -> None:
+    assert load_settings(environ={}).metrics_port == 9464
+    toml = write_toml(tmp_path, 'metrics_port = "off"\n')
+    assert load_settings(toml, environ={}).metrics_port is None
+    assert load_settings(environ={"ADAPTD_METRICS_PORT": "OFF"}).metrics_port is None
+    assert load_settings(environ={}, flags={"metrics_port": "off"}).metrics_port is None
+    with pytest.raises(ConfigError, match="metrics_port"):
+        load_settings(environ={}, flags={"metrics_port": "of"})
+    # "off" is a value only where a setting can be empty and is not text.
+    assert load_settings(environ={}, flags={"sink": "off"}).sink == "off"

@@ -29,8 +29,8 @@ def test_join_learns_with_the_kept_features():
     out = learner.process_many([Record(x=(99.0,), y=1.0, id="r1", key="other")])
     assert out[0].learned
     twin.process_many([Record(x=(2.0,), y=1.0, key="a")])
-    np.testing.assert_array_equal(learner.theta[learner._slot_of["a"]],
-                                  twin.theta[twin._slot_of["a"]])
+    np.testing.assert_array_equal(learner.arena.theta[learner._slot_of["a"]],
+                                  twin.arena.theta[twin._slot_of["a"]])
     assert learner.summary().delayed_labels_joined == 1
 
 

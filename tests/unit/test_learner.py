@@ -13,7 +13,8 @@ from torch import nn
 from adaptd.config import load_settings
 from adaptd.learner import build_learner
 from adaptd.learner.adaptive import AdaptiveLearner
-from adaptd.learner.models import AutogradFamily, LinearFamily, MLPFamily, flatten_module, load_flat
+from adaptd.learner.autograd import AutogradFamily, flatten_module, load_flat
+from adaptd.learner.models import LinearFamily, MLPFamily, initial_parameters
 from adaptd.meta.state import MetaState
 from adaptd.records import Record
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
@@ -71,6 +72,19 @@ def test_flat_layout_is_the_modules():
     np.testing.assert_allclose(flatten_module(other), flat)
 
 
+@pytest.mark.parametrize("family", [
+    LinearFamily(5, "regression"), LinearFamily(1, "classification"),
+    MLPFamily(3, (40, 40), "tanh", "regression"), MLPFamily(7, (8, 6), "relu", "classification"),
+], ids=["linear", "logistic-1", "mlp-40-40", "mlp-relu"])
+@pytest.mark.parametrize("seed", [0, 7, 2**33 + 1, -3])
+def test_initial_parameters_are_torchs_without_torch(family, seed):
+    """The built-in families draw PyTorch's initialization bit for bit, without importing torch."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        expected = flatten_module(family.module())
+    assert initial_parameters(family, seed).tobytes() == expected.tobytes()
+
+
 # ---------------------------------------------------------------- the step rule
 
 def test_step_rule_matches_hand_computation():
@@ -86,8 +100,8 @@ def test_step_rule_matches_hand_computation():
     A = np.array([2.0 / 2 + 2 * 0.4**2, 1.0 / 2 + 2 * 0.2**2])  # A = G/c + c·g²
     theta = np.array([0.5 - math.sqrt(0.04 / A[0]) * 0.4, 0.1 - math.sqrt(0.09 / A[1]) * 0.2])
     s = learner._slot_of["default"]
-    np.testing.assert_allclose(learner.theta[s], theta, rtol=1e-12)
-    np.testing.assert_allclose(learner.A[s], A, rtol=1e-12)
+    np.testing.assert_allclose(learner.arena.theta[s], theta, rtol=1e-12)
+    np.testing.assert_allclose(learner.arena.A[s], A, rtol=1e-12)
 
 
 def test_plain_adagrad_is_the_special_case():
@@ -105,7 +119,7 @@ def test_plain_adagrad_is_the_special_case():
         accum += g * g
         theta -= 0.2 * g / np.sqrt(accum)
     learner.process_many(recs)
-    np.testing.assert_allclose(learner.theta[learner._slot_of["k0"]], theta, rtol=1e-10)
+    np.testing.assert_allclose(learner.arena.theta[learner._slot_of["k0"]], theta, rtol=1e-10)
 
 
 def test_window_gradient_uses_last_k_records():
@@ -114,8 +128,8 @@ def test_window_gradient_uses_last_k_records():
                               config=LearnerConfig(window=3), meta_state=meta, regret=NO_REGRET)
     learner.process_many([Record(x=(float(i),), y=1.0) for i in range(1, 6)])
     s = learner._slot_of["default"]
-    assert sorted(learner.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
-    assert learner.WM[s].sum() == 3
+    assert sorted(learner.arena.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
+    assert learner.arena.WM[s].sum() == 3
 
 
 # ---------------------------------------------------------------- waves
@@ -141,7 +155,7 @@ def test_interleaved_batch_equals_each_key_alone():
         assert [together[i].y_pred for i in mine] == pytest.approx([o.y_pred for o in alone],
                                                                      rel=1e-9)
         assert [together[i].drift for i in mine] == [o.drift for o in alone]
-        np.testing.assert_allclose(l1.theta[l1._slot_of[key]], l2.theta[l2._slot_of[key]])
+        np.testing.assert_allclose(l1.arena.theta[l1._slot_of[key]], l2.arena.theta[l2._slot_of[key]])
     assert any(o.drift for o in together)
 
 

@@ -77,7 +77,7 @@ def test_learner_starts_new_tasks_from_meta_state():
     learner.process_many([Record(x=(0.0,), y=0.0, key="a")])
     slot = learner._slot_of["a"]
     # One step from θ0 with A = G/c: the bias moved, the weight (x = 0) did not.
-    assert learner.theta[slot][0] == 1.0 and learner.theta[slot][1] != -1.0
+    assert learner.arena.theta[slot][0] == 1.0 and learner.arena.theta[slot][1] != -1.0
     assert learner.state_dict()["meta"]["tasks"] == 3
 
 

@@ -1,0 +1,161 @@
+"""Start-up checks shared by the commands (``run``, ``demo``, ``meta-train``, ``bench``).
+
+What a user can get wrong before the first record (a ``--meta`` file, a state dir of another
+model, a connector that cannot reach its service, an output path) is reported as one
+:class:`StartError` line naming the flag, file or URI and what was expected, instead of a
+traceback at start or a crash in the middle of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from adaptd.errors import AdaptdError, StartError
+from adaptd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+META_EXPECTED = "a meta-state file written by adaptd meta-train --out FILE"
+
+
+def os_reason(exc: OSError) -> str:
+    """``Not a directory: '/dev/null/x'``: the system's reason and the path it is about."""
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename!r}" if exc.filename else reason
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def expected_model(settings: Settings) -> dict[str, Any]:
+    """The parts of the learner's model descriptor the settings fix before the first record."""
+    expected: dict[str, Any] = {"model": settings.model, "task": settings.task}
+    if settings.model == "mlp":
+        expected["hidden"] = [int(h) for h in settings.learner.hidden]
+        expected["activation"] = settings.learner.activation
+    if settings.n_features is not None:
+        expected["n_features"] = settings.n_features
+    return expected
+
+
+def _mismatch(have: Mapping[str, Any], want: Mapping[str, Any]) -> str | None:
+    """``"model='linear', this run has 'mlp'"`` for the first key both give differently."""
+    for key, value in want.items():
+        theirs = have.get(key)
+        if key in have and theirs is not None and _norm(theirs) != _norm(value):
+            return f"{key}={theirs!r}, this run has {value!r}"
+    return None
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_state_dir(settings: Settings) -> None:
+    """Refuse a state dir whose checkpoint was written for another model, before it is loaded.
+
+    Raises :class:`StartError` naming the directory and the flag that differs; a state dir
+    without a readable checkpoint passes (the run starts fresh or the runner reports it).
+    """
+    from adaptd.checkpoint import CheckpointStore
+
+    state_dir = Path(settings.state_dir)
+    if not state_dir.is_dir():
+        return
+    shared = CheckpointStore(state_dir).load(()).shared or {}
+    saved = (shared.get("learner") or {}).get("model") or {}
+    mismatch = _mismatch(saved, expected_model(settings))
+    if mismatch:
+        raise StartError(f"--state-dir {state_dir}: holds a checkpoint for {mismatch}; pass the "
+                         f"same model flags as the run that wrote it, or another --state-dir")
+
+
+def check_meta_file(settings: Settings) -> Settings:
+    """Load ``settings.meta`` once at start and check it fits the configured model.
+
+    Returns the settings with ``n_features`` taken from the file when it was not given, so that
+    records with another feature count are dead-lettered (reason ``feature_count``) instead of
+    reaching a model of the wrong shape. Raises :class:`StartError` naming the file.
+    """
+    if settings.meta is None:
+        return settings
+    from adaptd.meta.state import load
+
+    path = settings.meta
+    if not Path(path).is_file():
+        what = "is a directory" if Path(path).is_dir() else "does not exist"
+        raise StartError(f"--meta {path}: file {what}; expected {META_EXPECTED}")
+    try:
+        # torch warns about the pickle protocol of files that are not its own: noise here,
+        # where such a file is refused with one line anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = load(path)
+    # torch.load and the format check raise many types on arbitrary bytes (KeyError on a text
+    # file, UnpicklingError, RuntimeError, ValueError): any of them means "not such a file".
+    except Exception as exc:  # noqa: BLE001 (see above)
+        # The loader's own reason (a pickle opcode, torch's weights_only advice) would not
+        # help the user; it stays in the debug log.
+        log.debug("--meta %s: %s", path, exc)
+        raise StartError(f"--meta {path}: not {META_EXPECTED}") from None
+    mismatch = _mismatch(state.model, expected_model(settings))
+    if mismatch:
+        raise StartError(f"--meta {path}: meta-state is for {mismatch}; pass the matching flag "
+                         f"(--model, --task, --n-features, --set learner.hidden=…) or a "
+                         f"meta-state made for this model")
+    from_file = state.model.get("n_features")
+    if settings.n_features is None and isinstance(from_file, int):
+        log.info("n_features=%d from --meta %s: records with another feature count are "
+                 "dead-lettered", from_file, path)
+        return dataclasses.replace(settings, n_features=from_file)
+    return settings
+
+
+def failed_connector(exc: BaseException, settings: Settings) -> tuple[str, str] | None:
+    """``(role, URI)`` of the connector whose construction or ``open`` raised ``exc``, if one did.
+
+    A third-party connector may raise anything when it cannot connect (``ConnectionError``,
+    its client library's own errors), so the failure is recognised by where it was raised: in
+    the registry's ``open_sink``/``open_source`` (whose ``uri`` argument names it) or in a
+    source's ``open`` (the run has one source).
+    """
+    from adaptd.connectors.base import Source
+
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        name, module = frame.f_code.co_name, frame.f_globals.get("__name__")
+        if module == "adaptd.connectors.registry" and name in ("open_sink", "open_source"):
+            return name.removeprefix("open_"), str(frame.f_locals.get("uri"))
+        if name == "open" and isinstance(frame.f_locals.get("self"), Source):
+            return "source", str(settings.source)
+        tb = tb.tb_next
+    return None
+
+
+def naming_connector_failures(settings: Settings, start: Callable[[], T]) -> T:
+    """Call ``start`` (which blocks for the whole run); a connector's failure to connect at
+    start becomes one :class:`StartError` line naming its URI."""
+    try:
+        return start()
+    except AdaptdError:
+        raise
+    except Exception as exc:
+        failed = failed_connector(exc, settings)
+        if failed is None:
+            raise  # not a connector's: a bug in adaptd, whose traceback is wanted
+        role, uri = failed
+        log.debug("%s %s failed to start", role, uri, exc_info=True)  # for --log-level DEBUG
+        raise StartError(f"cannot connect to {role} {uri}: {type(exc).__name__}: "
+                         f"{_first_line(exc)}; "
+                         f"check that its service is up and the URI is right") from exc

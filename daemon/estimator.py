@@ -1,0 +1,223 @@
+"""adaptd's engine as river estimators: ``learn_one`` / ``predict_one`` over dict features.
+
+:class:`AdaptdClassifier` and :class:`AdaptdRegressor` wrap the learner ``adaptd run`` builds
+(:func:`adaptd.learner.build_learner` from the same settings), with one task state under one
+key and the meta-state the engine keeps, so that adaptd runs inside
+:func:`river.evaluate.progressive_val_score`, river pipelines
+(``preprocessing.StandardScaler() | AdaptdClassifier()``) and any code written for river.
+
+The engine predicts and learns in one call: a labelled record is predicted with the state
+before its label, then learned (test-then-train). ``predict_one`` hands it an unlabelled record
+(y = NaN), which the engine only predicts; ``learn_one`` hands it the labelled record, which it
+predicts again from the same state (the same value) and learns once. So a stream run through
+``predict_one`` then ``learn_one`` gets exactly the predictions ``adaptd run`` emits for it.
+
+Features: the first record seen fixes the features (sorted by name); features not in it are
+ignored, missing ones count as 0 (as river's linear models treat absent features).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from river import base
+
+from adaptd.records import DEFAULT_KEY, RecordBatch
+
+__all__ = ["AdaptdClassifier", "AdaptdRegressor"]
+
+
+
+def _boolish(label: Any) -> bool:
+    """``True``/``False``/``1``/``0``: labels whose positive class is known in advance."""
+    return isinstance(label, bool) or (isinstance(label, (int, float)) and label in (0, 1))
+
+
+class _Unseen:
+    """A label slot not yet discovered (``None`` may be a label); one instance, kept by pickle."""
+
+    def __repr__(self) -> str:
+        return "<unseen>"
+
+    def __reduce__(self) -> str:
+        return "_EMPTY"
+
+
+_EMPTY: Any = _Unseen()
+
+
+class _Engine:
+    """The shared core: settings → learner, dict features → one-record batches.
+
+    Built at the first record, when the number of features is known."""
+
+    def __init__(self, task: str, model: str, meta: str | None,
+                 settings: Mapping[str, Any] | None) -> None:
+        from adaptd.config import load_settings
+        from adaptd.learner import build_learner
+
+        flags: dict[str, Any] = {
+            # The shadow baseline and hindsight fits serve the daemon's regret gauges, which
+            # an estimator has no place to export: they would only cost time.
+            "regret.baseline": False,
+            "regret.hindsight": False,
+            **(settings or {}),
+            "task": task,
+            "model": model,
+            "meta": meta,
+        }
+        self.learner = build_learner(load_settings(environ={}, flags=flags))
+        self.features: list[Any] | None = None
+        self.drifts = 0
+
+    def _batch(self, x: Mapping[Any, Any], y: float) -> RecordBatch:
+        if self.features is None:
+            # Sorted, so that the order a dict happens to list its keys in changes nothing.
+            self.features = sorted(x, key=str)
+        row = np.array([[float(x.get(f, 0.0)) for f in self.features]], dtype=np.float64)
+        return RecordBatch([DEFAULT_KEY], row, np.array([y]), [None], [None])
+
+    def predict(self, x: Mapping[Any, Any]) -> float:
+        """The engine's output for ``x`` without learning (an unlabelled record)."""
+        return float(self.learner.process_batch(self._batch(x, math.nan)).y_pred[0])
+
+    def learn(self, x: Mapping[Any, Any], y: float) -> None:
+        """Test-then-train on one labelled record; counts the drift alarms it raises."""
+        out = self.learner.process_batch(self._batch(x, y))
+        self.drifts += int(out.drift[0])
+
+
+class _AdaptdEstimator:
+    """Constructor and state shared by the classifier and the regressor.
+
+    Args:
+        model: ``linear`` (logistic for the classifier), ``logistic`` or ``mlp``.
+        meta: a meta-state file written by ``adaptd meta-train`` (``--meta FILE``); without
+            it the engine starts from a seeded random init and meta-learns online.
+        settings: any other ``adaptd run`` setting by its dotted name, e.g.
+            ``{"learner.lr": 0.05, "drift.ph_threshold": 20}``; validated as the daemon does.
+    """
+
+    _task = "regression"
+
+    def __init__(self, model: str = "linear", meta: str | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.meta = meta
+        self.settings = settings
+        # Validates the settings now, so a wrong key fails here and not at the first record.
+        self._engine = _Engine(self._task, model, meta, settings)
+
+    @property
+    def n_drifts(self) -> int:
+        """Drift alarms so far: each closed a segment (a task) and reset the model."""
+        return self._engine.drifts
+
+    @property
+    def engine(self) -> Any:
+        """The underlying :class:`adaptd.learner.Learner` (for ``state_dict`` and the like)."""
+        return self._engine.learner
+
+
+class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
+    """adaptd's engine as a binary river classifier.
+
+    Labels are discovered online: ``True``/``1`` is the positive class and ``False``/``0``
+    the negative one; other labels are mapped in order of appearance (the first seen is
+    negative), and until one is seen its probability is not reported. A third distinct label raises ``ValueError``: the engine is binary for now, as
+    ``adaptd run`` is (it dead-letters other labels as ``bad_y``).
+
+    Examples
+    --------
+
+    >>> from river import datasets, evaluate, metrics, preprocessing
+    >>> from adaptd.estimator import AdaptdClassifier
+
+    >>> model = preprocessing.StandardScaler() | AdaptdClassifier()
+    >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    Accuracy: 89.60%
+
+    Without the scaler (the engine does not standardize features yet):
+
+    >>> model = AdaptdClassifier()
+    >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    Accuracy: 86.48%
+    >>> model.n_drifts
+    0
+    """
+
+    _task = "classification"
+
+    def __init__(self, model: str = "linear", meta: str | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        super().__init__(model, meta, settings)
+        # [negative, positive] labels, _EMPTY until discovered.
+        self._classes: list[Any] = [_EMPTY, _EMPTY]
+
+    def _index(self, y: Any) -> float:
+        if _boolish(y):
+            index = int(y)
+        elif y in self._classes:
+            index = self._classes.index(y)
+        elif _EMPTY in self._classes:
+            index = self._classes.index(_EMPTY)
+        else:
+            raise ValueError(f"AdaptdClassifier is binary: got a third label {y!r} after "
+                             f"{self._classes!r}")
+        self._classes[index] = y
+        return float(index)
+
+    def learn_one(self, x: dict[Any, Any], y: base.typing.ClfTarget) -> None:
+        self._engine.learn(x, self._index(y))
+
+    def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any
+                          ) -> dict[base.typing.ClfTarget, float]:
+        """P of ``False`` and ``True`` (as river's binary classifiers answer, from the first
+        record on), or of the labels seen so far when they are not booleans or 0/1."""
+        negative, positive = self._classes
+        p = self._engine.predict(x)
+        if all(c is _EMPTY or _boolish(c) for c in self._classes):
+            negative = False if negative is _EMPTY else negative
+            positive = True if positive is _EMPTY else positive
+        proba = {}
+        if negative is not _EMPTY:
+            proba[negative] = 1.0 - p
+        if positive is not _EMPTY:
+            proba[positive] = p
+        return proba
+
+    def predict_one(self, x: dict[Any, Any], **kwargs: Any) -> base.typing.ClfTarget | None:
+        proba = self.predict_proba_one(x)
+        return max(proba, key=proba.__getitem__) if proba else None
+
+
+class AdaptdRegressor(_AdaptdEstimator, base.Regressor):
+    """adaptd's engine as a river regressor.
+
+    Examples
+    --------
+
+    >>> from river import datasets, evaluate, metrics, preprocessing
+    >>> from adaptd.estimator import AdaptdRegressor
+
+    The engine starts from θ ≈ 0 and restarts there at each drift alarm, so a target far
+    from 0 (approval ratings near 43) needs scaling as much as the features do:
+
+    >>> model = preprocessing.TargetStandardScaler(
+    ...     preprocessing.StandardScaler() | AdaptdRegressor())
+    >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
+    MAE: 0.457012
+
+    >>> model = preprocessing.StandardScaler() | AdaptdRegressor()
+    >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
+    MAE: 15.87382
+    """
+
+    def learn_one(self, x: dict[Any, Any], y: base.typing.RegTarget) -> None:
+        self._engine.learn(x, float(y))
+
+    def predict_one(self, x: dict[Any, Any], **kwargs: Any) -> base.typing.RegTarget:
+        return self._engine.predict(x)

@@ -1,0 +1,88 @@
+"""The arena: every key's task state as rows of a few arrays, one :class:`Arena` tuple of them.
+
+Each key owns a *slot*, one row of every array (plus the next row for its shadow baseline,
+which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
+(:mod:`adaptd.learner.kernel`); the wave path indexes the same arrays. Shapes per row:
+``theta, A, gsq, u_prev`` ``(P,)``; the support window ``WX`` ``(k, d)`` and ``WY, WM, WL``
+``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
+ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off), ``hpos``,
+``hcount``; and counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov``
+(records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
+mean loss), ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class Arena(NamedTuple):
+    theta: np.ndarray
+    A: np.ndarray
+    WX: np.ndarray
+    WY: np.ndarray
+    WM: np.ndarray
+    WL: np.ndarray
+    wpos: np.ndarray
+    seg: np.ndarray
+    seg_len: np.ndarray
+    seg_loss: np.ndarray
+    gsq: np.ndarray
+    u_prev: np.ndarray
+    ref_loss: np.ndarray
+    recov: np.ndarray
+    task_of: np.ndarray
+    last_seen: np.ndarray
+    HX: np.ndarray
+    HY: np.ndarray
+    HL: np.ndarray
+    hpos: np.ndarray
+    hcount: np.ndarray
+
+
+# Per-row layout: name → (trailing shape key, dtype, fill). Shape keys: "" scalar, "P"
+# parameters, "k" window, "kd" window features, "h"/"hd" the hindsight buffer.
+LAYOUT: dict[str, tuple[str, Any, float]] = {
+    "theta": ("P", np.float64, 0.0), "A": ("P", np.float64, 1.0),
+    "WX": ("kd", np.float64, 0.0), "WY": ("k", np.float64, 0.0),
+    "WM": ("k", np.float64, 0.0), "WL": ("k", np.float64, 0.0), "wpos": ("", np.int64, 0),
+    "seg": ("", np.int64, 0), "seg_len": ("", np.int64, 0), "seg_loss": ("", np.float64, 0.0),
+    "gsq": ("P", np.float64, 0.0), "u_prev": ("P", np.float64, 0.0),
+    "ref_loss": ("", np.float64, 0.0), "recov": ("", np.int64, -1),
+    "task_of": ("", np.int64, -1), "last_seen": ("", np.float64, 0.0),
+    "HX": ("hd", np.float64, 0.0), "HY": ("h", np.float64, 0.0), "HL": ("h", np.float64, 0.0),
+    "hpos": ("", np.int64, 0), "hcount": ("", np.int64, 0),
+}
+assert tuple(LAYOUT) == Arena._fields
+#: The fields a baseline row uses.
+BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
+
+
+def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> Arena:
+    """An arena of ``rows`` rows holding ``old``'s rows first (new rows at their fill)."""
+    shapes = {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
+    arrays = []
+    for name, (shape_key, dtype, fill) in LAYOUT.items():
+        shape = (rows, *shapes[shape_key])
+        # np.zeros takes pages lazily from the OS; most fields start at zero.
+        new = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)
+        if old is not None:
+            prev = getattr(old, name)
+            new[: len(prev)] = prev
+        arrays.append(new)
+    return Arena(*arrays)
+
+
+def row_state(arena: Arena, s: int, names: tuple[str, ...] = Arena._fields) -> dict[str, Any]:
+    """Copies of row ``s`` of the fields ``names`` (plain data for checkpoints)."""
+    return {name: np.copy(getattr(arena, name)[s]) for name in names}
+
+
+def set_row_state(arena: Arena, s: int, state: Mapping[str, Any],
+                  names: tuple[str, ...] = Arena._fields) -> None:
+    """Row ``s`` from :func:`row_state`'s output."""
+    for name in names:
+        getattr(arena, name)[s] = state[name]

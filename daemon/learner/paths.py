@@ -1,0 +1,294 @@
+"""The two ways a batch goes through the engine, with the same rules and the same results.
+
+- :func:`run_kernel`: the compiled record loop (:mod:`adaptd.learner.kernel`) for the
+  built-in families, records in arrival order, back to Python only for drift alarms and oracle
+  task changes.
+- :func:`run_waves`: any family (a user ``nn.Module``), any detector (ADWIN, KSWIN), the
+  hypergradient. Wave j holds the j-th record of every key present in the batch, so a wave has
+  each key at most once and the keys' records stay strictly in order across waves. One wave is
+  one batched step: a gather of the keys' rows, closed-form (or autograd) predictions and
+  support-window gradients for all of them at once (:mod:`adaptd.learner.models`), the inner
+  step (:func:`adaptd.learner.step.step_rows`, the kernel's own), a scatter back. With many
+  interleaved keys a wave covers hundreds of records; with one key each wave is one record and
+  NumPy's per-call overhead dominates (see ``benchmarks/engine_speed.py``).
+
+Both give the same results record for record with one key, or with many keys while the
+meta-state is frozen; with meta-learning on, waves reorder records *across* keys, so a segment
+close may reach another key's step one record earlier or later.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from adaptd.drift import PageHinkleyBank, PHParams, PHState
+from adaptd.learner import Outcomes, kernel
+from adaptd.learner.models import pointwise_loss
+from adaptd.learner.segments import close_segment
+from adaptd.learner.step import step_rows, unscaled_steps
+from adaptd.settings import DriftConfig
+
+if TYPE_CHECKING:
+    from adaptd.learner.adaptive import AdaptiveLearner
+
+#: A recovery not reached after this many records of a new segment is given up on.
+RECOVERY_HORIZON = 1000
+# What the kernel is given when the detector is not Page-Hinkley (it does not read them).
+_NO_PH = (PHState.empty(1), PHParams.of(DriftConfig()))
+
+
+def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
+               tasks: np.ndarray | None, out: Outcomes) -> None:
+    """The whole batch through the compiled kernel, handling its events in Python."""
+    n = len(slots)
+    batch = kernel.Batch(slots, X, ys, ~np.isnan(ys),
+                         tasks if tasks is not None else np.full(n, -1, dtype=np.int64))
+    bank = lrn.bank
+    ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \
+        else _NO_PH
+    acc = np.zeros(2)
+    result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
+    tot = lrn.totals
+    i = 0
+    while True:
+        acc[:] = 0.0
+        end, event = kernel.process(
+            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, tasks is not None)),
+            tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
+        stop = end + 1 if event == kernel.EVENT_ALARM else end
+        tot.skipped += int(acc[0])
+        tot.baseline += float(acc[1])
+        done = np.flatnonzero(out.learned[i:stop]) + i
+        if len(done):
+            tot.add_losses(out.loss[done])
+        if event == kernel.EVENT_NONE:
+            return
+        s = int(slots[end])
+        close_segment(lrn, s)
+        out.drift[end] = True
+        if event == kernel.EVENT_TASK_CHANGE:
+            lrn.arena.task_of[s] = batch.tasks[end]
+            i = end
+        else:
+            i = end + 1
+
+
+def _params(lrn: AdaptiveLearner, oracle: bool) -> kernel.Params:
+    """The kernel's options; read again after each event (a segment close moves B)."""
+    meta = lrn.meta
+    assert meta is not None
+    return kernel.Params(meta.B, lrn.B_base, float(lrn.config.c), float(meta.alpha),
+                         bool(lrn.regret.baseline), int(lrn.regret.baseline_window), oracle,
+                         isinstance(lrn.bank, PageHinkleyBank), int(lrn.drift.warmup),
+                         RECOVERY_HORIZON)
+
+
+def wave_indices(slots: np.ndarray) -> list[np.ndarray]:
+    """Record indices per wave: wave j holds the j-th record of each slot, in batch order."""
+    n = len(slots)
+    by_slot = np.argsort(slots, kind="stable")
+    sorted_slots = slots[by_slot]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=first[1:])
+    if first.all():
+        return [np.arange(n)]
+    # Wave of each record = how many earlier records of its key this batch holds.
+    run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    waves = np.empty(n, dtype=np.int64)
+    waves[by_slot] = np.arange(n) - run_start
+    order = np.argsort(waves, kind="stable")
+    bounds = np.searchsorted(waves[order], np.arange(1, waves.max() + 1))
+    return np.split(order, bounds)
+
+
+def run_waves(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
+              tasks: np.ndarray | None, out: Outcomes) -> None:
+    """The whole batch as waves (see the module docstring)."""
+    for idx in wave_indices(slots):
+        _wave(lrn, idx, slots[idx], X, ys, tasks, out)
+
+
+class _Rows(NamedTuple):
+    """A wave's labelled rows: the keys' (``n_main`` of them), then their baselines'."""
+
+    rows: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    loss: np.ndarray  # prequential
+    slots: np.ndarray  # the keys' main rows (n_main,)
+    records: np.ndarray  # their records' indices in the batch (n_main,)
+    n_main: int
+
+
+def _wave(lrn: AdaptiveLearner, idx: np.ndarray, s: np.ndarray, X: np.ndarray, ys: np.ndarray,
+          tasks: np.ndarray | None, out: Outcomes) -> None:
+    """One batched step over records ``idx`` (distinct keys, main rows ``s``)."""
+    if tasks is not None:  # oracle: a change of the task field closes the segment first
+        _task_changes(lrn, idx, s, tasks, out)
+    out.segment[idx] = lrn.arena.seg[s]
+    rows = _predict(lrn, idx, s, X[idx], ys[idx], out)
+    if rows is None:
+        return
+    g, u, ok = _step(lrn, rows)
+    _account(lrn, rows, g, u, ok, X, ys, out)
+
+
+def _task_changes(lrn: AdaptiveLearner, idx: np.ndarray, s: np.ndarray, tasks: np.ndarray,
+                  out: Outcomes) -> None:
+    t = tasks[idx]
+    prev = lrn.arena.task_of[s]
+    change = (t >= 0) & (prev >= 0) & (t != prev)
+    if change.any():
+        for j in np.flatnonzero(change).tolist():
+            close_segment(lrn, int(s[j]))
+            out.drift[idx[j]] = True
+    known = t >= 0
+    lrn.arena.task_of[s[known]] = t[known]
+
+
+def _predict(lrn: AdaptiveLearner, idx: np.ndarray, s: np.ndarray, Xw: np.ndarray,
+             y: np.ndarray, out: Outcomes) -> _Rows | None:
+    """Predict every record of the wave; the labelled rows to learn from (None if none)."""
+    fam, theta = lrn.family, lrn.arena.theta
+    assert fam is not None
+    lab = ~np.isnan(y)
+    nl = int(lab.sum())
+    if nl == 0:
+        out.y_pred[idx] = fam.forward(theta.take(s, 0), Xw[:, None, :])[:, 0]
+        return None
+    all_lab = nl == len(s)
+    sl = s if all_lab else s[lab]
+    il = idx if all_lab else idx[lab]
+    xl = Xw if all_lab else Xw[lab]
+    yl = y if all_lab else y[lab]
+    K = len(s)
+    if lrn.regret.baseline:
+        # Prediction rows: every record's key, then the baseline rows of the labelled ones.
+        pred = fam.forward(theta.take(np.concatenate([s, sl + 1]), 0),
+                           np.concatenate([Xw, xl])[:, None, :])[:, 0]
+        lrows = np.concatenate([sl, sl + 1])
+        ly = np.concatenate([yl, yl])
+        lx = np.concatenate([xl, xl])
+        lpred = np.concatenate([pred[:K] if all_lab else pred[:K][lab], pred[K:]])
+    else:
+        pred = fam.forward(theta.take(s, 0), Xw[:, None, :])[:, 0]
+        lrows, ly, lx = sl, yl, xl
+        lpred = pred if all_lab else pred[lab]
+    out.y_pred[idx] = pred[:K]
+    return _Rows(lrows, lx, ly, pointwise_loss(lrn.task, lpred, ly), sl, il, nl)
+
+
+def _step(lrn: AdaptiveLearner, r: _Rows) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Append each row's record to its window and take the inner step; scatter the rows that
+    stay finite back into the arena. Returns the gradients ``(R, P)``, the unscaled steps of
+    the main rows (hypergradient only) and which rows stepped ``(R,)``."""
+    a, fam, meta, cfg = lrn.arena, lrn.family, lrn.meta, lrn.config
+    assert fam is not None and meta is not None
+    # Append to gathered copies of the windows; the arena changes only for rows whose update
+    # turns out finite.
+    pos = a.wpos.take(r.rows)
+    R = np.arange(len(r.rows))
+    WX, WY, WM = a.WX.take(r.rows, 0), a.WY.take(r.rows, 0), a.WM.take(r.rows, 0)
+    WX[R, pos] = r.x
+    WY[R, pos] = r.y
+    WM[R, pos] = 1.0
+    th = a.theta.take(r.rows, 0)
+    _, g = fam.loss_grad(th, WX, WY, WM)
+    A = a.A.take(r.rows, 0)
+    ok = step_rows(th, A, g, meta.B, lrn.B_base, r.n_main, cfg.c, meta.alpha)
+    u = unscaled_steps(A[: r.n_main], g[: r.n_main], meta.B) if cfg.hypergradient else None
+    ok &= np.isfinite(r.loss)
+    keep = ok if not ok.all() else slice(None)
+    rows, pos = r.rows[keep], pos[keep]
+    a.theta[rows] = th[keep]
+    a.A[rows] = A[keep]
+    a.WX[rows, pos] = r.x[keep]
+    a.WY[rows, pos] = r.y[keep]
+    a.WM[rows, pos] = 1.0
+    # Rows are the keys' (window k) then their baselines' (regret.baseline_window).
+    modulus: np.ndarray | int = cfg.window if not lrn.regret.baseline else np.where(
+        rows % 2 == 0, cfg.window, lrn.regret.baseline_window)
+    a.wpos[rows] = (pos + 1) % modulus
+    return g, u, ok
+
+
+def _account(lrn: AdaptiveLearner, r: _Rows, g: np.ndarray, u: np.ndarray | None,
+             ok: np.ndarray, X: np.ndarray, ys: np.ndarray, out: Outcomes) -> None:
+    """Outputs, totals, hypergradient, hindsight buffer, recovery and drift for the main rows
+    that stepped."""
+    a, tot, nl = lrn.arena, lrn.totals, r.n_main
+    okm = ok[:nl]
+    if okm.all():
+        sm, lm, im, gm = r.slots, r.loss[:nl], r.records, g[:nl]
+    else:
+        tot.skipped += int((~okm).sum())
+        sm, lm, im, gm = r.slots[okm], r.loss[:nl][okm], r.records[okm], g[:nl][okm]
+    a.WL[sm, (a.wpos[sm] - 1) % lrn.config.window] = lm  # where _step just wrote
+    out.loss[im] = lm
+    out.learned[im] = True
+    tot.add_losses(lm)
+    if lrn.regret.baseline:
+        tot.baseline += float(r.loss[nl:][ok[nl:]].sum())
+    a.gsq[sm] += gm * gm
+    a.seg_len[sm] += 1
+    a.seg_loss[sm] += lm
+    if u is not None and len(sm):
+        # Baydin et al. 2018: dL/dα = −g_t · u_{t−1}, so α ← α + β_h·g_t·u_{t−1}.
+        meta = lrn.meta
+        assert meta is not None
+        hyper = float(np.einsum("rp,rp->r", gm, a.u_prev[sm]).mean())
+        if math.isfinite(hyper):
+            step = lrn.config.hypergradient_lr
+            meta.alpha = min(max(meta.alpha + step * hyper, 0.05), 20.0)
+        a.u_prev[sm] = u[okm]
+    if lrn.regret.hindsight and len(sm):
+        buf = lrn.regret.buffer
+        hp = a.hpos[sm]
+        a.HX[sm, hp] = X[im]
+        a.HY[sm, hp] = ys[im]
+        a.HL[sm, hp] = lm
+        a.hpos[sm] = (hp + 1) % buf
+        a.hcount[sm] = np.minimum(a.hcount[sm] + 1, buf)
+    _track_recovery(lrn, sm, im, out)
+    _detect(lrn, sm, lm, im, out)
+
+
+def _track_recovery(lrn: AdaptiveLearner, sm: np.ndarray, im: np.ndarray, out: Outcomes
+                    ) -> None:
+    """Samples to recover: records after a reset until the mean loss over the support window
+    is back at or below the closed segment's mean loss."""
+    a = lrn.arena
+    rec = a.recov[sm] >= 0
+    if not rec.any():
+        return
+    sr, ir = sm[rec], im[rec]
+    count = a.recov[sr] + 1
+    wm = a.WM[sr]
+    mean = (a.WL[sr] * wm).sum(axis=1) / np.maximum(wm.sum(axis=1), 1.0)
+    done = mean <= a.ref_loss[sr]
+    out.recovered_after[ir[done]] = count[done]
+    count[done | (count >= RECOVERY_HORIZON)] = -1
+    a.recov[sr] = count
+
+
+def _detect(lrn: AdaptiveLearner, sm: np.ndarray, lm: np.ndarray, im: np.ndarray,
+            out: Outcomes) -> None:
+    """Feed the losses of keys past their segment's warm-up to the detector; close the
+    segments that alarm."""
+    if lrn.drift.detector in ("oracle", "none") or not len(sm):
+        return
+    seg_len = lrn.arena.seg_len[sm]
+    if seg_len.min() <= lrn.drift.warmup:
+        watch = seg_len > lrn.drift.warmup
+        if not watch.any():
+            return
+        sm, lm, im = sm[watch], lm[watch], im[watch]
+    alarms = lrn.bank.update(sm, lm)
+    if alarms.any():
+        for slot, row in zip(sm[alarms].tolist(), im[alarms].tolist()):
+            close_segment(lrn, slot)
+            out.drift[row] = True

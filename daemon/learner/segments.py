@@ -1,0 +1,112 @@
+"""Segments: a key's task starts at the meta-state and ends at a drift alarm (or an oracle task
+change), when it is folded into the meta-state and the comparator is fitted on it.
+
+On close (:func:`close_segment`): the meta update (:meth:`adaptd.meta.state.MetaState.update`:
+Reptile or first-order MAML with the ARUBA statistics) when the segment is long enough, the
+hindsight comparator's fit on the segment's buffered records (:mod:`adaptd.regret`), then a new
+task at ``θ = θ0``, ``A = G/c`` with an empty window and a fresh detector
+(:func:`start_task`), optionally seeded with the last ``drift.carry`` records of the old
+window and one inner step on them (:func:`seed_window`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from adaptd.learner.step import step_rows
+from adaptd.regret import hindsight_loss
+
+if TYPE_CHECKING:
+    from adaptd.learner.adaptive import AdaptiveLearner
+
+
+def start_task(lrn: AdaptiveLearner, s: int) -> None:
+    """Reset slot ``s`` to a new task at θ0 with A = G/c (its baseline row is untouched)."""
+    a, meta = lrn.arena, lrn.meta
+    assert meta is not None
+    a.theta[s] = meta.theta0
+    a.A[s] = meta.G / lrn.config.c
+    a.WM[s] = 0.0
+    a.WL[s] = 0.0
+    a.wpos[s] = 0
+    a.seg_len[s] = 0
+    a.seg_loss[s] = 0.0
+    a.gsq[s] = 0.0
+    a.u_prev[s] = 0.0
+    a.recov[s] = -1
+    lrn.bank.reset(np.array([s]))
+
+
+def close_segment(lrn: AdaptiveLearner, s: int) -> None:
+    """Close slot ``s``'s segment: meta-update, hindsight fit, new task from θ0."""
+    a, fam, meta = lrn.arena, lrn.family, lrn.meta
+    assert fam is not None and meta is not None
+    tot = lrn.totals
+    seg_len = int(a.seg_len[s])
+    mc = lrn.meta_config
+    if mc.enabled and seg_len >= mc.min_segment:
+        final_grad = None
+        if mc.algorithm == "fomaml":
+            final_grad = fam.loss_grad(a.theta[s : s + 1], a.WX[s : s + 1], a.WY[s : s + 1],
+                                       a.WM[s : s + 1])[1][0]
+        meta.update(mc, a.theta[s].copy(), a.gsq[s].copy(), final_grad)
+        tot.meta_updates += 1
+    if lrn.regret.hindsight and a.hcount[s]:
+        _fit_hindsight(lrn, s)
+    a.ref_loss[s] = a.seg_loss[s] / max(seg_len, 1)
+    a.seg[s] += 1
+    tot.drift_events += 1
+    # The oracle closes exactly at the change: nothing in the window belongs to the new task.
+    carry = 0 if lrn.drift.detector == "oracle" else lrn.drift.carry
+    carried = _latest(lrn, s, carry) if carry else None
+    start_task(lrn, s)
+    a.recov[s] = 0
+    if carried is not None:
+        seed_window(lrn, s, *carried)
+
+
+def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
+    """Add the best fixed model's loss on slot ``s``'s buffered records, and adaptd's own, to
+    the hindsight totals; empty the buffer."""
+    a, fam = lrn.arena, lrn.family
+    assert fam is not None
+    count, buf = int(a.hcount[s]), lrn.regret.buffer
+    order = (a.hpos[s] - count + np.arange(count)) % buf
+    fitted = hindsight_loss(fam, lrn.regret, a.HX[s, order], a.HY[s, order], a.theta[s].copy())
+    adaptd = float(a.HL[s, order].sum())
+    if math.isfinite(fitted) and math.isfinite(adaptd):
+        lrn.totals.hindsight += fitted
+        lrn.totals.hindsight_adaptd += adaptd
+    a.hcount[s] = 0
+    a.hpos[s] = 0
+
+
+def _latest(lrn: AdaptiveLearner, s: int, m: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The ``m`` most recent window entries of slot ``s``, oldest first (or None)."""
+    a, k = lrn.arena, lrn.config.window
+    order = (a.wpos[s] - 1 - np.arange(min(m, k))) % k
+    order = order[a.WM[s, order] > 0][::-1]
+    if not len(order):
+        return None
+    return a.WX[s, order].copy(), a.WY[s, order].copy(), a.WL[s, order].copy()
+
+
+def seed_window(lrn: AdaptiveLearner, s: int, X: np.ndarray, Y: np.ndarray, L: np.ndarray
+                ) -> None:
+    """Start slot ``s``'s new segment with carried records and one inner step on them."""
+    a, fam, meta = lrn.arena, lrn.family, lrn.meta
+    assert fam is not None and meta is not None
+    m = len(Y)
+    a.WX[s, :m], a.WY[s, :m], a.WL[s, :m], a.WM[s, :m] = X, Y, L, 1.0
+    a.wpos[s] = m % lrn.config.window
+    with np.errstate(all="ignore"):
+        _, g = fam.loss_grad(a.theta[s : s + 1], a.WX[s : s + 1], a.WY[s : s + 1],
+                             a.WM[s : s + 1])
+    theta, A = a.theta[s : s + 1].copy(), a.A[s : s + 1].copy()
+    if step_rows(theta, A, g, meta.B, meta.B, 1, lrn.config.c, meta.alpha)[0]:
+        a.theta[s], a.A[s] = theta[0], A[0]
+        a.gsq[s] += g[0] * g[0]

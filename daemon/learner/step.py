@@ -1,0 +1,105 @@
+"""The inner step, written once: ARUBA++ on one parameter row (compiled).
+
+``g = ∇L(θ; W);  A += c·g²;  θ −= α·sqrt(B/A) ⊙ g``
+
+With ``B = lr²``, ``A₀ = ε``, ``c = 1`` and ``α = 1`` this is plain AdaGrad (Duchi, Hazan,
+Singer 2011, "Adaptive Subgradient Methods for Online Learning and Stochastic Optimization",
+JMLR 12); with meta-learned ``B`` and ``A₀ = G/c`` it is ARUBA++ (Khodak, Balcan, Talwalkar
+2019, "Adaptive Gradient-Based Meta-Learning Methods", NeurIPS). ``α`` is the hypergradient's
+step multiplier (Baydin et al. 2018), 1 when off.
+
+Callers: the compiled kernel (:mod:`adaptd.learner.kernel`, per record), the NumPy waves and
+the carried-window seed step (:func:`step_rows`, per batch of rows), and the minimal
+:class:`adaptd.learner.adagrad.AdaGradLearner`. A step whose result is not finite is not taken.
+
+>>> import numpy as np
+>>> theta, A = np.zeros((1, 2)), np.full((1, 2), 1e-6)
+>>> ok = step_rows(theta, A, np.array([[2.0, 0.0]]), np.full(2, 0.01), np.full(2, 0.01), 1,
+...                1.0, 1.0)
+>>> ok.tolist(), theta.round(6).tolist()
+([True], [[-0.1, 0.0]])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from adaptd.learner.jit import njit
+
+
+@njit(inline=True)
+def _unscaled(b, a, g):  # type: ignore[no-untyped-def]
+    """The step of one parameter before the multiplier α: ``sqrt(B/A)·g``."""
+    return math.sqrt(b / a) * g
+
+
+@njit(inline=True)
+def step_row(theta, A, r, g, B, c, alpha, new_theta, new_A):  # type: ignore[no-untyped-def]
+    """The step for row ``r`` of ``theta``/``A`` ``(R, P)`` with gradient ``g`` ``(P,)`` and
+    ``B`` ``(P,)``, written to ``new_theta``/``new_A`` ``(P,)``; true when all of it is finite.
+
+    The caller commits it (:func:`commit_row`) or not: the kernel also needs the loss finite.
+    """
+    # Branch-free so the loop compiles to vector instructions: v − v is 0 for a finite v and
+    # NaN for ±inf or NaN, and NaN != 0.
+    nonfinite = 0
+    for q in range(theta.shape[1]):
+        a = A[r, q] + c * g[q] * g[q]
+        t = theta[r, q] - alpha * _unscaled(B[q], a, g[q])
+        new_A[q] = a
+        new_theta[q] = t
+        nonfinite += ((a - a) != 0.0) | ((t - t) != 0.0)
+    return nonfinite == 0
+
+
+@njit(inline=True)
+def commit_row(theta, A, r, new_theta, new_A):  # type: ignore[no-untyped-def]
+    """Take the step :func:`step_row` computed for row ``r``."""
+    for q in range(theta.shape[1]):
+        theta[r, q] = new_theta[q]
+        A[r, q] = new_A[q]
+
+
+@njit()
+def _step_rows(theta, A, g, B_main, B_rest, n_main, c, alpha, ok):  # type: ignore[no-untyped-def]
+    P = theta.shape[1]
+    new_theta = np.empty(P)
+    new_A = np.empty(P)
+    for r in range(theta.shape[0]):
+        main = r < n_main
+        ok[r] = step_row(theta, A, r, g[r], B_main if main else B_rest, c,
+                         alpha if main else 1.0, new_theta, new_A)
+        if ok[r]:
+            commit_row(theta, A, r, new_theta, new_A)
+
+
+def step_rows(theta: np.ndarray, A: np.ndarray, g: np.ndarray, B_main: np.ndarray,
+              B_rest: np.ndarray, n_main: int, c: float, alpha: float) -> np.ndarray:
+    """Step every row of ``theta``/``A`` ``(R, P)`` in place with its gradient ``g`` ``(R, P)``.
+
+    Rows ``< n_main`` are keys' rows (``B_main``, multiplier ``alpha``); the rest are shadow
+    baseline rows (``B_rest = lr²``, multiplier 1). Returns which rows stepped ``(R,)``: a row
+    whose result is not finite is left as it was.
+    """
+    ok = np.empty(theta.shape[0], dtype=np.bool_)
+    _step_rows(theta, A, g, B_main, B_rest, n_main, float(c), float(alpha), ok)
+    return ok
+
+
+@njit()
+def _unscaled_rows(A, g, B, u):  # type: ignore[no-untyped-def]
+    for r in range(A.shape[0]):
+        for q in range(A.shape[1]):
+            u[r, q] = _unscaled(B[q], A[r, q], g[r, q])
+
+
+def unscaled_steps(A: np.ndarray, g: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``sqrt(B/A) ⊙ g`` per row ``(R, P)``, with ``A`` after the step: the step before the
+    multiplier, which the hypergradient (Baydin et al. 2018) correlates with the next
+    gradient."""
+    u = np.empty(A.shape)
+    _unscaled_rows(np.ascontiguousarray(A), np.ascontiguousarray(g), B, u)
+    return u
+

@@ -1,0 +1,66 @@
+"""Running sums behind :meth:`adaptd.learner.adaptive.AdaptiveLearner.summary`.
+
+>>> t = Totals()
+>>> t.add_losses(np.array([1.0, 3.0]))
+>>> t.loss, t.n, t.recent
+(4.0, 2, 2.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+#: Prequential loss is an exponential average over about this many recent losses.
+PREQUENTIAL_SPAN = 100
+
+
+class Totals:
+    """Loss sums and event counts, saved with the learner's state."""
+
+    _NAMES = ("loss", "n", "recent", "baseline", "hindsight", "hindsight_adaptd", "skipped",
+              "meta_updates", "drift_events", "evicted")
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.n = 0
+        self.recent = 0.0
+        self.baseline = 0.0
+        self.hindsight = 0.0
+        self.hindsight_adaptd = 0.0
+        self.skipped = 0
+        self.meta_updates = 0
+        self.drift_events = 0
+        self.evicted = 0
+
+    def add_losses(self, losses: np.ndarray) -> None:
+        """Add losses in order; ``recent`` is an exponential average (weight 1/n while
+        n < PREQUENTIAL_SPAN, so it starts as the plain mean)."""
+        i = 0
+        while self.n < PREQUENTIAL_SPAN and i < len(losses):
+            v = float(losses[i])
+            self.n += 1
+            self.loss += v
+            self.recent += (v - self.recent) / self.n
+            i += 1
+        losses = losses[i:]
+        m = len(losses)
+        if not m:
+            return
+        a = 1.0 / PREQUENTIAL_SPAN
+        weights = a * (1.0 - a) ** np.arange(m - 1, -1, -1)
+        self.recent = (1.0 - a) ** m * self.recent + float(weights @ losses)
+        self.loss += float(losses.sum())
+        self.n += m
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._NAMES}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> Totals:
+        t = cls()
+        for name in cls._NAMES:
+            setattr(t, name, type(getattr(t, name))(state.get(name, getattr(t, name))))
+        return t
