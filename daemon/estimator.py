@@ -82,7 +82,11 @@ class _Engine:
 
     def predict(self, x: Mapping[Any, Any]) -> float:
         """The engine's output for ``x`` without learning (an unlabelled record)."""
-        return float(self.learner.process_batch(self._batch(x, math.nan)).y_pred[0])
+        return float(self.outcome(x).y_pred[0])
+
+    def outcome(self, x: Mapping[Any, Any]) -> Any:
+        """The engine's :class:`~adaptd.learner.Outcomes` for ``x`` as an unlabelled record."""
+        return self.learner.process_batch(self._batch(x, math.nan))
 
     def learn(self, x: Mapping[Any, Any], y: float) -> None:
         """Test-then-train on one labelled record; counts the drift alarms it raises."""
@@ -123,12 +127,13 @@ class _AdaptdEstimator:
 
 
 class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
-    """adaptd's engine as a binary river classifier.
+    """adaptd's engine as a river classifier, binary or multi-class.
 
     Labels are discovered online: ``True``/``1`` is the positive class and ``False``/``0``
     the negative one; other labels are mapped in order of appearance (the first seen is
-    negative), and until one is seen its probability is not reported. A third distinct label raises ``ValueError``: the engine is binary for now, as
-    ``adaptd run`` is (it dead-letters other labels as ``bad_y``).
+    negative), and until one is seen its probability is not reported. While there are two
+    labels the engine is the binary logistic model; a third switches it to softmax over all
+    of them (see :mod:`adaptd.learner.classes`), as ``adaptd run`` does.
 
     Examples
     --------
@@ -154,19 +159,21 @@ class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
     def __init__(self, model: str = "linear", meta: str | None = None,
                  settings: dict[str, Any] | None = None) -> None:
         super().__init__(model, meta, settings)
-        # [negative, positive] labels, _EMPTY until discovered.
+        # [negative, positive, then the other labels in order of appearance], _EMPTY until
+        # discovered. The engine numbers classes in the same order (0/1 first), so the index
+        # handed to it is its class index too.
         self._classes: list[Any] = [_EMPTY, _EMPTY]
 
     def _index(self, y: Any) -> float:
-        if _boolish(y):
+        if _boolish(y) and self._classes[int(y)] in (_EMPTY, y):
             index = int(y)
         elif y in self._classes:
             index = self._classes.index(y)
         elif _EMPTY in self._classes:
             index = self._classes.index(_EMPTY)
         else:
-            raise ValueError(f"AdaptdClassifier is binary: got a third label {y!r} after "
-                             f"{self._classes!r}")
+            index = len(self._classes)
+            self._classes.append(y)
         self._classes[index] = y
         return float(index)
 
@@ -177,8 +184,11 @@ class AdaptdClassifier(_AdaptdEstimator, base.Classifier):
                           ) -> dict[base.typing.ClfTarget, float]:
         """P of ``False`` and ``True`` (as river's binary classifiers answer, from the first
         record on), or of the labels seen so far when they are not booleans or 0/1."""
+        out = self._engine.outcome(x)
+        if out.probas is not None:  # multi-class: the engine's classes are ours, in order
+            return dict(zip(self._classes, out.probas[0].tolist(), strict=True))
         negative, positive = self._classes
-        p = self._engine.predict(x)
+        p = float(out.y_pred[0])
         if all(c is _EMPTY or _boolish(c) for c in self._classes):
             negative = False if negative is _EMPTY else negative
             positive = True if positive is _EMPTY else positive

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adaptd.batch_histogram import BatchHistogram
 from adaptd.learner import LearnerSummary, Outcomes
 from adaptd.records import REASONS
 
@@ -54,6 +55,10 @@ class Metrics:
             registry=registry)
         self.prequential_loss = Gauge(
             "adaptd_prequential_loss", "Recent mean prequential loss.", registry=registry)
+        self.accuracy = Gauge(
+            "adaptd_accuracy", "Recent accuracy of the predictions of labelled records "
+            "(classification; an exponential average over about 100 records).",
+            registry=registry)
         self.active_keys = Gauge(
             "adaptd_active_keys", "Keys with live task state.", registry=registry)
         self.checkpoints = Counter(
@@ -67,7 +72,7 @@ class Metrics:
             "Time to flush sinks, write the checkpoint and commit positions.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=registry)
-        self.record_latency = Histogram(
+        self.record_latency = BatchHistogram(
             "adaptd_record_latency_seconds", "Time from decode to learned, per record.",
             buckets=LATENCY_BUCKETS_S, registry=registry)
         self.samples_to_recover = Histogram(
@@ -112,9 +117,10 @@ class Metrics:
             self.regret.labels("hindsight").set(summary.hindsight_regret)
         if summary.prequential_loss is not None:
             self.prequential_loss.set(summary.prequential_loss)
+        if summary.accuracy is not None:
+            self.accuracy.set(summary.accuracy)
         # All records of a batch are learned together, so they share one latency figure.
-        for _ in range(len(outcomes)):
-            self.record_latency.observe(latency_s)
+        self.record_latency.observe_many(latency_s, len(outcomes))
         recovered = outcomes.recovered_after
         for count in recovered[recovered >= 0].tolist():
             self.samples_to_recover.observe(count)

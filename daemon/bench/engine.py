@@ -55,11 +55,9 @@ class AdaptdLearner:
         from adaptd.config import load_settings
         from adaptd.learner import build_learner
 
-        if self.flags.get("task") == "classification" and data.n_classes > 2:
-            # `adaptd run` dead-letters any label but 0/1 as bad_y: nothing to score.
-            raise Unsupported(f"binary labels only; this stream has {data.n_classes} classes")
+        k = data.n_classes if self.flags.get("task") == "classification" else 0
         learner = build_learner(load_settings(environ={}, flags=self.flags))
-        y_pred = np.empty(len(data))
+        y_pred = np.zeros((len(data), k)) if k > 2 else np.empty(len(data))
         alarms = np.zeros(len(data), dtype=bool)
         start = time.perf_counter()
         records = standardized(data) if self.standardize else data.records
@@ -68,14 +66,32 @@ class AdaptdLearner:
             records = [replace(r, y=(r.y - m) / sd) for r, m, sd in
                        zip(records, shift.tolist(), scale.tolist(), strict=True)]
         for lo in range(0, len(records), BATCH_SIZE):
-            outcomes = learner.process_many(records[lo : lo + BATCH_SIZE])
-            y_pred[lo : lo + len(outcomes)] = outcomes.y_pred
+            try:
+                outcomes = learner.process_many(records[lo : lo + BATCH_SIZE])
+            except ValueError as exc:  # e.g. multi-class labels for a user module
+                raise Unsupported(str(exc)) from None
+            if k > 2:
+                _class_columns(y_pred[lo : lo + len(outcomes)], outcomes)
+            else:
+                y_pred[lo : lo + len(outcomes)] = outcomes.y_pred
             alarms[lo : lo + len(outcomes)] = outcomes.drift
         if self.standardize_target:
             y_pred = y_pred * scale + shift
         seconds = time.perf_counter() - start
         return Trace(y_pred=y_pred, alarms=alarms if self.reports_alarms else None,
                      seconds=seconds)
+
+
+def _class_columns(P: np.ndarray, outcomes: Any) -> None:
+    """Fill ``P`` (n, K), column c = P(label c), from a batch's outcomes: the engine's
+    probabilities in its own class order (first appearance), or, while the stream has shown
+    only 0/1 labels, the binary model's P(y = 1) (the classes not seen yet get 0)."""
+    if outcomes.probas is None:
+        P[:, 1] = outcomes.y_pred
+        P[:, 0] = 1.0 - outcomes.y_pred
+        return
+    columns = [int(label) for label in outcomes.classes.labels]
+    P[:, columns] = outcomes.probas
 
 
 #: The variants that run a real drift detector.

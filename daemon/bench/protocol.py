@@ -32,8 +32,8 @@ class Trace:
 
 
 class Unsupported(Exception):
-    """The learner cannot run this stream at all (e.g. adaptd on a multi-class stream, whose
-    labels ``adaptd run`` dead-letters as ``bad_y``). Reported as "unable", not as a failure."""
+    """The learner cannot run this stream at all (e.g. a user module on a multi-class stream:
+    it has one output). Reported as "unable", not as a failure."""
 
 
 class BenchLearner(Protocol):

@@ -196,7 +196,7 @@ def _stagger(seed: int, n: int, meta: bool) -> Iterator[dict[str, Any]]:
 
 def _rbf_drift(seed: int, n: int, meta: bool, n_classes: int = 5) -> Iterator[dict[str, Any]]:
     """River's RandomRBFDrift: ``n_classes`` classes, 10 features, every centroid moving
-    (incremental drift), a multi-class stream adaptd cannot run yet."""
+    (incremental drift), a multi-class stream."""
     from river.datasets import synth
 
     gen = synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=n_classes,

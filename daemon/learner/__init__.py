@@ -16,6 +16,8 @@ The engine (:func:`build_learner` builds it), one concept per module:
   ``network``: the built-in families' per-row math, compiled; ``models``: the same families
   over many rows with NumPy; ``autograd``: torch — a user ``nn.Module`` and the module twins;
   ``jit``: how the compiled pieces are compiled.
+- ``classes``: multi-class labels (identity, the label → class-index mapping, how an output
+  layer widens); ``growth``: labels to class indices and class growth in the engine.
 - ``adagrad``: a minimal AdaGrad learner for tests of the runner.
 
 Page-Hinkley is :mod:`adaptd.drift`'s, the meta update :mod:`adaptd.meta.state`'s.
@@ -37,7 +39,8 @@ from adaptd.records import Record, RecordBatch
 class Outcome:
     """What happened to one record.
 
-    ``y_pred`` is the regression output, or P(y = 1) for classification. ``loss`` is the
+    ``y_pred`` is the regression output, P(y = 1) for binary classification, or the most
+    probable class index for multi-class (see :class:`Outcomes`). ``loss`` is the
     prequential loss when the record had a label, else ``None``. ``segment`` is the index of
     the key's current task; ``drift`` is true when this record's loss raised a drift alarm.
     ``learned`` is false for a labelled record whose update was skipped (non-finite values).
@@ -63,9 +66,14 @@ class Outcomes(Sequence[Outcome]):
 
     Encodings: ``loss`` is NaN where a record had no label or its update was skipped
     (``learned`` false), ``recovered_after`` is −1 where the record recovered nothing.
+
+    Multi-class: ``y_pred`` is the predicted class index, ``probas`` the class probabilities
+    ``(n, K)`` and ``classes`` the :class:`~adaptd.learner.classes.ClassIndex` naming them
+    (both ``None`` otherwise).
     """
 
-    __slots__ = ("drift", "learned", "loss", "recovered_after", "segment", "y_pred")
+    __slots__ = ("classes", "drift", "learned", "loss", "probas", "recovered_after", "segment",
+                 "y_pred")
 
     def __init__(self, y_pred: np.ndarray, loss: np.ndarray | None = None,
                  segment: np.ndarray | None = None, drift: np.ndarray | None = None,
@@ -79,6 +87,8 @@ class Outcomes(Sequence[Outcome]):
         self.learned = np.zeros(n, dtype=bool) if learned is None else learned
         self.recovered_after = np.full(n, -1, dtype=np.int64) if recovered_after is None \
             else recovered_after
+        self.probas: np.ndarray | None = None
+        self.classes: Any = None
 
     @classmethod
     def empty(cls, n: int) -> Outcomes:
@@ -118,8 +128,11 @@ class Outcomes(Sequence[Outcome]):
 
     def __getitem__(self, i: int | slice) -> Outcome | Outcomes:
         if isinstance(i, slice):
-            return Outcomes(self.y_pred[i], self.loss[i], self.segment[i], self.drift[i],
+            part = Outcomes(self.y_pred[i], self.loss[i], self.segment[i], self.drift[i],
                             self.learned[i], self.recovered_after[i])
+            part.probas = None if self.probas is None else self.probas[i]
+            part.classes = self.classes
+            return part
         loss = float(self.loss[i])
         recovered = int(self.recovered_after[i])
         return Outcome(float(self.y_pred[i]), None if math.isnan(loss) else loss,
@@ -138,7 +151,8 @@ class LearnerSummary:
     ``hindsight_loss`` the best fixed model's loss on closed segments' buffered records and
     ``hindsight_regret`` adaptd's loss on those records minus it. ``updates`` counts learned
     records, ``drift_events`` closed segments; ``step_multiplier`` is the hypergradient α
-    (1 when off). Counts only grow, so the runner turns their differences into counters.
+    (1 when off); ``accuracy`` the recent share of right predictions (classification).
+    Counts only grow, so the runner turns their differences into counters.
     """
 
     cumulative_loss: float = 0.0
@@ -155,6 +169,7 @@ class LearnerSummary:
     delayed_labels_expired: int = 0
     evicted_keys: int = 0
     step_multiplier: float = 1.0
+    accuracy: float | None = None
 
 
 class Learner(Protocol):

@@ -33,8 +33,9 @@ import numpy as np
 
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
 from adaptd.labels import PendingLabels
-from adaptd.learner import LearnerSummary, Outcomes, kernel, paths
+from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
 from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
+from adaptd.learner.classes import ClassIndex
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
@@ -113,6 +114,7 @@ class AdaptiveLearner:
         self._free: list[int] = []
         self._capacity = 0
         self._cold: dict[str, dict[str, Any]] = {}
+        self.classes: ClassIndex | None = None  # multi-class only: see adaptd.learner.growth
         self.totals = Totals()
         if meta_state is not None and n_features is None:
             self.n_features = int(meta_state.model.get("n_features", 0)) or None
@@ -139,8 +141,9 @@ class AdaptiveLearner:
 
             self.family = AutogradFamily(self._user_module, self.task)
         else:
-            self.family = build_family(self.model, self.task, n_features,
-                                       self.config.hidden, self.config.activation)
+            self.classes = growth.given_classes(self._given_meta)
+            self.family = build_family(self.model, self.task, n_features, self.config.hidden,
+                                       self.config.activation, len(self.classes or ()))
         self._init = initial_parameters(self.family, self.config.init_seed)
         if self._given_meta is not None:
             self._given_meta.check_compatible(self.describe(), "--meta")
@@ -229,6 +232,8 @@ class AdaptiveLearner:
         if batch.X.shape[1] != d:
             raise ValueError(f"records have {batch.X.shape[1]} features, the model expects {d}")
         self.pending.expire()
+        if self.task == "classification":  # labels → class indices once multi-class
+            batch = dataclasses.replace(batch, y=growth.class_targets(self, batch.y))
         keys, X, ys = batch.keys, batch.X, batch.y
         if batch.ids.count(None) != n:
             keys, X = self.pending.join(batch)
@@ -249,6 +254,9 @@ class AdaptiveLearner:
                 paths.run_kernel(self, slots, X, ys, tasks, out)
             else:
                 paths.run_waves(self, slots, X, ys, tasks, out)
+        out.classes = self.classes
+        if self.task == "classification":
+            self.totals.add_hits(growth.hits(out, ys))
         self.arena.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
@@ -301,11 +309,14 @@ class AdaptiveLearner:
     def _task_state(self, s: int) -> dict[str, Any]:
         state = row_state(self.arena, s)
         state["detector"] = self.bank.get_state(s)
+        if self.classes is not None:
+            state["classes"] = len(self.classes)
         if self.regret.baseline:
             state["baseline"] = row_state(self.arena, s + 1, BASE_FIELDS)
         return state
 
     def _set_task_state(self, s: int, state: Mapping[str, Any]) -> None:
+        state = growth.task_state_for(self, dict(state))
         set_row_state(self.arena, s, state)
         self.bank.set_state(s, state["detector"])
         if self.regret.baseline:
@@ -327,6 +338,7 @@ class AdaptiveLearner:
             "totals": self.totals.to_dict(),
             "keys": {**cold, **{k: self._task_state(self._slot_of[k]) for k in chosen}},
             "labels": self.pending.state_dict(keys),
+            "classes": None if self.classes is None else self.classes.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -343,6 +355,8 @@ class AdaptiveLearner:
             if k in model and model.get(k) != mine.get(k):
                 raise ValueError(f"learner state is for {k}={model.get(k)!r}, this model has "
                                  f"{mine.get(k)!r}")
+        if state.get("classes") is not None:
+            growth.restore(self, state["classes"])
         if state["meta"] is not None:
             self.meta = MetaState.from_dict(state["meta"])
         self.totals = Totals.from_dict(state["totals"])
@@ -382,4 +396,5 @@ class AdaptiveLearner:
             delayed_labels_expired=self.pending.expired,
             evicted_keys=tot.evicted,
             step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
+            accuracy=tot.accuracy if tot.scored else None,
         )

@@ -28,7 +28,10 @@ def build_module(family: Family) -> nn.Module:
         for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out),
                        nn.Tanh() if family.activation == "tanh" else nn.ReLU()]
-        layers.append(nn.Linear(sizes[-1], 1))
+        classes = getattr(family, "classes", 0)
+        layers.append(nn.Linear(sizes[-1], classes or 1))
+        if classes:
+            return nn.Sequential(*layers, nn.Softmax(dim=-1))
     else:
         return family.module()
     if family.task == "classification":

@@ -29,7 +29,7 @@ import numpy as np
 from adaptd.drift import PHParams, PHState, ph_update
 from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
-from adaptd.learner.network import Net, loss, predict, window_grad
+from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes, window_grad
 from adaptd.learner.step import commit_row, step_row
 
 #: Event codes returned with the index of the record that raised them.
@@ -69,6 +69,7 @@ class Out(NamedTuple):
     segment: np.ndarray
     recovered: np.ndarray
     acc: np.ndarray
+    probas: np.ndarray  # (n, K) multi-class probabilities ((n, 0) otherwise)
 
 
 class Scratch(NamedTuple):
@@ -81,13 +82,15 @@ class Scratch(NamedTuple):
     old_x: np.ndarray  # the window entry an append overwrote, for a skipped step
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
+    zs: np.ndarray  # (width,) the output layer's values: logits, then probabilities
 
 
 def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
     """Working arrays for :func:`process` (whose contents do not outlive a record)."""
     width = max(d, int(L_out.max()))
     return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
-                   np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k))
+                   np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k),
+                   np.empty(width))
 
 
 @njit(nogil=True, refcounts=False)
@@ -111,13 +114,16 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
                 return i, EVENT_TASK_CHANGE
             ar.task_of[s] = b.tasks[i]
         out.segment[i] = ar.seg[s]
-        yp = predict(ar.theta, s, b.X, i, sc.acts, net)
+        yp = _predict(ar, s, b, i, net, sc)
+        if net.classes:  # the class index is the prediction; its probabilities go out too
+            for u in range(net.classes):
+                out.probas[i, u] = sc.zs[u]
         out.y_pred[i] = yp
         if not b.labelled[i]:
             continue
         ok, main_loss = _learn_row(i, s, yp, True, b, ar, par, net, sc)
         if par.baseline:
-            yb = predict(ar.theta, s + 1, b.X, i, sc.acts, net)
+            yb = _predict(ar, s + 1, b, i, net, sc)
             ok_b, base_loss = _learn_row(i, s + 1, yb, False, b, ar, par, net, sc)
             if ok_b:
                 out.acc[1] += base_loss
@@ -132,12 +138,21 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
 
 
 @njit(inline=True)
+def _predict(ar, r, b, i, net, sc):  # type: ignore[no-untyped-def]
+    """Row ``r``'s prediction for record ``i``: the value, P(y = 1), or (multi-class) the most
+    probable class with the probabilities left in ``sc.zs``."""
+    if net.classes:
+        return float(predict_classes(ar.theta, r, b.X, i, sc.acts, net, sc.zs))
+    return predict(ar.theta, r, b.X, i, sc.acts, net, sc.zs)
+
+
+@njit(inline=True)
 def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-def]
     """Learn record ``i`` on row ``r`` (the key's, ``main``, or its baseline's), predicted
     ``yp``: append it to the window, take the step. Returns ``(stepped, loss)``; a
     non-finite loss or step leaves the row as it was."""
     y = b.Y[i]
-    value = loss(yp, y, net.logistic)
+    value = class_loss(sc.zs, y) if net.classes else loss(yp, y, net.logistic)
     kk = ar.WX.shape[1] if main else par.base_window
     # The shadow baseline's default one-record window: the gradient is the record's own, the
     # sum the window path takes (0.0 + ...: the same bits, signed zeros included), with

@@ -126,6 +126,17 @@ class LinearFamily:
         return build_module(self)
 
 
+def _layout(sizes: Sequence[int]) -> tuple[list[tuple[int, int, int]], int]:
+    """``(offset, fan_in, fan_out)`` of each layer of widths ``sizes``, and the parameter count
+    (each layer's weight ``(fan_out, fan_in)`` row-major, then its bias)."""
+    layers = []
+    offset = 0
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        layers.append((offset, fan_in, fan_out))
+        offset += fan_in * fan_out + fan_out
+    return layers, offset
+
+
 class MLPFamily:
     """A multilayer perceptron ``d → h_1 → … → h_L → 1`` with tanh or ReLU hidden units.
 
@@ -143,13 +154,7 @@ class MLPFamily:
         self.task: TaskKind = task
         self.hidden = tuple(hidden)
         self.activation = activation
-        sizes = (n_features, *self.hidden, 1)
-        self.layers: list[tuple[int, int, int]] = []  # (offset, fan_in, fan_out)
-        offset = 0
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            self.layers.append((offset, fan_in, fan_out))
-            offset += fan_in * fan_out + fan_out
-        self.n_params = offset
+        self.layers, self.n_params = _layout((n_features, *self.hidden, 1))
 
     def _weights(self, theta: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
         o, fi, fo = self.layers[layer]
@@ -186,6 +191,14 @@ class MLPFamily:
         count = np.maximum(M.sum(axis=1), 1.0)
         weight = M / count[:, None]
         delta = (_dloss_dz(self.task, out, Y) * weight)[..., None]  # (R, n, 1)
+        g = self._backprop(theta, hs, delta)
+        loss = (pointwise_loss(self.task, out, Y) * weight).sum(axis=1)
+        return loss, g
+
+    def _backprop(self, theta: np.ndarray, hs: list[np.ndarray], delta: np.ndarray
+                  ) -> np.ndarray:
+        """The gradient ``(R, P)`` from the output errors ``delta`` ``(R, n, outputs)`` (already
+        weighted by the mask) and the forward pass's layer inputs ``hs``."""
         R = theta.shape[0]
         g = np.empty((R, self.n_params))
         for i in range(len(self.layers) - 1, -1, -1):
@@ -199,13 +212,75 @@ class MLPFamily:
                 back = np.matmul(delta, W)  # (R, n, fi)
                 deriv = 1.0 - h_in * h_in if self.activation == "tanh" else (h_in > 0.0)
                 delta = back * deriv
-        loss = (pointwise_loss(self.task, out, Y) * weight).sum(axis=1)
-        return loss, g
+        return g
 
     def module(self) -> nn.Module:
         from adaptd.learner.autograd import build_module
 
         return build_module(self)
+
+
+class SoftmaxFamily(MLPFamily):
+    """Multi-class: ``d → h_1 → … → h_L → K`` logits (no hidden layer for the linear model),
+    softmax output and the multinomial log loss; labels are class indices ``0 … K−1``.
+
+    The layout is :class:`MLPFamily`'s with ``K`` outputs: the output layer's weight ``(K, h_L)``
+    row-major, then its ``K`` biases. The error at the logits is ``p − onehot(y)`` (Bishop
+    2006, *Pattern Recognition and Machine Learning*, §4.3.4, eq. 4.109); the hidden layers
+    backpropagate it as for one output. ``forward`` gives the probabilities ``(R, n, K)``.
+
+    >>> fam = SoftmaxFamily(2, (), "tanh", 3)
+    >>> fam.n_params, fam.layers
+    (9, [(0, 2, 3)])
+    """
+
+    def __init__(self, n_features: int, hidden: Sequence[int], activation: Activation,
+                 classes: int) -> None:
+        self.d = n_features
+        self.task: TaskKind = "classification"
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.classes = classes
+        self.layers, self.n_params = _layout((n_features, *self.hidden, classes))
+
+    def _forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The layers' inputs and the logits ``(R, n, K)``."""
+        hs = [X]
+        h = X
+        for i in range(len(self.layers) - 1):
+            W, b = self._weights(theta, i)
+            h = self._act(np.matmul(h, W.transpose(0, 2, 1)) + b[:, None, :])
+            hs.append(h)
+        W, b = self._weights(theta, len(self.layers) - 1)
+        return hs, np.matmul(h, W.transpose(0, 2, 1)) + b[:, None, :]
+
+    def forward(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return softmax(self._forward(theta, X)[1])
+
+    def loss_grad(
+        self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, M: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        hs, z = self._forward(theta, X)
+        p = softmax(z)
+        count = np.maximum(M.sum(axis=1), 1.0)
+        weight = M / count[:, None]
+        onehot = np.arange(self.classes) == np.nan_to_num(Y)[..., None]
+        g = self._backprop(theta, hs, (p - onehot) * weight[..., None])
+        return (multiclass_loss(p, Y) * weight).sum(axis=1), g
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the maximum so that no exponential overflows."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def multiclass_loss(p: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """−log p_y with p_y clipped to [P_CLIP, 1 − P_CLIP], as the binary log loss; ``p`` is
+    ``(…, K)``, ``Y`` the class indices ``(…)`` (entries that are not labels give 0)."""
+    idx = np.nan_to_num(Y).astype(np.int64)[..., None]
+    py = np.take_along_axis(p, np.clip(idx, 0, p.shape[-1] - 1), axis=-1)[..., 0]
+    return -np.log(np.minimum(np.maximum(py, P_CLIP), 1.0 - P_CLIP))
 
 
 def build_family(
@@ -214,8 +289,14 @@ def build_family(
     n_features: int,
     hidden: Sequence[int] = (40, 40),
     activation: Activation = "tanh",
+    classes: int = 0,
 ) -> Family:
-    """The family for ``--model`` (``linear``, ``logistic`` or ``mlp``) and ``--task``."""
+    """The family for ``--model`` (``linear``, ``logistic`` or ``mlp``) and ``--task``; with
+    ``classes`` ≥ 1, the multi-class (softmax) family of that model with that many classes."""
+    if classes:
+        if model not in ("linear", "logistic", "mlp"):
+            raise ValueError(f"model must be one of linear, logistic, mlp, got {model!r}")
+        return SoftmaxFamily(n_features, hidden if model == "mlp" else (), activation, classes)
     if model == "linear":
         return LinearFamily(n_features, task)
     if model == "logistic":

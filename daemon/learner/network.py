@@ -28,6 +28,7 @@ class Net(NamedTuple):
     act: int  # hidden activation: 0 tanh, 1 ReLU
     logistic: bool  # sigmoid output and log loss (else identity and squared error)
     single: bool  # one layer with one output: the window gradient has a direct loop
+    classes: int  # multi-class: K softmax outputs and class-index labels (0: one output)
 
 
 def net_of(family: Family) -> Net:
@@ -37,7 +38,8 @@ def net_of(family: Family) -> Net:
     return Net(np.array([o for o, _, _ in layers], dtype=np.int64),
                np.array([i for _, i, _ in layers], dtype=np.int64),
                np.array([f for _, _, f in layers], dtype=np.int64), act,
-               family.task == "classification", len(layers) == 1 and layers[0][2] == 1)
+               family.task == "classification", len(layers) == 1 and layers[0][2] == 1,
+               int(getattr(family, "classes", 0)))
 
 
 @njit(inline=True)
@@ -51,8 +53,9 @@ def tanh(x):  # type: ignore[no-untyped-def]
 
 
 @njit(inline=True)
-def forward(theta, r, acts, net):  # type: ignore[no-untyped-def]
-    """Output pre-activation for the input in ``acts[0]``; hidden activations go to ``acts[l]``."""
+def forward(theta, r, acts, net, zs):  # type: ignore[no-untyped-def]
+    """Output pre-activation for the input in ``acts[0]`` (the last one); every output's goes
+    to ``zs`` and the hidden activations to ``acts[l]``."""
     nl = net.L_off.shape[0]
     z = 0.0
     for layer in range(nl):
@@ -64,6 +67,7 @@ def forward(theta, r, acts, net):  # type: ignore[no-untyped-def]
                 total += theta[r, base + v] * acts[layer, v]
             if layer == nl - 1:
                 z = total
+                zs[u] = total
             elif net.act == 0:
                 acts[layer + 1, u] = tanh(total)
             else:
@@ -75,6 +79,13 @@ def forward(theta, r, acts, net):  # type: ignore[no-untyped-def]
 def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-untyped-def]
     """Add ``e · d z / d θ`` to ``g`` for the input whose forward pass is in ``acts``."""
     delta[0] = e
+    backward_from(theta, r, acts, net, g, delta, delta_next)
+
+
+@njit(inline=True)
+def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no-untyped-def]
+    """Add ``Σ_u delta[u] · d z_u / d θ`` to ``g`` (``delta`` holds the output errors; it is
+    overwritten)."""
     for layer in range(net.L_off.shape[0] - 1, -1, -1):
         o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
         for u in range(fo):
@@ -99,7 +110,7 @@ def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-u
 
 
 @njit(inline=True)
-def predict(theta, r, X, i, acts, net):  # type: ignore[no-untyped-def]
+def predict(theta, r, X, i, acts, net, zs):  # type: ignore[no-untyped-def]
     """Row ``r``'s output for features ``X[i]``: the value, or P(y = 1)."""
     d = X.shape[1]
     if net.single:  # the sum forward takes, in the same order
@@ -109,8 +120,43 @@ def predict(theta, r, X, i, acts, net):  # type: ignore[no-untyped-def]
     else:
         for j in range(d):
             acts[0, j] = X[i, j]
-        z = forward(theta, r, acts, net)
+        z = forward(theta, r, acts, net, zs)
     return 1.0 / (1.0 + math.exp(-z)) if net.logistic else z
+
+
+@njit(inline=True)
+def predict_classes(theta, r, X, i, acts, net, probs):  # type: ignore[no-untyped-def]
+    """Row ``r``'s class probabilities for ``X[i]`` into ``probs[:K]``; returns the most
+    probable class index (the first of ties)."""
+    for j in range(X.shape[1]):
+        acts[0, j] = X[i, j]
+    forward(theta, r, acts, net, probs)
+    return softmax_inplace(probs, net.classes)
+
+
+@njit(inline=True)
+def softmax_inplace(z, K):  # type: ignore[no-untyped-def]
+    """``z[:K]`` ← softmax(``z[:K]``), shifted by the maximum so no exponential overflows;
+    returns the index of the maximum."""
+    best = 0
+    for u in range(1, K):
+        if z[u] > z[best]:
+            best = u
+    top = z[best]
+    total = 0.0
+    for u in range(K):
+        z[u] = math.exp(z[u] - top)
+        total += z[u]
+    for u in range(K):
+        z[u] /= total
+    return best
+
+
+@njit(inline=True)
+def class_loss(probs, y):  # type: ignore[no-untyped-def]
+    """The multinomial log loss −log p_y, p_y clipped as the binary log loss's."""
+    p = min(max(probs[int(y)], P_CLIP), 1.0 - P_CLIP)
+    return -math.log(p)
 
 
 @njit(inline=True)
@@ -181,7 +227,16 @@ def window_grad(theta, r, WX, WY, WM, kk, net, g, newest, yp_newest, sc):  # typ
             continue
         for j in range(WX.shape[2]):
             sc.acts[0, j] = WX[r, m, j]
-        zm = forward(theta, r, sc.acts, net)
+        zm = forward(theta, r, sc.acts, net, sc.zs)
+        if net.classes:
+            # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
+            softmax_inplace(sc.zs, net.classes)
+            scale = WM[r, m] / count
+            for u in range(net.classes):
+                sc.delta[u] = sc.zs[u] * scale
+            sc.delta[int(WY[r, m])] -= scale
+            backward_from(theta, r, sc.acts, net, g, sc.delta, sc.delta_next)
+            continue
         if net.logistic:
             e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
         else:

@@ -26,7 +26,7 @@ import numpy as np
 
 from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel
-from adaptd.learner.models import pointwise_loss
+from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
 from adaptd.settings import DriftConfig
@@ -50,7 +50,11 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \
         else _NO_PH
     acc = np.zeros(2)
-    result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc)
+    K = lrn.net.classes
+    if K:
+        out.probas = np.zeros((n, K))
+    result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc,
+                        out.probas if K else _NO_PROBAS)
     tot = lrn.totals
     i = 0
     while True:
@@ -74,6 +78,9 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
             i = end
         else:
             i = end + 1
+
+
+_NO_PROBAS = np.empty((0, 0))
 
 
 def _params(lrn: AdaptiveLearner, oracle: bool) -> kernel.Params:
@@ -108,6 +115,8 @@ def wave_indices(slots: np.ndarray) -> list[np.ndarray]:
 def run_waves(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
               tasks: np.ndarray | None, out: Outcomes) -> None:
     """The whole batch as waves (see the module docstring)."""
+    if lrn.classes is not None:
+        out.probas = np.zeros((len(slots), len(lrn.classes)))
     for idx in wave_indices(slots):
         _wave(lrn, idx, slots[idx], X, ys, tasks, out)
 
@@ -158,7 +167,7 @@ def _predict(lrn: AdaptiveLearner, idx: np.ndarray, s: np.ndarray, Xw: np.ndarra
     lab = ~np.isnan(y)
     nl = int(lab.sum())
     if nl == 0:
-        out.y_pred[idx] = fam.forward(theta.take(s, 0), Xw[:, None, :])[:, 0]
+        _emit(out, idx, _outputs(fam, theta.take(s, 0), Xw))
         return None
     all_lab = nl == len(s)
     sl = s if all_lab else s[lab]
@@ -168,18 +177,36 @@ def _predict(lrn: AdaptiveLearner, idx: np.ndarray, s: np.ndarray, Xw: np.ndarra
     K = len(s)
     if lrn.regret.baseline:
         # Prediction rows: every record's key, then the baseline rows of the labelled ones.
-        pred = fam.forward(theta.take(np.concatenate([s, sl + 1]), 0),
-                           np.concatenate([Xw, xl])[:, None, :])[:, 0]
+        pred = _outputs(fam, theta.take(np.concatenate([s, sl + 1]), 0),
+                        np.concatenate([Xw, xl]))
         lrows = np.concatenate([sl, sl + 1])
         ly = np.concatenate([yl, yl])
         lx = np.concatenate([xl, xl])
         lpred = np.concatenate([pred[:K] if all_lab else pred[:K][lab], pred[K:]])
     else:
-        pred = fam.forward(theta.take(s, 0), Xw[:, None, :])[:, 0]
+        pred = _outputs(fam, theta.take(s, 0), Xw)
         lrows, ly, lx = sl, yl, xl
         lpred = pred if all_lab else pred[lab]
-    out.y_pred[idx] = pred[:K]
-    return _Rows(lrows, lx, ly, pointwise_loss(lrn.task, lpred, ly), sl, il, nl)
+    _emit(out, idx, pred[:K])
+    loss = multiclass_loss(lpred, ly) if out.probas is not None else \
+        pointwise_loss(lrn.task, lpred, ly)
+    return _Rows(lrows, lx, ly, loss, sl, il, nl)
+
+
+def _outputs(fam: Family, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Each row's output for its record ``X`` ``(R, d)``: ``(R,)``, or ``(R, K)`` class
+    probabilities for a multi-class family."""
+    return fam.forward(theta, X[:, None, :])[:, 0]
+
+
+def _emit(out: Outcomes, idx: np.ndarray, pred: np.ndarray) -> None:
+    """Predictions of records ``idx``: the outputs, or the most probable classes and their
+    probabilities."""
+    if out.probas is None:
+        out.y_pred[idx] = pred
+    else:
+        out.y_pred[idx] = pred.argmax(axis=1)
+        out.probas[idx] = pred
 
 
 def _step(lrn: AdaptiveLearner, r: _Rows) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

@@ -21,7 +21,7 @@ class Totals:
     """Loss sums and event counts, saved with the learner's state."""
 
     _NAMES = ("loss", "n", "recent", "baseline", "hindsight", "hindsight_adaptd", "skipped",
-              "meta_updates", "drift_events", "evicted")
+              "meta_updates", "drift_events", "evicted", "accuracy", "scored")
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -34,6 +34,24 @@ class Totals:
         self.meta_updates = 0
         self.drift_events = 0
         self.evicted = 0
+        self.accuracy = 0.0  # classification: recent share of correct predictions
+        self.scored = 0
+
+    def add_hits(self, hits: np.ndarray) -> None:
+        """Add whether each learned prediction was right (classification), in order, to the
+        ``accuracy`` average: the plain mean over the first PREQUENTIAL_SPAN, then exponential
+        with weight 1/PREQUENTIAL_SPAN, as ``recent`` averages the losses."""
+        hits = hits.astype(np.float64)
+        k = min(max(PREQUENTIAL_SPAN - self.scored, 0), len(hits))
+        if k:
+            total = self.accuracy * self.scored + float(hits[:k].sum())
+            self.accuracy = total / (self.scored + k)
+        rest = hits[k:]
+        if len(rest):
+            a = 1.0 / PREQUENTIAL_SPAN
+            weights = a * (1.0 - a) ** np.arange(len(rest) - 1, -1, -1)
+            self.accuracy = (1.0 - a) ** len(rest) * self.accuracy + float(weights @ rest)
+        self.scored += len(hits)
 
     def add_losses(self, losses: np.ndarray) -> None:
         """Add losses in order; ``recent`` is an exponential average (weight 1/n while

@@ -78,5 +78,6 @@ def module_state(state: MetaState, model: str, task: TaskKind, config: LearnerCo
     cfg = config or LearnerConfig()
     family = build_family(model, task, int(state.model["n_features"]),
                           state.model.get("hidden", cfg.hidden),
-                          state.model.get("activation", cfg.activation))
+                          state.model.get("activation", cfg.activation),
+                          len(state.model.get("classes", ())))
     return load_flat(family.module(), state.theta0).state_dict()

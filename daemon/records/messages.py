@@ -8,6 +8,8 @@ consumers can drop the repeats an at-least-once sink may deliver:
 >>> raw = SourceRecord(partition=0, position=7, value=b'[1, 2]')
 >>> prediction_body(raw, "a", "r7", 0.8, None, 2, "classification")
 {'id': 'r7', 'key': 'a', 'partition': 0, 'position': 7, 'segment': 2, 'y_pred': 1, 'proba': 0.8}
+>>> prediction_body(raw, "a", None, "cat", None, 2, "classification", {"cat": 0.7, "2": 0.3})["probas"]
+{'cat': 0.7, '2': 0.3}
 >>> print(dead_letter(raw, RecordError("not_object", "got a list")).value.decode())
 {"reason":"not_object","detail":"got a list","partition":0,"position":7,"raw":"[1, 2]"}
 """
@@ -34,11 +36,13 @@ def encode(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj)
 
 
-def prediction_body(raw: SourceRecord, key: str, record_id: str | None, y_pred: float,
-                    loss: float | None, segment: int, task: TaskKind) -> dict[str, Any]:
+def prediction_body(raw: SourceRecord, key: str, record_id: str | None, y_pred: Any,
+                    loss: float | None, segment: int, task: TaskKind,
+                    probas: dict[str, float] | None = None) -> dict[str, Any]:
     """The prediction record for one input: ``id``, ``key``, ``partition``, ``position``,
-    ``segment``, ``y_pred`` (a 0/1 class with ``proba`` = P(y = 1) for classification), and
-    ``loss`` when the record was labelled."""
+    ``segment``, ``y_pred`` (a 0/1 class with ``proba`` = P(y = 1) for binary classification;
+    with ``probas`` (multi-class), the predicted label and ``probas`` = label key →
+    probability), and ``loss`` when the record was labelled."""
     body: dict[str, Any] = {
         "id": record_id,
         "key": key,
@@ -46,7 +50,10 @@ def prediction_body(raw: SourceRecord, key: str, record_id: str | None, y_pred: 
         "position": raw.position,
         "segment": segment,
     }
-    if task == "classification":
+    if probas is not None:
+        body["y_pred"] = y_pred
+        body["probas"] = probas
+    elif task == "classification":
         body["y_pred"] = int(y_pred >= 0.5)
         body["proba"] = y_pred
     else:
@@ -60,12 +67,29 @@ def predictions(raws: list[SourceRecord], batch: RecordBatch, outcomes: Outcomes
                 task: TaskKind) -> list[SinkMessage]:
     """The prediction messages of a learned batch, keyed by record key. ``raws`` are the
     records that decoded, in the order of ``batch``'s rows. Called once per batch; no I/O."""
+    if outcomes.classes is not None and outcomes.probas is not None:
+        return _multiclass(raws, batch, outcomes)
     return [
         SinkMessage(value=encode(prediction_body(raw, key, rid, y_pred, loss, segment, task)),
                     key=key.encode())
         for raw, key, rid, y_pred, loss, segment in zip(
             raws, batch.keys, batch.ids, outcomes.y_pred.tolist(), outcomes.losses(),
             outcomes.segment.tolist(), strict=True)
+    ]
+
+
+def _multiclass(raws: list[SourceRecord], batch: RecordBatch, outcomes: Outcomes
+                ) -> list[SinkMessage]:
+    """:func:`predictions` of a multi-class batch: labels and probabilities by class index."""
+    labels, names = outcomes.classes.labels, outcomes.classes.proba_keys
+    assert outcomes.probas is not None
+    return [
+        SinkMessage(value=encode(prediction_body(
+            raw, key, rid, labels[int(index)], loss, segment, "classification",
+            dict(zip(names, probas, strict=True)))), key=key.encode())
+        for raw, key, rid, index, loss, segment, probas in zip(
+            raws, batch.keys, batch.ids, outcomes.y_pred.tolist(), outcomes.losses(),
+            outcomes.segment.tolist(), outcomes.probas.tolist(), strict=True)
     ]
 
 

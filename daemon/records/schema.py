@@ -64,7 +64,7 @@ class Record:
     """
 
     x: tuple[float, ...]
-    y: float | None = None
+    y: float | str | None = None
     key: str = DEFAULT_KEY
     id: str | None = None
     ts: float | None = None
@@ -96,7 +96,8 @@ _TASK = operator.attrgetter("task")
 class RecordBatch:
     """Decoded records as columns: what the learner computes on.
 
-    ``X`` is ``(n, d)`` float64; ``y`` is NaN where a record has no label; ``ids`` and
+    ``X`` is ``(n, d)`` float64; ``y`` is float64, NaN where a record has no label (an object
+    array, ``None`` there, when a multi-class label is a string); ``ids`` and
     ``tasks`` hold ``None`` where a record has none. Build one with :class:`BatchBuilder`
     while decoding, or with :meth:`from_records`.
     """
@@ -123,7 +124,7 @@ class RecordBatch:
         if n and set(map(len, xs)) != {d}:
             raise ValueError(f"records have {sorted(set(map(len, xs)))} features; they must agree")
         return cls(list(map(_KEY, records)), _matrix(itertools.chain.from_iterable(xs), n, d),
-                   np.array(list(map(_Y, records)), dtype=np.float64),  # None → NaN
+                   labels_column(list(map(_Y, records))),
                    list(map(_ID, records)), list(map(_TASK, records)))
 
 
@@ -135,7 +136,7 @@ class BatchBuilder:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.flat: list[float] = []
-        self.ys: list[float | None] = []
+        self.ys: list[float | str | None] = []
         self.ids: list[str | None] = []
         self.tasks: list[int | None] = []
         self.n_features: int | None = None
@@ -143,7 +144,7 @@ class BatchBuilder:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, key: str, x: tuple[float, ...], y: float | None, rid: str | None,
+    def add(self, key: str, x: tuple[float, ...], y: float | str | None, rid: str | None,
             task: int | None) -> None:
         if self.n_features is None:
             self.n_features = len(x)
@@ -159,7 +160,15 @@ class BatchBuilder:
     def build(self) -> RecordBatch:
         n = len(self.keys)
         return RecordBatch(self.keys, _matrix(self.flat, n, self.n_features or 0),
-                           np.array(self.ys, dtype=np.float64), self.ids, self.tasks)
+                           labels_column(self.ys), self.ids, self.tasks)
+
+
+def labels_column(ys: list[float | str | None]) -> np.ndarray:
+    """The ``y`` column: float64 (``None`` → NaN), or objects when a label is a string (a
+    float conversion would read ``"2"`` as the number 2, another class)."""
+    if str in set(map(type, ys)):
+        return np.array(ys, dtype=object)
+    return np.array(ys, dtype=np.float64)
 
 
 def _matrix(values: Iterable[float], n: int, d: int) -> np.ndarray:
@@ -205,7 +214,7 @@ class RecordDecoder:
         n_features: expected length of ``x``; ``None`` infers it from the first record.
         feature_names: expected names when ``x`` is an object; ``None`` infers them (sorted)
             from the first object record.
-        task: ``classification`` requires ``y`` in {0, 1}.
+        task: ``classification`` takes any number or string as ``y`` (a class label).
         max_record_bytes: records larger than this are rejected as ``oversized``.
     """
 
@@ -276,7 +285,7 @@ class RecordDecoder:
         except ValueError as exc:
             raise RecordError("not_json", f"not valid JSON: {exc}") from None
 
-    def _core(self, obj: Any) -> tuple[str, tuple[float, ...], float | None, str | None,
+    def _core(self, obj: Any) -> tuple[str, tuple[float, ...], float | str | None, str | None,
                                        int | None]:
         """``(key, x, y, id, task)`` of a parsed record, validated."""
         if not isinstance(obj, dict):
@@ -342,18 +351,21 @@ class RecordDecoder:
         if names is not None and self.feature_names is None:
             self.feature_names = names
 
-    def _label(self, raw_y: Any) -> float | None:
+    def _label(self, raw_y: Any) -> float | str | None:
+        """The label: a float, or for classification also a string. Booleans are the numbers
+        0/1; for the identity of multi-class labels see :mod:`adaptd.learner.classes`."""
         if raw_y is None:
             return None
         if isinstance(raw_y, bool):
             raw_y = int(raw_y)
+        if isinstance(raw_y, str) and self.task == "classification":
+            return raw_y
         if not _finite_number(raw_y):
-            raise RecordError("bad_y", f"y is {raw_y!r}, expected a number")
+            expected = "a number or a string" if self.task == "classification" else "a number"
+            raise RecordError("bad_y", f"y is {raw_y!r}, expected {expected}")
         y = _as_float(raw_y)
         if not math.isfinite(y):
             raise RecordError("non_finite", "y is not finite")
-        if self.task == "classification" and y not in (0.0, 1.0):
-            raise RecordError("bad_y", f"y is {raw_y!r}, expected 0 or 1 for classification")
         return y
 
 

@@ -67,20 +67,18 @@ def test_every_learner_ran_on_every_stream(quick_report: Path) -> None:
         assert f"`{spec.name}`" in report
 
 
-def test_multi_class_is_reported_as_unable_for_adaptd_only(quick_report: Path) -> None:
+def test_adaptd_is_scored_on_the_multi_class_stream(quick_report: Path) -> None:
     results = json.loads((quick_report / "results.json").read_text())
     multi = "river ImageSegments"
-    unable = {r["learner"] for r in results["runs"] if r["stream"] == multi and r["unable"]}
-    stream = next(s for s in suite_streams(quick=True) if s.name == multi)
-    assert unable == {spec.name for spec in LEARNERS
-                      if spec.group in ("adaptd", "variant") and spec.runs_on(stream)}
-    scored = {r["learner"]: r["scores"] for r in results["runs"]
-              if r["stream"] == multi and r["scores"] is not None}
-    # Every peer and baseline gives 7-class probabilities: accuracy above chance for the peers.
+    runs = [r for r in results["runs"] if r["stream"] == multi]
+    assert runs and not [r["learner"] for r in runs if r["unable"]]
+    scored = {r["learner"]: r["scores"] for r in runs if r["scores"] is not None}
+    # 7-class probabilities from adaptd (softmax) as from the peers: well above chance.
+    assert scored["adaptd"]["accuracy"] > 0.5
     assert scored["river-arf"]["accuracy"] > 0.5
     assert 0 < scored["majority"]["accuracy"] < 0.3
     report = (quick_report / "report.md").read_text()
-    assert "## Unable" in report and "## Real streams" in report
+    assert "## Real streams" in report
 
 
 def test_numbers_are_finite(quick_report: Path) -> None:

@@ -82,7 +82,7 @@ def test_features_are_fixed_by_the_first_record() -> None:
     assert model.predict_one({"a": 2.0}) == model.predict_one({"a": 2.0, "b": 0.0})
 
 
-def test_labels_are_discovered_online_and_binary_only() -> None:
+def test_labels_are_discovered_online() -> None:
     model = AdaptdClassifier()
     assert set(model.predict_proba_one({"x": 1.0})) == {False, True}
     model.learn_one({"x": 1.0}, "spam")
@@ -90,8 +90,11 @@ def test_labels_are_discovered_online_and_binary_only() -> None:
     model.learn_one({"x": -1.0}, "ham")
     proba = model.predict_proba_one({"x": 1.0})
     assert set(proba) == {"spam", "ham"} and sum(proba.values()) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="binary: got a third label 'eggs'"):
-        model.learn_one({"x": 0.0}, "eggs")
+    # A third label switches the engine to softmax over all three, in order of appearance.
+    model.learn_one({"x": 0.0}, "eggs")
+    proba = model.predict_proba_one({"x": 1.0})
+    assert list(proba) == ["spam", "ham", "eggs"] and sum(proba.values()) == pytest.approx(1.0)
+    assert model.predict_one({"x": 1.0}) in proba
 
 
 def test_settings_are_validated_at_construction() -> None:

@@ -112,7 +112,11 @@ def test_classification_labels() -> None:
     decoder = RecordDecoder(task="classification")
     assert decoder.decode(b'{"x":[1],"y":true}').y == 1.0
     assert decoder.decode(b'{"x":[1],"y":0}').y == 0.0
-    assert reason(b'{"x":[1],"y":0.5}', decoder) == "bad_y"
+    # Any number or string is a class label (multi-class, adaptd.learner.classes).
+    assert decoder.decode(b'{"x":[1],"y":0.5}').y == 0.5
+    assert decoder.decode(b'{"x":[1],"y":"cat"}').y == "cat"
+    assert reason(b'{"x":[1],"y":[1]}', decoder) == "bad_y"
+    assert reason(b'{"x":[1],"y":{"a":1}}', decoder) == "bad_y"
 
 
 @pytest.mark.parametrize(
