@@ -55,6 +55,12 @@ class PendingLabels:
             self._entries.popitem(last=False)
             self.expired += 1
 
+    def key_of(self, record_id: str) -> str | None:
+        """The key kept for ``record_id`` (None if none), without taking it: the checkpoint
+        needs to know which key a label is about to change."""
+        entry = self._entries.get(record_id)
+        return None if entry is None else entry[1]
+
     def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
         """``(key, x)`` kept for ``record_id``, removed; ``None`` if unknown or expired."""
         entry = self._entries.pop(record_id, None)

@@ -91,6 +91,10 @@ class Metrics:
             "adaptd_evicted_keys_total",
             "Keys whose task state left memory for the state dir (idle for learner.idle_evict_s, "
             "or beyond learner.max_keys).", registry=registry)
+        self.meta_tasks = Gauge(
+            "adaptd_meta_tasks",
+            "Tasks folded into the meta-state this replica uses (its own and those merged from "
+            "the group's other replicas).", registry=registry)
         self._totals_seen: dict[Counter, int] = {}
 
     def observe_batch(

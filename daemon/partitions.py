@@ -2,36 +2,42 @@
 
 The runner reads records; this module knows where each came from and what must be saved so that
 a restart resumes exactly. It tracks the partitions this daemon owns, the next position to read
-in each, and which partition each key's records come from; it loads that state when partitions
-are assigned, forgets it when they go, builds what a checkpoint writes, and moves idle keys to
-:class:`~adaptd.evicted.EvictedKeys` and back.
+in each, which partition each key's records come from and which keys changed since the last
+checkpoint; it loads that state when partitions are assigned, forgets it when they go, writes
+each checkpoint (see :mod:`adaptd.checkpoint`), and lets idle keys go to the store and back.
 
-What a checkpoint holds, and where (see :mod:`adaptd.checkpoint`):
+What a checkpoint holds:
 
-* the generation's shared file: the learner's shared state (meta-state, totals, the counts of
-  delayed labels), from ``learner.state_dict(keys=())``, and the decoder's feature layout;
-* each partition's file: its next position, its keys, their task states and their pending
-  delayed labels.
+* the shared state: the learner's shared state (meta-state, totals, the counts of delayed
+  labels), from ``learner.state_dict(keys=())``, and the decoder's feature layout;
+* per partition: its next position, and the task states and pending delayed labels of the keys
+  that changed since the previous checkpoint (the store keeps the others from before).
 
 :func:`shared_part`, :func:`partition_part` and :func:`combine` split the learner's
-``state_dict`` that way and put it back together on load; the shared part is written once per
-checkpoint, not once per partition.
+``state_dict`` that way and put it back together on load. Every checkpoint also writes
+``STATE_DIR/meta.pt``, the meta-state in the ``--meta`` format (:mod:`adaptd.meta_file`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adaptd.checkpoint import CheckpointStore, PartitionState
+from adaptd import meta_file
+from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
-from adaptd.evicted import EvictedKeys
 from adaptd.learner import Learner
-from adaptd.records import RecordDecoder
+from adaptd.records import RecordBatch, RecordDecoder
+
+if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
+    from adaptd.changelog import Changelog
+    from adaptd.meta_sync import MetaSync
 
 log = logging.getLogger(__name__)
 
+META_FILE = "meta.pt"
 
 def shared_part(learner: Learner) -> dict[str, Any]:
     """What every key shares: ``state_dict(keys=())`` without task states or label entries."""
@@ -72,63 +78,88 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
 
 
 class Partitions:
-    """Owned partitions, next positions, key → partition, and the state files behind them.
-    Runner thread only; every method may block on the state directory's disk.
+    """Owned partitions, next positions, key → partition, changed keys, and the store behind
+    them. Runner thread only; every method may block on the state directory's disk.
 
     Args:
-        store: the checkpoint generations; read on assignment, written by :meth:`save`.
+        store: the state database; read on assignment, written by :meth:`save`.
         learner: whose state is split into shared and per-partition parts.
         decoder: whose feature layout is saved with the shared state.
+        changelog: a Kafka source's changelog topic: partitions are restored from it on
+            assignment (the store is then a cache) and every checkpoint is published to it.
+        meta_sync: a Kafka source's meta topic, through which replicas merge meta-states.
     """
 
-    def __init__(self, store: CheckpointStore, learner: Learner, decoder: RecordDecoder) -> None:
+    def __init__(self, store: CheckpointStore, learner: Learner, decoder: RecordDecoder,
+                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
         self.store = store
+        self.changelog = changelog
+        self.meta_sync = meta_sync
         self.learner = learner
         self.decoder = decoder
-        self.evicted = EvictedKeys(store.state_dir, keep=store.keep)
         #: partition → position of the next record to read, for partitions owned here.
         self.next_positions: dict[int, int] = {}
         #: Partitions whose state is loaded here.
         self.owned: set[int] = set()
         #: Which partition each key's records come from, so its state is saved with it.
         self.key_partition: dict[str, int] = {}
-        # The shared state is taken from a checkpoint once; later it is the live one.
+        #: partition → keys whose state changed since the last checkpoint: all a save writes.
+        self.touched: dict[int, set[str]] = {}
+        # The shared state is taken from the store once; later it is the live one.
         self._shared_loaded = False
+        self._meta_written: Any = None
 
     # -- assignment ----------------------------------------------------------------------
 
     def assign(self, partitions: Collection[int]) -> dict[int, int]:
-        """Load the newest usable checkpoint of each new partition; return where each of
-        ``partitions`` resumes (those left out start where the source's policy says).
+        """Load the last checkpoint of each new partition; return where each of ``partitions``
+        resumes (those left out start where the source's policy says).
 
         Called before any record of these partitions is polled. The shared state comes from
-        the checkpoint only at the first assignment (with the partitions of that generation,
-        see :meth:`CheckpointStore.load`); later it stays the live one, so a second assignment
-        does not roll it back.
+        the store only at the first assignment; later it stays the live one, so a second
+        assignment does not roll it back. Raises CheckpointError when a stored value is damaged.
         """
         requested = sorted(partitions)
         new = [p for p in requested if p not in self.owned]
+        if self.changelog is not None:
+            for p in new:
+                self.changelog.restore(p, self.store)
         restored = self.store.load(new)
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
-        if not self._shared_loaded and restored.shared is not None:
-            self.learner.load_state_dict(combine(restored.shared["learner"], parts))
+        first = not self._shared_loaded
+        if first and restored.shared is not None:
+            self.learner.load_state_dict(combine(self._adopted(restored), parts))
             self.decoder.restore_layout(restored.shared.get("decoder", {}))
         elif parts:
             self.learner.load_state_dict(combine(shared_part(self.learner), parts))
         self._shared_loaded = True
+        if first:  # a replica starts from the group's merged meta-state
+            self.sync_meta(force=True)
         for p, state in restored.partitions.items():
             for key in state.keys:
                 self.key_partition[key] = p
             self.next_positions[p] = state.position
-        for p in new:
-            state = restored.partitions.get(p)
-            self.evicted.open_partition(p, None if state is None else state.generation)
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
         log.info("partitions %s assigned; resuming at %s (others from the start) from "
-                 "checkpoint generations %s", requested, resume,
-                 {p: state.generation for p, state in sorted(restored.partitions.items())})
+                 "checkpoints %s", requested, resume,
+                 {p: state.checkpoint for p, state in sorted(restored.partitions.items())})
         return resume
+
+    def _adopted(self, restored: Restored) -> dict[str, Any]:
+        """The shared learner state a first assignment takes. From a checkpoint this state dir
+        wrote, all of it; from another replica's (restored from the changelog into an empty
+        state dir), its model and meta-state, which are the group's, but not its totals."""
+        assert restored.shared is not None
+        theirs = restored.shared["learner"]
+        if restored.local is not None:
+            if self.meta_sync is not None:
+                self.meta_sync.restore(restored.local.get("meta_sync"))
+            return dict(theirs)
+        meta = theirs.get("meta")
+        if self.meta_sync is not None and meta is not None:
+            self.meta_sync.foreign = int(meta["tasks"])  # none of those tasks are this replica's
+        return {**shared_part(self.learner), "model": theirs.get("model"), "meta": meta}
 
     def release(self, partitions: Collection[int]) -> None:
         """Forget ``partitions`` and their keys' state. Called once they are checkpointed
@@ -140,23 +171,50 @@ class Partitions:
             del self.key_partition[key]
         for p in gone:
             self.next_positions.pop(p, None)
-            self.evicted.close_partition(p)
+            self.touched.pop(p, None)
+        if self.changelog is not None:
+            self.changelog.release(sorted(gone))
         self.owned -= gone
         log.info("partitions %s released (%d keys forgotten)", sorted(gone), len(keys))
 
+    def close(self) -> None:
+        """Close the Kafka clients and the store. Called once the source is closed."""
+        for part in (self.changelog, self.meta_sync):
+            if part is not None:
+                part.close()
+        self.store.close()
+
     # -- the record path -----------------------------------------------------------------
 
-    def route(self, keys: Sequence[str], partitions: Sequence[int]) -> None:
-        """Note which partition each decoded record's key comes from; a key seen for the first
-        time since it was evicted gets its state back from disk. Called per batch, before
-        the learner sees it."""
-        key_partition = self.key_partition
-        for key, p in zip(keys, partitions, strict=True):
+    def route(self, batch: RecordBatch, partitions: Sequence[int]) -> None:
+        """Note which partition each decoded record's key comes from and that its state is
+        about to change; a key seen for the first time since it was evicted gets its state
+        back from the store. Called per batch, before the learner sees it."""
+        key_partition, touched, store = self.key_partition, self.touched, self.store
+        for key, p in zip(batch.keys, partitions, strict=True):
             if key not in key_partition:
-                state = self.evicted.get(p, key)
+                state = store.get(p, key)
                 if state is not None:
                     self._restore_keys({key: state})
-            key_partition[key] = p
+                key_partition[key] = p
+            changed = touched.get(p)
+            if changed is None:
+                changed = touched[p] = set()
+            changed.add(key)
+        self._touch_joined(batch)
+
+    def _touch_joined(self, batch: RecordBatch) -> None:
+        # A delayed label changes the key its features were kept under, which may not be the
+        # label record's own key.
+        pending = getattr(self.learner, "pending", None)
+        if pending is None or not len(pending):
+            return
+        for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
+            if rid is None or math.isnan(y):
+                continue
+            key = pending.key_of(rid)
+            if key is not None and key in self.key_partition:
+                self.touched.setdefault(self.key_partition[key], set()).add(key)
 
     def advance(self, raws: Iterable[SourceRecord]) -> None:
         """Move past ``raws`` (decoded or rejected alike): called once their batch is learned
@@ -170,24 +228,75 @@ class Partitions:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Write one checkpoint generation: the shared state once, then per owned partition its
-        position and its keys' state. Raises OSError when the disk refuses."""
+    def save(self) -> int:
+        """Write one checkpoint: the shared state, and per owned partition its position and the
+        keys that changed since the last one; then ``meta.pt`` if the meta-state moved. Returns
+        the checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then:
+        the next checkpoint writes the same keys and more)."""
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
-        keys_of: dict[int, list[str]] = {p: [] for p in self.owned}
-        for key, p in self.key_partition.items():
-            if p in keys_of:
-                keys_of[p].append(key)
-        self.store.save(shared, {
-            p: PartitionState(position=self.next_positions[p], keys=keys,
-                              learner=partition_part(self.learner, keys))
-            for p, keys in keys_of.items()
-            if p in self.next_positions
-        })
+        changes = {p: self._changes(p) for p in self.owned if p in self.next_positions}
+        number = self.store.next_checkpoint()
+        offsets = None
+        if self.changelog is not None:  # the changelog first: the local store is a cache of it
+            offsets = self.changelog.publish(number, changes, shared)
+        # Written at every checkpoint: its presence says this state dir has checkpointed itself.
+        local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
+        self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
+                        local=local)
+        for p in changes:
+            self.touched.pop(p, None)
+        self._write_meta(shared["learner"].get("meta"))
+        return number
+
+    def _changes(self, p: int) -> PartitionChanges:
+        part = partition_part(self.learner, self.touched.get(p, ()))
+        labels: dict[str, list[Any]] = {}
+        for entry in part.get("labels", ()):  # (id, seconds left, key, x)
+            labels.setdefault(entry[2], []).append(entry)
+        return PartitionChanges(position=self.next_positions[p], states=part["keys"],
+                                labels=labels)
+
+    def sync_meta(self, force: bool = False) -> bool:
+        """Merge the group's published meta-states into the live one when a merge is due (or
+        ``force``), and rewrite ``meta.pt``; True if the meta-state changed. Called on the
+        runner's timer and at the first assignment; a broker fault costs one merge, logged."""
+        if self.meta_sync is None or not (force or self.meta_sync.due()):
+            return False
+        shared = shared_part(self.learner)
+        try:
+            merged = self.meta_sync.merge(shared.get("meta"))
+        except OSError as exc:
+            log.warning("meta-state not merged this time: %s", exc)
+            return False
+        if merged is None:
+            return False
+        if shared.get("meta") is None:  # no record yet: the merged state's model sets it up
+            shared["model"] = {**merged["model"], **{k: v for k, v in shared["model"].items()
+                                                     if v is not None}}
+        try:
+            self.learner.load_state_dict(combine({**shared, "meta": merged}, []))
+        except (ValueError, KeyError) as exc:
+            log.error("the group's meta-state does not fit this model, not merged: %s", exc)
+            return False
+        self._write_meta(merged)
+        return True
+
+    def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
+        # Written when it moved, so an idle replica does not rewrite it at every checkpoint.
+        if meta is None or _same(meta, self._meta_written):
+            return
+        meta_file.write(dict(meta), self.store.state_dir / META_FILE)
+        self._meta_written = meta
+
+    @property
+    def meta_tasks(self) -> int:
+        """Tasks folded into the live meta-state (0 before any, or without meta-learning)."""
+        meta = shared_part(self.learner).get("meta")
+        return 0 if meta is None else int(meta["tasks"])
 
     def evict(self) -> int:
-        """Move the keys the learner let go to disk; returns how many. Called right after a
-        checkpoint, so each state written equals the one that checkpoint holds."""
+        """Let the keys the learner let go leave memory; returns how many. Called right after
+        a checkpoint, so the state the store holds for each is the one it leaves with."""
         self.learner.evict_idle()
         states = self.learner.take_evicted()
         by_partition: dict[int, dict[str, Any]] = {}
@@ -197,18 +306,31 @@ class Partitions:
                 by_partition.setdefault(p, {})[key] = state
         for p, group in by_partition.items():
             try:
-                self.evicted.put(p, group, self.store.last_generation)
+                self.store.mark_evicted(p, group)
             except OSError as exc:
                 # Keep them live rather than lose them; the next checkpoint tries again.
-                log.error("could not write evicted key states of partition %d: %s", p, exc)
+                log.error("could not mark evicted keys of partition %d: %s", p, exc)
                 self._restore_keys(group)
                 continue
             for key in group:
                 del self.key_partition[key]
         if states:
-            log.info("evicted %d idle keys to %s", len(states), self.evicted.root)
+            log.info("evicted %d idle keys to %s", len(states), self.store.path)
         return len(states)
 
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
         self.learner.load_state_dict(combine(shared_part(self.learner), [{"keys": states}]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal meta-state dicts (NumPy arrays compared by value)."""
+    if b is None or a.keys() != b.keys():
+        return False
+    for k, v in a.items():
+        if hasattr(v, "shape"):
+            if not (hasattr(b[k], "shape") and v.shape == b[k].shape and (v == b[k]).all()):
+                return False
+        elif v != b[k]:
+            return False
+    return True

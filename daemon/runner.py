@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptd import identity
 from adaptd.checkpoint import CheckpointStore
@@ -42,6 +42,10 @@ from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
 from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
+
+if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
+    from adaptd.changelog import Changelog
+    from adaptd.meta_sync import MetaSync
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +128,16 @@ class Runner:
         config: pacing, checkpoint timing and fault settings.
         clock: monotonic seconds; injected by tests.
         sleep: waits between retries; injected by tests.
+        changelog: a Kafka source's changelog topic (see :mod:`adaptd.changelog`).
+        meta_sync: a Kafka source's meta topic (see :mod:`adaptd.meta_sync`).
     """
 
     def __init__(self, source: Source, learner: Learner, decoder: RecordDecoder,
                  metrics: Metrics, store: CheckpointStore, sink: Sink | None = None,
                  dead_letter: Sink | None = None, config: RunnerConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
         self.source = source
         self.learner = learner
         self.decoder = decoder
@@ -141,7 +148,7 @@ class Runner:
         self.config = config or RunnerConfig()
         self.clock = clock
         self._stop = False
-        self.partitions = Partitions(store, learner, decoder)
+        self.partitions = Partitions(store, learner, decoder, changelog, meta_sync)
         self.state_dir = store.state_dir
         # Why the last checkpoint failed when the state dir refused it (None: it did not).
         self._state_error: Exception | None = None
@@ -220,7 +227,8 @@ class Runner:
                 return
 
     def _close(self) -> None:
-        for part in (self.source, *self.sinks):
+        # The source first: closing it revokes its partitions, which checkpoints them.
+        for part in (self.source, *self.sinks, self.partitions):
             try:
                 part.close()
             except Exception:  # closing must not hide the error that got us here
@@ -261,7 +269,7 @@ class Runner:
         self.summary.records += len(raws)
         good, builder = self.decode(raws)
         batch = builder.build()
-        self.partitions.route(batch.keys, [raw.partition for raw in good])
+        self.partitions.route(batch, [raw.partition for raw in good])
         outcomes, good, batch = self.learn(good, batch)
         unsent = 0  # learned from, but dead-lettered: their predictions could not be encoded
         if self.sink is not None and good:
@@ -340,6 +348,8 @@ class Runner:
             self.checkpoint_or_give_up()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
+            if self.partitions.sync_meta():
+                self.metrics.meta_tasks.set(self.partitions.meta_tasks)
             self._last_checkpoint_at = self.clock()
 
     def checkpoint_or_give_up(self) -> None:
@@ -397,6 +407,7 @@ class Runner:
         log.debug("checkpoint at positions %s", positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())
+        self.metrics.meta_tasks.set(self.partitions.meta_tasks)
         if not self._layout_recorded:
             self._layout_recorded = identity.record_layout(Path(self.state_dir),
                                                            self.decoder.layout())

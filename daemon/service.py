@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +27,10 @@ from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig, RunSummary
 from adaptd.settings import Settings
+
+if TYPE_CHECKING:
+    from adaptd.changelog import Changelog
+    from adaptd.meta_sync import MetaSync
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +63,37 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
             max_record_bytes=settings.max_record_bytes,
         ),
         metrics=metrics,
-        store=CheckpointStore(state_dir, keep=settings.checkpoint.keep),
+        store=CheckpointStore(state_dir),
         sink=sink,
         dead_letter=dead_letter,
         config=RunnerConfig.from_settings(settings),
+        changelog=changelog_for(settings),
+        meta_sync=meta_sync_for(settings),
     )
+
+
+def changelog_for(settings: Settings) -> Changelog | None:
+    """The changelog of a Kafka source (``checkpoint.changelog``), else None."""
+    uri = urlsplit(settings.source or "")
+    if uri.scheme != "kafka" or not settings.checkpoint.changelog:
+        return None
+    from adaptd.changelog import Changelog  # kafka-python, for Kafka sources only
+
+    group = parse_qs(uri.query).get("group", [None])[0]
+    return Changelog(uri.netloc, uri.path.lstrip("/"), group)
+
+
+def meta_sync_for(settings: Settings) -> MetaSync | None:
+    """The meta topic of a Kafka source with meta-learning on (``checkpoint.meta_topic``)."""
+    uri = urlsplit(settings.source or "")
+    if (uri.scheme != "kafka" or not settings.checkpoint.meta_topic
+            or not settings.meta_learning.enabled):
+        return None
+    from adaptd.meta_sync import MetaSync  # kafka-python, for Kafka sources only
+
+    group = parse_qs(uri.query).get("group", [None])[0]
+    return MetaSync(uri.netloc, uri.path.lstrip("/"), group,
+                    interval_s=settings.checkpoint.meta_merge_interval_s)
 
 
 @contextmanager

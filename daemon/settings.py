@@ -247,23 +247,34 @@ class LabelsConfig:
 
 @dataclass
 class CheckpointConfig:
-    """The ``[checkpoint]`` settings section.
+    """The ``[checkpoint]`` settings section: where state goes besides the state dir.
+
+    Every checkpoint writes the keys that changed and each partition's next position to
+    ``STATE_DIR/state.db`` in one transaction (see :mod:`adaptd.checkpoint`).
 
     Args:
-        keep: generations kept per partition, so a damaged newest one has whole older ones
-            behind it: a restart then resumes from the newest generation whose files all
-            check (see :mod:`adaptd.checkpoint`); with 1 it replays from the start.
+        changelog: Kafka sources only: also append each checkpoint's changed key states and
+            positions to the compacted topic ``<topic>.<group>.adaptd-changelog``, from which a
+            replica newly assigned a partition restores it (see :mod:`adaptd.changelog`); the
+            local state dir is then only a cache, and replicas need no shared volume.
+        meta_topic: Kafka sources only: publish this replica's meta-state to the compacted
+            topic ``<topic>.<group>.adaptd-meta`` and merge the group's, weighted by tasks.
+        meta_merge_interval_s: seconds between merges of the published meta-states (also done
+            at start).
         give_up_after_s: how long the state dir may refuse checkpoints (read-only, full) before
             the daemon stops with exit 1; it retries with the resilience backoff meanwhile,
             without polling. 0 gives up at the first refusal.
     """
 
-    keep: int = 3
+    changelog: bool = True
+    meta_topic: bool = True
+    meta_merge_interval_s: float = 60.0
     give_up_after_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.keep < 1:
-            raise ValueError(f"keep must be >= 1, got {self.keep}")
+        if not self.meta_merge_interval_s > 0:
+            raise ValueError(
+                f"meta_merge_interval_s must be > 0, got {self.meta_merge_interval_s}")
         if not self.give_up_after_s >= 0:
             raise ValueError(f"give_up_after_s must be >= 0, got {self.give_up_after_s}")
 

@@ -26,6 +26,7 @@ from adaptd.config import load_settings
 from tests.deploy.conftest import DEPLOY, REPO, adaptd_env
 
 COMPOSE = DEPLOY / "compose.yaml"
+REPLICAS = ("adaptd-1", "adaptd-2", "adaptd-3")
 DOCKERFILE = DEPLOY / "Dockerfile"
 KUBERNETES = DEPLOY / "kubernetes"
 URI_FLAGS = {"--source": "source", "--sink": "sink", "--dead-letter": "sink"}
@@ -173,7 +174,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_services_and_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "producer", "adaptd", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "producer", *REPLICAS, "prometheus", "grafana"}
     for name, service in services.items():
         if "build" in service:
             build = service["build"]
@@ -204,22 +205,33 @@ def test_compose_adaptd_and_producer_commands(compose: dict[str, Any]) -> None:
     assert flags["--sink"].startswith(f"kafka://{kafka_address}/")  # type: ignore[union-attr]
     assert flags["--source"].startswith("synthetic:")  # type: ignore[union-attr]
 
-    adaptd = services["adaptd"]
-    assert "entrypoint" not in adaptd  # the image's `adaptd run`
-    flags = check_command("run", adaptd["command"])
     producer_sink = flag_values(producer["command"])["--sink"]
     assert producer_sink is not None
     topic = producer_sink.split("?")[0].rsplit("/", 1)[1]
-    assert flags["--source"].startswith(f"kafka://{kafka_address}/{topic}?")  # type: ignore[union-attr]
-    port = flags["--metrics-port"]
-    assert port == dockerfile_env()["ADAPTD_METRICS_PORT"]
-    assert flags["--metrics-host"] == "0.0.0.0"
-    assert f"{port}:{port}" in adaptd["ports"]
-    state_dir = flags["--state-dir"]
-    assert state_dir == dockerfile_env()["ADAPTD_STATE_DIR"]
-    assert any(v.split(":")[1] == state_dir for v in adaptd["volumes"])
-    health = " ".join(adaptd["healthcheck"]["test"])
-    assert f"127.0.0.1:{port}/readyz" in health
+    host_ports, state_volumes, sources = set(), set(), set()
+    for name in REPLICAS:
+        adaptd = services[name]
+        assert "entrypoint" not in adaptd  # the image's `adaptd run`
+        flags = check_command("run", adaptd["command"])
+        source = str(flags["--source"])
+        assert source.startswith(f"kafka://{kafka_address}/{topic}?group="), source
+        sources.add(source)
+        port = flags["--metrics-port"]
+        assert port == dockerfile_env()["ADAPTD_METRICS_PORT"]
+        assert flags["--metrics-host"] == "0.0.0.0"
+        [mapping] = adaptd["ports"]
+        assert mapping.endswith(f":{port}")
+        host_ports.add(mapping.split(":")[0])
+        state_dir = flags["--state-dir"]
+        assert state_dir == dockerfile_env()["ADAPTD_STATE_DIR"]
+        [volume] = [v for v in adaptd["volumes"] if v.split(":")[1] == state_dir]
+        state_volumes.add(volume.split(":")[0])
+        health = " ".join(adaptd["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/readyz" in health
+    # One consumer group; each replica its own state volume (a cache: the changelog topic is
+    # where partitions' states move between replicas) and its own host port.
+    assert len(sources) == 1
+    assert len(state_volumes) == len(host_ports) == len(REPLICAS)
 
 
 def test_compose_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
@@ -234,9 +246,9 @@ def test_compose_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
     rules_dir = Path(rule_glob).parent.as_posix()
     assert list(mounts[rules_dir].glob(Path(rule_glob).name)), "no rule file where Prometheus looks"
     [job] = config["scrape_configs"]
-    [target] = job["static_configs"][0]["targets"]
-    port = flag_values(services["adaptd"]["command"])["--metrics-port"]
-    assert target == f"adaptd:{port}"
+    targets = job["static_configs"][0]["targets"]
+    ports = {name: flag_values(services[name]["command"])["--metrics-port"] for name in REPLICAS}
+    assert targets == [f"{name}:{port}" for name, port in ports.items()]
     assert "9090:9090" in prometheus["ports"]
 
     grafana = services["grafana"]
@@ -324,14 +336,18 @@ def test_kubernetes_statefulset(
     assert port["containerPort"] == settings.metrics_port and settings.metrics_host == "0.0.0.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
-    # One state volume shared by every replica, so partitions move with their checkpoints.
+    # A volume per pod, from the claim template: a cache of the partitions' states, which move
+    # between replicas through the changelog topic. Nothing is shared, so no ReadWriteMany.
     state_mount = next(m for m in container["volumeMounts"]
                        if m["mountPath"] == settings.state_dir)
     assert settings.state_dir == dockerfile_env()["ADAPTD_STATE_DIR"]
-    [state_volume] = [v for v in pod["spec"]["volumes"] if v["name"] == state_mount["name"]]
-    claim = k8s[("PersistentVolumeClaim", state_volume["persistentVolumeClaim"]["claimName"])]
-    if sts["spec"]["replicas"] > 1:
-        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert state_mount["name"] not in {v["name"] for v in pod["spec"]["volumes"]}
+    [claim] = [t for t in sts["spec"]["volumeClaimTemplates"]
+               if t["metadata"]["name"] == state_mount["name"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert not [k for k in k8s if k[0] == "PersistentVolumeClaim"], "no shared claim"
+    assert sts["spec"]["replicas"] == 3
+    assert settings.checkpoint.changelog and settings.checkpoint.meta_topic
     assert str(pod["spec"]["securityContext"]["runAsUser"]) == dockerfile_one("USER").split(":")[0]
     assert pod["spec"]["terminationGracePeriodSeconds"] >= 2 * settings.checkpoint_interval_s
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])

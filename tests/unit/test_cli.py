@@ -32,7 +32,7 @@ def test_synthetic_stream_to_stdout_prints_one_prediction_per_record(tmp_path: P
     predictions = [json.loads(line) for line in lines]
     assert [p["position"] for p in predictions] == list(range(2000))
     assert all(isinstance(p["y_pred"], float) and "loss" in p for p in predictions)
-    assert CheckpointStore(tmp_path / "state").generations()
+    assert CheckpointStore(tmp_path / "state").load().partitions
 
 
 def test_jsonl_with_malformed_lines(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, stderr.decode()
     assert b"stopping after this batch" in stderr
-    assert CheckpointStore(tmp_path / "state").generations()
+    assert CheckpointStore(tmp_path / "state").load().partitions
 
 
 STUCK_DAEMON = """

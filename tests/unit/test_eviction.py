@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+from adaptd.checkpoint import CheckpointStore
 from adaptd.runner import Runner, RunnerConfig
 from tests.unit.file_runs import file_runner
 
@@ -39,8 +40,11 @@ def test_evicted_keys_come_back_with_their_state(tmp_path: Path) -> None:
     evicting, evicted_predictions = run(tmp_path / "evicting", source, idle_evict_s=1e-9)
     keeping, kept_predictions = run(tmp_path / "keeping", source, idle_evict_s=3600.0)
 
-    files = list((tmp_path / "evicting" / "state" / "evicted" / "p0").glob("*.pkl"))
-    assert len({f.name.split(".")[0] for f in files}) == 6  # versions of one file per key
+    # Evicted keys live in the state database, flagged, not in a file each.
+    store = CheckpointStore(tmp_path / "evicting" / "state")
+    assert store.key_count(evicted=True) == 6 and store.key_count() == 6
+    assert sorted(p.name for p in (tmp_path / "evicting" / "state").iterdir()) == [
+        "meta.pt", "state.db", "state.db-shm", "state.db-wal"]
     assert len(evicting.learner.keys()) == 0  # the final checkpoint let every key go
     assert len(keeping.learner.keys()) == 6
     assert evicted_predictions == kept_predictions

@@ -1,18 +1,18 @@
-"""Restarts over real files when the newest checkpoint is damaged: the daemon must resume from
-the previous generation as a whole (positions, meta-state and totals alike), so that it ends
-exactly where a daemon restarted from that generation alone ends."""
+"""Restarts over real files with the state database: a restart in the middle of a stream ends
+exactly where an uninterrupted run ends (positions, meta-state, totals and key states from one
+checkpoint); a checkpoint writes only the keys that changed; a damaged value is refused, never
+half used."""
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
-from collections.abc import Callable
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from adaptd.checkpoint import CheckpointStore
+from adaptd.checkpoint import CheckpointError, CheckpointStore
 from adaptd.runner import Runner, RunnerConfig
 from tests.integration.kafka_harness import assert_same_state
 from tests.unit.file_runs import file_runner
@@ -39,57 +39,48 @@ def make_runner(root: Path, source: Path, checkpoint_every_records: int = 50,
     return file_runner(root, source, config, **flags)
 
 
-def flip_a_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
+def stored_values(state_dir: Path) -> dict[str, bytes]:
+    with sqlite3.connect(state_dir / "state.db") as db:
+        return dict(db.execute("SELECT key, value FROM keys").fetchall())
 
 
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-
-
-@pytest.mark.parametrize("damage", [flip_a_byte, truncate])
-def test_a_damaged_partition_file_restarts_from_the_previous_generation_whole(
-        tmp_path: Path, damage: Callable[[Path], None]) -> None:
+def test_a_restart_mid_stream_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     write_stream(source, 400, seed=1)
-    damaged_root, reference_root = tmp_path / "damaged", tmp_path / "reference"
-    make_runner(damaged_root, source).run()
-    (newest, newest_dir), (previous, _) = CheckpointStore(damaged_root / "state").generations()[:2]
-    newest_shared = CheckpointStore(damaged_root / "state").load([0]).shared
-    # The reference restarts from the previous generation with no trace of the newest one.
-    shutil.copytree(damaged_root, reference_root)
-    shutil.rmtree(reference_root / "state" / newest_dir.name)
-    damage(newest_dir / "p0.pkl")
-
-    damaged, reference = make_runner(damaged_root, source), make_runner(reference_root, source)
-    assert damaged.on_assigned([0]) == reference.on_assigned([0])
-    assert damaged.partitions.next_positions[0] < 400, "the newest generation was used"
-    assert_same_state(damaged.learner.state_dict(), reference.learner.state_dict())
-    assert damaged.decoder.layout() == reference.decoder.layout()
-    # The newest shared state (meta-state, totals) was readable, and is not what was loaded.
-    assert newest_shared is not None
-    assert newest_shared["learner"]["totals"] != damaged.learner.state_dict()["totals"]
-    assert damaged.learner.summary() == reference.learner.summary()
-
-    # Both go on over the same records, and end in the same state with the same predictions.
-    write_stream(source, 100, seed=2)
-    done = make_runner(damaged_root, source)
-    expected = make_runner(reference_root, source)
-    assert done.run().records == expected.run().records > 100
-    assert_same_state(done.learner.state_dict(), expected.learner.state_dict())
-    ours = (damaged_root / "predictions.jsonl").read_text().splitlines()
-    theirs = (reference_root / "predictions.jsonl").read_text().splitlines()
+    make_runner(tmp_path / "restarted", source).run()
+    write_stream(source, 300, seed=2)
+    restarted = make_runner(tmp_path / "restarted", source)
+    assert restarted.run().records == 300
+    straight = make_runner(tmp_path / "straight", source)
+    assert straight.run().records == 700
+    assert_same_state(restarted.learner.state_dict(), straight.learner.state_dict())
+    assert restarted.learner.summary() == straight.learner.summary()
+    ours = (tmp_path / "restarted" / "predictions.jsonl").read_text().splitlines()
+    theirs = (tmp_path / "straight" / "predictions.jsonl").read_text().splitlines()
     assert ours == theirs
-    assert newest > previous
 
 
-def test_partition_files_hold_their_keys_and_the_shared_file_the_rest(tmp_path: Path) -> None:
+def test_a_checkpoint_writes_only_the_keys_that_changed(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     write_stream(source, 120, seed=1)
-    runner = make_runner(tmp_path, source)
-    runner.run()
+    make_runner(tmp_path, source).run()
+    before = stored_values(tmp_path / "state")
+    assert sorted(before) == list("abcd")
+    with open(source, "a") as fh:  # more records of key "a" only
+        fh.writelines(json.dumps({"key": "a", "x": [i / 30, 1.0, -1.0], "y": 0.5}) + "\n" for i in range(30))
+    make_runner(tmp_path, source).run()
+    after = stored_values(tmp_path / "state")
+    assert after["a"] != before["a"]
+    assert {k: after[k] for k in "bcd"} == {k: before[k] for k in "bcd"}
+    restored = CheckpointStore(tmp_path / "state").load()
+    assert restored.partitions[0].position == 150
+
+
+def test_the_store_holds_key_states_per_partition_and_the_shared_state_once(
+        tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 120, seed=1)
+    make_runner(tmp_path, source).run()
     restored = CheckpointStore(tmp_path / "state").load()
     assert set(restored.partitions[0].learner) == {"keys", "labels"}
     assert sorted(restored.partitions[0].learner["keys"]) == list("abcd")
@@ -100,25 +91,40 @@ def test_partition_files_hold_their_keys_and_the_shared_file_the_rest(tmp_path: 
     assert restored.shared["decoder"] == {"n_features": 3, "feature_names": None}
 
 
-def test_evicted_keys_resume_from_the_generation_their_partition_resumes_from(
-        tmp_path: Path) -> None:
+def flip_a_byte(blob: bytes) -> bytes:
+    data = bytearray(blob)
+    data[len(data) // 2] ^= 0x01
+    return bytes(data)
+
+
+def truncate(blob: bytes) -> bytes:
+    return blob[: len(blob) // 2]
+
+
+@pytest.mark.parametrize("damage", [flip_a_byte, truncate])
+def test_a_damaged_key_state_is_refused_naming_the_key(tmp_path: Path, damage) -> None:
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 200, seed=1)
+    make_runner(tmp_path, source).run()
+    with sqlite3.connect(tmp_path / "state" / "state.db") as db:
+        (blob,) = db.execute("SELECT value FROM keys WHERE key = 'b'").fetchone()
+        db.execute("UPDATE keys SET value = ? WHERE key = 'b'", (damage(blob),))
+    runner = make_runner(tmp_path, source)
+    with pytest.raises(CheckpointError, match=r"partition 0 key 'b' is (corrupt|truncated)"):
+        runner.on_assigned([0])
+    assert len(runner.learner.keys()) == 0, "part of a damaged partition was loaded"
+
+
+def test_evicted_keys_come_back_from_the_store_after_a_restart(tmp_path: Path) -> None:
     evict_all = {"learner.idle_evict_s": 1e-9}  # every key leaves memory after a checkpoint
     source = tmp_path / "in.jsonl"
     write_stream(source, 200, seed=1, rare="z")
-    damaged_root, reference_root = tmp_path / "damaged", tmp_path / "reference"
-    make_runner(damaged_root, source, **evict_all).run()
-    # "z" was evicted at an early checkpoint and is not in the last one: its state is on disk.
-    shutil.copytree(damaged_root, reference_root)
+    make_runner(tmp_path / "evicting", source, **evict_all).run()
+    assert CheckpointStore(tmp_path / "evicting" / "state").key_count(evicted=True) == 5
     write_stream(source, 200, seed=2, rare="z")
-    # One more generation, after which "z" is evicted again with the records it had since.
-    make_runner(damaged_root, source, checkpoint_every_records=10**6, **evict_all).run()
-    newest_dir = CheckpointStore(damaged_root / "state").generations()[0][1]
-    flip_a_byte(newest_dir / "p0.pkl")
-
-    damaged = make_runner(damaged_root, source, **evict_all)
-    reference = make_runner(reference_root, source, **evict_all)
-    assert damaged.run().records == reference.run().records == 200
-    assert damaged.learner.summary() == reference.learner.summary()
-    ours = (damaged_root / "predictions.jsonl").read_text().splitlines()
-    theirs = (reference_root / "predictions.jsonl").read_text().splitlines()
-    assert ours[-200:] == theirs[-200:]
+    evicting = make_runner(tmp_path / "evicting", source, **evict_all)
+    straight = make_runner(tmp_path / "straight", source)
+    assert evicting.run().records == 200 and straight.run().records == 400
+    ours = (tmp_path / "evicting" / "predictions.jsonl").read_text().splitlines()
+    theirs = (tmp_path / "straight" / "predictions.jsonl").read_text().splitlines()
+    assert ours == theirs
