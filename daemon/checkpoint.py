@@ -193,6 +193,10 @@ class CheckpointStore:
             db.execute("PRAGMA synchronous=FULL")
             for statement in _SCHEMA:
                 db.execute(statement)
+        except sqlite3.OperationalError:
+            # The state dir refused (disk full, read-only, I/O error): the caller retries or
+            # gives up as for any write it refuses, which a corrupt file is not.
+            raise
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(str(self.path), f"is not a usable state database ({exc})") from None
         self._db = db
