@@ -74,7 +74,9 @@ def run_case(stream: Sequence[Record], model: str, opts: dict[str, Any]) -> dict
     task = "classification" if model == "logistic" else "regression"
     learner = AdaptiveLearner(
         model, task,
-        config=LearnerConfig(kernel=opts["kernel"], hidden=[8, 6],
+        # Standardization off: the fingerprint pins the engine as it was before it existed.
+        config=LearnerConfig(kernel=opts["kernel"], hidden=[8, 6], standardize=False,
+                             standardize_target=False,
                              hypergradient=opts["hyper"], hypergradient_lr=1e-2),
         drift=DriftConfig(detector=opts["detector"], carry=opts.get("carry", 0)),
         regret=RegretConfig(baseline_window=opts["bw"]))

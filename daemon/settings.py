@@ -55,6 +55,13 @@ class LearnerConfig:
             applies (linear/logistic/MLP, Page-Hinkley/oracle/none, no hypergradient); same
             results as the batched NumPy waves (:mod:`adaptd.learner.paths`), much less
             overhead per record.
+        standardize: standardize features online inside the model (running mean and
+            variance shared by all keys and tasks, kept across drift resets; see
+            :mod:`adaptd.learner.scaling`), so raw scales (a feature in 0..1000) need no
+            pipeline step in front. ``false`` feeds features as they come.
+        standardize_target: regression only: learn ``(y − mean)/std`` with the statistics
+            known before each chunk of records and map predictions back, so a target near 1000
+            works like one near 1; losses, regret and ``loss`` stay in the user's units.
     """
 
     lr: float = 0.1
@@ -69,6 +76,8 @@ class LearnerConfig:
     max_keys: int = 10_000
     idle_evict_s: float = 3600.0
     kernel: bool = True
+    standardize: bool = True
+    standardize_target: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "c", "hypergradient_lr", "idle_evict_s"):

@@ -38,6 +38,7 @@ from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
+from adaptd.learner.scaling import Standardizer, run_standardized
 from adaptd.learner.segments import close_segment, start_task
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
@@ -71,6 +72,7 @@ class AdaptiveLearner:
     net: Net  # built-in families only
     scratch: tuple[np.ndarray, ...]  # the kernel's working arrays
     B_base: np.ndarray  # lr²: the shadow baseline's B
+    scaler: Standardizer | None  # shared feature/target statistics (learner.standardize*)
 
     def __init__(
         self,
@@ -153,6 +155,10 @@ class AdaptiveLearner:
             self.meta = MetaState.initial(self._init, self.config.lr, self.config.eps,
                                           self.config.c, self.describe())
         self.bank: DetectorBank = build_bank(self.drift)
+        target = self.config.standardize_target and self.task == "regression"
+        # Shared by every key and task, kept across resets (see adaptd.learner.scaling).
+        self.scaler = Standardizer(n_features, self.config.standardize, target) \
+            if self.config.standardize or target else None
         builtin = hasattr(self.family, "layers")  # linear, logistic, MLP: not a user module
         self._kernel = kernel.process if (
             COMPILED and self.config.kernel and builtin
@@ -245,10 +251,11 @@ class AdaptiveLearner:
             if self.drift.detector == "oracle" else None
         out = Outcomes.empty(n)
         with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
-            if self._kernel is not None:
-                paths.run_kernel(self, slots, X, ys, tasks, out)
+            run = paths.run_kernel if self._kernel is not None else paths.run_waves
+            if self.scaler is not None:
+                run_standardized(self, run, slots, X, ys, tasks, out)
             else:
-                paths.run_waves(self, slots, X, ys, tasks, out)
+                run(self, slots, X, ys, tasks, out)
         self.arena.last_seen[slots] = self.clock()
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
@@ -324,6 +331,7 @@ class AdaptiveLearner:
             "version": STATE_VERSION,
             "model": self.describe(),
             "meta": None if self.meta is None else self.meta.to_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "totals": self.totals.to_dict(),
             "keys": {**cold, **{k: self._task_state(self._slot_of[k]) for k in chosen}},
             "labels": self.pending.state_dict(keys),
@@ -345,6 +353,8 @@ class AdaptiveLearner:
                                  f"{mine.get(k)!r}")
         if state["meta"] is not None:
             self.meta = MetaState.from_dict(state["meta"])
+        if state.get("scaler") is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.totals = Totals.from_dict(state["totals"])
         for key, task_state in state["keys"].items():
             s = self._slot_of.get(key)

@@ -78,8 +78,9 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     fitted = hindsight_loss(fam, lrn.regret, a.HX[s, order], a.HY[s, order], a.theta[s].copy())
     adaptd = float(a.HL[s, order].sum())
     if math.isfinite(fitted) and math.isfinite(adaptd):
-        lrn.totals.hindsight += fitted
-        lrn.totals.hindsight_adaptd += adaptd
+        unit = lrn.totals.unit  # back to the user's units (standardized targets)
+        lrn.totals.hindsight += fitted * unit
+        lrn.totals.hindsight_adaptd += adaptd * unit
     a.hcount[s] = 0
     a.hpos[s] = 0
 

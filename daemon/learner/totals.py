@@ -34,10 +34,20 @@ class Totals:
         self.meta_updates = 0
         self.drift_events = 0
         self.evicted = 0
+        #: Factor from the losses the paths see to the user's units: the target variance of
+        #: the chunk being processed when regression targets are standardized
+        #: (:mod:`adaptd.learner.scaling`), else 1. Transient: never saved.
+        self.unit = 1.0
+
+    def add_baseline(self, loss: float) -> None:
+        """Add the shadow baseline's summed loss of some records (in the paths' units)."""
+        self.baseline += loss * self.unit
 
     def add_losses(self, losses: np.ndarray) -> None:
         """Add losses in order; ``recent`` is an exponential average (weight 1/n while
-        n < PREQUENTIAL_SPAN, so it starts as the plain mean)."""
+        n < PREQUENTIAL_SPAN, so it starts as the plain mean), in the user's units."""
+        if self.unit != 1.0:
+            losses = losses * self.unit
         i = 0
         while self.n < PREQUENTIAL_SPAN and i < len(losses):
             v = float(losses[i])
