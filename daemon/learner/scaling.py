@@ -15,18 +15,18 @@ fewest records (the bench's ChickWeights measured shared statistics at a third o
 
 When statistics are taken (what leaks what):
 
-- features: the statistics include the chunk being processed — features are known at
-  prediction time, so nothing about a label leaks (river's ``StandardScaler`` order);
-- targets: prediction and learning use the statistics from *before* the chunk, so a record's
-  label never shapes its own prediction. A chunk is the whole batch once the statistics hold at
-  least as many labels as the batch has records; before that the batch is cut into chunks of
-  1, 1, 2, 4, … records (:func:`chunks`), so the first records do not share one blind scale.
-  The scale is constant within a chunk, so a scaled squared loss times ``std_y²`` is the
-  user's loss exactly, and the learner's totals convert chunk by chunk.
+- features: per record, the statistics of every record up to and including it — features are
+  known at prediction time, so nothing about a label leaks (river's ``StandardScaler`` order);
+- targets: prediction and learning use statistics frozen per block of the stream (1, 2, 4, …,
+  64 records, then every 64: :func:`chunks`), from the records *before* the block, so a
+  record's label never shapes its own prediction. Blocks rather than records because the
+  scale is then constant over the records of one kernel call: a scaled squared loss times
+  ``std_y²`` is the user's loss exactly, and the learner's totals convert block by block.
+  Both rules depend on the order of records only, never on how they were batched.
 
 >>> s = Standardizer(2)
 >>> s.features(np.array([[1000.0, 1.0], [3000.0, 3.0]])).tolist()
-[[-1.0, -1.0], [1.0, 1.0]]
+[[0.0, 0.0], [1.0, 1.0]]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptd.learner import Outcomes
+from adaptd.learner.jit import njit
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -46,6 +47,36 @@ Run = Callable[["AdaptiveLearner", np.ndarray, np.ndarray, np.ndarray, "np.ndarr
 
 #: Largest block of a batch transformed at once (elements), so wide records stay in memory.
 _BLOCK_ELEMENTS = 1 << 22
+#: Records per block of frozen target statistics, once past the doubling start.
+TARGET_BLOCK = 64
+
+
+@njit()
+def _welford_rows(X: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: np.ndarray,
+                  out: np.ndarray) -> None:
+    """Welford's update per row of ``X`` (in place on ``count[0]``, ``mean``, ``m2``) and the
+    row standardized by the moments including it; rows with a non-finite squared deviation are
+    left out of the moments (and come out as they are)."""
+    n, d = X.shape
+    for i in range(n):
+        ok = True
+        for j in range(d):
+            dev = X[i, j] - mean[j]
+            if not np.isfinite(dev * dev):
+                ok = False
+        if ok:
+            count[0] += 1.0
+            c = count[0]
+            for j in range(d):
+                delta = X[i, j] - mean[j]
+                mean[j] += delta / c
+                m2[j] += delta * (X[i, j] - mean[j])
+        c = count[0]
+        for j in range(d):
+            sd = np.sqrt(m2[j] / c) if c >= 2 else 1.0
+            if not sd > 1e-12 * max(abs(mean[j]), 1.0):
+                sd = 1.0
+            out[i, j] = (X[i, j] - mean[j]) / sd if ok else X[i, j]
 
 
 class RunningMoments:
@@ -57,8 +88,11 @@ class RunningMoments:
         self.m2 = np.zeros(d)
 
     def update(self, X: np.ndarray) -> None:
-        """Fold the rows of ``X`` ``(n, d)`` in (non-finite rows are left out)."""
-        X = X[np.isfinite(X).all(axis=1)]
+        """Fold the rows of ``X`` ``(n, d)`` in. Rows whose squared deviation is not finite
+        (NaN, inf, 1e300) are left out: one absurd record must not poison statistics that
+        every key shares for good (its own update is skipped downstream anyway)."""
+        with np.errstate(all="ignore"):
+            X = X[np.isfinite((X - self.mean) ** 2).all(axis=1)]
         n = float(len(X))
         if not n:
             return
@@ -69,6 +103,16 @@ class RunningMoments:
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
         self.count = total
+
+    def standardize_each(self, X: np.ndarray) -> np.ndarray:
+        """Row i of ``X`` standardized by the moments of the rows before it and row i itself,
+        all rows folded in, one Welford step per row (compiled: the same bits whatever the
+        batching, so a restart replays exactly)."""
+        out = np.empty_like(X, dtype=np.float64)
+        state = np.array([self.count])
+        _welford_rows(np.ascontiguousarray(X, dtype=np.float64), state, self.mean, self.m2, out)
+        self.count = float(state[0])
+        return out
 
     def std(self) -> np.ndarray:
         """Population deviation; 1 where it is not yet defined or zero (only centred then)."""
@@ -98,17 +142,22 @@ class Standardizer:
     def __init__(self, d: int, features: bool = True, target: bool = False) -> None:
         self.x = RunningMoments(d) if features else None
         self.y = RunningMoments(1) if target else None
+        #: Records whose targets went through :func:`run_standardized` (blocks are cut by it).
+        self.records = 0
+        #: Labels of the current, unfinished block: folded in when it ends, so a block split
+        #: across two batches is still predicted with the statistics from its start.
+        self.block_labels: list[float] = []
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        """Fold ``X`` ``(n, d)`` into the statistics, then return it standardized."""
+        """Standardize each row of ``X`` ``(n, d)`` with the statistics of every row up to and
+        including it, folding them in: per record, so the result does not depend on how the
+        stream was cut into batches (a restart replays the same values)."""
         if self.x is None:
             return X
         rows = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
         out = np.empty_like(X, dtype=np.float64)
         for lo in range(0, len(X), rows):
-            block = X[lo : lo + rows]
-            self.x.update(block)
-            out[lo : lo + rows] = (block - self.x.mean) / self.x.std()
+            out[lo : lo + rows] = self.x.standardize_each(X[lo : lo + rows])
         return out
 
     def target_scale(self) -> tuple[float, float]:
@@ -129,23 +178,30 @@ class Standardizer:
         scale would fill AdaGrad's accumulators with gradients of the wrong size for good."""
         return self.y is None or self.y.count >= 2
 
-    def learn_targets(self, y: np.ndarray) -> None:
-        """Fold the labels of a processed chunk in (NaN: unlabelled, left out)."""
+    def learn_targets(self, y: np.ndarray, block_ends: bool) -> None:
+        """Keep the labels of a processed chunk (NaN: unlabelled, left out); fold the block's
+        labels in when ``block_ends``."""
         assert self.y is not None
-        self.y.update(y[:, None])
+        self.block_labels.extend(y.tolist())
+        if block_ends:
+            self.y.update(np.array(self.block_labels)[:, None])
+            self.block_labels = []
 
     def labels_seen(self) -> float:
         return 0.0 if self.y is None else self.y.count
 
     def state_dict(self) -> dict[str, Any]:
         return {"x": None if self.x is None else self.x.to_dict(),
-                "y": None if self.y is None else self.y.to_dict()}
+                "y": None if self.y is None else self.y.to_dict(), "records": self.records,
+                "block_labels": list(self.block_labels)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.x is not None and state.get("x") is not None:
             self.x.load(state["x"])
         if self.y is not None and state.get("y") is not None:
             self.y.load(state["y"])
+        self.records = int(state.get("records", 0))
+        self.block_labels = [float(v) for v in state.get("block_labels", ())]
 
 
 def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.ndarray,
@@ -154,7 +210,8 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
     with predictions, losses and the learner's totals mapped back to the user's units.
 
     The first two labelled records ever seen have no target scale to learn with: they are
-    predicted and folded into the statistics but not learned from (``learned`` false).
+    predicted (their ``loss`` counts) and folded into the statistics but not learned from
+    (``learned`` false).
     """
     sc = lrn.scaler
     assert sc is not None
@@ -163,7 +220,7 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
         run(lrn, slots, Xs, ys, tasks, out)
         return
     tot = lrn.totals
-    for lo, hi in chunks(len(ys), sc.labels_seen()):
+    for lo, hi in chunks(len(ys), sc.records):
         shift, scale = sc.target_scale()
         y = ys[lo:hi]
         z = (y - shift) / scale if sc.can_learn() else np.full_like(y, np.nan)
@@ -176,21 +233,35 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
         part.y_pred *= scale
         part.y_pred += shift
         part.loss *= scale * scale
-        sc.learn_targets(y)
+        if not sc.can_learn():  # predicted, not learned: its loss still counts for the user
+            lab = ~np.isnan(y)
+            part.loss[lab] = (part.y_pred[lab] - y[lab]) ** 2
+            tot.add_losses(part.loss[lab])
+        sc.records += hi - lo
+        sc.learn_targets(y, block_ends=_at_edge(sc.records))
 
 
-def chunks(n: int, labels_seen: float) -> Iterator[tuple[int, int]]:
-    """``[lo, hi)`` pieces of an ``n``-record batch, each no longer than the labels seen before
-    it (at least 1), so target statistics are never frozen over more records than they rest on.
+def _at_edge(records: int) -> bool:
+    """Whether a block of frozen target statistics ends after ``records`` records."""
+    return records & (records - 1) == 0 if records <= TARGET_BLOCK else records % TARGET_BLOCK == 0
+
+
+def chunks(n: int, before: int) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` pieces of an ``n``-record batch, cut where the learner's record count
+    (``before`` at the batch's start) crosses a block boundary: 1, 2, 4, …, 64, then every
+    ``TARGET_BLOCK`` records. The target statistics are frozen within a block. Boundaries
+    belong to the stream, not to its batches, so any batching (and a restart) gives the same
+    results; the doubling start keeps the first blocks no longer than the labels behind them.
 
     >>> list(chunks(10, 0))
     [(0, 1), (1, 2), (2, 4), (4, 8), (8, 10)]
-    >>> list(chunks(10, 300))
-    [(0, 10)]
+    >>> list(chunks(300, 100))
+    [(0, 28), (28, 92), (92, 156), (156, 220), (220, 284), (284, 300)]
     """
-    lo, seen = 0, labels_seen
+    lo = 0
     while lo < n:
-        hi = min(n, lo + max(1, int(seen)))
+        p = before + lo
+        edge = 1 << p.bit_length() if p < TARGET_BLOCK else (p // TARGET_BLOCK + 1) * TARGET_BLOCK
+        hi = min(n, edge - before)
         yield lo, hi
-        seen += hi - lo
         lo = hi
