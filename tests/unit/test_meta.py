@@ -10,6 +10,7 @@ from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.meta.state import MetaState, average, load, save
 from adaptd.records import Record
 from adaptd.settings import LearnerConfig, MetaConfig
+
 # The engine's own math, without the online standardization in front (test_scaling.py).
 RAW_FLAGS = {"standardize": False, "standardize_target": False}
 RAW = LearnerConfig(**RAW_FLAGS)
