@@ -4,6 +4,7 @@ throughput and detector delay, over the suite's main learners (the variant grid 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ from adaptd.bench.markdown import fmt
 from adaptd.bench.measures import Scores
 from adaptd.bench.report import ADAPTD, PLOTS, _bucket_labels, main_names, throughput_ratios
 from adaptd.bench.suite import SuiteResult
+
+
+@dataclass
+class _Figures:
+    """What every figure draws from: the aggregated scores, the learners and their colours."""
+
+    result: SuiteResult
+    agg: dict[tuple[str, str], Scores]
+    names: list[str]
+    colors: dict[str, Any]
+    out_dir: Path
+    plt: Any
 
 
 def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
@@ -24,50 +37,60 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
 
     names = main_names(result)
     colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
-    streams = result.streams
-    written: dict[str, str] = {}
+    figures = _Figures(result, agg, names, colors, out_dir, plt)
+    _plot_regret(figures)
+    _plot_since_change(figures)
+    _plot_throughput(figures)
+    _plot_detector(figures)
+    return {key: PLOTS[key] for key in ("regret", "since_change", "throughput", "detector")}
 
-    fig, axes = _subplots(plt, len(streams))
+
+def _plot_regret(f: _Figures) -> None:
+    streams = f.result.streams
+    fig, axes = _subplots(f.plt, len(streams))
     for ax, info in zip(axes, streams, strict=False):
         n = info.records
-        for name in names:
-            s = agg.get((info.stream.name, name))
+        for name in f.names:
+            s = f.agg.get((info.stream.name, name))
             if s is None or not s.regret_curve:
                 continue
             step = n / len(s.regret_curve)
             xs = [(i + 1) * step for i in range(len(s.regret_curve))]
-            ax.plot(xs, s.regret_curve, label=name, color=colors[name],
+            ax.plot(xs, s.regret_curve, label=name, color=f.colors[name],
                     lw=2.2 if name == ADAPTD else 1.2)
         _label(ax, info.stream.name, "records", "cumulative regret")
-    _finish(fig, axes, len(streams), out_dir / PLOTS["regret"], plt)
-    written["regret"] = PLOTS["regret"]
+    _finish(fig, axes, len(streams), f.out_dir / PLOTS["regret"], f.plt)
 
+
+def _plot_since_change(f: _Figures) -> None:
     labels = _bucket_labels()
-    changing = [i for i in streams]
-    fig, axes = _subplots(plt, len(changing))
-    for ax, info in zip(axes, changing, strict=False):
-        for name in names:
-            s = agg.get((info.stream.name, name))
+    streams = f.result.streams
+    fig, axes = _subplots(f.plt, len(streams))
+    for ax, info in zip(axes, streams, strict=False):
+        for name in f.names:
+            s = f.agg.get((info.stream.name, name))
             if s is None:
                 continue
             pts = [(i, v) for i, v in enumerate(s.loss_by_since_change) if v is not None and v > 0]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name,
-                        color=colors[name], lw=2.2 if name == ADAPTD else 1.2)
+                        color=f.colors[name], lw=2.2 if name == ADAPTD else 1.2)
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         _label(ax, info.stream.name, "samples since change", "mean loss")
-    _finish(fig, axes, len(changing), out_dir / PLOTS["since_change"], plt)
-    written["since_change"] = PLOTS["since_change"]
+    _finish(fig, axes, len(streams), f.out_dir / PLOTS["since_change"], f.plt)
 
-    ratios = throughput_ratios(result, agg)
+
+def _plot_throughput(f: _Figures) -> None:
+    streams, names, agg = f.result.streams, f.names, f.agg
+    ratios = throughput_ratios(f.result, agg)
     rates = []
     for name in names:
         vals = [agg[(i.stream.name, name)].records_per_s for i in streams
                 if (i.stream.name, name) in agg]
         rates.append(math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else 0.0)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
-    ax.barh(names, rates, color=[colors[n] for n in names])
+    fig, ax = f.plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    ax.barh(names, rates, color=[f.colors[n] for n in names])
     for y, (name, rate) in enumerate(zip(names, rates, strict=True)):
         ax.text(rate, y, f" {rate:,.0f}/s ({fmt(ratios.get(name), 2)}×)", va="center",
                 fontsize=8)
@@ -76,16 +99,16 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
     ax.set_xlabel(f"records per second (log); ratio to {REFERENCE_LEARNER}")
     ax.set_title("Throughput, geometric mean over streams")
     ax.set_xlim(right=max(rates) * 20 if any(rates) else 1)
-    fig.tight_layout()
-    fig.savefig(out_dir / PLOTS["throughput"], dpi=110)
-    plt.close(fig)
-    written["throughput"] = PLOTS["throughput"]
+    _save(fig, f.out_dir / PLOTS["throughput"], f.plt)
 
-    detecting = [n for n in names if any(
+
+def _plot_detector(f: _Figures) -> None:
+    streams, agg = f.result.streams, f.agg
+    detecting = [n for n in f.names if any(
         (i.stream.name, n) in agg and agg[(i.stream.name, n)].false_alarms_per_10k is not None
         for i in streams)]
     with_changes = [i for i in streams if i.changes > 0]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(with_changes) + 2), 4))
+    fig, ax = f.plt.subplots(figsize=(max(6, 1.1 * len(with_changes) + 2), 4))
     width = 0.8 / max(1, len(detecting))
     for j, name in enumerate(detecting):
         xs, ys = [], []
@@ -95,18 +118,20 @@ def write_plots(result: SuiteResult, agg: dict[tuple[str, str], Scores],
                 xs.append(k + j * width)
                 ys.append(s.detector_delay)
         if xs:
-            ax.bar(xs, ys, width=width, label=name, color=colors[name])
+            ax.bar(xs, ys, width=width, label=name, color=f.colors[name])
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(with_changes))],
                   [i.stream.name for i in with_changes], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean detection delay (records)")
     ax.set_title("Detector delay after a true change")
     if detecting:
         ax.legend(fontsize=8)
+    _save(fig, f.out_dir / PLOTS["detector"], f.plt)
+
+
+def _save(fig: Any, path: Path, plt: Any) -> None:
     fig.tight_layout()
-    fig.savefig(out_dir / PLOTS["detector"], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    written["detector"] = PLOTS["detector"]
-    return written
 
 
 def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:

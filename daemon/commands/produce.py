@@ -55,7 +55,7 @@ def replay(
 
     Raises :class:`ConfigError` for a sink that is not Kafka.
     """
-    from adaptd.connectors.kafka import KafkaSink, sink_options
+    from adaptd.connectors.kafka import kafka_sink, sink_options
 
     if parse_uri(sink_uri).scheme != "kafka":
         raise ConfigError(f"--sink {sink_uri!r}: adaptd produce writes to kafka://HOST:PORT/TOPIC")
@@ -69,7 +69,7 @@ def replay(
     if rate is not None:
         batch_size = max(1, min(batch_size, int(rate / 20)))  # ~20 writes a second
     source = open_source(source_uri)
-    sink = KafkaSink(options)
+    sink = kafka_sink(options)
     produced = 0
     started = time.monotonic()
     try:

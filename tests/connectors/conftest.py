@@ -129,9 +129,9 @@ def _synthetic_source(ctx: CaseContext) -> SourceCase:
 # --- kafka ----------------------------------------------------------------------------------
 
 
-def _kafka_topic_uri(ctx: CaseContext, options: str = "") -> str:
+def _kafka_topic_uri(ctx: CaseContext, client: str) -> str:
     bootstrap = ctx.request.getfixturevalue("kafka_broker")
-    return f"kafka://{bootstrap}/conformance-{uuid.uuid4().hex[:12]}{options}"
+    return f"kafka://{bootstrap}/conformance-{uuid.uuid4().hex[:12]}?client={client}"
 
 
 def _kafka_read(uri: str, count: int, timeout_s: float = 30.0) -> list[SourceRecord]:
@@ -148,31 +148,37 @@ def _kafka_read(uri: str, count: int, timeout_s: float = 30.0) -> list[SourceRec
         source.close()
 
 
-def _kafka_source(ctx: CaseContext) -> SourceCase:
-    from adaptd.connectors.kafka import ensure_topic, sink_options
+def _kafka_source(client: str) -> Callable[[CaseContext], SourceCase]:
+    """The Kafka source case through one client (``client=`` in the URI)."""
+    def build(ctx: CaseContext) -> SourceCase:
+        from adaptd.connectors.kafka import ensure_topic, sink_options
 
-    uri = _kafka_topic_uri(ctx)
-    sink = open_sink(f"{uri}?partitions=1")
-    # One key: one partition, so positions are 0..n-1 in write order.
-    sink.write([SinkMessage(value=v, key=b"k") for v in RECORDS])
-    sink.flush()
-    sink.close()
-    empty_uri = _kafka_topic_uri(ctx)
-    ensure_topic(sink_options(empty_uri), partitions=1)
-    return SourceCase(
-        build=lambda: open_source(uri),
-        expected=[SourceRecord(0, i, v, key=b"k") for i, v in enumerate(RECORDS)],
-        build_empty=lambda: open_source(empty_uri),
-        finite=False,
-    )
+        uri = _kafka_topic_uri(ctx, client)
+        sink = open_sink(f"{uri}&partitions=1")
+        # One key: one partition, so positions are 0..n-1 in write order.
+        sink.write([SinkMessage(value=v, key=b"k") for v in RECORDS])
+        sink.flush()
+        sink.close()
+        empty_uri = _kafka_topic_uri(ctx, client)
+        ensure_topic(sink_options(empty_uri), partitions=1)
+        return SourceCase(
+            build=lambda: open_source(uri),
+            expected=[SourceRecord(0, i, v, key=b"k") for i, v in enumerate(RECORDS)],
+            build_empty=lambda: open_source(empty_uri),
+            finite=False,
+        )
+    return build
 
 
-def _kafka_sink(ctx: CaseContext) -> SinkCase:
-    uri = _kafka_topic_uri(ctx)
-    return SinkCase(
-        build=lambda: open_sink(f"{uri}?partitions=1"),
-        read_back=lambda count: [r.value for r in _kafka_read(uri, count)],
-    )
+def _kafka_sink(client: str) -> Callable[[CaseContext], SinkCase]:
+    """The Kafka sink case through one client."""
+    def build(ctx: CaseContext) -> SinkCase:
+        uri = _kafka_topic_uri(ctx, client)
+        return SinkCase(
+            build=lambda: open_sink(f"{uri}&partitions=1"),
+            read_back=lambda count: [r.value for r in _kafka_read(uri, count)],
+        )
+    return build
 
 
 # --- mqtt -----------------------------------------------------------------------------------
@@ -217,7 +223,11 @@ CASES: dict[str, ConnectorCase] = {
     "stdin": ConnectorCase("stdin", "stdin:", source=_stdin_source),
     "stdout": ConnectorCase("stdout", "stdout:", sink=_stdout_sink),
     "synthetic": ConnectorCase("synthetic", SYNTHETIC_URI, source=_synthetic_source),
-    "kafka": ConnectorCase("kafka", "kafka://127.0.0.1:9/never-used", _kafka_source, _kafka_sink),
+    "kafka": ConnectorCase("kafka", "kafka://127.0.0.1:9/never-used",
+                           _kafka_source("kafka-python"), _kafka_sink("kafka-python")),
+    # The same connector through its other client: the contract holds for both.
+    "kafka-librdkafka": ConnectorCase("kafka", "kafka://127.0.0.1:9/never-used?client=librdkafka",
+                                      _kafka_source("librdkafka"), _kafka_sink("librdkafka")),
     "mqtt": ConnectorCase("mqtt", MQTT_URI, _mqtt_source("qos=1"), _mqtt_sink),
     "mqtt-qos0": ConnectorCase("mqtt", MQTT_URI + "?qos=0", _mqtt_source("qos=0"), _mqtt_sink),
 }

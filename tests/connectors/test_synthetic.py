@@ -12,16 +12,15 @@ import pytest
 from river.datasets.synth import FriedmanDrift
 
 from adaptd.connectors.registry import open_source
-from adaptd.connectors.synthetic import (
+from adaptd.connectors.synthetic import STREAMS, generate
+from adaptd.connectors.synthetic_streams import (
     BLOCK_RECORDS,
-    STREAMS,
     LinearTasks,
     LinearTasksOptions,
     Sinusoid,
     SinusoidOptions,
     TaskSwitcher,
     friedman_seed,
-    generate,
 )
 from adaptd.errors import ConfigError
 

@@ -17,10 +17,13 @@ from typing import Any
 
 from adaptd.checkpoint import CheckpointStore, Restored
 from adaptd.connectors.base import SinkMessage, SourceRecord
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: Every Kafka integration test that matters runs through both clients.
+CLIENTS = ("kafka-python", "librdkafka")
 
 #: Consumer-group timeouts short enough that joins and takeovers take seconds, not minutes.
 FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interval_ms=30000"
@@ -50,7 +53,7 @@ def make_records(n: int, keys: int = 6, n_features: int = 3, seed: int = 0) -> l
 def produce(bootstrap: str, topic: str, records: Iterable[dict | bytes],
             partitions: int = 1) -> int:
     """Write records keyed by their key (raw bytes unkeyed); creates the topic. Blocks."""
-    sink = KafkaSink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
+    sink = kafka_sink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
     n = 0
     try:
         batch = []
@@ -73,7 +76,7 @@ def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float = 60.
     """Every record of a topic from the start: waits for ``at_least`` records, then reads on
     until nothing new arrives for ``settle_s`` (counting records, since the broker's end
     offsets can trail them)."""
-    source = KafkaSource(source_options(f"kafka://{bootstrap}/{topic}"))
+    source = kafka_source(source_options(f"kafka://{bootstrap}/{topic}"))
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from adaptd.broker import EmbeddedBroker, free_port
 from adaptd.checkpoint import CheckpointStore
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from adaptd.learner.adagrad import AdaGradLearner
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig
 from adaptd.settings import ResilienceConfig
 from tests.helpers import wait_for
-from tests.integration.kafka_harness import TcpProxy, make_records, produce, read_topic
+from tests.integration.kafka_harness import CLIENTS, TcpProxy, make_records, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,20 @@ LIMIT = 200
 BATCH = 50
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
-        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, client: str) -> None:
     records = make_records(2000, seed=8)
     produce(kafka_broker, f"{kafka_topic}-in", records)
     proxy_port = free_port()
-    sink = KafkaSink(sink_options(
-        f"kafka://127.0.0.1:{proxy_port}/{kafka_topic}-out?partitions=1&flush_timeout_ms=300"
+    sink = kafka_sink(sink_options(
+        f"kafka://127.0.0.1:{proxy_port}/{kafka_topic}-out?client={client}&partitions=1"
+        "&flush_timeout_ms=300"
         "&bootstrap_timeout_ms=300&reconnect_backoff_max_ms=300"))
     registry = CollectorRegistry()
     runner = Runner(
-        source=KafkaSource(source_options(
-            f"kafka://{kafka_broker}/{kafka_topic}-in?limit={len(records)}")),
+        source=kafka_source(source_options(
+            f"kafka://{kafka_broker}/{kafka_topic}-in?limit={len(records)}&client={client}")),
         learner=AdaGradLearner(),
         decoder=RecordDecoder(),
         metrics=Metrics(registry),

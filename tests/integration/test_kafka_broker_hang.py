@@ -14,6 +14,7 @@ import pytest
 from adaptd.broker import EmbeddedBroker
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import (
+    CLIENTS,
     FREQUENT_CHECKPOINTS,
     Daemon,
     make_records,
@@ -24,11 +25,14 @@ from tests.integration.test_kafka_daemon import prediction_positions, uris, wait
 pytestmark = pytest.mark.integration
 
 
-def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path,
+                                                client: str) -> None:
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
     pid = broker.pid
     assert pid is not None
-    daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic), *FREQUENT_CHECKPOINTS,
+    daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic, client=client),
+                    *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:
         records = make_records(800, seed=8)

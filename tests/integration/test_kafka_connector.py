@@ -11,10 +11,14 @@ import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
 from adaptd.connectors.base import SinkMessage, SourceRecord
-from adaptd.connectors.kafka import KafkaSink, KafkaSource, sink_options, source_options
+from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
+from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.errors import UnavailableError
 from tests.helpers import wait_for
-from tests.integration.kafka_harness import TcpProxy, read_topic
+from tests.integration.kafka_harness import CLIENTS, TcpProxy, read_topic
+
+#: Each test runs through both clients, against the same broker.
+pytestmark = pytest.mark.parametrize("client", CLIENTS)
 
 FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interval_ms=20000"
 
@@ -35,8 +39,10 @@ class Positions:
         self.revoked.append(sorted(partitions))
 
 
-def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
-    sink = KafkaSink(sink_options(f"kafka://{bootstrap}/{topic}?partitions={partitions}"))
+def produce(bootstrap: str, topic: str, n: int, partitions: int = 3,
+            client: str = "kafka-python") -> None:
+    sink = kafka_sink(sink_options(
+        f"kafka://{bootstrap}/{topic}?partitions={partitions}&client={client}"))
     sink.write([
         SinkMessage(value=f'{{"i":{i}}}'.encode(), key=f"k{i % 5}".encode(),
                     headers=(("n", str(i).encode()),))
@@ -47,7 +53,7 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
     sink.close()
 
 
-def read_all(source: KafkaSource, n: int, timeout_s: float = 30.0) -> list[SourceRecord]:
+def read_all(source: KafkaSourceBase, n: int, timeout_s: float = 30.0) -> list[SourceRecord]:
     out: list[SourceRecord] = []
     deadline = time.monotonic() + timeout_s
     while len(out) < n:
@@ -57,9 +63,9 @@ def read_all(source: KafkaSource, n: int, timeout_s: float = 30.0) -> list[Sourc
 
 
 def test_every_record_comes_back_keyed_and_in_order_per_partition(
-        kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 300)
-    source = KafkaSource(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 300, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     listener = Positions()
     source.open({}, listener)
     try:
@@ -78,10 +84,11 @@ def test_every_record_comes_back_keyed_and_in_order_per_partition(
 
 
 def test_the_daemons_positions_win_over_the_groups_committed_offsets(
-        kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 90, partitions=1)
-    uri = f"kafka://{kafka_broker}/{kafka_topic}?group=g-{kafka_topic}&{FAST_GROUP}"
-    first = KafkaSource(source_options(uri))
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 90, partitions=1, client=client)
+    uri = (f"kafka://{kafka_broker}/{kafka_topic}?group=g-{kafka_topic}&{FAST_GROUP}"
+           f"&client={client}")
+    first = kafka_source(source_options(uri))
     first.open({}, Positions())
     try:
         assert len(read_all(first, 90)) == 90
@@ -89,7 +96,7 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
     finally:
         first.close()
     # The group has committed 80, but the checkpoint says 30: the source must start at 30.
-    second = KafkaSource(source_options(uri))
+    second = kafka_source(source_options(uri))
     listener = Positions({0: 30})
     second.open({}, listener)
     try:
@@ -100,9 +107,10 @@ def test_the_daemons_positions_win_over_the_groups_committed_offsets(
     assert listener.assigned == [[0]]
 
 
-def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) -> None:
-    produce(kafka_broker, kafka_topic, 50, partitions=1)
-    source = KafkaSource(source_options(f"kafka://{kafka_broker}/{kafka_topic}"))
+def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str,
+                                           client: str) -> None:
+    produce(kafka_broker, kafka_topic, 50, partitions=1, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({0: 0}, None)
     try:
         source.pause()
@@ -113,33 +121,35 @@ def test_pause_stops_fetching_until_resume(kafka_broker: str, kafka_topic: str) 
         source.close()
 
 
-def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str) -> None:
-    uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300"
-    source = KafkaSource(source_options(uri))
+def test_an_unreachable_broker_is_reported_as_unavailable(kafka_topic: str,
+                                                          client: str) -> None:
+    uri = f"kafka://127.0.0.1:{free_port()}/{kafka_topic}?bootstrap_timeout_ms=300&client={client}"
+    source = kafka_source(source_options(uri))
     with pytest.raises(UnavailableError, match="no broker reachable"):
         source.open({}, None)
-    sink = KafkaSink(sink_options(uri))
+    sink = kafka_sink(sink_options(uri))
     sink.write([SinkMessage(value=b"{}")])  # held, not lost, not raised
     assert sink.backlog() == 1
     sink.close()
 
 
 def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
-        kafka_topic: str, tmp_path: Path) -> None:
+        kafka_topic: str, tmp_path: Path, client: str) -> None:
     proxy_port = free_port()
     with EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log") as broker:
         proxy = TcpProxy(broker.port, proxy_port)
         proxy.start()
         bootstrap = f"127.0.0.1:{proxy_port}"
-        sink = KafkaSink(sink_options(
-            f"kafka://{bootstrap}/{kafka_topic}?partitions=1&request_timeout_ms=500"
+        sink = kafka_sink(sink_options(
+            f"kafka://{bootstrap}/{kafka_topic}?client={client}&partitions=1"
+            "&request_timeout_ms=500"
             "&delivery_timeout_ms=1000&flush_timeout_ms=20000&reconnect_backoff_max_ms=200"))
         try:
             sink.write([SinkMessage(value=f"before-{i}".encode()) for i in range(10)])
             sink.flush()
             proxy.stop()
             sink.write([SinkMessage(value=f"during-{i}".encode()) for i in range(50)])
-            wait_for(lambda: len(sink._failed) > 0, 20, "deliveries to fail")
+            wait_for(lambda: sink.failed_deliveries > 0, 20, "deliveries to fail")
             assert sink.backlog() == 50
             proxy.start()
             sink.flush()
@@ -150,3 +160,22 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
             proxy.stop()
     assert {f"before-{i}".encode() for i in range(10)} <= values
     assert {f"during-{i}".encode() for i in range(50)} <= values
+
+
+def test_kafka_pythons_per_message_fallback_delivers_as_well(
+        kafka_broker: str, kafka_topic: str, client: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kafka-python release without the internals the batch path uses: ``send`` per message."""
+    if client != "kafka-python":
+        pytest.skip("only kafka-python has a fallback path")
+    from adaptd.connectors.kafka_python_sink import BatchAppender
+
+    monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
+    produce(kafka_broker, kafka_topic, 200, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({}, None)
+    try:
+        records = read_all(source, 200)
+    finally:
+        source.close()
+    assert sorted(int(r.value[5:-1]) for r in records) == list(range(200))

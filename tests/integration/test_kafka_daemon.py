@@ -19,6 +19,7 @@ import pytest
 from adaptd.broker import EmbeddedBroker, free_port
 from tests.helpers import scrape, wait_for
 from tests.integration.kafka_harness import (
+    CLIENTS,
     FAST_GROUP,
     FREQUENT_CHECKPOINTS,
     INDEPENDENT_KEYS,
@@ -36,12 +37,14 @@ from tests.integration.kafka_harness import (
 pytestmark = pytest.mark.integration
 
 
-def uris(bootstrap: str, topic: str, group: str = "g") -> tuple[str, ...]:
-    """``--source/--sink/--dead-letter`` arguments for ``topic``-in/-out/-dead."""
+def uris(bootstrap: str, topic: str, group: str = "g",
+         client: str = "kafka-python") -> tuple[str, ...]:
+    """``--source/--sink/--dead-letter`` arguments for ``topic``-in/-out/-dead, all through
+    ``client``."""
     return (
-        f"kafka://{bootstrap}/{topic}-in?group={group}-{topic}&{FAST_GROUP}",
-        "--sink", f"kafka://{bootstrap}/{topic}-out",
-        "--dead-letter", f"kafka://{bootstrap}/{topic}-dead",
+        f"kafka://{bootstrap}/{topic}-in?group={group}-{topic}&{FAST_GROUP}&client={client}",
+        "--sink", f"kafka://{bootstrap}/{topic}-out?client={client}",
+        "--dead-letter", f"kafka://{bootstrap}/{topic}-dead?client={client}",
     )
 
 
@@ -61,8 +64,9 @@ def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[t
     return out
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
-        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, client: str) -> None:
     good = make_records(600, seed=1)
     bad = {
         b"{not json": "not_json",
@@ -74,7 +78,8 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     total = len(good) + len(bad)
     ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total)
 
-    daemon = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS,
+    io = uris(kafka_broker, kafka_topic, client=client)
+    daemon = Daemon(tmp_path, "a", *io, *FREQUENT_CHECKPOINTS,
                     "--set", "max_record_bytes=2000")
     try:
         wait_for(daemon.ready, 60, "/readyz")
@@ -105,7 +110,7 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     more = make_records(200, seed=2)
     produce(kafka_broker, f"{kafka_topic}-in", more, partitions=2)
     new_ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total + len(more))
-    again = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic), *FREQUENT_CHECKPOINTS,
+    again = Daemon(tmp_path, "b", *io, *FREQUENT_CHECKPOINTS,
                    "--set", "max_record_bytes=2000", state_dir=daemon.state_dir)
     try:
         wait_for_positions(again.state_dir, new_ends, daemons=[again])
@@ -123,9 +128,11 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     assert f"resuming at {dict(sorted(ends.items()))}" in again.log()
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize(("partitions", "client"), [
+    (1, "kafka-python"), (3, "kafka-python"), (3, "librdkafka")])
 def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
-        kafka_broker: str, kafka_topic: str, tmp_path: Path, partitions: int) -> None:
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, partitions: int,
+        client: str) -> None:
     """One partition: the whole state must equal an uninterrupted run's. Several: records of
     different partitions interleave differently in any two runs, so keys learn independently
     (no shared meta-state) and every key's state must be equal."""
@@ -146,9 +153,12 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
         return sum(s.position for s in checkpointed(state_dir).partitions.values())
 
     producer = threading.Thread(target=trickle)
-    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
-                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight", *flags)
-    crashy = Daemon(tmp_path, "crashy", *uris(kafka_broker, kafka_topic), *flags)
+    io = uris(kafka_broker, kafka_topic, client=client)
+    straight = Daemon(tmp_path, "straight",
+                      *uris(kafka_broker, kafka_topic, group="straight", client=client),
+                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight?client={client}",
+                      *flags)
+    crashy = Daemon(tmp_path, "crashy", *io, *flags)
     try:
         wait_for(lambda: checkpointed_records(crashy.state_dir) >= 500, 90,
                  "a checkpoint of the first records")
@@ -160,7 +170,7 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
         producer.join()
         assert at_kill < len(records), "the kill came after the last record: not mid-stream"
         ends = partition_ends(kafka_broker, topic_in, len(records))
-        restarted = Daemon(tmp_path, "restarted", *uris(kafka_broker, kafka_topic), *flags,
+        restarted = Daemon(tmp_path, "restarted", *io, *flags,
                            state_dir=crashy.state_dir)
         try:
             wait_for_positions(restarted.state_dir, ends, daemons=[restarted])
@@ -189,18 +199,22 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
     assert set(predictions) == {(p, i) for p, n in ends.items() for i in range(n)}
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_two_daemons_split_the_partitions_and_one_takes_over_the_other(
-        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, client: str) -> None:
     topic_in = f"{kafka_topic}-in"
     first, second = make_records(2000, keys=12, seed=4), make_records(1000, keys=12, seed=5)
     produce(kafka_broker, topic_in, first, partitions=4)
     ends = partition_ends(kafka_broker, topic_in, len(first))
     shared_dir = tmp_path / "shared-state"
     flags = (*FREQUENT_CHECKPOINTS, *INDEPENDENT_KEYS)
-    straight = Daemon(tmp_path, "straight", *uris(kafka_broker, kafka_topic, group="straight"),
-                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight", *flags)
-    a = Daemon(tmp_path, "a", *uris(kafka_broker, kafka_topic), *flags, state_dir=shared_dir)
-    b = Daemon(tmp_path, "b", *uris(kafka_broker, kafka_topic), *flags, state_dir=shared_dir)
+    io = uris(kafka_broker, kafka_topic, client=client)
+    straight = Daemon(tmp_path, "straight",
+                      *uris(kafka_broker, kafka_topic, group="straight", client=client),
+                      "--sink", f"kafka://{kafka_broker}/{kafka_topic}-straight?client={client}",
+                      *flags)
+    a = Daemon(tmp_path, "a", *io, *flags, state_dir=shared_dir)
+    b = Daemon(tmp_path, "b", *io, *flags, state_dir=shared_dir)
     try:
         wait_for(lambda: a.ready() and b.ready(), 60, "both daemons to own partitions")
         wait_for_positions(shared_dir, ends, daemons=[a, b])
@@ -225,14 +239,16 @@ def test_two_daemons_split_the_partitions_and_one_takes_over_the_other(
     assert set(predictions) == {(p, i) for p, n in all_ends.items() for i in range(n)}
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_broker_unreachable_at_start_and_lost_mid_run_costs_readiness_not_records(
-        kafka_topic: str, tmp_path: Path) -> None:
+        kafka_topic: str, tmp_path: Path, client: str) -> None:
     proxy_port = free_port()
     broker = EmbeddedBroker(advertised_port=proxy_port, log_path=tmp_path / "broker.log")
     broker.start()
     proxy = TcpProxy(broker.port, proxy_port)
     bootstrap = f"127.0.0.1:{proxy_port}"
-    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic), *FREQUENT_CHECKPOINTS,
+    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic, client=client),
+                    *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:
         # Nobody answers at start: the daemon waits, not ready, and does not crash.

@@ -1,0 +1,254 @@
+"""What the two Kafka clients share: the partition-listener glue of a source, and the
+retry-and-backlog bookkeeping of a sink. Each client module (``kafka_python``,
+``kafka_librdkafka``) only adds the calls into its library.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import abstractmethod
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from adaptd.connectors.base import PartitionListener, Sink, SinkMessage, Source
+from adaptd.connectors.kafka_options import KafkaSinkOptions, KafkaSourceOptions
+from adaptd.errors import SinkError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class KafkaSourceBase(Source):
+    """Partition bookkeeping both clients share. Called from the daemon's thread only; the
+    clients' rebalance callbacks run inside ``poll`` on that thread (kafka-python: on its I/O
+    thread while the daemon's thread waits inside ``poll``), never alongside record work."""
+
+    def __init__(self, options: KafkaSourceOptions) -> None:
+        self.options = options
+        #: The client's consumer while open.
+        self._consumer: Any = None
+        self._listener: PartitionListener | None = None
+        self._start_positions: dict[int, int] = {}
+        self._paused = False
+        self._assigned: set[int] = set()
+        self._returned = 0
+
+    def _budget(self, max_records: int) -> int:
+        """How many records this poll may return under ``limit``; UnavailableError if the
+        source is not open (the daemon retries opening it)."""
+        if self._consumer is None:
+            raise UnavailableError(f"{self.options.where}: the source is not open")
+        if self.options.limit is None:
+            return max_records
+        return min(max_records, self.options.limit - self._returned)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.options.limit is not None and self._returned >= self.options.limit
+
+    def assigned(self) -> Collection[int]:
+        return sorted(self._assigned)
+
+    def _release(self, close_consumer: Callable[[Any], None]) -> None:
+        """Close the consumer (idempotent); a failure is logged: the broker may be gone, and
+        nothing is left to save (the daemon has checkpointed)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                close_consumer(consumer)
+            except Exception:
+                log.warning("%s: closing the consumer failed", self.options.where, exc_info=True)
+        self._assigned.clear()
+
+    def _positions_for(self, partitions: Sequence[int]) -> tuple[dict[int, int], list[int]]:
+        """On assignment: where each partition resumes — the daemon's checkpoint, else the
+        positions the source was opened at — and which have none (the reset policy decides).
+
+        The group's committed offsets are never used: without a checkpoint they would resume
+        a partition whose state is gone.
+        """
+        self._assigned.update(partitions)
+        positions = dict(self._start_positions)
+        if self._listener is not None:
+            positions.update(self._listener.on_assigned(partitions))
+        known = {p: positions[p] for p in partitions if p in positions}
+        unknown = [p for p in partitions if p not in positions]
+        log.info("%s: assigned partitions %s at positions %s", self.options.where,
+                 sorted(partitions), {p: known.get(p, self.options.auto_offset_reset)
+                                      for p in sorted(partitions)})
+        return known, unknown
+
+    def _revoked(self, partitions: Collection[int]) -> None:
+        """Before partitions are taken away: the daemon flushes, checkpoints and commits."""
+        if not partitions:
+            return  # kafka-python says so before the first assignment, too
+        log.info("%s: partitions %s are being revoked", self.options.where, sorted(partitions))
+        if self._listener is not None:
+            self._listener.on_revoked(partitions)
+        self._assigned.difference_update(partitions)
+
+    def _lost(self, partitions: Collection[int]) -> None:
+        # Lost, not revoked (our group session expired): another member may own them already,
+        # so nothing may be checkpointed or committed for them. A listener with ``on_lost``
+        # just lets go; one without it is told they were revoked.
+        if not partitions:
+            return
+        log.warning("%s: partitions %s were lost (group session expired)", self.options.where,
+                    sorted(partitions))
+        on_lost = getattr(self._listener, "on_lost", None)
+        if on_lost is not None:
+            on_lost(partitions)
+        elif self._listener is not None:
+            self._listener.on_revoked(partitions)
+        self._assigned.difference_update(partitions)
+
+    def _committable(self, next_positions: Mapping[int, int]) -> dict[int, int]:
+        """Positions worth committing: only a group has offsets, only for owned partitions."""
+        if self.options.group is None:
+            return {}
+        return {p: n for p, n in next_positions.items() if p in self._assigned}
+
+
+class KafkaSinkBase(Sink):
+    """Produces messages to one topic without per-message bookkeeping on the hot path.
+
+    ``write`` never blocks on the broker: messages the producer cannot take yet (no broker
+    at start, full buffer) wait here; deliveries that fail come back through
+    :meth:`_collect` and are sent again, with a fresh producer, so a prediction is lost only if
+    the process dies, which the checkpoint order covers. Called from the daemon's thread only.
+    """
+
+    def __init__(self, options: KafkaSinkOptions) -> None:
+        self.options = options
+        self._producer: Any = None
+        # Not yet handed to the producer (no broker yet, full buffer, or a failed delivery).
+        self._waiting: deque[SinkMessage] = deque()
+        # Failed deliveries the client reported, waiting to be sent again.
+        self._failed: deque[tuple[SinkMessage, object]] = deque()
+        self._resent = 0
+        self._next_connect_at = 0.0
+        self._closed = False
+
+    # -- what each client provides ---------------------------------------------------------
+
+    @abstractmethod
+    def _create_producer(self) -> Any:
+        """A new producer (creating the topic if asked); UnavailableError if no broker."""
+
+    @abstractmethod
+    def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        """Hand messages from the left of ``waiting`` to the producer, popping each one it
+        took; stop (without raising) at the first it does not take."""
+
+    @abstractmethod
+    def _collect(self) -> None:
+        """Account for finished deliveries; append failed ones to ``_failed``. Non-blocking;
+        called with or without a producer (after a close, for what the old one returned)."""
+
+    @abstractmethod
+    def _in_flight(self) -> int:
+        """Messages the producer holds that are not acknowledged yet."""
+
+    @abstractmethod
+    def _flush_producer(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the producer's deliveries; SinkError on client errors."""
+
+    @abstractmethod
+    def _close_producer(self, producer: Any, timeout_s: float) -> None:
+        """Close a producer; what it still holds must end up in ``_failed`` (or be sent)."""
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Create the producer if there is none; False (and a log line) while no broker answers."""
+        if self._producer is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_connect_at:
+            return False
+        try:
+            self._producer = self._create_producer()
+        except UnavailableError as exc:
+            self._next_connect_at = now + self.options.reconnect_backoff_max_ms / 1000
+            log.warning("%s: sink cannot reach a broker, holding %d messages: %s",
+                        self.options.where, len(self._waiting), exc)
+            return False
+        log.info("%s: sink connected (%s)", self.options.where, self.options.client)
+        return True
+
+    def write(self, messages: Sequence[SinkMessage]) -> None:
+        """Queue messages; never blocks on the broker for long. See :meth:`backlog`."""
+        if self._closed:
+            raise SinkError(f"{self.options.where}: write after close")
+        self._waiting.extend(messages)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand waiting and failed messages to the producer while it accepts them."""
+        self._collect()
+        if self._failed:
+            failed = list(self._failed)
+            self._failed.clear()
+            self._resent += len(failed)
+            log.warning("%s: %d deliveries failed (first: %s); sending them again with a new "
+                        "producer", self.options.where, len(failed), failed[0][1])
+            self._waiting.extendleft(msg for msg, _ in reversed(failed))
+            # Some failures leave a producer unusable for good (an idempotent producer whose
+            # id the broker forgot, after a broker lost its state): start afresh.
+            self._discard_producer()
+        if self._waiting and self._connect():
+            self._send(self._producer, self._waiting)
+
+    def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            # Nothing to wait for: what it still holds fails over to the retry queue.
+            self._close_producer(producer, 0)
+        except Exception:  # a broken producer may fail to close; it is dropped either way
+            log.debug("%s: closing a failed producer raised", self.options.where, exc_info=True)
+
+    @property
+    def failed_deliveries(self) -> int:
+        """Deliveries the client reported failed (sent again, or waiting to be), over the
+        sink's life."""
+        self._collect()
+        return self._resent + len(self._failed)
+
+    def backlog(self) -> int:
+        """Messages written but not yet acknowledged by the broker."""
+        self._collect()
+        return len(self._waiting) + len(self._failed) + self._in_flight()
+
+    def flush(self) -> None:
+        """Block until every message written so far is acknowledged; raises SinkError after
+        ``flush_timeout_ms``. Failed deliveries are sent again meanwhile."""
+        deadline = time.monotonic() + self.options.flush_timeout_ms / 1000
+        while True:
+            self._drain()
+            if self._producer is not None:
+                self._flush_producer(max(0.001, deadline - time.monotonic()))
+            if self.backlog() == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise SinkError(
+                    f"{self.options.where}: {self.backlog()} messages not acknowledged within "
+                    f"flush_timeout_ms={self.options.flush_timeout_ms}"
+                )
+            time.sleep(0.05)  # failed deliveries came back; give the reconnect a moment
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                self._close_producer(producer, 5)
+            except Exception:
+                log.warning("%s: closing the producer failed", self.options.where, exc_info=True)
+        backlog = self.backlog()
+        if backlog:
+            log.warning("%s: closed with %d messages not delivered", self.options.where, backlog)

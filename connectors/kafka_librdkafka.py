@@ -1,0 +1,305 @@
+"""The librdkafka client (``client=librdkafka``, through confluent-kafka): source, sink, admin.
+
+librdkafka does fetching, batching, compression and retries in C threads that do not hold
+the GIL, so the daemon's thread only pays for the per-record calls into it. Semantics are the
+kafka-python client's, through the same shared glue: the daemon's positions win over the
+group's offsets, rebalance callbacks run inside ``poll`` on the daemon's thread, a failed
+delivery comes back to the sink and is sent again.
+
+Delivery reports are asked for failures only (``delivery.report.only.error``): the sink counts
+what is unacknowledged from the producer's queue length, so a success costs no Python call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from adaptd.connectors.base import PartitionListener, SinkMessage, SourceRecord
+from adaptd.connectors.kafka_common import KafkaSinkBase, KafkaSourceBase
+from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.errors import ConfigError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+try:
+    import confluent_kafka as ck
+except ImportError:  # pragma: no cover - the librdkafka extra is a dev dependency
+    ck = None  # type: ignore[assignment]
+
+#: librdkafka needs a group id even for a consumer that only assigns partitions; with
+#: ``assign`` it never joins that group, and without ``group`` in the URI nothing is committed.
+_NO_GROUP = "adaptd-assign-only"
+
+
+def client_config(options: KafkaClientOptions) -> dict[str, Any]:
+    """The options' librdkafka properties, with librdkafka's own log lines sent to this
+    module's logger (served inside poll) instead of straight to stderr."""
+    return {**options.librdkafka_config(), "logger": log}
+
+
+def require_client() -> None:
+    """ConfigError (one line, naming the extra) if confluent-kafka is not installed."""
+    if ck is None:
+        raise ConfigError("kafka URI option client=librdkafka needs confluent-kafka: "
+                          "pip install 'adaptd[librdkafka]'")
+
+
+def ensure_topic(options: KafkaClientOptions, partitions: int) -> bool:
+    """Create ``options.topic`` with ``partitions`` partitions unless it exists. Blocks.
+
+    Returns True if it was created. Raises :class:`UnavailableError` if no broker answers.
+    """
+    require_client()
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config(options))
+    timeout_s = options.bootstrap_timeout_ms / 1000
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+        topic = metadata.topics.get(options.topic)
+        if topic is not None and topic.error is None:
+            return False
+        futures = admin.create_topics([NewTopic(options.topic, partitions, 1)])
+        futures[options.topic].result(timeout=options.request_timeout_ms / 1000)
+    except ck.KafkaException as exc:
+        if exc.args and exc.args[0].code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise UnavailableError(f"{options.where}: no broker reachable or creating the topic "
+                               f"failed: {exc}") from exc
+    log.info("created topic %s with %d partitions", options.where, partitions)
+    return True
+
+
+class LibrdkafkaSource(KafkaSourceBase):
+    """Reads one topic through confluent-kafka's ``Consumer``. Called from one thread."""
+
+    _consumer: Any  # set up by KafkaSourceBase
+    #: Set by the client's error callback when every broker is down; cleared by records or a
+    #: successful metadata request. librdkafka retries by itself meanwhile.
+    _brokers_down = False
+
+    def open(
+        self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
+    ) -> None:
+        """Connect and subscribe (with a group) or assign every partition (without). Blocks
+        up to ``bootstrap_timeout_ms``; raises :class:`UnavailableError` if no broker answers."""
+        require_client()
+        if self._consumer is not None:
+            return
+        self._listener = listener
+        self._start_positions = dict(start_positions)
+        o = self.options
+        config = client_config(o)
+        config.update({
+            "group.id": o.group or _NO_GROUP,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # Reading must not create topics (with the broker's default partition count).
+            "allow.auto.create.topics": False,
+            "auto.offset.reset": o.auto_offset_reset,
+            "fetch.wait.max.ms": o.fetch_max_wait_ms,
+            "session.timeout.ms": o.session_timeout_ms,
+            "heartbeat.interval.ms": o.heartbeat_ms,
+            "max.poll.interval.ms": max(o.max_poll_interval_ms, o.session_timeout_ms),
+            "error_cb": self._on_error,
+        })
+        consumer: Any = ck.Consumer(config)
+        try:
+            partitions = self._topic_partitions(consumer, o.bootstrap_timeout_ms / 1000)
+            self._consumer = consumer
+            if o.group is not None:
+                consumer.subscribe([o.topic], on_assign=self._cb_assign,
+                                   on_revoke=self._cb_revoke, on_lost=self._cb_lost)
+                log.info("%s: joining consumer group %r", o.where, o.group)
+            elif not partitions:
+                raise UnavailableError(f"{o.where}: the topic does not exist (yet)")
+            else:
+                self._on_assigned(partitions)
+        except BaseException:
+            self._consumer = None
+            consumer.close()
+            raise
+
+    def _topic_partitions(self, consumer: Any, timeout_s: float) -> list[int]:
+        """The topic's partitions from a metadata request; UnavailableError if no broker."""
+        try:
+            metadata = consumer.list_topics(self.options.topic, timeout=timeout_s)
+        except ck.KafkaException as exc:
+            raise UnavailableError(f"{self.options.where}: no broker reachable: {exc}") from exc
+        self._brokers_down = False
+        topic = metadata.topics.get(self.options.topic)
+        if topic is None or topic.error is not None:
+            return []
+        return sorted(topic.partitions)
+
+    def close(self) -> None:
+        # Leaving the group runs the revoke callback; the daemon has checkpointed already
+        # and must not be called back while it shuts down.
+        self._listener = None
+        self._release(lambda consumer: consumer.close())
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
+        max_records = self._budget(max_records)
+        if max_records <= 0:
+            return []
+        try:
+            messages = self._consumer.consume(max_records, timeout_s)
+        except ck.KafkaException as exc:
+            raise UnavailableError(f"{self.options.where}: {exc}") from exc
+        if not messages:
+            if self._brokers_down:
+                # Tells "no new records" from "no broker" for /readyz and the logs.
+                self._topic_partitions(self._consumer, min(timeout_s, 1.0))
+            return []
+        self._brokers_down = False
+        record = SourceRecord
+        out = [record(m.partition(), m.offset(), m.value(), m.key(), m.timestamp()[1])
+               for m in messages if m.error() is None]
+        if len(out) < len(messages):
+            self._log_errors(messages)
+        self._returned += len(out)
+        return out
+
+    def _log_errors(self, messages: Sequence[Any]) -> None:
+        for m in messages:
+            err = m.error()
+            if err is not None and err.code() != ck.KafkaError._PARTITION_EOF:
+                log.warning("%s: consumer error: %s", self.options.where, err)
+
+    def _on_error(self, err: Any) -> None:
+        # librdkafka reports transport errors here and retries by itself.
+        if err.code() == ck.KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down = True
+        log.debug("%s: client error: %s", self.options.where, err)
+
+    def commit(self, next_positions: Mapping[int, int]) -> None:
+        """Commit the group's offsets to the checkpointed positions, for lag tools and
+        operators. Failure is logged, not raised: the checkpoint is the truth."""
+        positions = self._committable(next_positions)
+        if self._consumer is None or not positions:
+            return
+        offsets = [ck.TopicPartition(self.options.topic, p, n) for p, n in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except ck.KafkaException as exc:
+            log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
+                        self.options.where, exc)
+
+    # -- partitions (librdkafka calls these inside consume, on this thread) -----------------
+
+    def _cb_assign(self, _consumer: Any, tps: list[Any]) -> None:
+        self._on_assigned([tp.partition for tp in tps])
+
+    def _cb_revoke(self, _consumer: Any, tps: list[Any]) -> None:
+        self._revoked([tp.partition for tp in tps])
+
+    def _cb_lost(self, _consumer: Any, tps: list[Any]) -> None:
+        self._lost([tp.partition for tp in tps])
+
+    def _on_assigned(self, partitions: Sequence[int]) -> None:
+        """Assign at the daemon's positions, else at the reset policy's end of the log."""
+        known, _unknown = self._positions_for(partitions)
+        reset = ck.OFFSET_BEGINNING if self.options.auto_offset_reset == "earliest" \
+            else ck.OFFSET_END
+        topic = self.options.topic
+        tps = [ck.TopicPartition(topic, p, known.get(p, reset)) for p in partitions]
+        self._consumer.assign(tps)
+        if self._paused:
+            self._consumer.pause(tps)
+
+    def _tps(self) -> list[Any]:
+        return [ck.TopicPartition(self.options.topic, p) for p in sorted(self._assigned)]
+
+    def lag(self) -> Mapping[int, int]:
+        """Records behind the high-water mark of the last fetch (no broker round trip)."""
+        if self._consumer is None or not self._assigned:
+            return {}
+        out = {}
+        for tp in self._consumer.position(self._tps()):
+            if tp.offset < 0:  # not fetched since the assignment yet
+                continue
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                out[tp.partition] = max(0, high - tp.offset)
+        return out
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._consumer is not None and self._assigned:
+            self._consumer.pause(self._tps())
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._consumer is not None and self._assigned:
+            self._consumer.resume(self._tps())
+
+
+class LibrdkafkaSink(KafkaSinkBase):
+    """Produces through confluent-kafka's ``Producer``; the options' settings, translated."""
+
+    def _create_producer(self) -> Any:
+        require_client()
+        o = self.options
+        config = client_config(o)
+        config.update({
+            "acks": o.acks,
+            # Idempotence keeps batches of a partition in order across retries; it needs acks=all.
+            "enable.idempotence": o.acks == "all",
+            "linger.ms": o.linger_ms,
+            "batch.size": o.batch_bytes,
+            "compression.type": o.compression_type or "none",
+            "message.timeout.ms": o.delivery_timeout_ms,
+            "request.timeout.ms": o.request_timeout_ms,
+            # The Java client's (and kafka-python's) partitioner, so a key lands on the same
+            # partition whichever client produced it; librdkafka's default hashes differently.
+            "partitioner": "murmur2_random",
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery_failed,
+        })
+        if o.partitions is not None:
+            ensure_topic(o, o.partitions)
+        return ck.Producer(config)
+
+    def _on_delivery_failed(self, err: Any, msg: Any) -> None:
+        # Called inside producer.poll()/flush() on the daemon's thread, for failures only.
+        headers = tuple(msg.headers() or ())
+        self._failed.append((SinkMessage(msg.value(), msg.key(), headers), err))
+
+    def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        produce = producer.produce
+        topic = self.options.topic
+        try:
+            while waiting:
+                msg = waiting[0]
+                if msg.headers:
+                    produce(topic, msg.value, msg.key, headers=list(msg.headers))
+                else:
+                    produce(topic, msg.value, msg.key)
+                waiting.popleft()
+        except BufferError:
+            # The producer's queue is full: the rest waits here, counted in backlog.
+            log.debug("%s: producer queue full, %d messages wait", self.options.where,
+                      len(waiting))
+        producer.poll(0)
+
+    def _collect(self) -> None:
+        if self._producer is not None:
+            self._producer.poll(0)
+
+    def _in_flight(self) -> int:
+        return len(self._producer) if self._producer is not None else 0
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        self._producer.flush(timeout_s)
+
+    def _close_producer(self, producer: Any, timeout_s: float) -> None:
+        if timeout_s > 0:
+            producer.flush(timeout_s)
+        # What is left comes back as failed deliveries (_PURGE_*), so nothing is dropped
+        # silently: a discarded producer's messages are sent again with the next one.
+        producer.purge()
+        producer.poll(0)

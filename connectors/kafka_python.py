@@ -1,0 +1,287 @@
+"""The kafka-python client (the default, ``client=kafka-python``): source, topic admin, and
+the rate limit on its log lines. The sink is in :mod:`adaptd.connectors.kafka_python_sink`.
+
+Per record the source builds one :class:`SourceRecord` from kafka-python's own record and does
+nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener
+
+from adaptd.connectors.base import PartitionListener, SourceRecord
+from adaptd.connectors.kafka_common import KafkaSourceBase
+from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.errors import UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets each distinct kafka-python message template through once per ``interval_s``.
+
+    While a broker is down kafka-python logs every reconnect attempt, thousands of lines a
+    second; the daemon's own log lines say what is going on, once.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        now = time.monotonic()
+        template = (record.name, str(record.msg))
+        if now - self._last.get(template, -self.interval_s) < self.interval_s:
+            return False
+        if len(self._last) > 10_000:  # bounded even if templates vary
+            self._last.clear()
+        self._last[template] = now
+        return True
+
+
+_QUIET = _OncePerInterval()
+
+
+def quiet_client_logs() -> None:
+    """Rate-limit kafka-python's own log lines. Idempotent; called once its modules are
+    imported (a logger's filters do not apply to its children, so each gets the filter)."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        ours = name == "kafka" or name.startswith("kafka.")
+        if ours and isinstance(logger, logging.Logger) and _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+
+
+def ensure_topic(options: KafkaClientOptions, partitions: int) -> bool:
+    """Create ``options.topic`` with ``partitions`` partitions unless it exists. Blocks.
+
+    Returns True if it was created. Raises :class:`UnavailableError` if no broker answers.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(**options.client_config())
+    except KafkaError as exc:
+        raise UnavailableError(f"{options.where}: no broker reachable: {exc}") from exc
+    try:
+        if options.topic in admin.list_topics():
+            return False
+        admin.create_topics([NewTopic(options.topic, partitions, 1)])
+        log.info("created topic %s with %d partitions", options.where, partitions)
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    except KafkaError as exc:
+        raise UnavailableError(f"{options.where}: creating the topic failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+class KafkaPythonSource(KafkaSourceBase):
+    """Reads one topic through kafka-python's ``KafkaConsumer``.
+
+    Raises :class:`UnavailableError` from :meth:`open` and :meth:`poll` while no broker can be
+    reached; the daemon retries with backoff, and the consumer reconnects by itself.
+    """
+
+    _consumer: Any  # set up by KafkaSourceBase
+    _in_rebalance = False
+
+    def open(
+        self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
+    ) -> None:
+        """Connect and subscribe (with a group) or assign every partition (without). Blocks
+        up to ``bootstrap_timeout_ms``; raises :class:`UnavailableError` if no broker answers.
+        Calling it again after a failure retries."""
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        if self._consumer is not None:
+            return
+        self._listener = listener
+        self._start_positions = dict(start_positions)
+        o = self.options
+        config = o.client_config()
+        config.update(
+            group_id=o.group,
+            enable_auto_commit=False,
+            # Reading must not create topics (with the broker's default partition count).
+            allow_auto_create_topics=False,
+            auto_offset_reset=o.auto_offset_reset,
+            max_poll_records=o.max_poll_records,
+            fetch_max_wait_ms=o.fetch_max_wait_ms,
+            session_timeout_ms=o.session_timeout_ms,
+            heartbeat_interval_ms=o.heartbeat_ms,
+            max_poll_interval_ms=o.max_poll_interval_ms,
+        )
+        quiet_client_logs()
+        try:
+            consumer: Any = KafkaConsumer(**config)
+        except KafkaError as exc:
+            raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        quiet_client_logs()
+        try:
+            if o.group is not None:
+                consumer.subscribe([o.topic], listener=_Rebalance(self))
+                log.info("%s: joining consumer group %r", o.where, o.group)
+            else:
+                partitions = consumer.partitions_for_topic(o.topic)
+                if not partitions:
+                    raise UnavailableError(f"{o.where}: the topic does not exist (yet)")
+                self._consumer = consumer
+                consumer.assign([self._tp(p) for p in sorted(partitions)])
+                self._on_assigned(sorted(partitions))
+        except KafkaError as exc:
+            consumer.close(autocommit=False)
+            self._consumer = None
+            raise UnavailableError(f"{o.where}: {exc}") from exc
+        except BaseException:
+            consumer.close(autocommit=False)
+            self._consumer = None
+            raise
+        self._consumer = consumer
+
+    def close(self) -> None:
+        self._release(lambda consumer: consumer.close(autocommit=False))
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
+        from kafka.errors import KafkaError
+
+        max_records = self._budget(max_records)
+        if max_records <= 0:
+            return []
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=int(timeout_s * 1000), max_records=max_records
+            )
+        except KafkaError as exc:
+            raise UnavailableError(f"{self.options.where}: {exc}") from exc
+        if not batches and not self._broker_connected():
+            raise UnavailableError(f"{self.options.where}: no connection to any broker")
+        out: list[SourceRecord] = []
+        record = SourceRecord
+        for tp, messages in batches.items():
+            p = tp.partition
+            # Positional arguments: half the cost of keywords, on the one per-record line.
+            out += [record(p, m.offset, m.value, m.key, m.timestamp) for m in messages]
+        self._returned += len(out)
+        return out
+
+    def _broker_connected(self) -> bool:
+        # kafka-python reports no error while it cannot reach a broker: it retries inside
+        # poll() and returns nothing. Looking at its connections is the only way to tell
+        # "no new records" from "no broker", which /readyz and the logs must tell apart.
+        client = getattr(self._consumer, "_client", None)
+        if client is None:
+            return True
+        brokers = [b.node_id for b in client.cluster.brokers()]
+        if not brokers:
+            return False
+        return any(client.connected(node) for node in brokers)
+
+    def commit(self, next_positions: Mapping[int, int]) -> None:
+        """Commit the group's offsets to the checkpointed positions, for lag tools and
+        operators. Failure is logged, not raised: the checkpoint is the truth."""
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        positions = self._committable(next_positions)
+        if self._consumer is None or not positions:
+            return
+        offsets = {self._tp(p): OffsetAndMetadata(n, "", -1) for p, n in positions.items()}
+        try:
+            if self._in_rebalance:
+                # Rebalance callbacks run on kafka-python's I/O thread, which cannot wait for
+                # its own commit; fire it off, the checkpoint already holds the positions.
+                self._consumer.commit_async(offsets)
+            else:
+                self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
+                        self.options.where, exc)
+
+    def _tp(self, partition: int) -> Any:
+        from kafka import TopicPartition
+
+        return TopicPartition(self.options.topic, partition)
+
+    def _on_assigned(self, partitions: Sequence[int]) -> None:
+        """Seek newly assigned partitions to the daemon's positions, else to the reset policy."""
+        known, unknown = self._positions_for(partitions)
+        consumer = self._consumer
+        for p, position in known.items():
+            consumer.seek(self._tp(p), position)
+        unknown_tps = [self._tp(p) for p in unknown]
+        if unknown_tps and self.options.auto_offset_reset == "earliest":
+            consumer.seek_to_beginning(*unknown_tps)
+        elif unknown_tps:
+            consumer.seek_to_end(*unknown_tps)
+        if self._paused:
+            consumer.pause(*[self._tp(p) for p in partitions])
+
+    def lag(self) -> Mapping[int, int]:
+        """Records behind the high-water mark the last fetch reported. Approximate: some
+        brokers (Tansu) report a high-water mark that trails the last batch."""
+        from kafka.errors import KafkaError
+
+        if self._consumer is None:
+            return {}
+        out = {}
+        for p in self._assigned:
+            tp = self._tp(p)
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self._consumer.position(tp, timeout_ms=0)
+            except KafkaError:  # position unknown until the first fetch after a seek
+                position = None
+            if position is not None:
+                out[p] = max(0, int(high) - int(position))
+        return out
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._consumer is not None:
+            self._consumer.pause(*[self._tp(p) for p in self._assigned])
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._consumer is not None:
+            self._consumer.resume(*self._consumer.paused())
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Adapts kafka-python's ConsumerRebalanceListener to the shared partition glue."""
+
+    def __init__(self, source: KafkaPythonSource) -> None:
+        self.source = source
+
+    # kafka-python calls these on its I/O thread, but only while the daemon's thread waits
+    # inside KafkaConsumer.poll(), so they never run alongside record processing.
+
+    def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
+        self._call(self.source._revoked, revoked)
+
+    def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
+        self._call(self.source._on_assigned, assigned)
+
+    def on_partitions_lost(self, lost: Collection[Any]) -> None:
+        self._call(self.source._lost, lost)
+
+    def _call(self, method: Any, tps: Collection[Any]) -> None:
+        self.source._in_rebalance = True
+        try:
+            method([tp.partition for tp in tps])
+        finally:
+            self.source._in_rebalance = False

@@ -1,0 +1,247 @@
+"""The kafka-python sink: whole record batches into the producer, without a ``send`` per message.
+
+``KafkaProducer.send`` costs about 40 µs a message in pure Python (validation, partitioner,
+size estimate, a future per message, locks), more than the daemon spends on a record
+otherwise. A written batch of predictions is already encoded, so :class:`BatchAppender`
+encodes each partition's messages into one record batch (``MemoryRecordsBuilder``: the only
+per-message work) and hands that batch to the producer's accumulator, whose sender thread then
+does what it does for any batch: idempotent sequence numbers, the produce request, retries,
+delivery timeout. Success or failure is one future per batch.
+
+This reaches into kafka-python internals (``_accumulator``, ``_sender``), so
+:meth:`BatchAppender.supported` checks they are there; the sink falls back to ``send`` per
+message if a kafka-python release moves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from adaptd.connectors.base import SinkMessage
+from adaptd.connectors.kafka_common import KafkaSinkBase
+from adaptd.connectors.kafka_python import ensure_topic, quiet_client_logs
+from adaptd.errors import SinkError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def failed_in_batch(messages: list[SinkMessage], future: Any) -> list[tuple[SinkMessage, Any]]:
+    """The messages of a completed batch that were not delivered, with why.
+
+    kafka-python completes a batch's future with ``(base_offset, timestamp_ms,
+    record_exceptions)``; a failed batch (expired, rejected) has ``record_exceptions``, which
+    gives each record's error.
+    """
+    if future.exception is not None:
+        return [(m, future.exception) for m in messages]
+    record_exceptions = future.value[2] if isinstance(future.value, tuple) else None
+    if record_exceptions is None:
+        return []
+    return [(m, e) for i, m in enumerate(messages) if (e := record_exceptions(i)) is not None]
+
+
+class BatchAppender:
+    """Encodes messages into record batches, per partition, for one producer and topic.
+
+    Called from the daemon's thread; the accumulator's per-partition lock guards what its
+    sender thread shares.
+    """
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._accumulator = producer._accumulator
+        self._topic = topic
+        config = self._accumulator.config
+        self._magic = config["message_version"]
+        self._compression = config["compression_attrs"]
+        self._batch_bytes = config["batch_size"]
+        # key → partition, as the Java client's murmur2 partitioner picks it; valid while the
+        # topic's partition count stays the same.
+        self._partition_of: dict[bytes, int] = {}
+        self._partitions: list[int] = []
+
+    @staticmethod
+    def supported(producer: Any) -> bool:
+        accumulator = getattr(producer, "_accumulator", None)
+        return (accumulator is not None and hasattr(producer, "_sender")
+                and hasattr(accumulator, "_batches") and hasattr(accumulator, "_incomplete")
+                and hasattr(accumulator, "_tp_lock")
+                and {"message_version", "compression_attrs", "batch_size"}
+                <= set(getattr(accumulator, "config", {})))
+
+    def _partition(self, key: bytes | None) -> int:
+        if key is None:
+            return random.choice(self._partitions)
+        partition = self._partition_of.get(key)
+        if partition is None:
+            from kafka.partitioner.default import murmur2
+
+            partition = self._partitions[(murmur2(key) & 0x7FFFFFFF) % len(self._partitions)]
+            self._partition_of[key] = partition
+        return partition
+
+    def append(self, messages: Sequence[SinkMessage]) -> list[tuple[list[SinkMessage], Any]]:
+        """Append ``messages`` as record batches; returns (messages, batch future) pairs.
+
+        Blocks up to the producer's ``max_block_ms`` for the topic's metadata the first time;
+        raises kafka-python's ``KafkaTimeoutError`` if it does not come (nothing appended).
+        """
+        partitions = sorted(self._producer.partitions_for(self._topic))
+        if partitions != self._partitions:
+            self._partitions = partitions
+            self._partition_of.clear()
+        by_partition: dict[int, list[SinkMessage]] = {}
+        for msg in messages:
+            by_partition.setdefault(self._partition(msg.key), []).append(msg)
+        now_ms = int(time.time() * 1000)
+        out = []
+        for partition, group in by_partition.items():
+            start = 0
+            while start < len(group):
+                batch, end = self._batch(partition, group, start, now_ms)
+                out.append((group[start:end], batch.produce_future))
+                start = end
+        self._producer._sender.wakeup()
+        return out
+
+    def _batch(self, partition: int, group: list[SinkMessage], start: int,
+               now_ms: int) -> tuple[Any, int]:
+        """One batch of ``group[start:end]`` (as many as fit), queued in the accumulator."""
+        from kafka.producer.producer_batch import ProducerBatch
+        from kafka.record.memory_records import MemoryRecordsBuilder
+        from kafka.structs import TopicPartition
+
+        builder = MemoryRecordsBuilder(self._magic, self._compression, self._batch_bytes)
+        append = builder.append
+        end = start
+        for msg in group[start:]:
+            if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
+                break
+            end += 1
+        if end == start:
+            raise SinkError(f"kafka://{self._topic}: a message of {len(group[start].value)} "
+                            f"bytes does not fit batch_bytes={self._batch_bytes}")
+        tp = TopicPartition(self._topic, partition)
+        batch = ProducerBatch(tp, builder)
+        accumulator = self._accumulator
+        with accumulator._tp_lock(tp):
+            accumulator._batches[tp].append(batch)
+            accumulator._incomplete.add(batch)
+        return batch, end
+
+
+class KafkaPythonSink(KafkaSinkBase):
+    """Produces through kafka-python's ``KafkaProducer``.
+
+    Written messages go to the producer as whole record batches (:class:`BatchAppender`),
+    one future per batch; with a kafka-python whose internals differ, through ``send``, one
+    future per message. Either way no callback runs per message: the futures of each write
+    are kept together and looked at from the daemon's thread (:meth:`_collect`), the last
+    one first.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (messages, futures), oldest first: one future per message, or one for all of them.
+        self._chunks: deque[tuple[list[SinkMessage], list[Any]]] = deque()
+        self._unacked = 0
+        self._batches: BatchAppender | None = None
+
+    def _create_producer(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        o = self.options
+        config = o.client_config()
+        config.update(
+            acks="all" if o.acks == "all" else int(o.acks),
+            linger_ms=o.linger_ms,
+            batch_size=o.batch_bytes,
+            compression_type=o.compression_type,
+            delivery_timeout_ms=o.delivery_timeout_ms,
+            # send() must not block the daemon for long: a full buffer is backpressure,
+            # reported through backlog(), not a minute-long stall.
+            max_block_ms=1_000,
+        )
+        if o.partitions is not None:
+            ensure_topic(o, o.partitions)
+        quiet_client_logs()
+        try:
+            producer = KafkaProducer(**config)
+        except KafkaError as exc:
+            raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        self._batches = BatchAppender(producer, o.topic) if BatchAppender.supported(producer) \
+            else None
+        return producer
+
+    def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        from kafka.errors import KafkaError
+
+        if self._batches is not None:
+            messages = list(waiting)
+            try:
+                batches = self._batches.append(messages)
+            except KafkaError as exc:  # no metadata in time: everything waits, in backlog
+                log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
+                return
+            waiting.clear()
+            self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
+            self._unacked += len(messages)
+            return
+        self._send_each(producer, waiting)
+
+    def _send_each(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        """The public path: ``send`` per message."""
+        from kafka.errors import KafkaError
+
+        send = producer.send
+        topic = self.options.topic
+        sent: list[SinkMessage] = []
+        futures: list[Any] = []
+        try:
+            while waiting:
+                msg = waiting[0]
+                futures.append(send(topic, msg.value, msg.key, list(msg.headers) or None))
+                sent.append(waiting.popleft())
+        except KafkaError as exc:
+            # Buffer full or no metadata in time: the rest waits here, counted in backlog.
+            log.debug("%s: producer did not take a message: %s", self.options.where, exc)
+        if sent:
+            self._chunks.append((sent, futures))
+            self._unacked += len(sent)
+
+    def _collect(self) -> None:
+        chunks = self._chunks
+        while chunks:
+            messages, futures = chunks[0]
+            # Batches of one partition complete in order (idempotent producer), so the last
+            # future being done usually means all are; check every one only then.
+            if not futures[-1].is_done or not all(f.is_done for f in futures):
+                return
+            chunks.popleft()
+            self._unacked -= len(messages)
+            if len(futures) < len(messages):  # one future for the whole batch
+                self._failed.extend(failed_in_batch(messages, futures[0]))
+                continue
+            self._failed.extend((m, f.exception) for m, f in zip(messages, futures, strict=True)
+                                if f.exception is not None)
+
+    def _in_flight(self) -> int:
+        return self._unacked
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise SinkError(f"{self.options.where}: flush failed: {exc}") from exc
+
+    def _close_producer(self, producer: Any, timeout_s: float) -> None:
+        # What it could not deliver in time fails its futures, which _collect requeues.
+        producer.close(timeout=timeout_s)
