@@ -159,6 +159,8 @@ class AdaptiveLearner:
         # Shared by every key and task, kept across resets (see adaptd.learner.scaling).
         self.scaler = Standardizer(n_features, self.config.standardize, target) \
             if self.config.standardize or target else None
+        if self.scaler is not None and self.meta is not None and self.meta.scaler is not None:
+            self.scaler.load_statistics(self.meta.scaler)
         builtin = hasattr(self.family, "layers")  # linear, logistic, MLP: not a user module
         self._kernel = kernel.process if (
             COMPILED and self.config.kernel and builtin

@@ -44,7 +44,7 @@ def test_running_moments_match_numpy_in_any_chunking() -> None:
 
 def test_chunks_never_outgrow_the_labels_behind_them() -> None:
     assert list(chunks(5, 0)) == [(0, 1), (1, 2), (2, 4), (4, 5)]
-    assert list(chunks(100, 256)) == [(0, 64), (64, 100)]
+    assert list(chunks(20, 256)) == [(0, 16), (16, 20)]
 
 
 def test_results_do_not_depend_on_batching() -> None:
@@ -124,3 +124,33 @@ def test_standardizer_leaves_out_non_finite_rows() -> None:
     s = Standardizer(2)
     s.features(np.array([[1.0, 2.0], [np.inf, 0.0], [3.0, 4.0]]))
     assert s.x is not None and s.x.count == 2
+
+
+def test_meta_train_hands_its_statistics_to_the_learner_through_the_file(tmp_path) -> None:
+    from adaptd.meta.state import load, save
+    from adaptd.meta.train import meta_train
+
+    history = _stream(3, 600, x_scale=30.0, y_shift=50.0)
+    meta = meta_train(history, model="linear", task="regression")
+    assert meta.scaler is not None and meta.scaler["x"]["count"] == 600
+    loaded = load(save(meta, tmp_path / "meta.pt"))
+    assert loaded.scaler == meta.scaler
+    lrn = AdaptiveLearner("linear", "regression", meta_state=loaded, regret=RegretConfig())
+    lrn.process_many(_stream(4, 1))  # the model is built at the first record
+    assert lrn.scaler is not None and lrn.scaler.x is not None
+    assert lrn.scaler.x.count == 601  # meta-train's 600 records, then this one
+    np.testing.assert_allclose(lrn.scaler.x.mean, meta.scaler["x"]["mean"], atol=1.0)
+
+
+def test_a_level_shift_is_learned_clipped_but_reported_in_user_units() -> None:
+    calm = [Record(x=(float(i % 3),), y=100.0 + 0.01 * (i % 5)) for i in range(64)]
+    shifted = Record(x=(0.0,), y=24.0)
+    lrn = AdaptiveLearner("linear", "regression", regret=RegretConfig(baseline=False))
+    first = lrn.process_many(calm)
+    out = lrn.process_many([shifted])
+    assert out[0].loss == (out[0].y_pred - 24.0) ** 2  # the user's loss, not the clipped one
+    reported = float(np.nansum(first.loss)) + float(out.loss[0])
+    assert abs(lrn.summary().cumulative_loss - reported) < 1e-6 * reported
+    # one absurd deviation (thousands of sigmas) did not blow up the model's parameters
+    after = lrn.process_many([Record(x=(0.0,), y=100.0)])
+    assert abs(after[0].y_pred - 100.0) < 80.0
