@@ -55,31 +55,39 @@ TARGET_CLIP = 3.0
 
 
 @njit()
-def _welford_rows(X: np.ndarray, count: np.ndarray, mean: np.ndarray, m2: np.ndarray,
-                  out: np.ndarray) -> None:
-    """Welford's update per row of ``X`` (in place on ``count[0]``, ``mean``, ``m2``) and the
-    row standardized by the moments including it; rows with a non-finite squared deviation are
-    left out of the moments (and come out as they are)."""
+def _welford_rows(X: np.ndarray, fold: np.ndarray, count: np.ndarray, mean: np.ndarray,
+                  m2: np.ndarray, out: np.ndarray) -> None:
+    """Row i of ``X`` standardized by the moments including it; Welford's update (in place on
+    ``count[0]``, ``mean``, ``m2``) is kept only where ``fold[i]``, so an unlabelled row is a
+    peek that changes nothing. Rows with a non-finite squared deviation are left out of the
+    moments (and come out as they are)."""
     n, d = X.shape
+    mean_i = np.empty(d)
+    m2_i = np.empty(d)
     for i in range(n):
         ok = True
         for j in range(d):
             dev = X[i, j] - mean[j]
             if not np.isfinite(dev * dev):
                 ok = False
-        if ok:
-            count[0] += 1.0
-            c = count[0]
-            for j in range(d):
-                delta = X[i, j] - mean[j]
-                mean[j] += delta / c
-                m2[j] += delta * (X[i, j] - mean[j])
-        c = count[0]
+        c = count[0] + 1.0 if ok else count[0]
         for j in range(d):
-            sd = np.sqrt(m2[j] / c) if c >= 2 else 1.0
-            if not sd > 1e-12 * max(abs(mean[j]), 1.0):
+            mean_i[j] = mean[j]
+            m2_i[j] = m2[j]
+            if ok:
+                delta = X[i, j] - mean[j]
+                mean_i[j] += delta / c
+                m2_i[j] += delta * (X[i, j] - mean_i[j])
+        for j in range(d):
+            sd = np.sqrt(m2_i[j] / c) if c >= 2 else 1.0
+            if not sd > 1e-12 * max(abs(mean_i[j]), 1.0):
                 sd = 1.0
-            out[i, j] = (X[i, j] - mean[j]) / sd if ok else X[i, j]
+            out[i, j] = (X[i, j] - mean_i[j]) / sd if ok else X[i, j]
+        if ok and fold[i]:
+            count[0] = c
+            for j in range(d):
+                mean[j] = mean_i[j]
+                m2[j] = m2_i[j]
 
 
 class RunningMoments:
@@ -107,13 +115,14 @@ class RunningMoments:
         self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
         self.count = total
 
-    def standardize_each(self, X: np.ndarray) -> np.ndarray:
-        """Row i of ``X`` standardized by the moments of the rows before it and row i itself,
-        all rows folded in, one Welford step per row (compiled: the same bits whatever the
-        batching, so a restart replays exactly)."""
+    def standardize_each(self, X: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        """Row i of ``X`` standardized by the moments of the folded rows before it and row i
+        itself; rows where ``fold`` is true are folded in, one Welford step per row (compiled:
+        the same bits whatever the batching, so a restart replays exactly)."""
         out = np.empty_like(X, dtype=np.float64)
         state = np.array([self.count])
-        _welford_rows(np.ascontiguousarray(X, dtype=np.float64), state, self.mean, self.m2, out)
+        _welford_rows(np.ascontiguousarray(X, dtype=np.float64),
+                      np.ascontiguousarray(fold, dtype=np.bool_), state, self.mean, self.m2, out)
         self.count = float(state[0])
         return out
 
@@ -145,22 +154,26 @@ class Standardizer:
     def __init__(self, d: int, features: bool = True, target: bool = False) -> None:
         self.x = RunningMoments(d) if features else None
         self.y = RunningMoments(1) if target else None
-        #: Records whose targets went through :func:`run_standardized` (blocks are cut by it).
+        #: Labelled records that went through :func:`run_standardized` (blocks are cut by it).
         self.records = 0
         #: Labels of the current, unfinished block: folded in when it ends, so a block split
         #: across two batches is still predicted with the statistics from its start.
         self.block_labels: list[float] = []
 
-    def features(self, X: np.ndarray) -> np.ndarray:
-        """Standardize each row of ``X`` ``(n, d)`` with the statistics of every row up to and
-        including it, folding them in: per record, so the result does not depend on how the
-        stream was cut into batches (a restart replays the same values)."""
+    def features(self, X: np.ndarray, labelled: np.ndarray | None = None) -> np.ndarray:
+        """Standardize each row of ``X`` ``(n, d)`` with the statistics of the labelled rows
+        before it and the row itself, per record, so the result does not depend on how the
+        stream was cut into batches (a restart replays the same values). Only ``labelled``
+        rows (all if None) are folded in: predicting a record without its label changes
+        nothing, so predicting it twice, or then learning it, sees the same features."""
         if self.x is None:
             return X
+        fold = np.ones(len(X), dtype=bool) if labelled is None else labelled
         rows = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
         out = np.empty_like(X, dtype=np.float64)
         for lo in range(0, len(X), rows):
-            out[lo : lo + rows] = self.x.standardize_each(X[lo : lo + rows])
+            out[lo : lo + rows] = self.x.standardize_each(X[lo : lo + rows],
+                                                          fold[lo : lo + rows])
         return out
 
     def target_scale(self) -> tuple[float, float]:
@@ -233,12 +246,13 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
     """
     sc = lrn.scaler
     assert sc is not None
-    Xs = sc.features(X)
+    Xs = sc.features(X, ~np.isnan(ys))
     if sc.y is None:
         run(lrn, slots, Xs, ys, tasks, out)
         return
     tot = lrn.totals
-    for lo, hi in chunks(len(ys), sc.records):
+    labelled = ~np.isnan(ys)
+    for lo, hi in chunks(len(ys), sc.records, labelled):
         shift, scale = sc.target_scale()
         y = ys[lo:hi]
         # Clipped: a label far outside what the statistics have seen (a level shift the
@@ -266,7 +280,7 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
             done = ~np.isnan(seen)
             tot.loss += float((user[done] - seen[done]).sum())
             part.loss[np.flatnonzero(lab)[done]] = user[done]
-        sc.records += hi - lo
+        sc.records += int(labelled[lo:hi].sum())
         sc.learn_targets(y, block_ends=_at_edge(sc.records))
 
 
@@ -275,9 +289,11 @@ def _at_edge(records: int) -> bool:
     return records & (records - 1) == 0 if records <= TARGET_BLOCK else records % TARGET_BLOCK == 0
 
 
-def chunks(n: int, before: int) -> Iterator[tuple[int, int]]:
-    """``[lo, hi)`` pieces of an ``n``-record batch, cut where the learner's record count
-    (``before`` at the batch's start) crosses a block boundary: 1, 2, 4, …, 16, then every
+def chunks(n: int, before: int, labelled: np.ndarray | None = None
+           ) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` pieces of an ``n``-record batch, cut where the learner's count of labelled
+    records (``before`` at the batch's start; ``labelled`` marks them, all if None) crosses a
+    block boundary: 1, 2, 4, …, 16, then every
     ``TARGET_BLOCK`` records. The target statistics are frozen within a block. Boundaries
     belong to the stream, not to its batches, so any batching (and a restart) gives the same
     results; the doubling start keeps the first blocks no longer than the labels behind them.
@@ -287,10 +303,13 @@ def chunks(n: int, before: int) -> Iterator[tuple[int, int]]:
     >>> list(chunks(40, 10))
     [(0, 6), (6, 22), (22, 38), (38, 40)]
     """
+    # Labels seen after each record; unlabelled records (predicted only) do not count, so
+    # predicting a record before learning it moves no boundary.
+    seen = before + np.cumsum(np.ones(n, dtype=np.int64) if labelled is None else labelled)
     lo = 0
     while lo < n:
-        p = before + lo
+        p = int(seen[lo - 1]) if lo else before
         edge = 1 << p.bit_length() if p < TARGET_BLOCK else (p // TARGET_BLOCK + 1) * TARGET_BLOCK
-        hi = min(n, edge - before)
+        hi = min(n, int(np.searchsorted(seen, edge, side="left")) + 1)
         yield lo, hi
         lo = hi
