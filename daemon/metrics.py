@@ -86,6 +86,10 @@ class Metrics:
             "adaptd_evicted_keys_total",
             "Keys whose task state left memory for the state dir (idle for learner.idle_evict_s, "
             "or beyond learner.max_keys).", registry=registry)
+        self.candidate_weight = Gauge(
+            "adaptd_candidate_weight",
+            "--model auto: mean Hedge weight of each expert over live keys.", ["candidate"],
+            registry=registry)
         self._totals_seen: dict[Counter, int] = {}
 
     def observe_batch(
@@ -120,6 +124,8 @@ class Metrics:
         an eviction pass). Learners keep totals; counters only move forward, so each gets
         what is new since the last call."""
         self.active_keys.set(summary.active_keys)
+        for name, weight in (summary.candidate_weights or {}).items():
+            self.candidate_weight.labels(name).set(weight)
         for counter, total in ((self.meta_updates, summary.meta_updates),
                                (self.skipped_updates, summary.skipped_updates),
                                (self.labels_expired, summary.delayed_labels_expired),

@@ -311,7 +311,9 @@ class Settings:
     #: /metrics, /healthz, /readyz and the live page; None (``off``) serves no HTTP, 0 any port.
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
-    model: Literal["linear", "logistic", "mlp"] = "linear"
+    #: ``auto``: Hedge over linear, MLP, prior and last-label experts per key
+    #: (:mod:`adaptd.learner.ensemble`); the others run one model.
+    model: Literal["auto", "linear", "logistic", "mlp"] = "auto"
     task: Literal["regression", "classification"] = "regression"
     meta: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

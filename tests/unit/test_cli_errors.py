@@ -117,7 +117,7 @@ def test_a_state_dir_of_another_model_is_refused_at_start(tmp_path: Path) -> Non
     result = adaptd("run", "--source", STREAM, "--metrics-port", "off", "--state-dir", "state",
                     "--model", "mlp", cwd=tmp_path)
     assert one_line_error(result) == (
-        "adaptd run: --state-dir state: holds a checkpoint for model='linear', this run has "
+        "adaptd run: --state-dir state: holds a checkpoint for model='auto', this run has "
         "'mlp'; pass the same model flags as the run that wrote it, or another --state-dir")
 
 

@@ -17,7 +17,7 @@ from adaptd.estimator import AdaptdClassifier, AdaptdRegressor
 from adaptd.learner import build_learner
 from adaptd.records import Record
 
-SETTINGS = {"regret.baseline": False, "regret.hindsight": False}
+SETTINGS = {"model": "linear", "regret.baseline": False, "regret.hindsight": False}
 
 
 def _chess() -> tuple[list[dict[str, float]], list[int], list[Record]]:

@@ -96,7 +96,9 @@ def test_partition_files_hold_their_keys_and_the_shared_file_the_rest(tmp_path: 
     assert restored.shared is not None
     shared = restored.shared["learner"]
     assert "keys" not in shared and shared["labels"]["entries"] == []
-    assert shared["meta"] is not None and shared["totals"]
+    # The default (--model auto) holds one shared part per candidate learner.
+    assert all(part["meta"] is not None for part in shared["candidates"].values())
+    assert shared["totals"]
     assert restored.shared["decoder"] == {"n_features": 3, "feature_names": None}
 
 
