@@ -34,12 +34,12 @@ squared loss measured in units of the running label variance and capped at ``LOS
 State: each candidate's shared part under ``candidates``; per key, under ``keys``, the Hedge
 weights and the simple experts' counts with every candidate's task state, so a key's whole
 state moves with its partition (:mod:`adaptd.partitions`). The candidates keep identical
-delayed-label entries (they see the same records): saved once.
+delayed-label entries (they see the same records): saved once. A delayed label's Hedge
+update is charged to the key its label record names.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -47,8 +47,8 @@ import numpy as np
 
 from adaptd.learner import LearnerSummary, Outcomes
 from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.hedge import LAST, hedge_batch
 from adaptd.learner.models import P_CLIP, TaskKind
-from adaptd.learner.scaling import RunningMoments
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
@@ -65,61 +65,8 @@ ETA_REGRESSION = 0.5
 LOSS_CAP = 8.0
 
 
-class KeyWeights:
-    """One key's Hedge weights and the counts behind its ``prior`` and ``last`` experts."""
-
-    __slots__ = ("w", "n", "mean", "last", "pairs", "repeats")
-
-    def __init__(self) -> None:
-        self.w = np.full(len(EXPERTS), 1.0 / len(EXPERTS))
-        self.n = 0.0  # labels seen
-        self.mean = 0.0  # their mean
-        self.last = math.nan
-        self.pairs = 0.0  # consecutive label pairs, and how many repeated (classification)
-        self.repeats = 0.0
-
-    def simple_predictions(self, task: TaskKind, fallback: float) -> tuple[float, float]:
-        """``prior`` and ``last`` before this record's label (``fallback``: no label yet)."""
-        if task == "classification":
-            prior = (self.mean * self.n + 1.0) / (self.n + 2.0)
-            if math.isnan(self.last):
-                return prior, 0.5
-            stay = (self.repeats + 1.0) / (self.pairs + 2.0)
-            return prior, stay if self.last == 1.0 else 1.0 - stay
-        if not self.n:
-            return fallback, fallback
-        return self.mean, self.last
-
-    def learn(self, y: float) -> None:
-        if not math.isnan(self.last):
-            self.pairs += 1.0
-            self.repeats += float(self.last == y)
-        self.n += 1.0
-        self.mean += (y - self.mean) / self.n
-        self.last = y
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"w": self.w.tolist(), "n": self.n, "mean": self.mean, "last": self.last,
-                "pairs": self.pairs, "repeats": self.repeats}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> KeyWeights:
-        k = cls()
-        w = np.asarray(state["w"], dtype=np.float64)
-        if len(w) == len(EXPERTS):
-            k.w = w
-        for name in ("n", "mean", "last", "pairs", "repeats"):
-            setattr(k, name, float(state[name]))
-        return k
-
-
-def expert_losses(task: TaskKind, preds: np.ndarray, y: float, variance: float) -> np.ndarray:
-    """The loss Hedge charges each expert: log loss, or squared loss per unit of variance,
-    capped (``preds``: the experts' predictions, ``(N,)``)."""
-    if task == "classification":
-        p = np.minimum(np.maximum(preds, P_CLIP), 1.0 - P_CLIP)
-        return -np.log(p if y == 1.0 else 1.0 - p)
-    return np.minimum((preds - y) ** 2 / variance, LOSS_CAP)
+#: A key's Hedge state as saved: the row fields of :mod:`adaptd.learner.hedge`.
+ROW_FIELDS = ("n", "mean", "last", "pairs", "repeats")
 
 
 class HedgeLearner:
@@ -143,10 +90,46 @@ class HedgeLearner:
             for name in CANDIDATES}
         self.main = self.candidates[CANDIDATES[0]]
         self.eta = 1.0 if task == "classification" else ETA_REGRESSION
-        self._weights: dict[str, KeyWeights] = {}
+        self._slot: dict[str, int] = {}  # key -> row of _W and _rows
+        self._free: list[int] = []
+        self._W = np.empty((0, len(EXPERTS)))
+        self._rows = np.empty((0, len(ROW_FIELDS)))
         self._cold: dict[str, dict[str, Any]] = {}  # Hedge states of evicted keys
         self.totals = Totals()
-        self.labels = RunningMoments(1)  # regression: the unit of the charged loss
+        self.labels = np.zeros(3)  # count, mean, m2 of every label (regression's loss unit)
+
+    def _admit(self, key: str, state: Mapping[str, Any] | None = None) -> int:
+        """The row of ``key`` (a fresh one, or ``state`` as saved by :meth:`_key_state`)."""
+        s = self._slot.get(key)
+        if s is None:
+            if not self._free:
+                old = len(self._W)
+                grow = max(old, 16)
+                self._W = np.concatenate([self._W, np.empty((grow, len(EXPERTS)))])
+                self._rows = np.concatenate([self._rows, np.empty((grow, len(ROW_FIELDS)))])
+                self._free = list(range(old + grow - 1, old - 1, -1))
+            s = self._slot[key] = self._free.pop()
+            self._W[s] = 1.0 / len(EXPERTS)
+            self._rows[s] = 0.0
+            self._rows[s, LAST] = np.nan
+        if state is not None:
+            w = np.asarray(state["w"], dtype=np.float64)
+            if len(w) == len(EXPERTS):
+                self._W[s] = w
+            self._rows[s] = [float(state[f]) for f in ROW_FIELDS]
+        return s
+
+    def _key_state(self, key: str) -> dict[str, Any] | None:
+        s = self._slot.get(key)
+        if s is None:
+            return self._cold.get(key)
+        return {"w": self._W[s].tolist(),
+                **dict(zip(ROW_FIELDS, self._rows[s].tolist(), strict=True))}
+
+    def _drop(self, key: str) -> None:
+        s = self._slot.pop(key, None)
+        if s is not None:
+            self._free.append(s)
 
     def describe(self) -> dict[str, Any]:
         return {"model": "auto", "task": self.task, "n_features": self.main.n_features,
@@ -164,31 +147,15 @@ class HedgeLearner:
         if not n:
             return main
         cand = np.stack([o.y_pred for o in outs], axis=1)
+        slot_list = [self._slot.get(k) for k in batch.keys]
+        if None in slot_list:
+            slot_list = [self._admit(k) if s is None else s
+                         for k, s in zip(batch.keys, slot_list, strict=True)]
         y_pred = np.empty(n)
         loss = np.full(n, np.nan)
-        keys, ys = batch.keys, batch.y
-        for i in range(n):
-            k = self._weights.get(keys[i])
-            if k is None:
-                k = self._weights[keys[i]] = KeyWeights()
-            fallback = float(self.labels.mean[0]) if self.labels.count else 0.0
-            preds = np.concatenate([cand[i], k.simple_predictions(self.task, fallback)])
-            mix = float(k.w @ preds)
-            y_pred[i] = mix
-            y = float(ys[i])
-            if math.isnan(y) or math.isnan(main.loss[i]):
-                continue  # unlabelled, or skipped by the candidates (non-finite values)
-            variance = max(float(self.labels.std()[0]) ** 2, 1e-12) if self.labels.count >= 2 \
-                else max(y * y, 1.0)
-            w = k.w * np.exp(-self.eta * expert_losses(self.task, preds, y, variance))
-            total = float(w.sum())
-            w = w / total if total > 0 and math.isfinite(total) else np.full_like(w, 1.0)
-            k.w = (1.0 - SHARE) * w / w.sum() + SHARE / len(w)
-            loss[i] = float(expert_losses(self.task, np.array([mix]), y, 1.0)[0]) \
-                if self.task == "classification" else (mix - y) ** 2
-            k.learn(y)
-            if self.task == "regression":
-                self.labels.update(np.array([[y]]))
+        hedge_batch(np.array(slot_list, dtype=np.int64), cand, batch.y, np.isnan(main.loss),
+                    self._W, self._rows, self.labels, self.task == "classification", self.eta,
+                    SHARE, LOSS_CAP, P_CLIP, y_pred, loss)
         self.totals.add_losses(loss[~np.isnan(loss)])
         return Outcomes(y_pred, loss, main.segment, main.drift, main.learned, main.recovered_after)
 
@@ -205,7 +172,7 @@ class HedgeLearner:
         for c in self.candidates.values():
             c.forget(keys)
         for key in keys:
-            self._weights.pop(key, None)
+            self._drop(key)
             self._cold.pop(key, None)
 
     def evict_idle(self, now: float | None = None) -> dict[str, Any]:
@@ -230,11 +197,10 @@ class HedgeLearner:
             for key, state in states.items():
                 merged.setdefault(key, {"candidates": {}})["candidates"][name] = state
         for key, entry in merged.items():
-            k = self._weights.get(key)
-            entry["hedge"] = self._cold.get(key) if k is None else k.to_dict()
-            if evicted and key not in self.main.keys() and k is not None:
+            entry["hedge"] = self._key_state(key)
+            if evicted and key not in self.main.keys() and key in self._slot:
                 self._cold[key] = entry["hedge"]
-                del self._weights[key]
+                self._drop(key)
         return merged
 
     # ------------------------------------------------------------------ state
@@ -255,7 +221,7 @@ class HedgeLearner:
             "model": self.describe(),
             "candidates": shared,
             "totals": self.totals.to_dict(),
-            "label_moments": self.labels.to_dict(),
+            "label_moments": self.labels.tolist(),
             "keys": self._merge_keys(per_candidate, evicted=False),
             "labels": {**shared[CANDIDATES[0]]["labels"], "entries": entries},
         }
@@ -273,11 +239,11 @@ class HedgeLearner:
                            "entries": state["labels"]["entries"]},
             })
         self.totals = Totals.from_dict(state["totals"])
-        self.labels.load(state["label_moments"])
+        self.labels = np.asarray(state["label_moments"], dtype=np.float64).copy()
         for key, entry in state["keys"].items():
             self._cold.pop(key, None)
             if entry.get("hedge") is not None:
-                self._weights[key] = KeyWeights.from_dict(entry["hedge"])
+                self._admit(key, entry["hedge"])
 
     def summary(self) -> LearnerSummary:
         """The main candidate's figures, with the mixture's own losses and updates, the meta
@@ -288,7 +254,7 @@ class HedgeLearner:
         s.prequential_loss = tot.recent if tot.n else None
         s.updates = tot.n
         s.meta_updates = sum(c.summary().meta_updates for c in self.candidates.values())
-        live = [self._weights[k].w for k in self.main.keys() if k in self._weights]
+        live = [self._W[self._slot[k]] for k in self.main.keys() if k in self._slot]
         mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
         s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))
         return s
