@@ -86,6 +86,10 @@ class Metrics:
             "adaptd_evicted_keys_total",
             "Keys whose task state left memory for the state dir (idle for learner.idle_evict_s, "
             "or beyond learner.max_keys).", registry=registry)
+        self.concept_reuses = Counter(
+            "adaptd_concept_reuses_total",
+            "Drift resets that started from a stored task state instead of θ0.",
+            registry=registry)
         self.candidate_weight = Gauge(
             "adaptd_candidate_weight",
             "--model auto: mean Hedge weight of each expert over live keys.", ["candidate"],
@@ -129,7 +133,8 @@ class Metrics:
         for counter, total in ((self.meta_updates, summary.meta_updates),
                                (self.skipped_updates, summary.skipped_updates),
                                (self.labels_expired, summary.delayed_labels_expired),
-                               (self.evicted_keys, summary.evicted_keys)):
+                               (self.evicted_keys, summary.evicted_keys),
+                               (self.concept_reuses, summary.concept_reuses)):
             seen = self._totals_seen.get(counter, 0)
             if total > seen:
                 counter.inc(total - seen)

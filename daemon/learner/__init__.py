@@ -138,7 +138,8 @@ class LearnerSummary:
     ``hindsight_loss`` the best fixed model's loss on closed segments' buffered records and
     ``hindsight_regret`` adaptd's loss on those records minus it. ``updates`` counts learned
     records, ``drift_events`` closed segments; ``step_multiplier`` is the hypergradient α
-    (1 when off); ``candidate_weights`` the mean Hedge weight per expert (``--model auto``). Counts only grow, so the runner turns their differences into counters.
+    (1 when off); ``concept_reuses`` resets that started from a stored task state;
+    ``candidate_weights`` the mean Hedge weight per expert (``--model auto``). Counts only grow, so the runner turns their differences into counters.
     """
 
     cumulative_loss: float = 0.0
@@ -156,6 +157,7 @@ class LearnerSummary:
     evicted_keys: int = 0
     step_multiplier: float = 1.0
     candidate_weights: dict[str, float] | None = None
+    concept_reuses: int = 0
 
 
 class Learner(Protocol):

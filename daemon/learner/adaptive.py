@@ -35,6 +35,7 @@ from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, kernel, paths
 from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
+from adaptd.learner.concepts import ConceptLibrary, reconsider
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
@@ -73,6 +74,7 @@ class AdaptiveLearner:
     scratch: tuple[np.ndarray, ...]  # the kernel's working arrays
     B_base: np.ndarray  # lr²: the shadow baseline's B
     scaler: Standardizer | None  # shared feature/target statistics (learner.standardize*)
+    concepts: ConceptLibrary | None  # closed task states per slot (meta_learning.library)
 
     def __init__(
         self,
@@ -155,6 +157,8 @@ class AdaptiveLearner:
             self.meta = MetaState.initial(self._init, self.config.lr, self.config.eps,
                                           self.config.c, self.describe())
         self.bank: DetectorBank = build_bank(self.drift)
+        self.concepts = ConceptLibrary(self.meta_config.library) \
+            if self.meta_config.library else None
         target = self.config.standardize_target and self.task == "regression"
         # Shared by every key and task, kept across resets (see adaptd.learner.scaling).
         self.scaler = Standardizer(n_features, self.config.standardize, target) \
@@ -218,6 +222,8 @@ class AdaptiveLearner:
         key = self._key_of.pop(s)
         del self._slot_of[key]
         self._free.append(s // self._rows_per_key)
+        if self.concepts is not None:
+            self.concepts.drop(s)
 
     # ------------------------------------------------------------------ the record path
 
@@ -259,6 +265,8 @@ class AdaptiveLearner:
             else:
                 run(self, slots, X, ys, tasks, out)
         self.arena.last_seen[slots] = self.clock()
+        if self.concepts is not None and self.concepts.pending:
+            reconsider(self)
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out
@@ -310,6 +318,8 @@ class AdaptiveLearner:
     def _task_state(self, s: int) -> dict[str, Any]:
         state = row_state(self.arena, s)
         state["detector"] = self.bank.get_state(s)
+        if self.concepts is not None:
+            state["library"] = self.concepts.get_state(s)
         if self.regret.baseline:
             state["baseline"] = row_state(self.arena, s + 1, BASE_FIELDS)
         return state
@@ -317,6 +327,8 @@ class AdaptiveLearner:
     def _set_task_state(self, s: int, state: Mapping[str, Any]) -> None:
         set_row_state(self.arena, s, state)
         self.bank.set_state(s, state["detector"])
+        if self.concepts is not None:
+            self.concepts.set_state(s, state.get("library"))
         if self.regret.baseline:
             base = state.get("baseline")
             if base is None:  # saved without a baseline: start one
@@ -393,5 +405,6 @@ class AdaptiveLearner:
             delayed_labels_joined=self.pending.joined,
             delayed_labels_expired=self.pending.expired,
             evicted_keys=tot.evicted,
+            concept_reuses=tot.concept_reuses,
             step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
         )

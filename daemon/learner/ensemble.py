@@ -253,7 +253,9 @@ class HedgeLearner:
         s.cumulative_loss = tot.loss
         s.prequential_loss = tot.recent if tot.n else None
         s.updates = tot.n
-        s.meta_updates = sum(c.summary().meta_updates for c in self.candidates.values())
+        each = [c.summary() for c in self.candidates.values()]
+        s.meta_updates = sum(c.meta_updates for c in each)
+        s.concept_reuses = sum(c.concept_reuses for c in each)
         live = [self._W[self._slot[k]] for k in self.main.keys() if k in self._slot]
         mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
         s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))

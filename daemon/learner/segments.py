@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adaptd.learner.concepts import restart
 from adaptd.learner.step import step_rows
 from adaptd.regret import hindsight_loss
 
@@ -62,7 +63,10 @@ def close_segment(lrn: AdaptiveLearner, s: int) -> None:
     # The oracle closes exactly at the change: nothing in the window belongs to the new task.
     carry = 0 if lrn.drift.detector == "oracle" else lrn.drift.carry
     carried = _latest(lrn, s, carry) if carry else None
+    theta_end = a.theta[s].copy()
     start_task(lrn, s)
+    if lrn.concepts is not None:
+        restart(lrn, s, theta_end, seg_len)
     a.recov[s] = 0
     if carried is not None:
         seed_window(lrn, s, *carried)

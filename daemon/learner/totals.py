@@ -21,7 +21,7 @@ class Totals:
     """Loss sums and event counts, saved with the learner's state."""
 
     _NAMES = ("loss", "n", "recent", "baseline", "hindsight", "hindsight_adaptd", "skipped",
-              "meta_updates", "drift_events", "evicted")
+              "meta_updates", "drift_events", "evicted", "concept_reuses")
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -34,6 +34,7 @@ class Totals:
         self.meta_updates = 0
         self.drift_events = 0
         self.evicted = 0
+        self.concept_reuses = 0
         #: Factor from the losses the paths see to the user's units: the target variance of
         #: the chunk being processed when regression targets are standardized
         #: (:mod:`adaptd.learner.scaling`), else 1. Transient: never saved.
