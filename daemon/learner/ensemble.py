@@ -196,9 +196,10 @@ class HedgeLearner:
         for name, states in per_candidate.items():
             for key, state in states.items():
                 merged.setdefault(key, {"candidates": {}})["candidates"][name] = state
+        live = self.keys()
         for key, entry in merged.items():
             entry["hedge"] = self._key_state(key)
-            if evicted and key not in self.main.keys() and key in self._slot:
+            if evicted and key not in live and key in self._slot:
                 self._cold[key] = entry["hedge"]
                 self._drop(key)
         return merged
@@ -256,7 +257,7 @@ class HedgeLearner:
         each = [c.summary() for c in self.candidates.values()]
         s.meta_updates = sum(c.meta_updates for c in each)
         s.concept_reuses = sum(c.concept_reuses for c in each)
-        live = [self._W[self._slot[k]] for k in self.main.keys() if k in self._slot]
+        live = [self._W[self._slot[k]] for k in self.keys() if k in self._slot]
         mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
         s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))
         return s

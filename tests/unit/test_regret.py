@@ -9,6 +9,7 @@ from adaptd.learner.models import LinearFamily, MLPFamily, initial_parameters, p
 from adaptd.records import Record
 from adaptd.regret import hindsight_loss
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
+
 # The engine's own math, without the online standardization in front (test_scaling.py).
 RAW_FLAGS = {"standardize": False, "standardize_target": False}
 RAW = LearnerConfig(**RAW_FLAGS)

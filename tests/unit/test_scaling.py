@@ -49,7 +49,7 @@ def test_chunks_never_outgrow_the_labels_behind_them() -> None:
 
 def test_results_do_not_depend_on_batching() -> None:
     records = _stream(7, 700, x_scale=30.0, y_shift=50.0, keys=2)
-    _, p1, l1 = _run(records)
+    _, p1, _ = _run(records)
     lrn = AdaptiveLearner("linear", "regression", drift=DriftConfig(), regret=RegretConfig())
     outs = [lrn.process_many(records[i : i + 7]) for i in range(0, 700, 7)]
     np.testing.assert_allclose(np.concatenate([o.y_pred for o in outs]), p1, rtol=1e-9)
