@@ -25,7 +25,7 @@ import numpy as np
 from adaptd.connectors.synthetic import generate
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.records import Record
-from adaptd.settings import DriftConfig, LearnerConfig, RegretConfig
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 N_RECORDS = 1500
 BATCH = 200
@@ -74,9 +74,12 @@ def run_case(stream: Sequence[Record], model: str, opts: dict[str, Any]) -> dict
     task = "classification" if model == "logistic" else "regression"
     learner = AdaptiveLearner(
         model, task,
-        config=LearnerConfig(kernel=opts["kernel"], hidden=[8, 6],
+        # Standardization off: the fingerprint pins the engine as it was before it existed.
+        config=LearnerConfig(kernel=opts["kernel"], hidden=[8, 6], standardize=False,
+                             standardize_target=False,
                              hypergradient=opts["hyper"], hypergradient_lr=1e-2),
         drift=DriftConfig(detector=opts["detector"], carry=opts.get("carry", 0)),
+        meta=MetaConfig(library=0),  # concept reuse off, as before it existed
         regret=RegretConfig(baseline_window=opts["bw"]))
     outs = [learner.process_many(stream[i : i + BATCH]) for i in range(0, len(stream), BATCH)]
     s = learner.summary()

@@ -95,6 +95,14 @@ class Metrics:
             "adaptd_meta_tasks",
             "Tasks folded into the meta-state this replica uses (its own and those merged from "
             "the group's other replicas).", registry=registry)
+        self.concept_reuses = Counter(
+            "adaptd_concept_reuses_total",
+            "Drift resets that started from a stored task state instead of θ0.",
+            registry=registry)
+        self.candidate_weight = Gauge(
+            "adaptd_candidate_weight",
+            "--model auto: mean Hedge weight of each expert over live keys.", ["candidate"],
+            registry=registry)
         self._totals_seen: dict[Counter, int] = {}
 
     def observe_batch(
@@ -130,10 +138,13 @@ class Metrics:
         an eviction pass). Learners keep totals; counters only move forward, so each gets
         what is new since the last call."""
         self.active_keys.set(summary.active_keys)
+        for name, weight in (summary.candidate_weights or {}).items():
+            self.candidate_weight.labels(name).set(weight)
         for counter, total in ((self.meta_updates, summary.meta_updates),
                                (self.skipped_updates, summary.skipped_updates),
                                (self.labels_expired, summary.delayed_labels_expired),
-                               (self.evicted_keys, summary.evicted_keys)):
+                               (self.evicted_keys, summary.evicted_keys),
+                               (self.concept_reuses, summary.concept_reuses)):
             seen = self._totals_seen.get(counter, 0)
             if total > seen:
                 counter.inc(total - seen)

@@ -55,6 +55,13 @@ class LearnerConfig:
             applies (linear/logistic/MLP, Page-Hinkley/oracle/none, no hypergradient); same
             results as the batched NumPy waves (:mod:`adaptd.learner.paths`), much less
             overhead per record.
+        standardize: standardize features online inside the model (running mean and
+            variance shared by all keys and tasks, kept across drift resets; see
+            :mod:`adaptd.learner.scaling`), so raw scales (a feature in 0..1000) need no
+            pipeline step in front. ``false`` feeds features as they come.
+        standardize_target: regression only: learn ``(y − mean)/std`` with the statistics
+            known before each chunk of records and map predictions back, so a target near 1000
+            works like one near 1; losses, regret and ``loss`` stay in the user's units.
     """
 
     lr: float = 0.1
@@ -69,6 +76,8 @@ class LearnerConfig:
     max_keys: int = 10_000
     idle_evict_s: float = 3600.0
     kernel: bool = True
+    standardize: bool = True
+    standardize_target: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "c", "hypergradient_lr", "idle_evict_s"):
@@ -166,6 +175,11 @@ class MetaConfig:
         decay: d in [0, 1), the forgetting of the B and G statistics per closed task.
         epsilon, zeta, power: the ε²/(t+1)^p and ζ²/(t+1)^p regularizers of B and G.
         min_segment: labelled records a segment needs before its close updates the meta-state.
+        library: closed task states kept per key and tried, after each drift alarm, against
+            the state started from θ0 (:mod:`adaptd.learner.concepts`); 0 (the default) turns
+            concept reuse off: the meta-learned θ0 already adapts within about 10 records, and
+            the choice is made at batch ends, so the gain measured on a recurring stream was
+            about 4% with batches of 8 and nothing with 256.
         learn_rates: update B and G (ARUBA); ``False`` learns θ0 only.
     """
 
@@ -178,6 +192,7 @@ class MetaConfig:
     power: float = 1.0
     min_segment: int = 10
     learn_rates: bool = True
+    library: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.step <= 1:
@@ -189,6 +204,8 @@ class MetaConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_segment < 1:
             raise ValueError(f"min_segment must be >= 1, got {self.min_segment}")
+        if self.library < 0:
+            raise ValueError(f"library must be >= 0, got {self.library}")
 
 
 @dataclass
@@ -319,7 +336,9 @@ class Settings:
     #: /metrics, /healthz, /readyz and the live page; None (``off``) serves no HTTP, 0 any port.
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
-    model: Literal["linear", "logistic", "mlp"] = "linear"
+    #: ``auto``: Hedge over linear, MLP, prior and last-label experts per key
+    #: (:mod:`adaptd.learner.ensemble`); the others run one model.
+    model: Literal["auto", "linear", "logistic", "mlp"] = "auto"
     task: Literal["regression", "classification"] = "regression"
     meta: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

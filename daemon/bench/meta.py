@@ -33,7 +33,8 @@ def meta_train_stream(stream: Stream, data: list[StreamData], workdir: Path) -> 
     records = [replace(r, key=f"meta{i}/{r.key}") for i, d in enumerate(data) for r in d.records]
     # meta_train segments by the records' true tasks when every record has one, else by the
     # detector: the same rule as `adaptd meta-train`.
-    meta = meta_train(records, model=settings.model, task=settings.task, config=settings.learner,
+    family = "linear" if settings.model == "auto" else settings.model  # as `adaptd meta-train`
+    meta = meta_train(records, model=family, task=settings.task, config=settings.learner,
                       drift=settings.drift, meta=settings.meta_learning, batch_size=BATCH_SIZE)
     if meta.tasks == 0:
         raise RuntimeError(

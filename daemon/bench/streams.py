@@ -107,7 +107,7 @@ class Stream:
         name: the row label in the report, e.g. ``sinusoid h=0.01``.
         family: ``sinusoid``, ``linear-tasks``, ``friedman``, ``sea`` or ``sp500``.
         task: ``regression`` or ``classification``.
-        model: the model adaptd runs (``linear``, ``logistic`` or ``mlp``).
+        model: the model adaptd runs (``auto``, ``linear``, ``logistic`` or ``mlp``).
         options: passed to the family's generator.
         basis: feature map of the hindsight comparator (a linear / logistic fit on it).
         note: one sentence for the report.
@@ -321,10 +321,10 @@ def suite_streams(quick: bool) -> list[Stream]:
 
 def real_streams(quick: bool) -> list[Stream]:
     """Recorded histories without a held-out period: adaptd runs them with ``--task`` only
-    (model ``linear``, the default), as a user would start it."""
+    (model ``auto``, the default), as a user would start it."""
     def real_stream(name: str, family: str, task: TaskKind, note: str,
                     options: tuple[tuple[str, Any], ...] = ()) -> Stream:
-        return Stream(name, family, task, "linear", options, identity_basis, note,
+        return Stream(name, family, task, "auto", options, identity_basis, note,
                       seeded=False, meta_trained=False)
 
     csvs = [

@@ -170,7 +170,10 @@ def check_meta_file(settings: Settings) -> Settings:
         # help the user; it stays in the debug log.
         log.debug("--meta %s: %s", path, exc)
         raise StartError(f"--meta {path}: not {META_EXPECTED}") from None
-    mismatch = _mismatch(state.model, expected_model(settings))
+    expected = expected_model(settings)
+    if settings.model == "auto":  # a file for any one family: that candidate starts from it
+        expected.pop("model")
+    mismatch = _mismatch(state.model, expected)
     if mismatch:
         raise StartError(f"--meta {path}: meta-state is for {mismatch}; pass the matching flag "
                          f"(--model, --task, --n-features, --set learner.hidden=…) or a "

@@ -62,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise ConfigError(f"--source {args.source!r} gave no valid records ({rejected} rejected)")
     start = load(settings.meta) if settings.meta else None
-    state = meta_train(records, model=settings.model, task=settings.task,
+    # ``auto`` mixes several families and a meta-state is made for one: the linear one, which
+    # ``--model auto`` hands to its linear candidate.
+    family = "linear" if settings.model == "auto" else settings.model
+    state = meta_train(records, model=family, task=settings.task,
                        config=settings.learner, drift=settings.drift,
                        meta=settings.meta_learning, start=start, epochs=args.epochs)
-    model = "logistic" if settings.model == "logistic" else settings.model
+    model = "logistic" if family == "logistic" else family
     from adaptd.commands.checks import os_reason
 
     try:

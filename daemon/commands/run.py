@@ -66,7 +66,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser,
     if serving:
         _add_serving_arguments(parser, shown)
     parser.add_argument("--meta", metavar="FILE", help="meta-state written by adaptd meta-train")
-    parser.add_argument("--model", choices=["linear", "logistic", "mlp"],
+    parser.add_argument("--model", choices=["auto", "linear", "logistic", "mlp"],
                         help=f"model family (default: {shown['model']})")
     parser.add_argument("--task", choices=["regression", "classification"],
                         help=f"(default: {Settings.task})")

@@ -151,8 +151,10 @@ class LearnerSummary:
     ``hindsight_loss`` the best fixed model's loss on closed segments' buffered records and
     ``hindsight_regret`` adaptd's loss on those records minus it. ``updates`` counts learned
     records, ``drift_events`` closed segments; ``step_multiplier`` is the hypergradient α
-    (1 when off); ``accuracy`` the recent share of right predictions (classification).
-    Counts only grow, so the runner turns their differences into counters.
+    (1 when off); ``accuracy`` the recent share of right predictions (classification);
+    ``concept_reuses`` resets that started from a stored task state; ``candidate_weights`` the
+    mean Hedge weight per expert (``--model auto``). Counts only grow, so the runner turns
+    their differences into counters.
     """
 
     cumulative_loss: float = 0.0
@@ -170,6 +172,8 @@ class LearnerSummary:
     evicted_keys: int = 0
     step_multiplier: float = 1.0
     accuracy: float | None = None
+    candidate_weights: dict[str, float] | None = None
+    concept_reuses: int = 0
 
 
 class Learner(Protocol):
@@ -221,14 +225,16 @@ def build_learner(settings: Any) -> Learner:
     from adaptd.learner.adaptive import AdaptiveLearner
     from adaptd.meta.state import load
 
-    return AdaptiveLearner(
-        model=settings.model,
-        task=settings.task,
-        n_features=settings.n_features,
-        config=settings.learner,
-        drift=settings.drift,
-        meta=settings.meta_learning,
-        regret=settings.regret,
-        labels=settings.labels,
-        meta_state=load(settings.meta) if settings.meta else None,
-    )
+    sections = {"config": settings.learner, "drift": settings.drift,
+                "meta": settings.meta_learning, "regret": settings.regret,
+                "labels": settings.labels}
+    meta_state = load(settings.meta) if settings.meta else None
+    if settings.model == "auto":
+        from adaptd.learner.ensemble import HedgeLearner
+
+        # A --meta file is made for one family: the candidate of that family starts from it.
+        family = None if meta_state is None else meta_state.model.get("model")
+        return HedgeLearner(settings.task, settings.n_features,
+                            meta_states={family: meta_state} if family else None, **sections)
+    return AdaptiveLearner(model=settings.model, task=settings.task,
+                           n_features=settings.n_features, meta_state=meta_state, **sections)

@@ -36,9 +36,11 @@ from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
 from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
 from adaptd.learner.classes import ClassIndex
+from adaptd.learner.concepts import ConceptLibrary, reconsider
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
+from adaptd.learner.scaling import Standardizer, run_standardized
 from adaptd.learner.segments import close_segment, start_task
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
@@ -72,6 +74,8 @@ class AdaptiveLearner:
     net: Net  # built-in families only
     scratch: tuple[np.ndarray, ...]  # the kernel's working arrays
     B_base: np.ndarray  # lr²: the shadow baseline's B
+    scaler: Standardizer | None  # shared feature/target statistics (learner.standardize*)
+    concepts: ConceptLibrary | None  # closed task states per slot (meta_learning.library)
 
     def __init__(
         self,
@@ -156,6 +160,14 @@ class AdaptiveLearner:
             self.meta = MetaState.initial(self._init, self.config.lr, self.config.eps,
                                           self.config.c, self.describe())
         self.bank: DetectorBank = build_bank(self.drift)
+        self.concepts = ConceptLibrary(self.meta_config.library) \
+            if self.meta_config.library else None
+        target = self.config.standardize_target and self.task == "regression"
+        # Shared by every key and task, kept across resets (see adaptd.learner.scaling).
+        self.scaler = Standardizer(n_features, self.config.standardize, target) \
+            if self.config.standardize or target else None
+        if self.scaler is not None and self.meta is not None and self.meta.scaler is not None:
+            self.scaler.load_statistics(self.meta.scaler)
         builtin = hasattr(self.family, "layers")  # linear, logistic, MLP: not a user module
         self._kernel = kernel.process if (
             COMPILED and self.config.kernel and builtin
@@ -213,6 +225,8 @@ class AdaptiveLearner:
         key = self._key_of.pop(s)
         del self._slot_of[key]
         self._free.append(s // self._rows_per_key)
+        if self.concepts is not None:
+            self.concepts.drop(s)
 
     # ------------------------------------------------------------------ the record path
 
@@ -250,14 +264,17 @@ class AdaptiveLearner:
             if self.drift.detector == "oracle" else None
         out = Outcomes.empty(n)
         with np.errstate(all="ignore"):  # non-finite values are detected and skipped below
-            if self._kernel is not None:
-                paths.run_kernel(self, slots, X, ys, tasks, out)
+            run = paths.run_kernel if self._kernel is not None else paths.run_waves
+            if self.scaler is not None:
+                run_standardized(self, run, slots, X, ys, tasks, out)
             else:
-                paths.run_waves(self, slots, X, ys, tasks, out)
+                run(self, slots, X, ys, tasks, out)
         out.classes = self.classes
         if self.task == "classification":
             self.totals.add_hits(growth.hits(out, ys))
         self.arena.last_seen[slots] = self.clock()
+        if self.concepts is not None and self.concepts.pending:
+            reconsider(self)
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out
@@ -311,6 +328,8 @@ class AdaptiveLearner:
         state["detector"] = self.bank.get_state(s)
         if self.classes is not None:
             state["classes"] = len(self.classes)
+        if self.concepts is not None:
+            state["library"] = self.concepts.get_state(s)
         if self.regret.baseline:
             state["baseline"] = row_state(self.arena, s + 1, BASE_FIELDS)
         return state
@@ -319,6 +338,8 @@ class AdaptiveLearner:
         state = growth.task_state_for(self, dict(state))
         set_row_state(self.arena, s, state)
         self.bank.set_state(s, state["detector"])
+        if self.concepts is not None:
+            self.concepts.set_state(s, state.get("library"))
         if self.regret.baseline:
             base = state.get("baseline")
             if base is None:  # saved without a baseline: start one
@@ -335,6 +356,7 @@ class AdaptiveLearner:
             "version": STATE_VERSION,
             "model": self.describe(),
             "meta": None if self.meta is None else self.meta.to_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "totals": self.totals.to_dict(),
             "keys": {**cold, **{k: self._task_state(self._slot_of[k]) for k in chosen}},
             "labels": self.pending.state_dict(keys),
@@ -359,6 +381,8 @@ class AdaptiveLearner:
             growth.restore(self, state["classes"])
         if state["meta"] is not None:
             self.meta = MetaState.from_dict(state["meta"])
+        if state.get("scaler") is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.totals = Totals.from_dict(state["totals"])
         for key, task_state in state["keys"].items():
             s = self._slot_of.get(key)
@@ -395,6 +419,7 @@ class AdaptiveLearner:
             delayed_labels_joined=self.pending.joined,
             delayed_labels_expired=self.pending.expired,
             evicted_keys=tot.evicted,
+            concept_reuses=tot.concept_reuses,
             step_multiplier=self.meta.alpha if self.meta is not None else 1.0,
             accuracy=tot.accuracy if tot.scored else None,
         )

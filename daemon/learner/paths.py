@@ -64,7 +64,7 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
             tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
         stop = end + 1 if event == kernel.EVENT_ALARM else end
         tot.skipped += int(acc[0])
-        tot.baseline += float(acc[1])
+        tot.add_baseline(float(acc[1]))
         done = np.flatnonzero(out.learned[i:stop]) + i
         if len(done):
             tot.add_losses(out.loss[done])
@@ -259,7 +259,7 @@ def _account(lrn: AdaptiveLearner, r: _Rows, g: np.ndarray, u: np.ndarray | None
     out.learned[im] = True
     tot.add_losses(lm)
     if lrn.regret.baseline:
-        tot.baseline += float(r.loss[nl:][ok[nl:]].sum())
+        tot.add_baseline(float(r.loss[nl:][ok[nl:]].sum()))
     a.gsq[sm] += gm * gm
     a.seg_len[sm] += 1
     a.seg_loss[sm] += lm

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adaptd.learner.concepts import restart
 from adaptd.learner.step import step_rows
 from adaptd.regret import hindsight_loss
 
@@ -62,7 +63,10 @@ def close_segment(lrn: AdaptiveLearner, s: int) -> None:
     # The oracle closes exactly at the change: nothing in the window belongs to the new task.
     carry = 0 if lrn.drift.detector == "oracle" else lrn.drift.carry
     carried = _latest(lrn, s, carry) if carry else None
+    theta_end = a.theta[s].copy()
     start_task(lrn, s)
+    if lrn.concepts is not None:
+        restart(lrn, s, theta_end, seg_len)
     a.recov[s] = 0
     if carried is not None:
         seed_window(lrn, s, *carried)
@@ -78,8 +82,9 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     fitted = hindsight_loss(fam, lrn.regret, a.HX[s, order], a.HY[s, order], a.theta[s].copy())
     adaptd = float(a.HL[s, order].sum())
     if math.isfinite(fitted) and math.isfinite(adaptd):
-        lrn.totals.hindsight += fitted
-        lrn.totals.hindsight_adaptd += adaptd
+        unit = lrn.totals.unit  # back to the user's units (standardized targets)
+        lrn.totals.hindsight += fitted * unit
+        lrn.totals.hindsight_adaptd += adaptd * unit
     a.hcount[s] = 0
     a.hpos[s] = 0
 

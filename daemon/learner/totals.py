@@ -21,7 +21,7 @@ class Totals:
     """Loss sums and event counts, saved with the learner's state."""
 
     _NAMES = ("loss", "n", "recent", "baseline", "hindsight", "hindsight_adaptd", "skipped",
-              "meta_updates", "drift_events", "evicted", "accuracy", "scored")
+              "meta_updates", "drift_events", "evicted", "accuracy", "scored", "concept_reuses")
 
     def __init__(self) -> None:
         self.loss = 0.0
@@ -36,6 +36,11 @@ class Totals:
         self.evicted = 0
         self.accuracy = 0.0  # classification: recent share of correct predictions
         self.scored = 0
+        self.concept_reuses = 0
+        #: Factor from the losses the paths see to the user's units: the target variance of
+        #: the chunk being processed when regression targets are standardized
+        #: (:mod:`adaptd.learner.scaling`), else 1. Transient: never saved.
+        self.unit = 1.0
 
     def add_hits(self, hits: np.ndarray) -> None:
         """Add whether each learned prediction was right (classification), in order, to the
@@ -53,9 +58,15 @@ class Totals:
             self.accuracy = (1.0 - a) ** len(rest) * self.accuracy + float(weights @ rest)
         self.scored += len(hits)
 
+    def add_baseline(self, loss: float) -> None:
+        """Add the shadow baseline's summed loss of some records (in the paths' units)."""
+        self.baseline += loss * self.unit
+
     def add_losses(self, losses: np.ndarray) -> None:
         """Add losses in order; ``recent`` is an exponential average (weight 1/n while
-        n < PREQUENTIAL_SPAN, so it starts as the plain mean)."""
+        n < PREQUENTIAL_SPAN, so it starts as the plain mean), in the user's units."""
+        if self.unit != 1.0:
+            losses = losses * self.unit
         i = 0
         while self.n < PREQUENTIAL_SPAN and i < len(losses):
             v = float(losses[i])

@@ -55,6 +55,9 @@ class MetaState:
     tasks: int = 0
     alpha: float = 1.0
     model: dict[str, Any] = field(default_factory=dict)
+    #: The feature/target statistics θ0 was learned under (:mod:`adaptd.learner.scaling`),
+    #: as plain lists; ``None`` when standardization was off or the state predates it.
+    scaler: dict[str, Any] | None = None
 
     @classmethod
     def initial(cls, theta0: np.ndarray, lr: float, eps: float, c: float,
@@ -90,7 +93,8 @@ class MetaState:
     def to_dict(self) -> dict[str, Any]:
         """Plain, picklable copy (NumPy arrays and numbers)."""
         return {"theta0": self.theta0.copy(), "B": self.B.copy(), "G": self.G.copy(),
-                "tasks": self.tasks, "alpha": self.alpha, "model": dict(self.model)}
+                "tasks": self.tasks, "alpha": self.alpha, "model": dict(self.model),
+                "scaler": self.scaler}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> MetaState:
@@ -98,7 +102,7 @@ class MetaState:
                    B=np.asarray(state["B"], dtype=np.float64).copy(),
                    G=np.asarray(state["G"], dtype=np.float64).copy(),
                    tasks=int(state["tasks"]), alpha=float(state["alpha"]),
-                   model=dict(state.get("model", {})))
+                   model=dict(state.get("model", {})), scaler=state.get("scaler"))
 
     def check_compatible(self, model: Mapping[str, Any], where: str) -> None:
         """Raise ``ValueError`` if this state was made for another model than ``model``."""
@@ -123,6 +127,7 @@ def average(states: Sequence[MetaState]) -> MetaState:
         tasks=max(s.tasks for s in states),
         alpha=float(np.mean([s.alpha for s in states])),
         model=dict(states[0].model),
+        scaler=states[0].scaler,
     )
 
 
@@ -143,6 +148,8 @@ def save(state: MetaState, path: str | os.PathLike[str], module_state: Mapping[s
     }
     if module_state is not None:
         payload["module"] = dict(module_state)
+    if state.scaler is not None:  # optional: files without it still load
+        payload["scaler"] = state.scaler
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -172,4 +179,5 @@ def load(path: str | os.PathLike[str]) -> MetaState:
         tasks=int(payload["tasks"]),
         alpha=float(payload["alpha"]),
         model=dict(payload["model"]),
+        scaler=payload.get("scaler"),
     )

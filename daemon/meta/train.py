@@ -66,6 +66,8 @@ def meta_train(
         log.info("meta-train epoch %d/%d: %d tasks so far, loss %.4g", epoch + 1, epochs,
                  learner.meta.tasks, learner.summary().cumulative_loss)
     assert learner.meta is not None
+    if learner.scaler is not None:  # θ0 was learned under these statistics: they go with it
+        learner.meta.scaler = learner.scaler.statistics()
     return learner.meta
 
 

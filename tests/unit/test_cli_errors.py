@@ -118,7 +118,7 @@ def test_a_state_dir_of_another_model_is_refused_at_start(tmp_path: Path) -> Non
                     "--model", "mlp", cwd=tmp_path)
     assert one_line_error(result) == (
         "adaptd run: --state-dir state holds the state of source synthetic params={'seed': '1'} "
-        "stream=sinusoid, model linear/regression, 1 feature; this run is source "
+        "stream=sinusoid, model auto/regression, 1 feature; this run is source "
         "synthetic params={'seed': '1'} stream=sinusoid, model mlp/regression, features from "
         "the first record (model differ): pass --fresh to move the old state aside and start "
         "over, or another --state-dir")

@@ -19,7 +19,7 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 def test_defaults_when_nothing_is_given() -> None:
     settings = load_settings(environ={})
     assert settings.source is None
-    assert settings.model == "linear"
+    assert settings.model == "auto"
     assert settings.learner.lr == 0.1
 
 

@@ -8,7 +8,7 @@ import pytest
 from adaptd.labels import PendingLabels
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.records import Record
-from adaptd.settings import LabelsConfig
+from adaptd.settings import LabelsConfig, LearnerConfig
 
 
 class Clock:
@@ -21,8 +21,11 @@ class Clock:
 
 def test_join_learns_with_the_kept_features():
     clock = Clock()
-    learner = AdaptiveLearner("linear", "regression", n_features=1, clock=clock)
-    twin = AdaptiveLearner("linear", "regression", n_features=1, clock=clock)
+    # Raw engine: with standardized targets the first label ever is predicted, not learned
+    # (no scale yet), and this test is about the join.
+    raw = LearnerConfig(standardize=False, standardize_target=False)
+    learner = AdaptiveLearner("linear", "regression", n_features=1, clock=clock, config=raw)
+    twin = AdaptiveLearner("linear", "regression", n_features=1, clock=clock, config=raw)
     out = learner.process_many([Record(x=(2.0,), id="r1", key="a")])
     assert out[0].loss is None and not out[0].learned
     # The label record's own x is ignored in favour of the features predicted on.
@@ -37,7 +40,8 @@ def test_join_learns_with_the_kept_features():
 def test_expired_and_unknown_ids():
     clock = Clock()
     learner = AdaptiveLearner("linear", "regression", n_features=1, clock=clock,
-                              labels=LabelsConfig(ttl_s=10.0))
+                              labels=LabelsConfig(ttl_s=10.0),
+                              config=LearnerConfig(standardize=False, standardize_target=False))
     learner.process_many([Record(x=(2.0,), id="r1"), Record(x=(3.0,), id="r2")])
     clock.now = 11.0
     out = learner.process_many([Record(x=(2.0,), y=1.0, id="r1")])

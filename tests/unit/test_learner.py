@@ -20,6 +20,9 @@ from adaptd.records import Record
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 NO_REGRET = RegretConfig(baseline=False, hindsight=False)
+# The engine's own math, without the online standardization in front (test_scaling.py).
+RAW_FLAGS = {"standardize": False, "standardize_target": False}
+RAW = LearnerConfig(**RAW_FLAGS)
 
 
 def linear_stream(seed: int, n: int, keys: int = 1, change_at: int | None = None) -> list[Record]:
@@ -91,7 +94,7 @@ def test_step_rule_matches_hand_computation():
     meta = MetaState(theta0=np.array([0.5, 0.1]), B=np.array([0.04, 0.09]),
                      G=np.array([2.0, 1.0]))
     learner = AdaptiveLearner("linear", "regression", n_features=1,
-                              config=LearnerConfig(c=2.0, window=1), meta_state=meta,
+                              config=LearnerConfig(**RAW_FLAGS, c=2.0, window=1), meta_state=meta,
                               regret=NO_REGRET)
     out = learner.process_many([Record(x=(2.0,), y=1.0)])
     # z = 0.5·2 + 0.1 = 1.1; loss = 0.01; dL/dz = 0.2; g = (0.4, 0.2)
@@ -107,7 +110,7 @@ def test_step_rule_matches_hand_computation():
 def test_plain_adagrad_is_the_special_case():
     """B = lr², A₀ = eps, c = 1, window 1: exactly the textbook AdaGrad update."""
     recs = linear_stream(1, 50)
-    cfg = LearnerConfig(lr=0.2, eps=1e-6, window=1)
+    cfg = LearnerConfig(**RAW_FLAGS, lr=0.2, eps=1e-6, window=1)
     learner = AdaptiveLearner("linear", "regression", n_features=3, config=cfg,
                               drift=DriftConfig(detector="none"), meta=MetaConfig(enabled=False),
                               regret=NO_REGRET)
@@ -125,7 +128,7 @@ def test_plain_adagrad_is_the_special_case():
 def test_window_gradient_uses_last_k_records():
     meta = MetaState(theta0=np.zeros(2), B=np.full(2, 1e-30), G=np.ones(2))  # ~no movement
     learner = AdaptiveLearner("linear", "regression", n_features=1,
-                              config=LearnerConfig(window=3), meta_state=meta, regret=NO_REGRET)
+                              config=LearnerConfig(**RAW_FLAGS, window=3), meta_state=meta, regret=NO_REGRET)
     learner.process_many([Record(x=(float(i),), y=1.0) for i in range(1, 6)])
     s = learner._slot_of["default"]
     assert sorted(learner.arena.WX[s, :, 0].tolist()) == [3.0, 4.0, 5.0]
@@ -140,7 +143,7 @@ def test_interleaved_batch_equals_each_key_alone():
 
     def run(batches):
         learner = AdaptiveLearner("mlp", "regression", n_features=3,
-                                  config=LearnerConfig(hidden=[8]),
+                                  config=LearnerConfig(**RAW_FLAGS, hidden=[8]),
                                   drift=DriftConfig(ph_threshold=3.0), regret=NO_REGRET,
                                   meta=MetaConfig(enabled=False))
         outs = []
@@ -163,7 +166,7 @@ def test_interleaved_batch_equals_each_key_alone():
 
 def test_oracle_segment_close_makes_exactly_one_meta_update():
     recs = linear_stream(3, 200, change_at=120)
-    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+    learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                               meta=MetaConfig(min_segment=10), regret=NO_REGRET)
     theta0_before = learner.meta.theta0.copy() if learner.meta is not None else None
     out = learner.process_many(recs)
@@ -176,7 +179,7 @@ def test_oracle_segment_close_makes_exactly_one_meta_update():
 
 def test_detector_closes_segment_at_exact_index_and_restarts_from_theta0():
     recs = linear_stream(4, 400, change_at=250)
-    learner = AdaptiveLearner("linear", "regression", n_features=3,
+    learner = AdaptiveLearner("linear", "regression", config=RAW, n_features=3,
                               drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
     out = []
     for i in range(0, len(recs), 64):
@@ -192,7 +195,7 @@ def test_detector_closes_segment_at_exact_index_and_restarts_from_theta0():
 
 def test_short_segment_does_not_update_meta():
     recs = linear_stream(3, 30, change_at=5)
-    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+    learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                               meta=MetaConfig(min_segment=10), regret=NO_REGRET)
     out = learner.process_many(recs)
     assert sum(o.drift for o in out) == 1
@@ -200,7 +203,7 @@ def test_short_segment_does_not_update_meta():
 
 
 def test_unlabelled_records_are_predicted_not_learned():
-    learner = AdaptiveLearner("logistic", "classification", n_features=2)
+    learner = AdaptiveLearner("logistic", "classification", config=RAW, n_features=2)
     out = learner.process_many([Record(x=(1.0, 2.0)), Record(x=(1.0, 2.0), y=1.0)])
     assert out[0].loss is None and not out[0].learned and 0 < out[0].y_pred < 1
     assert out[1].learned and out[1].loss == pytest.approx(-math.log(out[1].y_pred))
@@ -210,7 +213,7 @@ def test_unlabelled_records_are_predicted_not_learned():
 # ---------------------------------------------------------------- non-finite inputs
 
 def test_non_finite_update_is_skipped_and_state_unchanged():
-    learner = AdaptiveLearner("linear", "regression", n_features=1, clock=lambda: 5.0)
+    learner = AdaptiveLearner("linear", "regression", config=RAW, n_features=1, clock=lambda: 5.0)
     learner.process_many([Record(x=(1.0,), y=1.0), Record(x=(2.0,), y=0.5)])
     before = pickle.dumps(learner.state_dict()["keys"])
     out = learner.process_many([Record(x=(1e300,), y=1e300)])  # loss overflows to inf
@@ -224,10 +227,10 @@ def test_non_finite_update_is_skipped_and_state_unchanged():
 
 def test_state_round_trip_per_key_and_meta():
     recs = linear_stream(5, 300, keys=4, change_at=150)
-    a = AdaptiveLearner("mlp", "regression", config=LearnerConfig(hidden=[6]),
+    a = AdaptiveLearner("mlp", "regression", config=LearnerConfig(**RAW_FLAGS, hidden=[6]),
                         drift=DriftConfig(detector="oracle"))
     a.process_many(recs[:200])
-    b = AdaptiveLearner("mlp", "regression", config=LearnerConfig(hidden=[6]),
+    b = AdaptiveLearner("mlp", "regression", config=LearnerConfig(**RAW_FLAGS, hidden=[6]),
                         drift=DriftConfig(detector="oracle"))
     # Two partitions' checkpoints: each carries the meta-state; task states merge.
     half = sorted(a.keys())[:2]
@@ -245,7 +248,7 @@ def test_state_round_trip_per_key_and_meta():
 def test_eviction_lru_cap_and_idle_with_reload():
     now = [0.0]
     learner = AdaptiveLearner("linear", "regression", n_features=1,
-                              config=LearnerConfig(max_keys=2, idle_evict_s=10.0),
+                              config=LearnerConfig(**RAW_FLAGS, max_keys=2, idle_evict_s=10.0),
                               clock=lambda: now[0])
     for i, key in enumerate(["a", "b", "c"]):
         now[0] = float(i)
@@ -287,7 +290,7 @@ def test_build_learner_from_settings_variants():
 
 def test_summary_exposes_comparators():
     recs = linear_stream(6, 400, change_at=200)
-    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"))
+    learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"))
     learner.process_many(recs)
     s = learner.summary()
     assert s.baseline_loss is not None and s.baseline_loss > s.cumulative_loss
@@ -304,7 +307,7 @@ def test_samples_to_recover_reaches_prometheus():
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     recs = linear_stream(4, 400, change_at=250)
-    learner = AdaptiveLearner("linear", "regression", n_features=3,
+    learner = AdaptiveLearner("linear", "regression", config=RAW, n_features=3,
                               drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
     for i in range(0, len(recs), 64):
         metrics.observe_batch(learner.process_many(recs[i : i + 64]), learner.summary(), 0.001)
@@ -317,7 +320,7 @@ def test_samples_to_recover_reaches_prometheus():
 def test_hypergradient_and_fomaml_paths():
     recs = linear_stream(7, 300, keys=3, change_at=150)
     learner = AdaptiveLearner("linear", "regression",
-                              config=LearnerConfig(hypergradient=True, hypergradient_lr=1e-2),
+                              config=LearnerConfig(**RAW_FLAGS, hypergradient=True, hypergradient_lr=1e-2),
                               drift=DriftConfig(detector="oracle"),
                               meta=MetaConfig(algorithm="fomaml"), regret=NO_REGRET)
     out = learner.process_many(recs)
@@ -349,7 +352,7 @@ def test_compiled_kernel_equals_batched_waves(model, detector, keys):
     model = model.split("-")[0]
 
     def run(use_kernel):
-        cfg = LearnerConfig(kernel=use_kernel, hidden=[6, 5], activation=act)
+        cfg = LearnerConfig(**RAW_FLAGS, kernel=use_kernel, hidden=[6, 5], activation=act)
         learner = AdaptiveLearner(model, task, config=cfg,
                                   drift=DriftConfig(detector=detector, ph_threshold=20.0),
                                   meta=MetaConfig(enabled=keys == 1),

@@ -9,7 +9,11 @@ import torch
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.meta.state import MetaState, average, load, save
 from adaptd.records import Record
-from adaptd.settings import MetaConfig
+from adaptd.settings import LearnerConfig, MetaConfig
+
+# The engine's own math, without the online standardization in front (test_scaling.py).
+RAW_FLAGS = {"standardize": False, "standardize_target": False}
+RAW = LearnerConfig(**RAW_FLAGS)
 
 
 def state() -> MetaState:
@@ -68,12 +72,12 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_meta_state_for_another_model_is_refused():
     with pytest.raises(ValueError, match="n_features=1"):
-        AdaptiveLearner("linear", "regression", n_features=3, meta_state=state())
+        AdaptiveLearner("linear", "regression", config=RAW, n_features=3, meta_state=state())
 
 
 def test_learner_starts_new_tasks_from_meta_state():
     s = state()
-    learner = AdaptiveLearner("linear", "regression", meta_state=s)
+    learner = AdaptiveLearner("linear", "regression", config=RAW, meta_state=s)
     learner.process_many([Record(x=(0.0,), y=0.0, key="a")])
     slot = learner._slot_of["a"]
     # One step from θ0 with A = G/c: the bias moved, the weight (x = 0) did not.

@@ -10,6 +10,10 @@ from adaptd.records import Record
 from adaptd.regret import hindsight_loss
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
+# The engine's own math, without the online standardization in front (test_scaling.py).
+RAW_FLAGS = {"standardize": False, "standardize_target": False}
+RAW = LearnerConfig(**RAW_FLAGS)
+
 
 def test_linear_hindsight_is_least_squares():
     rng = np.random.default_rng(0)
@@ -41,12 +45,12 @@ def test_baseline_is_adagrad_never_reset():
     recs = [Record(x=(float(x),), y=float(3 * x if i < 150 else -3 * x), task=int(i >= 150))
             for i, x in enumerate(rng.normal(size=300))]
     for window in (1, 10):  # textbook AdaGrad (default), or the engine's window
-        learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+        learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                                   regret=RegretConfig(baseline_window=window))
         learner.process_many(recs)
         plain = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="none"),
                                 meta=MetaConfig(enabled=False),
-                                config=LearnerConfig(window=window),
+                                config=LearnerConfig(**RAW_FLAGS, window=window),
                                 regret=RegretConfig(baseline=False, hindsight=False))
         plain.process_many(recs)
         assert np.isclose(learner.summary().baseline_loss, plain.summary().cumulative_loss)
@@ -55,7 +59,7 @@ def test_baseline_is_adagrad_never_reset():
 
 def test_hindsight_regret_sums_closed_segments_only():
     recs = [Record(x=(float(i % 5),), y=float(i % 5), task=i // 100) for i in range(250)]
-    learner = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="oracle"),
+    learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                               regret=RegretConfig(buffer=30))
     out = learner.process_many(recs)
     s = learner.summary()

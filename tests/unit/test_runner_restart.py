@@ -87,7 +87,9 @@ def test_the_store_holds_key_states_per_partition_and_the_shared_state_once(
     assert restored.shared is not None
     shared = restored.shared["learner"]
     assert "keys" not in shared and shared["labels"]["entries"] == []
-    assert shared["meta"] is not None and shared["totals"]
+    # The default (--model auto) holds one shared part per candidate learner.
+    assert all(part["meta"] is not None for part in shared["candidates"].values())
+    assert shared["totals"]
     assert restored.shared["decoder"] == {"n_features": 3, "feature_names": None}
 
 

@@ -1,0 +1,284 @@
+"""``--model auto``: an exponentially weighted average forecaster over candidate learners.
+
+Nobody tunes a model per stream before starting the daemon, and no one family wins on every
+stream (the bench's real streams: a linear model on chessweka, the MLP on Bananas, the last
+label on WaterFlow and ChickWeights). So by default each key mixes N experts with weights
+``w_i ∝ exp(−η L_i)``, ``L_i`` the expert's cumulative loss on that key — Hedge (Freund &
+Schapire 1997, "A decision-theoretic generalization of on-line learning"; Cesa-Bianchi &
+Lugosi 2006, *Prediction, Learning, and Games* §2), whose regret to the best expert is
+``O(√(T ln N))`` for bounded losses, and ``ln N / η`` when the loss is η-exp-concave in the
+prediction, which it is for the mixture of probabilities under log loss with η = 1 (Vovk's
+aggregating algorithm is then Bayes' rule) and for squared loss on a bounded range
+(Kivinen & Warmuth 1999, "Averaging expert predictions"). After each update a share
+``SHARE`` of the weight is spread evenly (fixed share, Herbster & Warmuth 1998, "Tracking the
+best expert"), so a key whose best expert changes with a drift follows within
+``O(log(1/SHARE))`` records instead of paying back its whole lead.
+
+The experts:
+
+- ``linear`` and ``mlp``: each its own :class:`~adaptd.learner.adaptive.AdaptiveLearner` with
+  its own meta-state, fed every record;
+- ``prior``: the key's running label mean (regression) or Laplace's rule of succession for
+  P(y = 1) (classification);
+- ``last``: the key's last label (regression), or for classification the last label with the
+  key's Laplace-estimated probability that a label repeats.
+
+Classification mixes probabilities (η = 1 on log loss); regression mixes predictions, with the
+squared loss measured in units of the running label variance and capped at ``LOSS_CAP``
+(bounded losses, as the bound assumes), η = ``ETA_REGRESSION``.
+
+``drift``, ``segment``, ``recovered_after`` and ``learned`` of each outcome are the
+``linear`` candidate's (its detector is the one the drift metrics count); ``y_pred`` and
+``loss`` are the mixture's.
+
+State: each candidate's shared part under ``candidates``; per key, under ``keys``, the Hedge
+weights and the simple experts' counts with every candidate's task state, so a key's whole
+state moves with its partition (:mod:`adaptd.partitions`). The candidates keep identical
+delayed-label entries (they see the same records): saved once. A delayed label's Hedge
+update is charged to the key its label record names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from adaptd.learner import LearnerSummary, Outcomes
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.hedge import LAST, hedge_batch
+from adaptd.learner.models import P_CLIP, TaskKind
+from adaptd.learner.totals import Totals
+from adaptd.meta.state import MetaState
+from adaptd.records import Record, RecordBatch
+
+log = logging.getLogger(__name__)
+
+STATE_KIND = "adaptd-hedge"
+STATE_VERSION = 1
+#: The learners mixed, in order; the first one's drift alarms are the ensemble's.
+CANDIDATES = ("linear", "mlp")
+EXPERTS = (*CANDIDATES, "prior", "last")
+#: Fixed-share mixing per labelled record (Herbster & Warmuth 1998).
+SHARE = 1e-3
+#: Regression: η on squared loss in units of the label variance, and the cap on that loss.
+ETA_REGRESSION = 0.5
+LOSS_CAP = 8.0
+
+
+#: A key's Hedge state as saved: the row fields of :mod:`adaptd.learner.hedge`.
+ROW_FIELDS = ("n", "mean", "last", "pairs", "repeats")
+
+
+class HedgeLearner:
+    """The ``auto`` model: Hedge per key over :data:`EXPERTS`. Implements
+    :class:`adaptd.learner.Learner`; called from one thread only.
+
+    Args: as :class:`AdaptiveLearner`'s, but ``meta_states`` maps a candidate name to the
+    meta-state it starts from (``--meta`` made for that family).
+    """
+
+    def __init__(self, task: TaskKind = "regression", n_features: int | None = None,
+                 meta_states: Mapping[str, MetaState] | None = None, **sections: Any) -> None:
+        self.task = task
+        # The linear candidate of a classification task is the logistic family.
+        family = {"linear": "logistic" if task == "classification" else "linear", "mlp": "mlp"}
+        given = {("linear" if name == "logistic" else name): state
+                 for name, state in (meta_states or {}).items()}
+        self.candidates = {
+            name: AdaptiveLearner(family[name], task, n_features, meta_state=given.get(name),
+                                  **sections)
+            for name in CANDIDATES}
+        self.main = self.candidates[CANDIDATES[0]]
+        self.eta = 1.0 if task == "classification" else ETA_REGRESSION
+        #: Set once a label other than 0/1 arrives: Hedge then hands over to one candidate.
+        self.multiclass = False
+        self._slot: dict[str, int] = {}  # key -> row of _W and _rows
+        self._free: list[int] = []
+        self._W = np.empty((0, len(EXPERTS)))
+        self._rows = np.empty((0, len(ROW_FIELDS)))
+        self._cold: dict[str, dict[str, Any]] = {}  # Hedge states of evicted keys
+        self.totals = Totals()
+        self.labels = np.zeros(3)  # count, mean, m2 of every label (regression's loss unit)
+
+    def _admit(self, key: str, state: Mapping[str, Any] | None = None) -> int:
+        """The row of ``key`` (a fresh one, or ``state`` as saved by :meth:`_key_state`)."""
+        s = self._slot.get(key)
+        if s is None:
+            if not self._free:
+                old = len(self._W)
+                grow = max(old, 16)
+                self._W = np.concatenate([self._W, np.empty((grow, len(EXPERTS)))])
+                self._rows = np.concatenate([self._rows, np.empty((grow, len(ROW_FIELDS)))])
+                self._free = list(range(old + grow - 1, old - 1, -1))
+            s = self._slot[key] = self._free.pop()
+            self._W[s] = 1.0 / len(EXPERTS)
+            self._rows[s] = 0.0
+            self._rows[s, LAST] = np.nan
+        if state is not None:
+            w = np.asarray(state["w"], dtype=np.float64)
+            if len(w) == len(EXPERTS):
+                self._W[s] = w
+            self._rows[s] = [float(state[f]) for f in ROW_FIELDS]
+        return s
+
+    def _key_state(self, key: str) -> dict[str, Any] | None:
+        s = self._slot.get(key)
+        if s is None:
+            return self._cold.get(key)
+        return {"w": self._W[s].tolist(),
+                **dict(zip(ROW_FIELDS, self._rows[s].tolist(), strict=True))}
+
+    def _drop(self, key: str) -> None:
+        s = self._slot.pop(key, None)
+        if s is not None:
+            self._free.append(s)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": "auto", "task": self.task, "n_features": self.main.n_features,
+                "candidates": list(CANDIDATES)}
+
+    def process_many(self, records: Sequence[Record]) -> Outcomes:
+        return self.process_batch(RecordBatch.from_records(records))
+
+    def process_batch(self, batch: RecordBatch) -> Outcomes:
+        """Each candidate predicts and learns the batch; then, record by record in order, each
+        key's mixture predicts and its weights learn. Blocks for the compute only."""
+        if self.multiclass:
+            return self._alone(self.candidates["linear"].process_batch(batch))
+        outs = [c.process_batch(batch) for c in self.candidates.values()]
+        main = outs[0]
+        n = len(main)
+        if not n:
+            return main
+        if main.probas is not None:
+            # The stream has become multi-class (a label other than 0/1): the experts here mix
+            # one probability per record, so from now on the linear candidate's softmax speaks
+            # alone, and the others stop spending time on the stream.
+            self.multiclass = True
+            log.info("--model auto: multi-class labels; the linear candidate's softmax predicts "
+                     "alone from here")
+            return self._alone(main)
+        cand = np.stack([o.y_pred for o in outs], axis=1)
+        slot_list = [self._slot.get(k) for k in batch.keys]
+        if None in slot_list:
+            slot_list = [self._admit(k) if s is None else s
+                         for k, s in zip(batch.keys, slot_list, strict=True)]
+        y_pred = np.empty(n)
+        loss = np.full(n, np.nan)
+        hedge_batch(np.array(slot_list, dtype=np.int64), cand, batch.y, np.isnan(main.loss),
+                    self._W, self._rows, self.labels, self.task == "classification", self.eta,
+                    SHARE, LOSS_CAP, P_CLIP, y_pred, loss)
+        self.totals.add_losses(loss[~np.isnan(loss)])
+        return Outcomes(y_pred, loss, main.segment, main.drift, main.learned, main.recovered_after)
+
+    def _alone(self, out: Outcomes) -> Outcomes:
+        """The linear candidate's outcomes, counted in this learner's totals as the mixture's
+        would be."""
+        self.totals.add_losses(out.loss[~np.isnan(out.loss)])
+        return out
+
+    def close_segments(self, keys: Collection[str] | None = None) -> None:
+        for c in self.candidates.values():
+            c.close_segments(keys)
+
+    # ------------------------------------------------------------------ keys and eviction
+
+    def keys(self) -> Collection[str]:
+        return self.main.keys()
+
+    def forget(self, keys: Collection[str]) -> None:
+        for c in self.candidates.values():
+            c.forget(keys)
+        for key in keys:
+            self._drop(key)
+            self._cold.pop(key, None)
+
+    def evict_idle(self, now: float | None = None) -> dict[str, Any]:
+        """Evict idle keys from every candidate (they see the same keys at the same times)."""
+        return self._merge_keys({name: c.evict_idle(now) for name, c in self.candidates.items()},
+                                evicted=True)
+
+    def take_evicted(self) -> dict[str, Any]:
+        merged = self._merge_keys(
+            {name: c.take_evicted() for name, c in self.candidates.items()}, evicted=True)
+        for key in merged:
+            self._cold.pop(key, None)
+        return merged
+
+    def _merge_keys(self, per_candidate: Mapping[str, Mapping[str, Any]], evicted: bool
+                    ) -> dict[str, Any]:
+        """``{key: {"hedge": …, "candidates": {name: task state}}}`` from per-candidate states.
+        ``evicted``: the keys left the candidates' memory; their Hedge state moves to the
+        cold store too (until :meth:`take_evicted` hands it over)."""
+        merged: dict[str, Any] = {}
+        for name, states in per_candidate.items():
+            for key, state in states.items():
+                merged.setdefault(key, {"candidates": {}})["candidates"][name] = state
+        live = self.keys()
+        for key, entry in merged.items():
+            entry["hedge"] = self._key_state(key)
+            if evicted and key not in live and key in self._slot:
+                self._cold[key] = entry["hedge"]
+                self._drop(key)
+        return merged
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Shared parts of the candidates, totals, and per key its weights and task states."""
+        shared: dict[str, Any] = {}
+        per_candidate: dict[str, Any] = {}
+        for name, c in self.candidates.items():
+            state = c.state_dict(keys)
+            per_candidate[name] = state.pop("keys")
+            state["labels"] = {**state["labels"], "entries": []}
+            shared[name] = state
+        entries = self.main.pending.state_dict(keys)["entries"]
+        return {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "model": self.describe(),
+            "candidates": shared,
+            "totals": self.totals.to_dict(),
+            "label_moments": self.labels.tolist(),
+            "keys": self._merge_keys(per_candidate, evicted=False),
+            "labels": {**shared[CANDIDATES[0]]["labels"], "entries": entries},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("kind") != STATE_KIND:
+            raise ValueError(f"learner state has kind {state.get('kind')!r}, expected "
+                             f"{STATE_KIND!r} (--model auto)")
+        for name, c in self.candidates.items():
+            c.load_state_dict({
+                **state["candidates"][name],
+                "keys": {key: entry["candidates"][name] for key, entry in state["keys"].items()
+                         if name in entry["candidates"]},
+                "labels": {**state["candidates"][name]["labels"],
+                           "entries": state["labels"]["entries"]},
+            })
+        self.totals = Totals.from_dict(state["totals"])
+        self.labels = np.asarray(state["label_moments"], dtype=np.float64).copy()
+        for key, entry in state["keys"].items():
+            self._cold.pop(key, None)
+            if entry.get("hedge") is not None:
+                self._admit(key, entry["hedge"])
+
+    def summary(self) -> LearnerSummary:
+        """The main candidate's figures, with the mixture's own losses and updates, the meta
+        updates of every candidate, and the mean weight of each expert over live keys."""
+        s = self.main.summary()
+        tot = self.totals
+        s.cumulative_loss = tot.loss
+        s.prequential_loss = tot.recent if tot.n else None
+        s.updates = tot.n
+        each = [c.summary() for c in self.candidates.values()]
+        s.meta_updates = sum(c.meta_updates for c in each)
+        s.concept_reuses = sum(c.concept_reuses for c in each)
+        live = [self._W[self._slot[k]] for k in self.keys() if k in self._slot]
+        mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
+        s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))
+        return s

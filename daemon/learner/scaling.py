@@ -1,0 +1,315 @@
+"""Online standardization of features and regression targets, shared by every key and task.
+
+The model family sees ``(x − mean) / std`` per feature and, for regression, learns
+``(y − mean_y) / std_y``; its output is mapped back to the user's units. The statistics are
+running means and variances (Welford 1962, "Note on a method for calculating corrected sums of
+squares and products", Technometrics 4(3); merged per chunk with Chan, Golub, LeVeque 1979's
+pairwise update).
+
+What is shared and why: one :class:`Standardizer` per learner, across keys and across tasks,
+saved once with the meta-state in the shared part of a checkpoint. It is *not* reset at a
+drift alarm. A meta-learned θ0 is a function of standardized inputs: it means the same thing in
+every task only if every task standardizes with the same statistics; per-key or per-task
+statistics would also restart from nothing at every reset, exactly when a new task has the
+fewest records (the bench's ChickWeights measured shared statistics at a third of per-key ones).
+
+When statistics are taken (what leaks what):
+
+- features: per record, the statistics of every record up to and including it — features are
+  known at prediction time, so nothing about a label leaks (river's ``StandardScaler`` order);
+- targets: prediction and learning use statistics frozen per block of the stream (1, 2, 4, …,
+  16 records, then every 16: :func:`chunks`; 16 rather than 64 because a level shift is then
+  learned unclipped within 16 records: WaterFlow MSE 82 against 110 with 64), from the records *before* the block, so a
+  record's label never shapes its own prediction. Blocks rather than records because the
+  scale is then constant over the records of one kernel call: a scaled squared loss times
+  ``std_y²`` is the user's loss exactly, and the learner's totals convert block by block.
+  Both rules depend on the order of records only, never on how they were batched.
+
+>>> s = Standardizer(2)
+>>> s.features(np.array([[1000.0, 1.0], [3000.0, 3.0]])).tolist()
+[[0.0, 0.0], [1.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from adaptd.learner import Outcomes
+from adaptd.learner.jit import njit
+
+if TYPE_CHECKING:
+    from adaptd.learner.adaptive import AdaptiveLearner
+
+Run = Callable[["AdaptiveLearner", np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None",
+                Outcomes], None]
+
+#: Largest block of a batch transformed at once (elements), so wide records stay in memory.
+_BLOCK_ELEMENTS = 1 << 22
+#: Records per block of frozen target statistics, once past the doubling start.
+TARGET_BLOCK = 16
+#: Standardized targets are learned clipped to ±this many deviations (see run_standardized).
+TARGET_CLIP = 3.0
+
+
+@njit()
+def _welford_rows(X: np.ndarray, fold: np.ndarray, count: np.ndarray, mean: np.ndarray,
+                  m2: np.ndarray, out: np.ndarray) -> None:
+    """Row i of ``X`` standardized by the moments including it; Welford's update (in place on
+    ``count[0]``, ``mean``, ``m2``) is kept only where ``fold[i]``, so an unlabelled row is a
+    peek that changes nothing. Rows with a non-finite squared deviation are left out of the
+    moments (and come out as they are)."""
+    n, d = X.shape
+    mean_i = np.empty(d)
+    m2_i = np.empty(d)
+    for i in range(n):
+        ok = True
+        for j in range(d):
+            dev = X[i, j] - mean[j]
+            if not np.isfinite(dev * dev):
+                ok = False
+        c = count[0] + 1.0 if ok else count[0]
+        for j in range(d):
+            mean_i[j] = mean[j]
+            m2_i[j] = m2[j]
+            if ok:
+                delta = X[i, j] - mean[j]
+                mean_i[j] += delta / c
+                m2_i[j] += delta * (X[i, j] - mean_i[j])
+        for j in range(d):
+            sd = np.sqrt(m2_i[j] / c) if c >= 2 else 1.0
+            if not sd > 1e-12 * max(abs(mean_i[j]), 1.0):
+                sd = 1.0
+            out[i, j] = (X[i, j] - mean_i[j]) / sd if ok else X[i, j]
+        if ok and fold[i]:
+            count[0] = c
+            for j in range(d):
+                mean[j] = mean_i[j]
+                m2[j] = m2_i[j]
+
+
+class RunningMoments:
+    """Count, mean and sum of squared deviations ``m2`` of columns (Welford / Chan et al.)."""
+
+    def __init__(self, d: int) -> None:
+        self.count = 0.0
+        self.mean = np.zeros(d)
+        self.m2 = np.zeros(d)
+
+    def update(self, X: np.ndarray) -> None:
+        """Fold the rows of ``X`` ``(n, d)`` in. Rows whose squared deviation is not finite
+        (NaN, inf, 1e300) are left out: one absurd record must not poison statistics that
+        every key shares for good (its own update is skipped downstream anyway)."""
+        with np.errstate(all="ignore"):
+            X = X[np.isfinite((X - self.mean) ** 2).all(axis=1)]
+        n = float(len(X))
+        if not n:
+            return
+        mean_b = X.mean(axis=0)
+        m2_b = ((X - mean_b) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
+        self.count = total
+
+    def standardize_each(self, X: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        """Row i of ``X`` standardized by the moments of the folded rows before it and row i
+        itself; rows where ``fold`` is true are folded in, one Welford step per row (compiled:
+        the same bits whatever the batching, so a restart replays exactly)."""
+        out = np.empty_like(X, dtype=np.float64)
+        state = np.array([self.count])
+        _welford_rows(np.ascontiguousarray(X, dtype=np.float64),
+                      np.ascontiguousarray(fold, dtype=np.bool_), state, self.mean, self.m2, out)
+        self.count = float(state[0])
+        return out
+
+    def std(self) -> np.ndarray:
+        """Population deviation; 1 where it is not yet defined or zero (only centred then)."""
+        if self.count < 2:
+            return np.ones_like(self.mean)
+        sd = np.sqrt(self.m2 / self.count)
+        return np.where(sd > 1e-12 * np.maximum(np.abs(self.mean), 1.0), sd, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean.copy(), "m2": self.m2.copy()}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        self.count = float(state["count"])
+        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+
+
+class Standardizer:
+    """The learner's shared feature (and, for regression, target) statistics.
+
+    Args:
+        d: features per record.
+        features: standardize features (else :meth:`features` returns them as they are).
+        target: standardize regression targets.
+    """
+
+    def __init__(self, d: int, features: bool = True, target: bool = False) -> None:
+        self.x = RunningMoments(d) if features else None
+        self.y = RunningMoments(1) if target else None
+        #: Labelled records that went through :func:`run_standardized` (blocks are cut by it).
+        self.records = 0
+        #: Labels of the current, unfinished block: folded in when it ends, so a block split
+        #: across two batches is still predicted with the statistics from its start.
+        self.block_labels: list[float] = []
+
+    def features(self, X: np.ndarray, labelled: np.ndarray | None = None) -> np.ndarray:
+        """Standardize each row of ``X`` ``(n, d)`` with the statistics of the labelled rows
+        before it and the row itself, per record, so the result does not depend on how the
+        stream was cut into batches (a restart replays the same values). Only ``labelled``
+        rows (all if None) are folded in: predicting a record without its label changes
+        nothing, so predicting it twice, or then learning it, sees the same features."""
+        if self.x is None:
+            return X
+        fold = np.ones(len(X), dtype=bool) if labelled is None else labelled
+        rows = max(1, _BLOCK_ELEMENTS // max(X.shape[1], 1))
+        out = np.empty_like(X, dtype=np.float64)
+        for lo in range(0, len(X), rows):
+            out[lo : lo + rows] = self.x.standardize_each(X[lo : lo + rows],
+                                                          fold[lo : lo + rows])
+        return out
+
+    def target_scale(self) -> tuple[float, float]:
+        """``(shift, scale)`` mapping a standardized target back: ``y = shift + scale·z``.
+
+        With one label seen the deviation is unknown: the scale is then ``max(|mean|, 1)`` (for
+        that record's prediction only: see :meth:`can_learn`)."""
+        assert self.y is not None
+        if self.y.count < 1:
+            return 0.0, 1.0
+        mean = float(self.y.mean[0])
+        if self.y.count < 2:
+            return mean, max(abs(mean), 1.0)
+        return mean, float(self.y.std()[0])
+
+    def can_learn(self) -> bool:
+        """Whether the target scale is known: two labels seen. Before, learning on a guessed
+        scale would fill AdaGrad's accumulators with gradients of the wrong size for good."""
+        return self.y is None or self.y.count >= 2
+
+    def learn_targets(self, y: np.ndarray, block_ends: bool) -> None:
+        """Keep the labels of a processed chunk (NaN: unlabelled, left out); fold the block's
+        labels in when ``block_ends``."""
+        assert self.y is not None
+        self.block_labels.extend(y.tolist())
+        if block_ends:
+            self.y.update(np.array(self.block_labels)[:, None])
+            self.block_labels = []
+
+    def labels_seen(self) -> float:
+        return 0.0 if self.y is None else self.y.count
+
+    def statistics(self) -> dict[str, Any]:
+        """The moments alone, as plain lists (what a meta-state file carries)."""
+        def plain(m: RunningMoments | None) -> dict[str, Any] | None:
+            return None if m is None else {"count": m.count, "mean": m.mean.tolist(),
+                                           "m2": m.m2.tolist()}
+        return {"x": plain(self.x), "y": plain(self.y)}
+
+    def load_statistics(self, state: Mapping[str, Any]) -> None:
+        """Start from the moments a meta-state was learned under (see :meth:`statistics`):
+        a meta-learned θ0 is a function of standardized inputs, and means the same thing here
+        only under the same statistics. Feature and target moments load independently."""
+        for mine, theirs in ((self.x, state.get("x")), (self.y, state.get("y"))):
+            if mine is not None and theirs is not None and len(theirs["mean"]) == len(mine.mean):
+                mine.load(theirs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"x": None if self.x is None else self.x.to_dict(),
+                "y": None if self.y is None else self.y.to_dict(), "records": self.records,
+                "block_labels": list(self.block_labels)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.x is not None and state.get("x") is not None:
+            self.x.load(state["x"])
+        if self.y is not None and state.get("y") is not None:
+            self.y.load(state["y"])
+        self.records = int(state.get("records", 0))
+        self.block_labels = [float(v) for v in state.get("block_labels", ())]
+
+
+def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.ndarray,
+                     ys: np.ndarray, tasks: np.ndarray | None, out: Outcomes) -> None:
+    """``run`` (a path of :mod:`adaptd.learner.paths`) on standardized features and targets,
+    with predictions, losses and the learner's totals mapped back to the user's units.
+
+    The first two labelled records ever seen have no target scale to learn with: they are
+    predicted (their ``loss`` counts) and folded into the statistics but not learned from
+    (``learned`` false).
+    """
+    sc = lrn.scaler
+    assert sc is not None
+    Xs = sc.features(X, ~np.isnan(ys))
+    if sc.y is None:
+        run(lrn, slots, Xs, ys, tasks, out)
+        return
+    tot = lrn.totals
+    labelled = ~np.isnan(ys)
+    for lo, hi in chunks(len(ys), sc.records, labelled):
+        shift, scale = sc.target_scale()
+        y = ys[lo:hi]
+        # Clipped: a label far outside what the statistics have seen (a level shift the
+        # block's frozen scale does not know yet) is learned as a Huber-like bounded target
+        # (Huber 1964) rather than fill AdaGrad's accumulators with one gradient of hundreds of
+        # deviations, which never leaves them (the bench's WaterFlow; sinusoid seed 3).
+        z = np.clip((y - shift) / scale, -TARGET_CLIP, TARGET_CLIP) if sc.can_learn() \
+            else np.full_like(y, np.nan)
+        part = out[lo:hi]  # views: the path writes into ``out``
+        tot.unit = scale * scale
+        try:
+            run(lrn, slots[lo:hi], Xs[lo:hi], z, None if tasks is None else tasks[lo:hi], part)
+        finally:
+            tot.unit = 1.0
+        part.y_pred *= scale
+        part.y_pred += shift
+        part.loss *= scale * scale
+        lab = ~np.isnan(y)
+        user = (part.y_pred[lab] - y[lab]) ** 2
+        if not sc.can_learn():  # predicted, not learned: its loss still counts for the user
+            part.loss[lab] = user
+            tot.add_losses(user)
+        else:  # clipped targets: the loss reported and summed is the user's, unclipped
+            seen = part.loss[lab]
+            done = ~np.isnan(seen)
+            tot.loss += float((user[done] - seen[done]).sum())
+            part.loss[np.flatnonzero(lab)[done]] = user[done]
+        sc.records += int(labelled[lo:hi].sum())
+        sc.learn_targets(y, block_ends=_at_edge(sc.records))
+
+
+def _at_edge(records: int) -> bool:
+    """Whether a block of frozen target statistics ends after ``records`` records."""
+    return records & (records - 1) == 0 if records <= TARGET_BLOCK else records % TARGET_BLOCK == 0
+
+
+def chunks(n: int, before: int, labelled: np.ndarray | None = None
+           ) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` pieces of an ``n``-record batch, cut where the learner's count of labelled
+    records (``before`` at the batch's start; ``labelled`` marks them, all if None) crosses a
+    block boundary: 1, 2, 4, …, 16, then every
+    ``TARGET_BLOCK`` records. The target statistics are frozen within a block. Boundaries
+    belong to the stream, not to its batches, so any batching (and a restart) gives the same
+    results; the doubling start keeps the first blocks no longer than the labels behind them.
+
+    >>> list(chunks(10, 0))
+    [(0, 1), (1, 2), (2, 4), (4, 8), (8, 10)]
+    >>> list(chunks(40, 10))
+    [(0, 6), (6, 22), (22, 38), (38, 40)]
+    """
+    # Labels seen after each record; unlabelled records (predicted only) do not count, so
+    # predicting a record before learning it moves no boundary.
+    seen = before + np.cumsum(np.ones(n, dtype=np.int64) if labelled is None else labelled)
+    lo = 0
+    while lo < n:
+        p = int(seen[lo - 1]) if lo else before
+        edge = 1 << p.bit_length() if p < TARGET_BLOCK else (p // TARGET_BLOCK + 1) * TARGET_BLOCK
+        hi = min(n, int(np.searchsorted(seen, edge, side="left")) + 1)
+        yield lo, hi
+        lo = hi

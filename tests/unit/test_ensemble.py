@@ -1,0 +1,135 @@
+"""``--model auto``: Hedge over candidate learners per key (adaptd.learner.ensemble)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from adaptd.config import load_settings
+from adaptd.learner import build_learner
+from adaptd.learner.ensemble import EXPERTS, HedgeLearner
+from adaptd.partitions import combine, partition_part, shared_part
+from adaptd.records import Record
+from adaptd.settings import RegretConfig
+
+
+def _persistent(seed: int, n: int, keys: int = 2) -> list[Record]:
+    """A random walk per key with uninformative features: the last label is the best
+    forecast, and no model of x can beat it."""
+    rng = np.random.default_rng(seed)
+    level = {f"k{i}": 0.0 for i in range(keys)}
+    out = []
+    for i in range(n):
+        key = f"k{i % keys}"
+        level[key] += float(rng.normal())
+        out.append(Record(x=tuple(rng.normal(size=3).tolist()), y=level[key] * 10.0, key=key))
+    return out
+
+
+def _weights(learner: HedgeLearner) -> dict[str, float]:
+    weights = learner.summary().candidate_weights
+    assert weights is not None
+    return weights
+
+
+def test_weights_move_to_the_better_expert() -> None:
+    learner = HedgeLearner("regression", regret=RegretConfig(baseline=False, hindsight=False))
+    records = _persistent(0, 3000)
+    for lo in range(0, len(records), 256):
+        learner.process_many(records[lo : lo + 256])
+    weights = _weights(learner)
+    assert set(weights) == set(EXPERTS)
+    assert weights["last"] > 0.9, weights
+    # The mixture is about as good as its best expert (Hedge's regret bound), far better
+    # than the linear candidate alone.
+    linear = learner.candidates["linear"].summary().cumulative_loss
+    assert learner.summary().cumulative_loss < 0.5 * linear
+
+
+def test_classification_mixes_probabilities() -> None:
+    rng = np.random.default_rng(1)
+    records = []
+    for _ in range(2000):
+        x = rng.normal(size=2)
+        records.append(Record(x=tuple(x.tolist()), y=float(x[0] * x[1] > 0)))  # XOR-like
+    learner = HedgeLearner("classification")
+    outs = [learner.process_many(records[lo : lo + 256]) for lo in range(0, 2000, 256)]
+    p = np.concatenate([o.y_pred for o in outs])
+    assert ((p >= 0) & (p <= 1)).all()
+    assert _weights(learner)["mlp"] > 0.5  # the one expert that can represent x0·x1
+
+
+def test_state_round_trips_through_the_partition_split() -> None:
+    records = _persistent(2, 600, keys=3)
+    a = HedgeLearner("regression")
+    a.process_many(records[:500])
+    shared = shared_part(a)
+    parts = [partition_part(a, ["k0", "k1"]), partition_part(a, ["k2"])]
+    b = HedgeLearner("regression")
+    b.load_state_dict(combine(shared, parts))
+    assert sorted(b.keys()) == ["k0", "k1", "k2"]
+    np.testing.assert_array_equal(a.process_many(records[500:]).y_pred,
+                                  b.process_many(records[500:]).y_pred)
+    assert _weights(a) == _weights(b)
+
+
+def test_forget_and_build_learner() -> None:
+    learner = build_learner(load_settings(environ={}, flags={"task": "classification"}))
+    assert isinstance(learner, HedgeLearner)
+    learner.process_many([Record(x=(1.0, 2.0), y=1.0, key="a"), Record(x=(0.0, 1.0), key="b")])
+    learner.forget(["a"])
+    assert list(learner.keys()) == ["b"]
+    single = build_learner(load_settings(environ={}, flags={"model": "linear"}))
+    assert not isinstance(single, HedgeLearner)
+
+
+def test_adaptd_run_classification_on_a_jsonl_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(400):
+        x = rng.normal(size=2)
+        lines.append(json.dumps({"id": i, "key": f"k{i % 2}", "x": x.tolist(),
+                                 "y": int(x[0] > 0)}))
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}", "--task",
+         "classification", "--sink", f"jsonl:{tmp_path / 'out.jsonl'}", "--state-dir",
+         str(tmp_path / "state"), "--metrics-port", "off"],
+        check=False, cwd=tmp_path, capture_output=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 400
+    assert all(0.0 <= p["proba"] <= 1.0 for p in out)
+    late = out[200:]
+    accuracy = np.mean([(p["proba"] > 0.5) == (int(lines_y) == 1) for p, lines_y in
+                        zip(late, [json.loads(line)["y"] for line in lines[200:]], strict=True)])
+    assert accuracy > 0.85
+
+
+def test_auto_hands_a_multi_class_stream_to_the_linear_softmax() -> None:
+    """Hedge mixes one probability per record; once a label other than 0/1 arrives the linear
+    candidate's softmax predicts alone, and its losses still count in the totals."""
+    settings = load_settings(environ={}, flags={"task": "classification"})
+    learner = build_learner(settings)
+    assert isinstance(learner, HedgeLearner)
+    rng = np.random.default_rng(4)
+    labels = ["red", "green", "blue"]
+    records = []
+    for _ in range(300):
+        c = int(rng.integers(3))
+        records.append(Record(key="k", x=(c + 0.2 * rng.normal(), rng.normal()),
+                              y=labels[c]))
+    out = learner.process_many(records)
+    assert learner.multiclass and out.probas is not None
+    assert out.probas.shape == (300, 3)
+    assert np.allclose(out.probas.sum(axis=1), 1.0)
+    truth = out.classes.targets(np.array([r.y for r in records[200:]], dtype=object))
+    assert np.mean(out.y_pred[200:].astype(int) == truth.astype(int)) > 0.8
+    assert learner.summary().cumulative_loss > 0
