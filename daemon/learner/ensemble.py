@@ -242,6 +242,9 @@ class HedgeLearner:
             "version": STATE_VERSION,
             "model": self.describe(),
             "candidates": shared,
+            # The linear candidate's meta-state is the one the replica publishes, merges with
+            # its group's and writes to STATE_DIR/meta.pt (a --meta file of that family).
+            "meta": shared[CANDIDATES[0]]["meta"],
             "totals": self.totals.to_dict(),
             "label_moments": self.labels.tolist(),
             "keys": self._merge_keys(per_candidate, evicted=False),
@@ -252,9 +255,12 @@ class HedgeLearner:
         if state.get("kind") != STATE_KIND:
             raise ValueError(f"learner state has kind {state.get('kind')!r}, expected "
                              f"{STATE_KIND!r} (--model auto)")
+        candidates = dict(state["candidates"])
+        if state.get("meta") is not None:  # e.g. the group's merged meta-state
+            candidates[CANDIDATES[0]] = {**candidates[CANDIDATES[0]], "meta": state["meta"]}
         for name, c in self.candidates.items():
             c.load_state_dict({
-                **state["candidates"][name],
+                **candidates[name],
                 "keys": {key: entry["candidates"][name] for key, entry in state["keys"].items()
                          if name in entry["candidates"]},
                 "labels": {**state["candidates"][name]["labels"],

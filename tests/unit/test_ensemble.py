@@ -133,3 +133,22 @@ def test_auto_hands_a_multi_class_stream_to_the_linear_softmax() -> None:
     truth = out.classes.targets(np.array([r.y for r in records[200:]], dtype=object))
     assert np.mean(out.y_pred[200:].astype(int) == truth.astype(int)) > 0.8
     assert learner.summary().cumulative_loss > 0
+
+
+def test_the_linear_candidates_meta_state_is_the_one_published_and_merged() -> None:
+    """STATE_DIR/meta.pt and the group's meta topic carry one meta-state: the linear
+    candidate's; a merged one handed back through load_state_dict lands there."""
+    settings = load_settings(environ={}, flags={"task": "regression"})
+    learner = build_learner(settings)
+    rng = np.random.default_rng(5)
+    learner.process_many([Record(key="k", x=(float(v),), y=2.0 * float(v))
+                          for v in rng.normal(size=50)])
+    state = learner.state_dict(keys=())
+    linear = learner.candidates["linear"]
+    own = linear.state_dict(keys=())["meta"]
+    assert state["meta"]["tasks"] == own["tasks"]
+    assert np.array_equal(state["meta"]["theta0"], own["theta0"])
+    merged = {**state["meta"], "tasks": 41, "theta0": np.full_like(state["meta"]["theta0"], 0.5)}
+    learner.load_state_dict({**state, "meta": merged})
+    assert linear.meta is not None and linear.meta.tasks == 41
+    assert np.all(linear.meta.theta0 == 0.5)
