@@ -167,8 +167,10 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """State loaded, source reachable and partitions assigned; read by ``/readyz``."""
-        return self._opened and self.faults.available and bool(self.partitions.owned)
+        """State loaded, source reachable, partitions assigned and the last checkpoint written
+        (a state dir refusing checkpoints loses what is read meanwhile); read by ``/readyz``."""
+        return (self._opened and self.faults.available and bool(self.partitions.owned)
+                and self._state_error is None)
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current batch; it then checkpoints and returns."""

@@ -133,3 +133,20 @@ def test_a_final_checkpoint_that_fails_is_not_a_clean_exit(tmp_path: Path) -> No
     with pytest.raises(StateLostError, match="the final checkpoint failed"):
         runner.run()
     assert runner.summary.records == len(LINES)
+
+
+def test_not_ready_while_the_state_dir_refuses_checkpoints(tmp_path: Path) -> None:
+    """/readyz reads Runner.ready: false from a refused checkpoint until one is written."""
+    with tmpfs(tmp_path / "mnt", "size=256k") as mnt:
+        runner = runner_on(tmp_path, mnt / "state", every=10_000, give_up_after_s=60.0)
+        runner.open()
+        runner.process(runner.faults.poll(runner.source, 10, 0.0) or [])
+        assert runner.checkpoint() and runner.ready()
+        fill(mnt)
+        runner.process(runner.faults.poll(runner.source, 10, 0.0) or [])
+        assert not runner.checkpoint()
+        assert not runner.ready()
+        for filler in mnt.glob("filler-*"):
+            filler.unlink()
+        assert runner.checkpoint() and runner.ready()
+        runner.source.close()
