@@ -119,6 +119,9 @@ class AdaptiveLearner:
         self._capacity = 0
         self._cold: dict[str, dict[str, Any]] = {}
         self.classes: ClassIndex | None = None  # multi-class only: see adaptd.learner.growth
+        # Built by _setup; None until the first record (a checkpoint may come before it).
+        self.scaler = None
+        self.concepts = None
         self.totals = Totals()
         if meta_state is not None and n_features is None:
             self.n_features = int(meta_state.model.get("n_features", 0)) or None

@@ -152,3 +152,12 @@ def test_the_linear_candidates_meta_state_is_the_one_published_and_merged() -> N
     learner.load_state_dict({**state, "meta": merged})
     assert linear.meta is not None and linear.meta.tasks == 41
     assert np.all(linear.meta.theta0 == 0.5)
+
+
+def test_state_before_the_first_record() -> None:
+    """A Kafka source may be assigned, and checkpointed, before any record arrives."""
+    for model in ("auto", "linear", "mlp"):
+        learner = build_learner(load_settings(environ={}, flags={"model": model}))
+        state = learner.state_dict(keys=())
+        learner.load_state_dict(state)
+        assert state["keys"] == {}
