@@ -32,9 +32,14 @@ FAST_GROUP = "session_timeout_ms=6000&heartbeat_interval_ms=500&max_poll_interva
 FREQUENT_CHECKPOINTS = ("--set", "checkpoint_every_records=300",
                         "--set", "checkpoint_interval_s=0.3")
 
-#: Keys learn independently of each other (no shared meta-state, no resets), so per-key state
-#: does not depend on how records of different partitions interleave.
-INDEPENDENT_KEYS = ("--set", "meta_learning.enabled=false", "--set", "drift.detector=none")
+#: Keys learn independently of each other (one engine: --model auto's Hedge shares label
+#: moments across keys; no shared meta-state, no shared standardization statistics, no resets),
+#: so per-key state does not depend on how records of different partitions interleave, nor on
+#: which replica saw which partition.
+INDEPENDENT_KEYS = ("--model", "linear",
+                    "--set", "meta_learning.enabled=false", "--set", "drift.detector=none",
+                    "--set", "learner.standardize=false",
+                    "--set", "learner.standardize_target=false")
 
 
 def make_records(n: int, keys: int = 6, n_features: int = 3, seed: int = 0) -> list[dict]:

@@ -133,7 +133,10 @@ def test_replicas_share_one_meta_state_through_the_meta_topic(
     produce(kafka_broker, topic_in, records, partitions=PARTITIONS)
     replicas = [Daemon(tmp_path, name, f"kafka://{kafka_broker}/{topic_in}?group={group}&"
                        f"{FAST_GROUP}", "--sink", f"kafka://{kafka_broker}/{kafka_topic}-out",
-                       *FREQUENT_CHECKPOINTS, "--set", "checkpoint.meta_merge_interval_s=1")
+                       *FREQUENT_CHECKPOINTS, "--set", "checkpoint.meta_merge_interval_s=1",
+                       # One engine: under --model auto only the linear candidate's meta-state
+                       # is published, while meta updates count both candidates'.
+                       "--model", "linear")
                 for name in "abc"]
 
     def group_tasks() -> float:
