@@ -92,6 +92,7 @@ class HedgeLearner:
                                   **sections)
             for name in CANDIDATES}
         self.main = self.candidates[CANDIDATES[0]]
+        self.pending = _CandidatesPending(list(self.candidates.values()))
         self.eta = 1.0 if task == "classification" else ETA_REGRESSION
         #: Set once a label other than 0/1 arrives: Hedge then hands over to one candidate.
         self.multiclass = False
@@ -288,3 +289,22 @@ class HedgeLearner:
         mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
         s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))
         return s
+
+
+class _CandidatesPending:
+    """The delayed-label view the runner and partitions use (``take``, ``key_of``): every
+    candidate keeps the same features under the same ids, since all see the same records, so
+    a label taken for one is taken for all."""
+
+    def __init__(self, candidates: list[AdaptiveLearner]) -> None:
+        self._all = candidates
+
+    def __len__(self) -> int:
+        return len(self._all[0].pending)
+
+    def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
+        kept = [c.pending.take(record_id) for c in self._all]
+        return kept[0]
+
+    def key_of(self, record_id: str) -> str | None:
+        return self._all[0].pending.key_of(record_id)

@@ -33,7 +33,9 @@ def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path
     assert pid is not None
     daemon = Daemon(tmp_path, "d", *uris(broker.bootstrap, kafka_topic, client=client),
                     *FREQUENT_CHECKPOINTS,
-                    "--set", "resilience.retry_backoff_max_s=1")
+                    "--set", "resilience.retry_backoff_max_s=1",
+                    # Every labelled record an update (standardized targets: from the third).
+                    "--model", "linear", "--set", "learner.standardize_target=false")
     try:
         records = make_records(800, seed=8)
         produce(broker.bootstrap, f"{kafka_topic}-in", records[:400])

@@ -44,8 +44,8 @@ def test_another_source_is_refused_and_fresh_starts_over(tmp_path: Path) -> None
     assert second.returncode == 2, second.stderr[-3000:]
     assert errors(second) == [
         (f"adaptd run: --state-dir adaptd-state holds the state of source jsonl "
-        f"path={tmp_path / 'a.jsonl'}, model linear/regression, 2 features; this run is source "
-        f"jsonl path={tmp_path / 'b.jsonl'}, model linear/regression, features from the first "
+        f"path={tmp_path / 'a.jsonl'}, model auto/regression, 2 features; this run is source "
+        f"jsonl path={tmp_path / 'b.jsonl'}, model auto/regression, features from the first "
         f"record (source differ): pass --fresh to move the old state aside and start over, or "
         f"another --state-dir")]
 

@@ -34,6 +34,9 @@ def run_lines(root: Path, lines: list[bytes] | None, batch_size: int = 64,
     source = root / "in.jsonl"
     if lines is not None:
         source.write_bytes(b"".join(line + b"\n" for line in lines))
+    # One engine whose every labelled record is an update: these tests count updates exactly,
+    # and standardized targets are learned from the third label on.
+    flags = {"model": "linear", "learner.standardize_target": False, **flags}
     settings = load_settings(environ={}, flags=flags)
     runner = Runner(
         source=open_source(f"jsonl:{source}"),
