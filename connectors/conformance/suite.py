@@ -325,7 +325,11 @@ class ConnectorConformance:
             within(60.0, sink.flush)
             assert sink.backlog() == 0
             # Read back before close: flush alone must have made them durable.
-            assert sink_case.read_back(len(RECORDS)) == RECORDS
+            durable = sink_case.read_back(len(RECORDS))
+            if sink_case.ordered:
+                assert durable == RECORDS
+            else:
+                assert sorted(durable) == sorted(RECORDS)
         finally:
             sink.close()
         sink.close()

@@ -212,6 +212,7 @@ def _mqtt_sink(ctx: CaseContext) -> SinkCase:
         read_back=lambda count: subscriber.wait_for(count),
         build_unreachable=lambda: open_sink(
             f"mqtt://127.0.0.1:{free_port()}/{topic}?flush_timeout_s=1"),
+        ordered=False,
     )
 
 
