@@ -138,6 +138,8 @@ class Partitions:
         for p, state in restored.partitions.items():
             for key in state.keys:
                 self.key_partition[key] = p
+            if restored.fell_back_from is not None:  # rewritten at the next checkpoint (and
+                self.touched.setdefault(p, set()).update(state.keys)  # to its changelog)
             self.next_positions[p] = state.position
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
