@@ -208,8 +208,8 @@ class Partitions:
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
         # label record's own key.
-        pending = getattr(self.learner, "pending", None)
-        if pending is None or not len(pending):
+        pending = self.learner.pending
+        if not len(pending):
             return
         for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
             if rid is None or math.isnan(y):
