@@ -28,13 +28,16 @@ Two generations. Every row also keeps what it held before the latest checkpoint 
 (``prev_*`` columns, with the id of the checkpoint that wrote that, NULL for a row the checkpoint
 created). So the latest checkpoint N and the one before it, N-1, are both whole on disk:
 N is every row's value; N-1 is the previous value of the rows N wrote (absent where N created
-the row) and the value of every other row. Keeping it costs nothing beyond the rows a checkpoint
-writes anyway (the old value moves to the ``prev_`` column of the same row, in the same
-statement). On load, every value of N is checked: the shared state, and every key N wrote,
+the row) and the value of every other row. Keeping it touches no row beyond those a checkpoint
+writes anyway: the old value moves to the ``prev_`` column of the row being rewritten, in the
+same statement, so the cost still grows with the keys that changed (a rewritten row holds two
+values: at most twice the file size; no copy of the database is ever made). On load, every value of N is checked: the shared state, and every key N wrote,
 evicted or not (found through an index on ``checkpoint``), besides the keys loaded. If one is
 damaged, the store rolls back to N-1 in one transaction (the rows N wrote take their previous
 values back, the rows N created go) and loads N-1 with the same checks; that is logged once,
-naming the state dir and both checkpoints. A load therefore returns one generation or raises,
+naming the state dir and both checkpoints. The keys rolled back come back live, and the
+partitions rewrite them at the next checkpoint, so a Kafka source's changelog, which may hold
+the damaged checkpoint's copies, ends with the ones this store resumed from. A load therefore returns one generation or raises,
 never a mix: a damaged value that N-1 shares with N, or a damaged previous value, raises
 :class:`CheckpointError` ("no whole checkpoint left"), as does a database SQLite cannot read;
 the CLI prints it as one line and exits 2.
@@ -286,7 +289,9 @@ class CheckpointStore:
 
     def get(self, partition: int, key: str) -> Any | None:
         """The task state last written for ``key`` of ``partition``, or None. Called for a key
-        that is not in memory (evicted, or new). Blocks on one read."""
+        that is not in memory (evicted, or new). Blocks on one read. A damaged value here is
+        one written before the last checkpoint (that one's were checked on load), so both
+        generations hold it: :class:`CheckpointError`, as on load."""
         db = self._connect(create=False)
         if db is None:
             return None
