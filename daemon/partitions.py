@@ -212,7 +212,7 @@ class Partitions:
         if not len(pending):
             return
         for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
-            if rid is None or math.isnan(y):
+            if rid is None or not _is_label(y):
                 continue
             key = pending.key_of(rid)
             if key is not None and key in self.key_partition:
@@ -336,3 +336,9 @@ def _same(a: Any, b: Any) -> bool:
         elif v != b[k]:
             return False
     return True
+
+
+def _is_label(y: float | str | None) -> bool:
+    """Whether a ``y`` column entry is a label: a float column marks "none" with NaN, an
+    object column (string labels) with ``None``."""
+    return y is not None and not (isinstance(y, float) and math.isnan(y))

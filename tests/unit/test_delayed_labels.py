@@ -30,6 +30,21 @@ def test_a_label_without_features_joins_the_kept_ones(tmp_path: Path, batch_size
     assert run.summary.records == 5 and run.summary.predictions == 3
 
 
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_a_string_label_joins_kept_features(tmp_path: Path, batch_size: int) -> None:
+    # Found by the fuzz test: a string label in a later batch crashed the run (NaN check on
+    # a str while marking the joined key as touched).
+    lines = [json.dumps(r).encode() for r in (
+        {"id": "a", "key": "k", "x": [1.0, 2.0]},
+        {"id": "b", "key": "k", "x": [3.0, 4.0], "y": "dog"},
+        {"id": "a", "y": "cat"},
+    )]
+    run = run_lines(tmp_path, lines, batch_size=batch_size, task="classification")
+    assert [(p["id"], p["position"]) for p in run.predictions if "loss" in p] == \
+        [("b", 1), ("a", 2)]
+    assert run.summary.updates == 2 and not run.dead_letters
+
+
 def test_a_kept_label_survives_a_restart(tmp_path: Path) -> None:
     first = [json.dumps({"id": "r1", "x": [1.0, 2.0]}).encode()]
     run_lines(tmp_path, first)
