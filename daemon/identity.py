@@ -24,6 +24,7 @@ import datetime
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def read(state_dir: Path) -> dict[str, Any] | None:
 def write(state_dir: Path, identity: dict[str, Any]) -> None:
     """Write ``identity`` atomically: a temporary file, fsync, rename, fsync the directory."""
     path = state_dir / FILE_NAME
-    tmp = path.with_name(f".{FILE_NAME}.tmp")
+    # A name of its own per writer: two daemons sharing a state dir (the replica tests) would
+    # otherwise rename each other's half-written file away.
+    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(identity, fh, indent=2, sort_keys=True)
         fh.write("\n")
