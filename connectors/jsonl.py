@@ -24,7 +24,9 @@ from pathlib import Path
 
 from adaptd.connectors.base import (
     Connector,
+    EncodedBatch,
     PartitionListener,
+    RecordRun,
     Sink,
     SinkMessage,
     Source,
@@ -215,6 +217,15 @@ class JsonlSink(Sink):
                 )
         try:
             self._file.write(b"".join(m.value + b"\n" for m in messages))
+        except OSError as exc:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Buffer a pre-encoded batch as it is: its lines are already one record each."""
+        if self._file is None:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write() after close()")
+        try:
+            self._file.write(batch.lines)
         except OSError as exc:
             raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
 
