@@ -196,10 +196,12 @@ class LineSplitter:
         blank line, no carriage return, none truncated): then no per-line Python runs at all,
         the lines are a slice of the buffer."""
         self._end_input(at_eof)
-        if self._truncated or self._carriage:
+        if self._carriage:
             return self.take(max_records, at_eof)
         head = self._head
         lines = self._lines[head:head + max_records]
+        if self._truncated and tuple in set(map(type, lines)):
+            return self.take(max_records, at_eof)
         # A blank line is no record but keeps its position: the line-by-line path handles it.
         if not all(lines) or any(map(bytes.isspace, lines)):  # type: ignore[arg-type]
             return self.take(max_records, at_eof)

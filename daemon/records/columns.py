@@ -93,9 +93,10 @@ def _features(decoder: RecordDecoder, rows: list[Any], d: int, values: Sequence[
     flat = list(itertools.chain.from_iterable(rows))
     # struct refuses what is not a number (a string, null, a list) and integers beyond float
     # range; it converts the rest exactly as float() does. Only true/false would pass (bool is
-    # an int), and their literals are found in the raw bytes.
-    text = b"\n".join(values)
-    if (b"true" in text or b"false" in text) and not {float, int}.issuperset(map(type, flat)):
+    # an int): with no "u" and no "l" in the raw bytes neither literal is there (one memchr
+    # each), else the types are looked at.
+    text = b"".join(values)
+    if (b"u" in text or b"l" in text) and not {float, int}.issuperset(map(type, flat)):
         return None
     X = np.frombuffer(struct.pack(f"{len(flat)}d", *flat)).reshape(len(rows), d)
     return X if np.isfinite(X).all() else None
