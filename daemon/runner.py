@@ -2,11 +2,15 @@
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
 account → maybe checkpoint. Bad records go to the dead-letter sink with their reason and
-original bytes; the stream goes on. Every ``checkpoint_every_records`` records or
-``checkpoint_interval_s`` seconds, on the way out, and before partitions are taken away:
-flush sinks → write the checkpoint (shared state once, then position and key states per
-partition) → commit the source's positions → evict idle keys. A sink that cannot flush aborts
-that checkpoint, so positions are never committed ahead of what the sinks hold.
+original bytes; the stream goes on. A source's run of plain lines (a
+:class:`~adaptd.connectors.base.RecordRun`) is decoded straight into columns and its
+predictions are written as one buffer (:mod:`adaptd.records.columns`,
+:mod:`adaptd.records.encoded`); any other batch goes record by record, to the same bytes.
+Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
+out, and before partitions are taken away: flush sinks → write the checkpoint (shared state
+once, then position and key states per partition) → commit the source's positions → evict
+idle keys. A sink that cannot flush aborts that checkpoint, so positions are never committed
+ahead of what the sinks hold.
 
 Who owns what the loop touches:
 
