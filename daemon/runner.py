@@ -318,8 +318,8 @@ class Runner:
                ) -> tuple[list[SourceRecord] | RecordRun, RecordBatch]:
         """The records that decode, and their columns; the others are rejected on the way.
 
-        A run of plain records is decoded in columns at once (:mod:`adaptd.records.columns`);
-        any other batch record by record. A delayed label (``id`` and ``y``, no ``x``) takes
+        A batch of plain records (a run, or a list from any source) is decoded in columns at
+        once (:mod:`adaptd.records.columns`); any other batch record by record. A delayed label (``id`` and ``y``, no ``x``) takes
         the key and features kept under its id (by an earlier batch, or earlier in this one);
         with none kept it is rejected as ``label_unmatched``, so the label is not lost
         silently."""
@@ -328,6 +328,10 @@ class Runner:
             if batch is not None:
                 return raws, batch
             raws = raws.records()
+        elif all(raw.truncated_from is None for raw in raws):
+            batch = decode_columns(self.decoder, [raw.value for raw in raws])
+            if batch is not None:
+                return raws, batch
         good: list[SourceRecord] = []
         builder = BatchBuilder()
         pending = getattr(self.learner, "pending", None)
