@@ -62,39 +62,58 @@ def _airline(n: int) -> Iterator[dict[str, Any]]:
                "y": ys[t], "task": None}
 
 
+def _cls(rows: Callable[[], Rows], n: int) -> Callable[[], StreamData]:
+    return lambda: StreamData.from_dicts(_records(rows(), n, True))
+
+
 def heldout_streams() -> list[tuple[str, TaskKind, str, Callable[[], StreamData]]]:
     """``(name, task, note, load)`` of every held-out stream."""
     from river import datasets
     from river.datasets import synth
 
-    def cls(rows: Callable[[], Rows], n: int) -> Callable[[], StreamData]:
-        return lambda: StreamData.from_dicts(_records(rows(), n, True))
+    def agrawal() -> Rows:
+        return _drifting(lambda f, s: synth.Agrawal(classification_function=f, seed=s,
+                                                    balance_classes=False),
+                         (0, 2, 5, 8), 18_000, 500)
+
+    def hyperplane() -> Rows:
+        return synth.Hyperplane(seed=7, n_features=10, n_drift_features=4, mag_change=0.001,
+                                noise_percentage=0.05)
+
+    def sine() -> Rows:
+        return _drifting(lambda f, s: synth.Sine(classification_function=f, seed=s),
+                         (0, 1, 2, 3), 10_000, 100)
+
+    def mixed() -> Rows:
+        return _drifting(lambda f, s: synth.Mixed(classification_function=f, seed=s),
+                         (0, 1, 0), 10_000, 100)
+
+    def led() -> Rows:
+        return synth.LEDDrift(seed=3, noise_percentage=0.1, irrelevant_features=True,
+                              n_drift_features=4)
+
+    def rbf40() -> Rows:
+        return synth.RandomRBFDrift(seed_model=11, seed_sample=12, n_classes=40, n_features=20,
+                                    n_centroids=80, change_speed=0.0005, n_drift_centroids=20)
 
     return [
-        ("Shuttle 20k", "classification", "river Shuttle (bundled), 7 classes, raw scales, "
-         "first 20,000", cls(datasets.Shuttle, 20_000)),
-        ("Agrawal drift", "classification", "Agrawal functions 0→2→5→8, raw scales to 10⁵ "
-         "(like B), 18k", cls(lambda: _drifting(
-             lambda f, s: synth.Agrawal(classification_function=f, seed=s, balance_classes=False),
-             (0, 2, 5, 8), 18_000, 500), 18_000)),
-        ("Hyperplane", "classification", "rotating hyperplane, 10 features in [0, 1] (like A), "
-         "20k", cls(lambda: synth.Hyperplane(seed=7, n_features=10, n_drift_features=4,
-                                            mag_change=0.001, noise_percentage=0.05), 20_000)),
-        ("Sine drift", "classification", "SINE functions 0→1→2→3, 2 features in [0, 1], "
-         "10k", cls(lambda: _drifting(lambda f, s: synth.Sine(classification_function=f, seed=s),
-                                      (0, 1, 2, 3), 10_000, 100), 10_000)),
+        ("Shuttle 20k", "classification",
+         "river Shuttle (bundled), 7 classes, raw scales, first 20,000",
+         _cls(datasets.Shuttle, 20_000)),
+        ("Agrawal drift", "classification",
+         "Agrawal functions 0→2→5→8, raw scales to 10⁵ (like B), 18k", _cls(agrawal, 18_000)),
+        ("Hyperplane", "classification",
+         "rotating hyperplane, 10 features in [0, 1] (like A), 20k", _cls(hyperplane, 20_000)),
+        ("Sine drift", "classification", "SINE functions 0→1→2→3, 2 features in [0, 1], 10k",
+         _cls(sine, 10_000)),
         ("Mixed drift", "classification", "MIXED functions 0→1→0, 4 features, 10k",
-         cls(lambda: _drifting(lambda f, s: synth.Mixed(classification_function=f, seed=s),
-                               (0, 1, 0), 10_000, 100), 10_000)),
-        ("LED drift", "classification", "LEDDrift, 10 classes, 24 binary features, 4 drifting, "
-         "10k", cls(lambda: synth.LEDDrift(seed=3, noise_percentage=0.1, irrelevant_features=True,
-                                          n_drift_features=4), 10_000)),
+         _cls(mixed, 10_000)),
+        ("LED drift", "classification",
+         "LEDDrift, 10 classes, 24 binary features, 4 drifting, 10k", _cls(led, 10_000)),
         ("Waveform", "classification", "Waveform, 3 classes, 21 noisy features, 10k",
-         cls(lambda: synth.Waveform(seed=5), 10_000)),
-        ("RBF 40 classes", "classification", "RandomRBFDrift, 40 classes, 20 features, 4k "
-         "(like C)", cls(lambda: synth.RandomRBFDrift(
-             seed_model=11, seed_sample=12, n_classes=40, n_features=20, n_centroids=80,
-             change_speed=0.0005, n_drift_centroids=20), 4_000)),
+         _cls(lambda: synth.Waveform(seed=5), 10_000)),
+        ("RBF 40 classes", "classification",
+         "RandomRBFDrift, 40 classes, 20 features, 4k (like C)", _cls(rbf40, 4_000)),
         ("AirlinePassengers", "regression", "river AirlinePassengers (bundled), 12 lags",
          lambda: StreamData.from_dicts(_airline(1_000))),
     ]

@@ -113,11 +113,11 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
 
 @njit()
 def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                  W: np.ndarray, rows: np.ndarray, share: float, p_clip: float,
+                  W: np.ndarray, rows: np.ndarray, eta: float, share: float, p_clip: float,
                   mix: np.ndarray, loss: np.ndarray) -> None:
     """Multi-class: mix the experts' class probabilities ``P`` ``(n, E, K)`` (the ``last``
     expert's row is filled here from the key's last label and repeat rate), then learn on
-    the log loss of the true class (η = 1). ``ys``: class indices (NaN: unlabelled). Writes
+    the log loss of the true class. ``ys``: class indices (NaN: unlabelled). Writes
     ``mix`` ``(n, K)`` and ``loss``."""
     n, E, K = P.shape
     charged = np.empty(E)
@@ -146,7 +146,7 @@ def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.nda
         loss[i] = -np.log(min(max(mix[i, t], p_clip), 1.0))
         total = 0.0
         for j in range(E):
-            W[s, j] *= np.exp(-charged[j])
+            W[s, j] *= np.exp(-eta * charged[j])
             total += W[s, j]
         for j in range(E):
             W[s, j] = (1.0 - share) * W[s, j] / total + share / E \

@@ -135,10 +135,13 @@ class Neighbours:
     """Per-key windows for :func:`knn_batch`, in rows that grow as keys arrive; a freed row
     is reused. Called from the ensemble's thread only."""
 
-    def __init__(self, n_features: int, window: int = WINDOW, k: int = K) -> None:
-        self.d, self.window, self.k = n_features, window, k
-        self.WX = np.zeros((0, window, n_features))
-        self.WY = np.zeros((0, window))
+    def __init__(self, n_features: int, window: int | None = None, k: int | None = None
+                 ) -> None:
+        self.d = n_features
+        self.window = WINDOW if window is None else window
+        self.k = K if k is None else k
+        self.WX = np.zeros((0, self.window, n_features))
+        self.WY = np.zeros((0, self.window))
         self.ring = np.zeros((0, 3))
         self.mean = np.zeros((0, n_features))
         self.m2 = np.zeros((0, n_features))

@@ -113,9 +113,9 @@ def test_adaptd_run_classification_on_a_jsonl_file(tmp_path: Path) -> None:
     assert accuracy > 0.85
 
 
-def test_auto_hands_a_multi_class_stream_to_the_linear_softmax() -> None:
-    """Hedge mixes one probability per record; once a label other than 0/1 arrives the linear
-    candidate's softmax predicts alone, and its losses still count in the totals."""
+def test_auto_mixes_the_class_probabilities_of_a_multi_class_stream() -> None:
+    """Once a label other than 0/1 arrives, Hedge mixes the experts' class probabilities;
+    the mixture's losses count in the totals."""
     settings = load_settings(environ={}, flags={"task": "classification"})
     learner = build_learner(settings)
     assert isinstance(learner, HedgeLearner)
