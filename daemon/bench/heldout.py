@@ -113,7 +113,7 @@ def heldout_streams() -> list[tuple[str, TaskKind, str, Callable[[], StreamData]
         ("Waveform", "classification", "Waveform, 3 classes, 21 noisy features, 10k",
          _cls(lambda: synth.Waveform(seed=5), 10_000)),
         ("RBF 40 classes", "classification",
-         "RandomRBFDrift, 40 classes, 20 features, 4k (like C)", _cls(rbf40, 4_000)),
+         "RandomRBFDrift, 40 classes (34 own a centroid), 20 features, 4k (like C)", _cls(rbf40, 4_000)),
         ("AirlinePassengers", "regression", "river AirlinePassengers (bundled), 12 lags",
          lambda: StreamData.from_dicts(_airline(1_000))),
     ]

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from adaptd.config import load_settings
@@ -69,7 +63,7 @@ def test_state_round_trip_is_exact() -> None:
     np.testing.assert_array_equal(_run(a, X[70:], y[70:], 4), _run(b, X[70:], y[70:], 4))
 
 
-def _rings(n: int, seed: int) -> list[Record]:
+def rings(n: int, seed: int) -> list[Record]:
     """Three classes on concentric rings: no linear boundary, a local one."""
     rng = np.random.default_rng(seed)
     labels = ["inner", "middle", "outer"]
@@ -116,7 +110,7 @@ def test_multi_class_hedge_weights_move_to_the_neighbours() -> None:
 def test_multi_class_state_round_trips_through_the_partition_split() -> None:
     """Each key's window and weights move with its partition: a learner rebuilt from the
     parts predicts exactly as the original."""
-    records = _rings(900, 3)
+    records = rings(900, 3)
     a = build_learner(load_settings(environ={}, flags={"task": "classification"}))
     assert isinstance(a, HedgeLearner)
     a.process_many(records[:700])
@@ -147,37 +141,3 @@ def test_delayed_labels_teach_the_neighbours_the_kept_features() -> None:
     assert learner.knn is not None and twin.knn is not None
     np.testing.assert_array_equal(learner.knn.get_state(0)["X"], twin.knn.get_state(0)["X"])
     np.testing.assert_array_equal(learner.knn.get_state(0)["Y"], y)
-
-
-def test_adaptd_run_default_on_string_labels(tmp_path: Path) -> None:
-    """The default (only --task) end to end on a jsonl file with string class labels, through
-    a restart from the checkpoint: the neighbours' windows come back with the keys."""
-    records = _rings(800, 5)
-    lines = [json.dumps({"id": i, "key": r.key, "x": list(r.x), "y": r.y})
-             for i, r in enumerate(records)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
-    source = tmp_path / "in.jsonl"
-
-    def run(chunk: list[str], name: str) -> list[dict]:
-        with source.open("a") as fh:
-            fh.write("\n".join(chunk) + "\n")
-        result = subprocess.run(
-            [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}", "--task",
-             "classification", "--sink", f"jsonl:{tmp_path / name}", "--state-dir",
-             str(tmp_path / "state"), "--metrics-port", "off"],
-            check=False, cwd=tmp_path, capture_output=True, timeout=180, env=env)
-        assert result.returncode == 0, result.stderr.decode()
-        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
-
-    out = run(lines[:600], "first.jsonl")
-    assert len(out) == 600
-    assert {p["y_pred"] for p in out} <= {"inner", "middle", "outer"}
-    assert all(abs(sum(p["probas"].values()) - 1.0) < 1e-6 for p in out)
-    hits = [p["y_pred"] == r.y for p, r in zip(out[300:], records[300:600], strict=True)]
-    assert np.mean(hits) > 0.85
-    # Resumed from the checkpoint: right from its first records, as good as before the stop
-    # (a learner starting empty is near chance on its first 50).
-    out = run(lines[600:], "second.jsonl")
-    assert [int(p["id"]) for p in out] == list(range(600, 800))
-    hits = [p["y_pred"] == r.y for p, r in zip(out[:50], records[600:650], strict=True)]
-    assert np.mean(hits) > 0.85
