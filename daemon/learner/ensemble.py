@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -377,9 +378,12 @@ class HedgeLearner:
         each = [c.summary() for c in self.candidates.values()]
         s.meta_updates = sum(c.meta_updates for c in each)
         s.concept_reuses = sum(c.concept_reuses for c in each)
-        live = [self._W[self._slot[k]] for k in self.keys() if k in self._slot]
-        mean = np.mean(live, axis=0) if live else np.full(len(EXPERTS), 1.0 / len(EXPERTS))
-        s.candidate_weights = dict(zip(EXPERTS, mean.tolist(), strict=True))
+        live = self._W[[self._slot[k] for k in self.keys() if k in self._slot]]
+        # fsum is exactly rounded: the same keys in another order (restored from a
+        # checkpoint) give the same figures.
+        mean = [math.fsum(col) / len(live) for col in live.T.tolist()] if len(live) else \
+            [1.0 / len(EXPERTS)] * len(EXPERTS)
+        s.candidate_weights = dict(zip(EXPERTS, mean, strict=True))
         return s
 
 
