@@ -272,7 +272,7 @@ class HedgeLearner:
             slots = np.array([self._admit(k) for k in keys], dtype=np.int64)
         fallback = float(self.labels[1]) if self.labels[0] > 0 else 0.0
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
-        return self.knn.run(slots, X, X, np.nan_to_num(ys), learn, n_classes, fallback)
+        return self.knn.run(slots, X, np.nan_to_num(ys), learn, n_classes, fallback)
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         for c in self.candidates.values():

@@ -51,14 +51,12 @@ def _scales(mean: np.ndarray, m2: np.ndarray, seen: float, inv: np.ndarray) -> N
 
 
 @njit()
-def knn_batch(slots: np.ndarray, X: np.ndarray, LX: np.ndarray, ys: np.ndarray,
-              learn: np.ndarray, WX: np.ndarray, WY: np.ndarray, ring: np.ndarray,
+def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray, WX: np.ndarray, WY: np.ndarray, ring: np.ndarray,
               mean: np.ndarray, m2: np.ndarray, n_classes: int, k: int, fallback: float,
               out: np.ndarray, prior: np.ndarray) -> None:
     """Predict each record from its key's window, then add it if ``learn``.
 
-    ``X`` ``(n, d)``: the features predicted on; ``LX``: those learned with (a delayed label's
-    kept features); ``ys``: labels (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``:
+    ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``:
     class probabilities (``C = n_classes``; binary: ``C = 1``, P(y = 1)) or ``(n, 1)`` the
     regression prediction (``fallback`` while the window is empty). Multi-class also fills
     ``prior`` ``(n, K)``: the class frequencies of the whole window (smoothed as the vote)."""
@@ -125,7 +123,7 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, LX: np.ndarray, ys: np.ndarray,
             continue
         h = int(ring[s, HEAD])
         for f in range(d):
-            WX[s, h, f] = LX[i, f]
+            WX[s, h, f] = X[i, f]
         WY[s, h] = ys[i]
         ring[s, HEAD] = (h + 1) % W
         ring[s, FILL] = min(m + 1, W)
@@ -176,17 +174,17 @@ class Neighbours:
         self.mean[s] = 0.0
         self.m2[s] = 0.0
 
-    def run(self, slots: np.ndarray, X: np.ndarray, LX: np.ndarray, ys: np.ndarray,
-            learn: np.ndarray, n_classes: int, fallback: float
+    def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
+            n_classes: int, fallback: float
             ) -> tuple[np.ndarray, np.ndarray]:
         """Predictions ``(n, C)`` and, multi-class, the window's class frequencies (see
         :func:`knn_batch`); learns the records ``learn`` marks."""
         C = n_classes if n_classes > 2 else 1
         out = np.empty((len(slots), C))
         prior = np.empty((len(slots), C))
-        knn_batch(slots, np.ascontiguousarray(X, dtype=np.float64),
-                  np.ascontiguousarray(LX, dtype=np.float64), ys, learn, self.WX, self.WY,
-                  self.ring, self.mean, self.m2, n_classes, self.k, fallback, out, prior)
+        knn_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, self.WX,
+                  self.WY, self.ring, self.mean, self.m2, n_classes, self.k, fallback, out,
+                  prior)
         return out, prior
 
     def get_state(self, s: int) -> dict[str, Any]:

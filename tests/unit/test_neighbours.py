@@ -15,8 +15,8 @@ from adaptd.records import Record
 
 def _run(store: Neighbours, X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     n = len(y)
-    out, _ = store.run(np.zeros(n, dtype=np.int64), X, X, y, np.ones(n, dtype=bool),
-                       n_classes, 0.0)
+    out, _ = store.run(np.zeros(n, dtype=np.int64), X, y, np.ones(n, dtype=bool), n_classes,
+                       0.0)
     return out
 
 
