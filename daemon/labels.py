@@ -64,6 +64,12 @@ class PendingLabels:
         entry = self._entries.get(record_id)
         return None if entry is None else entry[1]
 
+    def peek(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
+        """``(key, x)`` kept for ``record_id``, left in place (``None`` if unknown): a learner
+        beside the engine (the ``auto`` model's neighbours) learns from the same join."""
+        entry = self._entries.get(record_id)
+        return None if entry is None else (entry[1], entry[2])
+
     def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
         """``(key, x)`` kept for ``record_id``, removed; ``None`` if unknown or expired."""
         entry = self._entries.pop(record_id, None)

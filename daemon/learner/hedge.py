@@ -109,3 +109,50 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
             delta = y - labels[1]
             labels[1] += delta / labels[0]
             labels[2] += delta * (y - labels[1])
+
+
+@njit()
+def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.ndarray,
+                  W: np.ndarray, rows: np.ndarray, eta: float, share: float, p_clip: float,
+                  mix: np.ndarray, loss: np.ndarray) -> None:
+    """Multi-class: mix the experts' class probabilities ``P`` ``(n, E, K)`` (the ``last``
+    expert's row is filled here from the key's last label and repeat rate), then learn on
+    the log loss of the true class. ``ys``: class indices (NaN: unlabelled). Writes
+    ``mix`` ``(n, K)`` and ``loss``."""
+    n, E, K = P.shape
+    charged = np.empty(E)
+    for i in range(n):
+        s = slots[i]
+        last = rows[s, LAST]
+        if np.isnan(last) or K < 2:
+            for c in range(K):
+                P[i, E - 1, c] = 1.0 / K
+        else:
+            stay = (rows[s, REPEATS] + 1.0) / (rows[s, PAIRS] + 2.0)
+            for c in range(K):
+                P[i, E - 1, c] = (1.0 - stay) / (K - 1)
+            P[i, E - 1, int(last)] = stay
+        for c in range(K):
+            acc = 0.0
+            for j in range(E):
+                acc += W[s, j] * P[i, j, c]
+            mix[i, c] = acc
+        y = ys[i]
+        if np.isnan(y) or skip[i]:
+            continue
+        t = int(y)
+        for j in range(E):
+            charged[j] = -np.log(min(max(P[i, j, t], p_clip), 1.0))
+        loss[i] = -np.log(min(max(mix[i, t], p_clip), 1.0))
+        total = 0.0
+        for j in range(E):
+            W[s, j] *= np.exp(-eta * charged[j])
+            total += W[s, j]
+        for j in range(E):
+            W[s, j] = (1.0 - share) * W[s, j] / total + share / E \
+                if total > 0.0 and np.isfinite(total) else 1.0 / E
+        if not np.isnan(last):
+            rows[s, PAIRS] += 1.0
+            rows[s, REPEATS] += 1.0 if last == y else 0.0
+        rows[s, COUNT] += 1.0
+        rows[s, LAST] = y

@@ -77,3 +77,24 @@ def test_target_scales_use_only_the_labels_before_each_record() -> None:
     # a: nothing before → (0, 1); after 1 → (1, std 0 → 1); after 1, 3 → (2, 1); b: first.
     assert shift.tolist() == [0.0, 1.0, 0.0, 2.0]
     assert scale.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_held_out_streams_load_and_are_not_bench_streams() -> None:
+    """The validation streams of the default: class indices 0 … K-1, the sizes stated, and
+    none of them scored in the bench (so the default was not tuned on them)."""
+    from adaptd.bench.heldout import heldout_streams
+
+    bench = {s.name for s in real_streams(quick=False)}
+    sizes = {"Shuttle 20k": (20_000, 9), "Agrawal drift": (18_000, 9), "LED drift": (10_000, 24),
+             "RBF 40 classes": (4_000, 20), "AirlinePassengers": (132, 14)}
+    for name, task, _, load in heldout_streams():
+        assert name not in bench
+        data = load()
+        if name in sizes:
+            assert data.X.shape == sizes[name], name
+        if task == "classification":
+            labels = np.unique(data.y)
+            assert labels.tolist() == list(range(len(labels))), name
+    # 80 centroids dealt 40 classes: 34 of them own one.
+    assert len(np.unique(next(load for n, _, _, load in heldout_streams()
+                              if n == "RBF 40 classes")().y)) == 34

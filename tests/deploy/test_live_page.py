@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from adaptd.learner.ensemble import EXPERTS
 from tests.deploy.conftest import REPO, require_tool, start_daemon, stop_daemon, stream_records
 
 CHROMIUM_FLAGS = (
@@ -205,7 +206,7 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
                     and state.get("drifts", 0) >= 1
                     and min(points.get("chart-regret", 0), points.get("chart-cumloss", 0))
                     >= 2 * (scrapes - 1)
-                    and points.get("chart-weights", 0) >= 4 * (scrapes - 1)):
+                    and points.get("chart-weights", 0) >= len(EXPERTS) * (scrapes - 1)):
                 break
             time.sleep(0.5)  # the page's own scrape period: nothing to inject here
         else:
@@ -222,10 +223,10 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
     assert points["chart-cumloss"] >= 2 * (scrapes - 1), state
     assert "vs baseline" in state["legend"] and "vs hindsight" in state["legend"], state
     # --model auto (the default): one line per Hedge candidate, its weight in the legend.
-    assert state["weights_shown"] and points["chart-weights"] >= 4 * (scrapes - 1), state
-    shown = dict(re.findall(r"(linear|MLP|prior|last label)[^:]*: ([0-9.e+-]+)",
+    assert state["weights_shown"] and points["chart-weights"] >= len(EXPERTS) * (scrapes - 1), state
+    shown = dict(re.findall(r"(linear|MLP|nearest neighbours|prior|last label)[^:]*: ([0-9.e+-]+)",
                             state["weights_legend"]))
-    assert set(shown) == {"linear", "MLP", "prior", "last label"}, state
+    assert set(shown) == {"linear", "MLP", "nearest neighbours", "prior", "last label"}, state
     # Each key's weights are shares of one, and so is their mean over keys.
     assert abs(sum(float(v) for v in shown.values()) - 1) < 0.01, state
     # Every line is drawn: more than a legend swatch's worth (12x3 device pixels) of it.

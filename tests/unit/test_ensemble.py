@@ -16,6 +16,7 @@ from adaptd.learner.ensemble import EXPERTS, HedgeLearner
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
 from adaptd.settings import RegretConfig
+from tests.unit.test_neighbours import rings
 
 
 def _persistent(seed: int, n: int, keys: int = 2) -> list[Record]:
@@ -88,6 +89,22 @@ def test_forget_and_build_learner() -> None:
     assert not isinstance(single, HedgeLearner)
 
 
+def run_default_classification(tmp_path: Path, lines: list[str], sink: str) -> list[dict]:
+    """``adaptd run --task classification`` (the default model) after appending ``lines`` to
+    ``tmp_path/in.jsonl``, with its state in ``tmp_path/state``; the predictions it wrote."""
+    source = tmp_path / "in.jsonl"
+    with source.open("a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}", "--task",
+         "classification", "--sink", f"jsonl:{tmp_path / sink}", "--state-dir",
+         str(tmp_path / "state"), "--metrics-port", "off"],
+        check=False, cwd=tmp_path, capture_output=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return [json.loads(line) for line in (tmp_path / sink).read_text().splitlines()]
+
+
 def test_adaptd_run_classification_on_a_jsonl_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     lines = []
@@ -95,16 +112,7 @@ def test_adaptd_run_classification_on_a_jsonl_file(tmp_path: Path) -> None:
         x = rng.normal(size=2)
         lines.append(json.dumps({"id": i, "key": f"k{i % 2}", "x": x.tolist(),
                                  "y": int(x[0] > 0)}))
-    source = tmp_path / "in.jsonl"
-    source.write_text("\n".join(lines) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}", "--task",
-         "classification", "--sink", f"jsonl:{tmp_path / 'out.jsonl'}", "--state-dir",
-         str(tmp_path / "state"), "--metrics-port", "off"],
-        check=False, cwd=tmp_path, capture_output=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr.decode()
-    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    out = run_default_classification(tmp_path, lines, "out.jsonl")
     assert len(out) == 400
     assert all(0.0 <= p["proba"] <= 1.0 for p in out)
     late = out[200:]
@@ -113,9 +121,9 @@ def test_adaptd_run_classification_on_a_jsonl_file(tmp_path: Path) -> None:
     assert accuracy > 0.85
 
 
-def test_auto_hands_a_multi_class_stream_to_the_linear_softmax() -> None:
-    """Hedge mixes one probability per record; once a label other than 0/1 arrives the linear
-    candidate's softmax predicts alone, and its losses still count in the totals."""
+def test_auto_mixes_the_class_probabilities_of_a_multi_class_stream() -> None:
+    """Once a label other than 0/1 arrives, Hedge mixes the experts' class probabilities;
+    the mixture's losses count in the totals."""
     settings = load_settings(environ={}, flags={"task": "classification"})
     learner = build_learner(settings)
     assert isinstance(learner, HedgeLearner)
@@ -161,3 +169,23 @@ def test_state_before_the_first_record() -> None:
         state = learner.state_dict(keys=())
         learner.load_state_dict(state)
         assert state["keys"] == {}
+
+
+def test_adaptd_run_default_on_string_labels(tmp_path: Path) -> None:
+    """The default (only --task) end to end on a jsonl file with string class labels, through
+    a restart from the checkpoint: the neighbours' windows come back with the keys."""
+    records = rings(800, 5)
+    lines = [json.dumps({"id": i, "key": r.key, "x": list(r.x), "y": r.y})
+             for i, r in enumerate(records)]
+    out = run_default_classification(tmp_path, lines[:600], "first.jsonl")
+    assert len(out) == 600
+    assert {p["y_pred"] for p in out} <= {"inner", "middle", "outer"}
+    assert all(abs(sum(p["probas"].values()) - 1.0) < 1e-6 for p in out)
+    hits = [p["y_pred"] == r.y for p, r in zip(out[300:], records[300:600], strict=True)]
+    assert np.mean(hits) > 0.85
+    # Resumed from the checkpoint: right from its first records, as good as before the stop
+    # (a learner starting empty is near chance on its first 50).
+    out = run_default_classification(tmp_path, lines[600:], "second.jsonl")
+    assert [int(p["id"]) for p in out] == list(range(600, 800))
+    hits = [p["y_pred"] == r.y for p, r in zip(out[:50], records[600:650], strict=True)]
+    assert np.mean(hits) > 0.85
