@@ -76,6 +76,9 @@ EXPERTS = (*CANDIDATES, "knn", "prior", "last")
 CLASSIFICATION_PH_THRESHOLD = 100.0
 #: Fixed-share mixing per labelled record (Herbster & Warmuth 1998).
 SHARE = 1e-3
+#: Mix the share back to the mean of the key's past posteriors instead of evenly (see
+#: :func:`adaptd.learner.hedge._learn`).
+MIX_PAST = True
 #: Classification: η on log loss (1: the aggregating algorithm, Bayes' rule over experts).
 ETA_CLASSIFICATION = 1.0
 #: Regression: η on squared loss in units of the label variance, and the cap on that loss.
@@ -115,6 +118,7 @@ class HedgeLearner:
         self._slot: dict[str, int] = {}  # key -> row of _W and _rows
         self._free: list[int] = []
         self._W = np.empty((0, len(EXPERTS)))
+        self._past = np.empty((0, len(EXPERTS)))  # per key: the mean of its past posteriors
         self._rows = np.empty((0, len(ROW_FIELDS)))
         self._cold: dict[str, dict[str, Any]] = {}  # Hedge states of evicted keys
         self.totals = Totals()
@@ -129,10 +133,11 @@ class HedgeLearner:
                 old = len(self._W)
                 grow = max(old, 16)
                 self._W = np.concatenate([self._W, np.empty((grow, len(EXPERTS)))])
+                self._past = np.concatenate([self._past, np.empty((grow, len(EXPERTS)))])
                 self._rows = np.concatenate([self._rows, np.empty((grow, len(ROW_FIELDS)))])
                 self._free = list(range(old + grow - 1, old - 1, -1))
             s = self._slot[key] = self._free.pop()
-            self._W[s] = 1.0 / len(EXPERTS)
+            self._W[s] = self._past[s] = 1.0 / len(EXPERTS)
             self._rows[s] = 0.0
             self._rows[s, LAST] = np.nan
             if self.knn is not None:
@@ -142,6 +147,8 @@ class HedgeLearner:
             w = np.asarray(state["w"], dtype=np.float64)
             if len(w) == len(EXPERTS):
                 self._W[s] = w
+                # Saved before past posteriors were kept: the weights stand in for them.
+                self._past[s] = np.asarray(state.get("past", w), dtype=np.float64)
             self._rows[s] = [float(state[f]) for f in ROW_FIELDS]
             if state.get("knn") is not None and self._knn_for(len(state["knn"]["mean"])):
                 assert self.knn is not None
@@ -161,7 +168,7 @@ class HedgeLearner:
         s = self._slot.get(key)
         if s is None:
             return self._cold.get(key)
-        return {"w": self._W[s].tolist(),
+        return {"w": self._W[s].tolist(), "past": self._past[s].tolist(),
                 **dict(zip(ROW_FIELDS, self._rows[s].tolist(), strict=True)),
                 "knn": None if self.knn is None else self.knn.get_state(s)}
 
@@ -204,7 +211,7 @@ class HedgeLearner:
         cand = np.stack([*(o.y_pred for o in outs), knn[:, 0]], axis=1)
         y_pred = np.empty(n)
         loss = np.full(n, np.nan)
-        hedge_batch(slots, cand, ys, skip, self._W, self._rows, self.labels,
+        hedge_batch(slots, cand, ys, skip, self._W, self._past, MIX_PAST, self._rows, self.labels,
                     self.task == "classification", self.eta, SHARE, LOSS_CAP, P_CLIP, y_pred,
                     loss)
         self.totals.add_losses(loss[~np.isnan(loss)])
@@ -229,7 +236,7 @@ class HedgeLearner:
         P[:, len(outs) + 1] = prior
         mix = np.empty((n, K))
         loss = np.full(n, np.nan)
-        hedge_classes(slots, P, ys, skip, self._W, self._rows, self.eta, SHARE, P_CLIP, mix,
+        hedge_classes(slots, P, ys, skip, self._W, self._past, MIX_PAST, self._rows, self.eta, SHARE, P_CLIP, mix,
                       loss)
         self.totals.add_losses(loss[~np.isnan(loss)])
         self.totals.add_hits(np.argmax(mix, axis=1)[~np.isnan(ys)] == ys[~np.isnan(ys)])

@@ -58,8 +58,32 @@ def _log_loss(p: float, y: float, p_clip: float) -> float:
 
 
 @njit()
+def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: float,
+           share: float, seen: float, mix_past: bool) -> None:
+    """Key row ``s``: the loss update ``w_j ∝ w_j e^(−η ℓ_j)``, then a share of the weight
+    mixed back. ``mix_past``: to the mean of the key's past posteriors, ``past`` (the start's
+    uniform one included: ``seen`` labels before this one made ``seen + 1`` of them), as
+    in "mixing past posteriors" (Bousquet & Warmuth 2002, JMLR 3, uniform past: regret to the
+    best switching sequence of a *small set* of experts); else evenly (fixed share). A
+    vanished total (every weight underflowed) starts over."""
+    E = W.shape[1]
+    total = 0.0
+    for j in range(E):
+        W[s, j] *= np.exp(-eta * charged[j])
+        total += W[s, j]
+    if not (total > 0.0 and np.isfinite(total)):
+        for j in range(E):
+            W[s, j] = 1.0 / E
+        return
+    for j in range(E):
+        w = W[s, j] / total
+        W[s, j] = (1.0 - share) * w + share * (past[s, j] if mix_past else 1.0 / E)
+        past[s, j] += (w - past[s, j]) / (seen + 2.0)
+
+
+@njit()
 def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                W: np.ndarray, rows: np.ndarray, labels: np.ndarray, classification: bool,
+                W: np.ndarray, past: np.ndarray, mix_past: bool, rows: np.ndarray, labels: np.ndarray, classification: bool,
                 eta: float, share: float, cap: float, p_clip: float, y_pred: np.ndarray,
                 loss: np.ndarray) -> None:
     """Mix, then learn, record by record. ``cand`` ``(n, C)``: the candidates' predictions;
@@ -90,13 +114,7 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
             for j in range(E):
                 charged[j] = min((preds[j] - y) ** 2 / var, cap)
             loss[i] = (mix - y) ** 2
-        total = 0.0
-        for j in range(E):
-            W[s, j] *= np.exp(-eta * charged[j])
-            total += W[s, j]
-        for j in range(E):  # fixed share; a vanished total (all underflowed) starts over
-            W[s, j] = (1.0 - share) * W[s, j] / total + share / E \
-                if total > 0.0 and np.isfinite(total) else 1.0 / E
+        _learn(W, past, s, charged, eta, share, rows[s, COUNT], mix_past)
         last = rows[s, LAST]
         if not np.isnan(last):
             rows[s, PAIRS] += 1.0
@@ -113,7 +131,7 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
 
 @njit()
 def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                  W: np.ndarray, rows: np.ndarray, eta: float, share: float, p_clip: float,
+                  W: np.ndarray, past: np.ndarray, mix_past: bool, rows: np.ndarray, eta: float, share: float, p_clip: float,
                   mix: np.ndarray, loss: np.ndarray) -> None:
     """Multi-class: mix the experts' class probabilities ``P`` ``(n, E, K)`` (the ``last``
     expert's row is filled here from the key's last label and repeat rate), then learn on
@@ -144,13 +162,7 @@ def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.nda
         for j in range(E):
             charged[j] = -np.log(min(max(P[i, j, t], p_clip), 1.0))
         loss[i] = -np.log(min(max(mix[i, t], p_clip), 1.0))
-        total = 0.0
-        for j in range(E):
-            W[s, j] *= np.exp(-eta * charged[j])
-            total += W[s, j]
-        for j in range(E):
-            W[s, j] = (1.0 - share) * W[s, j] / total + share / E \
-                if total > 0.0 and np.isfinite(total) else 1.0 / E
+        _learn(W, past, s, charged, eta, share, rows[s, COUNT], mix_past)
         if not np.isnan(last):
             rows[s, PAIRS] += 1.0
             rows[s, REPEATS] += 1.0 if last == y else 0.0
