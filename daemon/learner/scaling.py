@@ -179,14 +179,17 @@ class Standardizer:
     def target_scale(self) -> tuple[float, float]:
         """``(shift, scale)`` mapping a standardized target back: ``y = shift + scale·z``.
 
-        With one label seen the deviation is unknown: the scale is then ``max(|mean|, 1)`` (for
-        that record's prediction only: see :meth:`can_learn`)."""
+        With one label seen the deviation is unknown and so is the size of a standardized
+        output: the scale is then 0, so that record is predicted as the one label seen (for
+        that record's prediction only: see :meth:`can_learn`). A guessed scale (``|mean|``)
+        sent an untrained model's output tens of percent away from it, which under ``auto``
+        was the mixture's largest loss to its best expert (WaterFlow, TrumpApproval)."""
         assert self.y is not None
         if self.y.count < 1:
             return 0.0, 1.0
         mean = float(self.y.mean[0])
         if self.y.count < 2:
-            return mean, max(abs(mean), 1.0)
+            return mean, 0.0
         return mean, float(self.y.std()[0])
 
     def can_learn(self) -> bool:
