@@ -223,7 +223,7 @@ class AdaptdRegressor(_AdaptdEstimator, base.Regressor):
 
     >>> model = preprocessing.StandardScaler() | AdaptdRegressor()
     >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    MAE: 0.661987
+    MAE: 0.661722
     """
 
     def learn_one(self, x: dict[Any, Any], y: base.typing.RegTarget) -> None:
