@@ -5,7 +5,8 @@ loss: a Python loop over the batch cost about 34 µs a record (small-array NumPy
 costs about a microsecond. The why of each rule (η, the loss units, fixed share, the simple
 experts) is in :mod:`adaptd.learner.ensemble`.
 
-Per key, one row of ``W`` (the experts' weights) and one row of ``rows``: the label count, the
+Per key, one row of ``W`` (the experts' weights), of ``past`` (the mean of its past posteriors)
+and of ``rows``: the label count, the
 label mean, the last label, and (classification) the count of consecutive label pairs and of
 repeats among them. ``labels`` = ``(count, mean, m2)`` of every label (regression: the unit
 of the charged loss, Welford's update).
@@ -59,13 +60,15 @@ def _log_loss(p: float, y: float, p_clip: float) -> float:
 
 @njit()
 def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: float,
-           share: float, seen: float, mix_past: bool) -> None:
+           share: float, seen: float, to_past: float) -> None:
     """Key row ``s``: the loss update ``w_j ∝ w_j e^(−η ℓ_j)``, then a share of the weight
-    mixed back. ``mix_past``: to the mean of the key's past posteriors, ``past`` (the start's
-    uniform one included: ``seen`` labels before this one made ``seen + 1`` of them), as
-    in "mixing past posteriors" (Bousquet & Warmuth 2002, JMLR 3, uniform past: regret to the
-    best switching sequence of a *small set* of experts); else evenly (fixed share). A
-    vanished total (every weight underflowed) starts over."""
+    mixed back: the fraction ``to_past`` of it to the mean of the key's past posteriors
+    ``past`` (the start's uniform one included: ``seen`` labels before this one made
+    ``seen + 1`` of them), the rest evenly. ``to_past`` = 1 is "mixing past posteriors" with
+    the uniform past (Bousquet & Warmuth 2002, "Tracking a small set of experts by mixing
+    past posteriors", JMLR 3: regret to the best sequence of switches among a *small set*
+    of experts, paying for a return to a once-good expert far less than for a new one);
+    0 is fixed share. A vanished total (every weight underflowed) starts over."""
     E = W.shape[1]
     total = 0.0
     for j in range(E):
@@ -77,15 +80,15 @@ def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: fl
         return
     for j in range(E):
         w = W[s, j] / total
-        W[s, j] = (1.0 - share) * w + share * (past[s, j] if mix_past else 1.0 / E)
+        W[s, j] = (1.0 - share) * w + share * (to_past * past[s, j] + (1.0 - to_past) / E)
         past[s, j] += (w - past[s, j]) / (seen + 2.0)
 
 
 @njit()
 def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                W: np.ndarray, past: np.ndarray, mix_past: bool, rows: np.ndarray, labels: np.ndarray, classification: bool,
-                eta: float, share: float, cap: float, p_clip: float, y_pred: np.ndarray,
-                loss: np.ndarray) -> None:
+                W: np.ndarray, past: np.ndarray, rows: np.ndarray, labels: np.ndarray,
+                classification: bool, eta: float, share: float, to_past: float, cap: float,
+                p_clip: float, y_pred: np.ndarray, loss: np.ndarray) -> None:
     """Mix, then learn, record by record. ``cand`` ``(n, C)``: the candidates' predictions;
     ``skip``: labelled records the candidates skipped (non-finite values), not charged.
     Writes ``y_pred`` and ``loss`` (left as they are where a record is not charged)."""
@@ -114,7 +117,7 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
             for j in range(E):
                 charged[j] = min((preds[j] - y) ** 2 / var, cap)
             loss[i] = (mix - y) ** 2
-        _learn(W, past, s, charged, eta, share, rows[s, COUNT], mix_past)
+        _learn(W, past, s, charged, eta, share, rows[s, COUNT], to_past)
         last = rows[s, LAST]
         if not np.isnan(last):
             rows[s, PAIRS] += 1.0
@@ -131,8 +134,8 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
 
 @njit()
 def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                  W: np.ndarray, past: np.ndarray, mix_past: bool, rows: np.ndarray, eta: float, share: float, p_clip: float,
-                  mix: np.ndarray, loss: np.ndarray) -> None:
+                  W: np.ndarray, past: np.ndarray, rows: np.ndarray, eta: float, share: float,
+                  to_past: float, p_clip: float, mix: np.ndarray, loss: np.ndarray) -> None:
     """Multi-class: mix the experts' class probabilities ``P`` ``(n, E, K)`` (the ``last``
     expert's row is filled here from the key's last label and repeat rate), then learn on
     the log loss of the true class. ``ys``: class indices (NaN: unlabelled). Writes
@@ -162,7 +165,7 @@ def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.nda
         for j in range(E):
             charged[j] = -np.log(min(max(P[i, j, t], p_clip), 1.0))
         loss[i] = -np.log(min(max(mix[i, t], p_clip), 1.0))
-        _learn(W, past, s, charged, eta, share, rows[s, COUNT], mix_past)
+        _learn(W, past, s, charged, eta, share, rows[s, COUNT], to_past)
         if not np.isnan(last):
             rows[s, PAIRS] += 1.0
             rows[s, REPEATS] += 1.0 if last == y else 0.0
