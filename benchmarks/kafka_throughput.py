@@ -150,7 +150,8 @@ def run_daemon(name: str, flags: dict[str, object]) -> Measurement:
     from adaptd.metrics import Metrics
     from adaptd.service import build_runner
 
-    settings = load_settings(environ={}, flags={"checkpoint_every_records": 50_000, **flags})
+    settings = load_settings(environ={}, flags={"checkpoint_every_records": 50_000,
+                                                "model": "linear", **flags})
     settings.metrics_port = None
     summary = build_runner(settings, Metrics(CollectorRegistry())).run()
     return Measurement(name, summary.records, summary.elapsed_s)

@@ -25,6 +25,7 @@ from typing import Any
 from adaptd.connectors.base import SinkMessage
 from adaptd.connectors.kafka_common import KafkaSinkBase
 from adaptd.connectors.kafka_python import ensure_topic, quiet_client_logs
+from adaptd.connectors.kafka_python_records import can_fill, fill_batch
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -117,17 +118,20 @@ class BatchAppender:
         from kafka.structs import TopicPartition
 
         builder = MemoryRecordsBuilder(self._magic, self._compression, self._batch_bytes)
-        append = builder.append
-        end = start
-        for msg in group[start:]:
-            if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
-                break
-            end += 1
-        if end == start:
-            raise SinkError(f"kafka://{self._topic}: a message of {len(group[start].value)} "
-                            f"bytes does not fit batch_bytes={self._batch_bytes}")
+        largest = 0
+        if can_fill(builder._builder):  # the whole batch in one pass (kafka_python_records)
+            end, largest = fill_batch(builder._builder, group, start, now_ms)
+            builder._next_offset = end - start
+        else:  # message format v0/v1, or a kafka-python whose builder differs
+            append = builder.append
+            end = start
+            for msg in group[start:]:
+                if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
+                    break
+                end += 1
         tp = TopicPartition(self._topic, partition)
         batch = ProducerBatch(tp, builder)
+        batch.max_record_size = largest
         accumulator = self._accumulator
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
