@@ -55,6 +55,15 @@ broker stops sending when its window is full; a live source drops the excess and
 ``lag`` reports the records behind, where known: for Kafka, the broker's end offsets; for a
 push broker, what is queued locally and not yet polled.
 
+**Batches as columns (optional).** A source that reads runs of consecutive positions of one
+partition (a file's lines) may hand them out as a :class:`RecordRun` from
+:meth:`Source.poll_many`: the values and the first position, with no object per record. A sink
+may take a batch pre-encoded as one buffer, an :class:`EncodedBatch`, in
+:meth:`Sink.write_encoded`: a file writes it with one write; a producer splits the values with
+one ``bytes.split``. Both have defaults built on ``poll`` and ``write``, so a connector that
+does neither still works unchanged, and the daemon uses either only where the result is the
+same message for message.
+
 **A connector** is one small module: an options dataclass validated by :func:`parse_options`
 before anything is opened, a source and/or sink class, and a :class:`Connector` subclass
 registered under the entry-point group ``adaptd.connectors``, keyed by its URI scheme, with a
@@ -79,9 +88,9 @@ from urllib.parse import parse_qsl
 from adaptd.errors import ConfigError, SinkError, UnavailableError
 
 __all__ = [
-    "REPLAY_KINDS", "ConfigError", "Connector", "ParsedURI", "PartitionListener", "Replay",
-    "Sink", "SinkError", "SinkMessage", "Source", "SourceRecord", "UnavailableError", "convert",
-    "parse_options", "parse_uri",
+    "REPLAY_KINDS", "ConfigError", "Connector", "EncodedBatch", "ParsedURI", "PartitionListener",
+    "RecordRun", "Replay", "Sink", "SinkError", "SinkMessage", "Source", "SourceRecord",
+    "UnavailableError", "convert", "parse_options", "parse_uri",
 ]
 
 #: How a source replays after a restart; see the module docstring.
@@ -117,6 +126,71 @@ class SinkMessage:
     value: bytes
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class RecordRun:
+    """Records of one partition at consecutive positions, as columns: record ``i`` is
+    ``values[i]`` at position ``first_position + i``. What :meth:`Source.poll_many` may return
+    instead of a list of :class:`SourceRecord` (none of which is then built unless asked for).
+    No value is truncated (see :attr:`SourceRecord.truncated_from`); records have no key,
+    timestamp or headers. Read-only by convention.
+
+    >>> run = RecordRun(partition=0, first_position=7, values=[b'{"x":[1]}', b'[2]'])
+    >>> len(run), run[1]
+    (2, SourceRecord(partition=0, position=8, value=b'[2]', key=None, timestamp_ms=None, \
+truncated_from=None))
+    """
+
+    partition: int
+    first_position: int
+    values: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> SourceRecord:
+        """Record ``i`` as a :class:`SourceRecord` (built on demand: for rare paths)."""
+        if i < 0:
+            i += len(self.values)
+        return SourceRecord(self.partition, self.first_position + i, self.values[i])
+
+    @property
+    def next_position(self) -> int:
+        """The position after the run's last record."""
+        return self.first_position + len(self.values)
+
+    def records(self) -> list[SourceRecord]:
+        """Every record as a :class:`SourceRecord`."""
+        p, first = self.partition, self.first_position
+        return [SourceRecord(p, first + i, v) for i, v in enumerate(self.values)]
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """The messages of one batch encoded into one buffer, for :meth:`Sink.write_encoded`:
+    message ``i``'s value is line ``i`` of ``lines``. Every line ends with ``b"\\n"`` and no
+    value holds a newline (JSON lines: orjson escapes newlines inside strings). ``keys`` holds
+    one key per message (Kafka partitions by it); messages have no headers.
+
+    >>> batch = EncodedBatch(b'{"a":1}\\n{"a":2}\\n', [b"k", b"k"])
+    >>> len(batch), batch.values()
+    (2, [b'{"a":1}', b'{"a":2}'])
+    """
+
+    lines: bytes
+    keys: Sequence[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def values(self) -> list[bytes]:
+        """Each message's value, split out in C (one ``bytes.split``)."""
+        return self.lines[:-1].split(b"\n") if self.lines else []
+
+    def messages(self) -> list[SinkMessage]:
+        """The batch as :class:`SinkMessage` objects (what the default ``write_encoded`` writes)."""
+        return list(map(SinkMessage, self.values(), self.keys))
 
 
 class PartitionListener(Protocol):
@@ -165,6 +239,12 @@ class Source(ABC):
         strictly increasing position order. Raises ``UnavailableError`` when the service is
         away and nothing is left to hand out.
         """
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, or the same records as one :class:`RecordRun` when they are a run of
+        consecutive positions of one partition with nothing truncated. The runner calls this;
+        the default returns :meth:`poll`'s list. Same blocking and errors as ``poll``."""
+        return self.poll(max_records, timeout_s)
 
     def commit(self, next_positions: Mapping[int, int]) -> None:
         """Record that a checkpoint holds everything before ``next_positions``.
@@ -233,6 +313,12 @@ class Sink(ABC):
         """Queue messages; may buffer, also while disconnected. Raises
         :class:`~adaptd.errors.SinkError` only when they cannot even be queued (closed sink,
         a value the medium cannot carry)."""
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Queue a batch encoded as one buffer; the same as ``write(batch.messages())``, which
+        is the default. A sink that can take the buffer as it is (a file, a pipe) or split it
+        in C (a producer) overrides this. Same errors as :meth:`write`."""
+        self.write(batch.messages())
 
     @abstractmethod
     def flush(self) -> None:

@@ -24,7 +24,9 @@ from pathlib import Path
 
 from adaptd.connectors.base import (
     Connector,
+    EncodedBatch,
     PartitionListener,
+    RecordRun,
     Sink,
     SinkMessage,
     Source,
@@ -114,6 +116,11 @@ class JsonlSource(Pausable, Source):
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Return the next lines that are there; blocks up to ``timeout_s`` only when following."""
+        records = self.poll_many(max_records, timeout_s)
+        return records.records() if isinstance(records, RecordRun) else records
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, as one :class:`RecordRun` when the lines are plain (the common case)."""
         if self._file is None:
             raise RuntimeError(f"jsonl source {self.options.path!r}: poll() before open()")
         if self.paused_wait(timeout_s):
@@ -128,25 +135,23 @@ class JsonlSource(Pausable, Source):
                 return []
             time.sleep(min(FOLLOW_INTERVAL_S, remaining))
 
-    def _read_available(self, max_records: int) -> list[SourceRecord]:
+    def _read_available(self, max_records: int) -> list[SourceRecord] | RecordRun:
         """Records from what the file holds right now, without waiting."""
         assert self._file is not None
-        out: list[SourceRecord] = []
         eof = False
         while True:
             # Only a file that is not followed can end with a line that lacks its newline.
             final = eof and not self.options.follow
             if self._to_skip:
                 self._to_skip -= self._lines.skip(self._to_skip, at_eof=final)
-            if not self._to_skip:
-                out += self._lines.take(max_records - len(out), at_eof=final)
-            if len(out) >= max_records or eof:
+            if eof or (not self._to_skip and self._lines.complete >= max_records):
                 break
             chunk = self._file.read(READ_CHUNK_BYTES)
             if chunk:
                 self._lines.feed(chunk)
             else:
                 eof = True
+        out = [] if self._to_skip else self._lines.take_many(max_records, at_eof=final)
         if eof and self.options.follow:
             self._check_not_truncated()
         if eof and not self.options.follow and not self._lines.has_lines:
@@ -215,6 +220,15 @@ class JsonlSink(Sink):
                 )
         try:
             self._file.write(b"".join(m.value + b"\n" for m in messages))
+        except OSError as exc:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Buffer a pre-encoded batch as it is: its lines are already one record each."""
+        if self._file is None:
+            raise SinkError(f"jsonl sink {self.options.path!r}: write() after close()")
+        try:
+            self._file.write(batch.lines)
         except OSError as exc:
             raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
 

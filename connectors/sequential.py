@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
-from adaptd.connectors.base import SourceRecord
+from adaptd.connectors.base import RecordRun, SourceRecord
 from adaptd.errors import ConfigError
 
 T = TypeVar("T")
@@ -103,8 +103,14 @@ class LineSplitter:
         #: Position of the next line not yet handed out (or skipped, if blank).
         self.next_position = first_position
         self.max_line_bytes = max_line_bytes
-        # Complete lines: their bytes, or (prefix, length) for a line over max_line_bytes.
-        self._lines: deque[bytes | tuple[bytes, int]] = deque()
+        # Complete lines: their bytes, or (prefix, length) for a line over max_line_bytes; those
+        # before _head are handed out already (a list and an index: take_many slices in C).
+        self._lines: list[bytes | tuple[bytes, int]] = []
+        self._head = 0
+        # (prefix, length) entries among the lines not handed out; a carriage return seen in
+        # the input (sticky). Either sends take_many to the line-by-line take.
+        self._truncated = 0
+        self._carriage = False
         self._buf = bytearray()  # the unfinished last line (its prefix, when dropping)
         self._dropped = 0  # bytes of the unfinished last line dropped past max_line_bytes
 
@@ -115,6 +121,8 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> None:
         """Append bytes read from the input."""
+        if not self._carriage and b"\r" in chunk:
+            self._carriage = True
         first = chunk.find(b"\n")
         if first < 0:
             self._append(chunk, 0, len(chunk))
@@ -127,6 +135,7 @@ class LineSplitter:
             whole = chunk[first + 1:last].split(b"\n")
             limit = self.max_line_bytes
             if limit is not None and max(map(len, whole)) > limit:
+                self._truncated += sum(len(w) > limit for w in whole)
                 self._lines.extend(w if len(w) <= limit else (w[:limit], len(w)) for w in whole)
             else:
                 self._lines.extend(whole)
@@ -145,6 +154,7 @@ class LineSplitter:
 
     def _finish_line(self) -> None:
         if self._dropped:
+            self._truncated += 1
             self._lines.append((bytes(self._buf), len(self._buf) + self._dropped))
         else:
             self._lines.append(bytes(self._buf))
@@ -162,11 +172,14 @@ class LineSplitter:
         """
         self._end_input(at_eof)
         out: list[SourceRecord] = []
-        while self._lines and len(out) < max_records:
-            line = self._lines.popleft()
+        lines = self._lines
+        while self._head < len(lines) and len(out) < max_records:
+            line = lines[self._head]
+            self._head += 1
             position = self.next_position
             self.next_position += 1
             if isinstance(line, tuple):  # over max_line_bytes: its prefix and its length
+                self._truncated -= 1
                 out.append(SourceRecord(partition=self.partition, position=position,
                                         value=line[0], truncated_from=line[1]))
                 continue
@@ -175,22 +188,55 @@ class LineSplitter:
                 line = line[:-1]
             if line.strip():
                 out.append(SourceRecord(partition=self.partition, position=position, value=line))
+        self._compact()
         return out
+
+    def take_many(self, max_records: int, at_eof: bool = False) -> list[SourceRecord] | RecordRun:
+        """What :meth:`take` returns, as one :class:`RecordRun` when the lines are plain (no
+        blank line, no carriage return, none truncated): then no per-line Python runs at all,
+        the lines are a slice of the buffer."""
+        self._end_input(at_eof)
+        if self._carriage:
+            return self.take(max_records, at_eof)
+        head = self._head
+        lines = self._lines[head:head + max_records]
+        if self._truncated and tuple in set(map(type, lines)):
+            return self.take(max_records, at_eof)
+        # A blank line is no record but keeps its position: the line-by-line path handles it.
+        if not all(lines) or any(map(bytes.isspace, lines)):  # type: ignore[arg-type]
+            return self.take(max_records, at_eof)
+        run = RecordRun(self.partition, self.next_position, lines)  # type: ignore[arg-type]
+        self._head = head + len(lines)
+        self.next_position += len(lines)
+        self._compact()
+        return run
 
     def skip(self, count: int, at_eof: bool = False) -> int:
         """Drop up to ``count`` buffered complete lines (seeking forward); returns how many."""
         self._end_input(at_eof)
-        dropped = 0
-        while self._lines and dropped < count:
-            self._lines.popleft()
-            dropped += 1
+        dropped = min(count, len(self._lines) - self._head)
+        self._truncated -= sum(isinstance(line, tuple)
+                               for line in self._lines[self._head:self._head + dropped])
+        self._head += dropped
         self.next_position += dropped
+        self._compact()
         return dropped
+
+    def _compact(self) -> None:
+        # Drop the lines handed out, once they are most of the list: amortized O(1) a line.
+        if self._head and self._head * 2 >= len(self._lines):
+            del self._lines[:self._head]
+            self._head = 0
+
+    @property
+    def complete(self) -> int:
+        """Complete lines buffered, blank ones included."""
+        return len(self._lines) - self._head
 
     @property
     def has_lines(self) -> bool:
         """True if complete lines are buffered (possibly blank ones)."""
-        return bool(self._lines)
+        return self._head < len(self._lines)
 
 
 class LivePositions:

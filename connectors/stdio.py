@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from adaptd.connectors.base import (
     Connector,
+    EncodedBatch,
     ParsedURI,
     PartitionListener,
     Sink,
@@ -165,6 +166,15 @@ class StdoutSink(Sink):
                 )
         try:
             self._stream.write(b"".join(m.value + b"\n" for m in messages))
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
+            raise SinkError(f"stdout sink: write failed: {exc}") from exc
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Write a pre-encoded batch as it is: its lines are already one message each."""
+        if self._closed:
+            raise SinkError("stdout sink: write() after close()")
+        try:
+            self._stream.write(batch.lines)
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
             raise SinkError(f"stdout sink: write failed: {exc}") from exc
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from adaptd.connectors.base import PartitionListener, Sink, Source, SourceRecord
+from adaptd.connectors.base import PartitionListener, RecordRun, Sink, Source, SourceRecord
 from adaptd.errors import SinkError, UnavailableError
 from adaptd.settings import ResilienceConfig
 
@@ -60,11 +60,12 @@ class Faults:
         self._mark_available()
         return True
 
-    def poll(self, source: Source, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        """One poll; an unavailable source costs a backoff wait and yields no records. Blocks
-        up to ``timeout_s`` (plus the wait)."""
+    def poll(self, source: Source, max_records: int, timeout_s: float
+             ) -> list[SourceRecord] | RecordRun:
+        """One poll (:meth:`~adaptd.connectors.base.Source.poll_many`); an unavailable source
+        costs a backoff wait and yields no records. Blocks up to ``timeout_s`` (plus the wait)."""
         try:
-            raws = source.poll(max_records, timeout_s)
+            raws = source.poll_many(max_records, timeout_s)
         except UnavailableError as exc:
             self._wait_for_source(exc)
             return []
