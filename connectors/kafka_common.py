@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from adaptd.connectors.base import PartitionListener, Sink, SinkMessage, Source
+from adaptd.connectors.base import EncodedBatch, PartitionListener, Sink, SinkMessage, Source
 from adaptd.connectors.kafka_options import KafkaSinkOptions, KafkaSourceOptions
 from adaptd.errors import SinkError, UnavailableError
 
@@ -141,6 +141,14 @@ class KafkaSinkBase(Sink):
         """Hand messages from the left of ``waiting`` to the producer, popping each one it
         took; stop (without raising) at the first it does not take."""
 
+    def _send_columns(self, producer: Any, values: list[bytes],
+                      keys: Sequence[bytes | None]) -> int:
+        """Hand messages given as columns (no headers) to the producer, in order; returns how
+        many it took (the rest wait in the sink). The default goes through :meth:`_send`."""
+        waiting = deque(map(SinkMessage, values, keys))
+        self._send(producer, waiting)
+        return len(values) - len(waiting)
+
     @abstractmethod
     def _collect(self) -> None:
         """Account for finished deliveries; append failed ones to ``_failed``. Non-blocking;
@@ -183,6 +191,20 @@ class KafkaSinkBase(Sink):
             raise SinkError(f"{self.options.where}: write after close")
         self._waiting.extend(messages)
         self._drain()
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Queue a pre-encoded batch: its values go to the producer as columns, with no
+        message object each, unless earlier messages still wait (order is kept)."""
+        if self._closed:
+            raise SinkError(f"{self.options.where}: write after close")
+        self._drain()
+        if self._waiting or not self._connect():
+            self._waiting.extend(batch.messages())
+            return
+        values, keys = batch.values(), batch.keys
+        taken = self._send_columns(self._producer, values, keys)
+        if taken < len(values):
+            self._waiting.extend(map(SinkMessage, values[taken:], keys[taken:]))
 
     def _drain(self) -> None:
         """Hand waiting and failed messages to the producer while it accepts them."""

@@ -286,6 +286,21 @@ class LibrdkafkaSink(KafkaSinkBase):
                       len(waiting))
         producer.poll(0)
 
+    def _send_columns(self, producer: Any, values: list[bytes],
+                      keys: Sequence[bytes | None]) -> int:
+        produce = producer.produce
+        topic = self.options.topic
+        taken = 0
+        try:
+            for value, key in zip(values, keys, strict=True):
+                produce(topic, value, key)
+                taken += 1
+        except BufferError:
+            log.debug("%s: producer queue full, %d messages wait", self.options.where,
+                      len(values) - taken)
+        producer.poll(0)
+        return taken
+
     def _collect(self) -> None:
         if self._producer is not None:
             self._producer.poll(0)

@@ -27,7 +27,8 @@ checks they are there and leaves the consumer as it is if a release moves them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka.consumer.fetcher import Fetcher, IsolationLevel
@@ -275,7 +276,41 @@ def _headers_part(headers: tuple[tuple[str, bytes], ...]) -> bytes:
     return bytes(out)
 
 
-def fill_batch(builder: DefaultRecordBatchBuilder, messages: list[SinkMessage], start: int,
+@dataclass(slots=True)
+class Messages:
+    """Sink messages as columns: ``values[i]``, ``keys[i]`` and (when any has them)
+    ``headers[i]``; indexing builds a :class:`SinkMessage`, for the rare paths (a failed
+    delivery)."""
+
+    values: list[bytes]
+    keys: Sequence[bytes | None]
+    headers: Sequence[tuple[tuple[str, bytes], ...]] | None = None
+
+    @classmethod
+    def of(cls, messages: Sequence[SinkMessage]) -> Messages:
+        headers = [m.headers for m in messages]
+        return cls([m.value for m in messages], [m.key for m in messages],
+                   headers if any(headers) else None)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> SinkMessage:
+        headers = self.headers[i] if self.headers is not None else ()
+        return SinkMessage(self.values[i], self.keys[i], headers)
+
+    def select(self, rows: list[int]) -> Messages:
+        headers = self.headers
+        return Messages([self.values[i] for i in rows], [self.keys[i] for i in rows],
+                        None if headers is None else [headers[i] for i in rows])
+
+    def slice(self, start: int, end: int) -> Messages:
+        headers = self.headers
+        return Messages(self.values[start:end], self.keys[start:end],
+                        None if headers is None else headers[start:end])
+
+
+def fill_batch(builder: DefaultRecordBatchBuilder, messages: Messages, start: int,
                timestamp_ms: int) -> tuple[int, int]:
     """Write ``messages[start:end]`` into an empty ``builder`` as offsets 0 … end - start - 1,
     all at ``timestamp_ms``, as many as fit its batch size (at least one).
@@ -284,19 +319,21 @@ def fill_batch(builder: DefaultRecordBatchBuilder, messages: list[SinkMessage], 
     around ``builder`` that ``end - start`` offsets are used.
     """
     table = _VARINTS
-    keys = _KEY_PARTS
+    key_parts = _KEY_PARTS
     limit = builder._batch_size
     size = len(builder._buffer)  # the batch header, written by build()
     largest = 0
     parts: list[bytes] = []
     extend = parts.extend
+    all_headers = messages.headers
+    keys = messages.keys
     end = start
-    for msg in messages[start:]:
+    for value in messages.values[start:]:
         delta = end - start
-        value = msg.value
         value_len = len(value)
-        key_part = keys[msg.key]
-        headers = _headers_part(msg.headers) if msg.headers else b"\x00"
+        key_part = key_parts[keys[end]]
+        headers = b"\x00" if all_headers is None or not all_headers[end] \
+            else _headers_part(all_headers[end])
         delta_part = table[delta] if delta < 16384 else varint(delta)
         len_part = table[value_len] if value_len < 16384 else varint(value_len)
         # attributes and timestamp delta (both 0) are two bytes

@@ -11,7 +11,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.memory_records import MemoryRecordsBuilder
 
 from adaptd.connectors.base import SinkMessage
-from adaptd.connectors.kafka_python_records import _records_of, can_fill, fill_batch
+from adaptd.connectors.kafka_python_records import Messages, _records_of, can_fill, fill_batch
 
 NO_COMPRESSION, GZIP = 0, 1
 
@@ -45,7 +45,7 @@ def built_by_fill(group: list[SinkMessage], batch_bytes: int, compression: int,
                   ts: int) -> tuple[bytes, int]:
     builder = MemoryRecordsBuilder(2, compression, batch_bytes)
     assert can_fill(builder._builder)
-    end, largest = fill_batch(builder._builder, group, 0, ts)
+    end, largest = fill_batch(builder._builder, Messages.of(group), 0, ts)
     assert largest > 0
     builder._next_offset = end
     builder.close()
