@@ -10,13 +10,50 @@ import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from adaptd.connectors.base import EncodedBatch, PartitionListener, Sink, SinkMessage, Source
+from adaptd.connectors.base import (
+    EncodedBatch,
+    PartitionListener,
+    RecordRun,
+    Sink,
+    SinkMessage,
+    Source,
+    SourceRecord,
+)
 from adaptd.connectors.kafka_options import KafkaSinkOptions, KafkaSourceOptions
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class KafkaRecordRun(RecordRun):
+    """A :class:`RecordRun` that keeps the records as polled, so one taken out of it (to be
+    dead-lettered, say) keeps its Kafka key and timestamp."""
+
+    polled: list[SourceRecord] = field(default_factory=list)
+
+    def __getitem__(self, i: int) -> SourceRecord:
+        return self.polled[i]
+
+    def records(self) -> list[SourceRecord]:
+        return self.polled
+
+
+def as_run(records: list[SourceRecord]) -> list[SourceRecord] | RecordRun:
+    """``records`` as one run when they are consecutive positions of one partition (a poll
+    that drew from one partition, and no gap: compaction and transaction markers leave gaps),
+    so the daemon decodes them in columns; else the list as it is."""
+    if not records:
+        return records
+    first = records[0]
+    if (records[-1].position - first.position != len(records) - 1
+            or len({r.partition for r in records}) != 1):
+        return records
+    return KafkaRecordRun(first.partition, first.position, [r.value for r in records],
+                          records)
 
 
 class KafkaSourceBase(Source):
@@ -46,6 +83,10 @@ class KafkaSourceBase(Source):
     @property
     def exhausted(self) -> bool:
         return self.options.limit is not None and self._returned >= self.options.limit
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, as one run when that is what it returned (see :func:`as_run`)."""
+        return as_run(self.poll(max_records, timeout_s))
 
     def assigned(self) -> Collection[int]:
         return sorted(self._assigned)
