@@ -9,13 +9,15 @@ first ``WARM_UP`` records (the daemon's start: assignment, the engine's compiled
 before timing starts and are not counted.
 
 What is measured is an upper bound of the daemon's own decode → emitted time: it adds the input
-producer's send, the broker's fetch wait and the checker's own fetch.
+producer's send (librdkafka's default 5 ms linger), the broker's fetch wait and the checker's
+own fetch. The peer row, measured the same way in the same run, replaces the daemon with a plain
+librdkafka loop that reads each record and produces a small message for it: the floor of this
+broker and machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +30,33 @@ import orjson
 
 #: Records sent (and read back) before the timed ones.
 WARM_UP = 2_000
+#: The peer row: a plain librdkafka consumer that produces a small JSON message per record
+#: it reads (no decode into a model, no learning): the floor of this broker and machine.
+PASS_THROUGH = "librdkafka pass-through"
+
+
+def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int) -> None:
+    """Consume ``n`` records of ``topic_in`` and produce one message per record to
+    ``topic_out`` with its partition and position, as plainly as librdkafka allows."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
+    consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "partitioner": "murmur2_random"})
+    seen = 0
+    while seen < n:
+        for m in consumer.consume(256, 0.2):
+            if m.error() is None:
+                orjson.loads(m.value())
+                producer.produce(topic_out, orjson.dumps(
+                    {"partition": m.partition(), "position": m.offset()}), m.key())
+                seen += 1
+        producer.poll(0)
+    producer.flush(30)
+    consumer.close()
 
 
 def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
@@ -82,16 +111,21 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic_out}"), args.partitions)
     values = [(v := encode(r), record_key(v)) for r in
               generate("linear-tasks", seed=8, n=n + WARM_UP, keys=args.keys, d=10)]
-    import os
-    command = [sys.executable, "/tmp/kafka_h/rawlat.py", bootstrap, topic_in, topic_out, str(n + WARM_UP), os.environ["RAWLAT"]] if os.environ.get("RAWLAT") else [sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port",
-               "off", "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
-               "--source", f"kafka://{bootstrap}/{topic_in}?client={client}&limit={n + WARM_UP}",
-               "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
-               "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
+    if client == PASS_THROUGH:
+        command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
+                   bootstrap, topic_in, topic_out, str(n + WARM_UP)]
+    else:
+        command = [
+            sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", "off",
+            "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
+            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}&limit={n + WARM_UP}",
+            "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
+            "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": int(os.environ.get("LINGER", "0")),
-                         "partitioner": "murmur2_random"})
+    # librdkafka's default linger (5 ms): one produce request per record, at these rates,
+    # queues up behind the broker and measures the input producer instead of the daemon.
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     warm: dict[tuple[int, int], int] = {}
     sent: dict[tuple[int, int], int] = {}
     received: dict[tuple[int, int], int] = {}
@@ -129,7 +163,8 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
               f"{WARM_UP} records:"), "",
              "| client | rate (records/s) | records | p50 (ms) | p99 (ms) |",
              "|---|---:|---:|---:|---:|"]
-    for client, rate in rates.items():
+    # The pass-through runs at the fastest client's rate: its floor holds for both.
+    for client, rate in [*rates.items(), (PASS_THROUGH, max(rates.values()))]:
         target = max(100.0, rate / 2)
         n = int(min(args.records, target * 10))  # about ten seconds of input
         p50, p99, count = measure(bootstrap, tmp, client, target, n, args)
@@ -144,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from adaptd.broker import EmbeddedBroker
 
+    if argv is None and sys.argv[1:2] == ["--pass-through"]:
+        bootstrap, topic_in, topic_out, n = sys.argv[2:6]
+        pass_through(bootstrap, topic_in, topic_out, int(n))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", action="append", required=True, metavar="CLIENT=FULL_RATE",
                         help="a client and its measured end-to-end rate (records/s)")

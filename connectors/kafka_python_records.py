@@ -55,6 +55,19 @@ def varint(value: int) -> bytes:
 _VARINTS = [varint(i) for i in range(1 << 14)]
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The zigzag varint at ``data[pos]`` and the position after it; one- and two-byte ones
+    (nearly every field of a record) without a loop."""
+    b = data[pos]
+    if b < 128:
+        return _ONE_BYTE[b], pos + 1
+    b2 = data[pos + 1]
+    if b2 < 128:
+        raw = (b & 127) | (b2 << 7)
+        return (raw >> 1) ^ -(raw & 1), pos + 2
+    return decode_varint(data, pos)  # type: ignore[no-any-return]
+
+
 def read_batch(data: bytes, pos: int, count: int, partition: int, base_offset: int,
                first_timestamp: int, log_append_time: int | None) -> list[SourceRecord]:
     """The ``count`` records of a v2 batch whose records start at ``data[pos]``.
@@ -62,57 +75,23 @@ def read_batch(data: bytes, pos: int, count: int, partition: int, base_offset: i
     ``log_append_time`` is the batch's max timestamp when the broker stamps records (then every
     record has it), else None. Raises CorruptRecordError if the records do not fill the batch.
     """
-    one = _ONE_BYTE
     record = SourceRecord
     out: list[SourceRecord] = []
     append = out.append
     try:
         for _ in range(count):
-            b = data[pos]
-            if b < 128:
-                length = one[b]
-                pos += 1
-            elif (b2 := data[pos + 1]) < 128:  # records of 64 to 8191 bytes
-                raw = (b & 127) | (b2 << 7)
-                length = (raw >> 1) ^ -(raw & 1)
-                pos += 2
-            else:
-                length, pos = decode_varint(data, pos)
+            length, pos = _varint(data, pos)
             end = pos + length
-            pos += 1  # attributes: unused by v2 records
-            b = data[pos]
-            if b < 128:
-                ts_delta = one[b]
-                pos += 1
-            else:
-                ts_delta, pos = decode_varint(data, pos)
-            b = data[pos]
-            if b < 128:
-                offset_delta = one[b]
-                pos += 1
-            else:
-                offset_delta, pos = decode_varint(data, pos)
-            b = data[pos]
-            if b < 128:
-                key_len = one[b]
-                pos += 1
-            else:
-                key_len, pos = decode_varint(data, pos)
+            # attributes (one byte, unused by v2 records), then the timestamp delta
+            ts_delta, pos = _varint(data, pos + 1)
+            offset_delta, pos = _varint(data, pos)
+            key_len, pos = _varint(data, pos)
             if key_len >= 0:
                 key: bytes | None = data[pos:pos + key_len]
                 pos += key_len
             else:
                 key = None
-            b = data[pos]
-            if b < 128:
-                value_len = one[b]
-                pos += 1
-            elif (b2 := data[pos + 1]) < 128:
-                raw = (b & 127) | (b2 << 7)
-                value_len = (raw >> 1) ^ -(raw & 1)
-                pos += 2
-            else:
-                value_len, pos = decode_varint(data, pos)
+            value_len, pos = _varint(data, pos)
             if pos + value_len >= end:  # no room left for the header count
                 raise CorruptRecordError(f"record at offset {base_offset + offset_delta} "
                                          f"is longer than its length says")
