@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
-from adaptd.connectors.base import EncodedBatch, SinkMessage, SourceRecord
+from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
 from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.errors import UnavailableError
@@ -191,6 +191,30 @@ def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
         in_partition = [int(r.value[5:-1]) for r in sorted(records, key=lambda r: r.position)
                         if r.partition == p]
         assert in_partition == sorted(in_partition), "written order not kept"
+
+
+def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 120, partitions=1, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({0: 20}, None)
+    runs: list[RecordRun] = []
+    try:
+        deadline = time.monotonic() + 30
+        while sum(map(len, runs)) < 100:
+            assert time.monotonic() < deadline, "records did not come"
+            polled = source.poll_many(500, 0.2)
+            if polled:
+                assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
+                runs.append(polled)
+    finally:
+        source.close()
+    assert [r.position for run in runs for r in run.records()] == list(range(20, 120))
+    for run in runs:
+        assert run.values == [r.value for r in run.records()]
+        assert run[0].key is not None and run[0].timestamp_ms is not None
+    assert [(r.key, r.value) for run in runs for r in run.records()] == [
+        (f"k{i % 5}".encode(), f'{{"i":{i}}}'.encode()) for i in range(20, 120)]
 
 
 @pytest.mark.parametrize("internals", ["producer", "fetcher"])
