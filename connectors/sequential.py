@@ -200,6 +200,8 @@ class LineSplitter:
             return self.take(max_records, at_eof)
         head = self._head
         lines = self._lines[head:head + max_records]
+        if not lines:
+            return []
         if self._truncated and tuple in set(map(type, lines)):
             return self.take(max_records, at_eof)
         # A blank line is no record but keeps its position: the line-by-line path handles it.
@@ -263,6 +265,12 @@ class LivePositions:
         """The position of the next record."""
         position = max(self._next, self._clock_us())
         self._next = position + 1
+        return position
+
+    def take_many(self, count: int) -> int:
+        """The first of ``count`` consecutive positions for the next records (a run)."""
+        position = self.take()
+        self._next = position + count
         return position
 
 

@@ -27,6 +27,7 @@ from adaptd.connectors.base import (
     EncodedBatch,
     ParsedURI,
     PartitionListener,
+    RecordRun,
     Sink,
     SinkMessage,
     Source,
@@ -92,29 +93,33 @@ class StdinSource(Pausable, Source):
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Return the lines available, waiting up to ``timeout_s`` for the first one."""
+        records = self.poll_many(max_records, timeout_s)
+        return records.records() if isinstance(records, RecordRun) else records
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, as one :class:`RecordRun` when the lines are plain (the common case):
+        its records take consecutive positions, the first one from the clock."""
         if not self._opened or self._closed:
             raise RuntimeError("stdin source: poll() outside open() ... close()")
         if self.paused_wait(timeout_s):
             return []
         deadline = time.monotonic() + max(timeout_s, 0.0)
-        out: list[SourceRecord] = []
-        while True:
-            out += [
-                SourceRecord(partition=0, position=self._positions.take(), value=line.value,
-                             truncated_from=line.truncated_from)
-                for line in self._lines.take(max_records - len(out), at_eof=self._eof)
-            ]
-            if len(out) >= max_records or self._eof:
-                return out
+        while self._lines.complete < max_records and not self._eof:
             # Once something is in hand, top up only with what is already there.
-            wait_s = 0.0 if out else deadline - time.monotonic()
+            wait_s = 0.0 if self._lines.complete else deadline - time.monotonic()
             chunk = self._read(wait_s)
             if chunk is None:
-                return out
+                break
             if chunk:
                 self._lines.feed(chunk)
             else:
                 self._eof = True
+        lines = self._lines.take_many(max_records, at_eof=self._eof)
+        if isinstance(lines, RecordRun):
+            lines.first_position = self._positions.take_many(len(lines))
+            return lines
+        return [SourceRecord(partition=0, position=self._positions.take(), value=line.value,
+                             truncated_from=line.truncated_from) for line in lines]
 
     def _read(self, wait_s: float) -> bytes | None:
         """Bytes read (``b""`` at end of input), or ``None`` if none came within ``wait_s``."""

@@ -26,7 +26,7 @@ import gc
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -371,6 +371,7 @@ class Runner:
         batch's shape allows (:mod:`adaptd.records.encoded`), else message by message, where
         one that cannot be encoded is dead-lettered. Returns how many were dead-lettered."""
         assert self.sink is not None
+        positions: Sequence[int]
         if isinstance(good, RecordRun):
             partitions, positions = [good.partition] * len(good), \
                 range(good.first_position, good.next_position)

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 from collections.abc import Sequence
@@ -118,12 +119,23 @@ def _labels(objs: list[dict[str, Any]], classification: bool) -> np.ndarray | No
 def _keys(objs: list[dict[str, Any]]) -> list[str] | None:
     """The ``key`` column (``"default"`` where absent), or None when a key is not a plain
     string; each distinct key is checked once."""
-    keys = list(map(dict.get, objs, repeat("key"), repeat(DEFAULT_KEY)))  # type: ignore[arg-type]
+    keys: list[Any] = list(map(dict.get, objs, repeat("key"), repeat(DEFAULT_KEY)))  # type: ignore[arg-type]
     for key in set(keys):
-        if type(key) is not str:
-            return None  # a number is a key too, as its text: the per-record path writes it
-        record_key({"key": key})  # RecordError: empty, too long, a lone surrogate
+        # A number is a key too, as its text: the per-record path writes it.
+        if type(key) is not str or not _plain_key(key):
+            return None
     return keys
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _plain_key(key: str) -> bool:
+    """Whether a string key is one :func:`record_key` takes; remembered, as the same keys
+    come back batch after batch."""
+    try:
+        record_key({"key": key})  # RecordError: empty, too long, a lone surrogate
+    except RecordError:
+        return False
+    return True
 
 
 def _ids(objs: list[dict[str, Any]]) -> list[str | None] | None:
