@@ -1,5 +1,5 @@
 """The kafka-python client's batch reader and writer (adaptd.connectors.kafka_python_records)
-against kafka-python's own record-at-a-time code, byte for byte."""
+against kafka-python's own record-at-a-time code: byte for byte, and record for record."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def built_by_fill(group: list[SinkMessage], batch_bytes: int, compression: int,
     return bytes(builder.buffer()), end
 
 
+def contents(buffer: bytes) -> tuple[object, ...]:
+    """A batch's header fields but the CRC, and its records, decompressed."""
+    batch = DefaultRecordBatch(buffer)
+    header = tuple(v for i, v in enumerate(batch._header_data) if i not in (1, 4))  # length, crc
+    return header, [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch]
+
+
 @pytest.mark.parametrize("compression", [NO_COMPRESSION, GZIP])
 @pytest.mark.parametrize("batch_bytes", [1024, 65_536, 1 << 20])
 def test_filled_batches_are_byte_for_byte_kafka_pythons(compression: int, batch_bytes: int
@@ -62,7 +69,11 @@ def test_filled_batches_are_byte_for_byte_kafka_pythons(compression: int, batch_
         ours, n = built_by_fill(group[start:], batch_bytes, compression, 1_700_000_000_123)
         theirs, m = built_by_kafka_python(group[start:], batch_bytes, compression,
                                           1_700_000_000_123)
-        assert (n, ours) == (m, theirs)
+        assert n == m
+        if compression == NO_COMPRESSION:
+            assert ours == theirs
+        else:  # gzip stamps the time into its header: the same records, the same header fields
+            assert contents(ours) == contents(theirs)
         start += n
 
 
