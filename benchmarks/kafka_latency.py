@@ -40,15 +40,20 @@ def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int) -> None:
     ``topic_out`` with its partition and position, as plainly as librdkafka allows."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+    # Fetches and waits as adaptd's librdkafka source does (fetch_max_wait_ms=100; what is
+    # fetched at once, else the first record to come), so the row is the floor of that client.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
     partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
     consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "partitioner": "murmur2_random"})
     seen = 0
     while seen < n:
-        for m in consumer.consume(256, 0.2):
+        messages = consumer.consume(256, 0)
+        if not messages and (first := consumer.poll(0.2)) is not None:
+            messages = [first, *consumer.consume(255, 0)]
+        for m in messages:
             if m.error() is None:
                 orjson.loads(m.value())
                 producer.produce(topic_out, orjson.dumps(
