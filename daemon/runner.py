@@ -2,11 +2,15 @@
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
 account → maybe checkpoint. Bad records go to the dead-letter sink with their reason and
-original bytes; the stream goes on. Every ``checkpoint_every_records`` records or
-``checkpoint_interval_s`` seconds, on the way out, and before partitions are taken away:
-flush sinks → write the checkpoint (shared state once, then position and key states per
-partition) → commit the source's positions → evict idle keys. A sink that cannot flush aborts
-that checkpoint, so positions are never committed ahead of what the sinks hold.
+original bytes; the stream goes on. A source's run of plain lines (a
+:class:`~adaptd.connectors.base.RecordRun`) is decoded straight into columns and its
+predictions are written as one buffer (:mod:`adaptd.records.columns`,
+:mod:`adaptd.records.encoded`); any other batch goes record by record, to the same bytes.
+Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
+out, and before partitions are taken away: flush sinks → write the checkpoint (shared state
+once, then position and key states per partition) → commit the source's positions → evict
+idle keys. A sink that cannot flush aborts that checkpoint, so positions are never committed
+ahead of what the sinks hold.
 
 Who owns what the loop touches:
 
@@ -314,8 +318,8 @@ class Runner:
                ) -> tuple[list[SourceRecord] | RecordRun, RecordBatch]:
         """The records that decode, and their columns; the others are rejected on the way.
 
-        A run of plain records is decoded in columns at once (:mod:`adaptd.records.columns`);
-        any other batch record by record. A delayed label (``id`` and ``y``, no ``x``) takes
+        A batch of plain records (a run, or a list from any source) is decoded in columns at
+        once (:mod:`adaptd.records.columns`); any other batch record by record. A delayed label (``id`` and ``y``, no ``x``) takes
         the key and features kept under its id (by an earlier batch, or earlier in this one);
         with none kept it is rejected as ``label_unmatched``, so the label is not lost
         silently."""
@@ -324,9 +328,13 @@ class Runner:
             if batch is not None:
                 return raws, batch
             raws = raws.records()
+        elif all(raw.truncated_from is None for raw in raws):
+            batch = decode_columns(self.decoder, [raw.value for raw in raws])
+            if batch is not None:
+                return raws, batch
         good: list[SourceRecord] = []
         builder = BatchBuilder()
-        pending = getattr(self.learner, "pending", None)
+        pending = self.learner.pending
         for raw in raws:
             try:
                 if raw.truncated_from is not None:  # the source kept only its first bytes

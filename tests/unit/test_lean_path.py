@@ -26,7 +26,7 @@ MAX_RECORD_BYTES = 400
 
 
 class PerRecordSource(JsonlSource):
-    """The jsonl source as a source without runs: every batch takes the per-record path."""
+    """The jsonl source as a source without runs (lists of records, as Kafka hands out)."""
 
     def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         records = super().poll_many(max_records, timeout_s)
@@ -74,9 +74,10 @@ def mixed_lines(task: str) -> list[bytes]:
 
 def run(tmp_path: Path, lines: list[bytes], task: str, per_record: bool) -> tuple[
         bytes, bytes, RunSummary, dict[int, int]]:
+    tmp_path.mkdir()
     source_file = tmp_path / "in.jsonl"
     source_file.write_bytes(b"\n".join(lines) + b"\n")
-    out = tmp_path / ("per-record" if per_record else "lean")
+    out = tmp_path
     uri = f"jsonl:{source_file}"
     source = PerRecordSource(JsonlConnector.source(uri).options) if per_record else \
         JsonlConnector.source(uri)
@@ -106,13 +107,17 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
 
     monkeypatch.setattr(adaptd.runner, "decode_columns", counting)
     lines = mixed_lines(task)
-    lean = run(tmp_path, lines, task, per_record=False)
+    lean = run(tmp_path / "runs", lines, task, per_record=False)
     assert sum(taken) >= 6 and not all(taken)  # both paths were taken
+    # A source that hands out lists of records: the lean decode takes them too.
     taken.clear()
+    from_lists = run(tmp_path / "lists", lines, task, per_record=True)
+    assert sum(taken) >= 6 and not all(taken)
+    assert from_lists[:2] == lean[:2] and from_lists[3] == lean[3]
     # The reference: decoded record by record, and encoded message by message.
+    monkeypatch.setattr(adaptd.runner, "decode_columns", lambda *args: None)
     monkeypatch.setattr(adaptd.runner, "encoded_predictions", lambda *args: None)
-    per_record = run(tmp_path, lines, task, per_record=True)
-    assert not taken
+    per_record = run(tmp_path / "reference", lines, task, per_record=True)
     assert lean[0] == per_record[0]
     assert lean[1] == per_record[1]
     assert lean[2].records == per_record[2].records == len(lines) - 1  # the blank line
