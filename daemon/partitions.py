@@ -29,7 +29,9 @@ from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
+from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
+from adaptd.state_codec import pack_state, unpack_state
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
     from adaptd.changelog import Changelog
@@ -49,9 +51,16 @@ def shared_part(learner: Learner) -> dict[str, Any]:
 
 
 def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
-    """What belongs to one partition: the task states and pending labels of its ``keys``."""
+    """What belongs to one partition: the task states (packed, :mod:`adaptd.state_codec`) and
+    pending labels of its ``keys``."""
+    packed = packed_task_states(learner, keys)
+    if packed is not None:  # the arena's rows, packed at once
+        part: dict[str, Any] = {"keys": packed}
+        pending = learner.pending  # type: ignore[attr-defined]
+        part["labels"] = pending.state_dict(keys)["entries"] if len(pending) else []
+        return part
     state = learner.state_dict(keys)
-    part: dict[str, Any] = {"keys": state["keys"]}
+    part = {"keys": {k: pack_state(v) for k, v in state["keys"].items()}}
     if "labels" in state:
         part["labels"] = state["labels"]["entries"]
     return part
@@ -59,7 +68,8 @@ def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
 
 def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A ``state_dict`` for ``learner.load_state_dict``: ``shared`` with the keys and pending
-    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`).
+    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`; packed
+    task states are unpacked).
 
     >>> state = combine({"totals": [1.0], "labels": {"entries": [], "joined": 2}},
     ...                 [{"keys": {"a": 1}, "labels": ["r1"]}, {"keys": {"b": 2}, "labels": []}])
@@ -69,7 +79,7 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
     keys: dict[str, Any] = {}
     entries: list[Any] = []
     for part in parts:
-        keys.update(part["keys"])
+        keys.update((k, unpack_state(v)) for k, v in part["keys"].items())
         entries.extend(part.get("labels", ()))
     state = {**shared, "keys": keys}
     if "labels" in shared:

@@ -18,6 +18,7 @@ from typing import Any
 from adaptd.checkpoint import CheckpointStore, Restored
 from adaptd.connectors.base import SinkMessage, SourceRecord
 from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
+from adaptd.state_codec import unpack_state
 from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +221,7 @@ def key_states(restored: Restored) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for state in restored.partitions.values():
         for key in state.keys:
-            out[key] = state.learner["keys"][key]
+            out[key] = unpack_state(state.learner["keys"][key])
     return out
 
 
