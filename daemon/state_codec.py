@@ -94,7 +94,7 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[tuple[tuple[str, ...], np.nd
     for j, (_, block) in enumerate(blocks):
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
         lengths[:, j] = _used_bytes(raw)
-        views.append((memoryview(raw.tobytes()), raw.shape[1]))
+        views.append((memoryview(raw.reshape(-1)), raw.shape[1]))
     out = {}
     for i, key in enumerate(keys):
         row = lengths[i]
@@ -115,8 +115,11 @@ def _used_bytes(raw: np.ndarray) -> np.ndarray:
     tail_zero = np.flatnonzero(raw[:, -1] == 0)
     if len(tail_zero):
         word = 8 if width % 8 == 0 else 1
-        nonzero = raw[tail_zero].view(f"<u{word}") != 0
-        last = (nonzero.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)) * word
+        rows = raw if len(tail_zero) == len(raw) else raw[tail_zero]
+        nonzero = rows.view(f"<u{word}") != 0
+        # argmax over a reversed copy: on the reversed view NumPy walks it 4x slower.
+        from_end = np.ascontiguousarray(nonzero[:, ::-1]).argmax(axis=1)
+        last = (nonzero.shape[1] - from_end) * word
         used[tail_zero] = np.where(nonzero.any(axis=1), last, 0)
     return used
 
