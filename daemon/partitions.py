@@ -267,28 +267,31 @@ class Partitions:
                                 labels=labels)
 
     def sync_meta(self, force: bool = False) -> bool:
-        """Merge the group's published meta-states into the live one when a merge is due (or
-        ``force``), and rewrite ``meta.pt``; True if the meta-state changed. Called on the
+        """Merge the group's published meta-states and running moments (standardization
+        statistics, the auto model's label moments) into the live ones when a merge is due (or
+        ``force``), and rewrite ``meta.pt``; True if they changed. Called on the
         runner's timer and at the first assignment; a broker fault costs one merge, logged."""
         if self.meta_sync is None or not (force or self.meta_sync.due()):
             return False
         shared = shared_part(self.learner)
         try:
-            merged = self.meta_sync.merge(shared.get("meta"))
+            merged = self.meta_sync.merge(shared)
         except OSError as exc:
             log.warning("meta-state not merged this time: %s", exc)
             return False
         if merged is None:
             return False
-        if shared.get("meta") is None:  # no record yet: the merged state's model sets it up
-            shared["model"] = {**merged["model"], **{k: v for k, v in shared["model"].items()
-                                                     if v is not None}}
+        meta = merged.get("meta")
+        if shared.get("meta") is None and meta is not None:
+            # No record yet: the merged state's model sets it up.
+            merged["model"] = {**meta["model"], **{k: v for k, v in shared["model"].items()
+                                                   if v is not None}}
         try:
-            self.learner.load_state_dict(combine({**shared, "meta": merged}, []))
+            self.learner.load_state_dict(combine(merged, []))
         except (ValueError, KeyError) as exc:
             log.error("the group's meta-state does not fit this model, not merged: %s", exc)
             return False
-        self._write_meta(merged)
+        self._write_meta(meta)
         return True
 
     def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
