@@ -185,7 +185,9 @@ BATCH_SUMMED_FIELDS = frozenset({"totals"})
 
 def assert_same_state(a: Any, b: Any, where: str = "state", rel_tol: float = 0.0) -> None:
     """Exact equality of nested plain data, numpy arrays and torch tensors (wall-clock
-    bookkeeping aside; batch-summed totals to ``1e-9`` relative)."""
+    bookkeeping aside; batch-summed totals to ``1e-9`` relative). Packed task states (as the
+    store holds them) are compared unpacked."""
+    a, b = unpack_state(a), unpack_state(b)
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), (
             f"{where}: keys differ: {sorted(map(str, a))} vs {sorted(map(str, b))}")
