@@ -11,21 +11,9 @@ import pytest
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.packing import packed_task_states
 from adaptd.partitions import combine, partition_part, shared_part
-from adaptd.records import Record
 from adaptd.settings import DriftConfig, RegretConfig
 from adaptd.state_codec import pack_state, unpack_state
-
-
-def _records(seed: int, n: int, keys: int) -> list[Record]:
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(keys, 4))
-    out = []
-    for i in range(n):
-        k = int(rng.integers(keys))
-        x = rng.normal(size=4)
-        y = float(rng.random() < 1 / (1 + np.exp(-x @ w[k])))
-        out.append(Record(x=tuple(x.tolist()), y=y, key=f"k{k}"))
-    return out
+from tests.unit.test_learner import linear_stream
 
 
 def _equal(a: Any, b: Any, where: str = "") -> None:
@@ -44,10 +32,10 @@ def _equal(a: Any, b: Any, where: str = "") -> None:
 @pytest.mark.parametrize("regret", [RegretConfig(), RegretConfig(baseline=False, hindsight=False)])
 @pytest.mark.parametrize("detector", ["page_hinkley", "none"])
 def test_packing_from_the_arena_gives_the_task_state(regret: RegretConfig, detector: str) -> None:
-    learner = AdaptiveLearner(model="logistic", task="classification", regret=regret,
-                              drift=DriftConfig(detector=detector))
+    learner = AdaptiveLearner(regret=regret, drift=DriftConfig(detector=detector))
+    records = linear_stream(0, 3000, keys=40, change_at=1500)
     for lo in range(0, 3000, 256):
-        learner.process_many(_records(0, 3000, keys=40)[lo:lo + 256])
+        learner.process_many(records[lo:lo + 256])
     keys = sorted(learner.keys())[:25] + ["never-seen"]
     packed = packed_task_states(learner, keys)
     assert packed is not None and sorted(packed) == sorted(keys[:-1])
@@ -59,14 +47,14 @@ def test_packing_from_the_arena_gives_the_task_state(regret: RegretConfig, detec
 
 def test_state_moves_through_packed_partitions() -> None:
     """A learner restored from the packed split predicts exactly as the original."""
-    records = _records(1, 2500, keys=30)
-    a = AdaptiveLearner(model="logistic", task="classification")
+    records = linear_stream(1, 2500, keys=30, change_at=1000)
+    a = AdaptiveLearner()
     for lo in range(0, 2000, 250):
         a.process_many(records[lo:lo + 250])
     keys = sorted(a.keys())
     parts = [partition_part(a, keys[:10]), partition_part(a, keys[10:])]
     assert all(isinstance(v, bytes) for part in parts for v in part["keys"].values())
-    b = AdaptiveLearner(model="logistic", task="classification")
+    b = AdaptiveLearner()
     b.load_state_dict(combine(shared_part(a), parts))
     np.testing.assert_array_equal(a.process_many(records[2000:]).y_pred,
                                   b.process_many(records[2000:]).y_pred)
