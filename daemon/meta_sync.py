@@ -25,67 +25,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from adaptd.checkpoint import CheckpointError, decode, encode
 from adaptd.meta.state import MetaState, Moments, average, moments_without, pool_moments
+from adaptd.shared_moments import live_moments, with_moments
 from adaptd.state_topics import TopicClients, topic_name
 
 log = logging.getLogger(__name__)
-
-
-def live_moments(shared: Mapping[str, Any]) -> dict[str, Moments]:
-    """The running moments in a learner's shared state, by where they sit: the
-    standardization statistics (``scaler`` of the learner, or of each candidate of the auto
-    model) and the auto model's Hedge label moments. Every replica updates them from its own
-    records, as it does its meta-state."""
-    found: dict[str, Moments] = {}
-    holders = {"": shared}
-    for name, candidate in (shared.get("candidates") or {}).items():
-        holders[f"candidates/{name}/"] = candidate
-    for prefix, holder in holders.items():
-        for part in ("x", "y"):
-            moments = (holder.get("scaler") or {}).get(part)
-            if moments is not None:
-                found[f"{prefix}scaler/{part}"] = moments
-    labels = shared.get("label_moments")
-    if labels is not None and float(labels[0]) > 0:
-        found["label_moments"] = {"count": float(labels[0]), "mean": np.array([labels[1]]),
-                                  "m2": np.array([labels[2]])}
-    return found
-
-
-def with_moments(shared: Mapping[str, Any], moments: Mapping[str, Moments]) -> dict[str, Any]:
-    """``shared`` with the moments at the places :func:`live_moments` names replaced."""
-    out = dict(shared)
-    for where, value in moments.items():
-        if where == "label_moments":
-            out["label_moments"] = [value["count"], float(value["mean"][0]),
-                                    float(value["m2"][0])]
-            continue
-        *holder_path, _, part = where.split("/")
-        if holder_path:
-            out["candidates"] = dict(out["candidates"])
-            holder = out["candidates"][holder_path[1]] = dict(out["candidates"][holder_path[1]])
-        else:
-            holder = out
-        holder["scaler"] = {**holder["scaler"], part: value}
-    return out
-
-
-def _scaler_of(moments: Mapping[str, Moments]) -> dict[str, Any] | None:
-    """The standardization statistics among merged ``moments`` as a meta-state carries them
-    (the learner's own, or the first candidate's: the one whose meta-state is published)."""
-    for where in moments:
-        if where.endswith(("scaler/x", "scaler/y")):
-            prefix = where[:-1]
-            return {part: None if moments.get(prefix + part) is None else {
-                "count": float(moments[prefix + part]["count"]),
-                "mean": np.asarray(moments[prefix + part]["mean"]).tolist(),
-                "m2": np.asarray(moments[prefix + part]["m2"]).tolist()} for part in ("x", "y")}
-    return None
 
 
 class MetaSync:
@@ -164,9 +112,9 @@ class MetaSync:
             merged = average([MetaState.from_dict(e["meta"]) for e in entries],
                              [e["own"] for e in entries])
             self.foreign = merged.tasks - own
-            statistics = _scaler_of(merged_moments)
-            if statistics is not None:  # the group's: what θ0 is now learned under
-                merged.scaler = statistics
+            # The statistics a meta-state carries stay this replica's: the live ones are
+            # merged above, and meta.pt is written with them (adaptd.partitions).
+            merged.scaler = meta.get("scaler") if meta is not None else None
             out["meta"] = merged.to_dict()
             log.info("meta-state merged from %d replicas: %d tasks (%d own)", len(entries),
                      merged.tasks, own)

@@ -31,6 +31,7 @@ from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
+from adaptd.shared_moments import live_moments, statistics_of
 from adaptd.state_codec import pack_state, unpack_state
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
@@ -298,7 +299,11 @@ class Partitions:
         # Written when it moved, so an idle replica does not rewrite it at every checkpoint.
         if meta is None or _same(meta, self._meta_written):
             return
-        meta_file.write(dict(meta), self.store.state_dir / META_FILE)
+        # With the live standardization statistics (merged across replicas with a meta
+        # topic): θ0 is learned under them, so a deployment taking meta.pt needs them.
+        statistics = statistics_of(live_moments(shared_part(self.learner)))
+        content = dict(meta) if statistics is None else {**meta, "scaler": statistics}
+        meta_file.write(content, self.store.state_dir / META_FILE)
         self._meta_written = meta
 
     @property
