@@ -94,7 +94,7 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[tuple[tuple[str, ...], np.nd
     for j, (_, block) in enumerate(blocks):
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
         lengths[:, j] = _used_bytes(raw)
-        views.append((memoryview(raw.reshape(-1)), raw.shape[1]))
+        views.append((raw.reshape(-1).data, raw.shape[1]))
     out = {}
     for i, key in enumerate(keys):
         row = lengths[i]
