@@ -12,18 +12,33 @@ A built-in scheme is never replaced silently: an entry point named like a built-
 is ignored with a warning. To replace a built-in on purpose, name the entry point
 ``SCHEME.override`` (``mqtt.override = "my_package.mqtt:MqttConnector"``); the replacement is
 then used and logged at start.
+
+A connector that cannot be built, or a source that cannot be opened at start, is reported as one
+:class:`~adaptd.errors.StartError` naming the URI and the package the scheme's connector comes
+from, whatever the connector raised: a third-party connector may raise anything when its
+service is down (``ConnectionRefusedError``, its client library's own errors). Errors adaptd
+raises on purpose (a bad option, a broker that is away for now) pass through unchanged.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 
-from adaptd.connectors.base import REPLAY_KINDS, Connector, Sink, Source, parse_uri
-from adaptd.errors import ConfigError
+from adaptd.connectors.base import (
+    REPLAY_KINDS,
+    Connector,
+    PartitionListener,
+    Sink,
+    Source,
+    parse_uri,
+)
+from adaptd.errors import AdaptdError, ConfigError, StartError
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +123,59 @@ def connector(scheme: str) -> type[Connector]:
         )
     try:
         return _load(targets[scheme])
-    except (ImportError, AttributeError, TypeError) as exc:
-        raise ConfigError(f"connector {scheme!r} ({targets[scheme]}) failed to load: {exc}") from exc
+    # Any error importing a third-party module (a SyntaxError, its own import-time checks)
+    # means the same to the user: that connector cannot be used.
+    except Exception as exc:
+        raise ConfigError(f"connector {scheme!r} ({targets[scheme]}) failed to load: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def open_source(uri: str) -> Source:
-    """Build a source from its URI (not yet opened)."""
-    return connector(parse_uri(uri).scheme).source(uri)
+    """Build a source from its URI (not yet opened). Raises :class:`StartError` naming the URI
+    when the connector fails to build it, and makes the source's ``open`` do the same."""
+    scheme = parse_uri(uri).scheme
+    cls = connector(scheme)
+    with starting("source", uri, scheme):
+        source = cls.source(uri)
+    first_open = source.open
+
+    # The runner opens the source later, where its URI is not known: the failure is named here.
+    def open(start_positions: Mapping[int, int],
+             listener: PartitionListener | None = None) -> None:
+        with starting("source", uri, scheme):
+            first_open(start_positions, listener=listener)
+
+    source.open = open  # type: ignore[method-assign]
+    return source
 
 
 def open_sink(uri: str) -> Sink:
-    """Build a sink from its URI (it connects on first use)."""
-    return connector(parse_uri(uri).scheme).sink(uri)
+    """Build a sink from its URI (sinks that connect do so here or on first use). Raises
+    :class:`StartError` naming the URI when the connector fails to build or connect it."""
+    scheme = parse_uri(uri).scheme
+    cls = connector(scheme)
+    with starting("sink", uri, scheme):
+        return cls.sink(uri)
+
+
+@contextmanager
+def starting(role: str, uri: str, scheme: str) -> Iterator[None]:
+    """Turn what a connector raises inside the block into one :class:`StartError` line naming
+    ``role``, ``uri`` and the package of ``scheme``'s connector; adaptd's own errors pass."""
+    try:
+        yield
+    except AdaptdError:
+        raise
+    except Exception as exc:
+        log.debug("%s %s failed to start", role, uri, exc_info=True)  # for --log-level DEBUG
+        raise StartError(f"cannot connect to {role} {uri} (connector {scheme!r} of "
+                         f"{entries()[scheme].origin}): {type(exc).__name__}: {_first_line(exc)}"
+                         f"; check that its service is up and the URI is right") from exc
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,27 @@ state there is the one the checkpoint just before the eviction wrote, and it is 
 a record of the key arrives again.
 
 Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
-by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good value before anything is unpickled:
-:class:`CheckpointError` names the database, the partition and the key. Damage is never papered
-over: a partition with a damaged value is not loaded (the daemon stops, or a Kafka source
-restores the partition from its changelog, see :mod:`adaptd.changelog`).
+by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good
+value before anything is unpickled: :class:`CheckpointError` names the database, the partition
+and the key.
+
+Two generations. Every row also keeps what it held before the latest checkpoint that wrote it
+(``prev_*`` columns, with the id of the checkpoint that wrote that, NULL for a row the checkpoint
+created). So the latest checkpoint N and the one before it, N-1, are both whole on disk:
+N is every row's value; N-1 is the previous value of the rows N wrote (absent where N created
+the row) and the value of every other row. Keeping it touches no row beyond those a checkpoint
+writes anyway: the old value moves to the ``prev_`` column of the row being rewritten, in the
+same statement, so the cost still grows with the keys that changed (a rewritten row holds two
+values: at most twice the file size; no copy of the database is ever made). On load, every value of N is checked: the shared state, and every key N wrote,
+evicted or not (found through an index on ``checkpoint``), besides the keys loaded. If one is
+damaged, the store rolls back to N-1 in one transaction (the rows N wrote take their previous
+values back, the rows N created go) and loads N-1 with the same checks; that is logged once,
+naming the state dir and both checkpoints. The keys rolled back come back live, and the
+partitions rewrite them at the next checkpoint, so a Kafka source's changelog, which may hold
+the damaged checkpoint's copies, ends with the ones this store resumed from. A load therefore returns one generation or raises,
+never a mix: a damaged value that N-1 shares with N, or a damaged previous value, raises
+:class:`CheckpointError` ("no whole checkpoint left"), as does a database SQLite cannot read;
+the CLI prints it as one line and exits 2.
 
 Why SQLite (the standard library's) rather than RocksDB: one transaction gives the atomic batch
 the checkpoint needs, readers in other processes (tests, ``adaptd`` tooling, a second replica on
@@ -33,39 +50,40 @@ installed. Values are kilobytes, written in batches: the write path is not the b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import pickle
 import sqlite3
-import struct
 import time
-import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adaptd import state_schema as schema
+from adaptd.state_values import FORMAT_VERSION, CheckpointError, check, decode, encode
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointStore", "PartitionChanges",
+           "PartitionState", "Restored", "check", "decode", "encode"]
+
 log = logging.getLogger(__name__)
 
-#: 4: one SQLite database, values checksummed one by one.
-FORMAT_VERSION = 4
 DB_NAME = "state.db"
-_MAGIC = b"ADAPTDCK"
-#: magic, format version, flags, payload length in bytes, BLAKE2b-128 digest of the payload.
-_HEADER = struct.Struct("<8sHHQ16s")
-_COMPRESSED = 1
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-    ("CREATE TABLE IF NOT EXISTS partitions (partition INTEGER PRIMARY KEY,"
-     " position INTEGER NOT NULL, checkpoint INTEGER NOT NULL, changelog_offset INTEGER)"),
-    ("CREATE TABLE IF NOT EXISTS keys (partition INTEGER NOT NULL, key TEXT NOT NULL,"
-    " evicted INTEGER NOT NULL, value BLOB NOT NULL, labels BLOB,"
-    # A rowid table: kilobyte values sit in its rows, the (partition, key) index stays small
-    # (WITHOUT ROWID measured 2.7x the file size and half the write speed for such values).
-    " PRIMARY KEY (partition, key))"),
-)
+#: What a message about a damaged state dir tells the user to do.
+START_OVER = "pass --fresh to move the state dir aside and start over"
+
+
+def _describe(checkpoint: int) -> str:
+    """A checkpoint id, with the UTC time it was taken when it is a clock reading.
+
+    >>> _describe(1764477062_000000000)
+    '1764477062000000000 (2025-11-30 04:31:02 UTC)'
+    """
+    if checkpoint < 10**18:
+        return str(checkpoint)
+    taken = datetime.fromtimestamp(checkpoint / 1e9, tz=UTC)
+    return f"{checkpoint} ({taken:%Y-%m-%d %H:%M:%S} UTC)"
 
 
 @dataclass
@@ -92,6 +110,8 @@ class Restored:
     partitions: dict[int, PartitionState]
     checkpoint: int = 0
     local: dict[str, Any] | None = None
+    #: Id of the damaged checkpoint this one was fallen back from (None: it was the latest).
+    fell_back_from: int | None = None
 
 
 @dataclass
@@ -102,62 +122,6 @@ class PartitionChanges:
     position: int
     states: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, list[Any]] = field(default_factory=dict)
-
-
-class CheckpointError(Exception):
-    """A checkpoint value could not be used; the message names where and why."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"{where} {reason}")
-        self.where = where
-
-
-def encode(payload: Any) -> bytes:
-    """``payload`` pickled behind the checksummed header; compressed when mostly zeros. Task
-    states are fixed-size buffers, nearly empty for a key with few records (compressed to a
-    tenth or less), full of incompressible floats for a busy key (where zlib would double the
-    cost of a checkpoint for a third off its size)."""
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    flags = 0
-    if data.count(0) * 2 > len(data):
-        data, flags = zlib.compress(data, 1), _COMPRESSED
-    return _HEADER.pack(_MAGIC, FORMAT_VERSION, flags, len(data), _digest(data)) + data
-
-
-def decode(blob: bytes, where: str) -> Any:
-    """The payload :func:`encode` wrote, after checking header and checksum. Raises
-    :class:`CheckpointError` naming ``where`` and what was wrong.
-
-    >>> decode(encode({"a": 1}), "x")
-    {'a': 1}
-    >>> try:
-    ...     decode(encode({"a": 1})[:-1], "partition 0 key 'a'")
-    ... except CheckpointError as exc:
-    ...     print(exc)
-    partition 0 key 'a' is truncated: 20 payload bytes, expected 21
-    """
-    if len(blob) < _HEADER.size:
-        raise CheckpointError(where, f"is truncated: {len(blob)} bytes, shorter than a header")
-    magic, version, flags, length, digest = _HEADER.unpack_from(blob)
-    if magic != _MAGIC:
-        raise CheckpointError(where, f"is not an adaptd checkpoint value (header {magic!r})")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(where, f"has format {version}, expected {FORMAT_VERSION}")
-    data = blob[_HEADER.size:]
-    if len(data) != length:
-        raise CheckpointError(where, f"is truncated: {len(data)} payload bytes, expected {length}")
-    if _digest(data) != digest:
-        raise CheckpointError(where, "is corrupt: checksum mismatch")
-    try:
-        return pickle.loads(zlib.decompress(data) if flags & _COMPRESSED else data)
-    except (zlib.error, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        # A good checksum over a payload this code cannot rebuild (classes moved or renamed).
-        raise CheckpointError(where, f"is unreadable ({type(exc).__name__}: {exc})") from None
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class CheckpointStore:
@@ -191,14 +155,17 @@ class CheckpointStore:
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
+            for statement in schema.TABLES:
                 db.execute(statement)
+            schema.add_columns(db)
+            db.execute(schema.INDEX)
         except sqlite3.OperationalError:
             # The state dir refused (disk full, read-only, I/O error): the caller retries or
             # gives up as for any write it refuses, which a corrupt file is not.
             raise
         except sqlite3.DatabaseError as exc:
-            raise CheckpointError(str(self.path), f"is not a usable state database ({exc})") from None
+            raise CheckpointError(str(self.path), f"is not a usable state database ({exc}); "
+                                  f"{START_OVER}") from None
         self._db = db
         return db
 
@@ -212,29 +179,93 @@ class CheckpointStore:
 
     def load(self, partitions: Collection[int] | None = None) -> Restored:
         """The shared state and the given ``partitions`` (all if None) with their live keys, as
-        the last checkpoint left them. Blocks on reads; raises :class:`CheckpointError` when a
-        value is damaged."""
+        the last checkpoint left them, or as the one before it if a value of the last one is
+        damaged (the store is then rolled back to it, see the module's docstring). Blocks on
+        reads (and the rollback's write); raises :class:`CheckpointError` when neither
+        checkpoint is whole."""
         db = self._connect(create=False)
         if db is None:
             return Restored(shared=None, partitions={})
         try:
-            db.execute("BEGIN")  # one snapshot: a writer in another process may commit meanwhile
-            shared = self._shared(db, "state")
-            local = self._shared(db, "local")
-            rows = db.execute("SELECT partition, position, checkpoint FROM partitions"
-                              ).fetchall()
-            found = {}
-            for p, position, checkpoint in rows:
-                if partitions is None or p in partitions:
-                    found[p] = self._partition(db, p, position, checkpoint)
+            try:
+                db.execute("BEGIN")  # one snapshot: a writer in another process may commit
+                restored = self._read(db, partitions)
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        except CheckpointError as damage:
+            restored = self._fall_back(partitions, damage)
         except sqlite3.DatabaseError as exc:
-            raise CheckpointError(str(self.path), f"is unreadable ({exc})") from None
-        finally:
-            if db.in_transaction:
-                db.execute("COMMIT")
+            raise CheckpointError(str(self.path), f"is unreadable ({exc}); {START_OVER}") from None
+        self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
+        return restored
+
+    def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None) -> Restored:
+        """The latest checkpoint, every value of it checked. Raises CheckpointError."""
+        latest = self._latest(db)
+        shared = self._shared(db, "state")
+        local = self._shared(db, "local")
+        if latest:
+            self._check_keys(db, "SELECT partition, key, value, labels FROM keys"
+                                 " WHERE checkpoint = ?", latest)
+        found = {}
+        for p, position, checkpoint in db.execute(
+                "SELECT partition, position, checkpoint FROM partitions").fetchall():
+            if partitions is None or p in partitions:
+                found[p] = self._partition(db, p, position, checkpoint)
         checkpoint = shared.pop("checkpoint", 0) if shared else 0
-        self.last_checkpoint = max(self.last_checkpoint, checkpoint)
         return Restored(shared=shared, partitions=found, checkpoint=checkpoint, local=local)
+
+    def _fall_back(self, partitions: Collection[int] | None,
+                   damage: CheckpointError) -> Restored:
+        """Roll the store back to the checkpoint before the latest (whose ``damage`` was
+        found) and read it, in one transaction: committed only if that one is whole."""
+        db = self._connect(create=False)
+        assert db is not None
+        latest = self._latest(db)
+        row = db.execute("SELECT prev_checkpoint FROM shared WHERE name = 'state'").fetchone()
+        if not latest or row is None or row[0] is None:
+            raise CheckpointError(str(self.path), f"has no whole checkpoint: {damage.where} "
+                                  f"{damage.reason}, and no older checkpoint is kept to fall "
+                                  f"back to; {START_OVER}")
+        previous = int(row[0])
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if self._latest(db) != latest:  # another process wrote since: it holds the store
+                raise CheckpointError(str(self.path), "changed while it was read")
+            self._check_keys(db, "SELECT partition, key, prev_value, prev_labels FROM keys"
+                                 " WHERE checkpoint = ? AND prev_checkpoint IS NOT NULL", latest)
+            for statement in schema.ROLL_BACK:
+                db.execute(statement, {"n": latest})
+            restored = self._read(db, partitions)
+            db.execute("COMMIT")
+        except (CheckpointError, sqlite3.Error) as second:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise CheckpointError(
+                str(self.path), f"has no whole checkpoint left: in checkpoint "
+                f"{_describe(latest)}, {damage.where} {damage.reason}; in the one before it, "
+                f"{_describe(previous)}, {second}; {START_OVER}") from None
+        log.error("state dir %s: checkpoint %s is damaged (%s %s); resuming from the one before "
+                  "it, checkpoint %s, as a whole (shared state, positions and every key); the "
+                  "records read since are read again", self.state_dir, _describe(latest),
+                  damage.where, damage.reason, _describe(previous))
+        restored.fell_back_from = latest
+        return restored
+
+    @staticmethod
+    def _latest(db: sqlite3.Connection) -> int:
+        """Id of the checkpoint that last wrote the shared state (0: none, or a store written
+        before generations were kept)."""
+        row = db.execute("SELECT checkpoint FROM shared WHERE name = 'state'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _check_keys(self, db: sqlite3.Connection, query: str, latest: int) -> None:
+        for p, key, value, labels in db.execute(query, (latest,)):
+            where = f"{self.path}: partition {p} key {key!r}"
+            check(value, where)
+            if labels is not None:
+                check(labels, f"{where} labels")
 
     def _shared(self, db: sqlite3.Connection, name: str) -> dict[str, Any] | None:
         row = db.execute("SELECT value FROM shared WHERE name = ?", (name,)).fetchone()
@@ -258,7 +289,9 @@ class CheckpointStore:
 
     def get(self, partition: int, key: str) -> Any | None:
         """The task state last written for ``key`` of ``partition``, or None. Called for a key
-        that is not in memory (evicted, or new). Blocks on one read."""
+        that is not in memory (evicted, or new). Blocks on one read. A damaged value here is
+        one written before the last checkpoint (that one's were checked on load), so both
+        generations hold it: :class:`CheckpointError`, as on load."""
         db = self._connect(create=False)
         if db is None:
             return None
@@ -297,25 +330,22 @@ class CheckpointStore:
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                self._write_keys(db, p, changes, evicted=False)
-                db.execute("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?)",
-                           (p, changes.position, number, offsets.get(p)))
-            db.execute("INSERT OR REPLACE INTO shared VALUES ('state', ?)",
-                       (encode({**shared, "checkpoint": number}),))
+                self._write_keys(db, p, changes, number, evicted=False)
+                db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
+            db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
-                db.execute("INSERT OR REPLACE INTO shared VALUES ('local', ?)",
-                           (encode(dict(local)),))
+                db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
         self.last_checkpoint = max(self.last_checkpoint, number)
         return number
 
     @staticmethod
-    def _write_keys(db: sqlite3.Connection, p: int, changes: PartitionChanges,
+    def _write_keys(db: sqlite3.Connection, p: int, changes: PartitionChanges, checkpoint: int,
                     evicted: bool) -> None:
         labels = changes.labels
         db.executemany(
-            "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
+            schema.UPSERT_KEY,
             ((p, key, int(evicted), encode(state),
-              encode(labels[key]) if labels.get(key) else None)
+              encode(labels[key]) if labels.get(key) else None, checkpoint)
              for key, state in changes.states.items()))
 
     @contextmanager
@@ -369,9 +399,9 @@ class CheckpointStore:
         memory for the keys in use only. ``shared`` is taken only by a store that has none."""
         with self._transaction(f"checkpoint {checkpoint} of partition {partition} not "
                                f"restored") as db:
-            self._write_keys(db, partition, changes, evicted=True)
-            db.execute("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?)",
-                       (partition, changes.position, checkpoint, changelog_offset))
-            db.execute("INSERT OR IGNORE INTO shared VALUES ('state', ?)",
-                       (encode({**shared, "checkpoint": checkpoint}),))
+            self._write_keys(db, partition, changes, checkpoint, evicted=True)
+            db.execute(schema.UPSERT_PARTITION, (partition, changes.position, checkpoint,
+                                           changelog_offset))
+            db.execute("INSERT OR IGNORE INTO shared (name, value, checkpoint) VALUES ('state', ?, ?)",
+                       (encode({**shared, "checkpoint": checkpoint}), checkpoint))
         self.last_checkpoint = max(self.last_checkpoint, checkpoint)

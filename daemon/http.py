@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 HISTORY_SAMPLES = frozenset({
     "adaptd_records_consumed_total", "adaptd_updates_total", "adaptd_drift_events_total",
     "adaptd_prequential_loss", "adaptd_regret", "adaptd_cumulative_loss",
+    "adaptd_candidate_weight",
 })
 
 

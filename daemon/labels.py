@@ -20,13 +20,16 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adaptd.errors import RecordError
 from adaptd.records import BatchBuilder, RecordBatch
 from adaptd.settings import LabelsConfig
+
+if TYPE_CHECKING:
+    from adaptd.learner import PendingFeatures
 
 
 class PendingLabels:
@@ -138,7 +141,7 @@ class PendingLabels:
             del self._entries[rid]
 
 
-def kept_features(pending: PendingLabels | None, batch: BatchBuilder,
+def kept_features(pending: PendingFeatures | None, batch: BatchBuilder,
                   record_id: str) -> tuple[str, tuple[float, ...]]:
     """``(key, x)`` for a delayed label (a record with ``id`` and ``y`` and no ``x``): those of
     the last unlabelled record with that id earlier in ``batch`` (the learner keeps them when it

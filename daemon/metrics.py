@@ -101,7 +101,8 @@ class Metrics:
             registry=registry)
         self.candidate_weight = Gauge(
             "adaptd_candidate_weight",
-            "--model auto: mean Hedge weight of each expert over live keys.", ["candidate"],
+            "--model auto: Hedge weight of each expert, averaged over live keys (each key "
+            "counts once, however many records it has).", ["candidate"],
             registry=registry)
         self._totals_seen: dict[Counter, int] = {}
 

@@ -149,6 +149,8 @@ class Partitions:
         for p, state in restored.partitions.items():
             for key in state.keys:
                 self.key_partition[key] = p
+            if restored.fell_back_from is not None:  # rewritten at the next checkpoint (and
+                self.touched.setdefault(p, set()).update(state.keys)  # to its changelog)
             self.next_positions[p] = state.position
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
@@ -217,8 +219,8 @@ class Partitions:
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
         # label record's own key.
-        pending = getattr(self.learner, "pending", None)
-        if pending is None or not len(pending):
+        pending = self.learner.pending
+        if not len(pending):
             return
         for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
             if rid is None or math.isnan(y):

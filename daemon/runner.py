@@ -295,7 +295,7 @@ class Runner:
         ``label_unmatched``, so the label is not lost silently."""
         good: list[SourceRecord] = []
         builder = BatchBuilder()
-        pending = getattr(self.learner, "pending", None)
+        pending = self.learner.pending
         for raw in raws:
             try:
                 if raw.truncated_from is not None:  # the source kept only its first bytes

@@ -1,9 +1,9 @@
 """Start-up checks shared by the commands (``run``, ``demo``, ``meta-train``, ``bench``).
 
 What a user can get wrong before the first record (a ``--meta`` file, a state dir of another
-model, a connector that cannot reach its service, an output path) is reported as one
-:class:`StartError` line naming the flag, file or URI and what was expected, instead of a
-traceback at start or a crash in the middle of the run.
+model, an output path) is reported as one :class:`StartError` line naming the flag, file or URI
+and what was expected, instead of a traceback at start or a crash in the middle of the run. (A
+connector that cannot reach its service is named by :mod:`adaptd.connectors.registry`.)
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from adaptd.errors import AdaptdError, ConfigError, StartError
+from adaptd.errors import ConfigError, StartError
 from adaptd.settings import Settings
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 META_EXPECTED = "a meta-state file written by adaptd meta-train --out FILE"
 
@@ -31,11 +28,6 @@ def os_reason(exc: OSError) -> str:
     """``Not a directory: '/dev/null/x'``: the system's reason and the path it is about."""
     reason = exc.strerror or str(exc)
     return f"{reason}: {exc.filename!r}" if exc.filename else reason
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def expected_model(settings: Settings) -> dict[str, Any]:
@@ -184,43 +176,3 @@ def check_meta_file(settings: Settings) -> Settings:
                  "dead-lettered", from_file, path)
         return dataclasses.replace(settings, n_features=from_file)
     return settings
-
-
-def failed_connector(exc: BaseException, settings: Settings) -> tuple[str, str] | None:
-    """``(role, URI)`` of the connector whose construction or ``open`` raised ``exc``, if one did.
-
-    A third-party connector may raise anything when it cannot connect (``ConnectionError``,
-    its client library's own errors), so the failure is recognised by where it was raised: in
-    the registry's ``open_sink``/``open_source`` (whose ``uri`` argument names it) or in a
-    source's ``open`` (the run has one source).
-    """
-    from adaptd.connectors.base import Source
-
-    tb: TracebackType | None = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        name, module = frame.f_code.co_name, frame.f_globals.get("__name__")
-        if module == "adaptd.connectors.registry" and name in ("open_sink", "open_source"):
-            return name.removeprefix("open_"), str(frame.f_locals.get("uri"))
-        if name == "open" and isinstance(frame.f_locals.get("self"), Source):
-            return "source", str(settings.source)
-        tb = tb.tb_next
-    return None
-
-
-def naming_connector_failures(settings: Settings, start: Callable[[], T]) -> T:
-    """Call ``start`` (which blocks for the whole run); a connector's failure to connect at
-    start becomes one :class:`StartError` line naming its URI."""
-    try:
-        return start()
-    except AdaptdError:
-        raise
-    except Exception as exc:
-        failed = failed_connector(exc, settings)
-        if failed is None:
-            raise  # not a connector's: a bug in adaptd, whose traceback is wanted
-        role, uri = failed
-        log.debug("%s %s failed to start", role, uri, exc_info=True)  # for --log-level DEBUG
-        raise StartError(f"cannot connect to {role} {uri}: {type(exc).__name__}: "
-                         f"{_first_line(exc)}; "
-                         f"check that its service is up and the URI is right") from exc

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from adaptd.commands.checks import check_meta_file, check_state_dir, naming_connector_failures
+from adaptd.commands.checks import check_meta_file, check_state_dir
 from adaptd.commands.run import add_settings_arguments, describe_summary, settings_from_args
 from adaptd.errors import AdaptdError, ConfigError, StartError
 from adaptd.http import MetricsServer
@@ -197,8 +197,7 @@ def _stream_and_serve(args: argparse.Namespace, base: str, settings: Settings,
         started(server)
 
     try:
-        summary = naming_connector_failures(
-            settings, lambda: serve(settings, on_started=started_serving))
+        summary = serve(settings, on_started=started_serving)
     finally:
         serving.clear()
         stop.set()

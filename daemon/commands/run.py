@@ -145,12 +145,12 @@ def describe_summary(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptd.commands.checks import check_meta_file, check_state_dir, naming_connector_failures
+    from adaptd.commands.checks import check_meta_file, check_state_dir
     from adaptd.service import serve
 
     settings = check_meta_file(settings_from_args(args))
     check_state_dir(settings, fresh=getattr(args, "fresh", False))
-    summary = naming_connector_failures(settings, lambda: serve(settings))
+    summary = serve(settings)
     # The run's result, not a log event: printed whatever --log-level is, on stderr because
     # stdout may be the prediction sink.
     print(f"adaptd run: done: {describe_summary(summary)}", file=sys.stderr, flush=True)

@@ -176,8 +176,45 @@ class LearnerSummary:
     concept_reuses: int = 0
 
 
+class PendingFeatures(Protocol):
+    """The features a learner keeps under record ids until their delayed labels arrive (see
+    :class:`adaptd.labels.PendingLabels`). The runner takes them out for a label record that
+    carries only ``id`` and ``y``; the partitions note which key such a label changes."""
+
+    def __len__(self) -> int:
+        """How many ids have features kept."""
+        ...
+
+    def key_of(self, record_id: str) -> str | None:
+        """The key whose features are kept under ``record_id``, or None."""
+        ...
+
+    def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
+        """``(key, x)`` kept under ``record_id``, removed; None if nothing is kept."""
+        ...
+
+
+class NoPending:
+    """The :class:`PendingFeatures` of a learner that keeps none: every delayed label is
+    unmatched (dead-lettered as ``label_unmatched``)."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def key_of(self, record_id: str) -> str | None:
+        return None
+
+    def take(self, record_id: str) -> tuple[str, tuple[float, ...]] | None:
+        return None
+
+
 class Learner(Protocol):
     """What the runner needs of a learner. Called from the runner's thread only."""
+
+    @property
+    def pending(self) -> PendingFeatures:
+        """Features kept for delayed labels (:class:`NoPending` if the learner keeps none)."""
+        ...
 
     def process_batch(self, batch: RecordBatch) -> Outcomes:
         """Predict then learn each record, in order. Records of one key are applied in order."""

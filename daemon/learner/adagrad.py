@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptd.learner import LearnerSummary, Outcome, Outcomes
+from adaptd.learner import LearnerSummary, NoPending, Outcome, Outcomes
 from adaptd.learner.step import step_rows
 from adaptd.records import Record, RecordBatch, TaskKind
 
@@ -40,6 +40,8 @@ class AdaGradLearner:
         self._recent_loss = 0.0
         self._n_losses = 0
         self._skipped = 0
+        #: Features are not kept: a delayed label finds none.
+        self.pending = NoPending()
 
     def _params(self, key: str, n_features: int) -> tuple[np.ndarray, np.ndarray]:
         theta = self._theta.get(key)

@@ -88,3 +88,17 @@ def test_adaptd_connectors_lists_mqtt_with_its_replay_kinds() -> None:
     assert rows["mqtt"][1:4] == ["source/sink", "acknowledged,live", "built-in"]
     assert rows["stdin"][1:3] == ["source", "live"]
     assert rows["kafka"][2] == "seekable"
+
+
+def test_a_connector_module_that_fails_to_import_is_a_config_error(site: Path) -> None:
+    """Whatever a third-party module raises on import (here a SyntaxError) says which
+    connector cannot be used, instead of a traceback."""
+    (site / "unparsable_connector.py").write_text("class Amqp(:\n")
+    info = site / "unparsable-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unparsable\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[adaptd.connectors]\namqp = unparsable_connector:Amqp\n")
+    with pytest.raises(ConfigError, match=r"connector 'amqp' \(unparsable_connector:Amqp\) "
+                                          r"failed to load: SyntaxError: "):
+        connector("amqp")
+    assert {row.scheme: row for row in describe()}["amqp"].roles == "-"

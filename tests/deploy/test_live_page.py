@@ -163,6 +163,24 @@ PAGE_STATE = """JSON.stringify({
   points: Object.fromEntries([...document.querySelectorAll("canvas")].map(
     c => [c.id, +c.dataset.points])),
   legend: document.getElementById("legend-regret").textContent,
+  weights_legend: document.getElementById("legend-weights").textContent,
+  weights_shown: !document.getElementById("section-weights").hidden,
+  // Pixels of each candidate's line colour on the weights chart itself (it may be drawn below
+  // the screenshot's fold).
+  weight_pixels: (() => {
+    const c = document.getElementById("chart-weights");
+    const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const out = {};
+    for (const name of ["linear", "mlp", "prior", "last"]) {
+      const hex = getComputedStyle(document.documentElement).getPropertyValue("--w-" + name).trim();
+      const rgb = [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16));
+      let n = 0;
+      for (let i = 0; i < data.length; i += 4)
+        if (Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1]) + Math.abs(data[i + 2] - rgb[2]) < 40) n++;
+      out[name] = n;
+    }
+    return out;
+  })(),
 })"""
 
 
@@ -186,7 +204,8 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
             if (state.get("scrapes", 0) >= scrapes and points.get("chart-rate", 0) >= 2
                     and state.get("drifts", 0) >= 1
                     and min(points.get("chart-regret", 0), points.get("chart-cumloss", 0))
-                    >= 2 * (scrapes - 1)):
+                    >= 2 * (scrapes - 1)
+                    and points.get("chart-weights", 0) >= 4 * (scrapes - 1)):
                 break
             time.sleep(0.5)  # the page's own scrape period: nothing to inject here
         else:
@@ -202,6 +221,15 @@ def test_live_page_plots_loss_regret_drift_and_throughput(
     assert points["chart-regret"] >= 2 * (scrapes - 1), state
     assert points["chart-cumloss"] >= 2 * (scrapes - 1), state
     assert "vs baseline" in state["legend"] and "vs hindsight" in state["legend"], state
+    # --model auto (the default): one line per Hedge candidate, its weight in the legend.
+    assert state["weights_shown"] and points["chart-weights"] >= 4 * (scrapes - 1), state
+    shown = dict(re.findall(r"(linear|MLP|prior|last label)[^:]*: ([0-9.e+-]+)",
+                            state["weights_legend"]))
+    assert set(shown) == {"linear", "MLP", "prior", "last label"}, state
+    # Each key's weights are shares of one, and so is their mean over keys.
+    assert abs(sum(float(v) for v in shown.values()) - 1) < 0.01, state
+    # Every line is drawn: more than a legend swatch's worth (12x3 device pixels) of it.
+    assert all(n > 100 for n in state["weight_pixels"].values()), state
 
     shot = tmp_path / "live-page.png"
     shot.write_bytes(png)

@@ -126,6 +126,22 @@ def test_prometheus_scrapes_the_daemon(
     assert [t["health"] for t in targets] == ["up"]
 
 
+def test_prometheus_has_each_candidate_s_weight(
+    prometheus: PrometheusServer, running_daemon: RunningDaemon
+) -> None:
+    """--model auto (the daemon's default): adaptd_candidate_weight{candidate} per expert,
+    the Hedge weights averaged over live keys, so together they are one."""
+    wait_for(lambda: len(prometheus.query("adaptd_candidate_weight")) == 4, timeout_s=60,
+             what="adaptd_candidate_weight for four candidates")
+    weights = {s["metric"]["candidate"]: float(s["value"][1])
+               for s in prometheus.query("adaptd_candidate_weight")}
+    assert set(weights) == {"linear", "mlp", "prior", "last"}
+    assert all(0 <= w <= 1 for w in weights.values()), weights
+    assert abs(sum(weights.values()) - 1) < 1e-6, weights
+    [total] = prometheus.query("sum(adaptd_candidate_weight)")
+    assert abs(float(total["value"][1]) - 1) < 1e-6
+
+
 def test_prometheus_loads_and_evaluates_the_rules(prometheus: PrometheusServer) -> None:
     def evaluated() -> bool:
         rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]

@@ -124,3 +124,117 @@ def test_a_restored_checkpoint_is_not_this_replica_s_own(tmp_path: Path) -> None
     assert store.changelog_mark(0) is None  # written without a changelog
     store.drop_partition(0)
     assert store.load().partitions == {} and store.get(0, "a") is None
+
+
+def damage(path: Path, key: str, column: str = "value") -> None:
+    """Flip one byte in the middle of ``column`` of ``key``'s row, as a bad disk would."""
+    with sqlite3.connect(path / "state.db") as db:
+        (blob,) = db.execute(f"SELECT {column} FROM keys WHERE key = ?", (key,)).fetchone()
+        flipped = bytearray(blob)
+        flipped[len(flipped) // 2] ^= 0x10
+        db.execute(f"UPDATE keys SET {column} = ? WHERE key = ?", (bytes(flipped), key))
+
+
+def three_generations(path: Path) -> tuple[CheckpointStore, list[int]]:
+    """Checkpoints 1, 2, 3 of a store. The last one changes key a, creates key n and partition
+    2, rewrites the shared and local states and the labels of b, and writes key e, which is
+    then evicted; key c is left as checkpoint 1 wrote it."""
+    store = CheckpointStore(path)
+    ids = [
+        store.save({"n": 1}, {0: changes(10, a=1, b=1, c=1, e=1)}, checkpoint=1, local={"l": 1}),
+        store.save({"n": 2}, {0: PartitionChanges(20, {"a": 2, "b": 2},
+                                                  {"b": [("r2", 1.0, "b", (2.0,))]})},
+                   checkpoint=2, local={"l": 2}),
+        store.save({"n": 3}, {0: PartitionChanges(30, {"a": 3, "b": 3, "n": 3, "e": 3},
+                                                  {"b": [("r3", 1.0, "b", (3.0,))]}),
+                              2: changes(5, z=3)}, checkpoint=3, local={"l": 3}),
+    ]
+    store.mark_evicted(0, ["e"])
+    store.close()
+    return store, ids
+
+
+def as_loaded(restored) -> dict:
+    return {"shared": restored.shared, "local": restored.local, "checkpoint": restored.checkpoint,
+            "partitions": {p: (s.position, s.checkpoint, s.learner)
+                           for p, s in restored.partitions.items()}}
+
+
+# What checkpoint 2 left, whole: key e was live then, keys n and z and partition 2 did not exist.
+CHECKPOINT_2 = {"shared": {"n": 2}, "local": {"l": 2}, "checkpoint": 2, "partitions": {0: (
+    20, 2, {"keys": {"a": 2, "b": 2, "c": 1, "e": 1}, "labels": [("r2", 1.0, "b", (2.0,))]})}}
+
+
+@pytest.mark.parametrize("where", [("a", "value"), ("b", "labels"), ("e", "value"),
+                                   ("z", "value"), ("n", "value")])
+def test_a_damaged_value_of_the_last_checkpoint_loads_the_one_before_whole(
+        tmp_path: Path, where: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever value of checkpoint 3 is damaged (a changed key, a key's labels, a key evicted
+    since, a key of a partition checkpoint 3 created), the load is checkpoint 2 exactly."""
+    three_generations(tmp_path)
+    damage(tmp_path, *where)
+    restored = CheckpointStore(tmp_path).load()
+    assert as_loaded(restored) == CHECKPOINT_2 and restored.fell_back_from == 3
+    fallbacks = [r for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(fallbacks) == 1
+    assert fallbacks[0].getMessage().startswith(
+        f"state dir {tmp_path}: checkpoint 3 is damaged ({tmp_path / 'state.db'}: partition ")
+    assert "resuming from the one before it, checkpoint 2, as a whole" in fallbacks[0].getMessage()
+    # The store was rolled back: checkpoint 2 is now the last one, read again without a word.
+    caplog.clear()
+    store = CheckpointStore(tmp_path)
+    assert as_loaded(store.load()) == CHECKPOINT_2 and not caplog.records
+    assert store.get(0, "e") == 1 and store.get(0, "n") is None and store.get(2, "z") is None
+    # The next checkpoint builds on checkpoint 2: a later fallback returns to what it wrote.
+    store.save({"n": 4}, {0: changes(40, a=4)}, checkpoint=4, local={"l": 4})
+    store.save({"n": 5}, {0: changes(50, c=5)}, checkpoint=5, local={"l": 5})
+    damage(tmp_path, "c")
+    again = CheckpointStore(tmp_path).load()
+    assert again.shared == {"n": 4} and again.partitions[0].position == 40
+    assert again.partitions[0].learner["keys"] == {"a": 4, "b": 2, "c": 1, "e": 1}
+
+
+def test_the_shared_state_damaged_falls_back_too(tmp_path: Path) -> None:
+    three_generations(tmp_path)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("UPDATE shared SET value = substr(value, 1, 30) WHERE name = 'state'")
+    assert as_loaded(CheckpointStore(tmp_path).load()) == CHECKPOINT_2
+
+
+@pytest.mark.parametrize("second", [("a", "prev_value"), ("c", "value")])
+def test_no_whole_checkpoint_left_is_refused_and_the_store_left_as_it_was(
+        tmp_path: Path, second: tuple[str, str]) -> None:
+    """Checkpoint 3 damaged, and checkpoint 2 too: in a value only it holds (a's previous
+    one) or in one both share (c, unchanged since checkpoint 1)."""
+    three_generations(tmp_path)
+    damage(tmp_path, "b")
+    damage(tmp_path, *second)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        before = db.execute("SELECT * FROM keys ORDER BY partition, key").fetchall()
+    with pytest.raises(CheckpointError, match=(
+            r"state\.db has no whole checkpoint left: in checkpoint 3, .*partition 0 key 'b' "
+            r"is corrupt: checksum mismatch; in the one before it, 2, .*partition 0 key "
+            f"'{second[0]}' is corrupt: checksum mismatch; pass --fresh")):
+        CheckpointStore(tmp_path).load()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT * FROM keys ORDER BY partition, key").fetchall() == before
+
+
+def test_a_first_checkpoint_damaged_has_nothing_to_fall_back_to(tmp_path: Path) -> None:
+    CheckpointStore(tmp_path).save({}, {0: changes(10, a=1)}, checkpoint=1)
+    damage(tmp_path, "a")
+    with pytest.raises(CheckpointError, match=(
+            r"has no whole checkpoint: .*partition 0 key 'a' is corrupt: checksum mismatch, and "
+            r"no older checkpoint is kept to fall back to; pass --fresh")):
+        CheckpointStore(tmp_path).load()
+
+
+def test_a_checkpoint_rewrites_only_the_rows_it_changes(tmp_path: Path) -> None:
+    """Keeping the previous generation moves a row's old value within the row it rewrites:
+    the rows a checkpoint does not write are not touched."""
+    three_generations(tmp_path)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = dict(db.execute("SELECT key, checkpoint FROM keys").fetchall())
+        kept = dict(db.execute("SELECT key, prev_checkpoint FROM keys").fetchall())
+    assert rows == {"a": 3, "b": 3, "c": 1, "e": 3, "n": 3, "z": 3}
+    assert kept == {"a": 2, "b": 2, "c": None, "e": 1, "n": None, "z": None}

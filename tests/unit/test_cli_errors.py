@@ -173,6 +173,20 @@ class RefusingConnector(Connector):
     @classmethod
     def source(cls, uri):
         return RefusingSource()
+
+
+class BrokenConnector(Connector):
+    """A third-party connector that cannot even build its source or sink: its client library
+    raises its own error type on a URI it does not like."""
+
+    scheme = "broken"
+    description = "fails to build"
+
+    @classmethod
+    def sink(cls, uri):
+        raise RuntimeError("client library: no such endpoint\\n  (more detail on a second line)")
+
+    source = sink
 '''
 
 
@@ -185,7 +199,8 @@ def refusing_plugin(tmp_path: Path) -> dict[str, str]:
     (site / "refusing_connector.py").write_text(REFUSING_CONNECTOR)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: refusing\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[adaptd.connectors]\nrefuse = refusing_connector:RefusingConnector\n")
+        "[adaptd.connectors]\nrefuse = refusing_connector:RefusingConnector\n"
+        "broken = refusing_connector:BrokenConnector\n")
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
@@ -195,11 +210,37 @@ def test_a_connector_that_cannot_connect_is_named(tmp_path: Path,
     result = adaptd("run", "--source", STREAM, "--sink", uri, "--metrics-port", "off",
                     "--state-dir", str(tmp_path / "s"), cwd=tmp_path, env_extra=refusing_plugin)
     assert one_line_error(result) == (
-        f"adaptd run: cannot connect to sink {uri}: ConnectionRefusedError: [Errno 111] "
-        f"Connection refused; check that its service is up and the URI is right")
+        f"adaptd run: cannot connect to sink {uri} (connector 'refuse' of refusing): "
+        f"ConnectionRefusedError: [Errno 111] Connection refused; check that its service is up "
+        f"and the URI is right")
     result = adaptd("run", "--source", uri, "--metrics-port", "off",
                     "--state-dir", str(tmp_path / "s2"), cwd=tmp_path, env_extra=refusing_plugin)
-    assert one_line_error(result).startswith(f"adaptd run: cannot connect to source {uri}: ")
+    assert one_line_error(result).startswith(
+        f"adaptd run: cannot connect to source {uri} (connector 'refuse' of refusing): ")
+
+
+@pytest.mark.parametrize("flag", ["--source", "--sink", "--dead-letter"])
+def test_a_third_party_connector_that_fails_to_build_is_named_with_its_package(
+        tmp_path: Path, refusing_plugin: dict[str, str], flag: str) -> None:
+    uri = "broken://somewhere/stream"
+    args = {"--source": STREAM, flag: uri}
+    result = adaptd("run", *(x for kv in args.items() for x in kv), "--metrics-port", "off",
+                    "--state-dir", str(tmp_path / "s"), cwd=tmp_path, env_extra=refusing_plugin)
+    role = "source" if flag == "--source" else "sink"
+    assert one_line_error(result) == (
+        f"adaptd run: cannot connect to {role} {uri} (connector 'broken' of refusing): "
+        f"RuntimeError: client library: no such endpoint; check that its service is up and the "
+        f"URI is right")
+
+
+def test_meta_train_names_a_source_that_cannot_connect(
+        tmp_path: Path, refusing_plugin: dict[str, str]) -> None:
+    uri = "refuse://127.0.0.1:1/history"
+    result = adaptd("meta-train", "--source", uri, "--out", "m.pt", cwd=tmp_path,
+                    env_extra=refusing_plugin)
+    assert one_line_error(result).startswith(
+        f"adaptd meta-train: cannot connect to source {uri} (connector 'refuse' of refusing): "
+        f"ConnectionRefusedError: ")
 
 
 def test_unwritable_outputs_and_bad_demo_flags_are_one_line(tmp_path: Path) -> None:

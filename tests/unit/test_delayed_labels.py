@@ -41,3 +41,24 @@ def test_a_kept_label_survives_a_restart(tmp_path: Path) -> None:
 def test_a_record_without_x_and_without_a_label_is_still_missing_x(tmp_path: Path) -> None:
     run = run_lines(tmp_path, [b'{"id":"a"}', b'{"y":1}'])
     assert [d["reason"] for d in run.dead_letters] == ["missing_x", "missing_x"]
+
+
+@pytest.mark.parametrize("model", ["auto", "linear", "adagrad"])
+def test_every_learner_shows_the_features_it_keeps(model: str) -> None:
+    """``Learner.pending``: what the runner and the partitions read for delayed labels."""
+    from adaptd.config import load_settings
+    from adaptd.learner import build_learner
+    from adaptd.learner.adagrad import AdaGradLearner
+    from adaptd.records import Record
+
+    if model == "adagrad":  # the plain baseline keeps nothing: its labels go unmatched
+        learner = AdaGradLearner()
+    else:
+        learner = build_learner(load_settings(environ={}, flags={"model": model}))
+    learner.process_many([Record(key="k", x=(1.0, 2.0), id="r1")])
+    pending = learner.pending
+    if model == "adagrad":
+        assert len(pending) == 0 and pending.key_of("r1") is None and pending.take("r1") is None
+    else:
+        assert len(pending) == 1 and pending.key_of("r1") == "k"
+        assert pending.take("r1") == ("k", (1.0, 2.0)) and len(pending) == 0
