@@ -57,7 +57,7 @@ def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
     packed = packed_task_states(learner, keys)
     if packed is not None:  # the arena's rows, packed at once
         part: dict[str, Any] = {"keys": packed}
-        pending = learner.pending  # type: ignore[attr-defined]
+        pending = learner.pending
         part["labels"] = pending.state_dict(keys)["entries"] if len(pending) else []
         return part
     state = learner.state_dict(keys)
