@@ -29,8 +29,10 @@ from adaptd.state_codec import pack_rows, pack_state
 def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] | None:
     """key → packed task state for ``keys`` (those the learner holds, live or just evicted);
     None when ``learner``'s task states are not all arena rows. Never blocks."""
+    # No bank yet: the learner has not seen a record (nor set up its arena).
+    bank = getattr(learner, "bank", None)
     if type(learner) is not AdaptiveLearner or learner.concepts is not None \
-            or not isinstance(learner.bank, (PageHinkleyBank, NullBank)):
+            or not isinstance(bank, (PageHinkleyBank, NullBank)):
         return None
     cold, slot_of = learner._cold, learner._slot_of
     out = {k: pack_state(cold[k]) for k in keys if k in cold and k not in slot_of}
@@ -42,8 +44,8 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] 
     blocks: list[tuple[tuple[str, ...], np.ndarray]] = [
         ((name,), getattr(arena, name)[slots]) for name in Arena._fields]
     rest: dict[str, Any] = {}
-    if isinstance(learner.bank, PageHinkleyBank):
-        ph = learner.bank.state
+    if isinstance(bank, PageHinkleyBank):
+        ph = bank.state
         blocks += [(("detector", name), getattr(ph, name)[slots]) for name in PHState._fields]
         rest["detector"] = {}
     else:

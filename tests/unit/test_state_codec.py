@@ -68,3 +68,11 @@ def test_zero_tails_are_left_out_and_damage_is_named() -> None:
     _equal(state, unpack_state(blob))
     with pytest.raises(ValueError, match="left over"):
         unpack_state(blob + b"x")
+
+
+def test_a_learner_before_its_first_record_is_packed_key_by_key() -> None:
+    """No arena yet (the model is set up by the first record): no fast path, and the split
+    still works (a checkpoint before any record)."""
+    learner = AdaptiveLearner()
+    assert packed_task_states(learner, ["a"]) is None
+    assert partition_part(learner, ["a"])["keys"] == {}
