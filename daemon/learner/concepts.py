@@ -3,20 +3,26 @@
 Real drifts often return to an earlier concept (seasons, regimes, a sensor's modes). After an
 alarm a key starts from θ0, which is good for a *new* task; for a recurring one, the state the
 key ended that concept with is better still. So each key keeps its last ``meta_learning.library``
-closed task states. At an alarm the key starts from θ0 as before; once its new segment has
-``PROBE`` labelled records (checked after each batch), it moves to whichever stored state has
-a lower loss on the new segment's window than where it is, if any. Not at the alarm itself:
-the detector often fires on the first record of the new concept, so the window then holds the
-old concept's records, and they pick the old concept (measured: worse than no reuse). This
-is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
+closed task states. At an alarm the key starts from θ0 as before; on the record that brings
+its new segment to ``PROBE`` labelled records, it moves to whichever stored state has a lower
+loss on the support window (those ``PROBE`` records, all of the new concept) than where it is,
+if any. Not at the alarm itself: the detector often fires on the first record of the new
+concept, so the window then holds the old concept's records, and they pick the old concept
+(measured: worse than no reuse). The choice is made at that record whatever the batch size:
+the compiled kernel returns to Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the
+wave path checks after each wave. (Made at batch ends instead, a batch of 256 spent most of a
+short recurring segment before the switch, and reuse gained nothing.) This is the
+recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
 classification", KAIS 40) and Katakis, Tsoumakas, Vlahavas 2010, with the θ0-started state as
-the always-present "new concept" entry; the step sizes stay at the new task's ``A``. A task
-state joins the library only when its segment was long enough to update the meta-state
-(``min_segment``): a short segment's θ is noise. Off by default (``library = 0``): see
-:class:`adaptd.settings.MetaConfig`.
+the always-present "new concept" entry; the step sizes stay at the new task's ``A``. The
+just-closed state is a candidate too, so a false alarm costs ``PROBE`` records, not a
+relearning. A task state joins the library only when its segment was long enough to update the
+meta-state (``min_segment``): a short segment's θ is noise. See
+:class:`adaptd.settings.MetaConfig` for the default size.
 
-Per key, saved with the key's task state (``library``); ``adaptd_concept_reuses_total``
-counts the new segments moved to a stored state.
+Per key, saved with the key's task state (``library``). Whether a probe is due is read from the
+arena row (``seg``, ``seg_len``), so it survives checkpoints and evictions with the key.
+``adaptd_concept_reuses_total`` counts the new segments moved to a stored state.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Labelled records of a new segment the stored states are scored on.
 PROBE = 8
+#: Relative margin a stored state's loss must beat the current one's by (rounding, not a prior).
+TIE = 1e-9
 
 
 class ConceptLibrary:
@@ -38,8 +46,9 @@ class ConceptLibrary:
     def __init__(self, size: int) -> None:
         self.size = size
         self.states: dict[int, list[np.ndarray]] = {}
-        #: Slots reset at an alarm whose choice of start is still to be made (reconsider).
-        self.pending: set[int] = set()
+        #: The segment length at a slot's last move to a stored state (0 since its alarm). Not
+        #: saved: lost, the next probe scores on the whole window and may move it once more.
+        self.since: dict[int, int] = {}
 
     def store(self, s: int, theta: np.ndarray) -> None:
         lib = self.states.setdefault(s, [])
@@ -48,7 +57,7 @@ class ConceptLibrary:
 
     def drop(self, s: int) -> None:
         self.states.pop(s, None)
-        self.pending.discard(s)
+        self.since.pop(s, None)
 
     def get_state(self, s: int) -> list[list[float]]:
         return [t.tolist() for t in self.states.get(s, ())]
@@ -61,35 +70,55 @@ class ConceptLibrary:
 
 def restart(lrn: AdaptiveLearner, s: int, theta_end: np.ndarray, seg_len: int) -> None:
     """At a drift alarm, after slot ``s`` was reset to θ0: file the closed task's
-    ``theta_end`` and mark the slot for :func:`reconsider` once its new segment has
-    ``PROBE`` records."""
+    ``theta_end`` (the probe :func:`reconsider` is due once the new segment has ``PROBE``
+    records)."""
     lib = lrn.concepts
     assert lib is not None
-    if lib.states.get(s):
-        lib.pending.add(s)
+    lib.since.pop(s, None)
     if seg_len >= lrn.meta_config.min_segment:
         lib.store(s, theta_end)
 
 
-def reconsider(lrn: AdaptiveLearner) -> None:
-    """For each pending slot whose new segment has ``PROBE`` records: move it to the stored
-    state that fits the segment's window best, if one beats where it is now. Called after
-    each batch."""
+def probe_due(lrn: AdaptiveLearner, slots: np.ndarray) -> np.ndarray:
+    """The slots among ``slots`` whose segment after an alarm has just reached ``PROBE``
+    records (the wave path's test; the kernel's is the same)."""
+    a = lrn.arena
+    return slots[(a.seg_len[slots] <= PROBE) & (a.seg[slots] > 0)]
+
+
+def reconsider(lrn: AdaptiveLearner, s: int) -> None:
+    """Move slot ``s`` to the stored state with the lowest loss on the window's records since
+    the segment began (or since its last move), if that beats the current state's own
+    prequential loss on the same records: both are out-of-sample (the current state was
+    trained on those records only after predicting each), where the current state's loss
+    *after* training on the window would favour it whatever the concept (with fewer records
+    than parameters it fits them exactly)."""
     lib, fam, a = lrn.concepts, lrn.family, lrn.arena
     assert lib is not None and fam is not None
-    for s in [s for s in lib.pending if a.seg_len[s] >= PROBE]:
-        lib.pending.discard(s)
-        stored = lib.states.get(s)
-        if not stored:
-            continue
-        thetas = np.stack([a.theta[s], *stored])
-        R = len(thetas)
-        with np.errstate(all="ignore"):
-            loss, _ = fam.loss_grad(thetas, np.repeat(a.WX[s : s + 1], R, axis=0),
-                                    np.repeat(a.WY[s : s + 1], R, axis=0),
-                                    np.repeat(a.WM[s : s + 1], R, axis=0))
-        loss = np.where(np.isfinite(loss), loss, np.inf)
-        best = int(np.argmin(loss))
-        if best > 0:
-            a.theta[s] = stored[best - 1]
+    stored = lib.states.get(s)
+    if not stored:
+        return
+    k = a.WM.shape[1]
+    m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
+    if m <= 0:
+        return
+    recent = (a.wpos[s] - 1 - np.arange(m)) % k
+    mask = np.zeros((1, k))
+    mask[0, recent] = a.WM[s, recent]
+    count = mask.sum()
+    if not count:
+        return
+    current = float((a.WL[s] * mask[0]).sum() / count)
+    R = len(stored)
+    with np.errstate(all="ignore"):
+        loss, _ = fam.loss_grad(np.stack(stored), np.repeat(a.WX[s : s + 1], R, axis=0),
+                                np.repeat(a.WY[s : s + 1], R, axis=0), np.repeat(mask, R, axis=0))
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    best = int(np.argmin(loss))
+    # Strictly lower, beyond rounding: right after a move the current state *is* a stored one,
+    # and the tie must not be decided by the last bit of two ways to compute the same loss.
+    if loss[best] < current * (1.0 - TIE):
+        a.theta[s] = stored[best]
+        if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1
+        lib.since[s] = int(a.seg_len[s])
