@@ -46,8 +46,8 @@ class ConceptLibrary:
     def __init__(self, size: int) -> None:
         self.size = size
         self.states: dict[int, list[np.ndarray]] = {}
-        #: The segment length at a slot's last move to a stored state (0 since its alarm). Not
-        #: saved: lost, the next probe scores on the whole window and may move it once more.
+        #: The segment length at a slot's last move to a stored state (absent: none since its
+        #: alarm); saved with the states.
         self.since: dict[int, int] = {}
 
     def store(self, s: int, theta: np.ndarray) -> None:
@@ -59,11 +59,18 @@ class ConceptLibrary:
         self.states.pop(s, None)
         self.since.pop(s, None)
 
-    def get_state(self, s: int) -> list[list[float]]:
-        return [t.tolist() for t in self.states.get(s, ())]
+    def get_state(self, s: int) -> dict[str, Any]:
+        return {"states": [t.tolist() for t in self.states.get(s, ())],
+                "since": self.since.get(s)}
 
     def set_state(self, s: int, saved: Any) -> None:
+        """``saved`` from :meth:`get_state` (or a plain list of states, as saved before
+        ``since`` was)."""
         self.drop(s)
+        if isinstance(saved, dict):
+            if saved.get("since") is not None:
+                self.since[s] = int(saved["since"])
+            saved = saved.get("states")
         for theta in saved or ():
             self.store(s, np.asarray(theta, dtype=np.float64))
 
@@ -95,7 +102,10 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
     than parameters it fits them exactly)."""
     lib, fam, a = lrn.concepts, lrn.family, lrn.arena
     assert lib is not None and fam is not None
-    stored = lib.states.get(s)
+    # A class first seen mid-stream widens θ (adaptd.learner.growth): states stored before
+    # it no longer fit the model and are dropped.
+    stored = [t for t in lib.states.get(s, ()) if len(t) == fam.n_params]
+    lib.states[s] = stored
     if not stored:
         return
     k = a.WM.shape[1]

@@ -7,7 +7,7 @@ import pytest
 
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.records import Record
-from adaptd.settings import LearnerConfig, MetaConfig, RegretConfig
+from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 
 def _recurring(seed: int, n: int, period: int) -> list[Record]:
@@ -59,8 +59,76 @@ def test_the_library_is_bounded_and_saved_with_the_key() -> None:
     lrn = _run(_recurring(1, 4000, period=400), library=2)
     state = lrn.state_dict()
     saved = state["keys"]["default"]["library"]
-    assert 1 <= len(saved) <= 2
+    assert 1 <= len(saved["states"]) <= 2
     twin = AdaptiveLearner("linear", "regression", meta=MetaConfig(library=2),
                            regret=RegretConfig(baseline=False, hindsight=False))
     twin.load_state_dict(state)
     assert twin.state_dict()["keys"]["default"]["library"] == saved
+
+
+def _twin(lrn: AdaptiveLearner, library: int = 4) -> AdaptiveLearner:
+    twin = AdaptiveLearner("linear", "regression", meta=MetaConfig(library=library),
+                           regret=RegretConfig(baseline=False, hindsight=False))
+    twin.load_state_dict(lrn.state_dict())
+    return twin
+
+
+def test_a_checkpoint_between_an_alarm_and_its_probes_changes_nothing() -> None:
+    """Restored after every 3 records (so inside many a segment's first 8): the same moves,
+    the same losses as one learner that never stopped."""
+    records = _recurring(3, 1800, period=150)
+    straight = _run(records, 4, batch=3)
+    restored = AdaptiveLearner("linear", "regression", meta=MetaConfig(library=4),
+                               regret=RegretConfig(baseline=False, hindsight=False))
+    for lo in range(0, len(records), 3):
+        restored.process_many(records[lo : lo + 3])
+        restored = _twin(restored)
+    assert straight.summary().concept_reuses > 0
+    assert restored.summary().concept_reuses == straight.summary().concept_reuses
+    assert restored.summary().cumulative_loss == pytest.approx(straight.summary().cumulative_loss)
+
+
+def test_the_library_moves_with_an_evicted_key() -> None:
+    """Evicted (max_keys) and back: the key's stored states come back with it."""
+    lrn = AdaptiveLearner("linear", "regression", meta=MetaConfig(library=4),
+                          regret=RegretConfig(baseline=False, hindsight=False),
+                          config=LearnerConfig(max_keys=1))
+    records = _recurring(4, 1500, period=150)
+    for lo in range(0, len(records), 50):
+        lrn.process_many(records[lo : lo + 50])
+    before = lrn.state_dict()["keys"]["default"]["library"]
+    assert before["states"]
+    lrn.process_many([Record(x=(0.0, 0.0, 0.0), y=0.0, key="other")])
+    assert "default" not in lrn._slot_of
+    lrn.process_many([Record(x=(0.0, 0.0, 0.0), y=None, key="default")])
+    assert lrn.state_dict()["keys"]["default"]["library"] == before
+
+
+def test_a_class_first_seen_later_drops_the_states_stored_before_it() -> None:
+    """Binary concepts stored, then a third class widens θ: the old states no longer fit and
+    are dropped, the stream goes on, and states stored after the growth are reused."""
+    rng = np.random.default_rng(5)
+    lrn = AdaptiveLearner("logistic", "classification", meta=MetaConfig(library=4),
+                          drift=DriftConfig(detector="oracle"),
+                          regret=RegretConfig(baseline=False, hindsight=False))
+
+    def segment(task: int, labels: int, n: int = 120) -> list[Record]:
+        out = []
+        for _ in range(n):
+            x = rng.normal(size=2)
+            y = int(x[0] > 0) if task % 2 == 0 else int(x[1] > 0)
+            if labels == 3 and x[0] + x[1] > 1.5:
+                y = 2
+            out.append(Record(x=tuple(x.tolist()), y=float(y), task=task))
+        return out
+
+    for task in (0, 1, 0, 1):
+        lrn.process_many(segment(task, 2))
+    before = lrn.summary().concept_reuses
+    assert before > 0
+    for task in (2, 3, 2, 3, 2, 3):
+        lrn.process_many(segment(task, 3))
+    P = lrn.family.n_params
+    saved = lrn.state_dict()["keys"]["default"]["library"]["states"]
+    assert saved and all(len(t) == P for t in saved)
+    assert lrn.summary().concept_reuses > before
