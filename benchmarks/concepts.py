@@ -5,7 +5,8 @@ Each stream runs through the default model (``auto``: Hedge over linear and MLP,
 1, 8, 64 and 256 records, once with ``library = 0`` and once with ``library = 8``, in the same
 process. Reported: mean prequential loss (MSE or log loss), accuracy for binary streams, the
 reuses (summed over the two candidates) and the seconds. Streams: river SEA and STAGGER with recurring concepts (the bench's), a recurring
-linear-tasks stream (four tasks cycled), and the bench's real streams.
+linear-tasks stream (four tasks cycled), the same generator with one task (nothing recurs),
+and the bench's real streams.
 
     .venv/bin/python benchmarks/concepts.py [--streams sea,stagger] [--out FILE.json]
 """
@@ -51,6 +52,9 @@ def streams() -> dict[str, tuple[str, StreamData]]:
     out["stagger (recurring)"] = ("classification", by_name["stagger"].load(0, 9000))
     out["linear-tasks (recurring)"] = ("regression", StreamData.from_dicts(
         recurring_linear(0, 8000)))
+    # One task, no drift: whatever the library does here is the price of its false alarms.
+    out["linear (stationary)"] = ("regression", StreamData.from_dicts(
+        recurring_linear(0, 8000, tasks=1)))
     for s in real_streams(quick=False):
         out[s.name] = (s.task, s.load(0, 20_000))
     return out

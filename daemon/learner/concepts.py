@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaptd.learner.models import multiclass_loss, pointwise_loss
+
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
 
@@ -60,7 +62,9 @@ class ConceptLibrary:
         self.since.pop(s, None)
 
     def get_state(self, s: int) -> dict[str, Any]:
-        return {"states": [t.tolist() for t in self.states.get(s, ())],
+        """``states`` ``(n, P)`` (an array, as the arena's rows are saved), ``since``."""
+        stored = self.states.get(s)
+        return {"states": np.stack(stored) if stored else np.empty((0, 0)),
                 "since": self.since.get(s)}
 
     def set_state(self, s: int, saved: Any) -> None:
@@ -71,7 +75,7 @@ class ConceptLibrary:
             if saved.get("since") is not None:
                 self.since[s] = int(saved["since"])
             saved = saved.get("states")
-        for theta in saved or ():
+        for theta in () if saved is None else saved:
             self.store(s, np.asarray(theta, dtype=np.float64))
 
 
@@ -110,19 +114,17 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
         return
     k = a.WM.shape[1]
     m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
-    if m <= 0:
+    recent = (a.wpos[s] - 1 - np.arange(max(m, 0))) % k
+    recent = recent[a.WM[s, recent] > 0]
+    if not len(recent):
         return
-    recent = (a.wpos[s] - 1 - np.arange(m)) % k
-    mask = np.zeros((1, k))
-    mask[0, recent] = a.WM[s, recent]
-    count = mask.sum()
-    if not count:
-        return
-    current = float((a.WL[s] * mask[0]).sum() / count)
+    current = float(a.WL[s, recent].mean())
     R = len(stored)
-    with np.errstate(all="ignore"):
-        loss, _ = fam.loss_grad(np.stack(stored), np.repeat(a.WX[s : s + 1], R, axis=0),
-                                np.repeat(a.WY[s : s + 1], R, axis=0), np.repeat(mask, R, axis=0))
+    Y = np.broadcast_to(a.WY[s, recent], (R, len(recent)))
+    with np.errstate(all="ignore"):  # losses only: no gradient is needed
+        out = fam.forward(np.stack(stored), np.repeat(a.WX[s, recent][None], R, axis=0))
+        loss = (multiclass_loss(out, Y) if out.ndim == 3 else
+                pointwise_loss(lrn.task, out, Y)).mean(axis=1)
     loss = np.where(np.isfinite(loss), loss, np.inf)
     best = int(np.argmin(loss))
     # Strictly lower, beyond rounding: right after a move the current state *is* a stored one,
