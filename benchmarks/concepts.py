@@ -60,8 +60,31 @@ def streams() -> dict[str, tuple[str, StreamData]]:
     return out
 
 
-def run_one(task: str, data: StreamData, batch: int, library: int) -> dict[str, Any]:
-    settings = Settings(task=task)  # type: ignore[arg-type]
+#: The bench's synthetic streams where concepts do not (sinusoid, linear-tasks) or do (friedman
+#: gra) recur, with the bench's model for each, without meta-training first.
+SUITE = (("sinusoid h=0.005", "mlp"), ("sinusoid h=0.01", "mlp"), ("sinusoid h=0.05", "mlp"),
+         ("linear-tasks spread=0.3", "linear"), ("linear-tasks spread=1.0", "linear"),
+         ("linear-tasks spread=3.0", "linear"), ("friedman lea", "mlp"),
+         ("friedman gra", "mlp"), ("friedman gsg", "mlp"))
+
+
+def suite() -> list[dict[str, Any]]:
+    """:data:`SUITE` at batch 256, 8000 records, library 0 and 8."""
+    by_name = {s.name: s for s in suite_streams(quick=False)}
+    rows = []
+    for name, model in SUITE:
+        data = by_name[name].load(0, 8000)
+        for library in LIBRARIES:
+            row = {"stream": name, "model": model, "batch": 256, "library": library,
+                   **run_one("regression", data, 256, library, model)}
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
+def run_one(task: str, data: StreamData, batch: int, library: int, model: str = "auto"
+            ) -> dict[str, Any]:
+    settings = Settings(task=task, model=model)  # type: ignore[arg-type]
     settings.meta_learning = MetaConfig(library=library)
     lrn = build_learner(settings)
     recs = data.records
@@ -86,7 +109,11 @@ def main() -> None:
     ap.add_argument("--streams", default="")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--out", default="-")
+    ap.add_argument("--suite", action="store_true", help="the bench's synthetic streams instead")
     args = ap.parse_args()
+    if args.suite:
+        _write(suite(), args.out)
+        return
     wanted = [w for w in args.streams.split(",") if w]
     results = []
     for name, (task, data) in streams().items():
@@ -98,11 +125,15 @@ def main() -> None:
                        **run_one(task, data, batch, library)}
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 results.append(row)
+    _write(results, args.out)
+
+
+def _write(results: list[dict[str, Any]], out: str) -> None:
     text = json.dumps(results, indent=1)
-    if args.out == "-":
+    if out == "-":
         print(text)
     else:
-        with open(args.out, "w") as f:
+        with open(out, "w") as f:
             f.write(text)
 
 
