@@ -68,14 +68,14 @@ SUITE = (("sinusoid h=0.005", "mlp"), ("sinusoid h=0.01", "mlp"), ("sinusoid h=0
          ("friedman gra", "mlp"), ("friedman gsg", "mlp"))
 
 
-def suite() -> list[dict[str, Any]]:
+def suite(seed: int) -> list[dict[str, Any]]:
     """:data:`SUITE` at batch 256, 8000 records, library 0 and 8."""
     by_name = {s.name: s for s in suite_streams(quick=False)}
     rows = []
     for name, model in SUITE:
-        data = by_name[name].load(0, 8000)
+        data = by_name[name].load(seed, 8000)
         for library in LIBRARIES:
-            row = {"stream": name, "model": model, "batch": 256, "library": library,
+            row = {"stream": name, "seed": seed, "model": model, "batch": 256, "library": library,
                    **run_one("regression", data, 256, library, model)}
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--suite", action="store_true", help="the bench's synthetic streams instead")
     args = ap.parse_args()
     if args.suite:
-        _write(suite(), args.out)
+        _write([row for seed in (0, 1) for row in suite(seed)], args.out)
         return
     wanted = [w for w in args.streams.split(",") if w]
     results = []

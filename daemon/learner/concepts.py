@@ -1,28 +1,34 @@
 """Concept reuse: a bounded library of a key's closed task states, tried after a drift alarm.
 
-Real drifts often return to an earlier concept (seasons, regimes, a sensor's modes). After an
-alarm a key starts from θ0, which is good for a *new* task; for a recurring one, the state the
-key ended that concept with is better still. So each key keeps its last ``meta_learning.library``
-closed task states. At an alarm the key starts from θ0 as before; on the record that brings
-its new segment to ``PROBE`` labelled records, it moves to whichever stored state has a lower
-loss on the support window (those ``PROBE`` records, all of the new concept) than where it is,
-if any. Not at the alarm itself: the detector often fires on the first record of the new
-concept, so the window then holds the old concept's records, and they pick the old concept
-(measured: worse than no reuse). The choice is made at that record whatever the batch size:
-the compiled kernel returns to Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the
-wave path checks after each wave. (Made at batch ends instead, a batch of 256 spent most of a
-short recurring segment before the switch, and reuse gained nothing.) This is the
-recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
-classification", KAIS 40) and Katakis, Tsoumakas, Vlahavas 2010, with the θ0-started state as
-the always-present "new concept" entry; the step sizes stay at the new task's ``A``. The
-just-closed state is a candidate too, so a false alarm costs ``PROBE`` records, not a
-relearning. A task state joins the library only when its segment was long enough to update the
-meta-state (``min_segment``): a short segment's θ is noise. See
-:class:`adaptd.settings.MetaConfig` for the default size.
+Real drifts often return to an earlier concept (seasons, regimes, a sensor's modes), and
+detectors raise false alarms. After an alarm a key starts from θ0, which is good for a *new*
+task; for a recurring one (or after a false alarm) the state the key ended that concept with is
+better still. So each key keeps its last ``meta_learning.library`` closed task states, the
+just-closed one included. At an alarm the key starts from θ0 as before; then at each of its new
+segment's first ``PROBE`` labelled records it moves to the stored state with the lowest loss on
+the segment's records so far (since its last move), if that loss is below ``REUSE_RATIO`` of
+the current state's own prequential loss on the same records. Both losses are out of sample:
+the current state's loss *after* training on the records would favour it whatever the concept
+(with fewer records than parameters it fits them exactly). Not at the alarm itself: the
+detector often fires on the first record of the new concept, when the window still holds the
+old concept's records.
 
-Per key, saved with the key's task state (``library``). Whether a probe is due is read from the
-arena row (``seg``, ``seg_len``), so it survives checkpoints and evictions with the key.
-``adaptd_concept_reuses_total`` counts the new segments moved to a stored state.
+The choice is made at that record whatever the batch size: the compiled kernel returns to
+Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the wave path checks after each wave,
+and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
+most of a short recurring segment before the switch, and reuse gained nothing.)
+
+This is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
+classification", KAIS 40) and Katakis, Tsoumakas, Vlahavas 2010, with the θ0-started state as
+the always-present "new concept" entry; the step sizes stay at the new task's ``A``. A task
+state joins the library only when its segment was long enough to update the meta-state
+(``min_segment``): a short segment's θ is noise. The default size is
+:class:`adaptd.settings.MetaConfig`'s.
+
+Per key, saved with the key's task state (``library``: the states and the last move). Whether a
+probe is due is read from the arena row (``seg``, ``seg_len``), so it survives checkpoints and
+evictions with the key. ``adaptd_concept_reuses_total`` counts the segments moved to a stored
+state.
 """
 
 from __future__ import annotations
@@ -38,8 +44,17 @@ if TYPE_CHECKING:
 
 #: Labelled records of a new segment the stored states are scored on.
 PROBE = 8
-#: Relative margin a stored state's loss must beat the current one's by (rounding, not a prior).
-TIE = 1e-9
+#: A stored state is moved to when its loss is below this fraction (per task) of the current
+#: state's own prequential loss on the same records, and those are at least
+#: :data:`MIN_RECORDS`. A recurring concept (or a false alarm) shows as a stored state at noise
+#: level against θ0's loss at the scale of the task change: for squared error an order of
+#: magnitude or more; log loss is floored by the labels' noise and capped near log 2 for an
+#: unsure model, so its ratios are narrower. A looser test lets the best of 8 states over a
+#: few records win by chance: on new tasks that never recur (d = 30 linear tasks, spread 3) a
+#: move on any lower loss after one record cost 34-40% more loss
+#: (``benchmarks/results/concepts.md``).
+REUSE_RATIO = {"regression": 0.03, "classification": 0.25}
+MIN_RECORDS = 3
 
 
 class ConceptLibrary:
@@ -127,9 +142,9 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
                 pointwise_loss(lrn.task, out, Y)).mean(axis=1)
     loss = np.where(np.isfinite(loss), loss, np.inf)
     best = int(np.argmin(loss))
-    # Strictly lower, beyond rounding: right after a move the current state *is* a stored one,
-    # and the tie must not be decided by the last bit of two ways to compute the same loss.
-    if loss[best] < current * (1.0 - TIE):
+    # Right after a move the current state *is* a stored one: the ratio also keeps that tie
+    # from being decided by the last bit of two ways to compute the same loss.
+    if len(recent) >= MIN_RECORDS and loss[best] < REUSE_RATIO[lrn.task] * current:
         a.theta[s] = stored[best]
         if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1
