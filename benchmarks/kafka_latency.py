@@ -1,15 +1,25 @@
 """Record latency through the daemon at a steady rate: the input's produce timestamp → the
 prediction read back, p50 and p99, per client. Used by ``kafka_throughput --latency``.
 
-The input is produced at a fixed rate (about half the client's measured end-to-end rate) by a
-plain librdkafka producer that notes each record's (partition, offset, timestamp); a plain
-librdkafka consumer reads the predictions as they arrive and notes when; the daemon in between
-runs as ``adaptd run`` assembles it, in a thread of this process.
+``adaptd run --model linear`` runs as its own process (the public CLI, default settings). A
+plain librdkafka producer in this process writes the input at a fixed rate (about half the
+client's measured end-to-end rate) and notes each record's (partition, offset, timestamp); a
+plain librdkafka consumer in a thread reads the predictions as they arrive and notes when. The
+first ``WARM_UP`` records (the daemon's start: assignment, the engine's compiled code) are sent
+before timing starts and are not counted.
+
+What is measured is an upper bound of the daemon's own decode → emitted time: it adds the input
+producer's send (librdkafka's default 5 ms linger), the broker's fetch wait and the checker's
+own fetch. The peer row, measured the same way in the same run, replaces the daemon with a plain
+librdkafka loop that reads each record and produces a small message for it: the floor of this
+broker and machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,24 +28,56 @@ from typing import Any
 
 import orjson
 
+#: Records sent (and read back) before the timed ones.
+WARM_UP = 2_000
+#: The peer row: a plain librdkafka consumer that produces a small JSON message per record
+#: it reads (no decode into a model, no learning): the floor of this broker and machine.
+PASS_THROUGH = "librdkafka pass-through"
 
-def _pace(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate: float,
+
+def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int) -> None:
+    """Consume ``n`` records of ``topic_in`` and produce one message per record to
+    ``topic_out`` with its partition and position, as plainly as librdkafka allows."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    # Fetches and waits as adaptd's librdkafka source does (fetch_max_wait_ms=100; what is
+    # fetched at once, else the first record to come), so the row is the floor of that client.
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
+    consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "partitioner": "murmur2_random"})
+    seen = 0
+    while seen < n:
+        messages = consumer.consume(256, 0)
+        if not messages and (first := consumer.poll(0.2)) is not None:
+            messages = [first, *consumer.consume(255, 0)]
+        for m in messages:
+            if m.error() is None:
+                orjson.loads(m.value())
+                producer.produce(topic_out, orjson.dumps(
+                    {"partition": m.partition(), "position": m.offset()}), m.key())
+                seen += 1
+        producer.poll(0)
+    producer.flush(30)
+    consumer.close()
+
+
+def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
           sent: dict[tuple[int, int], int]) -> None:
     """Produce ``values`` at ``rate`` records/s; note each delivered record's timestamp."""
-    from confluent_kafka import Producer
 
     def delivered(err: Any, msg: Any) -> None:
         if err is None:
             sent[(msg.partition(), msg.offset())] = msg.timestamp()[1]
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0,
-                         "partitioner": "murmur2_random", "on_delivery": delivered})
     started = time.monotonic()
     for i, (value, key) in enumerate(values):
         ahead_s = i / rate - (time.monotonic() - started)
-        if ahead_s > 0.002:
+        if ahead_s > 0.001:
             producer.poll(ahead_s)
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, on_delivery=delivered)
     producer.flush(30)
 
 
@@ -52,54 +94,66 @@ def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int],
     while len(received) < n and not stop.is_set():
         for m in consumer.consume(1000, 0.05):
             if m.error() is None:
-                now_ms = time.time() * 1000
+                now_ms = int(time.time() * 1000)
                 body = orjson.loads(m.value())
-                received.setdefault((body["partition"], body["position"]), int(now_ms))
+                received.setdefault((body["partition"], body["position"]), now_ms)
     consumer.close()
 
 
 def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
             args: argparse.Namespace) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, records) of one client at ``rate`` records/s."""
-    from prometheus_client import CollectorRegistry
+    """(p50 ms, p99 ms, records timed) of one client at ``rate`` records/s."""
+    from confluent_kafka import Producer
 
     from adaptd.commands.produce import record_key
-    from adaptd.config import load_settings
     from adaptd.connectors.kafka import ensure_topic, sink_options
     from adaptd.connectors.synthetic import generate
-    from adaptd.metrics import Metrics
     from adaptd.records import encode
-    from adaptd.service import build_runner
 
     run_id = uuid.uuid4().hex[:8]
     topic_in, topic_out = f"lat-in-{run_id}", f"lat-out-{run_id}"
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic_in}"), args.partitions)
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic_out}"), args.partitions)
-    values = [(v := encode(r), record_key(v))
-              for r in generate("linear-tasks", seed=8, n=n, keys=args.keys, d=10)]
-    settings = load_settings(environ={}, flags={
-        "source": f"kafka://{bootstrap}/{topic_in}?client={client}&limit={n}",
-        "sink": f"kafka://{bootstrap}/{topic_out}?client={client}",
-        "dead_letter": f"kafka://{bootstrap}/{topic_in}-dead?client={client}",
-        "state_dir": str(tmp / f"lat-{run_id}"), "batch_size": args.batch_size,
-        # Latency, not throughput: return from a poll as soon as anything arrived.
-        "poll_timeout_s": 0.005})
-    settings.metrics_port = None
-    runner = build_runner(settings, Metrics(CollectorRegistry()))
+    values = [(v := encode(r), record_key(v)) for r in
+              generate("linear-tasks", seed=8, n=n + WARM_UP, keys=args.keys, d=10)]
+    if client == PASS_THROUGH:
+        command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
+                   bootstrap, topic_in, topic_out, str(n + WARM_UP)]
+    else:
+        command = [
+            sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", "off",
+            "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
+            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}&limit={n + WARM_UP}",
+            "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
+            "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
+    daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    # librdkafka's default linger (5 ms): one produce request per record, at these rates,
+    # queues up behind the broker and measures the input producer instead of the daemon.
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    warm: dict[tuple[int, int], int] = {}
     sent: dict[tuple[int, int], int] = {}
     received: dict[tuple[int, int], int] = {}
     stop = threading.Event()
-    daemon = threading.Thread(target=runner.run, daemon=True)
-    checker = threading.Thread(target=_collect, args=(bootstrap, topic_out, n, received, stop),
-                               daemon=True)
-    daemon.start()
+    checker = threading.Thread(target=_collect, daemon=True,
+                               args=(bootstrap, topic_out, n + WARM_UP, received, stop))
     checker.start()
-    time.sleep(2)  # the daemon's assignment and the checker's group join, before timing
-    _pace(bootstrap, topic_in, values, rate, sent)
-    checker.join(timeout=60)
-    stop.set()
-    runner.request_stop()
-    daemon.join(timeout=60)
+    try:
+        _pace(producer, topic_in, values[:WARM_UP], rate, warm)
+        deadline = time.monotonic() + 120
+        while len(received) < WARM_UP and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _pace(producer, topic_in, values[WARM_UP:], rate, sent)
+        checker.join(timeout=60)
+    finally:
+        stop.set()
+        try:
+            _, stderr = daemon.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            _, stderr = daemon.communicate()
+    if daemon.returncode != 0:
+        raise RuntimeError(f"adaptd run ({client}) failed ({daemon.returncode}):\n{stderr}")
     latencies = sorted(received[k] - sent[k] for k in received.keys() & sent.keys())
     if not latencies:
         return float("nan"), float("nan"), 0
@@ -110,12 +164,42 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
                   args: argparse.Namespace) -> str:
     lines = [("Record latency (input produce timestamp → prediction read back), at about half "
-              "of each client's end-to-end rate:"), "",
+              "of each client's end-to-end rate, after a warm-up of "
+              f"{WARM_UP} records:"), "",
              "| client | rate (records/s) | records | p50 (ms) | p99 (ms) |",
              "|---|---:|---:|---:|---:|"]
-    for client, rate in rates.items():
+    # The pass-through runs at the fastest client's rate: its floor holds for both.
+    for client, rate in [*rates.items(), (PASS_THROUGH, max(rates.values()))]:
         target = max(100.0, rate / 2)
         n = int(min(args.records, target * 10))  # about ten seconds of input
         p50, p99, count = measure(bootstrap, tmp, client, target, n, args)
         lines.append(f"| {client} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Latency alone, at given rates: ``python -m benchmarks.kafka_latency --rate
+    kafka-python=20000 --rate librdkafka=40000`` (each already half a measured rate)."""
+    import tempfile
+
+    from adaptd.broker import EmbeddedBroker
+
+    if argv is None and sys.argv[1:2] == ["--pass-through"]:
+        bootstrap, topic_in, topic_out, n = sys.argv[2:6]
+        pass_through(bootstrap, topic_in, topic_out, int(n))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", action="append", required=True, metavar="CLIENT=FULL_RATE",
+                        help="a client and its measured end-to-end rate (records/s)")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--keys", type=int, default=16)
+    args = parser.parse_args(argv)
+    rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
+    with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:
+        print(latency_table(broker.bootstrap, Path(tmp), rates, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,19 +1,28 @@
 """End-to-end throughput through Kafka for both clients, next to each client's raw ceiling.
 
-On the embedded Tansu broker, one topic of ``--records`` 10-feature labelled records
+On the embedded Tansu broker, ``--records`` 10-feature labelled records
 (``synthetic:linear-tasks?d=10``, keyed over ``--partitions`` partitions), written by an
-independent librdkafka producer. Each row is the median of ``--repeat`` runs in this process:
+independent librdkafka producer. Each row is the median of ``--repeat`` runs, all in one run
+of this script, raw and adaptd rows alternating:
 
-- **raw consume + decode**: the client alone reads every record and ``orjson.loads`` it — the
-  ceiling for any Python consumer of this broker through that client on this machine;
-- **adaptd**: the daemon as ``adaptd run`` assembles it (``build_runner``) reads the topic
-  through that client (``?client=…``), validates, predicts, learns, and either writes every
-  prediction back to Kafka through the same client or emits nothing; an independent
-  librdkafka consumer then checks that every prediction arrived;
+- **raw consume + decode**: the client alone, in this process, reads every record and
+  ``orjson.loads`` it — the ceiling for any Python consumer of this broker through that client
+  on this machine;
+- **adaptd**: the public CLI, ``adaptd run --model linear`` as a separate process at its default
+  settings, reads a topic of its own holding the same records (a fresh topic per run: the
+  changelog of a finished run would resume the next one at the end) through that client
+  (``?client=…``), validates, predicts, learns, and either writes every prediction back to
+  Kafka through the same client or emits nothing; an independent librdkafka consumer then checks
+  that every prediction arrived. Records/s is the one ``adaptd run`` reports when it finishes
+  (from opening the source to the final checkpoint; the process start-up, imports mostly, is
+  not in it);
 - **adaptd from a jsonl file**: the same records without Kafka, the engine's own ceiling.
 
+``--model linear`` because this measures the I/O around the engine: the default ``auto`` model
+also runs an MLP per key, whose cost is the engine's (see the README's engine tables).
+
 With ``--latency`` it also measures record latency (the input's produce timestamp → the
-prediction read back by the checker) at about half of each client's end-to-end rate.
+prediction read back) at about half of each client's end-to-end rate.
 
 Usage::
 
@@ -26,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,39 +59,45 @@ class Measurement:
         return self.records / self.seconds if self.seconds > 0 else float("nan")
 
 
-def median_of(repeat: int, run: Callable[[], Measurement]) -> Measurement:
-    """The run with the median rate among ``repeat`` runs."""
-    runs = sorted((run() for _ in range(repeat)), key=lambda m: m.per_s)
-    return runs[len(runs) // 2]
+def median_of(runs: list[Measurement]) -> Measurement:
+    """The run with the median rate."""
+    ranked = sorted(runs, key=lambda m: m.per_s)
+    return ranked[len(ranked) // 2]
 
 
-def produce_input(bootstrap: str, topic: str, stream: str, partitions: int) -> int:
-    """Write the stream with a plain librdkafka producer, keyed like ``adaptd produce``."""
+def input_records(stream: str) -> list[tuple[bytes, bytes]]:
+    """(value, key) of every record of ``stream``, keyed like ``adaptd produce``."""
+    from adaptd.commands.produce import record_key
+    from adaptd.connectors.registry import open_source
+
+    source = open_source(stream)
+    source.open({})
+    out = []
+    while raws := source.poll(10_000, 0.1):
+        out += [(r.value, record_key(r.value)) for r in raws]
+    source.close()
+    return out
+
+
+def produce_input(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]],
+                  partitions: int) -> int:
+    """Write the records to a new topic with a plain librdkafka producer."""
     from confluent_kafka import Producer
 
-    from adaptd.commands.produce import record_key
     from adaptd.connectors.kafka import ensure_topic, sink_options
-    from adaptd.connectors.registry import open_source
 
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic}?client=librdkafka"), partitions)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "partitioner": "murmur2_random"})
-    source = open_source(stream)
-    source.open({})
-    n = 0
-    while raws := source.poll(10_000, 0.1):
-        for r in raws:
-            while True:
-                try:
-                    producer.produce(topic, r.value, record_key(r.value))
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        n += len(raws)
-        producer.poll(0)
-    source.close()
+    for value, key in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
     assert producer.flush(60) == 0, "input not fully produced"
-    return n
+    return len(records)
 
 
 def count_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> int:
@@ -142,74 +159,85 @@ def raw_librdkafka(bootstrap: str, topic: str, n: int) -> Measurement:
     return Measurement("librdkafka: raw consume + orjson.loads", seen, elapsed)
 
 
-def run_daemon(name: str, flags: dict[str, object]) -> Measurement:
-    """One in-process daemon assembled as ``adaptd run`` does; its records and elapsed time."""
-    from prometheus_client import CollectorRegistry
-
-    from adaptd.config import load_settings
-    from adaptd.metrics import Metrics
-    from adaptd.service import build_runner
-
-    settings = load_settings(environ={}, flags={"checkpoint_every_records": 50_000, **flags})
-    settings.metrics_port = None
-    summary = build_runner(settings, Metrics(CollectorRegistry())).run()
-    return Measurement(name, summary.records, summary.elapsed_s)
+#: ``adaptd run: done: 100000 records, …, 51,234 records/s``
+_SUMMARY = re.compile(r"adaptd run: done: (\d+) records, .* ([\d,]+) records/s")
 
 
-def daemon_kafka(bootstrap: str, topic: str, n: int, tmp: Path, client: str, sink: bool,
-                 batch_size: int) -> Measurement:
-    """One daemon over the topic through ``client``; predictions to a topic or nowhere."""
+def adaptd_run(name: str, args: list[str], tmp: Path) -> Measurement:
+    """``adaptd run --model linear ARGS`` as its own process, at default settings otherwise; its
+    records and the records/s it reports."""
+    state_dir = tmp / f"state-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port",
+               "off", "--log-level", "WARNING", "--state-dir", str(state_dir), *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    match = _SUMMARY.search(done.stderr)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"{name}: adaptd run failed ({done.returncode}):\n{done.stderr}")
+    records, rate = int(match[1]), float(match[2].replace(",", ""))
+    return Measurement(name, records, records / rate)
+
+
+def daemon_kafka(bootstrap: str, records: list[tuple[bytes, bytes]], tmp: Path, client: str,
+                 sink: bool, args: argparse.Namespace) -> Measurement:
+    """One ``adaptd run`` over a fresh topic of ``records`` through ``client``; predictions
+    to a topic or nowhere."""
     run_id = uuid.uuid4().hex[:8]
-    base = f"kafka://{bootstrap}/{topic}"
-    out_topic = f"{topic}-predictions-{run_id}"
-    m = run_daemon(
-        f"{client}: adaptd run" + (", predictions produced to Kafka" if sink else
-                                   ", no output"),
-        {
-            "source": f"{base}?client={client}&limit={n}&max_poll_records={batch_size}",
-            "sink": f"kafka://{bootstrap}/{out_topic}?client={client}" if sink else None,
-            "dead_letter": f"kafka://{bootstrap}/{topic}-dead-{run_id}?client={client}",
-            "state_dir": str(tmp / f"state-{run_id}"),
-            "batch_size": batch_size,
-        })
+    topic = f"bench-{run_id}"
+    n = produce_input(bootstrap, topic, records, args.partitions)
+    out_topic = f"{topic}-predictions"
+    flags = ["--source", f"kafka://{bootstrap}/{topic}?client={client}&limit={n}",
+             "--dead-letter", f"kafka://{bootstrap}/{topic}-dead?client={client}"]
+    if sink:
+        flags += ["--sink", f"kafka://{bootstrap}/{out_topic}?client={client}"]
+    if args.batch_size is not None:
+        flags += ["--batch-size", str(args.batch_size)]
+    m = adaptd_run(f"{client}: adaptd run" + (", predictions produced to Kafka" if sink else
+                                              ", no output"), flags, tmp)
+    assert m.records == n, f"{m.name}: {m.records} of {n} records"
     if sink:
         delivered = count_topic(bootstrap, out_topic, n)
         assert delivered >= n, f"{m.name}: {delivered} of {n} predictions arrived"
     return m
 
 
-def daemon_from_file(stream: str, tmp: Path, batch_size: int) -> Measurement:
+def daemon_from_file(records: list[tuple[bytes, bytes]], tmp: Path,
+                     args: argparse.Namespace) -> Measurement:
     """The same records from a jsonl file: what the engine costs without Kafka."""
-    from adaptd.connectors.registry import open_source
-
     path = tmp / "records.jsonl"
     if not path.exists():
-        source = open_source(stream)
-        source.open({})
-        with open(path, "wb") as fh:
-            while raws := source.poll(10_000, 0.1):
-                fh.writelines(r.value + b"\n" for r in raws)
-        source.close()
-    return run_daemon("engine: adaptd run from a jsonl file (no Kafka, no output)", {
-        "source": f"jsonl:{path}", "state_dir": str(tmp / f"file-{uuid.uuid4().hex[:8]}"),
-        "batch_size": batch_size})
+        path.write_bytes(b"".join(value + b"\n" for value, _ in records))
+    flags = ["--source", f"jsonl:{path}"]
+    if args.batch_size is not None:
+        flags += ["--batch-size", str(args.batch_size)]
+    return adaptd_run("engine: adaptd run from a jsonl file (no Kafka, no output)", flags, tmp)
 
 
-def throughput_rows(bootstrap: str, topic: str, n: int, stream: str, tmp: Path,
+def throughput_rows(bootstrap: str, records: list[tuple[bytes, bytes]], tmp: Path,
                     args: argparse.Namespace) -> list[tuple[Measurement, Measurement | None]]:
-    """(measurement, the raw ceiling it is compared with) for every row of the table."""
-    raws = {"kafka-python": lambda: raw_kafka_python(bootstrap, topic, n),
-            "librdkafka": lambda: raw_librdkafka(bootstrap, topic, n)}
+    """(measurement, the raw ceiling it is compared with) for every row of the table; each
+    repeat measures every row once, so load that comes and goes spreads over all rows."""
+    raw_topic = "bench-raw"
+    n = produce_input(bootstrap, raw_topic, records, args.partitions)
+    raws: dict[str, Callable[[], Measurement]] = {
+        "kafka-python": lambda: raw_kafka_python(bootstrap, raw_topic, n),
+        "librdkafka": lambda: raw_librdkafka(bootstrap, raw_topic, n)}
+    daemon_from_file(records, tmp, args)  # warm-up: numba's cache, the page cache
+    runs: dict[str, list[Measurement]] = {}
+    for _ in range(args.repeat):
+        for client in CLIENTS:
+            for kind, run in (("raw", raws[client]),
+                              ("plain", lambda c=client: daemon_kafka(
+                                  bootstrap, records, tmp, c, False, args)),
+                              ("sink", lambda c=client: daemon_kafka(
+                                  bootstrap, records, tmp, c, True, args))):
+                runs.setdefault(f"{client} {kind}", []).append(run())
+        runs.setdefault("file", []).append(daemon_from_file(records, tmp, args))
     rows: list[tuple[Measurement, Measurement | None]] = []
-    daemon_from_file(stream, tmp, args.batch_size)  # warm-up: numba's cache, imports
     for client in CLIENTS:
-        ceiling = median_of(args.repeat, raws[client])
-        rows.append((ceiling, ceiling))
-        for sink in (False, True):
-            rows.append((median_of(args.repeat, lambda c=client, s=sink: daemon_kafka(
-                bootstrap, topic, n, tmp, c, s, args.batch_size)), ceiling))
-    rows.append((median_of(args.repeat, lambda: daemon_from_file(stream, tmp,
-                                                                 args.batch_size)), None))
+        ceiling = median_of(runs[f"{client} raw"])
+        rows += [(ceiling, ceiling), (median_of(runs[f"{client} plain"]), ceiling),
+                 (median_of(runs[f"{client} sink"]), ceiling)]
+    rows.append((median_of(runs["file"]), None))
     return rows
 
 
@@ -228,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--keys", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="adaptd run --batch-size (default: the daemon's own)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median counts")
     parser.add_argument("--latency", action="store_true",
                         help="also p50/p99 record latency at about half the end-to-end rate")
@@ -238,13 +267,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from adaptd.broker import EmbeddedBroker
 
-    stream = f"synthetic:linear-tasks?d=10&seed=7&keys={args.keys}&n={args.records}"
-    topic = "bench-in"
+    records = input_records(
+        f"synthetic:linear-tasks?d=10&seed=7&keys={args.keys}&n={args.records}")
     with tempfile.TemporaryDirectory(prefix="adaptd-bench-") as tmp, EmbeddedBroker() as broker:
-        produced = produce_input(broker.bootstrap, topic, stream, args.partitions)
-        rows = throughput_rows(broker.bootstrap, topic, produced, stream, Path(tmp), args)
+        rows = throughput_rows(broker.bootstrap, records, Path(tmp), args)
         text = table(rows, (
-            f"Kafka throughput: {produced} records, 10 features, {args.keys} keys, "
+            f"Kafka throughput: {len(records)} records, 10 features, {args.keys} keys, "
             f"{args.partitions} partitions, embedded Tansu broker, median of {args.repeat}"))
         if args.latency:
             from benchmarks.kafka_latency import latency_table

@@ -1,15 +1,21 @@
 """Whole-process throughput and state growth, with the incremental state store (issue: state
-that scales and travels). Measured in one run, so the figures are ratios on one machine.
+that scales and travels). Every figure is a ratio to a peer measured in the same run, runs
+alternated and repeated (``--repeat``, medians), since the machine is shared.
 
 1. ``few keys``: N records over K keys (default 1M over 1,000), JSON lines in and out:
-   ``adaptd run --model logistic`` as a process (start-up, parsing, learning, checkpoints every
-   10k records, writing predictions), against a plain river loop in a process of its own (one
-   ``LogisticRegression(optimizer=AdaGrad())`` per key, ``predict_proba_one`` then
-   ``learn_one``, orjson in and out).
+   ``adaptd run --model logistic`` as a process (start-up, parsing, learning, checkpoints at the
+   default cadence, writing predictions), against a plain river loop in a process of its own
+   (one ``LogisticRegression(optimizer=AdaGrad())`` per key, ``predict_proba_one`` then
+   ``learn_one``, orjson in and out). Also adaptd with mid-run checkpoints off (only the final
+   one): what the checkpoints cost.
 2. ``distinct keys``: N records each of a new key, with ``learner.max_keys`` (default 100k):
-   records/s against case 1, the process's RSS sampled every 0.5 s, and the state dir's size.
+   records/s against the same number of records over 10 keys (and case 1's), the process's RSS sampled every 0.5 s, the state dir's size.
+3. ``--replicas 1,2,3``: records/s of 1, 2 and 3 ``adaptd run`` replicas of one group on the
+   embedded broker (separate state dirs, changelog and meta topics on), timed by the
+   predictions' produce timestamps, first to last (and from the launch of the replicas).
 
-    .venv/bin/python -m benchmarks.state_scaling [--n 1000000] [--keys 1000] [--max-keys 100000]
+    .venv/bin/python -m benchmarks.state_scaling [--n 1000000] [--keys 1000]
+        [--distinct 1000000] [--max-keys 100000] [--repeat 2] [--replicas 1,2,3]
 
 Not a test: prints figures, asserts nothing.
 """
@@ -18,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +52,8 @@ with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
         m.learn_one(x, r["y"] == 1)
         out.write(orjson.dumps({"key": r["key"], "proba": p}) + b"\n")
 """
+
+NO_MID_RUN_CHECKPOINTS = ("checkpoint_every_records=1000000000", "checkpoint_interval_s=1e9")
 
 
 def write_records(path: Path, n: int, keys: int | None, d: int = 10, seed: int = 0) -> None:
@@ -95,35 +106,138 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def few_keys(tmp: Path, args: argparse.Namespace) -> float:
+    """Case 1; returns adaptd's median records/s."""
+    few = tmp / "few.jsonl"
+    write_records(few, args.n, args.keys)
+    times: dict[str, list[float]] = {"river": [], "adaptd": [], "adaptd, no mid-run": []}
+    rss: list[int] = []
+    for i in range(args.repeat):  # alternated, so load changes hit every peer alike
+        times["river"].append(timed([sys.executable, "-c", RIVER_LOOP, str(few),
+                                     str(tmp / "river.out")])[0])
+        state = tmp / f"few-state-{i}"
+        seconds, samples = timed(adaptd_cmd(few, tmp / "few.out", state), True)
+        times["adaptd"].append(seconds)
+        rss.append(max(b for _, b in samples))
+        times["adaptd, no mid-run"].append(
+            timed(adaptd_cmd(few, tmp / "few.out", tmp / f"few-nockpt-{i}",
+                             *NO_MID_RUN_CHECKPOINTS))[0])
+    river = statistics.median(times["river"])
+    print(f"## {args.n:,} records over {args.keys:,} keys, jsonl in and out "
+          f"(median of {args.repeat}, alternated)\n")
+    print("| what | seconds (each run) | records/s | × river's time |\n|---|---|---:|---:|")
+    for name, runs in times.items():
+        med = statistics.median(runs)
+        print(f"| {name} | {', '.join(f'{t:.1f}' for t in runs)} | {args.n / med:,.0f} | "
+              f"{med / river:.2f} |")
+    print(f"\nadaptd peak RSS {max(rss) / 2**20:.0f} MiB; state dir "
+          f"{dir_size(tmp / 'few-state-0') / 2**20:.1f} MiB\n")
+    return args.n / statistics.median(times["adaptd"])
+
+
+def distinct_keys(tmp: Path, args: argparse.Namespace, few_per_s: float) -> None:
+    """Case 2."""
+    distinct, ten = tmp / "distinct.jsonl", tmp / "ten.jsonl"
+    write_records(distinct, args.distinct, None)
+    write_records(ten, args.distinct, 10)
+    ten_s, _ = timed(adaptd_cmd(ten, tmp / "ten.out", tmp / "ten-state"))
+    state = tmp / "many-state"
+    seconds, samples = timed(adaptd_cmd(distinct, tmp / "many.out", state,
+                                        f"learner.max_keys={args.max_keys}"), True)
+    per_s, ten_per_s = args.distinct / seconds, args.distinct / ten_s
+    print(f"## {args.distinct:,} distinct keys, max_keys {args.max_keys:,}\n")
+    print(f"{per_s:,.0f} records/s ({seconds:.1f} s): {per_s / ten_per_s:.2f}x the records/s of "
+          f"the same number of records over 10 keys ({ten_per_s:,.0f}/s), "
+          f"{per_s / few_per_s:.2f}x case 1's; state dir {dir_size(state) / 2**20:.0f} MiB "
+          f"({dir_size(state) / args.distinct:,.0f} bytes per key); peak RSS "
+          f"{max(b for _, b in samples) / 2**20:.0f} MiB\n")
+    step = max(1, len(samples) // 16)
+    print("RSS over time: " + ", ".join(f"{t:.0f} s {b / 2**20:.0f} MiB"
+                                        for t, b in samples[::step]) + "\n")
+
+
+def replicas(tmp: Path, args: argparse.Namespace) -> None:
+    """Case 3, on the embedded broker."""
+    from confluent_kafka import Consumer
+
+    from adaptd.broker import EmbeddedBroker
+    from adaptd.connectors.kafka import ensure_topic, sink_options
+    from benchmarks.kafka_throughput import produce_input
+
+    source = tmp / "replicas.jsonl"
+    write_records(source, args.replica_records, args.replica_keys, seed=1)
+    counts = [int(c) for c in args.replicas.split(",")]
+    print(f"## Replicas of one group: {args.replica_records:,} records over "
+          f"{args.replica_keys} keys, {args.partitions} partitions, embedded Tansu broker, "
+          f"{os.cpu_count()} cores\n")
+    print("| replicas | records/s (first → last prediction produced) | launch → last, s |\n"
+          "|---:|---:|---:|")
+    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        for count in counts:
+            topic = f"scale-{uuid.uuid4().hex[:8]}"
+            produce_input(broker.bootstrap, topic, f"jsonl:{source}", args.partitions)
+            out = f"{topic}-out"
+            # Made before the checker subscribes: librdkafka would otherwise see it only at
+            # its next metadata refresh, minutes later.
+            ensure_topic(sink_options(f"kafka://{broker.bootstrap}/{out}?client=librdkafka"),
+                         args.partitions)
+            launched = time.time()
+            procs = [subprocess.Popen(
+                [sys.executable, "-m", "adaptd", "run", "--source",
+                 (f"kafka://{broker.bootstrap}/{topic}?group=g-{topic}&session_timeout_ms=6000"
+                  f"&heartbeat_interval_ms=500"),
+                 "--sink", f"kafka://{broker.bootstrap}/{out}", "--state-dir",
+                 str(tmp / f"{topic}-{i}"), "--metrics-port", "0", "--model", "logistic",
+                 "--task", "classification"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL) for i in range(count)]
+            consumer = Consumer({"bootstrap.servers": broker.bootstrap,
+                                 "group.id": f"check-{topic}", "auto.offset.reset": "earliest"})
+            consumer.subscribe([out])
+            # Timed by the predictions' own timestamps (set when each replica produced them),
+            # not by when this checker, which joins its group late, reads them.
+            seen, stamps = 0, []
+            deadline = time.monotonic() + 600
+            while seen < args.replica_records and time.monotonic() < deadline:
+                got = [m for m in consumer.consume(10_000, 0.5) if m.error() is None]
+                seen += len(got)
+                stamps.extend(m.timestamp()[1] / 1000 for m in got)
+            consumer.close()
+            first, last = (min(stamps), max(stamps)) if stamps else (None, None)
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(60)
+            if first is None or last is None or last <= first or seen < args.replica_records:
+                print(f"| {count} | only {seen:,} predictions arrived | |")
+                continue
+            print(f"| {count} | {seen / (last - first):,.0f} | {last - launched:.1f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--distinct", type=int, default=1_000_000)
     parser.add_argument("--max-keys", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--replicas", default="", help="e.g. 1,2,3 (needs the broker)")
+    parser.add_argument("--replica-records", type=int, default=100_000)
+    parser.add_argument("--replica-keys", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--skip", default="", help="comma-separated: few,distinct")
     args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    print(f"cores: {os.cpu_count()}; load average at start "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        few, distinct = tmp / "few.jsonl", tmp / "distinct.jsonl"
-        write_records(few, args.n, args.keys)
-        write_records(distinct, args.n, None)
-
-        river_s, _ = timed([sys.executable, "-c", RIVER_LOOP, str(few), str(tmp / "river.out")])
-        few_s, few_rss = timed(adaptd_cmd(few, tmp / "few.out", tmp / "few-state"), True)
-        many_s, many_rss = timed(adaptd_cmd(distinct, tmp / "many.out", tmp / "many-state",
-                                            f"learner.max_keys={args.max_keys}"), True)
-        n = args.n
-        print(f"records: {n:,}; cores: {os.cpu_count()}")
-        print(f"river loop, {args.keys:,} keys: {n / river_s:,.0f} records/s ({river_s:.1f} s)")
-        print(f"adaptd run, {args.keys:,} keys: {n / few_s:,.0f} records/s ({few_s:.1f} s), "
-              f"{few_s / river_s:.2f}x river's time; peak RSS "
-              f"{max(b for _, b in few_rss) / 2**20:.0f} MiB; state dir "
-              f"{dir_size(tmp / 'few-state') / 2**20:.1f} MiB")
-        print(f"adaptd run, {n:,} distinct keys, max_keys {args.max_keys:,}: "
-              f"{n / many_s:,.0f} records/s ({many_s:.1f} s), {many_s / few_s:.2f}x the few-keys "
-              f"time; state dir {dir_size(tmp / 'many-state') / 2**20:.0f} MiB")
-        step = max(1, len(many_rss) // 12)
-        print("RSS over time (distinct keys): " + ", ".join(
-            f"{t:.0f}s {b / 2**20:.0f}MiB" for t, b in many_rss[::step]))
+        few_per_s = few_keys(tmp, args) if "few" not in skip else float("nan")
+        if "distinct" not in skip:
+            distinct_keys(tmp, args, few_per_s)
+        if args.replicas:
+            replicas(tmp, args)
+    print(f"load average at end {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

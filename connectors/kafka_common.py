@@ -10,13 +10,50 @@ import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from adaptd.connectors.base import PartitionListener, Sink, SinkMessage, Source
+from adaptd.connectors.base import (
+    EncodedBatch,
+    PartitionListener,
+    RecordRun,
+    Sink,
+    SinkMessage,
+    Source,
+    SourceRecord,
+)
 from adaptd.connectors.kafka_options import KafkaSinkOptions, KafkaSourceOptions
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class KafkaRecordRun(RecordRun):
+    """A :class:`RecordRun` that keeps the records as polled, so one taken out of it (to be
+    dead-lettered, say) keeps its Kafka key and timestamp."""
+
+    polled: list[SourceRecord] = field(default_factory=list)
+
+    def __getitem__(self, i: int) -> SourceRecord:
+        return self.polled[i]
+
+    def records(self) -> list[SourceRecord]:
+        return self.polled
+
+
+def as_run(records: list[SourceRecord]) -> list[SourceRecord] | RecordRun:
+    """``records`` as one run when they are consecutive positions of one partition (a poll
+    that drew from one partition, and no gap: compaction and transaction markers leave gaps),
+    so the daemon decodes them in columns; else the list as it is."""
+    if not records:
+        return records
+    first = records[0]
+    if (records[-1].position - first.position != len(records) - 1
+            or len({r.partition for r in records}) != 1):
+        return records
+    return KafkaRecordRun(first.partition, first.position, [r.value for r in records],
+                          records)
 
 
 class KafkaSourceBase(Source):
@@ -46,6 +83,10 @@ class KafkaSourceBase(Source):
     @property
     def exhausted(self) -> bool:
         return self.options.limit is not None and self._returned >= self.options.limit
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, as one run when that is what it returned (see :func:`as_run`)."""
+        return as_run(self.poll(max_records, timeout_s))
 
     def assigned(self) -> Collection[int]:
         return sorted(self._assigned)
@@ -141,6 +182,14 @@ class KafkaSinkBase(Sink):
         """Hand messages from the left of ``waiting`` to the producer, popping each one it
         took; stop (without raising) at the first it does not take."""
 
+    def _send_columns(self, producer: Any, values: list[bytes],
+                      keys: Sequence[bytes | None]) -> int:
+        """Hand messages given as columns (no headers) to the producer, in order; returns how
+        many it took (the rest wait in the sink). The default goes through :meth:`_send`."""
+        waiting = deque(map(SinkMessage, values, keys))
+        self._send(producer, waiting)
+        return len(values) - len(waiting)
+
     @abstractmethod
     def _collect(self) -> None:
         """Account for finished deliveries; append failed ones to ``_failed``. Non-blocking;
@@ -183,6 +232,20 @@ class KafkaSinkBase(Sink):
             raise SinkError(f"{self.options.where}: write after close")
         self._waiting.extend(messages)
         self._drain()
+
+    def write_encoded(self, batch: EncodedBatch) -> None:
+        """Queue a pre-encoded batch: its values go to the producer as columns, with no
+        message object each, unless earlier messages still wait (order is kept)."""
+        if self._closed:
+            raise SinkError(f"{self.options.where}: write after close")
+        self._drain()
+        if self._waiting or not self._connect():
+            self._waiting.extend(batch.messages())
+            return
+        values, keys = batch.values(), batch.keys
+        taken = self._send_columns(self._producer, values, keys)
+        if taken < len(values):
+            self._waiting.extend(map(SinkMessage, values[taken:], keys[taken:]))
 
     def _drain(self) -> None:
         """Hand waiting and failed messages to the producer while it accepts them."""

@@ -1,8 +1,8 @@
 """The kafka-python client (the default, ``client=kafka-python``): source, topic admin, and
 the rate limit on its log lines. The sink is in :mod:`adaptd.connectors.kafka_python_sink`.
 
-Per record the source builds one :class:`SourceRecord` from kafka-python's own record and does
-nothing else.
+The consumer's fetcher reads whole record batches straight into :class:`SourceRecord` lists
+(:mod:`adaptd.connectors.kafka_python_records`), so no kafka-python record object is built.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 
+from adaptd.connectors import kafka_python_records
 from adaptd.connectors.base import PartitionListener, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.connectors.kafka_options import KafkaClientOptions
@@ -95,6 +96,8 @@ class KafkaPythonSource(KafkaSourceBase):
 
     _consumer: Any  # set up by KafkaSourceBase
     _in_rebalance = False
+    #: Whether the consumer hands out SourceRecord lists (kafka_python_records.install).
+    _batched = False
 
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
@@ -129,6 +132,7 @@ class KafkaPythonSource(KafkaSourceBase):
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
         quiet_client_logs()
+        self._batched = kafka_python_records.install(consumer)
         try:
             if o.group is not None:
                 consumer.subscribe([o.topic], listener=_Rebalance(self))
@@ -169,11 +173,16 @@ class KafkaPythonSource(KafkaSourceBase):
         if not batches and not self._broker_connected():
             raise UnavailableError(f"{self.options.where}: no connection to any broker")
         out: list[SourceRecord] = []
-        record = SourceRecord
-        for tp, messages in batches.items():
-            p = tp.partition
-            # Positional arguments: half the cost of keywords, on the one per-record line.
-            out += [record(p, m.offset, m.value, m.key, m.timestamp) for m in messages]
+        if self._batched:  # the fetcher built the SourceRecords, a batch at a time
+            for records in batches.values():
+                out += records
+        else:
+            record = SourceRecord
+            for tp, messages in batches.items():
+                p = tp.partition
+                # Positional arguments: half the cost of keywords, on the one per-record line.
+                out += [record(p, m.offset, m.value or b"", m.key, m.timestamp)
+                        for m in messages]
         self._returned += len(out)
         return out
 

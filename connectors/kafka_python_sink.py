@@ -25,12 +25,14 @@ from typing import Any
 from adaptd.connectors.base import SinkMessage
 from adaptd.connectors.kafka_common import KafkaSinkBase
 from adaptd.connectors.kafka_python import ensure_topic, quiet_client_logs
+from adaptd.connectors.kafka_python_records import Messages, can_fill, fill_batch
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
 
 
-def failed_in_batch(messages: list[SinkMessage], future: Any) -> list[tuple[SinkMessage, Any]]:
+def failed_in_batch(messages: Messages | Sequence[SinkMessage], future: Any
+                    ) -> list[tuple[SinkMessage, Any]]:
     """The messages of a completed batch that were not delivered, with why.
 
     kafka-python completes a batch's future with ``(base_offset, timestamp_ms,
@@ -38,11 +40,12 @@ def failed_in_batch(messages: list[SinkMessage], future: Any) -> list[tuple[Sink
     gives each record's error.
     """
     if future.exception is not None:
-        return [(m, future.exception) for m in messages]
+        return [(messages[i], future.exception) for i in range(len(messages))]
     record_exceptions = future.value[2] if isinstance(future.value, tuple) else None
     if record_exceptions is None:
         return []
-    return [(m, e) for i, m in enumerate(messages) if (e := record_exceptions(i)) is not None]
+    return [(messages[i], e) for i in range(len(messages))
+            if (e := record_exceptions(i)) is not None]
 
 
 class BatchAppender:
@@ -85,7 +88,7 @@ class BatchAppender:
             self._partition_of[key] = partition
         return partition
 
-    def append(self, messages: Sequence[SinkMessage]) -> list[tuple[list[SinkMessage], Any]]:
+    def append(self, messages: Messages) -> list[tuple[Messages, Any]]:
         """Append ``messages`` as record batches; returns (messages, batch future) pairs.
 
         Blocks up to the producer's ``max_block_ms`` for the topic's metadata the first time;
@@ -95,21 +98,25 @@ class BatchAppender:
         if partitions != self._partitions:
             self._partitions = partitions
             self._partition_of.clear()
-        by_partition: dict[int, list[SinkMessage]] = {}
-        for msg in messages:
-            by_partition.setdefault(self._partition(msg.key), []).append(msg)
+        partition_of, partition = self._partition_of, self._partition
+        rows: dict[int, list[int]] = {}
+        for i, key in enumerate(messages.keys):
+            p = partition_of.get(key) if key is not None else None
+            rows.setdefault(partition(key) if p is None else p, []).append(i)
         now_ms = int(time.time() * 1000)
         out = []
-        for partition, group in by_partition.items():
+        for p, group_rows in rows.items():
+            group = messages if len(rows) == 1 else messages.select(group_rows)
             start = 0
             while start < len(group):
-                batch, end = self._batch(partition, group, start, now_ms)
-                out.append((group[start:end], batch.produce_future))
+                batch, end = self._batch(p, group, start, now_ms)
+                out.append((group.slice(start, end) if start or end < len(group) else group,
+                            batch.produce_future))
                 start = end
         self._producer._sender.wakeup()
         return out
 
-    def _batch(self, partition: int, group: list[SinkMessage], start: int,
+    def _batch(self, partition: int, group: Messages, start: int,
                now_ms: int) -> tuple[Any, int]:
         """One batch of ``group[start:end]`` (as many as fit), queued in the accumulator."""
         from kafka.producer.producer_batch import ProducerBatch
@@ -117,17 +124,21 @@ class BatchAppender:
         from kafka.structs import TopicPartition
 
         builder = MemoryRecordsBuilder(self._magic, self._compression, self._batch_bytes)
-        append = builder.append
-        end = start
-        for msg in group[start:]:
-            if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
-                break
-            end += 1
-        if end == start:
-            raise SinkError(f"kafka://{self._topic}: a message of {len(group[start].value)} "
-                            f"bytes does not fit batch_bytes={self._batch_bytes}")
+        largest = 0
+        if can_fill(builder._builder):  # the whole batch in one pass (kafka_python_records)
+            end, largest = fill_batch(builder._builder, group, start, now_ms)
+            builder._next_offset = end - start
+        else:  # message format v0/v1, or a kafka-python whose builder differs
+            append = builder.append
+            end = start
+            while end < len(group):
+                msg = group[end]
+                if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
+                    break
+                end += 1
         tp = TopicPartition(self._topic, partition)
         batch = ProducerBatch(tp, builder)
+        batch.max_record_size = largest
         accumulator = self._accumulator
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
@@ -148,7 +159,7 @@ class KafkaPythonSink(KafkaSinkBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # (messages, futures), oldest first: one future per message, or one for all of them.
-        self._chunks: deque[tuple[list[SinkMessage], list[Any]]] = deque()
+        self._chunks: deque[tuple[Messages | list[SinkMessage], list[Any]]] = deque()
         self._unacked = 0
         self._batches: BatchAppender | None = None
 
@@ -180,20 +191,31 @@ class KafkaPythonSink(KafkaSinkBase):
         return producer
 
     def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
+        if self._batches is None:
+            self._send_each(producer, waiting)
+        elif self._append(Messages.of(waiting)):
+            waiting.clear()
+
+    def _send_columns(self, producer: Any, values: list[bytes],
+                      keys: Sequence[bytes | None]) -> int:
+        if self._batches is None:
+            return super()._send_columns(producer, values, keys)
+        return len(values) if self._append(Messages(values, keys)) else 0
+
+    def _append(self, messages: Messages) -> bool:
+        """Hand ``messages`` to the producer as record batches; False (none taken) if it has
+        no metadata for the topic yet."""
         from kafka.errors import KafkaError
 
-        if self._batches is not None:
-            messages = list(waiting)
-            try:
-                batches = self._batches.append(messages)
-            except KafkaError as exc:  # no metadata in time: everything waits, in backlog
-                log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
-                return
-            waiting.clear()
-            self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
-            self._unacked += len(messages)
-            return
-        self._send_each(producer, waiting)
+        assert self._batches is not None
+        try:
+            batches = self._batches.append(messages)
+        except KafkaError as exc:  # no metadata in time: everything waits, in backlog
+            log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
+            return False
+        self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
+        self._unacked += len(messages)
+        return True
 
     def _send_each(self, producer: Any, waiting: deque[SinkMessage]) -> None:
         """The public path: ``send`` per message."""
@@ -225,10 +247,10 @@ class KafkaPythonSink(KafkaSinkBase):
                 return
             chunks.popleft()
             self._unacked -= len(messages)
-            if len(futures) < len(messages):  # one future for the whole batch
+            if len(futures) == 1:  # one future for the whole batch (or its one message)
                 self._failed.extend(failed_in_batch(messages, futures[0]))
                 continue
-            self._failed.extend((m, f.exception) for m, f in zip(messages, futures, strict=True)
+            self._failed.extend((messages[i], f.exception) for i, f in enumerate(futures)
                                 if f.exception is not None)
 
     def _in_flight(self) -> int:

@@ -24,9 +24,26 @@ consumer reads them) nor reports reliable end offsets (both tested), so neither 
   applied or wrote. A restore reads only what follows it, after checking that the marker there
   is the checkpoint the store holds (else the store's copy of p is dropped and p is read whole).
 
-Markers are keyed by epoch and checkpoint id, so compaction never removes one; key records are
-keyed by key. Known limit under a compacting broker: compaction may drop a key's committed
-record in favour of a newer one from a checkpoint that never completed (Tansu does not compact).
+* **Compaction keys that alternate.** Markers are keyed by epoch and checkpoint id and fences
+  by a random id, so compaction never removes one. A key's state record is keyed ``s/<epoch>/<slot>/<key>``, and
+  each key alternates between slot 0 and slot 1: the writer sends a key's next state to the
+  slot its last *committed* state is not in, and flips the key's slot only once the broker has
+  acknowledged that checkpoint's marker. A publish that fails (the marker may or may not have
+  landed) ends the writer's epoch: its next checkpoint first appends a new fence.
+
+Why a compacting broker cannot make a restore wrong. Compaction keeps, per compaction key, at
+least the last record, and keeps the log order of what it keeps. Take any key ``a`` of p and
+its last committed state R (written at checkpoint C, epoch E, slot x). (1) R survives: within
+E one writer sends ``a`` to slot x again only after a later write of ``a`` to the other slot
+was committed, which contradicts R being the last; a half-written checkpoint after C writes
+``a`` to the other slot; another epoch's records have other compaction keys; and the writer
+of E sends nothing to E's keys once a publish of E failed. (2) C's marker survives (never
+compacted) and follows R. (3) Every record of ``a`` the replay applies after R belongs to a
+checkpoint with a marker, hence committed, hence — R being the last committed — to an older
+epoch's zombie, which the fence rule drops. So the replay ends with R for every key, with the
+position of the last marker: a half-written tail is ignored, compacted or not. The cost: a
+key's records of an epoch stay until the key is written again in that epoch, so a partition
+that changed owner keeps up to two records per key per past owner (keys × reassignments).
 
 Values are :func:`adaptd.checkpoint.encode` blobs (checksummed pickles): only the daemon's
 group may write these topics.
@@ -36,7 +53,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +83,46 @@ class _Checkpoint:
     labels: dict[str, list[Any]] = field(default_factory=dict)
 
 
+def apply_records(records: Iterable[tuple[int, dict[str, Any]]], partition: int,
+                  store: CheckpointStore, replace: bool) -> int:
+    """Apply the complete checkpoints among ``records`` ((offset, decoded value) of one
+    changelog partition, in log order, compacted or not) to ``store``; returns how many. With
+    ``replace``, the store's copy is dropped before the first (a changelog with no complete
+    checkpoint leaves it: written before the changelog was, it is all there is)."""
+    pending: dict[tuple[int, int], _Checkpoint] = {}
+    newest_fence = -1
+    applied = 0
+    for offset, value in records:
+        kind = value["kind"]
+        if kind == _FENCE:
+            newest_fence = offset
+            continue
+        if kind not in (_STATE, _MARK):
+            continue
+        if value["epoch"] < newest_fence:
+            continue  # written by a replica that had lost the partition: fenced off
+        at = (value["epoch"], value["checkpoint"])
+        if kind == _STATE:
+            entry = pending.setdefault(at, _Checkpoint())
+            entry.states[value["key"]] = value["state"]
+            if value["labels"]:
+                entry.labels[value["key"]] = value["labels"]
+        elif kind == _MARK:
+            done = pending.pop(at, _Checkpoint())
+            if replace:
+                store.drop_partition(partition)
+                replace = False
+            store.apply_restored(
+                partition, PartitionChanges(value["position"], done.states, done.labels),
+                checkpoint=value["checkpoint"], changelog_offset=offset, shared=value["shared"])
+            applied += 1
+    if pending:
+        log.warning("partition %d: %d incomplete checkpoints in changelog %s ignored (their "
+                    "writer stopped before its commit marker)", partition, len(pending),
+                    store.path)
+    return applied
+
+
 class Changelog:
     """The changelog of one Kafka source topic and group. Runner thread only; every method
     blocks on the broker.
@@ -84,6 +142,8 @@ class Changelog:
         self.read_timeout_s = read_timeout_s
         #: partition → this replica's epoch (the offset of its fence) while it owns it.
         self.epochs: dict[int, int] = {}
+        #: partition → keys whose next state goes to slot 1 in this epoch (others: slot 0).
+        self._slot_one: dict[int, set[str]] = {}
         self.clients = TopicClients(bootstrap, self.topic, self._source_partitions)
 
     def _source_partitions(self, consumer: KafkaConsumer) -> int:
@@ -99,20 +159,30 @@ class Changelog:
         """Bring ``store``'s copy of ``partition`` up to the last complete checkpoint in the
         changelog; returns how many checkpoints were applied. Called on assignment, before the
         partition is loaded. Raises OSError when the broker is away."""
-        producer, consumer = self.clients.get()
+        _, consumer = self.clients.get()
+        fence = self._fence(partition)
+        start = self._cache_start(partition, store, consumer)
+        applied = apply_records(self._read(consumer, partition, start, fence - 1), partition,
+                                store, replace=start == 0)
+        log.info("partition %d restored from changelog %s offsets %d..%d: %d checkpoints applied",
+                 partition, self.topic, start, fence, applied)
+        return applied
+
+    def _fence(self, partition: int) -> int:
+        """Append a fence to ``partition``; its offset is this replica's new epoch there."""
+        producer, _ = self.clients.get()
         try:
-            fence = producer.send(self.topic, key=b"fence", partition=partition,
+            # Its own compaction key (never compacted away): a zombie's records after it must
+            # stay recognizable as fenced off.
+            fence = producer.send(self.topic, key=f"f/{uuid.uuid4().hex}".encode(),
+                                  partition=partition,
                                   value=encode({"kind": _FENCE})).get(timeout=30)
         except KafkaError as exc:
             raise OSError(f"changelog {self.topic}[{partition}]: fence not written ({exc})") \
                 from None
         self.epochs[partition] = fence.offset
-        start = self._cache_start(partition, store, consumer)
-        applied = self._replay(partition, store, consumer, start, fence.offset,
-                               replace=start == 0)
-        log.info("partition %d restored from changelog %s offsets %d..%d: %d checkpoints applied",
-                 partition, self.topic, start, fence.offset, applied)
-        return applied
+        self._slot_one[partition] = set()  # no key has a record of this epoch yet
+        return int(fence.offset)
 
     def _cache_start(self, partition: int, store: CheckpointStore,
                      consumer: KafkaConsumer) -> int:
@@ -128,45 +198,6 @@ class Changelog:
             log.warning("partition %d: the state dir's copy is not in changelog %s; "
                         "restoring it whole", partition, self.topic)
         return 0
-
-    def _replay(self, partition: int, store: CheckpointStore, consumer: KafkaConsumer,
-                start: int, fence: int, replace: bool) -> int:
-        """Apply the complete checkpoints at offsets ``start``..``fence - 1`` to ``store``;
-        with ``replace``, the store's copy is dropped before the first (a changelog with no
-        complete checkpoint leaves it: written before the changelog was, it is all there is)."""
-        pending: dict[tuple[int, int], _Checkpoint] = {}
-        newest_fence = -1
-        applied = 0
-        for offset, value in self._read(consumer, partition, start, fence - 1):
-            kind = value["kind"]
-            if kind == _FENCE:
-                newest_fence = offset
-                continue
-            if kind not in (_STATE, _MARK):
-                continue
-            if value["epoch"] < newest_fence:
-                continue  # written by a replica that had lost the partition: fenced off
-            at = (value["epoch"], value["checkpoint"])
-            if kind == _STATE:
-                entry = pending.setdefault(at, _Checkpoint())
-                entry.states[value["key"]] = value["state"]
-                if value["labels"]:
-                    entry.labels[value["key"]] = value["labels"]
-            elif kind == _MARK:
-                done = pending.pop(at, _Checkpoint())
-                if replace:
-                    store.drop_partition(partition)
-                    replace = False
-                store.apply_restored(
-                    partition, PartitionChanges(value["position"], done.states, done.labels),
-                    checkpoint=value["checkpoint"], changelog_offset=offset,
-                    shared=value["shared"])
-                applied += 1
-        if pending:
-            log.warning("partition %d: %d incomplete checkpoints in changelog %s ignored (their "
-                        "writer stopped before its commit marker)", partition, len(pending),
-                        self.topic)
-        return applied
 
     def _read(self, consumer: KafkaConsumer, partition: int, first: int,
               last: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -201,27 +232,47 @@ class Changelog:
         broker has them all. Returns partition → offset of its marker. Raises OSError when the
         broker refuses (the checkpoint is then not committed)."""
         producer, _ = self.clients.get()
-        markers = {}
+        markers, sent = {}, {}
         try:
             for p, change in changes.items():
-                epoch = self.epochs.get(p, -1)
-                for key, state in change.states.items():
-                    producer.send(self.topic, partition=p, key=b"s/" + key.encode(),
-                                  value=encode({"kind": _STATE, "epoch": epoch,
-                                                "checkpoint": checkpoint, "key": key,
-                                                "state": state,
-                                                "labels": change.labels.get(key, [])}))
+                if p not in self.epochs:  # a failed publish ended the last epoch
+                    self._fence(p)
+                epoch, one = self.epochs[p], self._slot_one[p]
+                sent[p] = self._send_states(producer, p, epoch, checkpoint, change, one)
                 markers[p] = producer.send(
                     self.topic, partition=p, key=f"m/{epoch}/{checkpoint}".encode(),
                     value=encode({"kind": _MARK, "epoch": epoch, "checkpoint": checkpoint,
                                   "position": change.position, "shared": dict(shared)}))
             producer.flush(timeout=30)
-            return {p: future.get(timeout=30).offset for p, future in markers.items()}
-        except KafkaError as exc:
+            offsets = {p: future.get(timeout=30).offset for p, future in markers.items()}
+        except (KafkaError, OSError) as exc:
+            for p in changes:  # whether the marker landed is unknown: never write here again
+                self.epochs.pop(p, None)
             raise OSError(f"changelog {self.topic}: checkpoint {checkpoint} not published "
                           f"({exc})") from None
+        for p, (to_one, to_zero) in sent.items():  # committed: the keys' slots flip
+            self._slot_one[p] -= to_zero
+            self._slot_one[p] |= to_one
+        return offsets
+
+    def _send_states(self, producer: Any, p: int, epoch: int, checkpoint: int,
+                     change: PartitionChanges, one: set[str]) -> tuple[set[str], set[str]]:
+        """Send the changed key states of ``p``, each to the slot its committed state is not
+        in (slot 1 for the keys in ``one``). Returns, for once the checkpoint is committed, the
+        keys whose next state goes to slot 1 and those whose next goes to slot 0."""
+        next_one: set[str] = set()
+        next_zero: set[str] = set()
+        for key, state in change.states.items():
+            slot = 1 if key in one else 0
+            (next_zero if slot else next_one).add(key)
+            producer.send(self.topic, partition=p, key=f"s/{epoch}/{slot}/{key}".encode(),
+                          value=encode({"kind": _STATE, "epoch": epoch,
+                                        "checkpoint": checkpoint, "key": key, "state": state,
+                                        "labels": change.labels.get(key, [])}))
+        return next_one, next_zero
 
     def release(self, partitions: list[int]) -> None:
         """Forget the epochs of partitions this replica no longer owns."""
         for p in partitions:
             self.epochs.pop(p, None)
+            self._slot_one.pop(p, None)

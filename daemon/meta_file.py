@@ -94,10 +94,13 @@ def payload(meta: dict[str, Any]) -> dict[str, Any]:
     """The ``--meta`` file's dict for a meta-state given as ``MetaState.to_dict()`` (arrays as
     NumPy; :func:`write` turns them into tensors)."""
     model = {k: list(v) if isinstance(v, tuple) else v for k, v in meta.get("model", {}).items()}
-    return {"format": FILE_FORMAT, "theta0": np.asarray(meta["theta0"], dtype=np.float64),
-            "B": np.asarray(meta["B"], dtype=np.float64),
-            "G": np.asarray(meta["G"], dtype=np.float64),
-            "tasks": int(meta["tasks"]), "alpha": float(meta["alpha"]), "model": model}
+    content = {"format": FILE_FORMAT, "theta0": np.asarray(meta["theta0"], dtype=np.float64),
+               "B": np.asarray(meta["B"], dtype=np.float64),
+               "G": np.asarray(meta["G"], dtype=np.float64),
+               "tasks": int(meta["tasks"]), "alpha": float(meta["alpha"]), "model": model}
+    if meta.get("scaler") is not None:  # plain lists, as adaptd.meta.state.save writes them
+        content["scaler"] = meta["scaler"]
+    return content
 
 
 def dumps(content: dict[str, Any], archive: str = "meta") -> bytes:

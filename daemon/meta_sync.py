@@ -22,44 +22,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from adaptd.checkpoint import CheckpointError, decode, encode
+from adaptd.meta.state import MetaState, Moments, average, moments_without, pool_moments
+from adaptd.shared_moments import live_moments, with_moments
 from adaptd.state_topics import TopicClients, topic_name
 
 log = logging.getLogger(__name__)
-
-
-def weighted_average(states: Sequence[Mapping[str, Any]], weights: Sequence[float]
-                     ) -> dict[str, Any]:
-    """The meta-state (``MetaState.to_dict()`` form) whose θ0, B, G and α are the
-    ``weights``-weighted means of ``states``; ``tasks`` is the sum of the weights.
-
-    >>> a = {"theta0": np.array([0.0]), "B": np.array([1.0]), "G": np.array([2.0]),
-    ...      "tasks": 9, "alpha": 1.0, "model": {"model": "linear"}}
-    >>> b = {**a, "theta0": np.array([4.0])}
-    >>> merged = weighted_average([a, b], [1, 3])
-    >>> merged["theta0"].tolist(), merged["B"].tolist(), merged["tasks"]
-    ([3.0], [1.0], 4)
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if not len(states) or w.sum() <= 0:
-        raise ValueError(f"weighted_average needs states with positive total weight, got {w}")
-    w = w / w.sum()
-    merged: dict[str, Any] = {
-        name: np.sum([wi * np.asarray(s[name], dtype=np.float64) for wi, s in
-                      zip(w, states, strict=True)], axis=0)
-        for name in ("theta0", "B", "G")
-    }
-    merged["alpha"] = float(sum(wi * float(s["alpha"]) for wi, s in zip(w, states, strict=True)))
-    merged["tasks"] = round(sum(weights))
-    merged["model"] = dict(states[0].get("model", {}))
-    return merged
 
 
 class MetaSync:
@@ -82,48 +56,71 @@ class MetaSync:
         self.replica = secrets.token_hex(8)
         #: Tasks in this replica's meta-state that other replicas closed.
         self.foreign = 0
+        #: The same for the running moments: the others' share of each, by place.
+        self.foreign_moments: dict[str, Moments | None] = {}
         self._last_merge = -float("inf")
         self.clients = TopicClients(bootstrap, self.topic, lambda _: 1)
 
     # -- what the checkpoint keeps -------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {"replica": self.replica, "foreign": self.foreign}
+        return {"replica": self.replica, "foreign": self.foreign,
+                "foreign_moments": self.foreign_moments}
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         if state:
             self.replica, self.foreign = str(state["replica"]), int(state["foreign"])
+            self.foreign_moments = dict(state.get("foreign_moments") or {})
 
     # -- merging -------------------------------------------------------------------------
 
     def due(self) -> bool:
         return self.clock() - self._last_merge >= self.interval_s
 
-    def merge(self, meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """Publish ``meta`` (this replica's live meta-state; None before its first record)
-        with its own task count, read the group's latest records and return their weighted
-        mean, or None when no replica has closed a task yet. Raises OSError when the broker
-        is away."""
+    def merge(self, shared: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Publish this replica's part of ``shared`` (its learner's live shared state): its
+        meta-state with its own task count and its own share of the running moments
+        (:func:`live_moments`); read the group's latest records; return ``shared``'s
+        meta-state and moments replaced by the group's (meta-states averaged by tasks, moments
+        pooled), or None when the group has nothing to merge yet. Raises OSError when the
+        broker is away."""
         self._last_merge = self.clock()
+        meta = shared.get("meta")
         own = 0 if meta is None else max(int(meta["tasks"]) - self.foreign, 0)
+        live = live_moments(shared)
+        mine = {where: moments_without(m, self.foreign_moments.get(where))
+                for where, m in live.items()}
         producer, consumer = self.clients.get()
-        record = {"replica": self.replica, "own": own, "meta": None if meta is None else dict(meta)}
+        record = {"replica": self.replica, "own": own, "moments": mine,
+                  "meta": None if meta is None else dict(meta)}
         try:
             # Publishing first also marks how far to read: up to this replica's own record.
-            mine = producer.send(self.topic, key=self.replica.encode(), partition=0,
+            sent = producer.send(self.topic, key=self.replica.encode(), partition=0,
                                  value=encode(record)).get(timeout=30)
-            published = self._read_to(consumer, mine.offset)
+            published = self._read_to(consumer, sent.offset)
         except KafkaError as exc:
             raise OSError(f"meta topic {self.topic}: {exc}") from None
         published[self.replica] = record
-        entries = [e for e in published.values() if e["own"] > 0]
-        if not entries:
+        pooled = {where: pool_moments([e.get("moments", {}).get(where)
+                                       for e in published.values()]) for where in live}
+        merged_moments = {where: m for where, m in pooled.items() if m is not None}
+        self.foreign_moments = {where: moments_without(m, mine[where])
+                                for where, m in merged_moments.items()}
+        out = with_moments(shared, merged_moments)
+        entries = [e for e in published.values() if e["own"] > 0 and e["meta"] is not None]
+        if entries:
+            merged = average([MetaState.from_dict(e["meta"]) for e in entries],
+                             [e["own"] for e in entries])
+            self.foreign = merged.tasks - own
+            # The statistics a meta-state carries stay this replica's: the live ones are
+            # merged above, and meta.pt is written with them (adaptd.partitions).
+            merged.scaler = meta.get("scaler") if meta is not None else None
+            out["meta"] = merged.to_dict()
+            log.info("meta-state merged from %d replicas: %d tasks (%d own)", len(entries),
+                     merged.tasks, own)
+        elif not merged_moments:
             return None
-        merged = weighted_average([e["meta"] for e in entries], [e["own"] for e in entries])
-        self.foreign = merged["tasks"] - own
-        log.info("meta-state merged from %d replicas: %d tasks (%d own)", len(entries),
-                 merged["tasks"], own)
-        return merged
+        return out
 
     def _read_to(self, consumer: KafkaConsumer, last: int) -> dict[str, dict[str, Any]]:
         """Every replica's latest record up to offset ``last`` (this replica's own)."""

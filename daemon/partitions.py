@@ -29,7 +29,10 @@ from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
+from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
+from adaptd.shared_moments import live_moments, statistics_of
+from adaptd.state_codec import pack_state, unpack_state
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
     from adaptd.changelog import Changelog
@@ -49,9 +52,16 @@ def shared_part(learner: Learner) -> dict[str, Any]:
 
 
 def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
-    """What belongs to one partition: the task states and pending labels of its ``keys``."""
+    """What belongs to one partition: the task states (packed, :mod:`adaptd.state_codec`) and
+    pending labels of its ``keys``."""
+    packed = packed_task_states(learner, keys)
+    if packed is not None:  # the arena's rows, packed at once
+        part: dict[str, Any] = {"keys": packed}
+        pending = learner.pending
+        part["labels"] = pending.state_dict(keys)["entries"] if len(pending) else []
+        return part
     state = learner.state_dict(keys)
-    part: dict[str, Any] = {"keys": state["keys"]}
+    part = {"keys": {k: pack_state(v) for k, v in state["keys"].items()}}
     if "labels" in state:
         part["labels"] = state["labels"]["entries"]
     return part
@@ -59,7 +69,8 @@ def partition_part(learner: Learner, keys: Collection[str]) -> dict[str, Any]:
 
 def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A ``state_dict`` for ``learner.load_state_dict``: ``shared`` with the keys and pending
-    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`).
+    labels of ``parts`` (the inverse of :func:`shared_part` and :func:`partition_part`; packed
+    task states are unpacked).
 
     >>> state = combine({"totals": [1.0], "labels": {"entries": [], "joined": 2}},
     ...                 [{"keys": {"a": 1}, "labels": ["r1"]}, {"keys": {"b": 2}, "labels": []}])
@@ -69,7 +80,7 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
     keys: dict[str, Any] = {}
     entries: list[Any] = []
     for part in parts:
-        keys.update(part["keys"])
+        keys.update((k, unpack_state(v)) for k, v in part["keys"].items())
         entries.extend(part.get("labels", ()))
     state = {**shared, "keys": keys}
     if "labels" in shared:
@@ -259,35 +270,42 @@ class Partitions:
                                 labels=labels)
 
     def sync_meta(self, force: bool = False) -> bool:
-        """Merge the group's published meta-states into the live one when a merge is due (or
-        ``force``), and rewrite ``meta.pt``; True if the meta-state changed. Called on the
+        """Merge the group's published meta-states and running moments (standardization
+        statistics, the auto model's label moments) into the live ones when a merge is due (or
+        ``force``), and rewrite ``meta.pt``; True if they changed. Called on the
         runner's timer and at the first assignment; a broker fault costs one merge, logged."""
         if self.meta_sync is None or not (force or self.meta_sync.due()):
             return False
         shared = shared_part(self.learner)
         try:
-            merged = self.meta_sync.merge(shared.get("meta"))
+            merged = self.meta_sync.merge(shared)
         except OSError as exc:
             log.warning("meta-state not merged this time: %s", exc)
             return False
         if merged is None:
             return False
-        if shared.get("meta") is None:  # no record yet: the merged state's model sets it up
-            shared["model"] = {**merged["model"], **{k: v for k, v in shared["model"].items()
-                                                     if v is not None}}
+        meta = merged.get("meta")
+        if shared.get("meta") is None and meta is not None:
+            # No record yet: the merged state's model sets it up.
+            merged["model"] = {**meta["model"], **{k: v for k, v in shared["model"].items()
+                                                   if v is not None}}
         try:
-            self.learner.load_state_dict(combine({**shared, "meta": merged}, []))
+            self.learner.load_state_dict(combine(merged, []))
         except (ValueError, KeyError) as exc:
             log.error("the group's meta-state does not fit this model, not merged: %s", exc)
             return False
-        self._write_meta(merged)
+        self._write_meta(meta)
         return True
 
     def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
         # Written when it moved, so an idle replica does not rewrite it at every checkpoint.
         if meta is None or _same(meta, self._meta_written):
             return
-        meta_file.write(dict(meta), self.store.state_dir / META_FILE)
+        # With the live standardization statistics (merged across replicas with a meta
+        # topic): θ0 is learned under them, so a deployment taking meta.pt needs them.
+        statistics = statistics_of(live_moments(shared_part(self.learner)))
+        content = dict(meta) if statistics is None else {**meta, "scaler": statistics}
+        meta_file.write(content, self.store.state_dir / META_FILE)
         self._meta_written = meta
 
     @property

@@ -36,7 +36,7 @@ from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
 from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
 from adaptd.learner.classes import ClassIndex
-from adaptd.learner.concepts import ConceptLibrary, reconsider
+from adaptd.learner.concepts import ConceptLibrary
 from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
@@ -276,8 +276,6 @@ class AdaptiveLearner:
         if self.task == "classification":
             self.totals.add_hits(growth.hits(out, ys))
         self.arena.last_seen[slots] = self.clock()
-        if self.concepts is not None and self.concepts.pending:
-            reconsider(self)
         if len(self._slot_of) > self.config.max_keys:
             self._evict_lru(len(self._slot_of) - self.config.max_keys)
         return out

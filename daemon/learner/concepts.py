@@ -1,22 +1,34 @@
 """Concept reuse: a bounded library of a key's closed task states, tried after a drift alarm.
 
-Real drifts often return to an earlier concept (seasons, regimes, a sensor's modes). After an
-alarm a key starts from θ0, which is good for a *new* task; for a recurring one, the state the
-key ended that concept with is better still. So each key keeps its last ``meta_learning.library``
-closed task states. At an alarm the key starts from θ0 as before; once its new segment has
-``PROBE`` labelled records (checked after each batch), it moves to whichever stored state has
-a lower loss on the new segment's window than where it is, if any. Not at the alarm itself:
-the detector often fires on the first record of the new concept, so the window then holds the
-old concept's records, and they pick the old concept (measured: worse than no reuse). This
-is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
+Real drifts often return to an earlier concept (seasons, regimes, a sensor's modes), and
+detectors raise false alarms. After an alarm a key starts from θ0, which is good for a *new*
+task; for a recurring one (or after a false alarm) the state the key ended that concept with is
+better still. So each key keeps its last ``meta_learning.library`` closed task states, the
+just-closed one included. At an alarm the key starts from θ0 as before; then at each of its new
+segment's first ``PROBE`` labelled records it moves to the stored state with the lowest loss on
+the segment's records so far (since its last move), if that loss is below ``REUSE_RATIO`` of
+the current state's own prequential loss on the same records. Both losses are out of sample:
+the current state's loss *after* training on the records would favour it whatever the concept
+(with fewer records than parameters it fits them exactly). Not at the alarm itself: the
+detector often fires on the first record of the new concept, when the window still holds the
+old concept's records.
+
+The choice is made at that record whatever the batch size: the compiled kernel returns to
+Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the wave path checks after each wave,
+and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
+most of a short recurring segment before the switch, and reuse gained nothing.)
+
+This is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
 classification", KAIS 40) and Katakis, Tsoumakas, Vlahavas 2010, with the θ0-started state as
 the always-present "new concept" entry; the step sizes stay at the new task's ``A``. A task
 state joins the library only when its segment was long enough to update the meta-state
-(``min_segment``): a short segment's θ is noise. Off by default (``library = 0``): see
-:class:`adaptd.settings.MetaConfig`.
+(``min_segment``): a short segment's θ is noise. The default size is
+:class:`adaptd.settings.MetaConfig`'s.
 
-Per key, saved with the key's task state (``library``); ``adaptd_concept_reuses_total``
-counts the new segments moved to a stored state.
+Per key, saved with the key's task state (``library``: the states and the last move). Whether a
+probe is due is read from the arena row (``seg``, ``seg_len``), so it survives checkpoints and
+evictions with the key. ``adaptd_concept_reuses_total`` counts the segments moved to a stored
+state.
 """
 
 from __future__ import annotations
@@ -25,11 +37,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaptd.learner.models import multiclass_loss, pointwise_loss
+
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
 
 #: Labelled records of a new segment the stored states are scored on.
 PROBE = 8
+#: A stored state is moved to when its loss is below this fraction (per task) of the current
+#: state's own prequential loss on the same records, and those are at least
+#: :data:`MIN_RECORDS`. A recurring concept (or a false alarm) shows as a stored state at noise
+#: level against θ0's loss at the scale of the task change: for squared error an order of
+#: magnitude or more; log loss is floored by the labels' noise and capped near log 2 for an
+#: unsure model, so its ratios are narrower. A looser test lets the best of 8 states over a
+#: few records win by chance: on new tasks that never recur (d = 30 linear tasks, spread 3) a
+#: move on any lower loss after one record cost 34-40% more loss
+#: (``benchmarks/results/concepts.md``).
+REUSE_RATIO = {"regression": 0.03, "classification": 0.25}
+MIN_RECORDS = 3
 
 
 class ConceptLibrary:
@@ -38,8 +63,9 @@ class ConceptLibrary:
     def __init__(self, size: int) -> None:
         self.size = size
         self.states: dict[int, list[np.ndarray]] = {}
-        #: Slots reset at an alarm whose choice of start is still to be made (reconsider).
-        self.pending: set[int] = set()
+        #: The segment length at a slot's last move to a stored state (absent: none since its
+        #: alarm); saved with the states.
+        self.since: dict[int, int] = {}
 
     def store(self, s: int, theta: np.ndarray) -> None:
         lib = self.states.setdefault(s, [])
@@ -48,48 +74,78 @@ class ConceptLibrary:
 
     def drop(self, s: int) -> None:
         self.states.pop(s, None)
-        self.pending.discard(s)
+        self.since.pop(s, None)
 
-    def get_state(self, s: int) -> list[list[float]]:
-        return [t.tolist() for t in self.states.get(s, ())]
+    def get_state(self, s: int) -> dict[str, Any]:
+        """``states`` ``(n, P)`` (an array, as the arena's rows are saved), ``since``."""
+        stored = self.states.get(s)
+        return {"states": np.stack(stored) if stored else np.empty((0, 0)),
+                "since": self.since.get(s)}
 
     def set_state(self, s: int, saved: Any) -> None:
+        """``saved`` from :meth:`get_state` (or a plain list of states, as saved before
+        ``since`` was)."""
         self.drop(s)
-        for theta in saved or ():
+        if isinstance(saved, dict):
+            if saved.get("since") is not None:
+                self.since[s] = int(saved["since"])
+            saved = saved.get("states")
+        for theta in () if saved is None else saved:
             self.store(s, np.asarray(theta, dtype=np.float64))
 
 
 def restart(lrn: AdaptiveLearner, s: int, theta_end: np.ndarray, seg_len: int) -> None:
     """At a drift alarm, after slot ``s`` was reset to θ0: file the closed task's
-    ``theta_end`` and mark the slot for :func:`reconsider` once its new segment has
-    ``PROBE`` records."""
+    ``theta_end`` (the probe :func:`reconsider` is due once the new segment has ``PROBE``
+    records)."""
     lib = lrn.concepts
     assert lib is not None
-    if lib.states.get(s):
-        lib.pending.add(s)
+    lib.since.pop(s, None)
     if seg_len >= lrn.meta_config.min_segment:
         lib.store(s, theta_end)
 
 
-def reconsider(lrn: AdaptiveLearner) -> None:
-    """For each pending slot whose new segment has ``PROBE`` records: move it to the stored
-    state that fits the segment's window best, if one beats where it is now. Called after
-    each batch."""
+def probe_due(lrn: AdaptiveLearner, slots: np.ndarray) -> np.ndarray:
+    """The slots among ``slots`` whose segment after an alarm has just reached ``PROBE``
+    records (the wave path's test; the kernel's is the same)."""
+    a = lrn.arena
+    return slots[(a.seg_len[slots] <= PROBE) & (a.seg[slots] > 0)]
+
+
+def reconsider(lrn: AdaptiveLearner, s: int) -> None:
+    """Move slot ``s`` to the stored state with the lowest loss on the window's records since
+    the segment began (or since its last move), if that beats the current state's own
+    prequential loss on the same records: both are out-of-sample (the current state was
+    trained on those records only after predicting each), where the current state's loss
+    *after* training on the window would favour it whatever the concept (with fewer records
+    than parameters it fits them exactly)."""
     lib, fam, a = lrn.concepts, lrn.family, lrn.arena
     assert lib is not None and fam is not None
-    for s in [s for s in lib.pending if a.seg_len[s] >= PROBE]:
-        lib.pending.discard(s)
-        stored = lib.states.get(s)
-        if not stored:
-            continue
-        thetas = np.stack([a.theta[s], *stored])
-        R = len(thetas)
-        with np.errstate(all="ignore"):
-            loss, _ = fam.loss_grad(thetas, np.repeat(a.WX[s : s + 1], R, axis=0),
-                                    np.repeat(a.WY[s : s + 1], R, axis=0),
-                                    np.repeat(a.WM[s : s + 1], R, axis=0))
-        loss = np.where(np.isfinite(loss), loss, np.inf)
-        best = int(np.argmin(loss))
-        if best > 0:
-            a.theta[s] = stored[best - 1]
+    # A class first seen mid-stream widens θ (adaptd.learner.growth): states stored before
+    # it no longer fit the model and are dropped.
+    stored = [t for t in lib.states.get(s, ()) if len(t) == fam.n_params]
+    lib.states[s] = stored
+    if not stored:
+        return
+    k = a.WM.shape[1]
+    m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
+    recent = (a.wpos[s] - 1 - np.arange(max(m, 0))) % k
+    recent = recent[a.WM[s, recent] > 0]
+    if not len(recent):
+        return
+    current = float(a.WL[s, recent].mean())
+    R = len(stored)
+    Y = np.broadcast_to(a.WY[s, recent], (R, len(recent)))
+    with np.errstate(all="ignore"):  # losses only: no gradient is needed
+        out = fam.forward(np.stack(stored), np.repeat(a.WX[s, recent][None], R, axis=0))
+        loss = (multiclass_loss(out, Y) if out.ndim == 3 else
+                pointwise_loss(lrn.task, out, Y)).mean(axis=1)
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    best = int(np.argmin(loss))
+    # Right after a move the current state *is* a stored one: the ratio also keeps that tie
+    # from being decided by the last bit of two ways to compute the same loss.
+    if len(recent) >= MIN_RECORDS and loss[best] < REUSE_RATIO[lrn.task] * current:
+        a.theta[s] = stored[best]
+        if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1
+        lib.since[s] = int(a.seg_len[s])

@@ -36,6 +36,7 @@ from adaptd.learner.step import commit_row, step_row
 EVENT_NONE = 0
 EVENT_TASK_CHANGE = 1  # oracle: close the segment *before* this record
 EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after it
+EVENT_PROBE = 3  # this record's segment is due a concept probe (adaptd.learner.concepts)
 
 
 class Batch(NamedTuple):
@@ -57,6 +58,7 @@ class Params(NamedTuple):
     ph_on: bool
     warmup: int
     horizon: int  # recovery given up after this many records
+    probe: int  # a post-alarm segment returns EVENT_PROBE at each of its first `probe` records
 
 
 class Out(NamedTuple):
@@ -134,7 +136,16 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
         if (par.ph_on and ar.seg_len[s] > par.warmup and not ph.alarm[s]
                 and ph_update(ph, php, s, main_loss)):
             return i, EVENT_ALARM
+        if _probe_due(ar, par, s):
+            return i, EVENT_PROBE
     return n, EVENT_NONE
+
+
+@njit(inline=True)
+def _probe_due(ar, par, s):  # type: ignore[no-untyped-def]
+    """Slot ``s``'s segment after an alarm is within its first ``par.probe`` records: the
+    concept library's choice is made now, at this record, whatever the batch size."""
+    return ar.seg_len[s] <= par.probe and ar.seg[s] > 0
 
 
 @njit(inline=True)

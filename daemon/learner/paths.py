@@ -26,6 +26,7 @@ import numpy as np
 
 from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel
+from adaptd.learner.concepts import PROBE, probe_due, reconsider
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
@@ -62,7 +63,7 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
         end, event = kernel.process(
             i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, tasks is not None)),
             tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
-        stop = end + 1 if event == kernel.EVENT_ALARM else end
+        stop = end if event == kernel.EVENT_TASK_CHANGE else end + 1
         tot.skipped += int(acc[0])
         tot.add_baseline(float(acc[1]))
         done = np.flatnonzero(out.learned[i:stop]) + i
@@ -71,6 +72,10 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
         if event == kernel.EVENT_NONE:
             return
         s = int(slots[end])
+        if event == kernel.EVENT_PROBE:
+            reconsider(lrn, s)
+            i = end + 1
+            continue
         close_segment(lrn, s)
         out.drift[end] = True
         if event == kernel.EVENT_TASK_CHANGE:
@@ -90,7 +95,7 @@ def _params(lrn: AdaptiveLearner, oracle: bool) -> kernel.Params:
     return kernel.Params(meta.B, lrn.B_base, float(lrn.config.c), float(meta.alpha),
                          bool(lrn.regret.baseline), int(lrn.regret.baseline_window), oracle,
                          isinstance(lrn.bank, PageHinkleyBank), int(lrn.drift.warmup),
-                         RECOVERY_HORIZON)
+                         RECOVERY_HORIZON, PROBE if lrn.concepts is not None else 0)
 
 
 def wave_indices(slots: np.ndarray) -> list[np.ndarray]:
@@ -119,6 +124,9 @@ def run_waves(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nda
         out.probas = np.zeros((len(slots), len(lrn.classes)))
     for idx in wave_indices(slots):
         _wave(lrn, idx, slots[idx], X, ys, tasks, out)
+        if lrn.concepts is not None:  # each key is at most once in a wave: the kernel's record
+            for s in probe_due(lrn, slots[idx]).tolist():
+                reconsider(lrn, s)
 
 
 class _Rows(NamedTuple):

@@ -116,19 +116,120 @@ def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def average(states: Sequence[MetaState]) -> MetaState:
-    """The mean of several replicas' meta-states (federated Reptile / FedAvg with ARUBA)."""
+def average(states: Sequence[MetaState], weights: Sequence[float] | None = None) -> MetaState:
+    """The mean of several replicas' meta-states: federated averaging (McMahan et al. 2017,
+    "Communication-Efficient Learning of Deep Networks from Decentralized Data", AISTATS) of
+    Reptile / ARUBA meta-states, whose meta-updates are online averages and so average across
+    replicas the same way. The one averaging of meta-states (:mod:`adaptd.meta_sync` merges
+    the group's with it).
+
+    ``weights`` are the tasks each state contributes (a replica's own); θ0, B, G and α are
+    their weighted means, ``tasks`` their sum, and the standardization statistics the states
+    carry are pooled exactly (:func:`pool_moments`), each state's counted once. Without
+    ``weights`` the states are equal views of one history: plain means, the largest task
+    count, the first state's statistics.
+
+    >>> a = MetaState(np.array([0.0]), np.array([1.0]), np.array([2.0]), tasks=9,
+    ...               scaler={"x": {"count": 2, "mean": [0.0], "m2": [2.0]}, "y": None})
+    >>> b = MetaState(np.array([4.0]), np.array([1.0]), np.array([2.0]), tasks=9,
+    ...               scaler={"x": {"count": 2, "mean": [2.0], "m2": [2.0]}, "y": None})
+    >>> m = average([a, b], [1, 3])
+    >>> m.theta0.tolist(), m.B.tolist(), m.tasks, m.scaler["x"]["mean"], m.scaler["x"]["m2"]
+    ([3.0], [1.0], 4, [1.0], [8.0])
+    """
     if not states:
         raise ValueError("average needs at least one meta-state")
+    w = np.ones(len(states)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != len(states) or not w.sum() > 0 or (w < 0).any():
+        raise ValueError(f"average needs one non-negative weight per state, with a positive "
+                         f"sum; got {w.tolist()} for {len(states)} states")
+    w = w / w.sum()
+
+    def mean(name: str) -> np.ndarray:
+        return np.sum([wi * np.asarray(getattr(s, name), dtype=np.float64)
+                       for wi, s in zip(w, states, strict=True)], axis=0)
+
+    scaler = states[0].scaler
+    if weights is not None and any(s.scaler for s in states):
+        scaler = {part: _plain(pool_moments([_arrays(s.scaler.get(part)) for s in states
+                                             if s.scaler]))
+                  for part in ("x", "y")}
     return MetaState(
-        theta0=np.mean([s.theta0 for s in states], axis=0),
-        B=np.mean([s.B for s in states], axis=0),
-        G=np.mean([s.G for s in states], axis=0),
-        tasks=max(s.tasks for s in states),
-        alpha=float(np.mean([s.alpha for s in states])),
-        model=dict(states[0].model),
-        scaler=states[0].scaler,
+        theta0=mean("theta0"), B=mean("B"), G=mean("G"),
+        tasks=max(s.tasks for s in states) if weights is None else round(sum(weights)),
+        alpha=float(sum(wi * s.alpha for wi, s in zip(w, states, strict=True))),
+        model=dict(states[0].model), scaler=scaler,
     )
+
+
+#: Running moments of columns: {"count": n, "mean": (d,), "m2": (d,) Σ squared deviations}.
+Moments = dict[str, Any]
+
+
+def pool_moments(parts: Sequence[Moments | None]) -> Moments | None:
+    """The moments of the union of the disjoint samples ``parts`` describe (Chan, Golub,
+    LeVeque 1979, "Updating formulae and a pairwise algorithm for computing sample
+    variances"); None parts (no sample) and parts of another width than the first are left
+    out. None when nothing is left.
+
+    >>> pool_moments([{"count": 2, "mean": [0.0], "m2": [2.0]},
+    ...               {"count": 2, "mean": [2.0], "m2": [2.0]}])["m2"].tolist()
+    [8.0]
+    """
+    total: Moments | None = None
+    for part in parts:
+        if part is None or float(part["count"]) <= 0:
+            continue
+        n = float(part["count"])
+        mean = np.asarray(part["mean"], dtype=np.float64)
+        m2 = np.asarray(part["m2"], dtype=np.float64)
+        if total is None:
+            total = {"count": n, "mean": mean.copy(), "m2": m2.copy()}
+            continue
+        if mean.shape != total["mean"].shape:
+            continue
+        count = total["count"] + n
+        delta = mean - total["mean"]
+        total = {"count": count, "mean": total["mean"] + delta * (n / count),
+                 "m2": total["m2"] + m2 + delta * delta * (total["count"] * n / count)}
+    return total
+
+
+def moments_without(total: Moments | None, part: Moments | None) -> Moments | None:
+    """The moments of ``total``'s sample without the sub-sample ``part`` (the inverse of
+    :func:`pool_moments`; rounding can leave m2 a hair below 0, which is clipped).
+
+    >>> rest = moments_without({"count": 4, "mean": [1.0], "m2": [8.0]},
+    ...                        {"count": 2, "mean": [2.0], "m2": [2.0]})
+    >>> rest["count"], rest["mean"].tolist(), rest["m2"].tolist()
+    (2.0, [0.0], [2.0])
+    """
+    if total is None or part is None or float(part["count"]) <= 0:
+        return total
+    n, k = float(total["count"]), float(part["count"])
+    mean_t = np.asarray(total["mean"], dtype=np.float64)
+    mean_p = np.asarray(part["mean"], dtype=np.float64)
+    if k >= n or mean_t.shape != mean_p.shape:
+        return None if k >= n else total
+    rest = n - k
+    mean_r = (n * mean_t - k * mean_p) / rest
+    delta = mean_r - mean_p
+    m2 = np.asarray(total["m2"], dtype=np.float64) - np.asarray(part["m2"]) \
+        - delta * delta * (k * rest / n)
+    return {"count": rest, "mean": mean_r, "m2": np.maximum(m2, 0.0)}
+
+
+def _arrays(moments: Mapping[str, Any] | None) -> Moments | None:
+    return None if moments is None else {"count": float(moments["count"]),
+                                         "mean": np.asarray(moments["mean"], dtype=np.float64),
+                                         "m2": np.asarray(moments["m2"], dtype=np.float64)}
+
+
+def _plain(moments: Moments | None) -> dict[str, Any] | None:
+    """As :meth:`adaptd.learner.scaling.Standardizer.statistics` writes them (plain lists)."""
+    return None if moments is None else {"count": float(moments["count"]),
+                                         "mean": np.asarray(moments["mean"]).tolist(),
+                                         "m2": np.asarray(moments["m2"]).tolist()}
 
 
 def save(state: MetaState, path: str | os.PathLike[str], module_state: Mapping[str, Any] | None

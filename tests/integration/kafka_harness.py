@@ -18,6 +18,7 @@ from typing import Any
 from adaptd.checkpoint import CheckpointStore, Restored
 from adaptd.connectors.base import SinkMessage, SourceRecord
 from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
+from adaptd.state_codec import unpack_state
 from tests.helpers import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +185,9 @@ BATCH_SUMMED_FIELDS = frozenset({"totals"})
 
 def assert_same_state(a: Any, b: Any, where: str = "state", rel_tol: float = 0.0) -> None:
     """Exact equality of nested plain data, numpy arrays and torch tensors (wall-clock
-    bookkeeping aside; batch-summed totals to ``1e-9`` relative)."""
+    bookkeeping aside; batch-summed totals to ``1e-9`` relative). Packed task states (as the
+    store holds them) are compared unpacked."""
+    a, b = unpack_state(a), unpack_state(b)
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), (
             f"{where}: keys differ: {sorted(map(str, a))} vs {sorted(map(str, b))}")
@@ -220,7 +223,7 @@ def key_states(restored: Restored) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for state in restored.partitions.values():
         for key in state.keys:
-            out[key] = state.learner["keys"][key]
+            out[key] = unpack_state(state.learner["keys"][key])
     return out
 
 

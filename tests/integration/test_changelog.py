@@ -1,14 +1,17 @@
 """The changelog topic on a real broker: restores apply complete checkpoints only, ignore a
-writer that was fenced off, and read only what follows the state dir's own last checkpoint."""
+writer that was fenced off, and read only what follows the state dir's own last checkpoint;
+and they stay right when a compacting broker keeps only the last record of each key."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka import TopicPartition
 
-from adaptd.changelog import Changelog
-from adaptd.checkpoint import CheckpointStore, PartitionChanges, encode
+from adaptd.changelog import Changelog, apply_records
+from adaptd.checkpoint import CheckpointStore, PartitionChanges, decode, encode
 from tests.integration.kafka_harness import produce
 
 pytestmark = pytest.mark.integration
@@ -76,3 +79,58 @@ def test_a_current_state_dir_reads_only_the_tail(changelog, tmp_path: Path) -> N
     assert changelog().restore(0, store) == 2  # checkpoint 1 is not read again
     part = store.load([0]).partitions[0]
     assert part.position == 30 and (store.get(0, "a"), store.get(0, "b")) == (3, 2)
+
+
+def _log(log: Changelog) -> list[tuple[int, bytes, dict[str, Any]]]:
+    """Every record of changelog partition 0 as (offset, key, value), read from the broker up
+    to a fence appended for the purpose (the broker's end offsets are not relied on)."""
+    end = log._fence(0)
+    _, consumer = log.clients.get()
+    tp = TopicPartition(log.topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    out = []
+    while consumer.position(tp) <= end:
+        for record in consumer.poll(timeout_ms=200).get(tp, ()):
+            if record.offset <= end:
+                out.append((record.offset, record.key, dict(decode(record.value, "test"))))
+    return out
+
+
+def _compact(records: list[tuple[int, bytes, dict[str, Any]]],
+             key=lambda key, value: key) -> list[tuple[int, dict[str, Any]]]:
+    """The worst a compacting broker may leave: the last record of each compaction key only,
+    in log order (what Kafka's log compaction guarantees, and no more)."""
+    last = {key(k, v): offset for offset, k, v in records}
+    return [(offset, v) for offset, k, v in records if last[key(k, v)] == offset]
+
+
+def test_compaction_cannot_trade_a_committed_state_for_a_half_written_one(
+        changelog, tmp_path: Path) -> None:
+    writer = changelog()
+    writer.restore(0, CheckpointStore(tmp_path / "writer"))
+    publish(writer, 1, 10, a=1, b=1)
+    publish(writer, 2, 20, a=2)
+    publish(writer, 3, 30, b=3)
+    # Checkpoint 4 dies half written: both keys' states are sent, its marker never is.
+    producer, _ = writer.clients.get()
+    writer._send_states(producer, 0, writer.epochs[0], 4,
+                        PartitionChanges(40, {"a": 4, "b": 4}), writer._slot_one[0])
+    producer.flush(timeout=10)
+    new_owner = changelog()  # the partition moves ...
+    new_owner.restore(0, CheckpointStore(tmp_path / "new"))
+    publish(new_owner, 5, 35, a=5)
+    publish(writer, 6, 45, a=99, b=99)  # ... and the old owner, a zombie, writes on
+    records = _log(changelog())
+
+    def restore(compacted: list[tuple[int, dict[str, Any]]], name: str) -> tuple[Any, ...]:
+        store = CheckpointStore(tmp_path / name)
+        apply_records(compacted, 0, store, replace=True)
+        return store.load([0]).partitions[0].position, store.get(0, "a"), store.get(0, "b")
+
+    expected = (35, 5, 3)  # checkpoint 5 over 3: the last complete one of each key
+    assert restore([(o, v) for o, _, v in records], "whole") == expected
+    assert restore(_compact(records), "compacted") == expected
+    # Keyed by key alone, as before, the same compaction loses committed states.
+    by_key = _compact(records, key=lambda k, v: v.get("key") or k)
+    assert restore(by_key, "keyed-by-key") != expected

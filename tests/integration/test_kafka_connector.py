@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
-from adaptd.connectors.base import SinkMessage, SourceRecord
+from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
 from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
 from adaptd.connectors.kafka_common import KafkaSourceBase
 from adaptd.errors import UnavailableError
@@ -148,7 +148,10 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
             sink.write([SinkMessage(value=f"before-{i}".encode()) for i in range(10)])
             sink.flush()
             proxy.stop()
-            sink.write([SinkMessage(value=f"during-{i}".encode()) for i in range(50)])
+            sink.write([SinkMessage(value=f"during-{i}".encode()) for i in range(30)])
+            # The daemon writes predictions pre-encoded: those are kept and resent alike.
+            sink.write_encoded(EncodedBatch(
+                b"".join(f"during-{i}\n".encode() for i in range(30, 50)), [None] * 20))
             wait_for(lambda: sink.failed_deliveries > 0, 20, "deliveries to fail")
             assert sink.backlog() == 50
             proxy.start()
@@ -162,15 +165,73 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
     assert {f"during-{i}".encode() for i in range(50)} <= values
 
 
-def test_kafka_pythons_per_message_fallback_delivers_as_well(
-        kafka_broker: str, kafka_topic: str, client: str,
+def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    uri = f"kafka://{kafka_broker}/{kafka_topic}?partitions=3&client={client}"
+    sink = kafka_sink(sink_options(uri))
+    values = [f'{{"i":{i}}}'.encode() for i in range(400)]
+    keys = [f"k{i % 7}".encode() for i in range(400)]
+    sink.write(list(map(SinkMessage, values[:200], keys[:200])))
+    sink.write_encoded(EncodedBatch(b"".join(v + b"\n" for v in values[200:]), keys[200:]))
+    sink.flush()
+    assert sink.backlog() == 0
+    sink.close()
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({}, None)
+    try:
+        records = read_all(source, 400)
+    finally:
+        source.close()
+    assert sorted((int(r.value[5:-1]), r.key) for r in records) == list(zip(range(400), keys))
+    partition_of_key: dict[bytes | None, set[int]] = {}
+    for r in records:
+        partition_of_key.setdefault(r.key, set()).add(r.partition)
+    assert all(len(p) == 1 for p in partition_of_key.values()), "a key spans partitions"
+    for p in range(3):
+        in_partition = [int(r.value[5:-1]) for r in sorted(records, key=lambda r: r.position)
+                        if r.partition == p]
+        assert in_partition == sorted(in_partition), "written order not kept"
+
+
+def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    produce(kafka_broker, kafka_topic, 120, partitions=1, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({0: 20}, None)
+    runs: list[RecordRun] = []
+    try:
+        deadline = time.monotonic() + 30
+        while sum(map(len, runs)) < 100:
+            assert time.monotonic() < deadline, "records did not come"
+            polled = source.poll_many(500, 0.2)
+            if polled:
+                assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
+                runs.append(polled)
+    finally:
+        source.close()
+    assert [r.position for run in runs for r in run.records()] == list(range(20, 120))
+    for run in runs:
+        assert run.values == [r.value for r in run.records()]
+        assert run[0].key is not None and run[0].timestamp_ms is not None
+    assert [(r.key, r.value) for run in runs for r in run.records()] == [
+        (f"k{i % 5}".encode(), f'{{"i":{i}}}'.encode()) for i in range(20, 120)]
+
+
+@pytest.mark.parametrize("internals", ["producer", "fetcher"])
+def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
+        kafka_broker: str, kafka_topic: str, client: str, internals: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kafka-python release without the internals the batch path uses: ``send`` per message."""
+    """A kafka-python release without the internals the batch paths use: ``send`` per message,
+    or records read through kafka-python's own ``ConsumerRecord``."""
     if client != "kafka-python":
-        pytest.skip("only kafka-python has a fallback path")
+        pytest.skip("only kafka-python has fallback paths")
+    from adaptd.connectors import kafka_python_records
     from adaptd.connectors.kafka_python_sink import BatchAppender
 
-    monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
+    if internals == "producer":
+        monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
+    else:
+        monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: False)
     produce(kafka_broker, kafka_topic, 200, client=client)
     source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({}, None)

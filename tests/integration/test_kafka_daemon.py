@@ -104,6 +104,8 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
         body = json.loads(msg.value)
         original = by_position[(body["partition"], body["position"])].value
         assert body["reason"] == bad[original]
+        # Keyed as the input was, whether its batch came as a run of records or a list.
+        assert msg.key == by_position[(body["partition"], body["position"])].key == b"raw"
         assert body.get("raw", "").encode() == original
 
     # New records while it was down; the restart must read those and only those.

@@ -109,6 +109,18 @@ def test_replicas_take_over_a_killed_one_and_a_new_one_restores_from_the_changel
     assert not wrong, f"{len(wrong)} positions differ, e.g. {list(wrong.items())[:3]}"
 
 
+def meta_pt(d: Daemon) -> dict:
+    return torch.load(d.state_dir / "meta.pt", weights_only=True)
+
+
+def theta0_spread(replicas: list[Daemon]) -> float:
+    """Largest distance between two replicas' meta.pt θ0, relative to the norm of their mean."""
+    thetas = [meta_pt(d)["theta0"].double() for d in replicas]
+    mean = torch.stack(thetas).mean(dim=0)
+    worst = max(float(torch.linalg.norm(a - b)) for a in thetas for b in thetas)
+    return worst / max(float(torch.linalg.norm(mean)), 1e-12)
+
+
 def drifting_records(n: int, keys: int, seed: int) -> list[dict]:
     """Labelled linear records whose per-key weights flip sign every 120 records of the key:
     each key closes a task at every flip."""
@@ -145,7 +157,7 @@ def test_replicas_share_one_meta_state_through_the_meta_topic(
 
     def meta_pt_tasks(d: Daemon) -> int:
         path = d.state_dir / "meta.pt"
-        return int(torch.load(path, weights_only=True)["tasks"]) if path.exists() else 0
+        return int(meta_pt(d)["tasks"]) if path.exists() else 0
 
     try:
         wait_for(lambda: all(d.ready() for d in replicas), 90, "three replicas to own partitions")
@@ -157,6 +169,17 @@ def test_replicas_share_one_meta_state_through_the_meta_topic(
                  "every replica's meta.pt to count 90% of the group's tasks")
         gauges = [scrape(f"{d.url}/metrics")[("adaptd_meta_tasks", ())] for d in replicas]
         assert all(g >= 0.9 * group_tasks() for g in gauges), gauges
+        # The standardization statistics are the group's too: each meta.pt's count every
+        # replica's records (each record once), not its own third.
+        wait_for(lambda: all(meta_pt(d)["scaler"]["x"]["count"] >= 0.9 * len(records)
+                             for d in replicas), 60, "meta.pt statistics over the group's records")
+        assert all(meta_pt(d)["scaler"]["x"]["count"] <= len(records) for d in replicas)
+        # θ0 agreement: at the end of the stream the replicas differ by what one merge interval
+        # (1 s) of tasks moved; idle, merging every second, they converge on one meta-state.
+        at_end = theta0_spread(replicas)
+        wait_for(lambda: theta0_spread(replicas) < 1e-3, 60, "the replicas' θ0 to agree")
+        print(f"θ0 spread (max pairwise |θa − θb| / |θ mean|, merges every 1 s): {at_end:.2e} "
+              f"at the end of the stream, {theta0_spread(replicas):.2e} once idle")
         for d in replicas:
             assert d.stop() == 0, d.log()
     finally:

@@ -89,7 +89,7 @@ def test_average_of_replicas():
     a, b = state(), state()
     b.theta0 = np.array([3.0, 1.0])
     b.tasks = 7
-    m = average([a, b])
+    m = average([a, b])  # without weights: equal views of one history
     np.testing.assert_allclose(m.theta0, [2.0, 0.0])
     assert m.tasks == 7
     with pytest.raises(ValueError):

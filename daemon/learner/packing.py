@@ -1,0 +1,59 @@
+"""Many keys' task states packed at once, straight from the arena: the checkpoint's fast path.
+
+:meth:`AdaptiveLearner._task_state` copies a key's row field by field into a dict (about 35
+small arrays and floats) and the checkpoint then packs that dict: fine for a few keys, but with
+a thousand changed keys per checkpoint those per-array steps were most of a run's time. Here
+each field is gathered for all the keys in one NumPy index and cut into per-key byte strings
+by :func:`adaptd.state_codec.pack_rows`. What :func:`adaptd.state_codec.unpack_state` returns
+for a key is the dict ``_task_state`` builds (detector statistics as 0-d arrays instead of
+floats, which ``set_state`` takes alike); ``tests/unit/test_state_codec.py`` holds the two equal.
+
+Only the configurations whose task state is all rows of arrays take this path: Page-Hinkley
+or no detector, no concept library. Any other learner (the auto model's Hedge, a river
+detector per key) returns None and is packed key by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+
+from adaptd.drift import NullBank, PageHinkleyBank, PHState
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.arena import BASE_FIELDS, Arena
+from adaptd.state_codec import pack_rows, pack_state
+
+
+def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] | None:
+    """key → packed task state for ``keys`` (those the learner holds, live or just evicted);
+    None when ``learner``'s task states are not all arena rows. Never blocks."""
+    # No bank yet: the learner has not seen a record (nor set up its arena).
+    bank = getattr(learner, "bank", None)
+    if type(learner) is not AdaptiveLearner or learner.concepts is not None \
+            or not isinstance(bank, (PageHinkleyBank, NullBank)):
+        return None
+    cold, slot_of = learner._cold, learner._slot_of
+    out = {k: pack_state(cold[k]) for k in keys if k in cold and k not in slot_of}
+    live = [k for k in keys if k in slot_of]
+    if not live:
+        return out
+    slots = np.fromiter((slot_of[k] for k in live), dtype=np.int64, count=len(live))
+    arena: Arena = learner.arena
+    blocks: list[tuple[tuple[str, ...], np.ndarray]] = [
+        ((name,), getattr(arena, name)[slots]) for name in Arena._fields]
+    rest: dict[str, Any] = {}
+    if isinstance(bank, PageHinkleyBank):
+        ph = bank.state
+        blocks += [(("detector", name), getattr(ph, name)[slots]) for name in PHState._fields]
+        rest["detector"] = {}
+    else:
+        rest["detector"] = None
+    if learner.classes is not None:
+        rest["classes"] = len(learner.classes)
+    if learner.regret.baseline:
+        blocks += [(("baseline", name), getattr(arena, name)[slots + 1]) for name in BASE_FIELDS]
+        rest["baseline"] = {}
+    out.update(pack_rows(live, blocks, rest))
+    return out

@@ -1,0 +1,188 @@
+"""One key's task state as one flat byte string: what a checkpoint stores per key.
+
+A task state is a nested dict whose leaves are mostly NumPy arrays (parameters, the support
+window, the hindsight buffer) and a few Python scalars (detector statistics). Pickling it costs
+a reduce call per array, about 5 µs each: 170 µs for a logistic key's 35 arrays, which made
+checkpoints of a thousand keys the largest cost of a run. Here the arrays' raw bytes are
+concatenated behind two small pickles: the *spec* (path, dtype and shape of every array, the
+same for every key of a model, so pickled once and cached) and the *rest* (the dict without
+its arrays). Each array's trailing zero bytes are left out: ring buffers fill from the front,
+so a key with few records (most keys, when keys are many) packs to a tenth of its size without
+a compressor. Packing a key costs one copy of its bytes; unpacking returns writable arrays that
+view one buffer.
+
+>>> import numpy as np
+>>> blob = pack_state({"theta": np.arange(3.0), "det": {"n": 2.0, "s": np.zeros(500)}})
+>>> len(blob) < 200
+True
+>>> state = unpack_state(blob)
+>>> state["theta"].tolist(), state["det"]["n"], state["det"]["s"].shape, bool(state["det"]["s"].any())
+([0.0, 1.0, 2.0], 2.0, (500,), False)
+>>> unpack_state({"already": "a dict"})  # a value written before this format passes through
+{'already': 'a dict'}
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+_MAGIC = b"ADKS"
+#: magic, spec length, rest length (bytes); then one uint32 stored length per array.
+_HEADER = struct.Struct("<4sII")
+_PathSpec = tuple[tuple[tuple[str, ...], str, tuple[int, ...]], ...]
+#: Distinct specs are few (one per model layout); the caches are cleared if that ever fails.
+_CACHE_LIMIT = 256
+
+
+class _Layout(NamedTuple):
+    """How to cut one spec's buffer: per array its path, dtype, shape, offset, byte size."""
+
+    arrays: tuple[tuple[tuple[str, ...], np.dtype[Any], tuple[int, ...], int, int], ...]
+    nbytes: int
+    lengths: struct.Struct
+
+
+_spec_bytes: dict[_PathSpec, bytes] = {}
+_layouts: dict[bytes, tuple[_PathSpec, _Layout]] = {}
+
+
+def pack_state(state: Any) -> Any:
+    """``state``'s arrays as raw bytes behind its spec and the rest (see the module note); a
+    state that is not a dict (another learner's) is returned as it is, pickled by the store."""
+    if not isinstance(state, dict):
+        return state
+    spec: list[tuple[tuple[str, ...], str, tuple[int, ...]]] = []
+    chunks: list[bytes] = []
+    rest = _split(state, (), spec, chunks)
+    key = tuple(spec)
+    spec_blob = _spec_bytes.get(key)
+    if spec_blob is None:
+        if len(_spec_bytes) > _CACHE_LIMIT:
+            _spec_bytes.clear()
+        spec_blob = _spec_bytes[key] = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)
+    rest_blob = pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL)
+    lengths = struct.pack(f"<{len(chunks)}I", *map(len, chunks))
+    return b"".join((_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob)), spec_blob,
+                     rest_blob, lengths, *chunks))
+
+
+def pack_rows(keys: Sequence[str], blocks: Sequence[tuple[tuple[str, ...], np.ndarray]],
+              rest: dict[str, Any]) -> dict[str, bytes]:
+    """:func:`pack_state` of many keys at once, from arrays that hold them as rows: ``blocks``
+    are (path, array whose row i is key i's value there), ``rest`` the part without arrays
+    that every key shares. One copy per block instead of one per key and array: a checkpoint
+    of a thousand keys' states costs milliseconds, not the 0.2 s of packing them one by one.
+
+    >>> import numpy as np
+    >>> rows = pack_rows(["a", "b"], [(("w",), np.array([[1.0, 0.0], [0.0, 0.0]]))], {"c": 1})
+    >>> [(k, unpack_state(v)["w"].tolist(), unpack_state(v)["c"]) for k, v in rows.items()]
+    [('a', [1.0, 0.0], 1), ('b', [0.0, 0.0], 1)]
+    """
+    n = len(keys)
+    spec = tuple((path, block.dtype.str, block.shape[1:]) for path, block in blocks)
+    spec_blob = _spec_bytes.get(spec)
+    if spec_blob is None:
+        spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+    rest_blob = pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL)
+    head = _HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob)) + spec_blob + rest_blob
+    views, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
+    for j, (_, block) in enumerate(blocks):
+        raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
+        lengths[:, j] = _used_bytes(raw)
+        views.append((raw.reshape(-1).data, raw.shape[1]))
+    out = {}
+    for i, key in enumerate(keys):
+        row = lengths[i]
+        out[key] = b"".join((head, row.tobytes(),
+                             *(view[i * width:i * width + used]
+                               for (view, width), used in zip(views, row.tolist()))))
+    return out
+
+
+def _used_bytes(raw: np.ndarray) -> np.ndarray:
+    """Per row of ``raw`` (n, width) uint8: its length without trailing zero words. Only rows
+    ending in a zero byte are scanned (a busy ring buffer's row ends in a float's exponent),
+    eight bytes at a time where the width allows."""
+    width = raw.shape[1]
+    used = np.full(len(raw), width, dtype=np.int64)
+    if width == 0:
+        return used
+    tail_zero = np.flatnonzero(raw[:, -1] == 0)
+    if len(tail_zero):
+        word = 8 if width % 8 == 0 else 1
+        rows = raw if len(tail_zero) == len(raw) else raw[tail_zero]
+        nonzero = rows.view(f"<u{word}") != 0
+        # argmax over a reversed copy: on the reversed view NumPy walks it 4x slower.
+        from_end = np.ascontiguousarray(nonzero[:, ::-1]).argmax(axis=1)
+        last = (nonzero.shape[1] - from_end) * word
+        used[tail_zero] = np.where(nonzero.any(axis=1), last, 0)
+    return used
+
+
+def _split(node: dict[str, Any], path: tuple[str, ...], spec: list[Any],
+           chunks: list[bytes]) -> dict[str, Any]:
+    rest: dict[str, Any] = {}
+    for name, value in node.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            spec.append(((*path, name), value.dtype.str, value.shape))
+            chunks.append(value.tobytes().rstrip(b"\0"))
+        elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            rest[name] = _split(value, (*path, name), spec, chunks)
+        else:
+            rest[name] = value
+    return rest
+
+
+def unpack_state(blob: Any) -> Any:
+    """The state :func:`pack_state` packed; anything else (a value stored before this format,
+    an already unpacked state) is returned as it is. Raises ValueError on a damaged value."""
+    if not isinstance(blob, (bytes, bytearray)) or blob[:4] != _MAGIC:
+        return blob
+    _, spec_len, rest_len = _HEADER.unpack_from(blob)
+    start = _HEADER.size
+    spec_blob = bytes(blob[start:start + spec_len])
+    layout = _layout(spec_blob)
+    start += spec_len
+    state = pickle.loads(blob[start:start + rest_len])
+    start += rest_len
+    lengths = layout.lengths.unpack_from(blob, start)
+    start += layout.lengths.size
+    buffer = bytearray(layout.nbytes)  # zeros: the stripped tails
+    for (path, dtype, shape, offset, size), length in zip(layout.arrays, lengths, strict=True):
+        if length > size:
+            raise ValueError(f"packed state: array {'/'.join(path)} holds {length} bytes, "
+                             f"more than its {size}")
+        buffer[offset:offset + length] = blob[start:start + length]
+        start += length
+        node = state
+        for name in path[:-1]:
+            node = node[name]
+        node[path[-1]] = np.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize,
+                                       offset=offset).reshape(shape)
+    if start != len(blob):
+        raise ValueError(f"packed state: {len(blob) - start} bytes left over")
+    return state
+
+
+def _layout(spec_blob: bytes) -> _Layout:
+    found = _layouts.get(spec_blob)
+    if found is not None:
+        return found[1]
+    spec: _PathSpec = pickle.loads(spec_blob)
+    arrays = []
+    offset = 0
+    for path, dtype_str, shape in spec:
+        dtype = np.dtype(dtype_str)
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        arrays.append((path, dtype, shape, offset, size))
+        offset += size
+    layout = _Layout(tuple(arrays), offset, struct.Struct(f"<{len(arrays)}I"))
+    if len(_layouts) > _CACHE_LIMIT:
+        _layouts.clear()
+    _layouts[spec_blob] = (spec, layout)
+    return layout
