@@ -78,10 +78,11 @@ def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: fl
         for j in range(E):
             W[s, j] = 1.0 / E
         return
-    for j in range(E):
-        w = W[s, j] / total
-        W[s, j] = (1.0 - share) * w + share * (to_past * past[s, j] + (1.0 - to_past) / E)
-        past[s, j] += (w - past[s, j]) / (seen + 2.0)
+    for j in range(E):  # written so that to_past = 0 rounds as fixed share always did
+        w = W[s, j]
+        W[s, j] = (1.0 - share) * w / total + share * to_past * past[s, j] \
+            + share * (1.0 - to_past) / E
+        past[s, j] += (w / total - past[s, j]) / (seen + 2.0)
 
 
 @njit()
