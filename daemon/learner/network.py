@@ -96,17 +96,22 @@ def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no
             g[o + fi * fo + u] += du
         if layer == 0:
             break
+        # Σ_u W[u, v]·delta[u] for every v at once, u outermost: each sum still runs over u in
+        # order (the same bits as one v at a time), and the inner loop reads a weight row
+        # contiguously, so it compiles to vector instructions (strided before: 1.6× slower).
         for v in range(fi):
-            back = 0.0
-            for u in range(fo):
-                back += theta[r, o + u * fi + v] * delta[u]
+            delta_next[v] = 0.0
+        for u in range(fo):
+            du = delta[u]
+            base = o + u * fi
+            for v in range(fi):
+                delta_next[v] += theta[r, base + v] * du
+        for v in range(fi):
             h = acts[layer, v]
             if net.act == 0:
-                delta_next[v] = back * (1.0 - h * h)
+                delta[v] = delta_next[v] * (1.0 - h * h)
             else:
-                delta_next[v] = back if h > 0.0 else 0.0
-        for v in range(fi):
-            delta[v] = delta_next[v]
+                delta[v] = delta_next[v] if h > 0.0 else 0.0
 
 
 @njit(inline=True)
@@ -222,23 +227,98 @@ def window_grad(theta, r, WX, WY, WM, kk, net, g, newest, yp_newest, sc):  # typ
         _window_grad_linear(theta, r, WX, WY, WM, kk, net.logistic, count, g, newest,
                             yp_newest, sc.window)
         return
+    # The newest entry's forward pass is the prediction's, still in sc.acts / sc.zs.
+    for layer in range(sc.acts.shape[0]):
+        for v in range(sc.acts.shape[1]):
+            sc.acts_new[layer, v] = sc.acts[layer, v]
+    for u in range(sc.zs.shape[0]):
+        sc.zs_new[u] = sc.zs[u]
+    network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, sc.acts, sc.zs, sc.delta,
+                        sc.delta_next, sc.wt, newest, sc.acts_new, sc.zs_new)
+
+
+@njit(inline=True)
+def transpose_weights(theta, r, net, wt):  # type: ignore[no-untyped-def]
+    """``wt[o + v·fo + u] = W[u, v]``: each layer's weight ``(fo, fi)`` of row ``r`` as
+    ``(fi, fo)`` at the layer's offset (biases are not copied)."""
+    for layer in range(net.L_off.shape[0]):
+        o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
+        for u in range(fo):
+            base = o + u * fi
+            for v in range(fi):
+                wt[o + v * fo + u] = theta[r, base + v]
+
+
+@njit(inline=True)
+def forward_t(theta, r, wt, acts, net, zs):  # type: ignore[no-untyped-def]
+    """:func:`forward` with the weights transposed (:func:`transpose_weights`): each unit's
+    sum still runs bias first, then over the inputs in order (the same bits), but all of a
+    layer's units advance together, so the inner loop reads ``wt`` contiguously and compiles
+    to vector instructions (3× faster for a 40-wide layer here)."""
+    nl = net.L_off.shape[0]
+    for layer in range(nl):
+        o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
+        out = zs if layer == nl - 1 else acts[layer + 1]
+        for u in range(fo):
+            out[u] = theta[r, o + fi * fo + u]
+        for v in range(fi):
+            av = acts[layer, v]
+            base = o + v * fo
+            for u in range(fo):
+                out[u] += wt[base + u] * av
+        if layer == nl - 1:
+            return out[fo - 1]
+        for u in range(fo):
+            out[u] = tanh(out[u]) if net.act == 0 else max(0.0, out[u])
+    return 0.0
+
+
+@njit()
+def network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, acts, zs, delta,
+                        delta_next, wt, newest, acts_new, zs_new):  # type: ignore[no-untyped-def]
+    """:func:`window_grad`'s sum for a network (anything but one layer of one output): a
+    forward and backward pass per window entry, added to ``g`` (zeroed by the caller).
+
+    The entry at ``newest`` was just predicted with this θ: its forward pass is taken from
+    ``acts_new``/``zs_new`` (output values: for multi-class, the probabilities) instead of
+    computed again. ``wt`` ``(P,)`` is scratch for the transposed weights, written once for
+    the window when older entries need a forward pass."""
+    older = False
+    for m in range(kk):
+        older = older or (WM[r, m] != 0.0 and m != newest)
+    if older:
+        transpose_weights(theta, r, net, wt)
     for m in range(kk):
         if WM[r, m] == 0.0:
             continue
-        for j in range(WX.shape[2]):
-            sc.acts[0, j] = WX[r, m, j]
-        zm = forward(theta, r, sc.acts, net, sc.zs)
-        if net.classes:
-            # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
-            softmax_inplace(sc.zs, net.classes)
-            scale = WM[r, m] / count
-            for u in range(net.classes):
-                sc.delta[u] = sc.zs[u] * scale
-            sc.delta[int(WY[r, m])] -= scale
-            backward_from(theta, r, sc.acts, net, g, sc.delta, sc.delta_next)
+        if m == newest:
+            _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, acts_new, zs_new,
+                          zs_new[net.L_out[-1] - 1], True, delta, delta_next)
             continue
-        if net.logistic:
-            e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
-        else:
-            e = 2.0 * (zm - WY[r, m])
-        backward(theta, r, sc.acts, net, e * WM[r, m] / count, g, sc.delta, sc.delta_next)
+        for j in range(WX.shape[2]):
+            acts[0, j] = WX[r, m, j]
+        zm = forward_t(theta, r, wt, acts, net, zs)
+        _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, acts, zs, zm, False, delta,
+                      delta_next)
+
+
+@njit(inline=True)
+def _window_entry(theta, r, y, w, count, net, g, acts, zs, zm, probs, delta,
+                  delta_next):  # type: ignore[no-untyped-def]
+    """Add one window entry's gradient, weighted ``w / count``, to ``g``, given its forward pass
+    (``acts``, outputs ``zs`` — already probabilities when ``probs`` — and output ``zm``)."""
+    if net.classes:
+        # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
+        if not probs:
+            softmax_inplace(zs, net.classes)
+        scale = w / count
+        for u in range(net.classes):
+            delta[u] = zs[u] * scale
+        delta[int(y)] -= scale
+        backward_from(theta, r, acts, net, g, delta, delta_next)
+        return
+    if net.logistic:
+        e = 1.0 / (1.0 + math.exp(-zm)) - y
+    else:
+        e = 2.0 * (zm - y)
+    backward(theta, r, acts, net, e * w / count, g, delta, delta_next)

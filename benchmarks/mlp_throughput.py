@@ -1,0 +1,72 @@
+"""The MLP's whole process from a file: ``adaptd run --model mlp`` against the plain river loop.
+
+The speed issue's MLP target: MLP 40-40, one key, from a file, whole process through the CLI,
+at no more than 1× the wall time of the plain loop a river user would write (orjson in,
+``LogisticRegression(optimizer=AdaGrad())`` ``predict_proba_one`` + ``learn_one``, a line out).
+Same records file and loop as :mod:`benchmarks.file_throughput` (binary, ``d`` Gaussian
+features, one key); both timed as whole processes (start-up included), alternating, median of
+``--runs``, as the ratio of adaptd's wall time to the loop's measured in the same run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
+        [--set learner.window=5 ...]   (extra settings through ADAPTD_* environment variables)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.file_throughput import RIVER_LOOP, write_records
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--features", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
+                        help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
+    args = parser.parse_args(argv)
+    adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
+    env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
+    with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
+        work = Path(tmp)
+        source = work / "in.jsonl"
+        write_records(source, args.records, args.features, seed=1)
+        loop = work / "loop.py"
+        loop.write_text(RIVER_LOOP)
+        times: dict[str, list[float]] = {"adaptd mlp": [], "river loop": []}
+        for run in range(args.runs):
+            shutil.rmtree(work / "state", ignore_errors=True)
+            times["adaptd mlp"].append(timed([
+                adaptd, "run", "--source", f"jsonl:{source}", "--sink",
+                f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
+                "mlp", "--state-dir", str(work / "state"), "--metrics-port", "off"], env))
+            times["river loop"].append(timed([sys.executable, str(loop), str(source),
+                                              str(work / "river.jsonl")]))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{args.records:,} records, {args.features} features, one key, median of {args.runs}"
+          f"{' ' + ' '.join(args.env) if args.env else ''}")
+    for name, wall_s in medians.items():
+        print(f"  {name:<11} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
+              f"{wall_s / args.records * 1e6:6.1f} us/record")
+    print(f"  adaptd mlp / river loop wall time: "
+          f"{medians['adaptd mlp'] / medians['river loop']:.2f}  (target <= 1)")
+
+
+if __name__ == "__main__":
+    main()
