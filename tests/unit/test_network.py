@@ -1,6 +1,6 @@
 """The compiled network math (:mod:`adaptd.learner.network`): the kernel's window gradient
 against the closed form and finite differences, with the newest entry's forward pass taken
-from its prediction, and the transposed forward pass against the plain one."""
+from its prediction."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 
 from adaptd.learner import kernel
 from adaptd.learner.models import build_family, initial_parameters
-from adaptd.learner.network import (
-    forward, forward_t, net_of, predict, predict_classes, transpose_weights, window_grad,
-)
+from adaptd.learner.network import net_of, predict, predict_classes, window_grad
 
 D, N = 3, 5
 
@@ -67,19 +65,3 @@ def test_window_gradient_matches_the_closed_form_and_finite_differences(
     g = np.empty(fam.n_params)
     window_grad(theta, 0, X, Y, M, N, net, g, newest, yp, sc)
     np.testing.assert_allclose(g, closed[0], rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("act", ["tanh", "relu"])
-def test_the_transposed_forward_pass_gives_the_same_bits(act: str) -> None:
-    fam = build_family("mlp", "regression", D, (40, 7), act, classes=0)
-    net = net_of(fam)
-    theta = initial_parameters(fam, 5)[None, :]
-    sc = kernel.scratch(net.L_out, D, 1, fam.n_params)
-    wt = np.empty(fam.n_params)
-    transpose_weights(theta, 0, net, wt)
-    a, b = np.zeros_like(sc.acts), np.zeros_like(sc.acts)
-    za, zb = np.zeros_like(sc.zs), np.zeros_like(sc.zs)
-    for x in np.random.default_rng(0).normal(size=(20, D)) * 3:
-        a[0, :D] = b[0, :D] = x
-        assert forward(theta, 0, a, net, za) == forward_t(theta, 0, wt, b, net, zb)
-        assert np.array_equal(a, b)
