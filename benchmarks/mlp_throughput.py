@@ -8,7 +8,11 @@ features, one key); both timed as whole processes (start-up included), alternati
 ``--runs``, as the ratio of adaptd's wall time to the loop's measured in the same run.
 
     PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
-        [--set learner.window=5 ...]   (extra settings through ADAPTD_* environment variables)
+        [--env ADAPTD_LEARNER__WINDOW=5 ...]
+
+``--multiclass``: the multi-class cost target instead: 10 classes, 20 Gaussian features, labels
+the argmax of a fixed linear map plus noise, one key; ``adaptd run --model linear`` (softmax)
+against the same loop with river's ``SoftmaxRegression()``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,36 @@ from pathlib import Path
 
 from benchmarks.file_throughput import RIVER_LOOP, write_records
 
+SOFTMAX_LOOP = '''
+import sys, orjson
+from river import linear_model
+model = linear_model.SoftmaxRegression()
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
+    for line in src:
+        r = orjson.loads(line)
+        x = dict(enumerate(r["x"]))
+        p = model.predict_proba_one(x)
+        model.learn_one(x, r["y"])
+        best = max(p, key=p.get) if p else 0
+        out.write(orjson.dumps({"y_pred": best, "probas": p}, option=orjson.OPT_NON_STR_KEYS)
+                  + b"\\n")
+'''
+
+
+def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: int = 1) -> None:
+    """One key; label = argmax of a fixed linear map of the features plus Gaussian noise."""
+    import numpy as np
+    import orjson
+
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, classes))
+    with open(path, "wb") as fh:
+        for start in range(0, n, 100_000):
+            X = rng.normal(size=(min(100_000, n - start), d))
+            y = np.argmax(X @ W + rng.normal(size=(len(X), classes)), axis=1)
+            fh.writelines(orjson.dumps({"x": row, "y": int(label)}) + b"\n"
+                          for row, label in zip(X.tolist(), y.tolist(), strict=True))
+
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
@@ -38,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--multiclass", action="store_true",
+                        help="10 classes, 20 features, linear softmax against SoftmaxRegression")
     parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
                         help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
     args = parser.parse_args(argv)
@@ -46,34 +82,43 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
         work = Path(tmp)
         source = work / "in.jsonl"
-        write_records(source, args.records, args.features, seed=1)
+        model = "linear" if args.multiclass else "mlp"
+        if args.multiclass:
+            write_multiclass(source, args.records)
+        else:
+            write_records(source, args.records, args.features, seed=1)
         loop = work / "loop.py"
-        loop.write_text(RIVER_LOOP)
+        loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
         def adaptd_run(src: Path, run: int) -> float:
             shutil.rmtree(work / "state", ignore_errors=True)
             return timed([
                 adaptd, "run", "--source", f"jsonl:{src}", "--sink",
                 f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
-                "mlp", "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
+                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
 
         # Untimed: Numba compiles the kernel into its cache on a fresh install or after a
         # code change (tens of seconds here); a user's later processes load it.
         warm = work / "warm.jsonl"
-        write_records(warm, 2000, args.features, seed=2)
+        if args.multiclass:
+            write_multiclass(warm, 2000, seed=2)
+        else:
+            write_records(warm, 2000, args.features, seed=2)
         adaptd_run(warm, -1)
-        times: dict[str, list[float]] = {"adaptd mlp": [], "river loop": []}
+        name = f"adaptd {model}"
+        times: dict[str, list[float]] = {name: [], "river loop": []}
         for run in range(args.runs):
-            times["adaptd mlp"].append(adaptd_run(source, run))
+            times[name].append(adaptd_run(source, run))
             times["river loop"].append(timed([sys.executable, str(loop), str(source),
                                               str(work / "river.jsonl")]))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"{args.records:,} records, {args.features} features, one key, median of {args.runs}"
+    shape = "20 features, 10 classes" if args.multiclass else f"{args.features} features"
+    print(f"{args.records:,} records, {shape}, one key, median of {args.runs}"
           f"{' ' + ' '.join(args.env) if args.env else ''}")
-    for name, wall_s in medians.items():
-        print(f"  {name:<11} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
+    for label, wall_s in medians.items():
+        print(f"  {label:<13} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
               f"{wall_s / args.records * 1e6:6.1f} us/record")
-    print(f"  adaptd mlp / river loop wall time: "
-          f"{medians['adaptd mlp'] / medians['river loop']:.2f}  (target <= 1)")
+    print(f"  {name} / river loop wall time: "
+          f"{medians[name] / medians['river loop']:.2f}  (target <= 1)")
 
 
 if __name__ == "__main__":
