@@ -10,6 +10,11 @@ features, one key); both timed as whole processes (start-up included), alternati
     PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
         [--env ADAPTD_LEARNER__WINDOW=5 ...]
 
+``--engine W [W ...]``: the engine alone instead, in this process: ``process_batch`` on columns
+(MLP 10-40-40-1, one key, shadow baseline and hindsight on, batches of 4096) per window size,
+thread CPU time (robust to other processes on a shared machine), best of 3, after an untimed
+pass over other records.
+
 ``--multiclass``: the multi-class cost target instead: 10 classes, 20 Gaussian features, labels
 the argmax of a fixed linear map plus noise, one key; ``adaptd run --model linear`` (softmax)
 against the same loop with river's ``SoftmaxRegression()``.
@@ -67,6 +72,35 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
+def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
+    """µs of thread CPU time per record for the MLP engine at support window ``window``."""
+    import numpy as np
+
+    from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.records import Record, RecordBatch
+    from adaptd.settings import LearnerConfig
+
+    def batches(seed: int) -> list[RecordBatch]:
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(n, d))
+        y = (X @ rng.normal(size=d) + rng.normal(size=n) > 0).astype(float)
+        recs = [Record(x=tuple(X[i].tolist()), y=float(y[i])) for i in range(n)]
+        return [RecordBatch.from_records(recs[i : i + 4096]) for i in range(0, n, 4096)]
+
+    warm, timed_batches = batches(1), batches(0)
+    best = float("inf")
+    for _ in range(3):
+        learner = AdaptiveLearner("mlp", "classification", n_features=d,
+                                  config=LearnerConfig(window=window))
+        for b in warm:
+            learner.process_batch(b)
+        start = time.thread_time()
+        for b in timed_batches:
+            learner.process_batch(b)
+        best = min(best, time.thread_time() - start)
+    return best / n * 1e6
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -74,9 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--multiclass", action="store_true",
                         help="10 classes, 20 features, linear softmax against SoftmaxRegression")
+    parser.add_argument("--other", metavar="ADAPTD_BIN",
+                        help="also time this adaptd executable (e.g. another checkout's)")
     parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
                         help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
+    parser.add_argument("--engine", type=int, nargs="+", metavar="WINDOW",
+                        help="time the engine alone at these window sizes")
     args = parser.parse_args(argv)
+    if args.engine:
+        for window in args.engine:
+            print(f"MLP 10-40-40-1 engine, window {window}: {engine_us(window):.1f} us/record")
+        return
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
     with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
@@ -89,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
             write_records(source, args.records, args.features, seed=1)
         loop = work / "loop.py"
         loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
-        def adaptd_run(src: Path, run: int) -> float:
+        def adaptd_run(src: Path, run: int, binary: str = adaptd) -> float:
             shutil.rmtree(work / "state", ignore_errors=True)
             return timed([
-                adaptd, "run", "--source", f"jsonl:{src}", "--sink",
+                binary, "run", "--source", f"jsonl:{src}", "--sink",
                 f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
                 model, "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
 
@@ -104,10 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         else:
             write_records(warm, 2000, args.features, seed=2)
         adaptd_run(warm, -1)
+        if args.other:
+            adaptd_run(warm, -1, args.other)
         name = f"adaptd {model}"
         times: dict[str, list[float]] = {name: [], "river loop": []}
         for run in range(args.runs):
             times[name].append(adaptd_run(source, run))
+            if args.other:
+                times.setdefault("other", []).append(adaptd_run(source, run, args.other))
             times["river loop"].append(timed([sys.executable, str(loop), str(source),
                                               str(work / "river.jsonl")]))
     medians = {name: statistics.median(values) for name, values in times.items()}
