@@ -10,6 +10,7 @@ import pytest
 from adaptd.learner import kernel
 from adaptd.learner.models import build_family, initial_parameters
 from adaptd.learner.network import net_of, predict, predict_classes, window_grad
+from tests.unit.test_multiclass import _numeric_grad
 
 D, N = 3, 5
 
@@ -28,16 +29,6 @@ def _case(task: str, classes: int, seed: int) -> tuple:
     M = np.ones((1, N))
     M[0, 1] = 0.0  # a masked entry must not count
     return fam, theta, X, Y, M
-
-
-def _numeric_grad(fam, theta, X, Y, M, h=1e-6):  # type: ignore[no-untyped-def]
-    g = np.empty(fam.n_params)
-    for q in range(fam.n_params):
-        up, down = theta.copy(), theta.copy()
-        up[0, q] += h
-        down[0, q] -= h
-        g[q] = (fam.loss_grad(up, X, Y, M)[0][0] - fam.loss_grad(down, X, Y, M)[0][0]) / (2 * h)
-    return g
 
 
 @pytest.mark.parametrize("task,classes", [("regression", 0), ("classification", 0),
