@@ -38,9 +38,7 @@ class LearnerConfig:
         lr: AdaGrad's step size; ``B = lr²`` before any meta-learning and for the baseline.
         eps: initial value of the accumulators A before any meta-learning.
         c: the weight of g² in ``A += c·g²`` (and ``A₀ = G/c`` at a task's start).
-        window: support-window length k. 5 rather than 10 (measured, benchmarks/results/mlp.md):
-            on the switching sinusoid the MLP's MSE is 0.357 against 0.411, on the bench's real
-            streams ``auto`` is within 0.002 or better, and each record costs half the passes.
+        window: support-window length k.
         hidden: hidden-layer widths of the ``mlp`` model.
         activation: ``tanh`` or ``relu`` for the ``mlp`` hidden units.
         init_seed: seed of the random initialization (when no meta-state file is given).
@@ -69,7 +67,7 @@ class LearnerConfig:
     lr: float = 0.1
     eps: float = 1e-6
     c: float = 1.0
-    window: int = 5
+    window: int = 10
     hidden: list[int] = field(default_factory=lambda: [40, 40])
     activation: Literal["tanh", "relu"] = "tanh"
     init_seed: int = 0

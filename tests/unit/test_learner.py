@@ -23,8 +23,6 @@ NO_REGRET = RegretConfig(baseline=False, hindsight=False)
 # The engine's own math, without the online standardization in front (test_scaling.py).
 RAW_FLAGS = {"standardize": False, "standardize_target": False}
 RAW = LearnerConfig(**RAW_FLAGS)
-# The exact recovery counts below were taken with the window of 10 the default was then.
-WINDOW10 = LearnerConfig(**RAW_FLAGS, window=10)
 
 
 def linear_stream(seed: int, n: int, keys: int = 1, change_at: int | None = None) -> list[Record]:
@@ -181,7 +179,7 @@ def test_oracle_segment_close_makes_exactly_one_meta_update():
 
 def test_detector_closes_segment_at_exact_index_and_restarts_from_theta0():
     recs = linear_stream(4, 400, change_at=250)
-    learner = AdaptiveLearner("linear", "regression", config=WINDOW10, n_features=3,
+    learner = AdaptiveLearner("linear", "regression", config=RAW, n_features=3,
                               drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
     out = []
     for i in range(0, len(recs), 64):
@@ -309,7 +307,7 @@ def test_samples_to_recover_reaches_prometheus():
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     recs = linear_stream(4, 400, change_at=250)
-    learner = AdaptiveLearner("linear", "regression", config=WINDOW10, n_features=3,
+    learner = AdaptiveLearner("linear", "regression", config=RAW, n_features=3,
                               drift=DriftConfig(ph_threshold=20.0), regret=NO_REGRET)
     for i in range(0, len(recs), 64):
         metrics.observe_batch(learner.process_many(recs[i : i + 64]), learner.summary(), 0.001)

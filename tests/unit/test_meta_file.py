@@ -61,12 +61,8 @@ def test_a_run_writes_meta_pt_that_run_meta_loads(tmp_path: Path) -> None:
             sign = 1 if (i // 150) % 2 == 0 else -1  # weights flip: segments close, meta moves
             x = [rng.gauss(0, 1) for _ in range(3)]
             fh.write(json.dumps({"key": "k", "x": x, "y": sign * sum(x)}) + "\n")
-    # Window 10: at the default 5 the detector misses this stream's flips (a Page-Hinkley
-    # fragility on some seeds at either window: benchmarks/results/mlp.md), and this test
-    # needs segments to close.
     runner = file_runner(tmp_path, source, RunnerConfig(batch_size=32, poll_timeout_s=0.01,
-                                                        checkpoint_every_records=100),
-                         **{"learner.window": 10})
+                                                        checkpoint_every_records=100))
     runner.run()
     path = tmp_path / "state" / "meta.pt"
     live = runner.learner.state_dict(keys=())["meta"]

@@ -45,8 +45,7 @@ def test_baseline_is_adagrad_never_reset():
     recs = [Record(x=(float(x),), y=float(3 * x if i < 150 else -3 * x), task=int(i >= 150))
             for i, x in enumerate(rng.normal(size=300))]
     for window in (1, 10):  # textbook AdaGrad (default), or the engine's window
-        learner = AdaptiveLearner("linear", "regression", config=LearnerConfig(**RAW_FLAGS, window=10),
-                                  drift=DriftConfig(detector="oracle"),
+        learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                                   regret=RegretConfig(baseline_window=window))
         learner.process_many(recs)
         plain = AdaptiveLearner("linear", "regression", drift=DriftConfig(detector="none"),
