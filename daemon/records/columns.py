@@ -38,6 +38,7 @@ import orjson
 
 from adaptd.errors import RecordError
 from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_NAME_BYTES, record_key
+from adaptd.records.scan import scan_columns
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
 _X = itemgetter("x")
@@ -58,6 +59,9 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
     d = decoder.n_features
     if d is None or not values or max(map(len, values)) > decoder.max_record_bytes:
         return None
+    scanned = scan_columns(decoder, values)  # records of only x and y: no dict per record
+    if scanned is not None:
+        return scanned
     try:
         objs = list(map(orjson.loads, values))
         rows = list(map(_X, objs))  # KeyError: no x (a delayed label); TypeError: no object
