@@ -11,7 +11,8 @@ anything is not plain; the caller then decodes that batch record by record, whic
 bad records and says why. So the lean path never decides anything about a record the
 per-record path would decide differently: it only ever takes batches in which the per-record
 path would accept every record, and builds the same columns from them (the same floats, by
-the same conversions).
+the same conversions). A batch of records with only ``x`` and ``y`` goes to the compiled scan
+(:mod:`adaptd.records.scan`) first, which builds no dict or list per record.
 
 >>> from adaptd.records import RecordDecoder
 >>> decoder = RecordDecoder(n_features=2)
