@@ -107,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, field = key.partition(".")
-        sections[section][field] = type(_default(section, field))(value) \
-            if not isinstance(_default(section, field), bool) else value.lower() == "true"
+        default = _default(section, field)
+        sections[section][field] = value.lower() == "true" if isinstance(default, bool) \
+            else float(value) if default is None else type(default)(value)
     learner_cfg = LearnerConfig(**sections["learner"])
     drift = DriftConfig(**sections["drift"])
     meta_cfg = MetaConfig(**sections["meta_learning"])

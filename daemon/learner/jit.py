@@ -13,6 +13,8 @@ about 0.3 s. Container images should run one batch at build time.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +23,30 @@ try:
     from numba.core.cpu import CPUTargetOptions
 except ImportError:  # pragma: no cover - numba is a dependency
     numba = None  # type: ignore[assignment]
+
+
+def _load_numba_math_without_scipy() -> None:
+    """Load Numba's NumPy implementations with ``scipy.linalg`` hidden (unless it is loaded).
+
+    On its first compile or cache load Numba imports ``numba.np.arraymath``, which imports
+    ``scipy.linalg.cython_blas`` (``numba`` itself imports only the light ``scipy`` package,
+    for its version) only to decide whether a compiled ``np.dot`` of two vectors
+    calls BLAS or a plain loop; ``scipy.linalg``'s import was about 0.15 s of the daemon's 1 s start-up.
+    No compiled function here calls ``np.dot`` or ``@`` (``tests/unit/test_jit.py`` checks),
+    so the plain loop is never used either. Anything that does need SciPy later (Numba's
+    matrix products check for it when they are compiled) imports it as usual: the block is
+    lifted before this returns.
+    """
+    if numba is None or "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # its import: ImportError
+    try:
+        importlib.import_module("numba.np.arraymath")
+    finally:
+        del sys.modules["scipy.linalg"]
+
+
+_load_numba_math_without_scipy()
 
 F = TypeVar("F", bound=Callable[..., Any])
 

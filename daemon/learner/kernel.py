@@ -85,6 +85,8 @@ class Scratch(NamedTuple):
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
     zs: np.ndarray  # (width,) the output layer's values: logits, then probabilities
+    acts_new: np.ndarray  # (layers, width) the newest record's activations, from its prediction
+    zs_new: np.ndarray  # (width,) and its outputs
 
 
 def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
@@ -92,6 +94,7 @@ def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
     width = max(d, int(L_out.max()))
     return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
                    np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k),
+                   np.empty(width), np.empty((L_out.shape[0], width)),
                    np.empty(width))
 
 

@@ -55,23 +55,50 @@ def tanh(x):  # type: ignore[no-untyped-def]
 @njit(inline=True)
 def forward(theta, r, acts, net, zs):  # type: ignore[no-untyped-def]
     """Output pre-activation for the input in ``acts[0]`` (the last one); every output's goes
-    to ``zs`` and the hidden activations to ``acts[l]``."""
+    to ``zs`` and the hidden activations to ``acts[l]``.
+
+    Four units at a time: each unit's sum is still its bias, then its inputs in order (the
+    same bits as one unit at a time), but four independent sums keep the adder busy where one
+    waits out each addition's latency (1.9 against 0.9 µs for 10-40-40-1 here)."""
     nl = net.L_off.shape[0]
     z = 0.0
     for layer in range(nl):
         o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
-        for u in range(fo):
-            total = theta[r, o + fi * fo + u]
-            base = o + u * fi
+        a = acts[layer]
+        out = zs if layer == nl - 1 else acts[layer + 1]
+        u = 0
+        while u + 4 <= fo:
+            w0 = theta[r, o + u * fi : o + (u + 1) * fi]
+            w1 = theta[r, o + (u + 1) * fi : o + (u + 2) * fi]
+            w2 = theta[r, o + (u + 2) * fi : o + (u + 3) * fi]
+            w3 = theta[r, o + (u + 3) * fi : o + (u + 4) * fi]
+            t0 = theta[r, o + fi * fo + u]
+            t1 = theta[r, o + fi * fo + u + 1]
+            t2 = theta[r, o + fi * fo + u + 2]
+            t3 = theta[r, o + fi * fo + u + 3]
             for v in range(fi):
-                total += theta[r, base + v] * acts[layer, v]
-            if layer == nl - 1:
-                z = total
-                zs[u] = total
-            elif net.act == 0:
-                acts[layer + 1, u] = tanh(total)
-            else:
-                acts[layer + 1, u] = max(0.0, total)
+                av = a[v]
+                t0 += w0[v] * av
+                t1 += w1[v] * av
+                t2 += w2[v] * av
+                t3 += w3[v] * av
+            out[u] = t0
+            out[u + 1] = t1
+            out[u + 2] = t2
+            out[u + 3] = t3
+            u += 4
+        while u < fo:
+            w0 = theta[r, o + u * fi : o + (u + 1) * fi]
+            t0 = theta[r, o + fi * fo + u]
+            for v in range(fi):
+                t0 += w0[v] * a[v]
+            out[u] = t0
+            u += 1
+        if layer == nl - 1:
+            z = out[fo - 1]
+        else:
+            for u in range(fo):
+                out[u] = tanh(out[u]) if net.act == 0 else max(0.0, out[u])
     return z
 
 
@@ -88,25 +115,35 @@ def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no
     overwritten)."""
     for layer in range(net.L_off.shape[0] - 1, -1, -1):
         o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
+        a = acts[layer]
         for u in range(fo):
             du = delta[u]
             base = o + u * fi
+            # Slices, so the inner index is a range variable, provably non-negative: no
+            # wrap-around select per element, and the loop compiles to vector instructions
+            # (with ``g[base + v]``: 1.9 against 0.6 µs for 10-40-40-1 here).
+            gu = g[base : base + fi]
             for v in range(fi):
-                g[base + v] += du * acts[layer, v]
+                gu[v] += du * a[v]
             g[o + fi * fo + u] += du
         if layer == 0:
             break
+        # Σ_u W[u, v]·delta[u] for every v at once, u outermost: each sum still runs over u in
+        # order (the same bits as one v at a time), and the inner loop reads a weight row
+        # contiguously, so it compiles to vector instructions.
         for v in range(fi):
-            back = 0.0
-            for u in range(fo):
-                back += theta[r, o + u * fi + v] * delta[u]
+            delta_next[v] = 0.0
+        for u in range(fo):
+            du = delta[u]
+            wu = theta[r, o + u * fi : o + (u + 1) * fi]
+            for v in range(fi):
+                delta_next[v] += wu[v] * du
+        for v in range(fi):
             h = acts[layer, v]
             if net.act == 0:
-                delta_next[v] = back * (1.0 - h * h)
+                delta[v] = delta_next[v] * (1.0 - h * h)
             else:
-                delta_next[v] = back if h > 0.0 else 0.0
-        for v in range(fi):
-            delta[v] = delta_next[v]
+                delta[v] = delta_next[v] if h > 0.0 else 0.0
 
 
 @njit(inline=True)
@@ -222,23 +259,56 @@ def window_grad(theta, r, WX, WY, WM, kk, net, g, newest, yp_newest, sc):  # typ
         _window_grad_linear(theta, r, WX, WY, WM, kk, net.logistic, count, g, newest,
                             yp_newest, sc.window)
         return
+    # The newest entry's forward pass is the prediction's, still in sc.acts / sc.zs.
+    for layer in range(sc.acts.shape[0]):
+        for v in range(sc.acts.shape[1]):
+            sc.acts_new[layer, v] = sc.acts[layer, v]
+    for u in range(sc.zs.shape[0]):
+        sc.zs_new[u] = sc.zs[u]
+    network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, sc.acts, sc.zs, sc.delta,
+                        sc.delta_next, newest, sc.acts_new, sc.zs_new)
+
+
+@njit()
+def network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, acts, zs, delta,
+                        delta_next, newest, acts_new, zs_new):  # type: ignore[no-untyped-def]
+    """:func:`window_grad`'s sum for a network (anything but one layer of one output): a
+    forward and backward pass per window entry, added to ``g`` (zeroed by the caller).
+
+    The entry at ``newest`` was just predicted with this θ: its forward pass is taken from
+    ``acts_new``/``zs_new`` (output values: for multi-class, the probabilities) instead of
+    computed again."""
     for m in range(kk):
         if WM[r, m] == 0.0:
             continue
-        for j in range(WX.shape[2]):
-            sc.acts[0, j] = WX[r, m, j]
-        zm = forward(theta, r, sc.acts, net, sc.zs)
-        if net.classes:
-            # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
-            softmax_inplace(sc.zs, net.classes)
-            scale = WM[r, m] / count
-            for u in range(net.classes):
-                sc.delta[u] = sc.zs[u] * scale
-            sc.delta[int(WY[r, m])] -= scale
-            backward_from(theta, r, sc.acts, net, g, sc.delta, sc.delta_next)
+        if m == newest:
+            _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, acts_new, zs_new,
+                          zs_new[net.L_out[-1] - 1], True, delta, delta_next)
             continue
-        if net.logistic:
-            e = 1.0 / (1.0 + math.exp(-zm)) - WY[r, m]
-        else:
-            e = 2.0 * (zm - WY[r, m])
-        backward(theta, r, sc.acts, net, e * WM[r, m] / count, g, sc.delta, sc.delta_next)
+        for j in range(WX.shape[2]):
+            acts[0, j] = WX[r, m, j]
+        zm = forward(theta, r, acts, net, zs)
+        _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, acts, zs, zm, False, delta,
+                      delta_next)
+
+
+@njit(inline=True)
+def _window_entry(theta, r, y, w, count, net, g, acts, zs, zm, probs, delta,
+                  delta_next):  # type: ignore[no-untyped-def]
+    """Add one window entry's gradient, weighted ``w / count``, to ``g``, given its forward pass
+    (``acts``, outputs ``zs`` — already probabilities when ``probs`` — and output ``zm``)."""
+    if net.classes:
+        # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
+        if not probs:
+            softmax_inplace(zs, net.classes)
+        scale = w / count
+        for u in range(net.classes):
+            delta[u] = zs[u] * scale
+        delta[int(y)] -= scale
+        backward_from(theta, r, acts, net, g, delta, delta_next)
+        return
+    if net.logistic:
+        e = 1.0 / (1.0 + math.exp(-zm)) - y
+    else:
+        e = 2.0 * (zm - y)
+    backward(theta, r, acts, net, e * w / count, g, delta, delta_next)

@@ -11,7 +11,8 @@ anything is not plain; the caller then decodes that batch record by record, whic
 bad records and says why. So the lean path never decides anything about a record the
 per-record path would decide differently: it only ever takes batches in which the per-record
 path would accept every record, and builds the same columns from them (the same floats, by
-the same conversions).
+the same conversions). A batch of records with only ``x`` and ``y`` goes to the compiled scan
+(:mod:`adaptd.records.scan`) first, which builds no dict or list per record.
 
 >>> from adaptd.records import RecordDecoder
 >>> decoder = RecordDecoder(n_features=2)
@@ -27,6 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
+from collections import deque
 from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
@@ -37,9 +39,11 @@ import orjson
 
 from adaptd.errors import RecordError
 from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_NAME_BYTES, record_key
+from adaptd.records.scan import scan_columns
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
 _X = itemgetter("x")
+_Y = itemgetter("y")
 #: The types a plain label may have (``None``: no label; a bool is the number 0/1, as in
 #: :meth:`RecordDecoder._label`). A string label (multi-class, or a bad regression target)
 #: takes the per-record path.
@@ -56,6 +60,9 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
     d = decoder.n_features
     if d is None or not values or max(map(len, values)) > decoder.max_record_bytes:
         return None
+    scanned = scan_columns(decoder, values)  # records of only x and y: no dict per record
+    if scanned is not None:
+        return scanned
     try:
         objs = list(map(orjson.loads, values))
         rows = list(map(_X, objs))  # KeyError: no x (a delayed label); TypeError: no object
@@ -66,16 +73,32 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
         if X is None:
             return None
         y = _labels(objs, decoder.task == "classification")
+        if y is None:
+            return None
+        n = len(objs)
+        if _only_x_and_y(objs):  # no key, id or task to look for (about 0.1 µs a record)
+            return RecordBatch([DEFAULT_KEY] * n, X, y, [None] * n, [None] * n)
         keys = _keys(objs)
         ids = _ids(objs)
     except (TypeError, ValueError, OverflowError, struct.error, RecordError):
         return None  # an unhashable key, a huge integer, …: the per-record path says which
-    if y is None or keys is None or ids is None:
+    if keys is None or ids is None:
         return None
     tasks = list(map(dict.get, objs, repeat("task")))  # type: ignore[arg-type]
-    if tasks.count(None) != len(tasks):
+    if tasks.count(None) != n:
         return None  # tasks are checked record by record (meta-train and the benchmarks)
-    return RecordBatch(keys, X, y, ids, [None] * len(objs))
+    return RecordBatch(keys, X, y, ids, [None] * n)
+
+
+def _only_x_and_y(objs: list[dict[str, Any]]) -> bool:
+    """Whether every record has exactly the fields ``x`` and ``y`` (``x`` is known present)."""
+    if set(map(len, objs)) != {2}:
+        return False
+    try:
+        deque(map(_Y, objs), maxlen=0)
+    except KeyError:
+        return False
+    return True
 
 
 def _features(decoder: RecordDecoder, rows: list[Any], d: int, values: Sequence[bytes]

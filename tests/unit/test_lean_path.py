@@ -160,9 +160,22 @@ def test_plain_batches_decode_to_the_columns_of_the_per_record_path() -> None:
     b'{"x": [1, 2, 3], "y": 123456789012345678901234567890}', b'{"x": [1, 2, 3], "y": NaN}',
     b'{"x": [1, 2, 30000000000000000000000000000000000000]}' + b" " * 400,
 ])
-def test_anything_unusual_sends_the_batch_record_by_record(line: bytes) -> None:
+@pytest.mark.parametrize("first", [b'{"x": [1, 2, 3]}', b'{"x": [1, 2, 3], "y": 0}'])
+def test_anything_unusual_sends_the_batch_record_by_record(first: bytes, line: bytes) -> None:
+    # The second ``first`` has exactly the fields x and y: a batch of only such records
+    # skips the key, id and task columns, so two-field lines must not slip through with it.
     decoder = RecordDecoder(n_features=3, task="classification", max_record_bytes=400)
-    assert decode_columns(decoder, [b'{"x": [1, 2, 3]}', line]) is None
+    assert decode_columns(decoder, [first, line]) is None
+
+
+def test_records_of_only_x_and_y_decode_to_the_columns_of_the_per_record_path() -> None:
+    values = [record(x=x(i), y=i % 2) for i in range(10)] + [b'{"y": null, "x": [1, 2, 3]}']
+    decoder = RecordDecoder(n_features=3)
+    lean = decode_columns(decoder, values)
+    assert lean is not None
+    expected = builder_columns(decoder, values).build()
+    assert (lean.keys, lean.ids, lean.tasks) == (expected.keys, expected.ids, expected.tasks)
+    assert lean.X.tobytes() == expected.X.tobytes() and lean.y.tobytes() == expected.y.tobytes()
 
 
 def test_a_decoder_without_a_layout_decodes_record_by_record() -> None:

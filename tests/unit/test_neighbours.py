@@ -11,6 +11,7 @@ from adaptd.learner.ensemble import EXPERTS, HedgeLearner
 from adaptd.learner.neighbours import Neighbours
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
+from adaptd.state_codec import unpack_state
 
 
 def _run(store: Neighbours, X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -115,7 +116,8 @@ def test_multi_class_state_round_trips_through_the_partition_split() -> None:
     assert isinstance(a, HedgeLearner)
     a.process_many(records[:700])
     parts = [partition_part(a, ["k0"]), partition_part(a, ["k1"])]
-    assert parts[0]["keys"]["k0"]["hedge"]["knn"]["Y"].shape == (350,)
+    # Key states travel packed (adaptd.state_codec); the window is in there.
+    assert unpack_state(parts[0]["keys"]["k0"])["hedge"]["knn"]["Y"].shape == (350,)
     b = build_learner(load_settings(environ={}, flags={"task": "classification"}))
     assert isinstance(b, HedgeLearner)
     b.load_state_dict(combine(shared_part(a), parts))

@@ -1,0 +1,171 @@
+"""The MLP's whole process from a file: ``adaptd run --model mlp`` against the plain river loop.
+
+The speed issue's MLP target: MLP 40-40, one key, from a file, whole process through the CLI,
+at no more than 1× the wall time of the plain loop a river user would write (orjson in,
+``LogisticRegression(optimizer=AdaGrad())`` ``predict_proba_one`` + ``learn_one``, a line out).
+Same records file and loop as :mod:`benchmarks.file_throughput` (binary, ``d`` Gaussian
+features, one key); both timed as whole processes (start-up included), alternating, median of
+``--runs``, as the ratio of adaptd's wall time to the loop's measured in the same run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
+        [--env ADAPTD_LEARNER__WINDOW=5 ...]
+
+``--engine W [W ...]``: the engine alone instead, in this process: ``process_batch`` on columns
+(MLP 10-40-40-1, one key, shadow baseline and hindsight on, batches of 4096) per window size,
+thread CPU time (robust to other processes on a shared machine), best of 3, after an untimed
+pass over other records.
+
+``--multiclass``: the multi-class cost target instead: 10 classes, 20 Gaussian features, labels
+the argmax of a fixed linear map plus noise, one key; ``adaptd run --model linear`` (softmax)
+against the same loop with river's ``SoftmaxRegression()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.file_throughput import RIVER_LOOP, write_records
+
+SOFTMAX_LOOP = '''
+import sys, orjson
+from river import linear_model
+model = linear_model.SoftmaxRegression()
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
+    for line in src:
+        r = orjson.loads(line)
+        x = dict(enumerate(r["x"]))
+        p = model.predict_proba_one(x)
+        model.learn_one(x, r["y"])
+        best = max(p, key=p.get) if p else 0
+        out.write(orjson.dumps({"y_pred": best, "probas": p}, option=orjson.OPT_NON_STR_KEYS)
+                  + b"\\n")
+'''
+
+
+def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: int = 1) -> None:
+    """One key; label = argmax of a fixed linear map of the features plus Gaussian noise."""
+    import numpy as np
+    import orjson
+
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, classes))
+    with open(path, "wb") as fh:
+        for start in range(0, n, 100_000):
+            X = rng.normal(size=(min(100_000, n - start), d))
+            y = np.argmax(X @ W + rng.normal(size=(len(X), classes)), axis=1)
+            fh.writelines(orjson.dumps({"x": row, "y": int(label)}) + b"\n"
+                          for row, label in zip(X.tolist(), y.tolist(), strict=True))
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    return time.perf_counter() - started
+
+
+def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
+    """µs of thread CPU time per record for the MLP engine at support window ``window``."""
+    import numpy as np
+
+    from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.records import Record, RecordBatch
+    from adaptd.settings import LearnerConfig
+
+    def batches(seed: int) -> list[RecordBatch]:
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(n, d))
+        y = (X @ rng.normal(size=d) + rng.normal(size=n) > 0).astype(float)
+        recs = [Record(x=tuple(X[i].tolist()), y=float(y[i])) for i in range(n)]
+        return [RecordBatch.from_records(recs[i : i + 4096]) for i in range(0, n, 4096)]
+
+    warm, timed_batches = batches(1), batches(0)
+    best = float("inf")
+    for _ in range(3):
+        learner = AdaptiveLearner("mlp", "classification", n_features=d,
+                                  config=LearnerConfig(window=window))
+        for b in warm:
+            learner.process_batch(b)
+        start = time.thread_time()
+        for b in timed_batches:
+            learner.process_batch(b)
+        best = min(best, time.thread_time() - start)
+    return best / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--features", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--multiclass", action="store_true",
+                        help="10 classes, 20 features, linear softmax against SoftmaxRegression")
+    parser.add_argument("--other", metavar="ADAPTD_BIN",
+                        help="also time this adaptd executable (e.g. another checkout's)")
+    parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
+                        help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
+    parser.add_argument("--engine", type=int, nargs="+", metavar="WINDOW",
+                        help="time the engine alone at these window sizes")
+    args = parser.parse_args(argv)
+    if args.engine:
+        for window in args.engine:
+            print(f"MLP 10-40-40-1 engine, window {window}: {engine_us(window):.1f} us/record")
+        return
+    adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
+    env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
+    with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
+        work = Path(tmp)
+        source = work / "in.jsonl"
+        model = "linear" if args.multiclass else "mlp"
+        if args.multiclass:
+            write_multiclass(source, args.records)
+        else:
+            write_records(source, args.records, args.features, seed=1)
+        loop = work / "loop.py"
+        loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
+        def adaptd_run(src: Path, run: int, binary: str = adaptd) -> float:
+            shutil.rmtree(work / "state", ignore_errors=True)
+            return timed([
+                binary, "run", "--source", f"jsonl:{src}", "--sink",
+                f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
+                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
+
+        # Untimed: Numba compiles the kernel into its cache on a fresh install or after a
+        # code change (tens of seconds here); a user's later processes load it.
+        warm = work / "warm.jsonl"
+        if args.multiclass:
+            write_multiclass(warm, 2000, seed=2)
+        else:
+            write_records(warm, 2000, args.features, seed=2)
+        adaptd_run(warm, -1)
+        if args.other:
+            adaptd_run(warm, -1, args.other)
+        name = f"adaptd {model}"
+        times: dict[str, list[float]] = {name: [], "river loop": []}
+        for run in range(args.runs):
+            times[name].append(adaptd_run(source, run))
+            if args.other:
+                times.setdefault("other", []).append(adaptd_run(source, run, args.other))
+            times["river loop"].append(timed([sys.executable, str(loop), str(source),
+                                              str(work / "river.jsonl")]))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    shape = "20 features, 10 classes" if args.multiclass else f"{args.features} features"
+    print(f"{args.records:,} records, {shape}, one key, median of {args.runs}"
+          f"{' ' + ' '.join(args.env) if args.env else ''}")
+    for label, wall_s in medians.items():
+        print(f"  {label:<13} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
+              f"{wall_s / args.records * 1e6:6.1f} us/record")
+    print(f"  {name} / river loop wall time: "
+          f"{medians[name] / medians['river loop']:.2f}  (target <= 1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The compiled engine's start-up: Numba's math is loaded without ``scipy.linalg``, which is
+only sound while no compiled function multiplies vectors or matrices through BLAS."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import subprocess
+import sys
+
+import pytest
+
+import adaptd
+from adaptd.learner.jit import COMPILED
+
+pytestmark = pytest.mark.skipif(not COMPILED, reason="numba is not installed")
+
+#: What would make Numba reach for BLAS (``np.dot`` / ``@`` / ``np.linalg``) in compiled code.
+_BLAS = re.compile(r"np\.dot|\.dot\(|np\.linalg|np\.matmul|\s@\s")
+
+
+def _compiled_functions() -> dict[str, object]:
+    from numba.core.dispatcher import Dispatcher
+
+    found: dict[str, object] = {}
+    for info in pkgutil.walk_packages(adaptd.__path__, "adaptd."):
+        if info.name.endswith("__main__") or ".connectors" in info.name or ".bench" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, Dispatcher) and value.py_func.__module__ == info.name:
+                found[f"{info.name}.{name}"] = value.py_func
+    return found
+
+
+def test_no_compiled_function_uses_blas() -> None:
+    functions = _compiled_functions()
+    assert len(functions) > 10  # the engine's kernel, steps, network, scaling, detectors
+    users = [name for name, fn in functions.items()
+             if _BLAS.search(inspect.getsource(fn))]  # type: ignore[arg-type]
+    assert users == []
+
+
+def test_the_pattern_catches_a_dot() -> None:
+    assert _BLAS.search("    z = x @ theta\n") and _BLAS.search("np.dot(a, b)")
+    assert not _BLAS.search("a[i] * b[i]  # @decorator-free")
+
+
+def test_a_run_does_not_import_scipy_linalg_and_scipy_still_imports() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from adaptd.learner.scaling import RunningMoments\n"
+        "RunningMoments(2).standardize_each(np.ones((3, 2)), np.ones(3, dtype=bool))\n"
+        "import numba.np.arraymath as m\n"
+        "print('scipy.linalg' in sys.modules, m._HAVE_BLAS)\n"
+        "import scipy.linalg.cython_blas\n"
+        "print('scipy.linalg' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert out == ["False", "False", "True"]
