@@ -9,8 +9,10 @@ for a key is the dict ``_task_state`` builds (detector statistics as 0-d arrays 
 floats, which ``set_state`` takes alike); ``tests/unit/test_state_codec.py`` holds the two equal.
 
 Only the configurations whose task state is all rows of arrays take this path: Page-Hinkley
-or no detector, no concept library. Any other learner (the auto model's Hedge, a river
-detector per key) returns None and is packed key by key.
+or no detector. A key's concept library (``meta_learning.library``, on by default) holds a
+varying number of stored states, so keys are packed in groups of equal library shape (at most
+``library + 1`` groups), each key with its own ``since``. Any other learner (the auto model's
+Hedge, a river detector per key) returns None and is packed key by key.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] 
     None when ``learner``'s task states are not all arena rows. Never blocks."""
     # No bank yet: the learner has not seen a record (nor set up its arena).
     bank = getattr(learner, "bank", None)
-    if type(learner) is not AdaptiveLearner or learner.concepts is not None \
-            or not isinstance(bank, (PageHinkleyBank, NullBank)):
+    if type(learner) is not AdaptiveLearner or not isinstance(bank, (PageHinkleyBank, NullBank)):
         return None
     cold, slot_of = learner._cold, learner._slot_of
     out = {k: pack_state(cold[k]) for k in keys if k in cold and k not in slot_of}
@@ -55,5 +56,18 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] 
     if learner.regret.baseline:
         blocks += [(("baseline", name), getattr(arena, name)[slots + 1]) for name in BASE_FIELDS]
         rest["baseline"] = {}
-    out.update(pack_rows(live, blocks, rest))
+    if learner.concepts is None:
+        out.update(pack_rows(live, blocks, rest))
+        return out
+    libraries = [learner.concepts.get_state(int(s)) for s in slots]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, library in enumerate(libraries):
+        groups.setdefault(library["states"].shape, []).append(i)
+    for members in groups.values():
+        rows = np.asarray(members, dtype=np.int64)
+        stored = np.stack([libraries[i]["states"] for i in members])
+        out.update(pack_rows(
+            [live[i] for i in members],
+            [(path, block[rows]) for path, block in blocks] + [(("library", "states"), stored)],
+            [{**rest, "library": {"since": libraries[i]["since"]}} for i in members]))
     return out
