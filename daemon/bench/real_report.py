@@ -103,10 +103,11 @@ def real_section(result: SuiteResult, agg: Agg) -> list[str]:
             continue
         if not lines:
             lines = ["## Real streams: adaptd's settings next to the peers", "",
-                     ("adaptd's default is `adaptd run --task T` (model `linear`, no `--meta`). "
-                      "`v:*` rows change one or two settings (see Learners); `v:scaled*` "
-                      "standardize features in front of the engine, which the engine does not "
-                      "do yet. Best per stream in bold (accuracy, or MSE)."), ""]
+                     ("adaptd's default is `adaptd run --task T` (model `auto`, features and "
+                      "targets standardized inside the engine, no `--meta`). `v:*` rows change "
+                      "one or two settings (see Learners); `v:scaled*` standardize once more in "
+                      "front of the engine, a diagnostic kept from before the engine did. Best "
+                      "per stream in bold (accuracy, or MSE)."), ""]
         lines += [f"### {task.capitalize()}: {what}", ""]
         lines += _grid(result, agg, task, streams)
         lines += [f"#### {task.capitalize()}: where adaptd stands", ""]

@@ -1,10 +1,10 @@
 """adaptd's settings tried on the real streams: what helps without changing the engine.
 
-Each variant is ``adaptd run --task …`` (model ``linear`` by default, no ``--meta`` file) with
-a few settings changed, plus one thing the engine does not do yet: standardizing features in
-front of the model (:func:`adaptd.bench.engine.standardized`), and for regression the target
-too (:func:`adaptd.bench.engine.target_scales`), as diagnostics of what the engine work would
-gain. They run on the streams whose :attr:`Stream.real` is true and are
+Each variant is ``adaptd run --task …`` (model ``auto`` by default, no ``--meta`` file) with
+a few settings changed, plus standardizing features in front of the model
+(:func:`adaptd.bench.engine.standardized`), and for regression the target too
+(:func:`adaptd.bench.engine.target_scales`): diagnostics kept from before the engine
+standardized online itself. They run on the streams whose :attr:`Stream.real` is true and are
 reported in their own table, next to the peers.
 """
 
