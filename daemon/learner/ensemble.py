@@ -121,7 +121,7 @@ class HedgeLearner:
         self.pending = _CandidatesPending(list(self.candidates.values()))
         self.eta = ETA_CLASSIFICATION if task == "classification" else ETA_REGRESSION
         self.to_past = SHARE_TO_PAST[task]
-        #: Set once a label other than 0/1 arrives: Hedge then hands over to one candidate.
+        #: Set once a label other than 0/1 arrives: Hedge then mixes class probabilities.
         self.multiclass = False
         self._slot: dict[str, int] = {}  # key -> row of _W and _rows
         self._free: list[int] = []

@@ -86,6 +86,18 @@ def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: fl
 
 
 @njit()
+def _count_label(rows: np.ndarray, s: int, y: float) -> None:
+    """Key row ``s`` after label ``y``: its count, its last label, and the consecutive pairs
+    and repeats the ``last`` expert's repeat rate comes from (the mean is the caller's)."""
+    last = rows[s, LAST]
+    if not np.isnan(last):
+        rows[s, PAIRS] += 1.0
+        rows[s, REPEATS] += 1.0 if last == y else 0.0
+    rows[s, COUNT] += 1.0
+    rows[s, LAST] = y
+
+
+@njit()
 def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.ndarray,
                 W: np.ndarray, past: np.ndarray, rows: np.ndarray, labels: np.ndarray,
                 classification: bool, eta: float, share: float, to_past: float, cap: float,
@@ -119,13 +131,8 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
                 charged[j] = min((preds[j] - y) ** 2 / var, cap)
             loss[i] = (mix - y) ** 2
         _learn(W, past, s, charged, eta, share, rows[s, COUNT], to_past)
-        last = rows[s, LAST]
-        if not np.isnan(last):
-            rows[s, PAIRS] += 1.0
-            rows[s, REPEATS] += 1.0 if last == y else 0.0
-        rows[s, COUNT] += 1.0
+        _count_label(rows, s, y)
         rows[s, MEAN] += (y - rows[s, MEAN]) / rows[s, COUNT]
-        rows[s, LAST] = y
         if not classification:
             labels[0] += 1.0
             delta = y - labels[1]
@@ -167,8 +174,4 @@ def hedge_classes(slots: np.ndarray, P: np.ndarray, ys: np.ndarray, skip: np.nda
             charged[j] = -np.log(min(max(P[i, j, t], p_clip), 1.0))
         loss[i] = -np.log(min(max(mix[i, t], p_clip), 1.0))
         _learn(W, past, s, charged, eta, share, rows[s, COUNT], to_past)
-        if not np.isnan(last):
-            rows[s, PAIRS] += 1.0
-            rows[s, REPEATS] += 1.0 if last == y else 0.0
-        rows[s, COUNT] += 1.0
-        rows[s, LAST] = y
+        _count_label(rows, s, y)
