@@ -39,6 +39,7 @@ import numpy as np
 
 from adaptd.learner import Outcomes
 from adaptd.learner.jit import njit
+from adaptd.meta.state import pool_moments
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -91,7 +92,8 @@ def _welford_rows(X: np.ndarray, fold: np.ndarray, count: np.ndarray, mean: np.n
 
 
 class RunningMoments:
-    """Count, mean and sum of squared deviations ``m2`` of columns (Welford / Chan et al.)."""
+    """Count, mean and sum of squared deviations ``m2`` of columns (Welford per row; a block
+    of rows merged with :func:`~adaptd.meta.state.pool_moments`, Chan et al.)."""
 
     def __init__(self, d: int) -> None:
         self.count = 0.0
@@ -104,16 +106,14 @@ class RunningMoments:
         every key shares for good (its own update is skipped downstream anyway)."""
         with np.errstate(all="ignore"):
             X = X[np.isfinite((X - self.mean) ** 2).all(axis=1)]
-        n = float(len(X))
-        if not n:
+        if not len(X):
             return
         mean_b = X.mean(axis=0)
-        m2_b = ((X - mean_b) ** 2).sum(axis=0)
-        total = self.count + n
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
-        self.count = total
+        pooled = pool_moments([
+            {"count": self.count, "mean": self.mean, "m2": self.m2},
+            {"count": float(len(X)), "mean": mean_b, "m2": ((X - mean_b) ** 2).sum(axis=0)}])
+        assert pooled is not None  # the rows' part has a count
+        self.count, self.mean, self.m2 = pooled["count"], pooled["mean"], pooled["m2"]
 
     def standardize_each(self, X: np.ndarray, fold: np.ndarray) -> np.ndarray:
         """Row i of ``X`` standardized by the moments of the folded rows before it and row i
