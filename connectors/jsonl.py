@@ -14,6 +14,7 @@ crash) is cut off when the sink opens, so the file stays one record per line.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -263,7 +264,10 @@ class JsonlSink(Sink):
         try:
             self.flush()
         finally:
-            self._file.close()
+            # After a failed flush, close() tries the same write again and raises the same
+            # error; the file is closed all the same and flush() has reported it.
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
 
 
