@@ -141,7 +141,8 @@ def builder_columns(decoder: RecordDecoder, values: list[bytes]) -> BatchBuilder
 def test_plain_batches_decode_to_the_columns_of_the_per_record_path() -> None:
     values = [record(x=x(i), y=i % 2, key="ab"[i % 2], id=f"r{i}" if i % 3 else None)
               for i in range(10)]
-    values += [record(x=x(10)), b'{"x": [1, 2, 3], "y": 1, "ts": 5, "other": "true"}']
+    values += [record(x=x(10)), b'{"x": [1, 2, 3], "y": 1, "ts": 5, "other": "true"}',
+               record(x=x(11), y=1, task=0), record(x=x(12), task=2147483647, key="a")]
     decoder = RecordDecoder(n_features=3)
     lean = decode_columns(decoder, values)
     assert lean is not None
@@ -155,7 +156,9 @@ def test_plain_batches_decode_to_the_columns_of_the_per_record_path() -> None:
 @pytest.mark.parametrize("line", [
     b'{"x": [1, 2, true], "y": 1}', b'{"x": [1, 2, "3"], "y": 1}', b'{"x": [1, 2], "y": 1}',
     b'{"x": [1, 2, 1e999], "y": 1}', b'{"x": [1, 2, 3], "y": "1"}', b'{"x": [1, 2, 3], "key": ""}',
-    b'{"x": [1, 2, 3], "key": 5}', b'{"x": [1, 2, 3], "id": 5}', b'{"x": [1, 2, 3], "task": 0}',
+    b'{"x": [1, 2, 3], "key": 5}', b'{"x": [1, 2, 3], "id": 5}', b'{"x": [1, 2, 3], "task": -1}',
+    b'{"x": [1, 2, 3], "task": 2.0}', b'{"x": [1, 2, 3], "task": true}',
+    b'{"x": [1, 2, 3], "task": 2147483648}', b'{"x": [1, 2, 3], "task": "1"}',
     b'{"id": "a", "y": 1}', b'[1, 2, 3]', b'{"x": {"a": 1, "b": 2, "c": 3}}',
     b'{"x": [1, 2, 3], "y": 123456789012345678901234567890}', b'{"x": [1, 2, 3], "y": NaN}',
     b'{"x": [1, 2, 30000000000000000000000000000000000000]}' + b" " * 400,
