@@ -39,8 +39,13 @@ import numpy as np
 import orjson
 
 from adaptd.errors import RecordError
-from adaptd.records.fields import (DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_NAME_BYTES, MAX_TASK,
-                                   record_key)
+from adaptd.records.fields import (
+    DEFAULT_KEY,
+    MAX_CLASS_INTEGER,
+    MAX_NAME_BYTES,
+    MAX_TASK,
+    record_key,
+)
 from adaptd.records.scan import scan_columns
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
