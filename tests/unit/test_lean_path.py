@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-import adaptd.runner
+import adaptd.batch_path
 from adaptd.checkpoint import CheckpointStore
 from adaptd.config import load_settings
 from adaptd.connectors.base import RecordRun, SourceRecord
@@ -105,7 +105,7 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
         taken.append(batch is not None)
         return batch
 
-    monkeypatch.setattr(adaptd.runner, "decode_columns", counting)
+    monkeypatch.setattr(adaptd.batch_path, "decode_columns", counting)
     lines = mixed_lines(task)
     lean = run(tmp_path / "runs", lines, task, per_record=False)
     assert sum(taken) >= 6 and not all(taken)  # both paths were taken
@@ -115,8 +115,8 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
     assert sum(taken) >= 6 and not all(taken)
     assert from_lists[:2] == lean[:2] and from_lists[3] == lean[3]
     # The reference: decoded record by record, and encoded message by message.
-    monkeypatch.setattr(adaptd.runner, "decode_columns", lambda *args: None)
-    monkeypatch.setattr(adaptd.runner, "encoded_predictions", lambda *args: None)
+    monkeypatch.setattr(adaptd.batch_path, "decode_columns", lambda *args: None)
+    monkeypatch.setattr(adaptd.batch_path, "encoded_predictions", lambda *args: None)
     per_record = run(tmp_path / "reference", lines, task, per_record=True)
     assert lean[0] == per_record[0]
     assert lean[1] == per_record[1]
