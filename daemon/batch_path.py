@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeAlias
 
 from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
 from adaptd.errors import RecordError
@@ -24,8 +25,8 @@ from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind
 from adaptd.records.columns import decode_columns
 from adaptd.records.encoded import encoded_predictions
 
-Polled = list[SourceRecord] | RecordRun
-Reject = Callable[[SourceRecord, RecordError], None]
+Polled: TypeAlias = list[SourceRecord] | RecordRun
+Reject: TypeAlias = Callable[[SourceRecord, RecordError], None]
 
 
 @contextmanager

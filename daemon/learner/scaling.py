@@ -268,7 +268,8 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
     # deviations, which never leaves them (the bench's WaterFlow; sinusoid seed 3).
     z = np.where(learnable, np.clip((ys - shift) / scale, -TARGET_CLIP, TARGET_CLIP), np.nan)
     unit = scale * scale
-    if run is run_kernel:
+    compiled = run is run_kernel  # (not narrowed: run_kernel takes ``unit`` besides)
+    if compiled:
         run_kernel(lrn, slots, Xs, z, tasks, out, unit)
     else:
         for lo, hi in blocks:
