@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--keys", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="adaptd run --batch-size (default: the daemon's own)")
     args = parser.parse_args(argv)
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     with tempfile.TemporaryDirectory(prefix="adaptd-file-bench-") as tmp:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 adaptd, "run", "--source", f"jsonl:{source}", "--sink",
                 f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
                 "logistic", "--state-dir", str(work / "state"), "--metrics-port", "off",
-                "--batch-size", str(args.batch_size)]))
+                *([] if args.batch_size is None else ["--batch-size", str(args.batch_size)])]))
             (work / f"out-{run}.jsonl").unlink()
             times["river loop"].append(timed([sys.executable, str(loop), str(source),
                                               str(work / "river.jsonl")]))

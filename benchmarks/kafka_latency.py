@@ -12,12 +12,17 @@ What is measured is an upper bound of the daemon's own decode → emitted time: 
 producer's send (librdkafka's default 5 ms linger), the broker's fetch wait and the checker's
 own fetch. The peer row, measured the same way in the same run, replaces the daemon with a plain
 librdkafka loop that reads each record and produces a small message for it: the floor of this
-broker and machine.
+broker and machine. The daemon's own decode → emitted time comes from its
+``adaptd_record_latency_seconds`` histogram, scraped from ``/metrics`` when the warm-up has
+been read back and again when every timed prediction has: the difference of the two holds the
+timed records alone, and its quantiles are bucket bounds (the next bucket edge up).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+#: The daemon's decode → emitted histogram (``/metrics``).
+OWN_LATENCY = "adaptd_record_latency_seconds_bucket"
 
 #: Records sent (and read back) before the timed ones.
 WARM_UP = 2_000
@@ -100,9 +108,45 @@ def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int],
     consumer.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _own_buckets(port: int | None) -> dict[float, float]:
+    """The daemon's cumulative decode → emitted bucket counts by upper bound (s)."""
+    if port is None:
+        return {}
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:  # the daemon is gone: its exit status says why
+        return {}
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(OWN_LATENCY):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The smallest bucket bound (ms) holding a share ``q`` of the observations made between
+    the two scrapes; NaN without any."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts.get(math.inf, 0.0)
+    if total <= 0:
+        return float("nan")
+    return next(le for le, c in counts.items() if c >= q * total) * 1000
+
+
 def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
-            args: argparse.Namespace) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, records timed) of one client at ``rate`` records/s."""
+            args: argparse.Namespace) -> tuple[float, float, int, float, float]:
+    """(p50 ms, p99 ms, records timed, the daemon's own decode → emitted p50 and p99 as bucket
+    bounds in ms) of one client at ``rate`` records/s."""
     from confluent_kafka import Producer
 
     from adaptd.commands.produce import record_key
@@ -116,14 +160,15 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic_out}"), args.partitions)
     values = [(v := encode(r), record_key(v)) for r in
               generate("linear-tasks", seed=8, n=n + WARM_UP, keys=args.keys, d=10)]
+    port = None if client == PASS_THROUGH else _free_port()
     if client == PASS_THROUGH:
         command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
                    bootstrap, topic_in, topic_out, str(n + WARM_UP)]
     else:
         command = [
-            sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", "off",
+            sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", str(port),
             "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
-            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}&limit={n + WARM_UP}",
+            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}",
             "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -143,10 +188,14 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
         deadline = time.monotonic() + 120
         while len(received) < WARM_UP and time.monotonic() < deadline:
             time.sleep(0.05)
+        own_before = _own_buckets(port)
         _pace(producer, topic_in, values[WARM_UP:], rate, sent)
         checker.join(timeout=60)
+        own_after = _own_buckets(port)
     finally:
         stop.set()
+        if port is not None:  # the daemon reads until stopped: SIGTERM, as an operator would
+            daemon.terminate()
         try:
             _, stderr = daemon.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -155,10 +204,12 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     if daemon.returncode != 0:
         raise RuntimeError(f"adaptd run ({client}) failed ({daemon.returncode}):\n{stderr}")
     latencies = sorted(received[k] - sent[k] for k in received.keys() & sent.keys())
+    own = (_bucket_quantile(own_before, own_after, 0.5),
+           _bucket_quantile(own_before, own_after, 0.99))
     if not latencies:
-        return float("nan"), float("nan"), 0
+        return math.nan, math.nan, 0, *own
     return (latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
-            len(latencies))
+            len(latencies), *own)
 
 
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
@@ -166,14 +217,16 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
     lines = [("Record latency (input produce timestamp → prediction read back), at about half "
               "of each client's end-to-end rate, after a warm-up of "
               f"{WARM_UP} records:"), "",
-             "| client | rate (records/s) | records | p50 (ms) | p99 (ms) |",
-             "|---|---:|---:|---:|---:|"]
+             ("| client | rate (records/s) | records | p50 (ms) | p99 (ms) | adaptd's own decode "
+              "→ emitted p50 / p99 (ms, bucket bound) |"),
+             "|---|---:|---:|---:|---:|---:|"]
     # The pass-through runs at the fastest client's rate: its floor holds for both.
     for client, rate in [*rates.items(), (PASS_THROUGH, max(rates.values()))]:
         target = max(100.0, rate / 2)
         n = int(min(args.records, target * 10))  # about ten seconds of input
-        p50, p99, count = measure(bootstrap, tmp, client, target, n, args)
-        lines.append(f"| {client} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} |")
+        p50, p99, count, own50, own99 = measure(bootstrap, tmp, client, target, n, args)
+        own = "" if client == PASS_THROUGH else f"≤ {own50:g} / ≤ {own99:g}"
+        lines.append(f"| {client} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} | {own} |")
     return "\n".join(lines)
 
 

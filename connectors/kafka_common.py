@@ -70,6 +70,8 @@ class KafkaSourceBase(Source):
         self._paused = False
         self._assigned: set[int] = set()
         self._returned = 0
+        #: The positions last committed without waiting: committed again, waiting, at close.
+        self._last_commit: dict[int, int] = {}
 
     def _budget(self, max_records: int) -> int:
         """How many records this poll may return under ``limit``; UnavailableError if the
@@ -143,6 +145,30 @@ class KafkaSourceBase(Source):
         elif self._listener is not None:
             self._listener.on_revoked(partitions)
         self._assigned.difference_update(partitions)
+
+    def commit(self, next_positions: Mapping[int, int]) -> None:
+        """Commit the group's offsets to the checkpointed positions, for lag tools and
+        operators, without waiting for the broker: a checkpoint's stall (the records held
+        back meanwhile) is one round trip shorter. Failure is logged, not raised: the
+        checkpoint is the truth, and the daemon resumes from it, never from these offsets.
+        :meth:`close` commits the last positions again and waits."""
+        positions = self._committable(next_positions)
+        if self._consumer is None or not positions:
+            return
+        self._last_commit.update(positions)
+        self._commit(positions, wait=False)
+
+    def _commit_last(self) -> None:
+        """Before the consumer closes: the last committed positions of the partitions still
+        owned, waiting for the broker, so lag tools see where the run stopped."""
+        positions = self._committable(self._last_commit)
+        self._last_commit = {}
+        if self._consumer is not None and positions:
+            self._commit(positions, wait=True)
+
+    def _commit(self, positions: Mapping[int, int], wait: bool) -> None:
+        """Send the client's offset commit; log (not raise) a failure."""
+        raise NotImplementedError
 
     def _committable(self, next_positions: Mapping[int, int]) -> dict[int, int]:
         """Positions worth committing: only a group has offsets, only for owned partitions."""

@@ -105,6 +105,7 @@ class LibrdkafkaSource(KafkaSourceBase):
             "heartbeat.interval.ms": o.heartbeat_ms,
             "max.poll.interval.ms": max(o.max_poll_interval_ms, o.session_timeout_ms),
             "error_cb": self._on_error,
+            "on_commit": self._on_commit,
         })
         consumer: Any = ck.Consumer(config)
         try:
@@ -139,6 +140,7 @@ class LibrdkafkaSource(KafkaSourceBase):
         # Leaving the group runs the revoke callback; the daemon has checkpointed already
         # and must not be called back while it shuts down.
         self._listener = None
+        self._commit_last()
         self._release(lambda consumer: consumer.close())
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
@@ -190,15 +192,16 @@ class LibrdkafkaSource(KafkaSourceBase):
             self._brokers_down = True
         log.debug("%s: client error: %s", self.options.where, err)
 
-    def commit(self, next_positions: Mapping[int, int]) -> None:
-        """Commit the group's offsets to the checkpointed positions, for lag tools and
-        operators. Failure is logged, not raised: the checkpoint is the truth."""
-        positions = self._committable(next_positions)
-        if self._consumer is None or not positions:
-            return
+    def _on_commit(self, err: Any, _partitions: Any) -> None:
+        # An asynchronous commit's outcome, served inside consume on this thread.
+        if err is not None:
+            log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
+                        self.options.where, err)
+
+    def _commit(self, positions: Mapping[int, int], wait: bool) -> None:
         offsets = [ck.TopicPartition(self.options.topic, p, n) for p, n in positions.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=not wait)
         except ck.KafkaException as exc:
             log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
                         self.options.where, exc)

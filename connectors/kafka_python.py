@@ -155,6 +155,7 @@ class KafkaPythonSource(KafkaSourceBase):
         self._consumer = consumer
 
     def close(self) -> None:
+        self._commit_last()
         self._release(lambda consumer: consumer.close(autocommit=False))
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
@@ -198,26 +199,26 @@ class KafkaPythonSource(KafkaSourceBase):
             return False
         return any(client.connected(node) for node in brokers)
 
-    def commit(self, next_positions: Mapping[int, int]) -> None:
-        """Commit the group's offsets to the checkpointed positions, for lag tools and
-        operators. Failure is logged, not raised: the checkpoint is the truth."""
+    def _commit(self, positions: Mapping[int, int], wait: bool) -> None:
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        positions = self._committable(next_positions)
-        if self._consumer is None or not positions:
-            return
         offsets = {self._tp(p): OffsetAndMetadata(n, "", -1) for p, n in positions.items()}
         try:
-            if self._in_rebalance:
-                # Rebalance callbacks run on kafka-python's I/O thread, which cannot wait for
-                # its own commit; fire it off, the checkpoint already holds the positions.
-                self._consumer.commit_async(offsets)
-            else:
+            # Rebalance callbacks run on kafka-python's I/O thread, which cannot wait for its
+            # own commit.
+            if wait and not self._in_rebalance:
                 self._consumer.commit(offsets)
+            else:
+                self._consumer.commit_async(offsets, callback=self._committed)
         except KafkaError as exc:
             log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
                         self.options.where, exc)
+
+    def _committed(self, _offsets: Any, result: Any) -> None:
+        if isinstance(result, Exception):
+            log.warning("%s: committing offsets failed (the checkpoint holds them): %s",
+                        self.options.where, result)
 
     def _tp(self, partition: int) -> Any:
         from kafka import TopicPartition

@@ -2,10 +2,8 @@
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
 account → maybe checkpoint. Bad records go to the dead-letter sink with their reason and
-original bytes; the stream goes on. A source's run of plain lines (a
-:class:`~adaptd.connectors.base.RecordRun`) is decoded straight into columns and its
-predictions are written as one buffer (:mod:`adaptd.records.columns`,
-:mod:`adaptd.records.encoded`); any other batch goes record by record, to the same bytes.
+original bytes; the stream goes on. How a batch is decoded, routed and encoded (in columns
+and one buffer where it can be, else record by record) is :mod:`adaptd.batch_path`'s.
 Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
 out, and before partitions are taken away: flush sinks → write the checkpoint (shared state
 once, then position and key states per partition) → commit the source's positions → evict
@@ -26,29 +24,25 @@ checkpointing first when partitions are revoked.
 
 from __future__ import annotations
 
-import gc
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptd import identity
+from adaptd import batch_path, identity
+from adaptd.batch_path import Polled
 from adaptd.checkpoint import CheckpointStore
-from adaptd.connectors.base import RecordRun, Sink, Source, SourceRecord
+from adaptd.connectors.base import EncodedBatch, RecordRun, Sink, Source, SourceRecord
 from adaptd.errors import AdaptdError, RecordError, SinkError, StateLostError
 from adaptd.faults import Faults
-from adaptd.isolation import encode_isolating, learn_isolating, select
-from adaptd.labels import kept_features
+from adaptd.isolation import learn_isolating
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
-from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind, dead_letter
-from adaptd.records.columns import decode_columns
-from adaptd.records.encoded import encoded_predictions
+from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
@@ -74,7 +68,7 @@ class RunnerConfig:
     """
 
     task: TaskKind = "regression"
-    batch_size: int = 256
+    batch_size: int = 1024
     poll_timeout_s: float = 0.2
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
@@ -119,23 +113,6 @@ class RunSummary:
         self.cumulative_loss = totals.cumulative_loss
         self.baseline_loss = totals.baseline_loss
         self.hindsight_regret = totals.hindsight_regret
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is processed. Its records are parsed into
-    thousands of dicts and lists, which count towards the collector's allocation thresholds:
-    it would scan the young objects a dozen times a batch and the whole heap now and then,
-    for nothing (a parsed record holds no cycle; reference counting frees it). That was a
-    quarter of the CPU time of a run of plain records. Cycles made meanwhile are collected
-    once the collector runs again, after the batch."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Runner:
@@ -295,12 +272,12 @@ class Runner:
 
     # -- the record path -------------------------------------------------------------------
 
-    def process(self, raws: list[SourceRecord] | RecordRun) -> Outcomes:
+    def process(self, raws: Polled) -> Outcomes:
         """Decode, learn, emit, and account for one polled batch. Blocks on the sink write."""
-        with cyclic_gc_paused():
+        with batch_path.cyclic_gc_paused():
             return self._process(raws)
 
-    def _process(self, raws: list[SourceRecord] | RecordRun) -> Outcomes:
+    def _process(self, raws: Polled) -> Outcomes:
         decoded_at = self.clock()
         self._consistent = False
         self.metrics.records_consumed.inc(len(raws))
@@ -321,58 +298,17 @@ class Runner:
         self._consistent = True
         return outcomes
 
-    def decode(self, raws: list[SourceRecord] | RecordRun
-               ) -> tuple[list[SourceRecord] | RecordRun, RecordBatch]:
-        """The records that decode, and their columns; the others are rejected on the way.
+    def decode(self, raws: Polled) -> tuple[Polled, RecordBatch]:
+        """The records that decode, and their columns; the others are rejected on the way
+        (:func:`adaptd.batch_path.decode`)."""
+        return batch_path.decode(self.decoder, self.learner.pending, raws, self.reject)
 
-        A batch of plain records (a run, or a list from any source) is decoded in columns at
-        once (:mod:`adaptd.records.columns`); any other batch record by record. A delayed label (``id`` and ``y``, no ``x``) takes
-        the key and features kept under its id (by an earlier batch, or earlier in this one);
-        with none kept it is rejected as ``label_unmatched``, so the label is not lost
-        silently."""
-        if isinstance(raws, RecordRun):
-            batch = decode_columns(self.decoder, raws.values)
-            if batch is not None:
-                return raws, batch
-            raws = raws.records()
-        elif all(raw.truncated_from is None for raw in raws):
-            batch = decode_columns(self.decoder, [raw.value for raw in raws])
-            if batch is not None:
-                return raws, batch
-        good: list[SourceRecord] = []
-        builder = BatchBuilder()
-        pending = self.learner.pending
-        for raw in raws:
-            try:
-                if raw.truncated_from is not None:  # the source kept only its first bytes
-                    raise RecordError("oversized", f"record is {raw.truncated_from} bytes, "
-                                      f"limit is {self.decoder.max_record_bytes}")
-                label = self.decoder.decode_into(raw.value, builder)
-                if label is not None:
-                    key, x = kept_features(pending, builder, label.id)
-                    builder.add(key, x, label.y, label.id, label.task)
-            except RecordError as err:
-                self.reject(raw, err)
-                continue
-            good.append(raw)
-        return good, builder.build()
+    def route(self, good: Polled, batch: RecordBatch) -> None:
+        """Tell :class:`Partitions` which partition each record's key comes from."""
+        self.partitions.route(*batch_path.routing(good, batch))
 
-    def route(self, good: list[SourceRecord] | RecordRun, batch: RecordBatch) -> None:
-        """Tell :class:`Partitions` which partition each record's key comes from. A run has one
-        partition, so with no ids (no delayed label to join) each key's first record says it
-        all: a batch of 4096 records of one key is routed as one row, not 4096."""
-        if not isinstance(good, RecordRun):
-            self.partitions.route(batch, [raw.partition for raw in good])
-            return
-        if batch.ids.count(None) == len(batch):
-            n = len(batch)
-            first = dict(zip(reversed(batch.keys), range(n - 1, -1, -1)))  # key → first row
-            if len(first) < n:
-                batch = select(batch, sorted(first.values()))
-        self.partitions.route(batch, [good.partition] * len(batch))
-
-    def learn(self, good: list[SourceRecord] | RecordRun, batch: RecordBatch
-              ) -> tuple[Outcomes, list[SourceRecord] | RecordRun, RecordBatch]:
+    def learn(self, good: Polled, batch: RecordBatch
+              ) -> tuple[Outcomes, Polled, RecordBatch]:
         """Predict and learn ``batch``; a record the learner cannot process is dead-lettered
         as ``unprocessable`` and left out (see :mod:`adaptd.isolation` for when that is safe).
         Returns the outcomes with the records and rows they belong to."""
@@ -380,30 +316,16 @@ class Runner:
             return Outcomes.empty(0), good, batch
         return learn_isolating(self.learner, good, batch, self.reject)
 
-    def emit(self, good: list[SourceRecord] | RecordRun, batch: RecordBatch,
-             outcomes: Outcomes) -> int:
-        """Write the batch's predictions to the sink: as one pre-encoded buffer where the
-        batch's shape allows (:mod:`adaptd.records.encoded`), else message by message, where
-        one that cannot be encoded is dead-lettered. Returns how many were dead-lettered."""
+    def emit(self, good: Polled, batch: RecordBatch, outcomes: Outcomes) -> int:
+        """Write the batch's predictions to the sink (one buffer where the batch's shape
+        allows: :func:`adaptd.batch_path.encode`). Returns how many were dead-lettered."""
         assert self.sink is not None
-        positions: Sequence[int]
-        if isinstance(good, RecordRun):
-            partitions, positions = [good.partition] * len(good), \
-                range(good.first_position, good.next_position)
-        else:
-            partitions, positions = [raw.partition for raw in good], [raw.position for raw in good]
-        try:
-            encoded = encoded_predictions(partitions, positions, batch, outcomes,
-                                          self.config.task)
-        except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
-            encoded = None
-        if encoded is not None:
+        encoded = batch_path.encode(good, batch, outcomes, self.config.task, self.reject)
+        if isinstance(encoded, EncodedBatch):
             self.sink.write_encoded(encoded)
             return 0
-        records = good.records() if isinstance(good, RecordRun) else good
-        messages = encode_isolating(records, batch, outcomes, self.config.task, self.reject)
-        self.sink.write(messages)
-        return len(records) - len(messages)
+        self.sink.write(encoded)
+        return len(good) - len(encoded)
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""

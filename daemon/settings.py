@@ -346,7 +346,10 @@ class Settings:
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     n_features: int | None = None
     max_record_bytes: int = 1 << 20
-    batch_size: int = 256
+    #: Most records per poll. A poll takes only what the source has ready, so a larger cap
+    #: adds no wait: it only spreads the per-batch work over more records when they queue
+    #: (the file path at 1024: about 0.7 ms of per-batch work a batch, paid 4× less often).
+    batch_size: int = 1024
     poll_timeout_s: float = 0.2
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0

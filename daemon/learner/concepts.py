@@ -131,20 +131,22 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
     m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
     recent = (a.wpos[s] - 1 - np.arange(max(m, 0))) % k
     recent = recent[a.WM[s, recent] > 0]
-    if not len(recent):
+    if len(recent) < MIN_RECORDS:  # too few records to move on (the test below): no scoring
         return
     current = float(a.WL[s, recent].mean())
     R = len(stored)
-    Y = np.broadcast_to(a.WY[s, recent], (R, len(recent)))
+    y = a.WY[s, recent]
     with np.errstate(all="ignore"):  # losses only: no gradient is needed
         out = fam.forward(np.stack(stored), np.repeat(a.WX[s, recent][None], R, axis=0))
-        loss = (multiclass_loss(out, Y) if out.ndim == 3 else
-                pointwise_loss(lrn.task, out, Y)).mean(axis=1)
+        # A multi-class loss takes labels shaped as the outputs; squared error and log loss
+        # broadcast one row of labels over the R states (the same values).
+        loss = (multiclass_loss(out, np.broadcast_to(y, (R, len(recent)))) if out.ndim == 3
+                else pointwise_loss(lrn.task, out, y)).mean(axis=1)
     loss = np.where(np.isfinite(loss), loss, np.inf)
     best = int(np.argmin(loss))
     # Right after a move the current state *is* a stored one: the ratio also keeps that tie
     # from being decided by the last bit of two ways to compute the same loss.
-    if len(recent) >= MIN_RECORDS and loss[best] < REUSE_RATIO[lrn.task] * current:
+    if loss[best] < REUSE_RATIO[lrn.task] * current:
         a.theta[s] = stored[best]
         if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1

@@ -45,6 +45,7 @@ class Batch(NamedTuple):
     Y: np.ndarray  # (n,), NaN where unlabelled
     labelled: np.ndarray  # (n,) bool
     tasks: np.ndarray  # (n,) int64, −1 where unknown (read by the oracle only)
+    unit: np.ndarray  # (n,) factor from a record's losses to the user's units (see scaling)
 
 
 class Params(NamedTuple):
@@ -131,7 +132,7 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
             yb = _predict(ar, s + 1, b, i, net, sc)
             ok_b, base_loss = _learn_row(i, s + 1, yb, False, b, ar, par, net, sc)
             if ok_b:
-                out.acc[1] += base_loss
+                out.acc[1] += base_loss * b.unit[i]
         if not ok:
             out.acc[0] += 1.0
             continue

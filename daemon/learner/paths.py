@@ -42,11 +42,17 @@ _NO_PH = (PHState.empty(1), PHParams.of(DriftConfig()))
 
 
 def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.ndarray,
-               tasks: np.ndarray | None, out: Outcomes) -> None:
-    """The whole batch through the compiled kernel, handling its events in Python."""
+               tasks: np.ndarray | None, out: Outcomes, unit: np.ndarray | None = None) -> None:
+    """The whole batch through the compiled kernel, handling its events in Python.
+
+    ``unit`` (n,): each record's factor from the kernel's losses to the user's units, for
+    regression targets standardized with statistics that change within the batch
+    (:func:`adaptd.learner.scaling.run_standardized`); None: ``lrn.totals.unit`` for all."""
     n = len(slots)
+    tot = lrn.totals
+    units = np.full(n, tot.unit) if unit is None else unit
     batch = kernel.Batch(slots, X, ys, ~np.isnan(ys),
-                         tasks if tasks is not None else np.full(n, -1, dtype=np.int64))
+                         tasks if tasks is not None else np.full(n, -1, dtype=np.int64), units)
     bank = lrn.bank
     ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \
         else _NO_PH
@@ -56,19 +62,31 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
         out.probas = np.zeros((n, K))
     result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc,
                         out.probas if K else _NO_PROBAS)
-    tot = lrn.totals
+    unit_before = tot.unit
+    tot.unit = 1.0  # the kernel's sums and the losses below are converted record by record
+    try:
+        _events(lrn, batch, tuple(result), units, tasks is not None, ph_state, ph_params, out)
+    finally:
+        tot.unit = unit_before
+
+
+def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray, ...],
+            units: np.ndarray, oracle: bool, ph_state: PHState, ph_params: PHParams,
+            out: Outcomes) -> None:
+    """Run the kernel from record 0, handling each event it stops at, until the batch ends."""
+    tot, slots, acc = lrn.totals, batch.slots, result[5]
     i = 0
     while True:
         acc[:] = 0.0
         end, event = kernel.process(
-            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, tasks is not None)),
-            tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
+            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, oracle)),
+            tuple(lrn.net), tuple(ph_state), tuple(ph_params), result, lrn.scratch)
         stop = end if event == kernel.EVENT_TASK_CHANGE else end + 1
         tot.skipped += int(acc[0])
         tot.add_baseline(float(acc[1]))
         done = np.flatnonzero(out.learned[i:stop]) + i
         if len(done):
-            tot.add_losses(out.loss[done])
+            tot.add_losses(out.loss[done] * units[done])
         if event == kernel.EVENT_NONE:
             return
         s = int(slots[end])
@@ -76,7 +94,11 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
             reconsider(lrn, s)
             i = end + 1
             continue
-        close_segment(lrn, s)
+        tot.unit = float(units[end])  # a segment's hindsight totals, in the user's units
+        try:
+            close_segment(lrn, s)
+        finally:
+            tot.unit = 1.0
         out.drift[end] = True
         if event == kernel.EVENT_TASK_CHANGE:
             lrn.arena.task_of[s] = batch.tasks[end]

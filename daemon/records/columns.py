@@ -4,7 +4,8 @@ but what the JSON parser builds.
 :meth:`~adaptd.records.RecordDecoder.decode_into` validates one record at a time in Python
 (about 10 µs a record with its bookkeeping). Most batches hold only *plain* records: a JSON
 object with ``x`` a list (or, once the names are fixed, an object) of finite numbers of the
-fixed layout, ``y`` a number or absent, ``key`` and ``id`` strings or absent, no ``task``.
+fixed layout, ``y`` a number or absent, ``key`` and ``id`` strings or absent, ``task`` an
+integer in ``[0, MAX_TASK]`` or absent.
 :func:`decode_columns` checks a whole batch for that with a handful of C-level passes
 (``map``, ``set``, ``struct.pack``, NumPy) and returns its columns, or None as soon as
 anything is not plain; the caller then decodes that batch record by record, which finds the
@@ -38,7 +39,13 @@ import numpy as np
 import orjson
 
 from adaptd.errors import RecordError
-from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_NAME_BYTES, record_key
+from adaptd.records.fields import (
+    DEFAULT_KEY,
+    MAX_CLASS_INTEGER,
+    MAX_NAME_BYTES,
+    MAX_TASK,
+    record_key,
+)
 from adaptd.records.scan import scan_columns
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
@@ -84,10 +91,10 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
         return None  # an unhashable key, a huge integer, …: the per-record path says which
     if keys is None or ids is None:
         return None
-    tasks = list(map(dict.get, objs, repeat("task")))  # type: ignore[arg-type]
-    if tasks.count(None) != n:
-        return None  # tasks are checked record by record (meta-train and the benchmarks)
-    return RecordBatch(keys, X, y, ids, [None] * n)
+    tasks = _tasks(objs)
+    if tasks is None:
+        return None
+    return RecordBatch(keys, X, y, ids, tasks)
 
 
 def _only_x_and_y(objs: list[dict[str, Any]]) -> bool:
@@ -159,6 +166,20 @@ def _plain_key(key: str) -> bool:
     except RecordError:
         return False
     return True
+
+
+def _tasks(objs: list[dict[str, Any]]) -> list[int | None] | None:
+    """The ``task`` column (None where absent or null), or None when a task is anything but a
+    JSON integer in ``[0, MAX_TASK]`` (a float, a bool, a string, out of range: the
+    per-record path decides those, as :func:`~adaptd.records.fields.record_task`)."""
+    tasks = list(map(dict.get, objs, repeat("task")))  # type: ignore[arg-type]
+    kinds = set(map(type, tasks))
+    if kinds <= {type(None)}:
+        return tasks
+    if not kinds <= {int, type(None)}:
+        return None
+    numbers = [t for t in tasks if t is not None]
+    return tasks if min(numbers) >= 0 and max(numbers) <= MAX_TASK else None
 
 
 def _ids(objs: list[dict[str, Any]]) -> list[str | None] | None:

@@ -2,11 +2,13 @@
 :func:`~adaptd.records.messages.predictions` writes message by message.
 
 Building a dict per prediction and encoding it costs about 1.5 µs a record. Here the fields
-that vary are turned into text a column at a time (orjson encodes a whole list of floats in
-one call, and the commas split them apart in C), and one ``bytes %`` formatting fills a
-repeated message template with them: no Python code runs per record. Numbers come out exactly
-as orjson writes them in the dict path (the same encoder, on the same Python values; a
-non-finite float is ``null`` in both).
+that vary are turned into columns: integers as they are, keys and ids as one text each
+(encoded once per distinct value), floats as one ``orjson.dumps`` of the whole list cut at its
+commas; a compiled loop then writes each message from the fixed texts between the fields and
+the columns' values. Numbers come out exactly as orjson writes them in the dict path (the same
+encoder, on the same Python values; a non-finite float is ``null`` in both); integers in
+decimal, as ``%d`` writes them. Formatting with ``bytes %`` instead cost about 0.6 µs a record
+more (a tuple of every value, then the format).
 
 Only the common shapes are templated: binary classification and regression, every record of
 the batch labelled (``loss`` present) or none; anything else (multi-class ``probas``, a batch
@@ -26,7 +28,6 @@ with some labelled records) returns None and goes message by message.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -34,10 +35,16 @@ import numpy as np
 import orjson
 
 from adaptd.connectors.base import EncodedBatch
+from adaptd.learner.jit import njit
 
 if TYPE_CHECKING:  # the learner imports the schema: import its types for hints only
     from adaptd.learner import Outcomes
     from adaptd.records.schema import RecordBatch, TaskKind
+
+
+#: A message's varying field: an integer column, or a column of texts as one buffer with
+#: where each text starts and ends in it (``buffer[starts[i]:ends[i]]``).
+Column = np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def encoded_predictions(partitions: Sequence[int], positions: Sequence[int],
@@ -52,42 +59,38 @@ def encoded_predictions(partitions: Sequence[int], positions: Sequence[int],
     labelled = ~np.isnan(outcomes.loss)
     if not (labelled.all() or not labelled.any()):
         return None
-    parts: list[bytes] = [b'{"id":']
-    columns: list[Sequence[object]] = []
-    _field(parts, columns, _json_column(batch.ids), b',"key":')
-    keys = _json_column(batch.keys)
-    _field(parts, columns, keys, b',"partition":')
-    _field(parts, columns, partitions, b',"position":%d,"segment":%d,"y_pred":', is_int=True)
-    columns += [positions, outcomes.segment.tolist()]
-    floats = _float_texts(outcomes.y_pred)
+    texts: list[bytes] = [b'{"id":']  # the text before each column, and after the last
+    columns: list[Column] = []
+    _field(texts, columns, _json_column(batch.ids), b',"key":')
+    _field(texts, columns, _json_column(batch.keys), b',"partition":')
+    _field(texts, columns, np.asarray(partitions, dtype=np.int64), b',"position":')
+    _field(texts, columns, np.asarray(positions, dtype=np.int64), b',"segment":')
+    _field(texts, columns, outcomes.segment.astype(np.int64), b',"y_pred":')
     if task == "classification":
-        parts.append(b'%d,"proba":%b')
-        columns += [(outcomes.y_pred >= 0.5).astype(np.int64).tolist(), floats]
-    else:
-        parts.append(b"%b")
-        columns.append(floats)
+        _field(texts, columns, (outcomes.y_pred >= 0.5).astype(np.int64), b',"proba":')
+    columns.append(_float_texts(outcomes.y_pred))
     if labelled.any():
-        parts.append(b',"loss":%b')
+        texts.append(b',"loss":')
         columns.append(_float_texts(outcomes.loss))
-    parts.append(b"}\n")
-    template = b"".join(parts)
-    values = tuple(itertools.chain.from_iterable(zip(*columns, strict=True)))
-    return EncodedBatch(template * n % values, _message_keys(batch.keys))
+    texts.append(b"}\n")
+    return EncodedBatch(_assemble(texts, columns, n), _message_keys(batch.keys))
 
 
-def _field(parts: list[bytes], columns: list[Sequence[object]], column: Sequence[object],
-           after: bytes, is_int: bool = False) -> None:
-    """Append one field: its value written into the template when the whole batch shares it,
-    else a placeholder and its column; then the text that follows it."""
-    first = column[0]
-    if column.count(first) == len(column):
-        text = str(first).encode() if is_int else first
-        assert isinstance(text, bytes)
-        parts.append(text.replace(b"%", b"%%"))
-    else:
-        parts.append(b"%d" if is_int else b"%b")
+def _field(texts: list[bytes], columns: list[Column], column: Sequence[bytes] | np.ndarray,
+           after: bytes) -> None:
+    """Append one field: its value written into the text when the whole batch shares it,
+    else its column; then the text that follows it."""
+    if isinstance(column, np.ndarray):
+        if (column == column[0]).all():
+            texts[-1] += str(int(column[0])).encode() + after
+            return
         columns.append(column)
-    parts.append(after)
+    else:
+        if column.count(column[0]) == len(column):
+            texts[-1] += column[0] + after
+            return
+        columns.append(_text_column(column))
+    texts.append(after)
 
 
 def _json_column(texts: Sequence[str | None]) -> list[bytes]:
@@ -96,9 +99,80 @@ def _json_column(texts: Sequence[str | None]) -> list[bytes]:
     return list(map(encoded.__getitem__, texts))
 
 
-def _float_texts(values: np.ndarray) -> list[bytes]:
-    """Each float as orjson writes it inside a message (``null`` when not finite)."""
-    return orjson.dumps(values.tolist())[1:-1].split(b",")
+def _text_column(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A column of texts as one buffer, with where each starts and ends."""
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    starts = np.concatenate(([0], ends[:-1]))
+    return np.frombuffer(b"".join(texts), dtype=np.uint8), starts, ends
+
+
+def _float_texts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each float as orjson writes it inside a message (``null`` when not finite), as a text
+    column: one ``orjson.dumps`` of the list, cut at its commas (no float text holds one)."""
+    text = np.frombuffer(orjson.dumps(values.tolist()), dtype=np.uint8)
+    commas = np.flatnonzero(text == 44)  # ","
+    return (text, np.concatenate(([1], commas + 1)),  # after "[" and each ","
+            np.concatenate((commas, [len(text) - 1])))  # before each "," and the "]"
+
+
+def _assemble(texts: list[bytes], columns: list[Column], n: int) -> bytes:
+    """``n`` messages: ``texts[0]``, column 0's value, ``texts[1]``, …, ``texts[-1]`` each."""
+    ints = [c for c in columns if isinstance(c, np.ndarray)]
+    strings = [c for c in columns if not isinstance(c, np.ndarray)]
+    kinds = np.array([0 if isinstance(c, np.ndarray) else 1 for c in columns], dtype=np.int64)
+    int_table = np.stack(ints) if ints else np.empty((0, n), dtype=np.int64)
+    if strings:
+        buffers = np.concatenate([buffer for buffer, _, _ in strings])
+        offsets = np.cumsum([0] + [len(buffer) for buffer, _, _ in strings[:-1]])
+        starts = np.stack([s + o for (_, s, _), o in zip(strings, offsets, strict=True)])
+        ends = np.stack([e + o for (_, _, e), o in zip(strings, offsets, strict=True)])
+    else:
+        buffers = np.empty(0, dtype=np.uint8)
+        starts = ends = np.empty((0, n), dtype=np.int64)
+    literal = np.frombuffer(b"".join(texts), dtype=np.uint8)
+    literal_bounds = np.cumsum([0] + [len(t) for t in texts])
+    out = np.empty(n * (len(literal) + 20 * len(ints)) + len(buffers), dtype=np.uint8)
+    m = _fill(literal, literal_bounds, kinds, int_table, buffers, starts, ends, n, out)
+    return out[:m].tobytes()
+
+
+@njit(refcounts=False)
+def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
+          ints: np.ndarray, buffers: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+          n: int, out: np.ndarray) -> int:
+    """Write the messages into ``out``; the bytes written. Column ``j`` is the next row of
+    ``ints`` (written in decimal) when ``kinds[j]`` is 0, else the next row of text bounds
+    (record ``i``'s text is ``buffers[starts[b, i]:ends[b, i]]``)."""
+    o = 0
+    for i in range(n):
+        a = 0
+        b = 0
+        for j in range(len(kinds) + 1):
+            for t in range(literal_bounds[j], literal_bounds[j + 1]):
+                out[o] = literal[t]
+                o += 1
+            if j == len(kinds):
+                break
+            if kinds[j] == 0:
+                v = ints[a, i]
+                a += 1
+                if v < 0:
+                    out[o] = 45  # -
+                    o += 1
+                    v = -v
+                k = 1  # digits: written from the last, in place (this code allocates nothing)
+                while k < 19 and v >= 10**k:
+                    k += 1
+                for t in range(o + k - 1, o - 1, -1):
+                    out[t] = 48 + v % 10
+                    v //= 10
+                o += k
+            else:
+                for t in range(starts[b, i], ends[b, i]):
+                    out[o] = buffers[t]
+                    o += 1
+                b += 1
+    return o
 
 
 def _message_keys(keys: list[str]) -> list[bytes]:

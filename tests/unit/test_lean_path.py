@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-import adaptd.runner
+import adaptd.batch_path
 from adaptd.checkpoint import CheckpointStore
 from adaptd.config import load_settings
 from adaptd.connectors.base import RecordRun, SourceRecord
@@ -105,7 +105,7 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
         taken.append(batch is not None)
         return batch
 
-    monkeypatch.setattr(adaptd.runner, "decode_columns", counting)
+    monkeypatch.setattr(adaptd.batch_path, "decode_columns", counting)
     lines = mixed_lines(task)
     lean = run(tmp_path / "runs", lines, task, per_record=False)
     assert sum(taken) >= 6 and not all(taken)  # both paths were taken
@@ -115,8 +115,8 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
     assert sum(taken) >= 6 and not all(taken)
     assert from_lists[:2] == lean[:2] and from_lists[3] == lean[3]
     # The reference: decoded record by record, and encoded message by message.
-    monkeypatch.setattr(adaptd.runner, "decode_columns", lambda *args: None)
-    monkeypatch.setattr(adaptd.runner, "encoded_predictions", lambda *args: None)
+    monkeypatch.setattr(adaptd.batch_path, "decode_columns", lambda *args: None)
+    monkeypatch.setattr(adaptd.batch_path, "encoded_predictions", lambda *args: None)
     per_record = run(tmp_path / "reference", lines, task, per_record=True)
     assert lean[0] == per_record[0]
     assert lean[1] == per_record[1]
@@ -141,7 +141,8 @@ def builder_columns(decoder: RecordDecoder, values: list[bytes]) -> BatchBuilder
 def test_plain_batches_decode_to_the_columns_of_the_per_record_path() -> None:
     values = [record(x=x(i), y=i % 2, key="ab"[i % 2], id=f"r{i}" if i % 3 else None)
               for i in range(10)]
-    values += [record(x=x(10)), b'{"x": [1, 2, 3], "y": 1, "ts": 5, "other": "true"}']
+    values += [record(x=x(10)), b'{"x": [1, 2, 3], "y": 1, "ts": 5, "other": "true"}',
+               record(x=x(11), y=1, task=0), record(x=x(12), task=2147483647, key="a")]
     decoder = RecordDecoder(n_features=3)
     lean = decode_columns(decoder, values)
     assert lean is not None
@@ -155,7 +156,9 @@ def test_plain_batches_decode_to_the_columns_of_the_per_record_path() -> None:
 @pytest.mark.parametrize("line", [
     b'{"x": [1, 2, true], "y": 1}', b'{"x": [1, 2, "3"], "y": 1}', b'{"x": [1, 2], "y": 1}',
     b'{"x": [1, 2, 1e999], "y": 1}', b'{"x": [1, 2, 3], "y": "1"}', b'{"x": [1, 2, 3], "key": ""}',
-    b'{"x": [1, 2, 3], "key": 5}', b'{"x": [1, 2, 3], "id": 5}', b'{"x": [1, 2, 3], "task": 0}',
+    b'{"x": [1, 2, 3], "key": 5}', b'{"x": [1, 2, 3], "id": 5}', b'{"x": [1, 2, 3], "task": -1}',
+    b'{"x": [1, 2, 3], "task": 2.0}', b'{"x": [1, 2, 3], "task": true}',
+    b'{"x": [1, 2, 3], "task": 2147483648}', b'{"x": [1, 2, 3], "task": "1"}',
     b'{"id": "a", "y": 1}', b'[1, 2, 3]', b'{"x": {"a": 1, "b": 2, "c": 3}}',
     b'{"x": [1, 2, 3], "y": 123456789012345678901234567890}', b'{"x": [1, 2, 3], "y": NaN}',
     b'{"x": [1, 2, 30000000000000000000000000000000000000]}' + b" " * 400,

@@ -154,3 +154,21 @@ def test_a_level_shift_is_learned_clipped_but_reported_in_user_units() -> None:
     # one absurd deviation (thousands of sigmas) did not blow up the model's parameters
     after = lrn.process_many([Record(x=(0.0,), y=100.0)])
     assert abs(after[0].y_pred - 100.0) < 80.0
+
+
+def test_the_kernel_and_the_waves_report_the_same_totals_in_user_units() -> None:
+    # The kernel takes a batch's target blocks at once with a loss factor per record, the
+    # waves block by block: predictions, losses and every total (the shadow baseline's and
+    # the hindsight fits' included) must agree, in the user's units. One key: with several,
+    # the waves reorder records across keys (see adaptd.learner.paths).
+    records = _stream(3, 900, x_scale=5.0, y_shift=300.0, y_scale=40.0)
+    kernel, p_kernel, l_kernel = _run(records, kernel=True)
+    waves, p_waves, l_waves = _run(records, kernel=False)
+    np.testing.assert_allclose(p_kernel, p_waves, rtol=1e-9)
+    np.testing.assert_allclose(l_kernel, l_waves, rtol=1e-7, atol=1e-9)
+    a, b = kernel.summary(), waves.summary()
+    assert a.drift_events == b.drift_events >= 1
+    assert abs(a.cumulative_loss - np.nansum(l_kernel)) < 1e-9 * a.cumulative_loss
+    for name in ("cumulative_loss", "baseline_loss", "hindsight_loss", "hindsight_regret",
+                 "prequential_loss"):
+        assert abs(getattr(a, name) - getattr(b, name)) <= 1e-7 * abs(getattr(b, name)), name

@@ -1,0 +1,117 @@
+"""One polled batch on its way through the runner: decoded into columns, routed, and its
+predictions encoded, each the lean way where the batch allows and record by record otherwise.
+
+A source's run of plain lines (a :class:`~adaptd.connectors.base.RecordRun`), or a list of
+plain records from any source, is decoded straight into columns
+(:mod:`adaptd.records.columns`) and its predictions are written as one buffer
+(:mod:`adaptd.records.encoded`); any other batch goes record by record, to the same bytes
+(``tests/unit/test_lean_path.py`` checks). The runner (:mod:`adaptd.runner`) calls these in
+order and owns everything they do not: learning, accounting, positions, checkpoints.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeAlias
+
+from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
+from adaptd.errors import RecordError
+from adaptd.isolation import encode_isolating, select
+from adaptd.labels import kept_features
+from adaptd.learner import Outcomes, PendingFeatures
+from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind
+from adaptd.records.columns import decode_columns
+from adaptd.records.encoded import encoded_predictions
+
+Polled: TypeAlias = list[SourceRecord] | RecordRun
+Reject: TypeAlias = Callable[[SourceRecord, RecordError], None]
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is processed. Its records are parsed into
+    thousands of dicts and lists, which count towards the collector's allocation thresholds:
+    it would scan the young objects a dozen times a batch and the whole heap now and then,
+    for nothing (a parsed record holds no cycle; reference counting frees it). That was a
+    quarter of the CPU time of a run of plain records. Cycles made meanwhile are collected
+    once the collector runs again, after the batch."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled, reject: Reject
+           ) -> tuple[Polled, RecordBatch]:
+    """The records that decode, and their columns; the others go to ``reject``.
+
+    A batch of plain records (a run, or a list from any source) is decoded in columns at
+    once; any other batch record by record. A delayed label (``id`` and ``y``, no ``x``)
+    takes the key and features kept under its id in ``pending`` (by an earlier batch, or
+    earlier in this one); with none kept it is rejected as ``label_unmatched``, so the label
+    is not lost silently."""
+    if isinstance(raws, RecordRun):
+        batch = decode_columns(decoder, raws.values)
+        if batch is not None:
+            return raws, batch
+        raws = raws.records()
+    elif all(raw.truncated_from is None for raw in raws):
+        batch = decode_columns(decoder, [raw.value for raw in raws])
+        if batch is not None:
+            return raws, batch
+    good: list[SourceRecord] = []
+    builder = BatchBuilder()
+    for raw in raws:
+        try:
+            if raw.truncated_from is not None:  # the source kept only its first bytes
+                raise RecordError("oversized", f"record is {raw.truncated_from} bytes, "
+                                  f"limit is {decoder.max_record_bytes}")
+            label = decoder.decode_into(raw.value, builder)
+            if label is not None:
+                key, x = kept_features(pending, builder, label.id)
+                builder.add(key, x, label.y, label.id, label.task)
+        except RecordError as err:
+            reject(raw, err)
+            continue
+        good.append(raw)
+    return good, builder.build()
+
+
+def routing(good: Polled, batch: RecordBatch) -> tuple[RecordBatch, list[int]]:
+    """The rows that tell which partition each key comes from, and their partitions. A run
+    has one partition, so with no ids (no delayed label to join) each key's first record says
+    it all: a batch of 4096 records of one key is routed as one row, not 4096."""
+    if not isinstance(good, RecordRun):
+        return batch, [raw.partition for raw in good]
+    if batch.ids.count(None) == len(batch):
+        n = len(batch)
+        first = dict(zip(reversed(batch.keys), range(n - 1, -1, -1)))  # key → first row
+        if len(first) < n:
+            batch = select(batch, sorted(first.values()))
+    return batch, [good.partition] * len(batch)
+
+
+def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
+           reject: Reject) -> EncodedBatch | list[SinkMessage]:
+    """The batch's predictions: one pre-encoded buffer where the batch's shape allows, else
+    message by message, where one that cannot be encoded goes to ``reject`` (learned from,
+    not predicted) and is left out."""
+    positions: Sequence[int]
+    if isinstance(good, RecordRun):
+        partitions, positions = [good.partition] * len(good), \
+            range(good.first_position, good.next_position)
+    else:
+        partitions, positions = [raw.partition for raw in good], [raw.position for raw in good]
+    try:
+        encoded = encoded_predictions(partitions, positions, batch, outcomes, task)
+    except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
+        encoded = None
+    if encoded is not None:
+        return encoded
+    records = good.records() if isinstance(good, RecordRun) else good
+    return encode_isolating(records, batch, outcomes, task, reject)
