@@ -86,3 +86,22 @@ def set_row_state(arena: Arena, s: int, state: Mapping[str, Any],
     """Row ``s`` from :func:`row_state`'s output."""
     for name in names:
         getattr(arena, name)[s] = state[name]
+
+
+
+#: The hindsight buffer: rows a key appends to (see adaptd.learner.packing for why it matters).
+RINGS = ("HX", "HY", "HL")
+
+
+def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._fields) -> None:
+    """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
+    key left. The hindsight buffer's rows the other key filled (its ``hcount``) are zeroed;
+    the rest of it is left alone, so pages of a slot never used stay untouched (unresident)."""
+    used = arena.hcount[rows]
+    for s, n in zip(rows[used > 0].tolist(), used[used > 0].tolist(), strict=True):
+        for name in RINGS:
+            if name in names:
+                getattr(arena, name)[s, :n] = 0
+    for name in names:
+        if name not in RINGS:
+            getattr(arena, name)[rows] = LAYOUT[name][2]
