@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import chain
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
@@ -365,6 +365,11 @@ class Partitions:
         if count:
             log.info("evicted %d idle keys to %s", count, self.store.path)
         return count
+
+    def evictions_waiting(self) -> bool:
+        """Whether keys the learner let go of wait in memory for the next checkpoint (their
+        state changed since the last one): the runner then does not defer it."""
+        return bool(getattr(self.learner, "evictions_waiting", 0))
 
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.

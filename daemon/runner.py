@@ -68,9 +68,8 @@ class RunnerConfig:
         poll_timeout_s: longest wait of one poll.
         checkpoint_every_records: a checkpoint is due after this many records ...
         checkpoint_interval_s: ... or this many seconds, whichever comes first.
-        checkpoint_max_share: ... but not before the time since the last checkpoint is at
-            least ``(1 − share)/share`` times what that one took, so checkpoints take at most
-            this share of the time (1: no pause).
+        checkpoint_max_share: ... but one due by count waits until the time since the last
+            is at least ``(1 − share)/share`` times what that one took (1: no pause).
         resilience: retry backoff and sink backpressure settings.
         give_up_after_s: how long the state dir may refuse checkpoints before the run stops
             with :class:`~adaptd.errors.StateLostError`.
@@ -426,8 +425,10 @@ class Runner:
         # An acknowledged source acknowledges only in commit, and its broker stops delivering
         # once its window of unacknowledged messages is full (MQTT: 20 by default).
         due_by_source = pending and self.source.commit_due()
-        paused = self.clock() < self._paused_until
-        if due_by_source or (not paused and (due_by_count or (due_by_time and pending))):
+        # The pause defers only the count's checkpoints, and none while evicted keys wait in
+        # memory for one: what a checkpoint costs may grow with what it waits for.
+        paused = self.clock() < self._paused_until and not self.partitions.evictions_waiting()
+        if due_by_source or (due_by_time and pending) or (due_by_count and not paused):
             self.checkpoint_or_give_up()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)

@@ -283,12 +283,13 @@ class CheckpointConfig:
         give_up_after_s: how long the state dir may refuse checkpoints (read-only, full) before
             the daemon stops with exit 1; it retries with the resilience backoff meanwhile,
             without polling. 0 gives up at the first refusal.
-        max_time_share: most of the run's time checkpoints take: a checkpoint due by
-            ``checkpoint_every_records`` or ``checkpoint_interval_s`` waits until the time
-            since the last one is at least ``(1 − share)/share`` times what that one took (a
-            minimum pause between checkpoints, as Flink's ``execution.checkpointing.min-pause``,
-            here scaled to their cost). Thousands of busy keys then stretch the cadence instead
-            of the run; a restart replays at most that much longer. 1 turns it off.
+        max_time_share: a checkpoint due by ``checkpoint_every_records`` waits until the
+            time since the last one is at least ``(1 − share)/share`` times what that one took
+            (a minimum pause between checkpoints, as Flink's
+            ``execution.checkpointing.min-pause``, here scaled to their cost), so thousands of
+            busy keys stretch the cadence instead of the run. ``checkpoint_interval_s`` still
+            holds, and no checkpoint waits while evicted keys wait in memory for it. 1 turns
+            it off.
     """
 
     changelog: bool = True

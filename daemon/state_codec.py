@@ -27,8 +27,9 @@ rings' spec without their bytes) and the rings cut into chunks of rows, each pac
 A busy key appends a few rows between two checkpoints, so only one or two of its chunks change:
 the store rewrites those and the head, not the whole buffer (:mod:`adaptd.state_rows`).
 
->>> split = pack_rows(["a"], [(("theta",), np.ones((1, 2)))], {},
-...                   rings=[(("ring",), np.arange(8.0).reshape(1, 4, 2))], ring_rows=3)["a"]
+>>> rings = Rings([(("ring",), np.arange(8.0).reshape(1, 4, 2))], np.array([0]),
+...               extent=np.array([4]), rows=3)
+>>> split = pack_rows(["a"], [(("theta",), np.ones((1, 2)))], {}, rings)["a"]
 >>> len(split.chunks)
 2
 >>> unpack_state(split)["ring"].tolist()
@@ -96,32 +97,54 @@ def pack_state(state: Any) -> Any:
 _Block = tuple[tuple[str, ...], np.ndarray]
 
 
+class Rings(NamedTuple):
+    """Ring buffers for :func:`pack_rows`, read where they live: ``arrays`` (path, array whose
+    row ``index[i]`` is key i's ring, its rows on axis 1), cut in chunks of ``rows`` rows.
+    ``extent[i]``: rows of key i's ring that may be non-zero (the rest are known zeros, and
+    are not even read)."""
+
+    arrays: Sequence[_Block]
+    index: np.ndarray
+    extent: np.ndarray
+    rows: int
+
+
 def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
-              rest: dict[str, Any] | Sequence[dict[str, Any]], rings: Sequence[_Block] = (),
-              ring_rows: int = 0) -> dict[str, Any]:
+              rest: dict[str, Any] | Sequence[dict[str, Any]],
+              rings: Rings | None = None) -> dict[str, Any]:
     """:func:`pack_state` of many keys at once, from arrays that hold them as rows: ``blocks``
     are (path, array whose row i is key i's value there), ``rest`` the part without arrays
-    that every key shares (or one such part per key). One copy per block instead of one per key and array: a checkpoint
-    of a thousand keys' states costs milliseconds, not the 0.2 s of packing them one by one.
-    ``rings`` (path, array whose row i is key i's ring, rows on axis 1) make each key's value
-    a :class:`SplitState` with chunks of ``ring_rows`` rows.
+    that every key shares (or one such part per key). One copy per block instead of one per
+    key and array: a checkpoint of a thousand keys' states costs milliseconds, not the 0.2 s
+    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`.
 
     >>> import numpy as np
     >>> rows = pack_rows(["a", "b"], [(("w",), np.array([[1.0, 0.0], [0.0, 0.0]]))], {"c": 1})
     >>> [(k, unpack_state(v)["w"].tolist(), unpack_state(v)["c"]) for k, v in rows.items()]
     [('a', [1.0, 0.0], 1), ('b', [0.0, 0.0], 1)]
     """
-    if rings:
-        # The head: the rings as zero-width entries of their full shape, no bytes.
-        empty = [(path, ring[:, :0]) for path, ring in rings]
-        shapes = {path: ring.shape[1:] for path, ring in rings}
-        heads = _pack(keys, [*blocks, *empty], rest, shapes)
-        chunks = [_pack(keys, [(path, ring[:, lo:lo + ring_rows]) for path, ring in rings],
-                        {"rows_from": lo}, drop_empty=True)
-                  for lo in range(0, rings[0][1].shape[1], ring_rows)]
-        return {key: SplitState(heads[key], tuple(chunk[key] for chunk in chunks))
-                for key in keys}
-    return _pack(keys, blocks, rest)
+    if rings is None:
+        return _pack(keys, blocks, rest)
+    # The head: the rings as zero-width entries of their full shape, no bytes.
+    first = rings.index[:0]
+    empty = [(path, ring[first, :0]) for path, ring in rings.arrays]
+    shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
+    heads = _pack(keys, [*blocks, *empty], rest, shapes)
+    chunks: list[list[bytes]] = [[b""] * len(keys)
+                                 for _ in range(0, rings.arrays[0][1].shape[1], rings.rows)]
+    for c, chunk in enumerate(chunks):
+        lo = c * rings.rows
+        within = np.flatnonzero(rings.extent > lo)
+        if not len(within):
+            continue
+        rows = rings.index[within]
+        packed = _pack([keys[i] for i in within.tolist()],
+                       [(path, ring[rows, lo:lo + rings.rows]) for path, ring in rings.arrays],
+                       {"rows_from": lo}, drop_empty=True)
+        for i, blob in zip(within.tolist(), packed.values(), strict=True):
+            chunk[i] = blob
+    return {key: SplitState(heads[key], tuple(chunk[i] for chunk in chunks))
+            for i, key in enumerate(keys)}
 
 
 def _pack(keys: Sequence[str], blocks: Sequence[_Block],
@@ -137,25 +160,40 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     if spec_blob is None:
         spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
     rests = [rest] if isinstance(rest, dict) else list(rest)
+    pickled: dict[int, bytes] = {}  # equal parts are often one object: pickled once
     heads = []
     for part in rests:
-        rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-        heads.append(_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob)) + spec_blob + rest_blob)
-    views, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
+        head = pickled.get(id(part))
+        if head is None:
+            rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+            head = pickled[id(part)] = (_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
+                                        + spec_blob + rest_blob)
+        heads.append(head)
+    raws, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
     for j, (_, block) in enumerate(blocks):
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
         lengths[:, j] = _used_bytes(raw)
-        views.append((raw.reshape(-1).data, raw.shape[1]))
+        raws.append(raw)
+    # Every key's used bytes, key after key, in one boolean gather: a byte is kept when it
+    # lies before its array's used length.
+    widths = [raw.shape[1] for raw in raws]
+    keep = np.concatenate([np.arange(w) < lengths[:, j:j + 1]
+                           for j, w in enumerate(widths)], axis=1) if widths else \
+        np.zeros((n, 0), dtype=bool)
+    data = (np.concatenate(raws, axis=1)[keep] if widths else np.empty(0, np.uint8)).tobytes()
+    ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist()
+    length_rows = lengths.tobytes()
+    row_bytes = 4 * len(blocks)
     out = {}
-    empty = lengths.sum(axis=1) == 0 if drop_empty else np.zeros(n, dtype=bool)
+    start = 0
     for i, key in enumerate(keys):
-        if empty[i]:
+        end = ends[i]
+        if drop_empty and end == start:
             out[key] = b""
             continue
-        row = lengths[i]
-        out[key] = b"".join((heads[i if len(heads) > 1 else 0], row.tobytes(),
-                             *(view[i * width:i * width + used]
-                               for (view, width), used in zip(views, row.tolist()))))
+        out[key] = b"".join((heads[i if len(heads) > 1 else 0],
+                             length_rows[i * row_bytes:(i + 1) * row_bytes], data[start:end]))
+        start = end
     return out
 
 

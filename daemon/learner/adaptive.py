@@ -34,8 +34,14 @@ import numpy as np
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
-from adaptd.learner.arena import (BASE_FIELDS, Arena, grow_arena, reset_rows, row_state,
-                                  set_row_state)
+from adaptd.learner.arena import (
+    BASE_FIELDS,
+    Arena,
+    grow_arena,
+    reset_rows,
+    row_state,
+    set_row_state,
+)
 from adaptd.learner.classes import ClassIndex
 from adaptd.learner.concepts import ConceptLibrary
 from adaptd.learner.jit import COMPILED
@@ -347,6 +353,11 @@ class AdaptiveLearner:
         holds it), see :meth:`take_dropped`."""
         self._saved_at = self.clock()
         self._saved_classes = len(self.classes or ())
+
+    @property
+    def evictions_waiting(self) -> int:
+        """Keys let go of whose changed state waits in memory for a checkpoint to write it."""
+        return len(self._cold)
 
     def take_dropped(self) -> list[str]:
         """Hand over (and forget) the keys let go of without a copy since the last call: their
