@@ -99,12 +99,12 @@ _Block = tuple[tuple[str, ...], np.ndarray]
 
 class Rings(NamedTuple):
     """Ring buffers for :func:`pack_rows`, read where they live: ``arrays`` (path, array whose
-    row ``index[i]`` is key i's ring, its rows on axis 1), cut in chunks of ``rows`` rows.
+    row ``at[i]`` is key i's ring, its rows on axis 1), cut in chunks of ``rows`` rows.
     ``extent[i]``: rows of key i's ring that may be non-zero (the rest are known zeros, and
     are not even read)."""
 
     arrays: Sequence[_Block]
-    index: np.ndarray
+    at: np.ndarray
     extent: np.ndarray
     rows: int
 
@@ -126,7 +126,7 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     if rings is None:
         return _pack(keys, blocks, rest)
     # The head: the rings as zero-width entries of their full shape, no bytes.
-    first = rings.index[:0]
+    first = rings.at[:0]
     empty = [(path, ring[first, :0]) for path, ring in rings.arrays]
     shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
     heads = _pack(keys, [*blocks, *empty], rest, shapes)
@@ -137,7 +137,7 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
         within = np.flatnonzero(rings.extent > lo)
         if not len(within):
             continue
-        rows = rings.index[within]
+        rows = rings.at[within]
         packed = _pack([keys[i] for i in within.tolist()],
                        [(path, ring[rows, lo:lo + rings.rows]) for path, ring in rings.arrays],
                        {"rows_from": lo}, drop_empty=True)

@@ -97,6 +97,6 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | 
             [live[i] for i in members],
             [(path, block[rows]) for path, block in blocks] + [(("library", "states"), stored)],
             [parts.setdefault(t, {**rest, "library": {"since": t}}) for t in since],
-            None if rings is None else rings._replace(index=rings.index[rows],
+            None if rings is None else rings._replace(at=rings.at[rows],
                                                       extent=rings.extent[rows])))
     return out
