@@ -6,8 +6,9 @@ alternated and repeated (``--repeat``, medians), since the machine is shared.
    ``adaptd run --model logistic`` as a process (start-up, parsing, learning, checkpoints at the
    default cadence, writing predictions), against a plain river loop in a process of its own
    (one ``LogisticRegression(optimizer=AdaGrad())`` per key, ``predict_proba_one`` then
-   ``learn_one``, orjson in and out). Also adaptd with mid-run checkpoints off (only the final
-   one): what the checkpoints cost.
+   ``learn_one``, orjson in and out). Also adaptd checkpointing every 10,000 records exactly
+   (``checkpoint.max_time_share=1``: no pause scaled to their cost), and with mid-run
+   checkpoints off (only the final one): what the checkpoints cost.
 2. ``distinct keys``: N records each of a new key, with ``learner.max_keys`` (default 100k):
    records/s against the same number of records over 10 keys (and case 1's), the process's RSS sampled every 0.5 s, the state dir's size.
 3. ``--replicas 1,2,3``: records/s of 1, 2 and 3 ``adaptd run`` replicas of one group on the
@@ -54,6 +55,8 @@ with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
 """
 
 NO_MID_RUN_CHECKPOINTS = ("checkpoint_every_records=1000000000", "checkpoint_interval_s=1e9")
+#: Every 10,000 records exactly: no pause scaled to the checkpoints' cost.
+STRICT_CADENCE = ("checkpoint.max_time_share=1",)
 
 
 def write_records(path: Path, n: int, keys: int | None, d: int = 10, seed: int = 0) -> None:
@@ -110,7 +113,9 @@ def few_keys(tmp: Path, args: argparse.Namespace) -> float:
     """Case 1; returns adaptd's median records/s."""
     few = tmp / "few.jsonl"
     write_records(few, args.n, args.keys)
-    times: dict[str, list[float]] = {"river": [], "adaptd": [], "adaptd, no mid-run": []}
+    times: dict[str, list[float]] = {"river": [], "adaptd": [], "adaptd, every 10k strictly": [],
+                                     "adaptd, no mid-run": []}
+
     rss: list[int] = []
     for i in range(args.repeat):  # alternated, so load changes hit every peer alike
         times["river"].append(timed([sys.executable, "-c", RIVER_LOOP, str(few),
@@ -119,9 +124,10 @@ def few_keys(tmp: Path, args: argparse.Namespace) -> float:
         seconds, samples = timed(adaptd_cmd(few, tmp / "few.out", state), True)
         times["adaptd"].append(seconds)
         rss.append(max(b for _, b in samples))
-        times["adaptd, no mid-run"].append(
-            timed(adaptd_cmd(few, tmp / "few.out", tmp / f"few-nockpt-{i}",
-                             *NO_MID_RUN_CHECKPOINTS))[0])
+        for name, sets in (("adaptd, every 10k strictly", STRICT_CADENCE),
+                           ("adaptd, no mid-run", NO_MID_RUN_CHECKPOINTS)):
+            other = tmp / f"few-{len(sets)}-{i}"
+            times[name].append(timed(adaptd_cmd(few, tmp / "few.out", other, *sets))[0])
     river = statistics.median(times["river"])
     print(f"## {args.n:,} records over {args.keys:,} keys, jsonl in and out "
           f"(median of {args.repeat}, alternated)\n")

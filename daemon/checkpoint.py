@@ -9,6 +9,8 @@ Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
     partitions  partition → next position, id of the checkpoint that wrote it, offset of its
                 commit marker in the changelog topic (Kafka sources, see adaptd.changelog)
     keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
+    chunks      (partition, key, chunk) → rows of the key's ring buffers (adaptd.state_rows):
+                a checkpoint rewrites a key's chunks only where they changed
 
 A checkpoint writes in ONE transaction the states of the keys that changed since the previous
 checkpoint, the next position of every partition it covers and the shared state. SQLite's commit
@@ -54,7 +56,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptd import state_schema as schema
+from adaptd.state_rows import KeyRows
 from adaptd.state_values import FORMAT_VERSION, CheckpointError, check, decode, encode
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointStore", "PartitionChanges",
@@ -138,6 +141,7 @@ class CheckpointStore:
         #: Id of the last checkpoint this store wrote or found (0: none yet).
         self.last_checkpoint = 0
         self._db: sqlite3.Connection | None = None
+        self._rows = KeyRows(str(self.path))
 
     # -- the connection ------------------------------------------------------------------
 
@@ -158,7 +162,8 @@ class CheckpointStore:
             for statement in schema.TABLES:
                 db.execute(statement)
             schema.add_columns(db)
-            db.execute(schema.INDEX)
+            for index in schema.INDEXES:
+                db.execute(index)
         except sqlite3.OperationalError:
             # The state dir refused (disk full, read-only, I/O error): the caller retries or
             # gives up as for any write it refuses, which a corrupt file is not.
@@ -186,6 +191,7 @@ class CheckpointStore:
         db = self._connect(create=False)
         if db is None:
             return Restored(shared=None, partitions={})
+        self._rows.forget()  # a load may roll the store back: what it holds is read afresh
         try:
             try:
                 db.execute("BEGIN")  # one snapshot: a writer in another process may commit
@@ -206,8 +212,7 @@ class CheckpointStore:
         shared = self._shared(db, "state")
         local = self._shared(db, "local")
         if latest:
-            self._check_keys(db, "SELECT partition, key, value, labels FROM keys"
-                                 " WHERE checkpoint = ?", latest)
+            self._rows.check(db, latest)
         found = {}
         for p, position, checkpoint in db.execute(
                 "SELECT partition, position, checkpoint FROM partitions").fetchall():
@@ -233,8 +238,7 @@ class CheckpointStore:
             db.execute("BEGIN IMMEDIATE")
             if self._latest(db) != latest:  # another process wrote since: it holds the store
                 raise CheckpointError(str(self.path), "changed while it was read")
-            self._check_keys(db, "SELECT partition, key, prev_value, prev_labels FROM keys"
-                                 " WHERE checkpoint = ? AND prev_checkpoint IS NOT NULL", latest)
+            self._rows.check(db, latest, previous=True)
             for statement in schema.ROLL_BACK:
                 db.execute(statement, {"n": latest})
             restored = self._read(db, partitions)
@@ -260,13 +264,6 @@ class CheckpointStore:
         row = db.execute("SELECT checkpoint FROM shared WHERE name = 'state'").fetchone()
         return 0 if row is None else int(row[0])
 
-    def _check_keys(self, db: sqlite3.Connection, query: str, latest: int) -> None:
-        for p, key, value, labels in db.execute(query, (latest,)):
-            where = f"{self.path}: partition {p} key {key!r}"
-            check(value, where)
-            if labels is not None:
-                check(labels, f"{where} labels")
-
     def _shared(self, db: sqlite3.Connection, name: str) -> dict[str, Any] | None:
         row = db.execute("SELECT value FROM shared WHERE name = ?", (name,)).fetchone()
         return None if row is None else dict(decode(row[0], f"{self.path}: the {name} state"))
@@ -278,10 +275,10 @@ class CheckpointStore:
         # Evicted keys stay on disk, but their pending labels wait in memory for their label.
         cursor = db.execute("SELECT key, evicted, value, labels FROM keys WHERE partition = ?"
                             " AND (evicted = 0 OR labels IS NOT NULL)", (p,))
-        for key, evicted, value, label_blob in cursor:
+        for key, evicted, value, label_blob in cursor.fetchall():
             where = f"{self.path}: partition {p} key {key!r}"
             if not evicted:
-                states[key] = decode(value, where)
+                states[key] = self._rows.read(db, p, key, value)
             if label_blob is not None:
                 labels.extend(decode(label_blob, f"{where} labels"))
         return PartitionState(position=position, keys=list(states),
@@ -295,11 +292,12 @@ class CheckpointStore:
         db = self._connect(create=False)
         if db is None:
             return None
-        row = db.execute("SELECT value FROM keys WHERE partition = ? AND key = ?",
-                         (partition, key)).fetchone()
-        if row is None:
-            return None
-        return decode(row[0], f"{self.path}: partition {partition} key {key!r}")
+        return self._rows.read_many(db, partition, [key]).get(key)
+
+    def get_many(self, partition: int, keys: Sequence[str]) -> dict[str, Any]:
+        """:meth:`get` of many ``keys`` of ``partition`` at once: those the store holds."""
+        db = self._connect(create=False)
+        return {} if db is None else self._rows.read_many(db, partition, keys)
 
     def key_count(self, evicted: bool | None = None) -> int:
         """Keys stored (only evicted or only live ones when ``evicted`` is given)."""
@@ -330,23 +328,13 @@ class CheckpointStore:
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                self._write_keys(db, p, changes, number, evicted=False)
+                self._rows.write(db, p, changes.states, changes.labels, number, evicted=False)
                 db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
             db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
                 db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
         self.last_checkpoint = max(self.last_checkpoint, number)
         return number
-
-    @staticmethod
-    def _write_keys(db: sqlite3.Connection, p: int, changes: PartitionChanges, checkpoint: int,
-                    evicted: bool) -> None:
-        labels = changes.labels
-        db.executemany(
-            schema.UPSERT_KEY,
-            ((p, key, int(evicted), encode(state),
-              encode(labels[key]) if labels.get(key) else None, checkpoint)
-             for key, state in changes.states.items()))
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -357,20 +345,25 @@ class CheckpointStore:
             yield db
             db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._rows.aborted()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise OSError(f"{self.path}: {what} ({exc})") from None
         except BaseException:
+            self._rows.aborted()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._rows.committed()
 
     def mark_evicted(self, partition: int, keys: Iterable[str]) -> None:
         """Flag ``keys`` of ``partition`` as out of memory. Called right after a checkpoint, so
         their stored state is the one they leave with. Raises OSError when the disk refuses."""
+        keys = list(keys)
         with self._transaction("evicted keys not marked") as db:
             db.executemany("UPDATE keys SET evicted = 1 WHERE partition = ? AND key = ?",
                            ((partition, key) for key in keys))
+        self._rows.forget(partition, keys)  # memory stays bounded by the live keys
 
     # -- the changelog's side (adaptd.changelog) -----------------------------------------
 
@@ -390,7 +383,9 @@ class CheckpointStore:
             return
         with self._transaction(f"partition {partition} not dropped") as db:
             db.execute("DELETE FROM keys WHERE partition = ?", (partition,))
+            db.execute("DELETE FROM chunks WHERE partition = ?", (partition,))
             db.execute("DELETE FROM partitions WHERE partition = ?", (partition,))
+        self._rows.forget(partition)
 
     def apply_restored(self, partition: int, changes: PartitionChanges, checkpoint: int,
                        changelog_offset: int, shared: Mapping[str, Any]) -> None:
@@ -399,7 +394,8 @@ class CheckpointStore:
         memory for the keys in use only. ``shared`` is taken only by a store that has none."""
         with self._transaction(f"checkpoint {checkpoint} of partition {partition} not "
                                f"restored") as db:
-            self._write_keys(db, partition, changes, checkpoint, evicted=True)
+            self._rows.write(db, partition, changes.states, changes.labels, checkpoint,
+                             evicted=True)
             db.execute(schema.UPSERT_PARTITION, (partition, changes.position, checkpoint,
                                            changelog_offset))
             db.execute("INSERT OR IGNORE INTO shared (name, value, checkpoint) VALUES ('state', ?, ?)",

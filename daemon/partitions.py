@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
@@ -116,6 +117,9 @@ class Partitions:
         self.key_partition: dict[str, int] = {}
         #: partition → keys whose state changed since the last checkpoint: all a save writes.
         self.touched: dict[int, set[str]] = {}
+        #: partition → keys the learner let go of without a copy (the store holds their
+        #: state), to be flagged as evicted in the store after the next checkpoint.
+        self.dropped: dict[int, set[str]] = {}
         # The shared state is taken from the store once; later it is the live one.
         self._shared_loaded = False
         self._meta_written: Any = None
@@ -185,6 +189,7 @@ class Partitions:
         for p in gone:
             self.next_positions.pop(p, None)
             self.touched.pop(p, None)
+            self.dropped.pop(p, None)
         if self.changelog is not None:
             self.changelog.release(sorted(gone))
         self.owned -= gone
@@ -203,18 +208,31 @@ class Partitions:
         """Note which partition each decoded record's key comes from and that its state is
         about to change; a key seen for the first time since it was evicted gets its state
         back from the store. Called per batch, before the learner sees it."""
-        key_partition, touched, store = self.key_partition, self.touched, self.store
+        self._take_dropped()
+        key_partition, touched = self.key_partition, self.touched
+        missing: dict[int, list[str]] = {}
         for key, p in zip(batch.keys, partitions, strict=True):
             if key not in key_partition:
-                state = store.get(p, key)
-                if state is not None:
-                    self._restore_keys({key: state})
+                missing.setdefault(p, []).append(key)
                 key_partition[key] = p
             changed = touched.get(p)
             if changed is None:
                 changed = touched[p] = set()
             changed.add(key)
+        for p, keys in missing.items():
+            states = self.store.get_many(p, keys)
+            if states:
+                self._restore_keys(states)
         self._touch_joined(batch)
+
+    def _take_dropped(self) -> None:
+        """The keys the learner let go of without a copy leave ``key_partition`` (a record of
+        one reads it back from the store) and wait to be flagged as evicted there."""
+        take = getattr(self.learner, "take_dropped", None)
+        for key in take() if take is not None else ():
+            p = self.key_partition.pop(key, None)
+            if p is not None:
+                self.dropped.setdefault(p, set()).add(key)
 
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
@@ -258,6 +276,9 @@ class Partitions:
                         local=local)
         for p in changes:
             self.touched.pop(p, None)
+        saved = getattr(self.learner, "mark_saved", None)
+        if saved is not None:  # every changed key is in the store now
+            saved()
         self._write_meta(shared["learner"].get("meta"))
         return number
 
@@ -319,24 +340,36 @@ class Partitions:
         a checkpoint, so the state the store holds for each is the one it leaves with."""
         self.learner.evict_idle()
         states = self.learner.take_evicted()
+        self._take_dropped()
         by_partition: dict[int, dict[str, Any]] = {}
         for key, state in states.items():
             p = self.key_partition.get(key)
             if p is not None:
                 by_partition.setdefault(p, {})[key] = state
-        for p, group in by_partition.items():
+        dropped, self.dropped = self.dropped, {}
+        for p, group in chain(by_partition.items(), dropped.items()):
             try:
-                self.store.mark_evicted(p, group)
+                # A dropped key that came back since is live again: not flagged.
+                self.store.mark_evicted(p, [k for k in group if k in states
+                                            or k not in self.key_partition])
             except OSError as exc:
                 # Keep them live rather than lose them; the next checkpoint tries again.
                 log.error("could not mark evicted keys of partition %d: %s", p, exc)
-                self._restore_keys(group)
+                if isinstance(group, dict):
+                    self._restore_keys(group)
                 continue
-            for key in group:
-                del self.key_partition[key]
-        if states:
-            log.info("evicted %d idle keys to %s", len(states), self.store.path)
-        return len(states)
+            if isinstance(group, dict):
+                for key in group:
+                    del self.key_partition[key]
+        count = len(states) + sum(map(len, dropped.values()))
+        if count:
+            log.info("evicted %d idle keys to %s", count, self.store.path)
+        return count
+
+    def evictions_waiting(self) -> bool:
+        """Whether keys the learner let go of wait in memory for the next checkpoint (their
+        state changed since the last one): the runner then does not defer it."""
+        return bool(getattr(self.learner, "evictions_waiting", 0))
 
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.

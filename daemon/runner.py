@@ -62,6 +62,8 @@ class RunnerConfig:
         poll_timeout_s: longest wait of one poll.
         checkpoint_every_records: a checkpoint is due after this many records ...
         checkpoint_interval_s: ... or this many seconds, whichever comes first.
+        checkpoint_max_share: ... but one due by count waits until the time since the last
+            is at least ``(1 − share)/share`` times what that one took (1: no pause).
         resilience: retry backoff and sink backpressure settings.
         give_up_after_s: how long the state dir may refuse checkpoints before the run stops
             with :class:`~adaptd.errors.StateLostError`.
@@ -72,6 +74,7 @@ class RunnerConfig:
     poll_timeout_s: float = 0.2
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
+    checkpoint_max_share: float = 1.0
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     give_up_after_s: float = 60.0
 
@@ -82,6 +85,7 @@ class RunnerConfig:
                    poll_timeout_s=settings.poll_timeout_s,
                    checkpoint_every_records=settings.checkpoint_every_records,
                    checkpoint_interval_s=settings.checkpoint_interval_s,
+                   checkpoint_max_share=settings.checkpoint.max_time_share,
                    resilience=settings.resilience,
                    give_up_after_s=settings.checkpoint.give_up_after_s)
 
@@ -167,6 +171,8 @@ class Runner:
         self._consistent = True
         self._since_checkpoint = 0
         self._last_checkpoint_at = 0.0
+        # No checkpoint due by count or time before this clock reading (checkpoint_max_share).
+        self._paused_until = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -348,7 +354,10 @@ class Runner:
         # An acknowledged source acknowledges only in commit, and its broker stops delivering
         # once its window of unacknowledged messages is full (MQTT: 20 by default).
         due_by_source = pending and self.source.commit_due()
-        if due_by_count or due_by_source or (due_by_time and pending):
+        # The pause defers only the count's checkpoints, and none while evicted keys wait in
+        # memory for one: what a checkpoint costs may grow with what it waits for.
+        paused = self.clock() < self._paused_until and not self.partitions.evictions_waiting()
+        if due_by_source or (due_by_time and pending) or (due_by_count and not paused):
             self.checkpoint_or_give_up()
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
@@ -409,6 +418,9 @@ class Runner:
         self.summary.checkpoints += 1
         self._since_checkpoint = 0
         self._last_checkpoint_at = self.clock()
+        share = self.config.checkpoint_max_share
+        self._paused_until = self._last_checkpoint_at + \
+            (self._last_checkpoint_at - started) * (1 - share) / share
         log.debug("checkpoint at positions %s", positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())

@@ -283,14 +283,24 @@ class CheckpointConfig:
         give_up_after_s: how long the state dir may refuse checkpoints (read-only, full) before
             the daemon stops with exit 1; it retries with the resilience backoff meanwhile,
             without polling. 0 gives up at the first refusal.
+        max_time_share: a checkpoint due by ``checkpoint_every_records`` waits until the
+            time since the last one is at least ``(1 − share)/share`` times what that one took
+            (a minimum pause between checkpoints, as Flink's
+            ``execution.checkpointing.min-pause``, here scaled to their cost), so thousands of
+            busy keys stretch the cadence instead of the run. ``checkpoint_interval_s`` still
+            holds, and no checkpoint waits while evicted keys wait in memory for it. 1 turns
+            it off.
     """
 
     changelog: bool = True
     meta_topic: bool = True
     meta_merge_interval_s: float = 60.0
     give_up_after_s: float = 60.0
+    max_time_share: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 < self.max_time_share <= 1:
+            raise ValueError(f"max_time_share must be in (0, 1], got {self.max_time_share}")
         if not self.meta_merge_interval_s > 0:
             raise ValueError(
                 f"meta_merge_interval_s must be > 0, got {self.meta_merge_interval_s}")

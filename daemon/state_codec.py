@@ -20,6 +20,20 @@ True
 ([0.0, 1.0, 2.0], 2.0, (500,), False)
 >>> unpack_state({"already": "a dict"})  # a value written before this format passes through
 {'already': 'a dict'}
+
+A key's ring buffers (the hindsight comparator's 200 records: 90% of a logistic key's bytes) can
+also be packed apart from the rest, as a :class:`SplitState`: a *head* (everything else, the
+rings' spec without their bytes) and the rings cut into chunks of rows, each packed on its own.
+A busy key appends a few rows between two checkpoints, so only one or two of its chunks change:
+the store rewrites those and the head, not the whole buffer (:mod:`adaptd.state_rows`).
+
+>>> rings = Rings([(("ring",), np.arange(8.0).reshape(1, 4, 2))], np.array([0]),
+...               extent=np.array([4]), rows=3)
+>>> split = pack_rows(["a"], [(("theta",), np.ones((1, 2)))], {}, rings)["a"]
+>>> len(split.chunks)
+2
+>>> unpack_state(split)["ring"].tolist()
+[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]
 """
 
 from __future__ import annotations
@@ -37,6 +51,15 @@ _HEADER = struct.Struct("<4sII")
 _PathSpec = tuple[tuple[tuple[str, ...], str, tuple[int, ...]], ...]
 #: Distinct specs are few (one per model layout); the caches are cleared if that ever fails.
 _CACHE_LIMIT = 256
+
+
+class SplitState(NamedTuple):
+    """A key's packed state as a head and chunks of rows of its ring buffers (see the module
+    note). ``chunks[c]`` holds rows ``[c·R, (c+1)·R)`` of every ring, ``b""`` when they are all
+    zero; the head holds the rings' shapes, not their bytes."""
+
+    head: bytes
+    chunks: tuple[bytes, ...]
 
 
 class _Layout(NamedTuple):
@@ -71,39 +94,106 @@ def pack_state(state: Any) -> Any:
                      rest_blob, lengths, *chunks))
 
 
-def pack_rows(keys: Sequence[str], blocks: Sequence[tuple[tuple[str, ...], np.ndarray]],
-              rest: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, bytes]:
+_Block = tuple[tuple[str, ...], np.ndarray]
+
+
+class Rings(NamedTuple):
+    """Ring buffers for :func:`pack_rows`, read where they live: ``arrays`` (path, array whose
+    row ``at[i]`` is key i's ring, its rows on axis 1), cut in chunks of ``rows`` rows.
+    ``extent[i]``: rows of key i's ring that may be non-zero (the rest are known zeros, and
+    are not even read)."""
+
+    arrays: Sequence[_Block]
+    at: np.ndarray
+    extent: np.ndarray
+    rows: int
+
+
+def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
+              rest: dict[str, Any] | Sequence[dict[str, Any]],
+              rings: Rings | None = None) -> dict[str, Any]:
     """:func:`pack_state` of many keys at once, from arrays that hold them as rows: ``blocks``
     are (path, array whose row i is key i's value there), ``rest`` the part without arrays
-    that every key shares (or one such part per key). One copy per block instead of one per key and array: a checkpoint
-    of a thousand keys' states costs milliseconds, not the 0.2 s of packing them one by one.
+    that every key shares (or one such part per key). One copy per block instead of one per
+    key and array: a checkpoint of a thousand keys' states costs milliseconds, not the 0.2 s
+    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`.
 
     >>> import numpy as np
     >>> rows = pack_rows(["a", "b"], [(("w",), np.array([[1.0, 0.0], [0.0, 0.0]]))], {"c": 1})
     >>> [(k, unpack_state(v)["w"].tolist(), unpack_state(v)["c"]) for k, v in rows.items()]
     [('a', [1.0, 0.0], 1), ('b', [0.0, 0.0], 1)]
     """
+    if rings is None:
+        return _pack(keys, blocks, rest)
+    # The head: the rings as zero-width entries of their full shape, no bytes.
+    first = rings.at[:0]
+    empty = [(path, ring[first, :0]) for path, ring in rings.arrays]
+    shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
+    heads = _pack(keys, [*blocks, *empty], rest, shapes)
+    chunks: list[list[bytes]] = [[b""] * len(keys)
+                                 for _ in range(0, rings.arrays[0][1].shape[1], rings.rows)]
+    for c, chunk in enumerate(chunks):
+        lo = c * rings.rows
+        within = np.flatnonzero(rings.extent > lo)
+        if not len(within):
+            continue
+        rows = rings.at[within]
+        packed = _pack([keys[i] for i in within.tolist()],
+                       [(path, ring[rows, lo:lo + rings.rows]) for path, ring in rings.arrays],
+                       {"rows_from": lo}, drop_empty=True)
+        for i, blob in zip(within.tolist(), packed.values(), strict=True):
+            chunk[i] = blob
+    return {key: SplitState(heads[key], tuple(chunk[i] for chunk in chunks))
+            for i, key in enumerate(keys)}
+
+
+def _pack(keys: Sequence[str], blocks: Sequence[_Block],
+          rest: dict[str, Any] | Sequence[dict[str, Any]],
+          shapes: dict[tuple[str, ...], tuple[int, ...]] | None = None,
+          drop_empty: bool = False) -> dict[str, bytes]:
+    """:func:`pack_rows` without rings; ``shapes`` overrides the spec's shape of some paths
+    (the head's zero-width rings), ``drop_empty`` gives ``b""`` for a key with no bytes."""
     n = len(keys)
-    spec = tuple((path, block.dtype.str, block.shape[1:]) for path, block in blocks)
+    spec = tuple((path, block.dtype.str, (shapes or {}).get(path, block.shape[1:]))
+                 for path, block in blocks)
     spec_blob = _spec_bytes.get(spec)
     if spec_blob is None:
         spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
     rests = [rest] if isinstance(rest, dict) else list(rest)
+    pickled: dict[int, bytes] = {}  # equal parts are often one object: pickled once
     heads = []
     for part in rests:
-        rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-        heads.append(_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob)) + spec_blob + rest_blob)
-    views, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
+        head = pickled.get(id(part))
+        if head is None:
+            rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+            head = pickled[id(part)] = (_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
+                                        + spec_blob + rest_blob)
+        heads.append(head)
+    raws, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
     for j, (_, block) in enumerate(blocks):
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
         lengths[:, j] = _used_bytes(raw)
-        views.append((raw.reshape(-1).data, raw.shape[1]))
+        raws.append(raw)
+    # Every key's used bytes, key after key, in one boolean gather: a byte is kept when it
+    # lies before its array's used length.
+    widths = [raw.shape[1] for raw in raws]
+    keep = np.concatenate([np.arange(w) < lengths[:, j:j + 1]
+                           for j, w in enumerate(widths)], axis=1) if widths else \
+        np.zeros((n, 0), dtype=bool)
+    data = (np.concatenate(raws, axis=1)[keep] if widths else np.empty(0, np.uint8)).tobytes()
+    ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist()
+    length_rows = lengths.tobytes()
+    row_bytes = 4 * len(blocks)
     out = {}
+    start = 0
     for i, key in enumerate(keys):
-        row = lengths[i]
-        out[key] = b"".join((heads[i if len(heads) > 1 else 0], row.tobytes(),
-                             *(view[i * width:i * width + used]
-                               for (view, width), used in zip(views, row.tolist()))))
+        end = ends[i]
+        if drop_empty and end == start:
+            out[key] = b""
+            continue
+        out[key] = b"".join((heads[i if len(heads) > 1 else 0],
+                             length_rows[i * row_bytes:(i + 1) * row_bytes], data[start:end]))
+        start = end
     return out
 
 
@@ -142,8 +232,16 @@ def _split(node: dict[str, Any], path: tuple[str, ...], spec: list[Any],
 
 
 def unpack_state(blob: Any) -> Any:
-    """The state :func:`pack_state` packed; anything else (a value stored before this format,
-    an already unpacked state) is returned as it is. Raises ValueError on a damaged value."""
+    """The state :func:`pack_state` or :func:`pack_rows` packed; anything else (a value stored
+    before this format, an already unpacked state) is returned as it is. Raises ValueError on
+    a damaged value."""
+    if isinstance(blob, SplitState):
+        state = unpack_state(blob.head)
+        for chunk in blob.chunks:
+            if chunk:
+                part = unpack_state(chunk)
+                _put_rows(state, part, int(part.pop("rows_from")))
+        return state
     if not isinstance(blob, (bytes, bytearray)) or blob[:4] != _MAGIC:
         return blob
     _, spec_len, rest_len = _HEADER.unpack_from(blob)
@@ -170,6 +268,15 @@ def unpack_state(blob: Any) -> Any:
     if start != len(blob):
         raise ValueError(f"packed state: {len(blob) - start} bytes left over")
     return state
+
+
+def _put_rows(state: dict[str, Any], part: dict[str, Any], start: int) -> None:
+    """Copy the arrays of a chunk ``part`` into ``state``'s at rows ``start`` on."""
+    for name, value in part.items():
+        if isinstance(value, dict):
+            _put_rows(state[name], value, start)
+        else:
+            state[name][start:start + len(value)] = value
 
 
 def _layout(spec_blob: bytes) -> _Layout:

@@ -24,10 +24,17 @@ TABLES = (
     # A rowid table: kilobyte values sit in its rows, the (partition, key) index stays small
     # (WITHOUT ROWID measured 2.7x the file size and half the write speed for such values).
     " PRIMARY KEY (partition, key))"),
+    # A key's ring buffers in chunks of rows (adaptd.state_rows): a checkpoint rewrites the
+    # chunks that changed. Rows of about 2 kB: value and previous value stay in the b-tree
+    # page, with no overflow chain to rewrite.
+    ("CREATE TABLE IF NOT EXISTS chunks (partition INTEGER NOT NULL, key TEXT NOT NULL,"
+     " chunk INTEGER NOT NULL, value BLOB NOT NULL, checkpoint INTEGER NOT NULL,"
+     " prev_value BLOB, prev_checkpoint INTEGER, PRIMARY KEY (partition, key, chunk))"),
 )
 #: Finds the rows of the latest checkpoint (checked on load, rolled back on a fallback) without
 #: reading the others. Created after :func:`add_columns`, which may add its column.
-INDEX = "CREATE INDEX IF NOT EXISTS keys_by_checkpoint ON keys (checkpoint)"
+INDEXES = ("CREATE INDEX IF NOT EXISTS keys_by_checkpoint ON keys (checkpoint)",
+           "CREATE INDEX IF NOT EXISTS chunks_by_checkpoint ON chunks (checkpoint)")
 #: Columns a state.db of format 4 without generations lacks, added on open.
 ADDED_COLUMNS = {
     "shared": ("checkpoint INTEGER NOT NULL DEFAULT 0", "prev_value BLOB",
@@ -77,9 +84,12 @@ UPSERT_KEY = upsert("keys", ("partition", "key"),
 UPSERT_PARTITION = upsert("partitions", ("partition",),
                             ("partition", "position", "checkpoint", "changelog_offset"),
                             ("position", "changelog_offset"))
+UPSERT_CHUNK = upsert("chunks", ("partition", "key", "chunk"),
+                      ("partition", "key", "chunk", "value", "checkpoint"), ("value",))
 UPSERT_SHARED = upsert("shared", ("name",), ("name", "value", "checkpoint"), ("value",))
 #: Rolled-back keys come back live (loaded at once): a changelog then gets their state at the
 #: next checkpoint, so its latest copy of each key is the one this store resumed from.
 ROLL_BACK = (*roll_back("keys", ("value", "labels"), ", evicted = 0"),
+              *roll_back("chunks", ("value",)),
               *roll_back("partitions", ("position", "changelog_offset")),
               *roll_back("shared", ("value",)))

@@ -34,7 +34,14 @@ import numpy as np
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
-from adaptd.learner.arena import BASE_FIELDS, Arena, grow_arena, row_state, set_row_state
+from adaptd.learner.arena import (
+    BASE_FIELDS,
+    Arena,
+    grow_arena,
+    reset_rows,
+    row_state,
+    set_row_state,
+)
 from adaptd.learner.classes import ClassIndex
 from adaptd.learner.concepts import ConceptLibrary
 from adaptd.learner.jit import COMPILED
@@ -46,6 +53,7 @@ from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
 from adaptd.settings import DriftConfig, LabelsConfig, LearnerConfig, MetaConfig, RegretConfig
+from adaptd.state_codec import unpack_state
 
 if TYPE_CHECKING:
     from torch import nn
@@ -117,7 +125,14 @@ class AdaptiveLearner:
         self._key_of: dict[int, str] = {}
         self._free: list[int] = []
         self._capacity = 0
-        self._cold: dict[str, dict[str, Any]] = {}
+        # Evicted keys' states (packed, adaptd.state_codec) until a checkpoint writes them.
+        self._cold: dict[str, Any] = {}
+        # Keys let go of whose state the store already holds (see mark_saved): no copy kept.
+        self._dropped: list[str] = []
+        # Clock reading of the last checkpoint that wrote every changed key (None: none yet),
+        # and the class count then (a new class changes every key's state).
+        self._saved_at: float | None = None
+        self._saved_classes = 0
         self.classes: ClassIndex | None = None  # multi-class only: see adaptd.learner.growth
         # Built by _setup; None until the first record (a checkpoint may come before it).
         self.scaler = None
@@ -198,23 +213,38 @@ class AdaptiveLearner:
 
     def _admit(self, key: str) -> int:
         """Give ``key`` a slot: its evicted state if it has one, else a fresh task."""
-        if not self._free:
-            self._grow(self._capacity * 2, self.arena)
-        j = self._free.pop()
-        s = j * self._rows_per_key
-        self._slot_of[key] = s
-        self._key_of[s] = key
-        cold = self._cold.pop(key, None)
-        if cold is not None:
-            self._set_task_state(s, cold)
-            return s
-        start_task(self, s)
-        a = self.arena
-        a.seg[s] = 0
-        a.task_of[s] = -1
-        if self.regret.baseline:
-            self._start_baseline(s + 1)
-        return s
+        return int(self._admit_many([key])[0])
+
+    def _admit_many(self, keys: Sequence[str]) -> np.ndarray:
+        """Give each of ``keys`` (distinct, none holding a slot) a slot: its evicted state if
+        it has one, else a fresh task; the fresh ones are set up together. Returns the slots."""
+        if len(self._free) < len(keys):
+            # Doubling, but not far beyond max_keys: growing copies every row.
+            need = self._capacity + len(keys) - len(self._free)
+            cap = max(need, min(self._capacity * 2, self.config.max_keys + len(keys)))
+            self._grow(cap, self.arena)
+        slots = np.empty(len(keys), dtype=np.int64)
+        fresh = []
+        for i, key in enumerate(keys):
+            s = self._free.pop() * self._rows_per_key
+            slots[i] = s
+            self._slot_of[key] = s
+            self._key_of[s] = key
+            cold = self._cold.pop(key, None)
+            if cold is not None:
+                self._set_task_state(s, cold)
+            else:
+                fresh.append(s)
+        if fresh:
+            rows = np.array(fresh, dtype=np.int64)
+            # Every field at its fill first: a slot a key was evicted from keeps its rows.
+            reset_rows(self.arena, rows)
+            if self.regret.baseline:
+                reset_rows(self.arena, rows + 1, BASE_FIELDS)
+            start_task(self, rows)  # type: ignore[arg-type]  # broadcasts over the rows
+            if self.regret.baseline:
+                self._start_baseline(rows + 1)  # type: ignore[arg-type]
+        return slots
 
     def _start_baseline(self, b: int) -> None:
         """A fresh shadow baseline in row ``b``: the seeded init, plain AdaGrad's A₀ = eps."""
@@ -258,10 +288,9 @@ class AdaptiveLearner:
         # map(dict.get) runs in C: this line is per record.
         slot_list = list(map(slot_of.get, keys))
         if None in slot_list:
-            for i, k in enumerate(keys):
-                if slot_list[i] is None:
-                    slot = slot_of.get(k)
-                    slot_list[i] = self._admit(k) if slot is None else slot
+            new = list(dict.fromkeys(k for k, s in zip(keys, slot_list) if s is None))
+            self._admit_many(new)
+            slot_list = list(map(slot_of.get, keys))
         slots = np.array(slot_list, dtype=np.int64)
         tasks = np.array([-1 if t is None else t for t in batch.tasks], dtype=np.int64) \
             if self.drift.detector == "oracle" else None
@@ -292,13 +321,49 @@ class AdaptiveLearner:
     # ------------------------------------------------------------------ eviction
 
     def _evict_lru(self, count: int) -> None:
-        live = np.array(list(self._slot_of.values()), dtype=np.int64)
-        oldest = live[np.argsort(self.arena.last_seen[live], kind="stable")[:count]]
-        for s in oldest.tolist():
-            key = self._key_of[s]
-            self._cold[key] = self._task_state(s)
+        live = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+        seen = self.arena.last_seen[live]
+        oldest = live[np.argpartition(seen, count - 1)[:count]] if count < len(live) else live
+        oldest = oldest[np.argsort(self.arena.last_seen[oldest], kind="stable")]
+        clean = self._clean(oldest)
+        keys = [self._key_of[s] for s in oldest.tolist()]
+        from adaptd.learner.packing import packed_task_states  # it imports this module
+
+        # The changed ones packed together (one gather per field), as a checkpoint would.
+        changed = [k for k, saved in zip(keys, clean.tolist(), strict=True) if not saved]
+        packed = packed_task_states(self, changed) if changed else {}
+        for key, s, saved in zip(keys, oldest.tolist(), clean.tolist(), strict=True):
+            if saved:
+                self._dropped.append(key)
+            else:
+                self._cold[key] = packed[key] if packed is not None else self._task_state(s)
             self._release(s)
-            self.totals.evicted += 1
+        self.totals.evicted += len(oldest)
+
+    def _clean(self, slots: np.ndarray) -> np.ndarray:
+        """Which of ``slots`` hold the state the last checkpoint wrote: unchanged since (every
+        change is a batch that sets ``last_seen``, after which the clock only moves on)."""
+        if self._saved_at is None or len(self.classes or ()) != self._saved_classes:
+            return np.zeros(len(slots), dtype=bool)
+        return self.arena.last_seen[slots] < self._saved_at
+
+    def mark_saved(self) -> None:
+        """Called once a checkpoint has written the state of every key that changed since the
+        previous one: a key unchanged from now on can leave memory without a copy (the store
+        holds it), see :meth:`take_dropped`."""
+        self._saved_at = self.clock()
+        self._saved_classes = len(self.classes or ())
+
+    @property
+    def evictions_waiting(self) -> int:
+        """Keys let go of whose changed state waits in memory for a checkpoint to write it."""
+        return len(self._cold)
+
+    def take_dropped(self) -> list[str]:
+        """Hand over (and forget) the keys let go of without a copy since the last call: their
+        state is the one the store holds, to be read back from there when they return."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
 
     def evict_idle(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Evict keys unseen for ``idle_evict_s``; returns their task states (for the checkpoint).
@@ -317,7 +382,7 @@ class AdaptiveLearner:
                 self.totals.evicted += 1
         return gone
 
-    def take_evicted(self) -> dict[str, dict[str, Any]]:
+    def take_evicted(self) -> dict[str, Any]:
         """Hand over (and forget) the states of evicted keys, once the caller has persisted them."""
         cold, self._cold = self._cold, {}
         return cold
@@ -335,8 +400,8 @@ class AdaptiveLearner:
             state["baseline"] = row_state(self.arena, s + 1, BASE_FIELDS)
         return state
 
-    def _set_task_state(self, s: int, state: Mapping[str, Any]) -> None:
-        state = growth.task_state_for(self, dict(state))
+    def _set_task_state(self, s: int, state: Any) -> None:
+        state = growth.task_state_for(self, dict(unpack_state(state)))
         set_row_state(self.arena, s, state)
         self.bank.set_state(s, state["detector"])
         if self.concepts is not None:
@@ -351,7 +416,8 @@ class AdaptiveLearner:
     def state_dict(self, keys: Collection[str] | None = None) -> dict[str, Any]:
         """Meta-state, totals and the task states of ``keys`` (all if None), plain data."""
         chosen = list(self._slot_of) if keys is None else [k for k in keys if k in self._slot_of]
-        cold = self._cold if keys is None else {k: self._cold[k] for k in keys if k in self._cold}
+        held = self._cold if keys is None else {k: self._cold[k] for k in keys if k in self._cold}
+        cold = {k: unpack_state(v) for k, v in held.items()}  # packed when evicted
         return {
             "kind": STATE_KIND,
             "version": STATE_VERSION,
@@ -390,9 +456,15 @@ class AdaptiveLearner:
             if s is None:
                 s = self._admit(key)
             self._set_task_state(s, task_state)
+            # Counts as changed until the next checkpoint: a fallback to the previous
+            # generation rewrites it then, so it must not leave memory uncopied before.
+            self.arena.last_seen[s] = self.clock()
         self.pending.load_state_dict(state["labels"])
 
     def forget(self, keys: Collection[str]) -> None:
+        if self._dropped:
+            gone = set(keys)
+            self._dropped = [k for k in self._dropped if k not in gone]
         for key in keys:
             s = self._slot_of.get(key)
             if s is not None:

@@ -86,3 +86,29 @@ def set_row_state(arena: Arena, s: int, state: Mapping[str, Any],
     """Row ``s`` from :func:`row_state`'s output."""
     for name in names:
         getattr(arena, name)[s] = state[name]
+
+
+
+#: The hindsight buffer: rows a key appends to (see adaptd.learner.packing for why it matters).
+RINGS = ("HX", "HY", "HL")
+
+
+def ring_extent(arena: Arena, rows: np.ndarray) -> np.ndarray:
+    """Per row of ``rows``: how many of its hindsight buffer's rows may be non-zero. A key
+    fills its buffer from row 0 (``hcount`` rows) until its first segment closes, and
+    restarts at row 0 after, so only then may any row hold an older segment's record."""
+    return np.where(arena.seg[rows] == 0, arena.hcount[rows], arena.HX.shape[1])
+
+
+def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._fields) -> None:
+    """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
+    key left. Of the hindsight buffer only the rows the other key may have filled
+    (:func:`ring_extent`) are zeroed, so pages of a slot never used stay untouched."""
+    used = ring_extent(arena, rows)
+    for s, n in zip(rows[used > 0].tolist(), used[used > 0].tolist(), strict=True):
+        for name in RINGS:
+            if name in names:
+                getattr(arena, name)[s, :n] = 0
+    for name in names:
+        if name not in RINGS:
+            getattr(arena, name)[rows] = LAYOUT[name][2]

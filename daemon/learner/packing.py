@@ -13,6 +13,10 @@ or no detector. A key's concept library (``meta_learning.library``, on by defaul
 varying number of stored states, so keys are packed in groups of equal library shape (at most
 ``library + 1`` groups), each key with its own ``since``. Any other learner (the auto model's
 Hedge, a river detector per key) returns None and is packed key by key.
+
+The hindsight buffer (``HX``, ``HY``, ``HL``: 200 records, 90% of a logistic key's bytes) is
+packed as chunks of about :data:`CHUNK_BYTES` (a :class:`adaptd.state_codec.SplitState`), so
+a checkpoint rewrites only the chunks a key appended to since the last one.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import numpy as np
 
 from adaptd.drift import NullBank, PageHinkleyBank, PHState
 from adaptd.learner.adaptive import AdaptiveLearner
-from adaptd.learner.arena import BASE_FIELDS, Arena
-from adaptd.state_codec import pack_rows, pack_state
+from adaptd.learner.arena import BASE_FIELDS, RINGS, Arena, ring_extent
+from adaptd.state_codec import Rings, pack_rows, pack_state
+
+#: About how many bytes of the ring buffers (arena.RINGS) per chunk: small enough that a key's
+#: few appends between two checkpoints touch one or two chunks, large enough that a chunk's
+#: row in the store costs little beside its bytes.
+CHUNK_BYTES = 2048
 
 
-def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] | None:
+def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | None:
     """key → packed task state for ``keys`` (those the learner holds, live or just evicted);
     None when ``learner``'s task states are not all arena rows. Never blocks."""
     # No bank yet: the learner has not seen a record (nor set up its arena).
@@ -42,8 +51,16 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] 
         return out
     slots = np.fromiter((slot_of[k] for k in live), dtype=np.int64, count=len(live))
     arena: Arena = learner.arena
+    ringed = arena.HX.shape[1] > 0
     blocks: list[tuple[tuple[str, ...], np.ndarray]] = [
-        ((name,), getattr(arena, name)[slots]) for name in Arena._fields]
+        ((name,), getattr(arena, name)[slots]) for name in Arena._fields
+        if not (ringed and name in RINGS)]
+    rings = None
+    if ringed:
+        arrays = [((name,), getattr(arena, name)) for name in RINGS]
+        row_bytes = sum(r.itemsize * r[0, 0].size for _, r in arrays)
+        rings = Rings(arrays, slots, ring_extent(arena, slots),
+                      max(1, CHUNK_BYTES // row_bytes))
     rest: dict[str, Any] = {}
     if isinstance(bank, PageHinkleyBank):
         ph = bank.state
@@ -57,17 +74,29 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, bytes] 
         blocks += [(("baseline", name), getattr(arena, name)[slots + 1]) for name in BASE_FIELDS]
         rest["baseline"] = {}
     if learner.concepts is None:
-        out.update(pack_rows(live, blocks, rest))
+        out.update(pack_rows(live, blocks, rest, rings))
         return out
-    libraries = [learner.concepts.get_state(int(s)) for s in slots]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, library in enumerate(libraries):
-        groups.setdefault(library["states"].shape, []).append(i)
-    for members in groups.values():
+    # Most keys have stored no concept: they pack as one group, and keys whose ``since`` is
+    # equal share one part (pickled once).
+    concepts, slot_list = learner.concepts, slots.tolist()
+    libraries = {i: concepts.get_state(s) for i, s in enumerate(slot_list)
+                 if concepts.states.get(s)}
+    groups: dict[tuple[int, ...], list[int]] = {(0, 0): []}
+    for i in range(len(slot_list)):
+        shape = libraries[i]["states"].shape if i in libraries else (0, 0)
+        groups.setdefault(shape, []).append(i)
+    parts: dict[Any, dict[str, Any]] = {}
+    for shape, members in groups.items():
+        if not members:
+            continue
         rows = np.asarray(members, dtype=np.int64)
-        stored = np.stack([libraries[i]["states"] for i in members])
+        stored = np.stack([libraries[i]["states"] for i in members]) if shape != (0, 0) \
+            else np.empty((len(members), 0, 0))
+        since = [concepts.since.get(slot_list[i]) for i in members]
         out.update(pack_rows(
             [live[i] for i in members],
             [(path, block[rows]) for path, block in blocks] + [(("library", "states"), stored)],
-            [{**rest, "library": {"since": libraries[i]["since"]}} for i in members]))
+            [parts.setdefault(t, {**rest, "library": {"since": t}}) for t in since],
+            None if rings is None else rings._replace(at=rings.at[rows],
+                                                      extent=rings.extent[rows])))
     return out

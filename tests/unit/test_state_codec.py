@@ -12,7 +12,7 @@ from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.packing import packed_task_states
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.settings import DriftConfig, RegretConfig
-from adaptd.state_codec import pack_state, unpack_state
+from adaptd.state_codec import SplitState, pack_state, unpack_state
 from tests.unit.test_learner import linear_stream
 
 
@@ -53,7 +53,9 @@ def test_state_moves_through_packed_partitions() -> None:
         a.process_many(records[lo:lo + 250])
     keys = sorted(a.keys())
     parts = [partition_part(a, keys[:10]), partition_part(a, keys[10:])]
-    assert all(isinstance(v, bytes) for part in parts for v in part["keys"].values())
+    # The hindsight buffer in chunks of rows, the rest in the head.
+    assert all(isinstance(v, SplitState) and len(v.chunks) == 4  # 200 rows, 51 a chunk
+               for part in parts for v in part["keys"].values())
     b = AdaptiveLearner()
     b.load_state_dict(combine(shared_part(a), parts))
     np.testing.assert_array_equal(a.process_many(records[2000:]).y_pred,
