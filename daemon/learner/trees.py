@@ -195,11 +195,13 @@ def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
 @njit()
 def _try_split(s: int, node: int, feat: np.ndarray, thr: np.ndarray, left: np.ndarray,
                leaf: np.ndarray, size: np.ndarray, cw: np.ndarray, gauss: np.ndarray,
-               count: np.ndarray, K: int) -> None:
-    """Split leaf ``node`` of key row ``s`` if the Hoeffding bound allows and room is left."""
+               count: np.ndarray, K: int, rule: np.ndarray) -> None:
+    """Split leaf ``node`` of key row ``s`` if the Hoeffding bound allows and room is left;
+    ``rule``: the grace period, δ and τ."""
     slot = leaf[s, node]
     n = cw[s, slot, :K].sum()
-    if n - count[s, slot, EVAL] < GRACE:
+    grace, delta, tau = rule[0], rule[1], rule[2]
+    if n - count[s, slot, EVAL] < grace:
         return
     count[s, slot, EVAL] = n
     L = cw.shape[1]
@@ -209,8 +211,8 @@ def _try_split(s: int, node: int, feat: np.ndarray, thr: np.ndarray, left: np.nd
     if f < 0:
         return
     R = math.log2(max(K, 2))
-    eps = math.sqrt(R * R * math.log(1.0 / DELTA) / (2.0 * n))
-    if not (best - second > eps or eps < TAU):
+    eps = math.sqrt(R * R * math.log(1.0 / delta) / (2.0 * n))
+    if not (best - second > eps or eps < tau):
         return
     # Children: the left one takes the parent's leaf slot, the right one a new one; each
     # starts from the class weights the Gaussians put on its side.
@@ -255,7 +257,7 @@ def _clear(s: int, feat: np.ndarray, leaf: np.ndarray, size: np.ndarray, cw: np.
 
 @njit()
 def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-               reset: np.ndarray, n_classes: int, feat: np.ndarray, thr: np.ndarray,
+               reset: np.ndarray, n_classes: int, rule: np.ndarray, feat: np.ndarray, thr: np.ndarray,
                left: np.ndarray, leaf: np.ndarray, size: np.ndarray, cw: np.ndarray,
                gauss: np.ndarray, count: np.ndarray, out: np.ndarray) -> None:
     """Predict each record from its key's tree, then learn it if ``learn``, then restart the
@@ -281,7 +283,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
         if learn[i]:
             _learn_leaf(cw[s, slot], gauss[s, slot], count[s, slot], x, int(ys[i]), K,
                         scratch)
-            _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K)
+            _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K, rule)
         if reset[i]:
             _clear(s, feat, leaf, size, cw, gauss, count)
 
@@ -298,6 +300,7 @@ class Trees:
         self.d = n_features
         self.leaves = LEAVES if leaves is None else leaves
         self.classes = 2
+        self.rule = np.array([GRACE, DELTA, TAU])
         self.arrays = self._empty(0)
 
     def _empty(self, rows: int) -> dict[str, np.ndarray]:
@@ -339,7 +342,7 @@ class Trees:
         self.ensure_classes(n_classes)
         out = np.empty((len(slots), n_classes if n_classes > 2 else 1))
         tree_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, reset,
-                   n_classes, *(self.arrays[k] for k in FIELDS), out)
+                   n_classes, self.rule, *(self.arrays[k] for k in FIELDS), out)
         return out
 
     def get_state(self, s: int) -> dict[str, Any]:
