@@ -54,6 +54,9 @@ N_SPLITS = 10
 MAX_SHARE = 0.99
 #: A split must leave at least this share of the leaf's weight on each side.
 MIN_BRANCH = 0.01
+#: Leaf predictions (see :func:`_leaf_proba`).
+FREQUENCIES, BAYES, ADAPTIVE = range(3)
+LEAF = ADAPTIVE
 #: Columns of ``count``: right answers of the class frequencies, of naive Bayes; weight at the
 #: last split attempt.
 MC, NB, EVAL = range(3)
@@ -78,10 +81,10 @@ def _gauss_log_pdf(g: np.ndarray, x: float, floor: float) -> float:
 
 @njit()
 def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                K: int, nb_always: bool, out: np.ndarray) -> None:
-    """The leaf's class probabilities for ``x`` into ``out[:K]``, unsmoothed: naive Bayes if it
-    has been right at least as often as the class frequencies (or ``nb_always``), else the
-    frequencies."""
+                K: int, mode: int, out: np.ndarray) -> None:
+    """The leaf's class probabilities for ``x`` into ``out[:K]``, unsmoothed: by ``mode``, the
+    class frequencies (:data:`FREQUENCIES`), naive Bayes (:data:`BAYES`) or whichever of the
+    two has been right more often at this leaf, naive Bayes on a tie (:data:`ADAPTIVE`)."""
     n = 0.0
     for c in range(K):
         n += cw[c]
@@ -89,7 +92,7 @@ def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
         for c in range(K):
             out[c] = 1.0 / K
         return
-    if not (nb_always or count[NB] >= count[MC]):
+    if mode == FREQUENCIES or (mode == ADAPTIVE and count[MC] > count[NB]):
         for c in range(K):
             out[c] = cw[c] / n
         return
@@ -171,13 +174,12 @@ def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int) -> tuple[int, float, 
 
 @njit()
 def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                y: int, K: int, scratch: np.ndarray) -> None:
-    """Count which leaf predictor would have been right, then add ``(x, y)``."""
-    n = cw[:K].sum()
-    if n > 0.0:
-        _leaf_proba(cw, gauss, count, x, K, False, scratch)
+                y: int, K: int, mode: int, scratch: np.ndarray) -> None:
+    """Count which leaf predictor would have been right (``mode`` :data:`ADAPTIVE`), then
+    add ``(x, y)``."""
+    if mode == ADAPTIVE and cw[:K].sum() > 0.0:
         count[MC] += 1.0 if cw[y] >= cw[:K].max() else 0.0
-        _leaf_proba(cw, gauss, count, x, K, True, scratch)
+        _leaf_proba(cw, gauss, count, x, K, BAYES, scratch)
         count[NB] += 1.0 if scratch[y] >= scratch[:K].max() else 0.0
     cw[y] += 1.0
     g = gauss[y]
@@ -264,6 +266,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
     key's tree if ``reset`` (its drift alarm on that record). ``ys``: class indices;
     ``out`` ``(n, C)``: P(y = 1) (binary, ``C = 1``) or the ``n_classes`` probabilities."""
     K = max(n_classes, 2)
+    mode = int(rule[3])
     p = np.empty(K)
     scratch = np.empty(K)
     for i in range(len(slots)):
@@ -271,7 +274,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
         x = X[i]
         node = _leaf_of(feat[s], thr[s], left[s], x)
         slot = leaf[s, node]
-        _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, False, p)
+        _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, mode, p)
         n = cw[s, slot, :K].sum()
         for c in range(K):  # Krichevsky–Trofimov: a bounded log loss from the first record
             p[c] = (n * p[c] + 0.5) / (n + 0.5 * K)
@@ -281,7 +284,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
             for c in range(n_classes):
                 out[i, c] = p[c]
         if learn[i]:
-            _learn_leaf(cw[s, slot], gauss[s, slot], count[s, slot], x, int(ys[i]), K,
+            _learn_leaf(cw[s, slot], gauss[s, slot], count[s, slot], x, int(ys[i]), K, mode,
                         scratch)
             _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K, rule)
         if reset[i]:
@@ -300,7 +303,7 @@ class Trees:
         self.d = n_features
         self.leaves = LEAVES if leaves is None else leaves
         self.classes = 2
-        self.rule = np.array([GRACE, DELTA, TAU])
+        self.rule = np.array([GRACE, DELTA, TAU, LEAF])
         self.arrays = self._empty(0)
 
     def _empty(self, rows: int) -> dict[str, np.ndarray]:
