@@ -29,8 +29,9 @@ State per key (a row of each array, saved with the key): the nodes (split featur
 left child, leaf slot) and, per leaf slot, class weights, per class and feature the Gaussian's
 weight, mean, M2, smallest and largest value, and the leaf's counts of right answers and
 weight at its last split attempt. At most :data:`LEAVES` leaves a key (so ``5·L·K·d`` floats:
-115 KB with 46 features, 2 classes); beyond that the tree stops growing and its leaves keep
-learning.
+118 KB with 46 features, 2 classes); a full tree stops growing and its leaves keep learning.
+Beyond 256 keys, :data:`LEAF_BUDGET` leaf slots are shared over the keys (at least
+:data:`MIN_LEAVES` a key), as the neighbours' windows are.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ from adaptd.learner.jit import njit
 
 #: Leaves a key's tree may grow, at most (nodes: ``2·LEAVES − 1``).
 LEAVES = 32
+#: Leaf slots kept over all keys: beyond ``LEAF_BUDGET / LEAVES`` keys every key's tree may
+#: grow fewer leaves (no fewer than :data:`MIN_LEAVES`), so memory stays bounded with many keys.
+LEAF_BUDGET = 1 << 13
+MIN_LEAVES = 4
 GRACE = 50.0
 DELTA = 1e-7
 TAU = 0.05
@@ -318,11 +323,20 @@ class Trees:
                 "count": np.zeros((rows, L, 3))}
 
     def grow(self, rows: int) -> None:
-        """Room for ``rows`` keys (existing rows kept)."""
+        """Room for ``rows`` keys (existing rows kept; beyond the budget every tree may grow
+        fewer leaves, and a tree that has more restarts)."""
         old = len(self.arrays["size"])
-        if rows > old:
-            extra = self._empty(rows - old)
-            self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
+        if rows <= old:
+            return
+        leaves = max(MIN_LEAVES, min(self.leaves, LEAF_BUDGET // rows))
+        if leaves < self.leaves:
+            states = [self.get_state(s) for s in range(old)]
+            self.leaves = leaves
+            self.arrays = self._empty(old)
+            for s, state in enumerate(states):
+                self.set_state(s, state)
+        extra = self._empty(rows - old)
+        self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
 
     def ensure_classes(self, n_classes: int) -> None:
         """Widen the class axis of the leaf statistics to ``n_classes`` (zero for new ones)."""
