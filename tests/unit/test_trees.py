@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from adaptd.config import load_settings
-from adaptd.learner import build_learner
+from adaptd.learner import build_learner, trees
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.ensemble import EXPERTS, TREE, HedgeLearner
-from adaptd.learner import trees
 from adaptd.learner.trees import Trees
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
