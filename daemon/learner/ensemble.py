@@ -264,7 +264,8 @@ class HedgeLearner:
         assert classes is not None and main.probas is not None
         n, K = main.probas.shape
         ys = classes.targets(np.asarray(batch.y, dtype=object))
-        knn, prior, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift, K)
+        knn, prior, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift, K,
+                                            columns=True)
         P = np.empty((n, len(EXPERTS), K))
         for j, o in enumerate(outs):
             assert o.probas is not None and o.classes.labels == classes.labels
@@ -305,10 +306,12 @@ class HedgeLearner:
 
     def _neighbours(self, batch: RecordBatch, view: tuple[list[str], np.ndarray],
                     slots: np.ndarray, ys: np.ndarray, learn: np.ndarray, alarms: np.ndarray,
-                    n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    n_classes: int, columns: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The knn and tree experts' predictions (see :meth:`Neighbours.run`,
         :meth:`Trees.run`), each record predicted and learned under the key and features of
-        ``view``; a key's tree restarts after a record on which the key's drift alarm
+        ``view``; ``columns``: one column per class even with two (multi-class mode whose
+        labels are two so far; binary mode's is one column, P(y = 1)). A key's tree restarts after a record on which the key's drift alarm
         (``alarms``) fired. Regression: the tree's prediction is 0 (its weight is)."""
         keys, X = view
         if not self._knn_for(X.shape[1]):
@@ -320,10 +323,10 @@ class HedgeLearner:
         fallback = float(self.labels[1]) if self.labels[0] > 0 else 0.0
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
         ys = np.nan_to_num(ys)
-        knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback)
+        knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback, columns)
         if not n_classes:
             return knn, prior, np.zeros((len(slots), 1))
-        return knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes)
+        return knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes, columns)
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         for c in self.candidates.values():

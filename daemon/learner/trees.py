@@ -269,7 +269,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
                gauss: np.ndarray, count: np.ndarray, out: np.ndarray) -> None:
     """Predict each record from its key's tree, then learn it if ``learn``, then restart the
     key's tree if ``reset`` (its drift alarm on that record). ``ys``: class indices;
-    ``out`` ``(n, C)``: P(y = 1) (binary, ``C = 1``) or the ``n_classes`` probabilities."""
+    ``out`` ``(n, C)``: P(y = 1) (``C = 1``) or the ``n_classes`` probabilities."""
     K = max(n_classes, 2)
     mode = int(rule[3])
     p = np.empty(K)
@@ -283,7 +283,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
         n = cw[s, slot, :K].sum()
         for c in range(K):  # Krichevsky–Trofimov: a bounded log loss from the first record
             p[c] = (n * p[c] + 0.5) / (n + 0.5 * K)
-        if n_classes == 2:
+        if n_classes == 2 and out.shape[1] == 1:
             out[i, 0] = p[1]
         else:
             for c in range(n_classes):
@@ -354,10 +354,11 @@ class Trees:
         _clear(s, a["feat"], a["leaf"], a["size"], a["cw"], a["gauss"], a["count"])
 
     def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-            reset: np.ndarray, n_classes: int) -> np.ndarray:
-        """Predictions ``(n, C)`` (see :func:`tree_batch`); learns the records ``learn`` marks."""
+            reset: np.ndarray, n_classes: int, columns: bool = False) -> np.ndarray:
+        """Predictions ``(n, C)`` (see :func:`tree_batch`: binary is one column, P(y = 1),
+        unless ``columns``); learns the records ``learn`` marks."""
         self.ensure_classes(n_classes)
-        out = np.empty((len(slots), n_classes if n_classes > 2 else 1))
+        out = np.empty((len(slots), n_classes if n_classes > 2 or columns else 1))
         tree_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, reset,
                    n_classes, self.rule, *(self.arrays[k] for k in FIELDS), out)
         return out

@@ -165,3 +165,19 @@ def test_weights_saved_before_the_tree_existed_make_room_for_it() -> None:
     assert w is not None and len(w) == len(EXPERTS)
     assert w[TREE] == 1.0 / len(EXPERTS) and abs(w.sum() - 1.0) < 1e-12
     np.testing.assert_allclose(np.delete(w, TREE), np.array(old) * (1 - 1.0 / len(EXPERTS)))
+
+
+def test_two_string_labels_mix_two_columns_per_expert() -> None:
+    """Labels other than 0/1 put Hedge in multi-class mode even when only two occur: every
+    expert then gives both classes' probabilities (the kNN and tree gave P(class 1) alone,
+    broadcast over both columns: probabilities summing to 0.83, accuracy 0.73 here)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 3))
+    labels = np.where(X[:, 0] > 0, "a", "b")
+    out = HedgeLearner("classification").process_many(
+        [Record(x=tuple(x), y=str(v)) for x, v in zip(X.tolist(), labels, strict=True)])
+    assert out.probas is not None and out.probas.shape == (300, 2)
+    np.testing.assert_allclose(out.probas.sum(axis=1), 1.0)
+    assert out.classes is not None
+    predicted = np.array(out.classes.labels)[np.argmax(out.probas, axis=1)]
+    assert np.mean(predicted[100:] == labels[100:]) > 0.9
