@@ -123,6 +123,20 @@ def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
 
 
 @njit()
+def _left_weight(g: np.ndarray, v: float) -> float:
+    """The weight of one class's Gaussian ``g`` at or below ``v``: all of it beyond the
+    class's largest value, none below its smallest, else its CDF at ``v``."""
+    if g[GW] <= 0.0 or v < g[GMIN]:
+        return 0.0
+    if v >= g[GMAX]:
+        return g[GW]
+    sd = math.sqrt(g[GM2] / g[GW]) if g[GW] > 1.0 else 0.0
+    if not sd > 0.0:
+        return g[GW] if v >= g[GMEAN] else 0.0
+    return g[GW] * 0.5 * (1.0 + math.erf((v - g[GMEAN]) / (sd * math.sqrt(2.0))))
+
+
+@njit()
 def _entropy(w: np.ndarray) -> float:
     n = w.sum()
     h = 0.0
@@ -152,16 +166,7 @@ def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int) -> tuple[int, float, 
         for i in range(N_SPLITS):
             v = lo + (hi - lo) * (i + 1) / (N_SPLITS + 1)
             for c in range(K):
-                g = gauss[c, f]
-                if g[GW] <= 0.0 or v < g[GMIN]:
-                    lhs[c] = 0.0
-                elif v >= g[GMAX]:
-                    lhs[c] = g[GW]
-                else:
-                    sd = math.sqrt(g[GM2] / g[GW]) if g[GW] > 1.0 else 0.0
-                    cdf = 0.5 * (1.0 + math.erf((v - g[GMEAN]) / (sd * math.sqrt(2.0)))) \
-                        if sd > 0.0 else (1.0 if v >= g[GMEAN] else 0.0)
-                    lhs[c] = g[GW] * cdf
+                lhs[c] = _left_weight(gauss[c, f], v)
                 rhs[c] = cw[c] - lhs[c] if cw[c] > lhs[c] else 0.0
             nl, nr = lhs.sum(), rhs.sum()
             if nl < MIN_BRANCH * n or nr < MIN_BRANCH * n:
@@ -225,15 +230,7 @@ def _try_split(s: int, node: int, feat: np.ndarray, thr: np.ndarray, left: np.nd
     # starts from the class weights the Gaussians put on its side.
     lhs = np.empty(K)
     for c in range(K):
-        g = gauss[s, slot, c, f]
-        if g[GW] <= 0.0 or v < g[GMIN]:
-            lhs[c] = 0.0
-        elif v >= g[GMAX]:
-            lhs[c] = g[GW]
-        else:
-            sd = math.sqrt(g[GM2] / g[GW]) if g[GW] > 1.0 else 0.0
-            lhs[c] = g[GW] * (0.5 * (1.0 + math.erf((v - g[GMEAN]) / (sd * math.sqrt(2.0))))
-                              if sd > 0.0 else (1.0 if v >= g[GMEAN] else 0.0))
+        lhs[c] = _left_weight(gauss[s, slot, c, f], v)
     new_slot = int(size[s, 1])
     a = int(size[s, 0])
     feat[s, node], thr[s, node], left[s, node] = f, v, a
