@@ -161,9 +161,10 @@ class HedgeLearner:
             self._W[s] = self._past[s] = self._start
             self._rows[s] = 0.0
             self._rows[s, LAST] = np.nan
-            if self.knn is not None and self.tree is not None:
+            if self.knn is not None:
                 self.knn.grow(len(self._W))
                 self.knn.clear(s)
+            if self.tree is not None:
                 self.tree.grow(len(self._W))
                 self.tree.clear(s)
         if state is not None:
@@ -189,15 +190,18 @@ class HedgeLearner:
         return w if len(w) == len(EXPERTS) else None
 
     def _knn_for(self, n_features: int) -> bool:
-        """Make the neighbours' rows once the feature count is known; false if it differs."""
+        """Make the neighbours' rows (and, classification, the trees') once the feature count
+        is known; false if it differs."""
         if self.knn is None:
             self.knn = Neighbours(n_features)
             self.knn.grow(len(self._W))
-            self.tree = Trees(n_features)
-            self.tree.grow(len(self._W))
             for s in self._slot.values():
                 self.knn.clear(s)
-                self.tree.clear(s)
+            if self.task == "classification":  # a regression key's tree weighs nothing
+                self.tree = Trees(n_features)
+                self.tree.grow(len(self._W))
+                for s in self._slot.values():
+                    self.tree.clear(s)
         return self.knn.d == n_features
 
     def _key_state(self, key: str) -> dict[str, Any] | None:
@@ -317,14 +321,14 @@ class HedgeLearner:
         if not self._knn_for(X.shape[1]):
             raise ValueError(f"records have {X.shape[1]} features, the model expects "
                              f"{self.knn.d if self.knn else 0}")
-        assert self.knn is not None and self.tree is not None
+        assert self.knn is not None
         if keys is not batch.keys:
             slots = np.array([self._admit(k) for k in keys], dtype=np.int64)
         fallback = float(self.labels[1]) if self.labels[0] > 0 else 0.0
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
         ys = np.nan_to_num(ys)
         knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback, columns)
-        if not n_classes:
+        if self.tree is None:
             return knn, prior, np.zeros((len(slots), 1))
         return knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes, columns)
 

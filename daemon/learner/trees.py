@@ -30,8 +30,9 @@ left child, leaf slot) and, per leaf slot, class weights, per class and feature 
 weight, mean, M2, smallest and largest value, and the leaf's counts of right answers and
 weight at its last split attempt. At most :data:`LEAVES` leaves a key (so ``5·L·K·d`` floats:
 118 KB with 46 features, 2 classes); a full tree stops growing and its leaves keep learning.
-Beyond 256 keys, :data:`LEAF_BUDGET` leaf slots are shared over the keys (at least
-:data:`MIN_LEAVES` a key), as the neighbours' windows are.
+All keys' leaf statistics together hold at most :data:`FLOAT_BUDGET` floats (128 MiB): beyond
+that (many keys, many classes or features) every key's tree may grow fewer leaves, at least
+:data:`MIN_LEAVES`, as the neighbours' windows shrink beyond 256 keys.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from adaptd.learner.jit import njit
 
 #: Leaves a key's tree may grow, at most (nodes: ``2·LEAVES − 1``).
 LEAVES = 32
-#: Leaf slots kept over all keys: beyond ``LEAF_BUDGET / LEAVES`` keys every key's tree may
-#: grow fewer leaves (no fewer than :data:`MIN_LEAVES`), so memory stays bounded with many keys.
-LEAF_BUDGET = 1 << 13
+#: Floats of leaf statistics kept over all keys (``rows · leaves · 5·K·d``): beyond it every
+#: key's tree may grow fewer leaves (no fewer than :data:`MIN_LEAVES`), so memory stays
+#: bounded with many keys.
+FLOAT_BUDGET = 1 << 24
 MIN_LEAVES = 4
 GRACE = 50.0
 DELTA = 1e-7
@@ -320,30 +322,39 @@ class Trees:
                 "count": np.zeros((rows, L, 3))}
 
     def grow(self, rows: int) -> None:
-        """Room for ``rows`` keys (existing rows kept; beyond the budget every tree may grow
-        fewer leaves, and a tree that has more restarts)."""
+        """Room for ``rows`` keys (existing rows kept, within :meth:`_fit_budget`)."""
         old = len(self.arrays["size"])
         if rows <= old:
             return
-        leaves = max(MIN_LEAVES, min(self.leaves, LEAF_BUDGET // rows))
-        if leaves < self.leaves:
-            states = [self.get_state(s) for s in range(old)]
-            self.leaves = leaves
-            self.arrays = self._empty(old)
-            for s, state in enumerate(states):
-                self.set_state(s, state)
+        self._fit_budget(rows, self.classes)
         extra = self._empty(rows - old)
         self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
 
     def ensure_classes(self, n_classes: int) -> None:
-        """Widen the class axis of the leaf statistics to ``n_classes`` (zero for new ones)."""
+        """Widen the class axis of the leaf statistics to ``n_classes`` (zero for new ones),
+        within :meth:`_fit_budget`."""
         if n_classes <= self.classes:
             return
+        self._fit_budget(len(self.arrays["size"]), n_classes)
         extra = n_classes - self.classes
         self.classes = n_classes
         cw, gauss = self.arrays["cw"], self.arrays["gauss"]
         self.arrays["cw"] = np.pad(cw, ((0, 0), (0, 0), (0, extra)))
         self.arrays["gauss"] = np.pad(gauss, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0)))
+
+    def _fit_budget(self, rows: int, n_classes: int) -> None:
+        """Fewer leaves a key if ``rows`` keys of ``n_classes`` would pass
+        :data:`FLOAT_BUDGET`: the existing rows are rebuilt, and a tree with more leaves than
+        that restarts."""
+        per_leaf = 5 * n_classes * max(self.d, 1)
+        leaves = max(MIN_LEAVES, min(self.leaves, FLOAT_BUDGET // (max(rows, 1) * per_leaf)))
+        if leaves >= self.leaves:
+            return
+        states = [self.get_state(s) for s in range(len(self.arrays["size"]))]
+        self.leaves = leaves
+        self.arrays = self._empty(len(states))
+        for s, state in enumerate(states):
+            self.set_state(s, state)
 
     def clear(self, s: int) -> None:
         """Row ``s`` as a new key's: one empty leaf."""

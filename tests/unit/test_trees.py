@@ -67,22 +67,25 @@ def test_restarts_at_an_alarm() -> None:
     assert state["feat"].tolist() == [-1] and state["cw"].sum() == 0
 
 
-def test_many_keys_share_a_leaf_budget(monkeypatch) -> None:
+def test_many_keys_share_a_memory_budget(monkeypatch) -> None:
     X, y = _step(400, 6)
     store = Trees(3, leaves=8)
     store.grow(2)
     _run(store, X, y, 2)
     grown = store.get_state(0)
     assert len(grown["cw"]) == 2  # split once
-    monkeypatch.setattr(trees, "LEAF_BUDGET", 8)
-    monkeypatch.setattr(trees, "MIN_LEAVES", 1)
-    store.grow(8)  # 8 leaf slots over 8 keys: 1 a key; the grown tree restarts
+    monkeypatch.setattr(trees, "FLOAT_BUDGET", 8 * 5 * 2 * 3)  # one leaf of 2 classes, 3
+    monkeypatch.setattr(trees, "MIN_LEAVES", 1)               # features, for each of 8 keys
+    store.grow(8)  # 1 leaf a key: the grown tree restarts
     assert store.leaves == 1 and store.arrays["cw"].shape[:2] == (8, 1)
     assert store.get_state(0)["feat"].tolist() == [-1]
     single = {"feat": [-1], "thr": [0.0], "left": [0], "leaf": [0], "cw": grown["cw"][:1],
               "gauss": grown["gauss"][:1], "count": grown["count"][:1]}
     store.set_state(1, single)  # a one-leaf tree fits and is kept
     np.testing.assert_array_equal(store.get_state(1)["gauss"], grown["gauss"][:1])
+    store.ensure_classes(4)  # twice the classes: still one leaf, the one-leaf tree kept
+    assert store.leaves == 1 and store.arrays["gauss"].shape[:3] == (8, 1, 4)
+    np.testing.assert_array_equal(store.get_state(1)["cw"][:, :2], grown["cw"][:1])
 
 
 def test_a_class_first_seen_mid_stream_gets_its_own_leaves() -> None:
