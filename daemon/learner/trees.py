@@ -87,6 +87,13 @@ def _gauss_log_pdf(g: np.ndarray, x: float, floor: float) -> float:
 
 
 @njit()
+def _has_records(gauss: np.ndarray, c: int) -> bool:
+    """Whether class ``c`` has records of its own at this leaf (not only weight from a split;
+    never with no features)."""
+    return gauss.shape[1] > 0 and gauss[c, 0, GW] > 0.0
+
+
+@njit()
 def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
                 K: int, mode: int, out: np.ndarray) -> None:
     """The leaf's class probabilities for ``x`` into ``out[:K]``, unsmoothed: by ``mode``, the
@@ -99,26 +106,30 @@ def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
         for c in range(K):
             out[c] = 1.0 / K
         return
-    if mode == FREQUENCIES or (mode == ADAPTIVE and count[MC] > count[NB]):
+    seen = False  # any class with records of its own here (a new leaf has only weights)
+    for c in range(K):
+        seen = seen or _has_records(gauss, c)
+    if mode == FREQUENCIES or (mode == ADAPTIVE and count[MC] > count[NB]) or not seen:
         for c in range(K):
             out[c] = cw[c] / n
         return
+    # Naive Bayes; a class without records at this leaf has likelihood 0, as in river's.
     for c in range(K):
-        out[c] = math.log(cw[c] / n) if cw[c] > 0.0 else -np.inf
+        out[c] = math.log(cw[c] / n) if _has_records(gauss, c) else -np.inf
     for f in range(len(x)):
         lo, hi = np.inf, -np.inf
         for c in range(K):
-            if cw[c] > 0.0:
+            if gauss[c, f, GW] > 0.0:
                 lo = min(lo, gauss[c, f, GMIN])
                 hi = max(hi, gauss[c, f, GMAX])
         floor = 1e-3 * (hi - lo) + 1e-9  # a deviation of 0 (one value seen) made finite
         for c in range(K):
-            if cw[c] > 0.0:
+            if gauss[c, f, GW] > 0.0:
                 out[c] += _gauss_log_pdf(gauss[c, f], x[f], floor)
     top = out[:K].max()
     total = 0.0
     for c in range(K):
-        out[c] = math.exp(out[c] - top) if cw[c] > 0.0 else 0.0
+        out[c] = math.exp(out[c] - top) if _has_records(gauss, c) else 0.0
         total += out[c]
     for c in range(K):
         out[c] /= total
