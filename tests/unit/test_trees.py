@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from adaptd.config import load_settings
@@ -11,7 +14,9 @@ from adaptd.learner.ensemble import EXPERTS, TREE, HedgeLearner
 from adaptd.learner.trees import Trees
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
+from adaptd.runner import Runner, RunnerConfig
 from adaptd.state_codec import unpack_state
+from tests.unit.file_runs import file_runner
 
 
 def _run(store: Trees, X: np.ndarray, y: np.ndarray, n_classes: int,
@@ -184,3 +189,38 @@ def test_two_string_labels_mix_two_columns_per_expert() -> None:
     assert out.classes is not None
     predicted = np.array(out.classes.labels)[np.argmax(out.probas, axis=1)]
     assert np.mean(predicted[100:] == labels[100:]) > 0.9
+
+
+def test_a_restart_through_the_state_database_ends_where_a_straight_run_ends(
+        tmp_path: Path) -> None:
+    """Classification through the runner and its SQLite checkpoints: the keys' trees (grown
+    by then) are saved and restored, and the restarted run's predictions are the straight
+    run's, byte for byte."""
+    source = tmp_path / "in.jsonl"
+
+    def append(lo: int, hi: int) -> None:
+        X, y = _step(hi, 8, d=4)  # the same records again, cut where the run stops
+        with open(source, "a") as fh:
+            fh.writelines(json.dumps({"key": "ab"[i % 2], "x": X[i].tolist(),
+                                     "y": int(y[i])}) + "\n" for i in range(lo, hi))
+
+    def runner(name: str) -> Runner:
+        return file_runner(tmp_path / name, source,
+                           RunnerConfig(batch_size=64, poll_timeout_s=0.01,
+                                        checkpoint_every_records=200),
+                           task="classification")
+
+    append(0, 768)  # whole batches: the running totals then add up in the same groups
+    runner("restarted").run()
+    append(768, 1408)
+    restarted = runner("restarted")
+    assert restarted.run().records == 640
+    straight = runner("straight")
+    assert straight.run().records == 1408
+    learner = restarted.learner
+    assert isinstance(learner, HedgeLearner) and learner.tree is not None
+    assert int(learner.tree.arrays["size"][:, 1].max()) > 1  # the trees had split
+    ours = (tmp_path / "restarted" / "predictions.jsonl").read_text().splitlines()
+    theirs = (tmp_path / "straight" / "predictions.jsonl").read_text().splitlines()
+    assert len(ours) == 1408 and ours == theirs
+    assert restarted.learner.summary() == straight.learner.summary()
