@@ -22,6 +22,9 @@ The experts:
   its own meta-state, fed every record;
 - ``knn``: a vote of the nearest of the key's last labelled records on standardized features
   (:mod:`adaptd.learner.neighbours`): the local, non-linear boundaries trees win on, at once;
+- ``tree``: a Hoeffding tree per key (:mod:`adaptd.learner.trees`): axis-aligned boundaries
+  on a few of many features, where the vote weighs every feature alike (LUdata: 0.984 without
+  it, 0.994 with it). Classification only: a regression key holds its weight at 0;
 - ``prior``: the key's running label mean (regression) or Laplace's rule of succession for
   P(y = 1) (binary); multi-class: the class frequencies of the neighbours' window;
 - ``last``: the key's last label (regression), or for classification the last label with the
@@ -38,9 +41,9 @@ running label variance and capped at ``LOSS_CAP`` (bounded losses, as the bound 
 ``loss`` are the mixture's.
 
 State: each candidate's shared part under ``candidates``; per key, under ``keys``, the Hedge
-weights and the mean of its past ones, the simple experts' counts and the neighbours' window (``hedge``) with every
-candidate's task state, so a key's whole
-state moves with its partition (:mod:`adaptd.partitions`). The candidates keep identical
+weights and the mean of its past ones, the simple experts' counts, the neighbours' window and
+the tree (``hedge``) with every candidate's task state, so a key's whole state moves with its
+partition (:mod:`adaptd.partitions`). The candidates keep identical
 delayed-label entries (they see the same records): saved once. A delayed label's Hedge
 update is charged to the key its label record names.
 """
@@ -61,17 +64,20 @@ from adaptd.learner.hedge import LAST, hedge_batch, hedge_classes
 from adaptd.learner.models import P_CLIP, TaskKind
 from adaptd.learner.neighbours import Neighbours
 from adaptd.learner.totals import Totals
+from adaptd.learner.trees import Trees
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
 from adaptd.settings import DriftConfig
 
 log = logging.getLogger(__name__)
 
+
 STATE_KIND = "adaptd-hedge"
 STATE_VERSION = 1
 #: The learners mixed, in order; the first one's drift alarms are the ensemble's.
 CANDIDATES = ("linear", "mlp")
-EXPERTS = (*CANDIDATES, "knn", "prior", "last")
+EXPERTS = (*CANDIDATES, "knn", "tree", "prior", "last")
+TREE = EXPERTS.index("tree")
 #: The candidates' Page-Hinkley λ on raw log loss when unset (see :func:`_candidate_drift`).
 #: Measured, the default against λ = 50 (river's): SEA 0.921 / 0.918, LED 0.749 / 0.728,
 #: Agrawal 0.896 / 0.891, rotating hyperplane 0.937 / 0.934, every bench stream equal or better.
@@ -132,6 +138,13 @@ class HedgeLearner:
         self.totals = Totals()
         self.labels = np.zeros(3)  # count, mean, m2 of every label (regression's loss unit)
         self.knn: Neighbours | None = None  # made once the feature count is known
+        # A key's first weights: uniform, except that regression holds the (classification
+        # only) tree at 0; with all of the share going to past posteriors it stays there.
+        self._start = np.full(len(EXPERTS), 1.0 / len(EXPERTS))
+        if task != "classification":
+            self._start[:] = 1.0 / (len(EXPERTS) - 1)
+            self._start[TREE] = 0.0
+        self.tree: Trees | None = None  # made with the neighbours
 
     def _admit(self, key: str, state: Mapping[str, Any] | None = None) -> int:
         """The row of ``key`` (a fresh one, or ``state`` as saved by :meth:`_key_state`)."""
@@ -145,31 +158,50 @@ class HedgeLearner:
                 self._rows = np.concatenate([self._rows, np.empty((grow, len(ROW_FIELDS)))])
                 self._free = list(range(old + grow - 1, old - 1, -1))
             s = self._slot[key] = self._free.pop()
-            self._W[s] = self._past[s] = 1.0 / len(EXPERTS)
+            self._W[s] = self._past[s] = self._start
             self._rows[s] = 0.0
             self._rows[s, LAST] = np.nan
             if self.knn is not None:
                 self.knn.grow(len(self._W))
                 self.knn.clear(s)
+            if self.tree is not None:
+                self.tree.grow(len(self._W))
+                self.tree.clear(s)
         if state is not None:
-            w = np.asarray(state["w"], dtype=np.float64)
-            if len(w) == len(EXPERTS):
+            w = self._saved_weights(state["w"])
+            if w is not None:
                 self._W[s] = w
                 # Saved before past posteriors were kept: the weights stand in for them.
-                self._past[s] = np.asarray(state.get("past", w), dtype=np.float64)
+                self._past[s] = self._saved_weights(state.get("past", w))
             self._rows[s] = [float(state[f]) for f in ROW_FIELDS]
             if state.get("knn") is not None and self._knn_for(len(state["knn"]["mean"])):
                 assert self.knn is not None
                 self.knn.set_state(s, state["knn"])
+                if state.get("tree") is not None and self.tree is not None:
+                    self.tree.set_state(s, state["tree"])
         return s
 
+    def _saved_weights(self, saved: Sequence[float]) -> np.ndarray | None:
+        """Weights as saved; a state saved before the tree expert existed gets the tree's
+        starting weight, the others scaled to make room."""
+        w = np.asarray(saved, dtype=np.float64)
+        if len(w) == len(EXPERTS) - 1:
+            w = np.insert(w * (1.0 - self._start[TREE]), TREE, self._start[TREE])
+        return w if len(w) == len(EXPERTS) else None
+
     def _knn_for(self, n_features: int) -> bool:
-        """Make the neighbours' rows once the feature count is known; false if it differs."""
+        """Make the neighbours' rows (and, classification, the trees') once the feature count
+        is known; false if it differs."""
         if self.knn is None:
             self.knn = Neighbours(n_features)
             self.knn.grow(len(self._W))
             for s in self._slot.values():
                 self.knn.clear(s)
+            if self.task == "classification":  # a regression key's tree weighs nothing
+                self.tree = Trees(n_features)
+                self.tree.grow(len(self._W))
+                for s in self._slot.values():
+                    self.tree.clear(s)
         return self.knn.d == n_features
 
     def _key_state(self, key: str) -> dict[str, Any] | None:
@@ -178,7 +210,8 @@ class HedgeLearner:
             return self._cold.get(key)
         return {"w": self._W[s].tolist(), "past": self._past[s].tolist(),
                 **dict(zip(ROW_FIELDS, self._rows[s].tolist(), strict=True)),
-                "knn": None if self.knn is None else self.knn.get_state(s)}
+                "knn": None if self.knn is None else self.knn.get_state(s),
+                "tree": None if self.tree is None else self.tree.get_state(s)}
 
     def _drop(self, key: str) -> None:
         s = self._slot.pop(key, None)
@@ -214,9 +247,9 @@ class HedgeLearner:
             self.multiclass = True
             return self._mix_classes(batch, view, slots, skip, outs)
         ys = np.asarray(batch.y, dtype=np.float64)
-        knn, _ = self._neighbours(batch, view, slots, ys, ~skip,
-                                  2 if self.task == "classification" else 0)
-        cand = np.stack([*(o.y_pred for o in outs), knn[:, 0]], axis=1)
+        knn, _, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift,
+                                        2 if self.task == "classification" else 0)
+        cand = np.stack([*(o.y_pred for o in outs), knn[:, 0], tree[:, 0]], axis=1)
         y_pred = np.empty(n)
         loss = np.full(n, np.nan)
         hedge_batch(slots, cand, ys, skip, self._W, self._past, self._rows, self.labels,
@@ -235,13 +268,15 @@ class HedgeLearner:
         assert classes is not None and main.probas is not None
         n, K = main.probas.shape
         ys = classes.targets(np.asarray(batch.y, dtype=object))
-        knn, prior = self._neighbours(batch, view, slots, ys, ~skip, K)
+        knn, prior, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift, K,
+                                            columns=True)
         P = np.empty((n, len(EXPERTS), K))
         for j, o in enumerate(outs):
             assert o.probas is not None and o.classes.labels == classes.labels
             P[:, j] = o.probas
         P[:, len(outs)] = knn
-        P[:, len(outs) + 1] = prior
+        P[:, len(outs) + 1] = tree
+        P[:, len(outs) + 2] = prior
         mix = np.empty((n, K))
         loss = np.full(n, np.nan)
         hedge_classes(slots, P, ys, skip, self._W, self._past, self._rows, self.eta, SHARE,
@@ -274,10 +309,14 @@ class HedgeLearner:
         return keys, X
 
     def _neighbours(self, batch: RecordBatch, view: tuple[list[str], np.ndarray],
-                    slots: np.ndarray, ys: np.ndarray, learn: np.ndarray, n_classes: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """The knn expert's predictions (see :meth:`Neighbours.run`), each record predicted
-        and learned under the key and features of ``view``."""
+                    slots: np.ndarray, ys: np.ndarray, learn: np.ndarray, alarms: np.ndarray,
+                    n_classes: int, columns: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The knn and tree experts' predictions (see :meth:`Neighbours.run`,
+        :meth:`Trees.run`), each record predicted and learned under the key and features of
+        ``view``; ``columns``: one column per class even with two (multi-class mode whose
+        labels are two so far; binary mode's is one column, P(y = 1)). A key's tree restarts after a record on which the key's drift alarm
+        (``alarms``) fired. Regression: the tree's prediction is 0 (its weight is)."""
         keys, X = view
         if not self._knn_for(X.shape[1]):
             raise ValueError(f"records have {X.shape[1]} features, the model expects "
@@ -287,7 +326,11 @@ class HedgeLearner:
             slots = np.array([self._admit(k) for k in keys], dtype=np.int64)
         fallback = float(self.labels[1]) if self.labels[0] > 0 else 0.0
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
-        return self.knn.run(slots, X, np.nan_to_num(ys), learn, n_classes, fallback)
+        ys = np.nan_to_num(ys)
+        knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback, columns)
+        if self.tree is None:
+            return knn, prior, np.zeros((len(slots), 1))
+        return knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes, columns)
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         for c in self.candidates.values():

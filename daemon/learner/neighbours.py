@@ -57,7 +57,8 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarra
     """Predict each record from its key's window, then add it if ``learn``.
 
     ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``:
-    class probabilities (``C = n_classes``; binary: ``C = 1``, P(y = 1)) or ``(n, 1)`` the
+    class probabilities (``C = n_classes``; binary: ``C = 1``, P(y = 1), unless the caller
+    asks for both columns) or ``(n, 1)`` the
     regression prediction (``fallback`` while the window is empty). Multi-class also fills
     ``prior`` ``(n, K)``: the class frequencies of the whole window (smoothed as the vote)."""
     n, d = X.shape
@@ -104,7 +105,7 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarra
             for r in range(found):
                 votes[int(WY[s, best_j[r]])] += 1.0
             total = found + 0.5 * C
-            if n_classes == 2:
+            if n_classes == 2 and out.shape[1] == 1:
                 out[i, 0] = votes[1] / total
             else:
                 for c in range(n_classes):
@@ -175,11 +176,11 @@ class Neighbours:
         self.m2[s] = 0.0
 
     def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-            n_classes: int, fallback: float
+            n_classes: int, fallback: float, columns: bool = False
             ) -> tuple[np.ndarray, np.ndarray]:
         """Predictions ``(n, C)`` and, multi-class, the window's class frequencies (see
         :func:`knn_batch`); learns the records ``learn`` marks."""
-        C = n_classes if n_classes > 2 else 1
+        C = n_classes if n_classes > 2 or (columns and n_classes) else 1
         out = np.empty((len(slots), C))
         prior = np.empty((len(slots), C))
         knn_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, self.WX,

@@ -136,7 +136,7 @@ def test_prometheus_has_each_candidate_s_weight(
              timeout_s=60, what="adaptd_candidate_weight for every candidate")
     weights = {s["metric"]["candidate"]: float(s["value"][1])
                for s in prometheus.query("adaptd_candidate_weight")}
-    assert set(weights) == set(EXPERTS) == {"linear", "mlp", "knn", "prior", "last"}
+    assert set(weights) == set(EXPERTS) == {"linear", "mlp", "knn", "tree", "prior", "last"}
     assert all(0 <= w <= 1 for w in weights.values()), weights
     assert abs(sum(weights.values()) - 1) < 1e-6, weights
     [total] = prometheus.query("sum(adaptd_candidate_weight)")
