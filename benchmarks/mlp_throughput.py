@@ -8,7 +8,10 @@ features, one key); both timed as whole processes (start-up included), alternati
 ``--runs``, as the ratio of adaptd's wall time to the loop's measured in the same run.
 
     PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
-        [--env ADAPTD_LEARNER__WINDOW=5 ...]
+        [--env ADAPTD_LEARNER__WINDOW=5 ...] [--variant w2:ADAPTD_LEARNER__WINDOW=2 ...]
+
+``--variant LABEL:ADAPTD_X=V[,ADAPTD_Y=W]``: also time adaptd with these settings, in the same
+alternation (each option's ratio to the loop of the same run).
 
 ``--engine W [W ...]``: the engine alone instead, in this process: ``process_batch`` on columns
 (MLP 10-40-40-1, one key, shadow baseline and hindsight on, batches of 4096) per window size,
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time this adaptd executable (e.g. another checkout's)")
     parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
                         help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:ADAPTD_X=V,...",
+                        help="also time adaptd with these settings, e.g. w2:ADAPTD_LEARNER__WINDOW=2")
     parser.add_argument("--engine", type=int, nargs="+", metavar="WINDOW",
                         help="time the engine alone at these window sizes")
     args = parser.parse_args(argv)
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
+    variants = {}
+    for spec in args.variant:
+        label, _, items = spec.partition(":")
+        variants[f"adaptd {label}"] = dict(env, **dict(i.split("=", 1) for i in items.split(",")))
     with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
         work = Path(tmp)
         source = work / "in.jsonl"
@@ -131,12 +140,13 @@ def main(argv: list[str] | None = None) -> None:
             write_records(source, args.records, args.features, seed=1)
         loop = work / "loop.py"
         loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
-        def adaptd_run(src: Path, run: int, binary: str = adaptd) -> float:
+        def adaptd_run(src: Path, run: int, binary: str = adaptd,
+                       settings: dict[str, str] = env) -> float:
             shutil.rmtree(work / "state", ignore_errors=True)
             return timed([
                 binary, "run", "--source", f"jsonl:{src}", "--sink",
                 f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
-                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
+                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], settings)
 
         # Untimed: Numba compiles the kernel into its cache on a fresh install or after a
         # code change (tens of seconds here); a user's later processes load it.
@@ -154,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
             times[name].append(adaptd_run(source, run))
             if args.other:
                 times.setdefault("other", []).append(adaptd_run(source, run, args.other))
+            for label, settings in variants.items():
+                times.setdefault(label, []).append(adaptd_run(source, run, settings=settings))
             times["river loop"].append(timed([sys.executable, str(loop), str(source),
                                               str(work / "river.jsonl")]))
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -163,8 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     for label, wall_s in medians.items():
         print(f"  {label:<13} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
               f"{wall_s / args.records * 1e6:6.1f} us/record")
-    print(f"  {name} / river loop wall time: "
-          f"{medians[name] / medians['river loop']:.2f}  (target <= 1)")
+    for label, wall_s in medians.items():
+        if label != "river loop":
+            print(f"  {label} / river loop wall time: "
+                  f"{wall_s / medians['river loop']:.2f}  (target <= 1)")
 
 
 if __name__ == "__main__":

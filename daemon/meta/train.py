@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.models import TaskKind
+from adaptd.meta import EPOCHS
 from adaptd.meta.state import MetaState
 from adaptd.records import Record
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
@@ -37,7 +38,7 @@ def meta_train(
     drift: DriftConfig | None = None,
     meta: MetaConfig | None = None,
     start: MetaState | None = None,
-    epochs: int = 1,
+    epochs: int = EPOCHS,
     batch_size: int = 1024,
 ) -> MetaState:
     """The meta-state learned from ``records`` (kept in memory when ``epochs > 1``).
