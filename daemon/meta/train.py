@@ -58,17 +58,22 @@ def meta_train(
         model=model, task=task, n_features=len(recs[0].x), config=config, drift=drift, meta=meta,
         regret=RegretConfig(baseline=False, hindsight=False), meta_state=start,
     )
+    statistics = None
     for epoch in range(epochs):
         for lo in range(0, len(recs), batch_size):
             learner.process_many(recs[lo : lo + batch_size])
+        if statistics is None and learner.scaler is not None:
+            # Later passes fold the same records again: same mean and variance, twice the
+            # count, which would make the statistics look better known than they are.
+            statistics = learner.scaler.statistics()
         learner.close_segments()
         learner.forget(list(learner.keys()))
         assert learner.meta is not None
         log.info("meta-train epoch %d/%d: %d tasks so far, loss %.4g", epoch + 1, epochs,
                  learner.meta.tasks, learner.summary().cumulative_loss)
     assert learner.meta is not None
-    if learner.scaler is not None:  # θ0 was learned under these statistics: they go with it
-        learner.meta.scaler = learner.scaler.statistics()
+    if statistics is not None:  # θ0 was learned under these statistics: they go with it
+        learner.meta.scaler = statistics
     return learner.meta
 
 
