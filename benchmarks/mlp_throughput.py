@@ -68,11 +68,22 @@ def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: i
                           for row, label in zip(X.tolist(), y.tolist(), strict=True))
 
 
+#: CPU seconds (user + system) of the last :func:`timed` process: on a shared machine a
+#: process's wall time moves with other sessions' load, its CPU time much less.
+CPU: list[float] = []
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one whole process (its CPU seconds appended to :data:`CPU`)."""
+    before = os.times()
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=env)
-    return time.perf_counter() - started
+    wall_s = time.perf_counter() - started
+    after = os.times()
+    CPU.append(after.children_user - before.children_user
+               + after.children_system - before.children_system)
+    return wall_s
 
 
 def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
@@ -160,25 +171,33 @@ def main(argv: list[str] | None = None) -> None:
             adaptd_run(warm, -1, args.other)
         name = f"adaptd {model}"
         times: dict[str, list[float]] = {name: [], "river loop": []}
+        cpus: dict[str, list[float]] = {}
+
+        def record(label: str, wall_s: float) -> None:
+            times.setdefault(label, []).append(wall_s)
+            cpus.setdefault(label, []).append(CPU[-1])
+
         for run in range(args.runs):
-            times[name].append(adaptd_run(source, run))
+            record(name, adaptd_run(source, run))
             if args.other:
-                times.setdefault("other", []).append(adaptd_run(source, run, args.other))
+                record("other", adaptd_run(source, run, args.other))
             for label, settings in variants.items():
-                times.setdefault(label, []).append(adaptd_run(source, run, settings=settings))
-            times["river loop"].append(timed([sys.executable, str(loop), str(source),
-                                              str(work / "river.jsonl")]))
+                record(label, adaptd_run(source, run, settings=settings))
+            record("river loop", timed([sys.executable, str(loop), str(source),
+                                        str(work / "river.jsonl")]))
     medians = {name: statistics.median(values) for name, values in times.items()}
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
     shape = "20 features, 10 classes" if args.multiclass else f"{args.features} features"
     print(f"{args.records:,} records, {shape}, one key, median of {args.runs}"
           f"{' ' + ' '.join(args.env) if args.env else ''}")
     for label, wall_s in medians.items():
         print(f"  {label:<13} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
-              f"{wall_s / args.records * 1e6:6.1f} us/record")
+              f"{wall_s / args.records * 1e6:6.1f} us/record  CPU {cpu[label]:7.2f} s")
     for label, wall_s in medians.items():
         if label != "river loop":
             print(f"  {label} / river loop wall time: "
-                  f"{wall_s / medians['river loop']:.2f}  (target <= 1)")
+                  f"{wall_s / medians['river loop']:.2f}  (target <= 1), CPU time "
+                  f"{cpu[label] / cpu['river loop']:.2f}")
 
 
 if __name__ == "__main__":
