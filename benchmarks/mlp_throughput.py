@@ -8,7 +8,10 @@ features, one key); both timed as whole processes (start-up included), alternati
 ``--runs``, as the ratio of adaptd's wall time to the loop's measured in the same run.
 
     PYTHONPATH=. .venv/bin/python benchmarks/mlp_throughput.py --records 200000 --runs 3
-        [--env ADAPTD_LEARNER__WINDOW=5 ...]
+        [--env ADAPTD_LEARNER__WINDOW=5 ...] [--variant w2:ADAPTD_LEARNER__WINDOW=2 ...]
+
+``--variant LABEL:ADAPTD_X=V[,ADAPTD_Y=W]``: also time adaptd with these settings, in the same
+alternation (each option's ratio to the loop of the same run).
 
 ``--engine W [W ...]``: the engine alone instead, in this process: ``process_batch`` on columns
 (MLP 10-40-40-1, one key, shadow baseline and hindsight on, batches of 4096) per window size,
@@ -65,11 +68,22 @@ def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: i
                           for row, label in zip(X.tolist(), y.tolist(), strict=True))
 
 
+#: CPU seconds (user + system) of the last :func:`timed` process: on a shared machine a
+#: process's wall time moves with other sessions' load, its CPU time much less.
+CPU: list[float] = []
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one whole process (its CPU seconds appended to :data:`CPU`)."""
+    before = os.times()
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=env)
-    return time.perf_counter() - started
+    wall_s = time.perf_counter() - started
+    after = os.times()
+    CPU.append(after.children_user - before.children_user
+               + after.children_system - before.children_system)
+    return wall_s
 
 
 def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
@@ -112,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time this adaptd executable (e.g. another checkout's)")
     parser.add_argument("--env", action="append", default=[], metavar="ADAPTD_X=V",
                         help="a setting for the adaptd runs, e.g. ADAPTD_LEARNER__WINDOW=5")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:ADAPTD_X=V,...",
+                        help="also time adaptd with these settings, e.g. w2:ADAPTD_LEARNER__WINDOW=2")
     parser.add_argument("--engine", type=int, nargs="+", metavar="WINDOW",
                         help="time the engine alone at these window sizes")
     args = parser.parse_args(argv)
@@ -121,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))
+    variants = {}
+    for spec in args.variant:
+        label, _, items = spec.partition(":")
+        variants[f"adaptd {label}"] = dict(env, **dict(i.split("=", 1) for i in items.split(",")))
     with tempfile.TemporaryDirectory(prefix="adaptd-mlp-bench-") as tmp:
         work = Path(tmp)
         source = work / "in.jsonl"
@@ -131,12 +151,13 @@ def main(argv: list[str] | None = None) -> None:
             write_records(source, args.records, args.features, seed=1)
         loop = work / "loop.py"
         loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
-        def adaptd_run(src: Path, run: int, binary: str = adaptd) -> float:
+        def adaptd_run(src: Path, run: int, binary: str = adaptd,
+                       settings: dict[str, str] = env) -> float:
             shutil.rmtree(work / "state", ignore_errors=True)
             return timed([
                 binary, "run", "--source", f"jsonl:{src}", "--sink",
                 f"jsonl:{work / f'out-{run}.jsonl'}", "--task", "classification", "--model",
-                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], env)
+                model, "--state-dir", str(work / "state"), "--metrics-port", "off"], settings)
 
         # Untimed: Numba compiles the kernel into its cache on a fresh install or after a
         # code change (tens of seconds here); a user's later processes load it.
@@ -150,21 +171,33 @@ def main(argv: list[str] | None = None) -> None:
             adaptd_run(warm, -1, args.other)
         name = f"adaptd {model}"
         times: dict[str, list[float]] = {name: [], "river loop": []}
+        cpus: dict[str, list[float]] = {}
+
+        def record(label: str, wall_s: float) -> None:
+            times.setdefault(label, []).append(wall_s)
+            cpus.setdefault(label, []).append(CPU[-1])
+
         for run in range(args.runs):
-            times[name].append(adaptd_run(source, run))
+            record(name, adaptd_run(source, run))
             if args.other:
-                times.setdefault("other", []).append(adaptd_run(source, run, args.other))
-            times["river loop"].append(timed([sys.executable, str(loop), str(source),
-                                              str(work / "river.jsonl")]))
+                record("other", adaptd_run(source, run, args.other))
+            for label, settings in variants.items():
+                record(label, adaptd_run(source, run, settings=settings))
+            record("river loop", timed([sys.executable, str(loop), str(source),
+                                        str(work / "river.jsonl")]))
     medians = {name: statistics.median(values) for name, values in times.items()}
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
     shape = "20 features, 10 classes" if args.multiclass else f"{args.features} features"
     print(f"{args.records:,} records, {shape}, one key, median of {args.runs}"
           f"{' ' + ' '.join(args.env) if args.env else ''}")
     for label, wall_s in medians.items():
         print(f"  {label:<13} {wall_s:7.2f} s  {args.records / wall_s:>10,.0f} records/s  "
-              f"{wall_s / args.records * 1e6:6.1f} us/record")
-    print(f"  {name} / river loop wall time: "
-          f"{medians[name] / medians['river loop']:.2f}  (target <= 1)")
+              f"{wall_s / args.records * 1e6:6.1f} us/record  CPU {cpu[label]:7.2f} s")
+    for label, wall_s in medians.items():
+        if label != "river loop":
+            print(f"  {label} / river loop wall time: "
+                  f"{wall_s / medians['river loop']:.2f}  (target <= 1), CPU time "
+                  f"{cpu[label] / cpu['river loop']:.2f}")
 
 
 if __name__ == "__main__":

@@ -129,11 +129,21 @@ def ph_update(st, p, s, x):  # type: ignore[no-untyped-def]
     :class:`PageHinkleyBank`); latches and returns the alarm. The one implementation: the
     compiled kernel calls it per record, :class:`PageHinkleyBank` per batch of slots."""
     nn = st.n[s] + 1.0
+    tested = nn  # values the test itself has seen, this one included
     if p.relative:
         scale = st.scale[s]
         st.scale[s] = scale + (x - scale) / nn
-        x = min(x / max(scale, SCALE_FLOOR), RELATIVE_CAP) if nn > 1.0 else 1.0
-    mean = st.mean[s] + (x - st.mean[s]) / nn
+        # The first ``min_instances`` losses only set the scale: divided by the mean of one or
+        # two losses (a near-exact fit after a reset gives ~0), a loss can come out as 10⁴,
+        # and the test's running mean never forgets it, so every later rise, a sign flip's
+        # included, reads as a fall (a y = ±Σx stream went without any alarm).
+        if nn <= p.min_instances:
+            st.n[s] = nn
+            st.alarm[s] = False
+            return False
+        tested = nn - p.min_instances
+        x = min(x / max(scale, SCALE_FLOOR), RELATIVE_CAP)
+    mean = st.mean[s] + (x - st.mean[s]) / tested
     dev = x - mean
     fire = False
     if p.mode != PH_DOWN:
@@ -148,7 +158,8 @@ def ph_update(st, p, s, x):  # type: ignore[no-untyped-def]
         fire = fire or (st.max_down[s] - down > p.threshold)
     st.n[s] = nn
     st.mean[s] = mean
-    st.alarm[s] = nn >= p.min_instances and fire
+    # Relative mode counted its min_instances while learning the scale.
+    st.alarm[s] = fire and (p.relative or nn >= p.min_instances)
     return st.alarm[s]
 
 
@@ -165,11 +176,14 @@ class PageHinkleyBank:
 
     Per value x (river's update, ``river/drift/page_hinkley.py``)::
 
-        x = x / scale  if relative (scale: mean of the raw values before x; the first x is 1)
+        x = x / scale  if relative (scale: mean of the raw values before x)
         mean += (x - mean) / n
         up    = α·up   + (x - mean) - δ;   min_up   = min(min_up, up)
         down  = α·down + (x - mean) + δ;   max_down = max(max_down, down)
         alarm = n >= min_instances and (up - min_up > λ  [mode up] / max_down - down > λ  [down])
+
+    In relative mode the first ``min_instances`` values only set the scale, and the test (its
+    ``n`` counting from the next value) starts after them.
 
     >>> bank = PageHinkleyBank(DriftConfig(ph_threshold=5.0, ph_relative=False), capacity=1)
     >>> hits = [i for i in range(60) if bank.update(np.array([0]), np.array([0.0 if i < 30

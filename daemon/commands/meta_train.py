@@ -13,6 +13,7 @@ import logging
 
 from adaptd.commands.run import add_settings_arguments, settings_from_args
 from adaptd.errors import ConfigError, RecordError, StartError
+from adaptd.meta import EPOCHS
 from adaptd.records import Record, RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", metavar="URI", required=True,
                         help="historical records, e.g. jsonl:history.jsonl or synthetic:…")
     parser.add_argument("--out", metavar="FILE", required=True, help="meta-state file to write")
-    parser.add_argument("--epochs", type=int, default=1, metavar="N",
-                        help="passes over the records (default 1)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, metavar="N",
+                        help=f"passes over the records (default {EPOCHS})")
     add_settings_arguments(parser, serving=False)  # it serves nothing and keeps no state dir
 
 

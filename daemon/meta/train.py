@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.models import TaskKind
+from adaptd.meta import EPOCHS
 from adaptd.meta.state import MetaState
 from adaptd.records import Record
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
@@ -37,7 +38,7 @@ def meta_train(
     drift: DriftConfig | None = None,
     meta: MetaConfig | None = None,
     start: MetaState | None = None,
-    epochs: int = 1,
+    epochs: int = EPOCHS,
     batch_size: int = 1024,
 ) -> MetaState:
     """The meta-state learned from ``records`` (kept in memory when ``epochs > 1``).
@@ -57,17 +58,22 @@ def meta_train(
         model=model, task=task, n_features=len(recs[0].x), config=config, drift=drift, meta=meta,
         regret=RegretConfig(baseline=False, hindsight=False), meta_state=start,
     )
+    statistics = None
     for epoch in range(epochs):
         for lo in range(0, len(recs), batch_size):
             learner.process_many(recs[lo : lo + batch_size])
+        if statistics is None and learner.scaler is not None:
+            # Later passes fold the same records again: same mean and variance, twice the
+            # count, which would make the statistics look better known than they are.
+            statistics = learner.scaler.statistics()
         learner.close_segments()
         learner.forget(list(learner.keys()))
         assert learner.meta is not None
         log.info("meta-train epoch %d/%d: %d tasks so far, loss %.4g", epoch + 1, epochs,
                  learner.meta.tasks, learner.summary().cumulative_loss)
     assert learner.meta is not None
-    if learner.scaler is not None:  # θ0 was learned under these statistics: they go with it
-        learner.meta.scaler = learner.scaler.statistics()
+    if statistics is not None:  # θ0 was learned under these statistics: they go with it
+        learner.meta.scaler = statistics
     return learner.meta
 
 

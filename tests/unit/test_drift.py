@@ -91,17 +91,28 @@ def test_alarm_latches_until_reset_and_reset_is_fresh():
 
 def test_relative_mode_is_river_on_losses_over_their_running_mean():
     values = stream(3) * 7.0  # any scale
+    # The first min_instances = 10 losses only set the scale; the test runs from the 11th.
     normalized, total = [], 0.0
     for i, v in enumerate(values):
-        normalized.append(1.0 if i == 0 else min(v / (total / i), 1e6))
+        normalized.append(min(v / (total / i), 1e6) if i else 1.0)
         total += v
-    expected = river_alarms(river_drift.PageHinkley(min_instances=10, threshold=10.0, mode="up",
-                                                    delta=0.005), normalized[:700])
+    expected = [10 + i for i in river_alarms(river_drift.PageHinkley(
+        min_instances=1, threshold=10.0, mode="up", delta=0.005), normalized[10:700])]
     relative = DriftConfig(ph_threshold=10.0, ph_min_instances=10, ph_relative=True)
     got = bank_alarms(PageHinkleyBank(relative, 1), values[:700])
     assert got[:1] == expected[:1] and got[0] > 600  # the change at 600, not before
     # Scale-free: the same alarms whatever the unit of the loss.
     assert bank_alarms(PageHinkleyBank(relative, 1), values[:700] * 1e-4) == got
+
+
+def test_relative_mode_is_not_blinded_by_a_near_exact_fit_at_its_start():
+    # A fit almost exact at first (loss 1e-6) then ordinary (1): divided by the mean of the
+    # first loss alone, the second came out as 10⁶ and the test's running mean stayed near
+    # 10⁴, so a tenfold rise at 300 read as a fall and never alarmed.
+    values = np.r_[1e-6, np.ones(299), np.full(50, 10.0)]
+    relative = DriftConfig(ph_threshold=20.0, ph_min_instances=3, ph_relative=True)
+    alarms = bank_alarms(PageHinkleyBank(relative, 1), values)
+    assert alarms and 300 <= alarms[0] <= 302
 
 
 def test_grow_keeps_state():

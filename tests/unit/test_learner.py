@@ -190,7 +190,7 @@ def test_detector_closes_segment_at_exact_index_and_restarts_from_theta0():
     assert learner.summary().drift_events == 1
     assert out[251].segment == 0 and out[252].segment == 1
     recovered = [o.recovered_after for o in out if o.recovered_after is not None]
-    assert recovered == [33]
+    assert recovered == [36]
 
 
 def test_short_segment_does_not_update_meta():
@@ -313,7 +313,7 @@ def test_samples_to_recover_reaches_prometheus():
         metrics.observe_batch(learner.process_many(recs[i : i + 64]), learner.summary(), 0.001)
     text = generate_latest(registry).decode()
     assert "adaptd_samples_to_recover_count 1.0" in text
-    assert "adaptd_samples_to_recover_sum 33.0" in text
+    assert "adaptd_samples_to_recover_sum 36.0" in text
     assert "adaptd_drift_events_total 1.0" in text
 
 

@@ -10,6 +10,7 @@ import torch
 from adaptd.cli import main
 from adaptd.config import load_settings
 from adaptd.learner import build_learner
+from adaptd.meta import EPOCHS
 from adaptd.meta.state import load
 from adaptd.meta.train import meta_train
 from adaptd.records import Record
@@ -35,12 +36,12 @@ def test_meta_train_command_writes_a_file_run_can_use(tmp_path):
                  "--set", "learner.hidden=8"])
     assert code == 0
     state = load(out)
-    assert state.tasks == 12 and state.model["hidden"] == [8]
+    assert state.tasks == 12 * EPOCHS and state.model["hidden"] == [8]  # each pass closes 12
     module_state = torch.load(out, weights_only=True)["module"]
     assert module_state["0.weight"].shape == (8, 1)
     learner = build_learner(load_settings(environ={}, flags={
         "model": "mlp", "meta": str(out), "learner.hidden": [8]}))
-    assert learner.meta is not None and learner.meta.tasks == 12
+    assert learner.meta is not None and learner.meta.tasks == 12 * EPOCHS
     np.testing.assert_array_equal(learner.meta.theta0, state.theta0)
 
 
