@@ -71,9 +71,27 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
         new = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)
         if old is not None:
             prev = getattr(old, name)
-            new[: len(prev)] = prev
+            if fill == 0 and prev[:1].nbytes >= _PAGE:
+                _copy_nonzero(new, prev)
+            else:
+                new[: len(prev)] = prev
         arrays.append(new)
     return Arena(*arrays)
+
+
+#: Rows at least this wide (bytes) are copied element by element where non-zero on growth.
+_PAGE = 4096
+
+
+def _copy_nonzero(new: np.ndarray, prev: np.ndarray, block: int = 1024) -> None:
+    """``new[:len(prev)] = prev`` for a zero-filled ``new``, writing only the non-zero entries:
+    the hindsight buffer's rows are mostly zeros (a baseline row never uses its own, a key with
+    few records fills its first rows), and their pages stay untouched, so not resident."""
+    for lo in range(0, len(prev), block):
+        part = prev[lo:lo + block]
+        mask = part != 0
+        if mask.any():
+            np.copyto(new[lo:lo + len(part)], part, where=mask)
 
 
 def row_state(arena: Arena, s: int, names: tuple[str, ...] = Arena._fields) -> dict[str, Any]:
