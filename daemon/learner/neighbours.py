@@ -58,8 +58,7 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarra
 
     ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``:
     class probabilities (``C = n_classes``; binary: ``C = 1``, P(y = 1), unless the caller
-    asks for both columns) or ``(n, 1)`` the
-    regression prediction (``fallback`` while the window is empty). Multi-class also fills
+    asks for both columns) or ``(n, 1)`` the regression prediction (``fallback`` while the window is empty). Multi-class also fills
     ``prior`` ``(n, K)``: the class frequencies of the whole window (smoothed as the vote)."""
     n, d = X.shape
     W = WX.shape[1]
