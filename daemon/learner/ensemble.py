@@ -71,7 +71,6 @@ from adaptd.settings import DriftConfig
 
 log = logging.getLogger(__name__)
 
-
 STATE_KIND = "adaptd-hedge"
 STATE_VERSION = 1
 #: The learners mixed, in order; the first one's drift alarms are the ensemble's.
@@ -315,8 +314,9 @@ class HedgeLearner:
         """The knn and tree experts' predictions (see :meth:`Neighbours.run`,
         :meth:`Trees.run`), each record predicted and learned under the key and features of
         ``view``; ``columns``: one column per class even with two (multi-class mode whose
-        labels are two so far; binary mode's is one column, P(y = 1)). A key's tree restarts after a record on which the key's drift alarm
-        (``alarms``) fired. Regression: the tree's prediction is 0 (its weight is)."""
+        labels are two so far; binary mode's is one column, P(y = 1)). A key's tree restarts
+        after a record on which the key's drift alarm (``alarms``) fired. Regression: no tree,
+        its prediction is 0 (as its weight is)."""
         keys, X = view
         if not self._knn_for(X.shape[1]):
             raise ValueError(f"records have {X.shape[1]} features, the model expects "

@@ -56,11 +56,12 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarra
               out: np.ndarray, prior: np.ndarray) -> None:
     """Predict each record from its key's window, then add it if ``learn``.
 
-    ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``:
-    class probabilities (``C = n_classes``; binary: ``C = 1``, P(y = 1), unless the caller
-    asks for both columns) or ``(n, 1)`` the
-    regression prediction (``fallback`` while the window is empty). Multi-class also fills
-    ``prior`` ``(n, K)``: the class frequencies of the whole window (smoothed as the vote)."""
+    ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels
+    (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``: class probabilities
+    (``C = n_classes``; binary: ``C = 1``, P(y = 1), unless the caller asks for both columns)
+    or ``(n, 1)`` the regression prediction (``fallback`` while the window is empty).
+    Multi-class also fills ``prior`` ``(n, K)``: the class frequencies of the whole window
+    (smoothed as the vote)."""
     n, d = X.shape
     W = WX.shape[1]
     inv = np.empty(d)

@@ -94,26 +94,20 @@ def _has_records(gauss: np.ndarray, c: int) -> bool:
 
 
 @njit()
-def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                K: int, mode: int, out: np.ndarray) -> None:
-    """The leaf's class probabilities for ``x`` into ``out[:K]``, unsmoothed: by ``mode``, the
-    class frequencies (:data:`FREQUENCIES`), naive Bayes (:data:`BAYES`) or whichever of the
-    two has been right more often at this leaf, naive Bayes on a tie (:data:`ADAPTIVE`)."""
-    n = 0.0
-    for c in range(K):
-        n += cw[c]
-    if n <= 0.0:
-        for c in range(K):
-            out[c] = 1.0 / K
-        return
-    seen = False  # any class with records of its own here (a new leaf has only weights)
+def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
+                 out: np.ndarray) -> None:
+    """Naive Bayes' class probabilities for ``x`` at a leaf into ``out[:K]``: the class
+    weights times each feature's Gaussian density; a class without records of its own at the
+    leaf has likelihood 0, as in river's. A leaf with no such class (a new one) gives its
+    class weights, normalized."""
+    seen = False
     for c in range(K):
         seen = seen or _has_records(gauss, c)
-    if mode == FREQUENCIES or (mode == ADAPTIVE and count[MC] > count[NB]) or not seen:
+    n = cw[:K].sum()
+    if not seen:
         for c in range(K):
             out[c] = cw[c] / n
         return
-    # Naive Bayes; a class without records at this leaf has likelihood 0, as in river's.
     for c in range(K):
         out[c] = math.log(cw[c] / n) if _has_records(gauss, c) else -np.inf
     for f in range(len(x)):
@@ -133,6 +127,25 @@ def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
         total += out[c]
     for c in range(K):
         out[c] /= total
+
+
+@njit()
+def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
+                K: int, mode: int, freq: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    """The leaf's class probabilities for ``x``, unsmoothed, by ``mode``: the class
+    frequencies (:data:`FREQUENCIES`), naive Bayes (:data:`BAYES`), or whichever of the two
+    has been right more often at this leaf, naive Bayes on a tie (:data:`ADAPTIVE`). Fills
+    ``freq`` and (unless frequencies only) ``nb``, and returns the one chosen. An empty leaf:
+    uniform."""
+    n = cw[:K].sum()
+    for c in range(K):
+        freq[c] = cw[c] / n if n > 0.0 else 1.0 / K
+    if n <= 0.0 or mode == FREQUENCIES:
+        return freq
+    _naive_bayes(cw, gauss, x, K, nb)
+    if mode == BAYES or count[NB] >= count[MC]:
+        return nb
+    return freq
 
 
 @njit()
@@ -197,13 +210,12 @@ def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int) -> tuple[int, float, 
 
 @njit()
 def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                y: int, K: int, mode: int, scratch: np.ndarray) -> None:
-    """Count which leaf predictor would have been right (``mode`` :data:`ADAPTIVE`), then
-    add ``(x, y)``."""
+                y: int, K: int, mode: int, freq: np.ndarray, nb: np.ndarray) -> None:
+    """Count which leaf predictor was right (``mode`` :data:`ADAPTIVE`; ``freq`` and ``nb``:
+    their predictions for ``x``, from :func:`_leaf_proba`), then add ``(x, y)``."""
     if mode == ADAPTIVE and cw[:K].sum() > 0.0:
-        count[MC] += 1.0 if cw[y] >= cw[:K].max() else 0.0
-        _leaf_proba(cw, gauss, count, x, K, BAYES, scratch)
-        count[NB] += 1.0 if scratch[y] >= scratch[:K].max() else 0.0
+        count[MC] += 1.0 if freq[y] >= freq[:K].max() else 0.0
+        count[NB] += 1.0 if nb[y] >= nb[:K].max() else 0.0
     cw[y] += 1.0
     g = gauss[y]
     for f in range(len(x)):
@@ -282,25 +294,24 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
     ``out`` ``(n, C)``: P(y = 1) (``C = 1``) or the ``n_classes`` probabilities."""
     K = max(n_classes, 2)
     mode = int(rule[3])
-    p = np.empty(K)
-    scratch = np.empty(K)
+    freq = np.empty(K)
+    nb = np.empty(K)
     for i in range(len(slots)):
         s = slots[i]
         x = X[i]
         node = _leaf_of(feat[s], thr[s], left[s], x)
         slot = leaf[s, node]
-        _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, mode, p)
+        p = _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, mode, freq, nb)
         n = cw[s, slot, :K].sum()
-        for c in range(K):  # Krichevsky–Trofimov: a bounded log loss from the first record
-            p[c] = (n * p[c] + 0.5) / (n + 0.5 * K)
+        # Krichevsky–Trofimov: a bounded log loss from the first record.
         if n_classes == 2 and out.shape[1] == 1:
-            out[i, 0] = p[1]
+            out[i, 0] = (n * p[1] + 0.5) / (n + 0.5 * K)
         else:
             for c in range(n_classes):
-                out[i, c] = p[c]
+                out[i, c] = (n * p[c] + 0.5) / (n + 0.5 * K)
         if learn[i]:
             _learn_leaf(cw[s, slot], gauss[s, slot], count[s, slot], x, int(ys[i]), K, mode,
-                        scratch)
+                        freq, nb)
             _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K, rule)
         if reset[i]:
             _clear(s, feat, leaf, size, cw, gauss, count)
