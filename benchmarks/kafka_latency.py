@@ -171,6 +171,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
             "--source", f"kafka://{bootstrap}/{topic_in}?client={client}",
             "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
+        if getattr(args, "batch_size", None) is not None:
+            command += ["--batch-size", str(args.batch_size)]
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     # librdkafka's default linger (5 ms): one produce request per record, at these rates,
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--keys", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="adaptd run --batch-size (default: the daemon's own)")
     args = parser.parse_args(argv)
     rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
     with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:

@@ -20,9 +20,9 @@ When statistics are taken (what leaks what):
 - targets: prediction and learning use statistics frozen per block of the stream (1, 2, 4, …,
   16 records, then every 16: :func:`chunks`; 16 rather than 64 because a level shift is then
   learned unclipped within 16 records: WaterFlow MSE 82 against 110 with 64), from the records *before* the block, so a
-  record's label never shapes its own prediction. Blocks rather than records because the
-  scale is then constant over the records of one kernel call: a scaled squared loss times
-  ``std_y²`` is the user's loss exactly, and the learner's totals convert block by block.
+  record's label never shapes its own prediction. Within a block the scale is constant, so a
+  scaled squared loss times ``std_y²`` is the user's loss exactly; the learner's totals convert
+  record by record (the kernel takes each record's factor; the waves run block by block).
   Both rules depend on the order of records only, never on how they were batched.
 
 >>> s = Standardizer(2)

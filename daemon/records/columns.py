@@ -168,30 +168,36 @@ def _plain_key(key: str) -> bool:
     return True
 
 
+def _optional(objs: list[dict[str, Any]], name: str, kind: type
+              ) -> tuple[list[Any], list[Any]] | None:
+    """The ``name`` column (None where absent or null) and its values present, or None when
+    one is anything but a ``kind`` (exactly: a bool is no int here)."""
+    column = list(map(dict.get, objs, repeat(name)))  # type: ignore[arg-type]
+    if not set(map(type, column)) <= {kind, type(None)}:
+        return None
+    return column, [v for v in column if v is not None]
+
+
 def _tasks(objs: list[dict[str, Any]]) -> list[int | None] | None:
     """The ``task`` column (None where absent or null), or None when a task is anything but a
     JSON integer in ``[0, MAX_TASK]`` (a float, a bool, a string, out of range: the
     per-record path decides those, as :func:`~adaptd.records.fields.record_task`)."""
-    tasks = list(map(dict.get, objs, repeat("task")))  # type: ignore[arg-type]
-    kinds = set(map(type, tasks))
-    if kinds <= {type(None)}:
-        return tasks
-    if not kinds <= {int, type(None)}:
+    taken = _optional(objs, "task", int)
+    if taken is None:
         return None
-    numbers = [t for t in tasks if t is not None]
-    return tasks if min(numbers) >= 0 and max(numbers) <= MAX_TASK else None
+    tasks, numbers = taken
+    return tasks if not numbers or (min(numbers) >= 0 and max(numbers) <= MAX_TASK) else None
 
 
 def _ids(objs: list[dict[str, Any]]) -> list[str | None] | None:
     """The ``id`` column (None where absent or null), or None when an id is not a plain
     string."""
-    ids = list(map(dict.get, objs, repeat("id")))  # type: ignore[arg-type]
-    kinds = set(map(type, ids))
-    if kinds <= {type(None)}:
-        return ids
-    if not kinds <= {str, type(None)}:
+    taken = _optional(objs, "id", str)
+    if taken is None:
         return None
-    texts = [i for i in ids if i is not None]
+    ids, texts = taken
+    if not texts:
+        return ids
     if max(map(len, texts)) > _MAX_PLAIN_ID_CHARS:
         return None
     try:
