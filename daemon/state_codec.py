@@ -181,8 +181,12 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     if (lengths == np.asarray(widths, dtype=lengths.dtype)).all():
         data = whole.tobytes()  # nothing to leave out (busy keys' buffers)
     else:
-        keep = np.concatenate([np.arange(w) < lengths[:, j:j + 1]
-                               for j, w in enumerate(widths)], axis=1)
+        keep = np.empty(whole.shape, dtype=bool)
+        columns = np.arange(max(widths), dtype=lengths.dtype)
+        start = 0
+        for j, w in enumerate(widths):
+            np.less(columns[:w], lengths[:, j:j + 1], out=keep[:, start:start + w])
+            start += w
         data = whole[keep].tobytes()
     ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist()
     length_rows = lengths.tobytes()
