@@ -157,8 +157,8 @@ class CheckpointStore:
             # partition callbacks (which load and checkpoint) from its own thread.
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            for pragma in schema.PRAGMAS:
+                db.execute(pragma)
             for statement in schema.TABLES:
                 db.execute(statement)
             schema.add_columns(db)

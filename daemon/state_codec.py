@@ -177,10 +177,17 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     # Every key's used bytes, key after key, in one boolean gather: a byte is kept when it
     # lies before its array's used length.
     widths = [raw.shape[1] for raw in raws]
-    keep = np.concatenate([np.arange(w) < lengths[:, j:j + 1]
-                           for j, w in enumerate(widths)], axis=1) if widths else \
-        np.zeros((n, 0), dtype=bool)
-    data = (np.concatenate(raws, axis=1)[keep] if widths else np.empty(0, np.uint8)).tobytes()
+    whole = np.concatenate(raws, axis=1) if widths else np.empty((n, 0), np.uint8)
+    if (lengths == np.asarray(widths, dtype=lengths.dtype)).all():
+        data = whole.tobytes()  # nothing to leave out (busy keys' buffers)
+    else:
+        keep = np.empty(whole.shape, dtype=bool)
+        columns = np.arange(max(widths), dtype=lengths.dtype)
+        start = 0
+        for j, w in enumerate(widths):
+            np.less(columns[:w], lengths[:, j:j + 1], out=keep[:, start:start + w])
+            start += w
+        data = whole[keep].tobytes()
     ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist()
     length_rows = lengths.tobytes()
     row_bytes = 4 * len(blocks)

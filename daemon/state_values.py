@@ -1,7 +1,7 @@
 """Checksummed values: every value of the state database, the changelog and the meta topic is a
-small header (magic, format version, payload length, BLAKE2b digest) followed by the pickled
-payload (zlib-compressed when mostly zeros), so a bit flip is told from a good value before
-anything is unpickled."""
+small header (magic, format version, flags, payload length, BLAKE2b digest) followed by the
+payload: pickled, or a byte string (a packed key state) as it is; zlib-compressed when mostly
+zeros. So a bit flip is told from a good value before anything is unpickled."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ _MAGIC = b"ADAPTDCK"
 #: magic, format version, flags, payload length in bytes, BLAKE2b-128 digest of the payload.
 _HEADER = struct.Struct("<8sHHQ16s")
 _COMPRESSED = 1
+#: The payload is a byte string stored as it is (a packed key state), not pickled.
+_RAW = 2
 
 
 class CheckpointError(StartError):
@@ -36,10 +38,12 @@ def encode(payload: Any) -> bytes:
     states are fixed-size buffers, nearly empty for a key with few records (compressed to a
     tenth or less), full of incompressible floats for a busy key (where zlib would double the
     cost of a checkpoint for a third off its size)."""
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    flags = 0
+    if type(payload) is bytes:
+        data, flags = payload, _RAW
+    else:
+        data, flags = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL), 0
     if data.count(0) * 2 > len(data):
-        data, flags = zlib.compress(data, 1), _COMPRESSED
+        data, flags = zlib.compress(data, 1), flags | _COMPRESSED
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, flags, len(data), _digest(data)) + data
 
 
@@ -57,7 +61,8 @@ def decode(blob: bytes, where: str) -> Any:
     """
     data, flags = check(blob, where)
     try:
-        return pickle.loads(zlib.decompress(data) if flags & _COMPRESSED else data)
+        data = zlib.decompress(data) if flags & _COMPRESSED else data
+        return bytes(data) if flags & _RAW else pickle.loads(data)
     except (zlib.error, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, UnicodeDecodeError) as exc:
         # A good checksum over a payload this code cannot rebuild (classes moved or renamed).

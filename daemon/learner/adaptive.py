@@ -34,11 +34,11 @@ import numpy as np
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
+from adaptd.learner import slots as key_slots
 from adaptd.learner.arena import (
     BASE_FIELDS,
     Arena,
     grow_arena,
-    reset_rows,
     row_state,
     set_row_state,
 )
@@ -48,7 +48,7 @@ from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
 from adaptd.learner.scaling import Standardizer, run_standardized
-from adaptd.learner.segments import close_segment, start_task
+from adaptd.learner.segments import close_segment
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
@@ -216,35 +216,8 @@ class AdaptiveLearner:
         return int(self._admit_many([key])[0])
 
     def _admit_many(self, keys: Sequence[str]) -> np.ndarray:
-        """Give each of ``keys`` (distinct, none holding a slot) a slot: its evicted state if
-        it has one, else a fresh task; the fresh ones are set up together. Returns the slots."""
-        if len(self._free) < len(keys):
-            # Doubling, but not far beyond max_keys: growing copies every row.
-            need = self._capacity + len(keys) - len(self._free)
-            cap = max(need, min(self._capacity * 2, self.config.max_keys + len(keys)))
-            self._grow(cap, self.arena)
-        slots = np.empty(len(keys), dtype=np.int64)
-        fresh = []
-        for i, key in enumerate(keys):
-            s = self._free.pop() * self._rows_per_key
-            slots[i] = s
-            self._slot_of[key] = s
-            self._key_of[s] = key
-            cold = self._cold.pop(key, None)
-            if cold is not None:
-                self._set_task_state(s, cold)
-            else:
-                fresh.append(s)
-        if fresh:
-            rows = np.array(fresh, dtype=np.int64)
-            # Every field at its fill first: a slot a key was evicted from keeps its rows.
-            reset_rows(self.arena, rows)
-            if self.regret.baseline:
-                reset_rows(self.arena, rows + 1, BASE_FIELDS)
-            start_task(self, rows)  # type: ignore[arg-type]  # broadcasts over the rows
-            if self.regret.baseline:
-                self._start_baseline(rows + 1)  # type: ignore[arg-type]
-        return slots
+        """Give each of ``keys`` a slot (:func:`adaptd.learner.slots.admit_many`)."""
+        return key_slots.admit_many(self, keys)
 
     def _start_baseline(self, b: int) -> None:
         """A fresh shadow baseline in row ``b``: the seeded init, plain AdaGrad's A₀ = eps."""
@@ -321,31 +294,7 @@ class AdaptiveLearner:
     # ------------------------------------------------------------------ eviction
 
     def _evict_lru(self, count: int) -> None:
-        live = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
-        seen = self.arena.last_seen[live]
-        oldest = live[np.argpartition(seen, count - 1)[:count]] if count < len(live) else live
-        oldest = oldest[np.argsort(self.arena.last_seen[oldest], kind="stable")]
-        clean = self._clean(oldest)
-        keys = [self._key_of[s] for s in oldest.tolist()]
-        from adaptd.learner.packing import packed_task_states  # it imports this module
-
-        # The changed ones packed together (one gather per field), as a checkpoint would.
-        changed = [k for k, saved in zip(keys, clean.tolist(), strict=True) if not saved]
-        packed = packed_task_states(self, changed) if changed else {}
-        for key, s, saved in zip(keys, oldest.tolist(), clean.tolist(), strict=True):
-            if saved:
-                self._dropped.append(key)
-            else:
-                self._cold[key] = packed[key] if packed is not None else self._task_state(s)
-            self._release(s)
-        self.totals.evicted += len(oldest)
-
-    def _clean(self, slots: np.ndarray) -> np.ndarray:
-        """Which of ``slots`` hold the state the last checkpoint wrote: unchanged since (every
-        change is a batch that sets ``last_seen``, after which the clock only moves on)."""
-        if self._saved_at is None or len(self.classes or ()) != self._saved_classes:
-            return np.zeros(len(slots), dtype=bool)
-        return self.arena.last_seen[slots] < self._saved_at
+        key_slots.evict_lru(self, count)
 
     def mark_saved(self) -> None:
         """Called once a checkpoint has written the state of every key that changed since the

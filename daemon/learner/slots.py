@@ -1,0 +1,83 @@
+"""Slots: keys taking arena rows and leaving them (:class:`adaptd.learner.adaptive.AdaptiveLearner`).
+
+A key takes a slot when its first record (or its first since it left) arrives: its evicted
+state if the learner still holds it, else a fresh task. Fresh keys of a batch are set up
+together, every field at its fill first, since a slot another key left keeps that key's rows.
+
+Beyond ``max_keys`` the least recently seen keys leave. A key unchanged since the last
+checkpoint (:meth:`~adaptd.learner.adaptive.AdaptiveLearner.mark_saved`) leaves without a copy:
+the store holds its state and reads it back when the key returns. A changed one is packed (all
+of them in one gather per field, as a checkpoint packs) and held until a checkpoint writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from adaptd.learner.arena import BASE_FIELDS, reset_rows
+from adaptd.learner.segments import start_task
+
+if TYPE_CHECKING:
+    from adaptd.learner.adaptive import AdaptiveLearner
+
+
+def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
+    """Give each of ``keys`` (distinct, none holding a slot) a slot; returns the slots."""
+    if len(lrn._free) < len(keys):
+        # Doubling, but not far beyond max_keys: growing copies every row.
+        need = lrn._capacity + len(keys) - len(lrn._free)
+        lrn._grow(max(need, min(lrn._capacity * 2, lrn.config.max_keys + len(keys))), lrn.arena)
+    slots = np.empty(len(keys), dtype=np.int64)
+    fresh = []
+    for i, key in enumerate(keys):
+        s = lrn._free.pop() * lrn._rows_per_key
+        slots[i] = s
+        lrn._slot_of[key] = s
+        lrn._key_of[s] = key
+        cold = lrn._cold.pop(key, None)
+        if cold is not None:
+            lrn._set_task_state(s, cold)
+        else:
+            fresh.append(s)
+    if fresh:
+        rows = np.array(fresh, dtype=np.int64)
+        reset_rows(lrn.arena, rows)
+        if lrn.regret.baseline:
+            reset_rows(lrn.arena, rows + 1, BASE_FIELDS)
+        start_task(lrn, rows)  # type: ignore[arg-type]  # broadcasts over the rows
+        if lrn.regret.baseline:
+            lrn._start_baseline(rows + 1)  # type: ignore[arg-type]
+    return slots
+
+
+def evict_lru(lrn: AdaptiveLearner, count: int) -> None:
+    """Let the ``count`` least recently seen keys go (see the module note)."""
+    live = np.fromiter(lrn._slot_of.values(), dtype=np.int64, count=len(lrn._slot_of))
+    seen = lrn.arena.last_seen[live]
+    oldest = live[np.argpartition(seen, count - 1)[:count]] if count < len(live) else live
+    oldest = oldest[np.argsort(lrn.arena.last_seen[oldest], kind="stable")]
+    clean = unchanged(lrn, oldest).tolist()
+    keys = [lrn._key_of[s] for s in oldest.tolist()]
+    from adaptd.learner.packing import packed_task_states  # it imports the learner
+
+    changed = [k for k, saved in zip(keys, clean, strict=True) if not saved]
+    packed = packed_task_states(lrn, changed) if changed else {}
+    for key, s, saved in zip(keys, oldest.tolist(), clean, strict=True):
+        if saved:
+            lrn._dropped.append(key)
+        else:
+            lrn._cold[key] = packed[key] if packed is not None else lrn._task_state(s)
+        lrn._release(s)
+    lrn.totals.evicted += len(oldest)
+
+
+def unchanged(lrn: AdaptiveLearner, slots: np.ndarray) -> np.ndarray:
+    """Which of ``slots`` hold the state the last checkpoint wrote: unchanged since (every
+    change is a batch that sets ``last_seen``, after which the clock only moves on; a new
+    class changes every key)."""
+    if lrn._saved_at is None or len(lrn.classes or ()) != lrn._saved_classes:
+        return np.zeros(len(slots), dtype=bool)
+    return lrn.arena.last_seen[slots] < lrn._saved_at
