@@ -24,7 +24,8 @@ The experts:
   (:mod:`adaptd.learner.neighbours`): the local, non-linear boundaries trees win on, at once;
 - ``tree``: a Hoeffding tree per key (:mod:`adaptd.learner.trees`): axis-aligned boundaries
   on a few of many features, where the vote weighs every feature alike (LUdata: 0.984 without
-  it, 0.994 with it). Classification only: a regression key holds its weight at 0;
+  it, 0.994 with it). Classification only: a regression key holds its weight at 0, and
+  :func:`task_experts` leaves it out of the weights shown;
 - ``prior``: the key's running label mean (regression) or Laplace's rule of succession for
   P(y = 1) (binary); multi-class: the class frequencies of the neighbours' window;
 - ``last``: the key's last label (regression), or for classification the last label with the
@@ -77,6 +78,14 @@ STATE_VERSION = 1
 CANDIDATES = ("linear", "mlp")
 EXPERTS = (*CANDIDATES, "knn", "tree", "prior", "last")
 TREE = EXPERTS.index("tree")
+
+
+def task_experts(task: TaskKind) -> tuple[str, ...]:
+    """The experts a task mixes (those ``adaptd_candidate_weight`` and the live page show):
+    all of :data:`EXPERTS` for classification; regression has no tree (its column of the
+    weights is held at 0)."""
+    return EXPERTS if task == "classification" else tuple(e for e in EXPERTS if e != "tree")
+
 #: The candidates' Page-Hinkley λ on raw log loss when unset (see :func:`_candidate_drift`).
 #: Measured, the default against λ = 50 (river's): SEA 0.921 / 0.918, LED 0.749 / 0.728,
 #: Agrawal 0.896 / 0.891, rotating hyperplane 0.937 / 0.934, every bench stream equal or better.
@@ -440,8 +449,10 @@ class HedgeLearner:
         # fsum is exactly rounded: the same keys in another order (restored from a
         # checkpoint) give the same figures.
         mean = [math.fsum(col) / len(live) for col in live.T.tolist()] if len(live) else \
-            [1.0 / len(EXPERTS)] * len(EXPERTS)
-        s.candidate_weights = dict(zip(EXPERTS, mean, strict=True))
+            self._start.tolist()
+        names = task_experts(self.task)
+        s.candidate_weights = {name: w for name, w in zip(EXPERTS, mean, strict=True)
+                               if name in names}
         return s
 
 

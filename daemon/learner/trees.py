@@ -30,7 +30,7 @@ left child, leaf slot) and, per leaf slot, class weights, per class and feature 
 weight, mean, M2, smallest and largest value, and the leaf's counts of right answers and
 weight at its last split attempt. At most :data:`LEAVES` leaves a key (so ``5·L·K·d`` floats:
 118 KB with 46 features, 2 classes); a full tree stops growing and its leaves keep learning.
-All keys' leaf statistics together hold at most :data:`FLOAT_BUDGET` floats (128 MiB): beyond
+All keys' leaf statistics together hold at most :data:`FLOAT_BUDGET` floats (32 MiB): beyond
 that (many keys, many classes or features) every key's tree may grow fewer leaves, at least
 :data:`MIN_LEAVES`, as the neighbours' windows shrink beyond 256 keys.
 """
@@ -50,7 +50,7 @@ LEAVES = 32
 #: Floats of leaf statistics kept over all keys (``rows · leaves · 5·K·d``): beyond it every
 #: key's tree may grow fewer leaves (no fewer than :data:`MIN_LEAVES`), so memory stays
 #: bounded with many keys.
-FLOAT_BUDGET = 1 << 24
+FLOAT_BUDGET = 1 << 22
 MIN_LEAVES = 4
 GRACE = 50.0
 DELTA = 1e-7

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adaptd.learner.ensemble import EXPERTS
+from adaptd.learner.ensemble import task_experts
 from tests.deploy.conftest import REPO, require_tool, start_daemon, stop_daemon, stream_records
 
 CHROMIUM_FLAGS = (
@@ -38,6 +38,8 @@ WIDTH, HEIGHT = 1400, 900
 #: The stream the page watches: four keys, a task switch every ~100 records per key, so the
 #: first segments close (and the hindsight regret starts) within the first seconds.
 STREAM_URI = "synthetic:sinusoid?seed=5&n=60000&keys=4&hazard=0.01"
+#: The lines of the weights chart: the experts of a regression task (no tree).
+EXPERTS = task_experts("regression")
 RECORDS_PER_S = 400
 DOCS_SCREENSHOT = os.environ.get("ADAPTD_DOCS_SCREENSHOT") == "1"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptd.learner.ensemble import EXPERTS
+from adaptd.learner.ensemble import task_experts
 from tests.deploy.conftest import DEPLOY, RULES_DIR, RunningDaemon, require_tool
 from tests.helpers import free_port, http_get, wait_for
 
@@ -132,11 +132,12 @@ def test_prometheus_has_each_candidate_s_weight(
 ) -> None:
     """--model auto (the daemon's default): adaptd_candidate_weight{candidate} per expert,
     the Hedge weights averaged over live keys, so together they are one."""
-    wait_for(lambda: len(prometheus.query("adaptd_candidate_weight")) == len(EXPERTS),
+    experts = task_experts("regression")  # the driving stream's task: no tree
+    wait_for(lambda: len(prometheus.query("adaptd_candidate_weight")) == len(experts),
              timeout_s=60, what="adaptd_candidate_weight for every candidate")
     weights = {s["metric"]["candidate"]: float(s["value"][1])
                for s in prometheus.query("adaptd_candidate_weight")}
-    assert set(weights) == set(EXPERTS) == {"linear", "mlp", "knn", "tree", "prior", "last"}
+    assert set(weights) == set(experts) == {"linear", "mlp", "knn", "prior", "last"}
     assert all(0 <= w <= 1 for w in weights.values()), weights
     assert abs(sum(weights.values()) - 1) < 1e-6, weights
     [total] = prometheus.query("sum(adaptd_candidate_weight)")

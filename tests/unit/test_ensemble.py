@@ -12,7 +12,7 @@ import numpy as np
 
 from adaptd.config import load_settings
 from adaptd.learner import build_learner
-from adaptd.learner.ensemble import EXPERTS, HedgeLearner
+from adaptd.learner.ensemble import HedgeLearner, task_experts
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
 from adaptd.settings import RegretConfig
@@ -44,7 +44,7 @@ def test_weights_move_to_the_better_expert() -> None:
     for lo in range(0, len(records), 256):
         learner.process_many(records[lo : lo + 256])
     weights = _weights(learner)
-    assert set(weights) == set(EXPERTS)
+    assert set(weights) == set(task_experts("regression"))
     assert weights["last"] > 0.9, weights
     # The mixture is about as good as its best expert (Hedge's regret bound), far better
     # than the linear candidate alone.
