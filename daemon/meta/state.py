@@ -22,7 +22,7 @@ meta-state itself, and the copy inside checkpoints (:meth:`MetaState.to_dict`), 
 >>> s = MetaState.initial(np.zeros(2), lr=0.1, eps=1e-6, c=1.0, model={"model": "linear"})
 >>> s.update(MetaConfig(), theta_end=np.array([1.0, -1.0]), grad_sq_sum=np.ones(2))
 >>> s.theta0.tolist(), s.tasks
-([0.1, -0.1], 1)
+([0.3, -0.3], 1)
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ are switched off: nobody reads them here.
 
 >>> from adaptd.records import Record
 >>> recs = [Record(x=(float(i % 7),), y=2.0 * (i % 7) + (i // 50), task=i // 50) for i in range(200)]
->>> state = meta_train(recs, model="linear", task="regression")
+>>> state = meta_train(recs, model="linear", task="regression")  # 2 passes: 4 tasks each
 >>> state.tasks
-4
+8
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_baseline_is_adagrad_never_reset():
     rng = np.random.default_rng(2)
     recs = [Record(x=(float(x),), y=float(3 * x if i < 150 else -3 * x), task=int(i >= 150))
             for i, x in enumerate(rng.normal(size=300))]
-    for window in (1, 10):  # textbook AdaGrad (default), or the engine's window
+    for window in (1, LearnerConfig().window):  # textbook AdaGrad (default), or the engine's
         learner = AdaptiveLearner("linear", "regression", config=RAW, drift=DriftConfig(detector="oracle"),
                                   regret=RegretConfig(baseline_window=window))
         learner.process_many(recs)
