@@ -14,9 +14,11 @@ crash) is cut off when the sink opens, so the file stays one record per line.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,7 +201,10 @@ class JsonlSink(Sink):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Read too: a partial last line left by a crash is looked for, and cut.
             self._file: io.BufferedRandom | None = open(path, "a+b")  # noqa: SIM115
-            cut = cut_partial_line(self._file)
+            # A device or pipe (``/dev/null``, ``/dev/stdout``, a FIFO) has no last line to
+            # cut and no blocks to sync: fsync on it fails (EINVAL) although every write landed.
+            self._regular = stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
+            cut = cut_partial_line(self._file) if self._regular else 0
         except OSError as exc:
             raise ConfigError(f"jsonl sink {options.path!r}: cannot open for append: {exc}") from None
         if cut:
@@ -239,6 +244,8 @@ class JsonlSink(Sink):
             return  # close() flushed everything
         try:
             self._file.flush()
+            if not self._regular:
+                return
             os.fsync(self._file.fileno())
             if self._sync_directory:
                 directory = os.open(self._path.parent, os.O_RDONLY)
@@ -257,7 +264,10 @@ class JsonlSink(Sink):
         try:
             self.flush()
         finally:
-            self._file.close()
+            # After a failed flush, close() tries the same write again and raises the same
+            # error; the file is closed all the same and flush() has reported it.
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
 
 

@@ -36,7 +36,7 @@ from adaptd import batch_path, identity
 from adaptd.batch_path import Polled
 from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import EncodedBatch, RecordRun, Sink, Source, SourceRecord
-from adaptd.errors import RecordError, SinkError, StateLostError
+from adaptd.errors import AdaptdError, RecordError, SinkError, StateLostError
 from adaptd.faults import Faults
 from adaptd.isolation import learn_isolating
 from adaptd.learner import Learner, LearnerSummary, Outcomes
@@ -154,6 +154,8 @@ class Runner:
         self.state_dir = store.state_dir
         # Why the last checkpoint failed when the state dir refused it (None: it did not).
         self._state_error: Exception | None = None
+        #: Why the last checkpoint could not flush a sink (None: it could).
+        self._sink_error: SinkError | None = None
         # Set once checkpoints are given up on: no final checkpoint is attempted then.
         self._state_lost = False
         # True once the state dir's identity holds the feature layout (or it has no identity).
@@ -210,9 +212,12 @@ class Runner:
             finally:
                 self._opened = False
                 self._close()
+        # Reached only when nothing else is propagating: exit 0 would claim a kept state.
         if not final_ok and self._state_error is not None:
-            # Reached only when nothing else is propagating: exit 0 would claim a kept state.
             raise StateLostError(self._lost_message("the final checkpoint failed"))
+        if not final_ok and self._sink_error is not None:
+            raise SinkError(f"the final checkpoint failed: {self._sink_error}; positions since "
+                            "the previous checkpoint are not committed: a restart replays them")
         return self.summary
 
     def open(self) -> None:
@@ -235,6 +240,8 @@ class Runner:
         for part in (self.source, *self.sinks, self.partitions):
             try:
                 part.close()
+            except (AdaptdError, OSError) as exc:  # a fault the run already reported or will
+                log.error("closing %s failed: %s", type(part).__name__, exc)
             except Exception:  # closing must not hide the error that got us here
                 log.exception("closing %s failed", type(part).__name__)
 
@@ -378,11 +385,12 @@ class Runner:
         """Flush sinks → write state and positions → commit positions → evict idle keys.
         Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
         started = self.clock()
-        self._state_error = None
+        self._state_error = self._sink_error = None
         try:
             for sink in self.sinks:
                 sink.flush()
         except SinkError as exc:
+            self._sink_error = exc
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: %s", exc)
             return False

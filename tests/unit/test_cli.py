@@ -53,6 +53,18 @@ def test_jsonl_with_malformed_lines(tmp_path: Path) -> None:
     assert "55 records" in result.stderr.decode() and "5 rejected" in result.stderr.decode()
 
 
+def test_a_sink_on_dev_null_takes_every_checkpoint(tmp_path: Path) -> None:
+    # A device has no blocks to fsync (it fails with EINVAL): before, every checkpoint's flush
+    # failed there and the run ended without a checkpoint.
+    result = adaptd("run", "--source", "synthetic:sinusoid?seed=1&n=3000", "--sink", "jsonl:/dev/null",
+                    "--state-dir", str(tmp_path / "state"), "--metrics-port", "0",
+                    "--set", "checkpoint_every_records=1000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    restored = CheckpointStore(tmp_path / "state").load()
+    # Three on the way (every 1,000 records) and the final one.
+    assert restored.checkpoint >= 4 and restored.partitions[0].position == 3000, restored
+
+
 def test_connectors_lists_the_builtins(tmp_path: Path) -> None:
     result = adaptd("connectors", cwd=tmp_path)
     assert result.returncode == 0

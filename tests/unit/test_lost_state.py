@@ -135,6 +135,24 @@ def test_a_final_checkpoint_that_fails_is_not_a_clean_exit(tmp_path: Path) -> No
     assert runner.summary.records == len(LINES)
 
 
+def test_a_sink_that_cannot_flush_at_the_end_is_not_a_clean_exit(tmp_path: Path) -> None:
+    # Twenty predictions stay in the sink's buffer until the final checkpoint flushes them, onto
+    # a full disk: the run used to print "done" (exit 0) after a traceback from closing the sink.
+    (tmp_path / "in.jsonl").write_text("\n".join(LINES[:20]) + "\n")
+    with tmpfs(tmp_path / "mnt", "size=64k") as mnt:
+        (mnt / "out.jsonl").touch()
+        fill(mnt)
+        result = adaptd("run", "--source", "jsonl:in.jsonl", "--sink", "jsonl:mnt/out.jsonl",
+                        "--state-dir", "state", "--metrics-port", "off", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert error_lines(result)[-1] == (
+        "adaptd run: stopped: the final checkpoint failed: jsonl sink 'mnt/out.jsonl': flush "
+        "failed: [Errno 28] No space left on device; positions since the previous checkpoint "
+        "are not committed: a restart replays them")
+    assert CheckpointStore(tmp_path / "state").load().partitions == {}
+
+
 def test_not_ready_while_the_state_dir_refuses_checkpoints(tmp_path: Path) -> None:
     """/readyz reads Runner.ready: false from a refused checkpoint until one is written."""
     with tmpfs(tmp_path / "mnt", "size=256k") as mnt:
