@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
 
 
-def start_task(lrn: AdaptiveLearner, s: int) -> None:
-    """Reset slot ``s`` to a new task at θ0 with A = G/c (its baseline row is untouched)."""
+def start_task(lrn: AdaptiveLearner, s: int | np.ndarray) -> None:
+    """Reset slot ``s`` (or the slots ``s``) to a new task at θ0 with A = G/c (its baseline
+    row is untouched)."""
     a, meta = lrn.arena, lrn.meta
     assert meta is not None
     a.theta[s] = meta.theta0
@@ -38,7 +39,7 @@ def start_task(lrn: AdaptiveLearner, s: int) -> None:
     a.gsq[s] = 0.0
     a.u_prev[s] = 0.0
     a.recov[s] = -1
-    lrn.bank.reset(np.array([s]))
+    lrn.bank.reset(np.atleast_1d(s))
 
 
 def close_segment(lrn: AdaptiveLearner, s: int) -> None:

@@ -47,7 +47,7 @@ def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
         reset_rows(lrn.arena, rows)
         if lrn.regret.baseline:
             reset_rows(lrn.arena, rows + 1, BASE_FIELDS)
-        start_task(lrn, rows)  # type: ignore[arg-type]  # broadcasts over the rows
+        start_task(lrn, rows)
         if lrn.regret.baseline:
             lrn._start_baseline(rows + 1)  # type: ignore[arg-type]
     return slots
