@@ -362,6 +362,12 @@ class HedgeLearner:
         return self._merge_keys({name: c.evict_idle(now) for name, c in self.candidates.items()},
                                 evicted=True)
 
+    @property
+    def evictions_waiting(self) -> int:
+        """Keys let go of whose state waits in memory for a checkpoint to write it (the
+        runner does not defer a checkpoint then); every candidate holds the same keys."""
+        return self.main.evictions_waiting
+
     def take_evicted(self) -> dict[str, Any]:
         merged = self._merge_keys(
             {name: c.take_evicted() for name, c in self.candidates.items()}, evicted=True)

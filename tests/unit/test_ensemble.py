@@ -221,3 +221,16 @@ def test_adaptd_run_default_on_string_labels(tmp_path: Path) -> None:
     assert [int(p["id"]) for p in out] == list(range(600, 800))
     hits = [p["y_pred"] == r.y for p, r in zip(out[:50], records[600:650], strict=True)]
     assert np.mean(hits) > 0.85
+
+
+def test_keys_evicted_over_the_cap_wait_for_a_checkpoint_and_say_so() -> None:
+    # The runner does not defer a checkpoint while evicted keys wait in memory for it
+    # (checkpoint.max_time_share): the mixture must report them as its candidates do.
+    from adaptd.settings import LearnerConfig
+
+    learner = HedgeLearner("regression", config=LearnerConfig(max_keys=2))
+    learner.process_many(_persistent(3, 60, keys=3))
+    assert len(learner.keys()) == 2
+    assert learner.evictions_waiting == learner.main.evictions_waiting == 1
+    assert sorted(learner.take_evicted()) == ["k0"]
+    assert learner.evictions_waiting == 0
