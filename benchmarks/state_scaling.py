@@ -168,10 +168,11 @@ def replicas(tmp: Path, args: argparse.Namespace) -> None:
 
     from adaptd.broker import EmbeddedBroker
     from adaptd.connectors.kafka import ensure_topic, sink_options
-    from benchmarks.kafka_throughput import produce_input
+    from benchmarks.kafka_throughput import input_records, produce_input
 
     source = tmp / "replicas.jsonl"
     write_records(source, args.replica_records, args.replica_keys, seed=1)
+    records = input_records(f"jsonl:{source}")
     counts = [int(c) for c in args.replicas.split(",")]
     print(f"## Replicas of one group: {args.replica_records:,} records over "
           f"{args.replica_keys} keys, {args.partitions} partitions, embedded Tansu broker, "
@@ -181,7 +182,7 @@ def replicas(tmp: Path, args: argparse.Namespace) -> None:
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         for count in counts:
             topic = f"scale-{uuid.uuid4().hex[:8]}"
-            produce_input(broker.bootstrap, topic, f"jsonl:{source}", args.partitions)
+            produce_input(broker.bootstrap, topic, records, args.partitions)
             out = f"{topic}-out"
             # Made before the checker subscribes: librdkafka would otherwise see it only at
             # its next metadata refresh, minutes later.
