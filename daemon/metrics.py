@@ -97,7 +97,8 @@ class Metrics:
             "the group's other replicas).", registry=registry)
         self.concept_reuses = Counter(
             "adaptd_concept_reuses_total",
-            "Drift resets that started from a stored task state instead of θ0.",
+            "Drift resets that started from a stored task state instead of θ0 (--model auto: "
+            "summed over its linear and MLP candidates, each of which resets on its own).",
             registry=registry)
         self.candidate_weight = Gauge(
             "adaptd_candidate_weight",
