@@ -171,7 +171,7 @@ class Runner:
         self._consistent = True
         self._since_checkpoint = 0
         self._last_checkpoint_at = 0.0
-        # No checkpoint due by count or time before this clock reading (checkpoint_max_share).
+        # No checkpoint due by count alone before this clock reading (checkpoint_max_share).
         self._paused_until = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -375,6 +375,9 @@ class Settings:
     #: (the file path at 1024: about 0.7 ms of per-batch work a batch, paid 4× less often).
     batch_size: int = 1024
     poll_timeout_s: float = 0.2
+    #: A checkpoint is due after this many records, unless the last one took more than its
+    #: share of the time (``[checkpoint] max_time_share``): then it waits, at most until
+    #: ``checkpoint_interval_s`` after the last one.
     checkpoint_every_records: int = 10_000
     checkpoint_interval_s: float = 30.0
     learner: LearnerConfig = field(default_factory=LearnerConfig)
