@@ -69,12 +69,13 @@ def write_records(path: Path, n: int, d: int, seed: int, keys: int = 1) -> None:
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one whole process."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one whole process (environment: ``env``, else
+    :data:`ENV`)."""
     before = os.times()
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=ENV)
+                   env=ENV if env is None else env)
     wall_s = time.perf_counter() - started
     after = os.times()
     return wall_s, (after.children_user - before.children_user

@@ -29,13 +29,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.file_throughput import RIVER_LOOP, write_records
+from benchmarks.file_throughput import RIVER_LOOP, timed, write_records
 
 SOFTMAX_LOOP = '''
 import sys, orjson
@@ -66,24 +65,6 @@ def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: i
             y = np.argmax(X @ W + rng.normal(size=(len(X), classes)), axis=1)
             fh.writelines(orjson.dumps({"x": row, "y": int(label)}) + b"\n"
                           for row, label in zip(X.tolist(), y.tolist(), strict=True))
-
-
-#: CPU seconds (user + system) of the last :func:`timed` process: on a shared machine a
-#: process's wall time moves with other sessions' load, its CPU time much less.
-CPU: list[float] = []
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    """Wall seconds of one whole process (its CPU seconds appended to :data:`CPU`)."""
-    before = os.times()
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env)
-    wall_s = time.perf_counter() - started
-    after = os.times()
-    CPU.append(after.children_user - before.children_user
-               + after.children_system - before.children_system)
-    return wall_s
 
 
 def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
@@ -152,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         loop = work / "loop.py"
         loop.write_text(SOFTMAX_LOOP if args.multiclass else RIVER_LOOP)
         def adaptd_run(src: Path, run: int, binary: str = adaptd,
-                       settings: dict[str, str] = env) -> float:
+                       settings: dict[str, str] = env) -> tuple[float, float]:
             shutil.rmtree(work / "state", ignore_errors=True)
             return timed([
                 binary, "run", "--source", f"jsonl:{src}", "--sink",
@@ -173,9 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {name: [], "river loop": []}
         cpus: dict[str, list[float]] = {}
 
-        def record(label: str, wall_s: float) -> None:
-            times.setdefault(label, []).append(wall_s)
-            cpus.setdefault(label, []).append(CPU[-1])
+        def record(label: str, wall_and_cpu_s: tuple[float, float]) -> None:
+            times.setdefault(label, []).append(wall_and_cpu_s[0])
+            cpus.setdefault(label, []).append(wall_and_cpu_s[1])
 
         for run in range(args.runs):
             record(name, adaptd_run(source, run))
@@ -184,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, settings in variants.items():
                 record(label, adaptd_run(source, run, settings=settings))
             record("river loop", timed([sys.executable, str(loop), str(source),
-                                        str(work / "river.jsonl")]))
+                                        str(work / "river.jsonl")], dict(os.environ)))
     medians = {name: statistics.median(values) for name, values in times.items()}
     cpu = {name: statistics.median(values) for name, values in cpus.items()}
     shape = "20 features, 10 classes" if args.multiclass else f"{args.features} features"
