@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,12 +169,7 @@ class HedgeLearner:
             self._W[s] = self._past[s] = self._start
             self._rows[s] = 0.0
             self._rows[s, LAST] = np.nan
-            if self.knn is not None:
-                self.knn.grow(len(self._W))
-                self.knn.clear(s)
-            if self.tree is not None:
-                self.tree.grow(len(self._W))
-                self.tree.clear(s)
+            self._clear_rows([s])
         if state is not None:
             w = self._saved_weights(state["w"])
             if w is not None:
@@ -202,15 +197,19 @@ class HedgeLearner:
         is known; false if it differs."""
         if self.knn is None:
             self.knn = Neighbours(n_features)
-            self.knn.grow(len(self._W))
-            for s in self._slot.values():
-                self.knn.clear(s)
             if self.task == "classification":  # a regression key's tree weighs nothing
                 self.tree = Trees(n_features)
-                self.tree.grow(len(self._W))
-                for s in self._slot.values():
-                    self.tree.clear(s)
+            self._clear_rows(self._slot.values())
         return self.knn.d == n_features
+
+    def _clear_rows(self, slots: Iterable[int]) -> None:
+        """The neighbours' and trees' rows (those made yet) sized to the weights' and cleared
+        at ``slots``, as new keys'."""
+        for rows in (self.knn, self.tree):
+            if rows is not None:
+                rows.grow(len(self._W))
+                for s in slots:
+                    rows.clear(s)
 
     def _key_state(self, key: str) -> dict[str, Any] | None:
         s = self._slot.get(key)
