@@ -6,10 +6,11 @@ costs about a microsecond. The why of each rule (η, the loss units, fixed share
 experts) is in :mod:`adaptd.learner.ensemble`.
 
 Per key, one row of ``W`` (the experts' weights), of ``past`` (the mean of its past posteriors)
-and of ``rows``: the label count, the
-label mean, the last label, and (classification) the count of consecutive label pairs and of
-repeats among them. ``labels`` = ``(count, mean, m2)`` of every label (regression: the unit
-of the charged loss, Welford's update).
+and of ``rows``: the label count, the label mean, the last label, and (classification) the
+count of consecutive label pairs and of repeats among them; regression also has the
+exponentiated-gradient weights ``G`` with their own past posteriors, and ``top``, the weights
+of its three mixtures; the stream's Hedge row ``S`` is every key's (:func:`hedge_regression`). ``labels`` = ``(count, mean, m2)`` of every
+label (regression: the unit of the charged loss, Welford's update).
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ def _log_loss(p: float, y: float, p_clip: float) -> float:
 
 
 @njit()
+def _reweigh(W: np.ndarray, s: int, charged: np.ndarray, eta: float) -> float:
+    """Key row ``s`` of ``W`` after the loss update ``w_j ← w_j e^(−η ℓ_j)``; returns the new
+    total (not yet normalized)."""
+    total = 0.0
+    for j in range(W.shape[1]):
+        W[s, j] *= np.exp(-eta * charged[j])
+        total += W[s, j]
+    return total
+
+
+@njit()
 def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: float,
            share: float, seen: float, to_past: float) -> None:
     """Key row ``s``: the loss update ``w_j ∝ w_j e^(−η ℓ_j)``, then a share of the weight
@@ -70,10 +82,7 @@ def _learn(W: np.ndarray, past: np.ndarray, s: int, charged: np.ndarray, eta: fl
     of experts, paying for a return to a once-good expert far less than for a new one);
     0 is fixed share. A vanished total (every weight underflowed) starts over."""
     E = W.shape[1]
-    total = 0.0
-    for j in range(E):
-        W[s, j] *= np.exp(-eta * charged[j])
-        total += W[s, j]
+    total = _reweigh(W, s, charged, eta)
     if not (total > 0.0 and np.isfinite(total)):
         for j in range(E):
             W[s, j] = 1.0 / E
@@ -99,21 +108,22 @@ def _count_label(rows: np.ndarray, s: int, y: float) -> None:
 
 @njit()
 def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.ndarray,
-                W: np.ndarray, past: np.ndarray, rows: np.ndarray, labels: np.ndarray,
-                classification: bool, eta: float, share: float, to_past: float, cap: float,
-                p_clip: float, y_pred: np.ndarray, loss: np.ndarray) -> None:
-    """Mix, then learn, record by record. ``cand`` ``(n, C)``: the candidates' predictions;
-    ``skip``: labelled records the candidates skipped (non-finite values), not charged.
-    Writes ``y_pred`` and ``loss`` (left as they are where a record is not charged)."""
+                W: np.ndarray, past: np.ndarray, rows: np.ndarray, eta: float, share: float,
+                to_past: float, p_clip: float, y_pred: np.ndarray, loss: np.ndarray) -> None:
+    """Binary classification: mix P(class 1), then learn on log loss, record by record.
+    ``cand`` ``(n, C)``: the candidates' predictions; ``skip``: labelled records the candidates
+    skipped (non-finite values), not charged. Writes ``y_pred`` and ``loss`` (left as they
+    are where a record is not charged)."""
     n, n_cand = cand.shape
     E = W.shape[1]
     preds = np.empty(E)
     charged = np.empty(E)
+    unused = np.zeros(3)  # every label's moments: regression's
     for i in range(n):
         s = slots[i]
         for j in range(n_cand):
             preds[j] = cand[i, j]
-        _simple(rows, s, labels, classification, preds, n_cand)
+        _simple(rows, s, unused, True, preds, n_cand)
         mix = 0.0
         for j in range(E):
             mix += W[s, j] * preds[j]
@@ -121,23 +131,92 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
         y = ys[i]
         if np.isnan(y) or skip[i]:
             continue
-        if classification:
-            for j in range(E):
-                charged[j] = _log_loss(preds[j], y, p_clip)
-            loss[i] = _log_loss(mix, y, p_clip)
-        else:
-            var = _unit(labels, y)
-            for j in range(E):
-                charged[j] = min((preds[j] - y) ** 2 / var, cap)
-            loss[i] = (mix - y) ** 2
+        for j in range(E):
+            charged[j] = _log_loss(preds[j], y, p_clip)
+        loss[i] = _log_loss(mix, y, p_clip)
         _learn(W, past, s, charged, eta, share, rows[s, COUNT], to_past)
         _count_label(rows, s, y)
         rows[s, MEAN] += (y - rows[s, MEAN]) / rows[s, COUNT]
-        if not classification:
-            labels[0] += 1.0
-            delta = y - labels[1]
-            labels[1] += delta / labels[0]
-            labels[2] += delta * (y - labels[1])
+
+
+@njit()
+def hedge_regression(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.ndarray,
+                     W: np.ndarray, past: np.ndarray, G: np.ndarray, g_past: np.ndarray,
+                     S: np.ndarray, s_past: np.ndarray, top: np.ndarray, rows: np.ndarray, labels: np.ndarray, eta: float,
+                     eta_eg: float, eta_top: float, share: float, to_past: float, cap: float,
+                     y_pred: np.ndarray, loss: np.ndarray) -> None:
+    """Regression, record by record: three mixtures of the same experts, and a mixture of them.
+
+    - ``W``: Hedge on each expert's own squared loss, which follows the key's best expert (of
+      the moment: mixing past posteriors).
+    - ``S`` (one row, every key's): the same Hedge on every key's losses: which expert suits
+      the stream, learnt from all its keys at once, where a key's own Hedge pays its regret
+      ``ln N / η`` once per key (sp500, ten keys whose best forecast is their running mean).
+    - ``G``: exponentiated gradient on the gradient of the mixture's own squared loss in its
+      weights, ``2 (ŷ − y) p_j`` (Kivinen & Warmuth 1997, "Exponentiated gradient versus
+      gradient descent for linear predictors", Inf. Comput. 132: regret to the best *convex
+      combination* of the experts, which can beat every one of them when their errors
+      differ).
+    - ``top`` (three weights per key): Hedge over the three mixtures' predictions. The squared
+      loss of a bounded prediction is exp-concave, so a weighted average of forecasters this
+      way is within a constant ``ln 3 / η`` of the best of them (Kivinen & Warmuth 1999,
+      "Averaging expert predictions", EuroCOLT; Cesa-Bianchi & Lugosi 2006, §3.3), and below
+      every one when they err differently.
+
+    Losses are in units of the label variance (:func:`_unit`), capped at ``cap``; the EG
+    gradients are charged from the least of them (which leaves the normalized update as it
+    is) and capped at ``cap`` too. ``W`` and ``G`` both mix their share back as
+    :func:`_learn` says, ``G`` to its own past posteriors. Writes ``y_pred`` and ``loss``."""
+    n, n_cand = cand.shape
+    E = W.shape[1]
+    preds = np.empty(E)
+    charged = np.empty(E)
+    three = np.empty(3)
+    for i in range(n):
+        s = slots[i]
+        for j in range(n_cand):
+            preds[j] = cand[i, j]
+        _simple(rows, s, labels, False, preds, n_cand)
+        h = 0.0
+        g = 0.0
+        st = 0.0
+        for j in range(E):
+            h += W[s, j] * preds[j]
+            g += G[s, j] * preds[j]
+            st += S[0, j] * preds[j]
+        mix = top[s, 0] * h + top[s, 1] * g + top[s, 2] * st
+        y_pred[i] = mix
+        y = ys[i]
+        if np.isnan(y) or skip[i]:
+            continue
+        var = _unit(labels, y)
+        loss[i] = (mix - y) ** 2
+        seen = rows[s, COUNT]
+        for j in range(E):
+            charged[j] = min((preds[j] - y) ** 2 / var, cap)
+        _learn(W, past, s, charged, eta, share, seen, to_past)
+        _learn(S, s_past, 0, charged, eta, share, labels[0], to_past)
+        grad = 2.0 * (g - y) / var
+        low = np.inf  # the gradients are charged from the least of the weighted experts'
+        for j in range(E):
+            charged[j] = grad * preds[j]
+            if G[s, j] > 0.0:
+                low = min(low, charged[j])
+        for j in range(E):
+            charged[j] = min(max(charged[j] - low, 0.0), cap)
+        _learn(G, g_past, s, charged, eta_eg, share, seen, to_past)
+        three[0] = min((h - y) ** 2 / var, cap)
+        three[1] = min((g - y) ** 2 / var, cap)
+        three[2] = min((st - y) ** 2 / var, cap)
+        total = _reweigh(top, s, three, eta_top)
+        for j in range(3):
+            top[s, j] = top[s, j] / total if total > 0.0 and np.isfinite(total) else 1.0 / 3
+        _count_label(rows, s, y)
+        rows[s, MEAN] += (y - rows[s, MEAN]) / rows[s, COUNT]
+        labels[0] += 1.0
+        delta = y - labels[1]
+        labels[1] += delta / labels[0]
+        labels[2] += delta * (y - labels[1])
 
 
 @njit()
