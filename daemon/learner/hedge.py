@@ -42,6 +42,17 @@ def _simple(rows: np.ndarray, s: int, labels: np.ndarray, classification: bool,
 
 
 @njit()
+def _predictions(cand: np.ndarray, i: int, rows: np.ndarray, s: int, labels: np.ndarray,
+                 classification: bool, preds: np.ndarray) -> None:
+    """Every expert's prediction of record ``i`` (key row ``s``) into ``preds``: the
+    candidates' from ``cand``, then the simple experts'."""
+    n_cand = cand.shape[1]
+    for j in range(n_cand):
+        preds[j] = cand[i, j]
+    _simple(rows, s, labels, classification, preds, n_cand)
+
+
+@njit()
 def _unit(labels: np.ndarray, y: float) -> float:
     """The label variance the squared loss is measured in (``y²`` floored at 1 before two
     labels; a zero deviation counts as 1, as in :class:`~adaptd.learner.scaling.RunningMoments`)."""
@@ -114,16 +125,14 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
     ``cand`` ``(n, C)``: the candidates' predictions; ``skip``: labelled records the candidates
     skipped (non-finite values), not charged. Writes ``y_pred`` and ``loss`` (left as they
     are where a record is not charged)."""
-    n, n_cand = cand.shape
+    n = cand.shape[0]
     E = W.shape[1]
     preds = np.empty(E)
     charged = np.empty(E)
     unused = np.zeros(3)  # every label's moments: regression's
     for i in range(n):
         s = slots[i]
-        for j in range(n_cand):
-            preds[j] = cand[i, j]
-        _simple(rows, s, unused, True, preds, n_cand)
+        _predictions(cand, i, rows, s, unused, True, preds)
         mix = 0.0
         for j in range(E):
             mix += W[s, j] * preds[j]
@@ -167,16 +176,14 @@ def hedge_regression(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: 
     gradients are charged from the least of them (which leaves the normalized update as it
     is) and capped at ``cap`` too. ``W`` and ``G`` both mix their share back as
     :func:`_learn` says, ``G`` to its own past posteriors. Writes ``y_pred`` and ``loss``."""
-    n, n_cand = cand.shape
+    n = cand.shape[0]
     E = W.shape[1]
     preds = np.empty(E)
     charged = np.empty(E)
     three = np.empty(3)
     for i in range(n):
         s = slots[i]
-        for j in range(n_cand):
-            preds[j] = cand[i, j]
-        _simple(rows, s, labels, False, preds, n_cand)
+        _predictions(cand, i, rows, s, labels, False, preds)
         h = 0.0
         g = 0.0
         st = 0.0
