@@ -1,22 +1,22 @@
-"""A compiled online random forest per key: the trees of :mod:`adaptd.learner.trees`, bagged.
+"""A compiled online forest per key from :mod:`adaptd.learner.trees`'s trees: a study, not wired in.
 
-Adaptive random forest (Gomes et al. 2017, "Adaptive random forests for evolving data stream
-classification", Machine Learning 106): each of :data:`TREES` Hoeffding trees learns every
-record with a weight drawn from Poisson(λ = 6) (Oza & Russell 2001, "Online bagging and
-boosting", AISTATS; λ = 6 as ARF's, more resampling than bagging's λ = 1), and each split
-attempt weighs only a random subspace of ``⌊√d⌋ + 1`` features (ARF's, MOA's). Votes are the
-trees' Krichevsky–Trofimov-smoothed leaf probabilities weighted by each tree's rate of right
-answers so far (ARF's weighted vote). Leaf statistics, split rule and leaf predictions are
-:mod:`adaptd.learner.trees`'s, with ARF's split confidence δ = 0.01 (the tree expert keeps
-river's 10⁻⁷: a forest's many shallow, differently weighted trees are its variance
-reduction, so each tree may split sooner). The trees restart at the key's drift alarm.
+Built for issue #11 to test whether a forest expert closes ``--model auto``'s gap to river's
+ARF on river's Phishing stream (``benchmarks/forest_study.py`` runs it beside the recorded
+experts of ``auto``; the answer, in ``benchmarks/results/real_streams.md``, is no).
+
+Online bagging (Oza & Russell 2001, "Online bagging and boosting", AISTATS) of :data:`TREES`
+Hoeffding trees, each record learned by each tree with a weight drawn from Poisson(λ = 6) as
+in the adaptive random forest (Gomes et al. 2017, "Adaptive random forests for evolving data
+stream classification", Machine Learning 106), ARF's split confidence δ = 0.01, and
+optionally ARF's random subspaces (:data:`SUBSPACE` "sqrt": each leaf splits on and predicts
+from its own ``⌊√d⌋ + 1`` features, MOA's size). Votes are the trees' Krichevsky–Trofimov-
+smoothed leaf probabilities weighted by each tree's rate of right answers (ARF's weighted
+vote). The trees restart at the key's drift alarm (no per-tree detectors: river's ARF found
+3 drifts on river Phishing and scored the same without them).
 
 Randomness is a hash (splitmix64, Steele, Lea & Flood 2014) of the tree, the key's record
-count and the node, not a generator: a key's draws follow from its saved state alone, so a
-restored or moved key makes the same draws as one that never stopped.
-
-State per key: its trees (``TREES`` rows of a :class:`~adaptd.learner.trees.Trees`), the
-trees' right answers and votes counted, and the key's record count.
+count and the node: a key's draws follow from its state alone, so a restored key draws as
+one that never stopped. :data:`SALT` changes every draw (a seed).
 """
 
 from __future__ import annotations
@@ -39,11 +39,16 @@ LAMBDA = 6.0
 DELTA = 0.01
 #: Leaves each tree may grow, at most.
 LEAVES = 32
-#: Features each leaf may split on and predicts from (MOA's ARF: ``⌊√d⌋ + 1``).
-def FEATURES(d: int) -> int:  # noqa: N802
-    return min(int(math.sqrt(d)) + 1, d)
-PER_TREE = False
+#: "all": every leaf splits on and predicts from all features (plain online bagging);
+#: "sqrt": its own random ``⌊√d⌋ + 1`` of them (ARF's random subspaces, MOA's size).
+SUBSPACE = "all"
+#: Changes every random draw.
 SALT = 1
+
+
+def features(d: int) -> int:
+    """Features a leaf uses under :data:`SUBSPACE`."""
+    return d if SUBSPACE == "all" else min(int(math.sqrt(d)) + 1, d)
 
 
 @njit()
@@ -77,6 +82,10 @@ def _subspace(use: np.ndarray, perm: np.ndarray, a: int, b: int, c: int) -> None
     """The first ``len(use)`` of a random permutation of the features into ``use``
     (Fisher–Yates, partial)."""
     d = len(perm)
+    if len(use) == d:  # no subspace: every feature, in order
+        for f in range(d):
+            use[f] = f
+        return
     for f in range(d):
         perm[f] = f
     for j in range(len(use)):
@@ -88,7 +97,7 @@ def _subspace(use: np.ndarray, perm: np.ndarray, a: int, b: int, c: int) -> None
 @njit()
 def forest_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
                  reset: np.ndarray, n_classes: int, M: int, lam: float, k_feat: int,
-                 per_tree: bool, salt: int, rule: np.ndarray, seen: np.ndarray, votes: np.ndarray,
+                 salt: int, rule: np.ndarray, seen: np.ndarray, votes: np.ndarray,
                  feat: np.ndarray, thr: np.ndarray, left: np.ndarray, leaf: np.ndarray,
                  size: np.ndarray, cw: np.ndarray, gauss: np.ndarray, count: np.ndarray,
                  out: np.ndarray) -> None:
@@ -96,7 +105,7 @@ def forest_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.nda
     then learn it if ``learn``, then restart the key's trees if ``reset``. ``votes``
     ``(rows·M, 2)``: each tree's right answers and answers; ``seen`` ``(rows, 2)``: each
     key's records and restarts. Each leaf splits on and predicts from its own ``k_feat``
-    features (``per_tree``: each tree's own). ``out`` as
+    features. ``out`` as
     :func:`adaptd.learner.trees.tree_batch`'s."""
     K = max(n_classes, 2)
     mode = int(rule[3])
@@ -118,7 +127,7 @@ def forest_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.nda
             r = s * M + m
             node = trees._leaf_of(feat[r], thr[r], left[r], x)
             nodes[m] = node
-            _subspace(uses[m], perm, m, 0 if per_tree else node, int(seen[s, 1]))
+            _subspace(uses[m], perm, m, node, int(seen[s, 1]))
             slot = leaf[r, node]
             p = trees._leaf_proba(cw[r, slot], gauss[r, slot], count[r, slot], x, K, mode,
                                   freq, nb, uses[m])
@@ -193,7 +202,7 @@ class Forest:
         self.trees.ensure_classes(n_classes)
         out = np.empty((len(slots), n_classes if n_classes > 2 or columns else 1))
         forest_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, reset,
-                     n_classes, self.M, LAMBDA, FEATURES(self.d), PER_TREE, SALT, self.trees.rule,
+                     n_classes, self.M, LAMBDA, features(self.d), SALT, self.trees.rule,
                      self.seen, self.votes,
                      *(self.trees.arrays[k] for k in FIELDS), out)
         return out
