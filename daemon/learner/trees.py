@@ -81,6 +81,7 @@ def _leaf_of(feat: np.ndarray, thr: np.ndarray, left: np.ndarray, x: np.ndarray)
 
 @njit()
 def _gauss_log_pdf(g: np.ndarray, x: float, floor: float) -> float:
+    # M2 may sit a hair below 0 after a first weighted record (w·x / w rounds off x): read 0.
     sd = max(math.sqrt(max(g[GM2], 0.0) / g[GW]), floor) if g[GW] > 1.0 else floor
     z = (x - g[GMEAN]) / sd
     return -0.5 * z * z - math.log(sd)
@@ -99,8 +100,8 @@ def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
     """Naive Bayes' class probabilities for ``x`` at a leaf into ``out[:K]``: the class
     weights times each feature's Gaussian density; a class without records of its own at the
     leaf has likelihood 0, as in river's. A leaf with no such class (a new one) gives its
-    class weights, normalized. Over the features ``use`` lists (all for one tree; a forest's
-    leaf its own random subspace)."""
+    class weights, normalized. Over the features ``use`` lists (all for the tree expert; a
+    forest's leaf its own random subspace)."""
     seen = False
     for c in range(K):
         seen = seen or _has_records(gauss, c)
@@ -178,8 +179,8 @@ def _entropy(w: np.ndarray) -> float:
 def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int, use: np.ndarray
                 ) -> tuple[int, float, float, float]:
     """(feature, threshold, its gain, the runner-up feature's gain (0: no split)) of a leaf,
-    among the features ``use`` lists (all of them for one tree; a random subspace in a
-    forest, :mod:`adaptd.learner.forest`)."""
+    among the features ``use`` lists (all of them for the tree expert; a random subspace in
+    the study forest of ``benchmarks/forest_expert.py``)."""
     n = cw[:K].sum()
     pre = _entropy(cw[:K])
     lhs = np.empty(K)
@@ -219,8 +220,8 @@ def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
                 w: float) -> None:
     """Count which leaf predictor was right (``mode`` :data:`ADAPTIVE`; ``freq`` and ``nb``:
     their predictions for ``x``, from :func:`_leaf_proba`), then add ``(x, y)`` with weight
-    ``w`` (1 for one tree; a forest's trees draw it, :mod:`adaptd.learner.forest`; weighted
-    Welford: West 1979, "Updating mean and variance estimates")."""
+    ``w`` (1 for the tree expert; a bagged forest's trees draw it, ``benchmarks/forest_expert.py``;
+    weighted Welford: West 1979, "Updating mean and variance estimates")."""
     if mode == ADAPTIVE and cw[:K].sum() > 0.0:
         count[MC] += w if freq[y] >= freq[:K].max() else 0.0
         count[NB] += w if nb[y] >= nb[:K].max() else 0.0
