@@ -81,7 +81,8 @@ def _leaf_of(feat: np.ndarray, thr: np.ndarray, left: np.ndarray, x: np.ndarray)
 
 @njit()
 def _gauss_log_pdf(g: np.ndarray, x: float, floor: float) -> float:
-    sd = max(math.sqrt(g[GM2] / g[GW]), floor) if g[GW] > 1.0 else floor
+    # M2 may sit a hair below 0 after a first weighted record (w·x / w rounds off x): read 0.
+    sd = max(math.sqrt(max(g[GM2], 0.0) / g[GW]), floor) if g[GW] > 1.0 else floor
     z = (x - g[GMEAN]) / sd
     return -0.5 * z * z - math.log(sd)
 
@@ -95,11 +96,12 @@ def _has_records(gauss: np.ndarray, c: int) -> bool:
 
 @njit()
 def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
-                 out: np.ndarray) -> None:
+                 out: np.ndarray, use: np.ndarray) -> None:
     """Naive Bayes' class probabilities for ``x`` at a leaf into ``out[:K]``: the class
     weights times each feature's Gaussian density; a class without records of its own at the
     leaf has likelihood 0, as in river's. A leaf with no such class (a new one) gives its
-    class weights, normalized."""
+    class weights, normalized. Over the features ``use`` lists (all for the tree expert; a
+    forest's leaf its own random subspace)."""
     seen = False
     for c in range(K):
         seen = seen or _has_records(gauss, c)
@@ -110,7 +112,7 @@ def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
         return
     for c in range(K):
         out[c] = math.log(cw[c] / n) if _has_records(gauss, c) else -np.inf
-    for f in range(len(x)):
+    for f in use:
         lo, hi = np.inf, -np.inf
         for c in range(K):
             if gauss[c, f, GW] > 0.0:
@@ -131,7 +133,8 @@ def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
 
 @njit()
 def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                K: int, mode: int, freq: np.ndarray, nb: np.ndarray) -> np.ndarray:
+                K: int, mode: int, freq: np.ndarray, nb: np.ndarray, use: np.ndarray
+                ) -> np.ndarray:
     """The leaf's class probabilities for ``x``, unsmoothed, by ``mode``: the class
     frequencies (:data:`FREQUENCIES`), naive Bayes (:data:`BAYES`), or whichever of the two
     has been right more often at this leaf, naive Bayes on a tie (:data:`ADAPTIVE`). Fills
@@ -142,7 +145,7 @@ def _leaf_proba(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
         freq[c] = cw[c] / n if n > 0.0 else 1.0 / K
     if n <= 0.0 or mode == FREQUENCIES:
         return freq
-    _naive_bayes(cw, gauss, x, K, nb)
+    _naive_bayes(cw, gauss, x, K, nb, use)
     if mode == BAYES or count[NB] >= count[MC]:
         return nb
     return freq
@@ -156,7 +159,7 @@ def _left_weight(g: np.ndarray, v: float) -> float:
         return 0.0
     if v >= g[GMAX]:
         return g[GW]
-    sd = math.sqrt(g[GM2] / g[GW]) if g[GW] > 1.0 else 0.0
+    sd = math.sqrt(max(g[GM2], 0.0) / g[GW]) if g[GW] > 1.0 else 0.0
     if not sd > 0.0:
         return g[GW] if v >= g[GMEAN] else 0.0
     return g[GW] * 0.5 * (1.0 + math.erf((v - g[GMEAN]) / (sd * math.sqrt(2.0))))
@@ -173,14 +176,17 @@ def _entropy(w: np.ndarray) -> float:
 
 
 @njit()
-def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int) -> tuple[int, float, float, float]:
-    """(feature, threshold, its gain, the runner-up feature's gain (0: no split)) of a leaf."""
+def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int, use: np.ndarray
+                ) -> tuple[int, float, float, float]:
+    """(feature, threshold, its gain, the runner-up feature's gain (0: no split)) of a leaf,
+    among the features ``use`` lists (all of them for the tree expert; a random subspace in
+    the study forest of ``benchmarks/forest_expert.py``)."""
     n = cw[:K].sum()
     pre = _entropy(cw[:K])
     lhs = np.empty(K)
     rhs = np.empty(K)
     best_f, best_v, best, second = -1, 0.0, 0.0, 0.0
-    for f in range(gauss.shape[1]):
+    for f in use:
         lo, hi = np.inf, -np.inf
         for c in range(K):
             if gauss[c, f, GW] > 0.0:
@@ -210,21 +216,24 @@ def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int) -> tuple[int, float, 
 
 @njit()
 def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndarray,
-                y: int, K: int, mode: int, freq: np.ndarray, nb: np.ndarray) -> None:
+                y: int, K: int, mode: int, freq: np.ndarray, nb: np.ndarray,
+                w: float) -> None:
     """Count which leaf predictor was right (``mode`` :data:`ADAPTIVE`; ``freq`` and ``nb``:
-    their predictions for ``x``, from :func:`_leaf_proba`), then add ``(x, y)``."""
+    their predictions for ``x``, from :func:`_leaf_proba`), then add ``(x, y)`` with weight
+    ``w`` (1 for the tree expert; a bagged forest's trees draw it, ``benchmarks/forest_expert.py``;
+    weighted Welford: West 1979, "Updating mean and variance estimates")."""
     if mode == ADAPTIVE and cw[:K].sum() > 0.0:
-        count[MC] += 1.0 if freq[y] >= freq[:K].max() else 0.0
-        count[NB] += 1.0 if nb[y] >= nb[:K].max() else 0.0
-    cw[y] += 1.0
+        count[MC] += w if freq[y] >= freq[:K].max() else 0.0
+        count[NB] += w if nb[y] >= nb[:K].max() else 0.0
+    cw[y] += w
     g = gauss[y]
     for f in range(len(x)):
         if g[f, GW] == 0.0:
             g[f, GMIN] = g[f, GMAX] = x[f]
-        g[f, GW] += 1.0
+        g[f, GW] += w
         delta = x[f] - g[f, GMEAN]
-        g[f, GMEAN] += delta / g[f, GW]
-        g[f, GM2] += delta * (x[f] - g[f, GMEAN])
+        g[f, GMEAN] += w * delta / g[f, GW]
+        g[f, GM2] += w * delta * (x[f] - g[f, GMEAN])
         g[f, GMIN] = min(g[f, GMIN], x[f])
         g[f, GMAX] = max(g[f, GMAX], x[f])
 
@@ -232,9 +241,9 @@ def _learn_leaf(cw: np.ndarray, gauss: np.ndarray, count: np.ndarray, x: np.ndar
 @njit()
 def _try_split(s: int, node: int, feat: np.ndarray, thr: np.ndarray, left: np.ndarray,
                leaf: np.ndarray, size: np.ndarray, cw: np.ndarray, gauss: np.ndarray,
-               count: np.ndarray, K: int, rule: np.ndarray) -> None:
+               count: np.ndarray, K: int, rule: np.ndarray, use: np.ndarray) -> None:
     """Split leaf ``node`` of key row ``s`` if the Hoeffding bound allows and room is left;
-    ``rule``: the grace period, δ and τ."""
+    ``rule``: the grace period, δ and τ; ``use``: the features it may split on."""
     slot = leaf[s, node]
     n = cw[s, slot, :K].sum()
     grace, delta, tau = rule[0], rule[1], rule[2]
@@ -244,7 +253,7 @@ def _try_split(s: int, node: int, feat: np.ndarray, thr: np.ndarray, left: np.nd
     L = cw.shape[1]
     if size[s, 1] >= L or cw[s, slot, :K].max() >= MAX_SHARE * n:
         return
-    f, v, best, second = _best_split(cw[s, slot], gauss[s, slot], K)
+    f, v, best, second = _best_split(cw[s, slot], gauss[s, slot], K, use)
     if f < 0:
         return
     R = math.log2(max(K, 2))
@@ -296,12 +305,14 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
     mode = int(rule[3])
     freq = np.empty(K)
     nb = np.empty(K)
+    use = np.arange(X.shape[1])
     for i in range(len(slots)):
         s = slots[i]
         x = X[i]
         node = _leaf_of(feat[s], thr[s], left[s], x)
         slot = leaf[s, node]
-        p = _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, mode, freq, nb)
+        p = _leaf_proba(cw[s, slot], gauss[s, slot], count[s, slot], x, K, mode, freq, nb,
+                        use)
         n = cw[s, slot, :K].sum()
         # Krichevsky–Trofimov: a bounded log loss from the first record.
         if n_classes == 2 and out.shape[1] == 1:
@@ -311,8 +322,8 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
                 out[i, c] = (n * p[c] + 0.5) / (n + 0.5 * K)
         if learn[i]:
             _learn_leaf(cw[s, slot], gauss[s, slot], count[s, slot], x, int(ys[i]), K, mode,
-                        freq, nb)
-            _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K, rule)
+                        freq, nb, 1.0)
+            _try_split(s, node, feat, thr, left, leaf, size, cw, gauss, count, K, rule, use)
         if reset[i]:
             _clear(s, feat, leaf, size, cw, gauss, count)
 
