@@ -8,7 +8,9 @@ functions run as plain Python (slowly, but with the same results).
 
 Numba caches the machine code next to each module (``__pycache__``, or ``NUMBA_CACHE_DIR``):
 the first batch after a fresh install compiles it (a few seconds), later processes load it in
-about 0.3 s. Container images should run one batch at build time.
+about 0.3 s. Container images should run one batch at build time. Numba checks only the
+defining file of each cached function; :mod:`adaptd.learner.jit_cache` drops the whole cache
+when any source changed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import importlib
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from adaptd.learner.jit_cache import drop_stale_cache
 
 try:
     import numba
@@ -47,6 +51,7 @@ def _load_numba_math_without_scipy() -> None:
 
 
 _load_numba_math_without_scipy()
+drop_stale_cache()  # before any compiled function is loaded from the cache
 
 F = TypeVar("F", bound=Callable[..., Any])
 
