@@ -28,8 +28,8 @@ with some labelled records) returns None and goes message by message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -41,6 +41,11 @@ if TYPE_CHECKING:  # the learner imports the schema: import its types for hints 
     from adaptd.learner import Outcomes
     from adaptd.records.schema import RecordBatch, TaskKind
 
+
+#: Keys as JSON texts and as UTF-8, by :func:`_cached`; at most _MAX_CACHED each.
+_JSON_KEYS: dict[str, bytes] = {}
+_KEY_BYTES: dict[str, bytes] = {}
+_MAX_CACHED = 1 << 16
 
 #: A message's varying field: an integer column, or a column of texts as one buffer with
 #: where each text starts and ends in it (``buffer[starts[i]:ends[i]]``).
@@ -62,7 +67,7 @@ def encoded_predictions(partitions: Sequence[int], positions: Sequence[int],
     texts: list[bytes] = [b'{"id":']  # the text before each column, and after the last
     columns: list[Column] = []
     _field(texts, columns, _json_column(batch.ids), b',"key":')
-    _field(texts, columns, _json_column(batch.keys), b',"partition":')
+    _field(texts, columns, _json_column(batch.keys, _JSON_KEYS), b',"partition":')
     _field(texts, columns, np.asarray(partitions, dtype=np.int64), b',"position":')
     _field(texts, columns, np.asarray(positions, dtype=np.int64), b',"segment":')
     _field(texts, columns, outcomes.segment.astype(np.int64), b',"y_pred":')
@@ -93,10 +98,25 @@ def _field(texts: list[bytes], columns: list[Column], column: Sequence[bytes] | 
     texts.append(after)
 
 
-def _json_column(texts: Sequence[str | None]) -> list[bytes]:
-    """Each key or id as JSON (``null`` for None), encoding each distinct one once."""
-    encoded = {text: orjson.dumps(text) for text in set(texts)}
-    return list(map(encoded.__getitem__, texts))
+def _json_column(texts: Sequence[str | None], cache: dict[Any, bytes] | None = None
+                 ) -> list[bytes]:
+    """Each key or id as JSON (``null`` for None), encoding each distinct one once (in
+    ``cache`` from batch to batch, if given: for keys, not for ids, which rarely repeat)."""
+    return _cached(texts, {} if cache is None else cache, orjson.dumps)
+
+
+def _cached(texts: Sequence[Any], cache: dict[Any, bytes], encode: Callable[[Any], bytes]
+            ) -> list[bytes]:
+    """``encode`` of each of ``texts``, through ``cache``: the same keys come back batch after
+    batch, so with a thousand keys a batch nearly every one is encoded already (a lookup per
+    record, in C). The cache is emptied when it reaches :data:`_MAX_CACHED` entries."""
+    try:
+        return list(map(cache.__getitem__, texts))
+    except KeyError:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache.update({text: encode(text) for text in set(texts) if text not in cache})
+        return list(map(cache.__getitem__, texts))
 
 
 def _text_column(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,5 +197,4 @@ def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
 
 def _message_keys(keys: list[str]) -> list[bytes]:
     """The message keys: a prediction is keyed by its record's key."""
-    encoded = {key: key.encode() for key in set(keys)}
-    return list(map(encoded.__getitem__, keys))
+    return _cached(keys, _KEY_BYTES, str.encode)
