@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Bytes read from the file per system call.
 READ_CHUNK_BYTES = 1 << 16
+#: A poll stops reading once it has read this much and holds a complete line, whatever the
+#: batch size: a batch of long lines is then smaller, so the lines held stay about this size.
+MAX_POLL_READ_BYTES = 8 << 20
 #: How often a following source looks for appended lines while ``poll`` waits.
 FOLLOW_INTERVAL_S = 0.05
 
@@ -141,14 +144,18 @@ class JsonlSource(Pausable, Source):
         """Records from what the file holds right now, without waiting."""
         assert self._file is not None
         eof = False
+        read_bytes = 0
         while True:
             # Only a file that is not followed can end with a line that lacks its newline.
             final = eof and not self.options.follow
             if self._to_skip:
                 self._to_skip -= self._lines.skip(self._to_skip, at_eof=final)
-            if eof or (not self._to_skip and self._lines.complete >= max_records):
+            if eof or (not self._to_skip and (
+                    self._lines.complete >= max_records
+                    or (self._lines.complete and read_bytes >= MAX_POLL_READ_BYTES))):
                 break
             chunk = self._file.read(READ_CHUNK_BYTES)
+            read_bytes += len(chunk)
             if chunk:
                 self._lines.feed(chunk)
             else:
