@@ -28,6 +28,7 @@ with some labelled records) returns None and goes message by message.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,10 @@ def _cached(texts: Sequence[Any], cache: dict[Any, bytes], encode: Callable[[Any
     """``encode`` of each of ``texts``, through ``cache``: the same keys come back batch after
     batch, so with a thousand keys a batch nearly every one is encoded already (a lookup per
     record, in C). The cache is emptied when it reaches :data:`_MAX_CACHED` entries."""
+    first = texts[0] if texts else None
+    if texts and texts.count(first) == len(texts):  # one key (and no ids): in C, by identity
+        known = cache.get(first)
+        return [encode(first) if known is None else known] * len(texts)
     try:
         return list(map(cache.__getitem__, texts))
     except KeyError:
@@ -151,9 +156,27 @@ def _assemble(texts: list[bytes], columns: list[Column], n: int) -> bytes:
         starts = ends = np.empty((0, n), dtype=np.int64)
     literal = np.frombuffer(b"".join(texts), dtype=np.uint8)
     literal_bounds = np.cumsum([0] + [len(t) for t in texts])
-    out = np.empty(n * (len(literal) + 20 * len(ints)) + len(buffers), dtype=np.uint8)
+    out = _output(n * (len(literal) + 20 * len(ints)) + len(buffers))
     m = _fill(literal, literal_bounds, kinds, int_table, buffers, starts, ends, n, out)
     return out[:m].tobytes()
+
+
+_LOCAL = threading.local()
+
+
+def _output(size: int) -> np.ndarray:
+    """A buffer of at least ``size`` bytes to assemble into, kept from batch to batch (per
+    thread): a fresh one of a megabyte or so is fresh pages from the kernel each time, and
+    faulting them in cost as much as writing the messages."""
+    buffer: np.ndarray | None = getattr(_LOCAL, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _LOCAL.buffer = np.empty(max(size, 2 * len(buffer) if buffer is not None else 0),
+                                          dtype=np.uint8)
+    return buffer
+
+
+#: 10**k for k < 19 (a table: ``10**k`` with a variable k is a call per digit when compiled).
+_POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
 
 
 @njit(refcounts=False)
@@ -181,7 +204,7 @@ def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
                     o += 1
                     v = -v
                 k = 1  # digits: written from the last, in place (this code allocates nothing)
-                while k < 19 and v >= 10**k:
+                while k < 19 and v >= _POWERS_OF_TEN[k]:
                     k += 1
                 for t in range(o + k - 1, o - 1, -1):
                     out[t] = 48 + v % 10
