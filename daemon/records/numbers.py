@@ -145,36 +145,33 @@ def read_number(buf: np.ndarray, i: int, end: int) -> tuple[float, int]:
     neg = i < end and buf[i] == 45  # -
     if neg:
         i += 1
-    if i >= end or not _digit(buf[i]):
-        return 0.0, -1
-    man = np.uint64(0)
-    digits = 0  # significant digits taken into man
-    exp10 = 0
-    if buf[i] == 48:  # 0: no more integer digits may follow
+    start = i
+    man = np.uint64(0)  # wraps past 19 digits: such a number is then given up on below
+    while i < end and _digit(buf[i]):
+        man = man * np.uint64(10) + np.uint64(buf[i] - 48)
         i += 1
-    else:
-        while i < end and _digit(buf[i]):
-            if digits == 19:
-                return 0.0, -1
-            man = man * np.uint64(10) + np.uint64(buf[i] - 48)
-            digits += 1
-            i += 1
+    if i == start or (buf[start] == 48 and i - start > 1):  # no digit; a leading zero
+        return 0.0, -1
+    digits = 0 if buf[start] == 48 else i - start  # significant digits in man (0: "0")
+    exp10 = 0
     integer = True
     if i < end and buf[i] == 46:  # .
         integer = False
         i += 1
-        if i >= end or not _digit(buf[i]):
-            return 0.0, -1
+        fraction = i
+        if digits == 0:  # leading zeros of the fraction: not significant
+            while i < end and buf[i] == 48:
+                i += 1
+        first = i
         while i < end and _digit(buf[i]):
-            if digits == 0 and buf[i] == 48:  # leading zeros of the fraction
-                exp10 -= 1
-            else:
-                if digits == 19:
-                    return 0.0, -1
-                man = man * np.uint64(10) + np.uint64(buf[i] - 48)
-                digits += 1
-                exp10 -= 1
+            man = man * np.uint64(10) + np.uint64(buf[i] - 48)
             i += 1
+        if i == fraction:
+            return 0.0, -1
+        digits += i - first
+        exp10 = fraction - i
+    if digits > 19:
+        return 0.0, -1
     if i < end and (buf[i] == 101 or buf[i] == 69):  # e E
         integer = False
         i += 1

@@ -87,7 +87,6 @@ def test_not_read_here(token: bytes) -> None:
     assert read(token)[1] == -1
 
 
-def test_a_leading_zero_ends_the_number() -> None:
-    # "01" is no JSON number: the reader stops after the 0 and the scan, expecting a comma
-    # or a bracket there, refuses the record.
-    assert read(b"01") == (0.0, 1)
+def test_a_leading_zero_is_no_json_number() -> None:
+    assert read(b"01")[1] == read(b"-00.5")[1] == -1
+    assert read(b"0.5") == (0.5, 3)
