@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="adaptd run --batch-size (default: the daemon's own)")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     with tempfile.TemporaryDirectory(prefix="adaptd-file-bench-") as tmp:
         work = Path(tmp)
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.records / wall[name]:>10,.0f} records/s")
     print(f"  adaptd / river loop: wall time {wall['adaptd'] / wall['river loop']:.2f}, "
           f"CPU time {cpu['adaptd'] / cpu['river loop']:.2f}")
+    # Wall times on a shared machine stretch with its load: say what it was.
+    print("  load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}"
+          .format(*load_before, *os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ A followed file must only grow: truncating it is logged, and a rotated file (ren
 one created) is not followed to the new file.
 
 Sink: appends one message value per line, creating missing parent directories; ``flush``
-returns once the lines are on disk (``os.fsync``). A partial last line (a write cut short by a
+returns once the lines are on disk (``os.fsync``). Every 8 MiB written, a background thread
+starts syncing what is written so far, so the disk writes overlap the work on the next records
+and ``flush`` finds little left to wait for (an error that sync meets is raised by the next
+``flush``: a checkpoint never commits past it). A partial last line (a write cut short by a
 crash) is cut off when the sink opens, so the file stays one record per line.
 """
 
@@ -19,6 +22,7 @@ import io
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +47,11 @@ log = logging.getLogger(__name__)
 
 #: Bytes read from the file per system call.
 READ_CHUNK_BYTES = 1 << 16
+#: A poll stops reading once it has read this much and holds a complete line, whatever the
+#: batch size: a batch of long lines is then smaller, so the lines held stay about this size.
+MAX_POLL_READ_BYTES = 8 << 20
+#: Bytes written after which the sink starts syncing them to disk in the background.
+WRITEBACK_BYTES = 8 << 20
 #: How often a following source looks for appended lines while ``poll`` waits.
 FOLLOW_INTERVAL_S = 0.05
 
@@ -141,14 +150,18 @@ class JsonlSource(Pausable, Source):
         """Records from what the file holds right now, without waiting."""
         assert self._file is not None
         eof = False
+        read_bytes = 0
         while True:
             # Only a file that is not followed can end with a line that lacks its newline.
             final = eof and not self.options.follow
             if self._to_skip:
                 self._to_skip -= self._lines.skip(self._to_skip, at_eof=final)
-            if eof or (not self._to_skip and self._lines.complete >= max_records):
+            if eof or (not self._to_skip and (
+                    self._lines.complete >= max_records
+                    or (self._lines.complete and read_bytes >= MAX_POLL_READ_BYTES))):
                 break
             chunk = self._file.read(READ_CHUNK_BYTES)
+            read_bytes += len(chunk)
             if chunk:
                 self._lines.feed(chunk)
             else:
@@ -207,6 +220,9 @@ class JsonlSink(Sink):
             cut = cut_partial_line(self._file) if self._regular else 0
         except OSError as exc:
             raise ConfigError(f"jsonl sink {options.path!r}: cannot open for append: {exc}") from None
+        self._unsynced = 0  # bytes written since the last sync began
+        self._writeback: threading.Thread | None = None
+        self._writeback_error: OSError | None = None
         if cut:
             # A crash (a full disk) left half a line: appending to it would glue the next
             # record onto it and leave a line no reader can parse.
@@ -223,19 +239,45 @@ class JsonlSink(Sink):
                     f"jsonl sink {self.options.path!r}: a message value contains a newline; "
                     "expected one record per line"
                 )
-        try:
-            self._file.write(b"".join(m.value + b"\n" for m in messages))
-        except OSError as exc:
-            raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
+        self._write(b"".join(m.value + b"\n" for m in messages))
 
     def write_encoded(self, batch: EncodedBatch) -> None:
         """Buffer a pre-encoded batch as it is: its lines are already one record each."""
         if self._file is None:
             raise SinkError(f"jsonl sink {self.options.path!r}: write() after close()")
+        self._write(batch.lines)
+
+    def _write(self, data: bytes) -> None:
+        assert self._file is not None
         try:
-            self._file.write(batch.lines)
+            self._file.write(data)
+            self._unsynced += len(data)
+            if self._unsynced >= WRITEBACK_BYTES and self._regular and (
+                    self._writeback is None or not self._writeback.is_alive()):
+                self._file.flush()  # the bytes to the kernel, then to disk in the background
+                self._unsynced = 0
+                self._writeback = threading.Thread(
+                    target=self._sync_written, args=(self._file.fileno(),), daemon=True,
+                    name="jsonl-sink-writeback")
+                self._writeback.start()
         except OSError as exc:
             raise SinkError(f"jsonl sink {self.options.path!r}: write failed: {exc}") from exc
+
+    def _sync_written(self, fd: int) -> None:
+        """The background sync (see the module docstring); its error waits for ``flush``."""
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._writeback_error = exc
+
+    def _join_writeback(self) -> None:
+        """Wait for the background sync; raise the OSError it met, if any."""
+        if self._writeback is not None:
+            self._writeback.join()
+            self._writeback = None
+        error, self._writeback_error = self._writeback_error, None
+        if error is not None:
+            raise error
 
     def flush(self) -> None:
         """Write out the buffer and ``fsync`` the file (and, the first time, the directory of a
@@ -246,6 +288,10 @@ class JsonlSink(Sink):
             self._file.flush()
             if not self._regular:
                 return
+            # The kernel may report a failed write-back once only: the one the background
+            # sync met is raised here, else this fsync could succeed past lost lines.
+            self._join_writeback()
+            self._unsynced = 0
             os.fsync(self._file.fileno())
             if self._sync_directory:
                 directory = os.open(self._path.parent, os.O_RDONLY)
@@ -266,6 +312,8 @@ class JsonlSink(Sink):
         finally:
             # After a failed flush, close() tries the same write again and raises the same
             # error; the file is closed all the same and flush() has reported it.
+            with contextlib.suppress(OSError):
+                self._join_writeback()  # its file descriptor stays open until it is done
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None

@@ -211,14 +211,20 @@ class Partitions:
         self._take_dropped()
         key_partition, touched = self.key_partition, self.touched
         missing: dict[int, list[str]] = {}
-        for key, p in zip(batch.keys, partitions, strict=True):
-            if key not in key_partition:
-                missing.setdefault(p, []).append(key)
-                key_partition[key] = p
-            changed = touched.get(p)
-            if changed is None:
-                changed = touched[p] = set()
-            changed.add(key)
+        if partitions and partitions.count(partitions[0]) == len(partitions):
+            # One partition (a run of a file): the loop's bookkeeping in set operations.
+            p = partitions[0]
+            new = list(dict.fromkeys(k for k in batch.keys if k not in key_partition))
+            if new:
+                missing[p] = new
+                key_partition.update(dict.fromkeys(new, p))
+            touched.setdefault(p, set()).update(batch.keys)
+        else:
+            for key, p in zip(batch.keys, partitions, strict=True):
+                if key not in key_partition:
+                    missing.setdefault(p, []).append(key)
+                    key_partition[key] = p
+                touched.setdefault(p, set()).add(key)
         for p, keys in missing.items():
             states = self.store.get_many(p, keys)
             if states:

@@ -70,9 +70,9 @@ class RunnerConfig:
     """
 
     task: TaskKind = "regression"
-    batch_size: int = 1024
+    batch_size: int = 4096
     poll_timeout_s: float = 0.2
-    checkpoint_every_records: int = 10_000
+    checkpoint_every_records: int = 100_000
     checkpoint_interval_s: float = 30.0
     checkpoint_max_share: float = 1.0
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)

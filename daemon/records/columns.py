@@ -152,13 +152,13 @@ def _keys(objs: list[dict[str, Any]]) -> list[str] | None:
     keys: list[Any] = list(map(dict.get, objs, repeat("key"), repeat(DEFAULT_KEY)))  # type: ignore[arg-type]
     for key in set(keys):
         # A number is a key too, as its text: the per-record path writes it.
-        if type(key) is not str or not _plain_key(key):
+        if type(key) is not str or not plain_key(key):
             return None
     return keys
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _plain_key(key: str) -> bool:
+def plain_key(key: str) -> bool:
     """Whether a string key is one :func:`record_key` takes; remembered, as the same keys
     come back batch after batch."""
     try:

@@ -28,8 +28,9 @@ with some labelled records) returns None and goes message by message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -41,6 +42,11 @@ if TYPE_CHECKING:  # the learner imports the schema: import its types for hints 
     from adaptd.learner import Outcomes
     from adaptd.records.schema import RecordBatch, TaskKind
 
+
+#: Keys as JSON texts and as UTF-8, by :func:`_cached`; at most _MAX_CACHED each.
+_JSON_KEYS: dict[str, bytes] = {}
+_KEY_BYTES: dict[str, bytes] = {}
+_MAX_CACHED = 1 << 16
 
 #: A message's varying field: an integer column, or a column of texts as one buffer with
 #: where each text starts and ends in it (``buffer[starts[i]:ends[i]]``).
@@ -62,7 +68,7 @@ def encoded_predictions(partitions: Sequence[int], positions: Sequence[int],
     texts: list[bytes] = [b'{"id":']  # the text before each column, and after the last
     columns: list[Column] = []
     _field(texts, columns, _json_column(batch.ids), b',"key":')
-    _field(texts, columns, _json_column(batch.keys), b',"partition":')
+    _field(texts, columns, _json_column(batch.keys, _JSON_KEYS), b',"partition":')
     _field(texts, columns, np.asarray(partitions, dtype=np.int64), b',"position":')
     _field(texts, columns, np.asarray(positions, dtype=np.int64), b',"segment":')
     _field(texts, columns, outcomes.segment.astype(np.int64), b',"y_pred":')
@@ -93,10 +99,29 @@ def _field(texts: list[bytes], columns: list[Column], column: Sequence[bytes] | 
     texts.append(after)
 
 
-def _json_column(texts: Sequence[str | None]) -> list[bytes]:
-    """Each key or id as JSON (``null`` for None), encoding each distinct one once."""
-    encoded = {text: orjson.dumps(text) for text in set(texts)}
-    return list(map(encoded.__getitem__, texts))
+def _json_column(texts: Sequence[str | None], cache: dict[Any, bytes] | None = None
+                 ) -> list[bytes]:
+    """Each key or id as JSON (``null`` for None), encoding each distinct one once (in
+    ``cache`` from batch to batch, if given: for keys, not for ids, which rarely repeat)."""
+    return _cached(texts, {} if cache is None else cache, orjson.dumps)
+
+
+def _cached(texts: Sequence[Any], cache: dict[Any, bytes], encode: Callable[[Any], bytes]
+            ) -> list[bytes]:
+    """``encode`` of each of ``texts``, through ``cache``: the same keys come back batch after
+    batch, so with a thousand keys a batch nearly every one is encoded already (a lookup per
+    record, in C). The cache is emptied when it reaches :data:`_MAX_CACHED` entries."""
+    first = texts[0] if texts else None
+    if texts and texts.count(first) == len(texts):  # one key (and no ids): in C, by identity
+        known = cache.get(first)
+        return [encode(first) if known is None else known] * len(texts)
+    try:
+        return list(map(cache.__getitem__, texts))
+    except KeyError:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache.update({text: encode(text) for text in set(texts) if text not in cache})
+        return list(map(cache.__getitem__, texts))
 
 
 def _text_column(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,9 +156,27 @@ def _assemble(texts: list[bytes], columns: list[Column], n: int) -> bytes:
         starts = ends = np.empty((0, n), dtype=np.int64)
     literal = np.frombuffer(b"".join(texts), dtype=np.uint8)
     literal_bounds = np.cumsum([0] + [len(t) for t in texts])
-    out = np.empty(n * (len(literal) + 20 * len(ints)) + len(buffers), dtype=np.uint8)
+    out = _output(n * (len(literal) + 20 * len(ints)) + len(buffers))
     m = _fill(literal, literal_bounds, kinds, int_table, buffers, starts, ends, n, out)
     return out[:m].tobytes()
+
+
+_LOCAL = threading.local()
+
+
+def _output(size: int) -> np.ndarray:
+    """A buffer of at least ``size`` bytes to assemble into, kept from batch to batch (per
+    thread): a fresh one of a megabyte or so is fresh pages from the kernel each time, and
+    faulting them in cost as much as writing the messages."""
+    buffer: np.ndarray | None = getattr(_LOCAL, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _LOCAL.buffer = np.empty(max(size, 2 * len(buffer) if buffer is not None else 0),
+                                          dtype=np.uint8)
+    return buffer
+
+
+#: 10**k for k < 19 (a table: ``10**k`` with a variable k is a call per digit when compiled).
+_POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
 
 
 @njit(refcounts=False)
@@ -161,7 +204,7 @@ def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
                     o += 1
                     v = -v
                 k = 1  # digits: written from the last, in place (this code allocates nothing)
-                while k < 19 and v >= 10**k:
+                while k < 19 and v >= _POWERS_OF_TEN[k]:
                     k += 1
                 for t in range(o + k - 1, o - 1, -1):
                     out[t] = 48 + v % 10
@@ -177,5 +220,4 @@ def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
 
 def _message_keys(keys: list[str]) -> list[bytes]:
     """The message keys: a prediction is keyed by its record's key."""
-    encoded = {key: key.encode() for key in set(keys)}
-    return list(map(encoded.__getitem__, keys))
+    return _cached(keys, _KEY_BYTES, str.encode)

@@ -1,24 +1,27 @@
-"""The leanest decode: a batch of ``{"x": [numbers], "y": number}`` records scanned by compiled
-code, with one JSON parse for all of its numbers.
+"""The leanest decode: a batch of ``{"x": [numbers], "y": number, "key": "text"}`` records
+scanned by compiled code into its columns, with no Python object per record or per number.
 
 :func:`~adaptd.records.columns.decode_columns` parses each record into a dict, a list and its
 numbers (``orjson.loads``, about 0.65 µs a record), then takes the columns apart in Python.
-The commonest stream has nothing in a record but the features and the label, so here a
-compiled pass checks each record's structure (two fields, ``x`` a list of ``d`` number tokens
-and ``y`` one, in either order, JSON whitespace anywhere JSON allows it) and copies the number
-tokens into one buffer, ``[x11,…,x1d,y1,x21,…]``; ``orjson.loads`` parses that buffer once.
-The numbers are therefore read by the same parser, from the same text, as on the per-record
-path (the same floats, the same integers, the same refusals: a token that is not a JSON
-number makes the whole buffer fail), and become floats by the same conversions. Anything else
-(another field, a string, ``true``, an escaped field name, a nested value) makes the scan
-give up, and the caller decodes the batch the general way; so this path only ever takes
-batches every record of which the general path would take too.
+The commonest streams have nothing in a record but the features, the label and maybe a key, so
+here a compiled pass checks each record's structure (the fields ``x``, a list of ``d`` numbers,
+``y``, a number, optional, and ``key``, a string without escapes, optional; in any order, JSON
+whitespace anywhere JSON allows it) and reads the numbers straight into the columns
+(:mod:`adaptd.records.numbers`: the same doubles as orjson's and ``float()``). A number that
+reader leaves undecided (more than 19 digits, a subnormal, a near-halfway case) is read by
+``orjson.loads`` from its text, as on the per-record path. Keys are told apart in the same
+pass (a hash of their bytes), so each distinct key becomes a ``str`` once a batch. Anything
+else (another field, a string label, ``true``, ``null``, an escaped field name or key, a
+nested value) makes the scan give up, and the caller decodes the batch the general way; so
+this path only ever takes batches every record of which the general path would take too, and
+builds the same columns from them.
 
 >>> from adaptd.records import RecordDecoder
->>> batch = scan_columns(RecordDecoder(n_features=2), [b'{"x": [1, 2.5], "y": 1}', b'{"y":0,"x":[3,4]}'])
+>>> batch = scan_columns(RecordDecoder(n_features=2), [b'{"x": [1, 2.5], "y": 1}',
+...                                                    b'{"y":0,"x":[3,4],"key":"a"}'])
 >>> batch.X.tolist(), batch.y.tolist(), batch.keys
-([[1.0, 2.5], [3.0, 4.0]], [1.0, 0.0], ['default', 'default'])
->>> scan_columns(RecordDecoder(n_features=2), [b'{"x": [1, 2], "y": 1, "key": "a"}']) is None
+([[1.0, 2.5], [3.0, 4.0]], [1.0, 0.0], ['default', 'a'])
+>>> scan_columns(RecordDecoder(n_features=2), [b'{"x": [1, 2], "y": 1, "id": "a"}']) is None
 True
 """
 
@@ -32,7 +35,14 @@ import orjson
 
 from adaptd.learner.jit import njit
 from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER
+from adaptd.records.numbers import read_number
 from adaptd.records.schema import RecordBatch, RecordDecoder
+
+_X, _Y, _KEY = 1, 2, 4  # the fields, as bits of what a record has shown
+#: Keys found plain (:func:`~adaptd.records.columns.plain_key`) so far, up to a bound: the
+#: same keys come back batch after batch.
+_PLAIN_KEYS: set[str] = set()
+_MAX_PLAIN_KEYS = 1 << 16
 
 
 @njit(inline=True, refcounts=False)
@@ -53,103 +63,228 @@ def _skip(buf: np.ndarray, i: int, end: int) -> int:
 
 
 @njit(inline=True, refcounts=False)
-def _token(buf: np.ndarray, i: int, end: int, out: np.ndarray, o: int) -> tuple[int, int]:
-    """Copy the number token at ``i`` and a comma to ``out[o:]``; ``(-1, o)`` if none."""
-    start = i
-    while i < end and _number_byte(buf[i]):
-        i += 1
-    if i == start:
-        return -1, o
-    for j in range(start, i):
-        out[o] = buf[j]
-        o += 1
-    out[o] = 44  # ,
-    return i, o + 1
+def _field(buf: np.ndarray, i: int, end: int) -> tuple[int, int]:
+    """The field name at ``buf[i]`` (a quote) as ``_X``, ``_Y`` or ``_KEY`` (0: another), and
+    the index after its closing quote."""
+    if i + 2 < end and buf[i + 2] == 34:
+        if buf[i + 1] == 120:  # "x"
+            return _X, i + 3
+        if buf[i + 1] == 121:  # "y"
+            return _Y, i + 3
+    elif i + 4 < end and buf[i + 1] == 107 and buf[i + 2] == 101 and buf[i + 3] == 121 \
+            and buf[i + 4] == 34:  # "key"
+        return _KEY, i + 5
+    return 0, i
+
+
+@njit(inline=True, refcounts=False)
+def _number(buf: np.ndarray, i: int, end: int, out: np.ndarray, at: int, slow: np.ndarray,
+            n_slow: int) -> tuple[int, int]:
+    """Read the number at ``i`` into ``out.flat[at]``; one the reader leaves undecided is
+    noted in ``slow`` (where it goes, where its text is) for orjson. Returns the index after
+    it and the count of slow numbers, or ``(-1, _)`` when there is no number there."""
+    value, j = read_number(buf, i, end)
+    if j >= 0:
+        out[at] = value
+        return j, n_slow
+    j = i
+    while j < end and _number_byte(buf[j]):
+        j += 1
+    if j == i:
+        return -1, n_slow
+    slow[n_slow, 0] = at
+    slow[n_slow, 1] = i
+    slow[n_slow, 2] = j
+    return j, n_slow + 1
 
 
 @njit(refcounts=False)
-def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, out: np.ndarray) -> int:
-    """Write ``[`` + every record's ``d`` x tokens and its y token, comma-separated, + ``]``
-    into ``out``; the bytes written, or -1 when a record is not exactly ``{"x": [d numbers],
-    "y": number}`` (in either order). ``bounds[k]:bounds[k + 1]`` is record ``k``."""
-    o = 1
-    out[0] = 91  # [
+def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at: np.ndarray,
+          slow: np.ndarray) -> int:
+    """Fill ``cells`` (record ``k``'s ``d`` features then its label, NaN when absent, at
+    ``k * (d + 1)``) and ``key_at`` (the start and end of record ``k``'s key text, -1 when it
+    has none) from the records ``buf[bounds[k]:bounds[k + 1]]``. Returns how many numbers went
+    to ``slow``, or -1 when a record is not of the scanned shape."""
+    n_slow = 0
     for k in range(len(bounds) - 1):
         end = bounds[k + 1]
+        row = k * (d + 1)
+        cells[row + d] = np.nan
+        key_at[k, 0] = -1
+        key_at[k, 1] = -1
+        seen = 0
         i = _skip(buf, bounds[k], end)
         if i >= end or buf[i] != 123:  # {
             return -1
-        y_at = -1  # where the y token starts in ``out`` (it is moved behind the x tokens)
-        y_len = 0
-        x_done = False
-        for field in range(2):
+        while True:
             i = _skip(buf, i + 1, end)
-            if i + 2 >= end or buf[i] != 34 or buf[i + 2] != 34:  # "?"
+            if i >= end or buf[i] != 34:  # "
                 return -1
-            name = buf[i + 1]
-            i = _skip(buf, i + 3, end)
+            field, i = _field(buf, i, end)
+            if field == 0 or seen & field:
+                return -1
+            seen |= field
+            i = _skip(buf, i, end)
             if i >= end or buf[i] != 58:  # :
                 return -1
             i = _skip(buf, i + 1, end)
-            if name == 120 and not x_done:  # x
+            if field == _X:
                 if i >= end or buf[i] != 91:  # [
                     return -1
                 for j in range(d):
                     i = _skip(buf, i + 1, end)
-                    i, o = _token(buf, i, end, out, o)
+                    i, n_slow = _number(buf, i, end, cells, row + j, slow, n_slow)
                     if i < 0:
                         return -1
                     i = _skip(buf, i, end)
                     if i >= end or buf[i] != (44 if j < d - 1 else 93):  # , or ]
                         return -1
-                x_done = True
-            elif name == 121 and y_at < 0:  # y
-                y_at = o
-                i, o = _token(buf, i, end, out, o)
+                i += 1
+            elif field == _Y:
+                i, n_slow = _number(buf, i, end, cells, row + d, slow, n_slow)
                 if i < 0:
                     return -1
-                y_len = o - y_at
-                i -= 1  # the token's last byte: the separator follows
             else:
+                if i >= end or buf[i] != 34:
+                    return -1
+                key_at[k, 0] = i + 1
+                i += 1
+                while i < end and buf[i] != 34:
+                    if buf[i] == 92 or buf[i] < 32:  # an escape or a control byte
+                        return -1
+                    i += 1
+                if i >= end or i == key_at[k, 0]:  # unfinished, or empty (a bad key)
+                    return -1
+                key_at[k, 1] = i
+                i += 1
+            i = _skip(buf, i, end)
+            if i < end and buf[i] == 44:  # ,
+                continue
+            if i >= end or buf[i] != 125:  # }
                 return -1
-            i = _skip(buf, i + 1, end)
-            if i >= end or buf[i] != (44 if field == 0 else 125):  # , or }
-                return -1
-        if _skip(buf, i + 1, end) != end:
+            break
+        if not seen & _X or _skip(buf, i + 1, end) != end:
             return -1
-        if o - y_len != y_at:  # y came first: rotate it behind the x tokens, a byte at a time
-            for _ in range(y_len):  # (no temporary array: this code allocates nothing)
-                first = out[y_at]
-                for j in range(y_at, o - 1):
-                    out[j] = out[j + 1]
-                out[o - 1] = first
-    out[o - 1] = 93  # ] over the last comma
-    return o
+    return n_slow
 
 
 def scan_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBatch | None:
-    """The columns of ``values`` if every record is ``{"x": [d numbers], "y": number}`` (see
-    the module docstring), else None. Needs the decoder's layout fixed; never raises."""
+    """The columns of ``values`` if every record is of the scanned shape (see the module
+    docstring), else None. Needs the decoder's layout fixed; never raises."""
     d = decoder.n_features
     if not d or not values:
         return None
+    n = len(values)
     text = b"".join(values)
-    bounds = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=bounds[1:])
-    out = np.empty(len(text) + 2, dtype=np.uint8)
-    m = _scan(np.frombuffer(text, dtype=np.uint8), bounds, d, out)
-    if m < 0:
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n), out=bounds[1:])
+    cells = np.empty((n, d + 1))
+    key_at = np.empty((n, 2), dtype=np.int64)
+    slow = np.empty((n * (d + 1), 3), dtype=np.int64)
+    n_slow = _scan(np.frombuffer(text, dtype=np.uint8), bounds, d, cells.reshape(-1), key_at,
+                   slow)
+    if n_slow < 0:
         return None
-    try:
-        flat = orjson.loads(out[:m].tobytes())
-        cells = np.frombuffer(struct.pack(f"{len(flat)}d", *flat)).reshape(len(values), d + 1)
-    except (orjson.JSONDecodeError, ValueError, OverflowError, struct.error):
-        return None  # a token that is no JSON number, an integer beyond float range
-    if not np.isfinite(cells).all():
+    if n_slow and not _read_slow(text, slow[:n_slow], cells.reshape(-1)):
+        return None
+    if not np.isfinite(cells[:, :d]).all() or np.isinf(cells[:, d]).any():
         return None
     y = cells[:, d].copy()
     if decoder.task == "classification" and (np.abs(y) > MAX_CLASS_INTEGER).any():
         return None  # check_label refuses these whole numbers
-    n = len(values)
-    return RecordBatch([DEFAULT_KEY] * n, np.ascontiguousarray(cells[:, :d]), y, [None] * n,
-                       [None] * n)
+    keys = scanned_keys(text, key_at)
+    if keys is None:
+        return None
+    return RecordBatch(keys, np.ascontiguousarray(cells[:, :d]), y, [None] * n, [None] * n)
+
+
+def _read_slow(text: bytes, slow: np.ndarray, flat: np.ndarray) -> bool:
+    """Read the numbers the compiled reader left undecided with orjson, to the same floats as
+    the per-record path (a JSON integer becomes a float as ``struct.pack`` makes it); False
+    when one is not a JSON number or beyond float range."""
+    try:  # one parse for all: each text is a run of number bytes, so no comma is in one
+        numbers = orjson.loads(b"[%s]" % b",".join([text[start:stop] for _, start, stop in
+                                                     slow.tolist()]))
+        flat[slow[:, 0]] = np.frombuffer(struct.pack(f"{len(numbers)}d", *numbers))
+    except (orjson.JSONDecodeError, OverflowError, struct.error):
+        return False
+    return True
+
+
+@njit(inline=True, refcounts=False)
+def _same_text(buf: np.ndarray, a: int, a_end: int, b: int, b_end: int) -> bool:
+    if a_end - a != b_end - b:
+        return False
+    for j in range(a_end - a):
+        if buf[a + j] != buf[b + j]:
+            return False
+    return True
+
+
+@njit(refcounts=False)
+def _key_codes(buf: np.ndarray, key_at: np.ndarray, table: np.ndarray, codes: np.ndarray,
+               names: np.ndarray) -> tuple[int, int]:
+    """Number the distinct keys in order of first appearance (``codes[k]`` is record ``k``'s;
+    records without a key share one number) and write their texts into ``names``, each
+    followed by a zero byte (no key holds one; a record without a key has an empty text).
+    ``table`` (all -1, a power of two longer than the records) is an open-addressing hash
+    table of first records. Returns how many distinct keys there are and the bytes written."""
+    mask = len(table) - 1
+    m = 0
+    o = 0
+    for k in range(len(key_at)):
+        s, e = key_at[k, 0], key_at[k, 1]
+        h = np.uint64(14695981039346656037)  # FNV-1a
+        for j in range(s, e):
+            h = (h ^ np.uint64(buf[j])) * np.uint64(1099511628211)
+        slot = np.int64(h >> np.uint64(1)) & mask  # (an int64 throughout: no float mixing)
+        while True:
+            first = table[slot]
+            if first < 0:
+                table[slot] = k
+                codes[k] = m
+                m += 1
+                for j in range(s, e):
+                    names[o] = buf[j]
+                    o += 1
+                names[o] = 0
+                o += 1
+                break
+            fs, fe = key_at[first, 0], key_at[first, 1]
+            if (fs < 0 and s < 0) or (fs >= 0 and s >= 0 and _same_text(buf, fs, fe, s, e)):
+                codes[k] = codes[first]
+                break
+            slot = (slot + 1) & mask
+    return m, o
+
+
+def scanned_keys(text: bytes, key_at: np.ndarray) -> list[str] | None:
+    """The key column from the scanned key spans (``"default"`` where absent), or None when a
+    key is not one the per-record path takes as it is (not UTF-8, too long). Each distinct
+    key is decoded and checked once, all in one ``bytes.decode``."""
+    from adaptd.records.columns import plain_key  # columns imports this module
+
+    n = len(key_at)
+    if key_at[:, 0].max() < 0:
+        return [DEFAULT_KEY] * n
+    codes = np.empty(n, dtype=np.int64)
+    names = np.empty(len(text) + n, dtype=np.uint8)
+    table = np.full(1 << (2 * n).bit_length(), -1, dtype=np.int64)
+    m, size = _key_codes(np.frombuffer(text, dtype=np.uint8), key_at, table, codes, names)
+    try:
+        distinct = names[:size - 1].tobytes().decode("utf-8").split("\x00")
+    except UnicodeDecodeError:
+        return None
+    if "" in distinct:  # the records without a key (an empty key is not scanned)
+        distinct[distinct.index("")] = DEFAULT_KEY
+    if not _PLAIN_KEYS.issuperset(distinct):  # one C-level pass for the keys seen before
+        new = [key for key in distinct if key not in _PLAIN_KEYS]
+        if not all(map(plain_key, new)):
+            return None
+        if len(_PLAIN_KEYS) < _MAX_PLAIN_KEYS:
+            _PLAIN_KEYS.update(new)
+    if m == 1:
+        return [distinct[0]] * n
+    column = np.empty(m, dtype=object)
+    column[:] = distinct
+    return column[codes].tolist()  # type: ignore[no-any-return]

@@ -18,6 +18,12 @@ VALID = [
     b'{"x": [12345678901234567891, -9007199254740993, 123456789012345678901234567890], "y": 1}',
     b'{"x": [0.1000000000000000055511151231257827021181583404541015625, 5e-324, 1.7976931348623157e308], "y": 0}',
     b'{"y": -1e0, "x": [1, 1, 1]}',
+    b'{"x": [1, 2, 3]}',  # no label
+    b'{"key": "a", "x": [1, 2, 3], "y": 1}',
+    b'{"x": [1, 2, 3], "key": "caf\xc3\xa9 \xf0\x9f\x98\x80"}',  # UTF-8, no label
+    b'{"x": [1, 2, 3], "key": "default", "y": 0}',  # the default key, named
+    b'{"x": [1, 2, 3], "y": 1, "key" : "b"}',
+    b'{"x": [1, 2, 3], "y": 1, "key": "a"}',
 ]
 
 
@@ -59,8 +65,12 @@ def test_random_numbers_scan_to_the_same_bits() -> None:
 
 
 @pytest.mark.parametrize("line", [
-    b'{"x": [1, 2, 3]}', b'{"y": 1}', b'{"x": [1, 2, 3], "y": 1, "key": "a"}',
-    b'{"x": [1, 2, 3], "key": "a"}', b'{"x": [1, 2, 3], "y": null}', b'{"x": [1, 2, 3], "y": true}',
+    b'{"y": 1}', b'{"x": [1, 2, 3], "y": 1, "key": 7}', b'{"x": [1, 2, 3], "key": ""}',
+    b'{"x": [1, 2, 3], "key": "a\\"b"}', b'{"x": [1, 2, 3], "key": "\xff"}',
+    b'{"x": [1, 2, 3], "key": "a", "key": "a"}', b'{"x": [1, 2, 3], "id": "a"}',
+    b'{"x": [1, 2, 3], "task": 1}', b'{"x": [1, 2, 3], "ke": "a"}', b'{"x": [1, 2, 3], "keys": "a"}',
+    b'{"x": [1, 2, 3], "key": "' + b"k" * 1100 + b'"}', b'{"x": [1, 2, 3], "key": "a\tb"}',
+    b'{"x": [1, 2, 3], "y": null}', b'{"x": [1, 2, 3], "y": true}',
     b'{"x": [1, 2, 3], "y": "1"}', b'{"x": [1, 2], "y": 1}', b'{"x": [1, 2, 3, 4], "y": 1}',
     b'{"x": [1, 2, [3]], "y": 1}', b'{"\\u0078": [1, 2, 3], "y": 1}', b'{"x": [1, 2, 3], "x": [1, 2, 3]}',
     b'{"x": [1, 2, 3], "y": 1}x', b'\xef\xbb\xbf{"x": [1, 2, 3], "y": 1}', b'{"x": [01, 2, 3], "y": 1}',
@@ -70,6 +80,7 @@ def test_random_numbers_scan_to_the_same_bits() -> None:
     b'{"x": [1, 2, 3], "y": 1e400000000000000000000}', b'{"x": [1e2e2, 2, 3], "y": 1}',
     b'{"x": [1 2, 3], "y": 1}', b'{"x": [1, 2, 3] "y": 1}', b'{"x": [1, 2, 3], "y": 1}}',
     b'{"x": [1, 2, 3], "y": 123456789012345678901234567890}',  # a class label beyond 64 bits
+    b'{}', b'{"x": [1, 2, 3], "y": 1, }', b'{"x": [1, 2, 3], "y": 1', b'{"x": [1, 2, 3], "key": "a',
     b'{"x": [1, 2, 3' + b"0" * 320 + b'], "y": 1}',  # beyond float range
 ])
 def test_anything_else_is_left_to_the_general_decode(line: bytes) -> None:
@@ -90,7 +101,7 @@ def test_mutated_records_are_scanned_only_when_the_per_record_path_agrees() -> N
     # Random byte edits of valid records: whatever the scan takes, the per-record path takes
     # too, with the same bits; whatever it refuses is left to the general decode.
     rng = np.random.default_rng(11)
-    alphabet = b' \t\n"{}[],:.-+eExy0123456789a\\'
+    alphabet = b' \t\n"{}[],:.-+eExyk0123456789a\\'
     taken = 0
     for _ in range(3000):
         line = bytearray(VALID[int(rng.integers(len(VALID)))])
@@ -114,3 +125,21 @@ def test_mutated_records_are_scanned_only_when_the_per_record_path_agrees() -> N
         assert scanned.y.tobytes() == expected.y.tobytes(), line
         assert (scanned.keys, scanned.ids) == (expected.keys, expected.ids)
     assert taken > 100  # whitespace and digit edits keep many records plain
+
+
+def test_many_keys_are_told_apart_as_the_per_record_path_does() -> None:
+    # Thousands of keys in one batch, some of them prefixes of others, and records without a
+    # key among them: the hash table of distinct keys must give each record its own key.
+    rng = np.random.default_rng(5)
+    names = [f"k{i}" for i in range(3000)] + ["k", "default", "\u00e9t\u00e9", "k1 "]
+    values = []
+    for i in range(6000):
+        x = ", ".join(repr(float(v)) for v in rng.normal(size=3))
+        key = names[int(rng.integers(len(names)))]
+        field = "" if i % 7 == 0 else f', "key": "{key}"'
+        values.append(f'{{"x": [{x}], "y": {i % 2}{field}}}'.encode())
+    scanned = scan_columns(RecordDecoder(n_features=3), values)
+    assert scanned is not None
+    expected = per_record(RecordDecoder(n_features=3), values).build()
+    assert scanned.keys == expected.keys
+    assert scanned.X.tobytes() == expected.X.tobytes()
