@@ -21,7 +21,8 @@ timed records alone, and its quantiles are bucket bounds (the next bucket edge u
 
 Why the fetch wait matters here: Tansu (the embedded broker) does not answer a waiting fetch as
 soon as data arrives, as Apache Kafka does, so a consumer's ``fetch.wait.max.ms`` is part of
-every record's latency on it (``--fetch-wait-ms`` sets the daemon's and the pass-through's).
+every record's latency on it: the script asks both clients for librdkafka's default, 10 ms
+(``--fetch-wait-ms`` sets another, for the daemon and the pass-through alike).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from adaptd.connectors.kafka_options import KafkaSinkOptions, KafkaSourceOptions
+from adaptd.connectors.kafka_options import FETCH_MAX_WAIT_MS, KafkaSinkOptions
 
 #: The daemon's decode → emitted histogram (``/metrics``).
 OWN_LATENCY = "adaptd_record_latency_seconds_bucket"
@@ -56,8 +57,11 @@ PASS_THROUGH = "librdkafka pass-through"
 class Setup:
     """The clients' settings of one latency run; all of them are part of what is measured."""
 
-    #: The daemon's source ``fetch_max_wait_ms``, and the pass-through consumer's.
-    fetch_wait_ms: int = KafkaSourceOptions.fetch_max_wait_ms
+    #: The daemon's source ``fetch_max_wait_ms``, and the pass-through consumer's: the same
+    #: for both clients (librdkafka's default; kafka-python's is 100 ms, see
+    #: :data:`~adaptd.connectors.kafka_options.FETCH_MAX_WAIT_MS`), because Tansu holds a
+    #: waiting fetch and the wait would otherwise be most of the difference between them.
+    fetch_wait_ms: int = FETCH_MAX_WAIT_MS["librdkafka"]
     #: The daemon's sink ``linger_ms``, and the pass-through producer's.
     sink_linger_ms: int = KafkaSinkOptions.linger_ms
     #: The input producer's (the user's upstream producer) ``linger.ms``: librdkafka's
@@ -258,8 +262,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
                   args: argparse.Namespace) -> str:
     """Each client at half its rate, each followed by the pass-through at the same rate."""
-    setup = Setup(fetch_wait_ms=getattr(args, "fetch_wait_ms", None)
-                  or KafkaSourceOptions.fetch_max_wait_ms)
+    wait_ms = getattr(args, "fetch_wait_ms", None)
+    setup = Setup() if wait_ms is None else Setup(fetch_wait_ms=wait_ms)
     lines = [("Record latency (input produce timestamp → prediction read back), at about half "
               "of each client's end-to-end rate, after a warm-up of "
               f"{WARM_UP} records; {setup.describe()}:"), "",
@@ -297,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="adaptd run --batch-size (default: the daemon's own)")
     parser.add_argument("--fetch-wait-ms", type=int, default=None,
-                        help="the daemon's and the pass-through's fetch wait (default: the "
-                             "daemon's own default fetch_max_wait_ms)")
+                        help="the daemon's and the pass-through's fetch wait (default: "
+                             f"{Setup.fetch_wait_ms}, with both clients)")
     args = parser.parse_args(argv)
     rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
     with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:
