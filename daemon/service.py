@@ -81,7 +81,8 @@ def state_clients_for(settings: Settings) -> StateClients | None:
         return None
     from adaptd.state_topics import StateClients  # kafka-python, for Kafka sources only
 
-    return StateClients(uri.netloc)
+    client = parse_qs(uri.query).get("client", ["kafka-python"])[0]
+    return StateClients(uri.netloc, client)
 
 
 def changelog_for(settings: Settings, clients: StateClients | None = None) -> Changelog | None:

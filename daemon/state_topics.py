@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -43,31 +44,41 @@ class StateClients:
 
     Args:
         bootstrap: the brokers.
+        client: the source's Kafka client: with ``librdkafka`` the producer is librdkafka's
+            (:class:`~adaptd.state_producer.LibrdkafkaStateProducer`, same interface), so a
+            checkpoint's publish does not wait on kafka-python's sender thread.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, client: str = "kafka-python") -> None:
         self.bootstrap = bootstrap
-        self._producer: KafkaProducer | None = None
+        self.client = client
+        self._producer: Any = None
         self._consumer: KafkaConsumer | None = None
         self._admin: KafkaAdminClient | None = None
 
-    def get(self) -> tuple[KafkaProducer, KafkaConsumer]:
-        """The connected clients. Blocks; raises OSError when the broker is away."""
+    def get(self) -> tuple[Any, KafkaConsumer]:
+        """The connected clients (a producer with kafka-python's interface). Blocks; raises OSError when the broker is away."""
         if self._producer is None or self._consumer is None:
             try:
                 consumer = self._consumer or KafkaConsumer(
                     bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                     client_id="adaptd-state")
                 self._consumer = consumer
-                # One request in flight: a retried batch never lands after a later one (a
-                # checkpoint's key states after its commit marker).
-                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               linger_ms=5, max_request_size=16 << 20,
-                                               max_in_flight_requests_per_connection=1,
-                                               client_id="adaptd-state")
+                self._producer = self._new_producer()
             except KafkaError as exc:
                 raise OSError(f"{self.bootstrap}: broker unavailable ({exc})") from None
         return self._producer, self._consumer
+
+    def _new_producer(self) -> Any:
+        if self.client == "librdkafka":
+            from adaptd.state_producer import LibrdkafkaStateProducer
+
+            return LibrdkafkaStateProducer(self.bootstrap)
+        # One request in flight: a retried batch never lands after a later one (a checkpoint's
+        # key states after its commit marker).
+        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                             max_request_size=16 << 20, max_in_flight_requests_per_connection=1,
+                             client_id="adaptd-state")
 
     def ensure_topic(self, name: str, partitions: int) -> None:
         """Create compacted topic ``name`` unless it exists. Blocks; raises OSError when the
@@ -108,7 +119,7 @@ class TopicClients:
         self.partitions = partitions
         self._ready = False
 
-    def get(self) -> tuple[KafkaProducer, KafkaConsumer]:
+    def get(self) -> tuple[Any, KafkaConsumer]:
         """The connected clients, the topic created. Blocks; raises OSError when the broker
         is away."""
         producer, consumer = self.clients.get()
