@@ -9,13 +9,20 @@ first ``WARM_UP`` records (the daemon's start: assignment, the engine's compiled
 before timing starts and are not counted.
 
 What is measured is an upper bound of the daemon's own decode → emitted time: it adds the input
-producer's send (librdkafka's default 5 ms linger), the broker's fetch wait and the checker's
-own fetch. The peer row, measured the same way in the same run, replaces the daemon with a plain
-librdkafka loop that reads each record and produces a small message for it: the floor of this
-broker and machine. The daemon's own decode → emitted time comes from its
-``adaptd_record_latency_seconds`` histogram, scraped from ``/metrics`` when the warm-up has
+producer's linger, the broker's fetch wait (twice: the daemon's fetch and the checker's) and the
+daemon's producer's linger. Every one of these settings is printed with the table
+(:class:`Setup`). The peer row, measured the same way in the same run, replaces the daemon with
+a plain librdkafka loop that reads each record and produces a small message for it, with the
+daemon's own fetch and producer settings: the floor of this broker, machine and set-up. The
+daemon's own decode → emitted time comes from its ``adaptd_record_latency_seconds`` histogram
+(observed once per batch, for all its records), scraped from ``/metrics`` when the warm-up has
 been read back and again when every timed prediction has: the difference of the two holds the
 timed records alone, and its quantiles are bucket bounds (the next bucket edge up).
+
+Why the fetch wait matters here: Tansu (the embedded broker) does not answer a waiting fetch as
+soon as data arrives, as Apache Kafka does, so a consumer's ``fetch.wait.max.ms`` is part of
+every record's latency on it: the script asks both clients for librdkafka's default, 10 ms
+(``--fetch-wait-ms`` sets another, for the daemon and the pass-through alike).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from adaptd.connectors.kafka_options import FETCH_MAX_WAIT_MS, KafkaSinkOptions
 
 #: The daemon's decode → emitted histogram (``/metrics``).
 OWN_LATENCY = "adaptd_record_latency_seconds_bucket"
@@ -43,24 +53,50 @@ WARM_UP = 2_000
 PASS_THROUGH = "librdkafka pass-through"
 
 
-def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int) -> None:
+@dataclass(frozen=True)
+class Setup:
+    """The clients' settings of one latency run; all of them are part of what is measured."""
+
+    #: The daemon's source ``fetch_max_wait_ms``, and the pass-through consumer's: the same
+    #: for both clients (librdkafka's default; kafka-python's is 100 ms, see
+    #: :data:`~adaptd.connectors.kafka_options.FETCH_MAX_WAIT_MS`), because Tansu holds a
+    #: waiting fetch and the wait would otherwise be most of the difference between them.
+    fetch_wait_ms: int = FETCH_MAX_WAIT_MS["librdkafka"]
+    #: The daemon's sink ``linger_ms``, and the pass-through producer's.
+    sink_linger_ms: int = KafkaSinkOptions.linger_ms
+    #: The input producer's (the user's upstream producer) ``linger.ms``: librdkafka's
+    #: default. Shorter sends a produce request per few records at these rates, which queue
+    #: up at the broker and measure the input producer instead of the daemon.
+    input_linger_ms: int = 5
+    #: The checker's ``fetch.wait.max.ms``.
+    check_fetch_wait_ms: int = 5
+
+    def describe(self) -> str:
+        return (f"input producer linger {self.input_linger_ms} ms; daemon and pass-through: fetch "
+                f"wait {self.fetch_wait_ms} ms, producer linger {self.sink_linger_ms} ms (acks=all, "
+                f"idempotent); checker fetch wait {self.check_fetch_wait_ms} ms")
+
+
+def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: Setup) -> None:
     """Consume ``n`` records of ``topic_in`` and produce one message per record to
-    ``topic_out`` with its partition and position, as plainly as librdkafka allows."""
+    ``topic_out`` with its partition and position, as plainly as librdkafka allows, with the
+    daemon's fetch and producer settings (``setup``)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    # Fetches and waits as adaptd's librdkafka source does (fetch_max_wait_ms=100; what is
-    # fetched at once, else the first record to come), so the row is the floor of that client.
+    # Fetches and waits as adaptd's librdkafka source does (what is fetched at once, else the
+    # first record to come), so the row is the floor of that client.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": setup.fetch_wait_ms})
     partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
     consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": setup.sink_linger_ms,
+                         "acks": "all", "enable.idempotence": True,
                          "partitioner": "murmur2_random"})
     seen = 0
     while seen < n:
-        messages = consumer.consume(256, 0)
+        messages = consumer.consume(1024, 0)
         if not messages and (first := consumer.poll(0.2)) is not None:
-            messages = [first, *consumer.consume(255, 0)]
+            messages = [first, *consumer.consume(1023, 0)]
         for m in messages:
             if m.error() is None:
                 orjson.loads(m.value())
@@ -90,19 +126,25 @@ def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: fl
 
 
 def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int], int],
-             stop: threading.Event) -> None:
+             stop: threading.Event, fetch_wait_ms: int) -> None:
     """Read predictions as they arrive; note the arrival time of each (partition, position).
     Assigned, not subscribed: a group join takes seconds on this broker."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency-check",
-                         "fetch.wait.max.ms": 5, "enable.auto.commit": False})
+                         "fetch.wait.max.ms": fetch_wait_ms, "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     while len(received) < n and not stop.is_set():
-        for m in consumer.consume(1000, 0.05):
+        # What is fetched already, else the first message to come: ``consume(1000, 0.05)``
+        # would wait for 1000 messages or the whole 50 ms, and add that wait to every record
+        # read at a modest rate (a median 25 ms of the checker's own).
+        messages = consumer.consume(1000, 0)
+        if not messages and (first := consumer.poll(0.05)) is not None:
+            messages = [first]
+        now_ms = int(time.time() * 1000)
+        for m in messages:
             if m.error() is None:
-                now_ms = int(time.time() * 1000)
                 body = orjson.loads(m.value())
                 received.setdefault((body["partition"], body["position"]), now_ms)
     consumer.close()
@@ -144,7 +186,7 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
 
 
 def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
-            args: argparse.Namespace) -> tuple[float, float, int, float, float]:
+            args: argparse.Namespace, setup: Setup) -> tuple[float, float, int, float, float]:
     """(p50 ms, p99 ms, records timed, the daemon's own decode → emitted p50 and p99 as bucket
     bounds in ms) of one client at ``rate`` records/s."""
     from confluent_kafka import Producer
@@ -163,27 +205,30 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     port = None if client == PASS_THROUGH else _free_port()
     if client == PASS_THROUGH:
         command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
-                   bootstrap, topic_in, topic_out, str(n + WARM_UP)]
+                   bootstrap, topic_in, topic_out, str(n + WARM_UP),
+                   orjson.dumps(asdict(setup)).decode()]
     else:
         command = [
             sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", str(port),
             "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
-            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}",
-            "--sink", f"kafka://{bootstrap}/{topic_out}?client={client}",
+            "--source", (f"kafka://{bootstrap}/{topic_in}?client={client}"
+                        f"&fetch_max_wait_ms={setup.fetch_wait_ms}"),
+            "--sink", (f"kafka://{bootstrap}/{topic_out}?client={client}"
+                      f"&linger_ms={setup.sink_linger_ms}"),
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
         if getattr(args, "batch_size", None) is not None:
             command += ["--batch-size", str(args.batch_size)]
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
-    # librdkafka's default linger (5 ms): one produce request per record, at these rates,
-    # queues up behind the broker and measures the input producer instead of the daemon.
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                         "linger.ms": setup.input_linger_ms})
     warm: dict[tuple[int, int], int] = {}
     sent: dict[tuple[int, int], int] = {}
     received: dict[tuple[int, int], int] = {}
     stop = threading.Event()
     checker = threading.Thread(target=_collect, daemon=True,
-                               args=(bootstrap, topic_out, n + WARM_UP, received, stop))
+                               args=(bootstrap, topic_out, n + WARM_UP, received, stop,
+                                     setup.check_fetch_wait_ms))
     checker.start()
     try:
         _pace(producer, topic_in, values[:WARM_UP], rate, warm)
@@ -216,32 +261,36 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
 
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
                   args: argparse.Namespace) -> str:
+    """Each client at half its rate, each followed by the pass-through at the same rate."""
+    wait_ms = getattr(args, "fetch_wait_ms", None)
+    setup = Setup() if wait_ms is None else Setup(fetch_wait_ms=wait_ms)
     lines = [("Record latency (input produce timestamp → prediction read back), at about half "
               "of each client's end-to-end rate, after a warm-up of "
-              f"{WARM_UP} records:"), "",
+              f"{WARM_UP} records; {setup.describe()}:"), "",
              ("| client | rate (records/s) | records | p50 (ms) | p99 (ms) | adaptd's own decode "
               "→ emitted p50 / p99 (ms, bucket bound) |"),
              "|---|---:|---:|---:|---:|---:|"]
-    # The pass-through runs at the fastest client's rate: its floor holds for both.
-    for client, rate in [*rates.items(), (PASS_THROUGH, max(rates.values()))]:
+    for client, rate in rates.items():
         target = max(100.0, rate / 2)
         n = int(min(args.records, target * 10))  # about ten seconds of input
-        p50, p99, count, own50, own99 = measure(bootstrap, tmp, client, target, n, args)
-        own = "" if client == PASS_THROUGH else f"≤ {own50:g} / ≤ {own99:g}"
-        lines.append(f"| {client} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} | {own} |")
+        for who in (client, PASS_THROUGH):
+            p50, p99, count, own50, own99 = measure(bootstrap, tmp, who, target, n, args, setup)
+            own = "" if who == PASS_THROUGH else f"≤ {own50:g} / ≤ {own99:g}"
+            lines.append(f"| {who} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} | {own} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Latency alone, at given rates: ``python -m benchmarks.kafka_latency --rate
-    kafka-python=20000 --rate librdkafka=40000`` (each already half a measured rate)."""
+    kafka-python=60000 --rate librdkafka=100000`` (each a measured end-to-end rate: the input
+    comes at half of it)."""
     import tempfile
 
     from adaptd.broker import EmbeddedBroker
 
     if argv is None and sys.argv[1:2] == ["--pass-through"]:
-        bootstrap, topic_in, topic_out, n = sys.argv[2:6]
-        pass_through(bootstrap, topic_in, topic_out, int(n))
+        bootstrap, topic_in, topic_out, n, setup = sys.argv[2:7]
+        pass_through(bootstrap, topic_in, topic_out, int(n), Setup(**orjson.loads(setup)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", action="append", required=True, metavar="CLIENT=FULL_RATE",
@@ -251,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="adaptd run --batch-size (default: the daemon's own)")
+    parser.add_argument("--fetch-wait-ms", type=int, default=None,
+                        help="the daemon's and the pass-through's fetch wait (default: "
+                             f"{Setup.fetch_wait_ms}, with both clients)")
     args = parser.parse_args(argv)
     rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
     with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:

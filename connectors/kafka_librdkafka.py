@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
-from adaptd.connectors.base import PartitionListener, SinkMessage, SourceRecord
+from adaptd.connectors.base import PartitionListener, RecordRun, SinkMessage, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSinkBase, KafkaSourceBase
-from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.connectors.kafka_options import KafkaClientOptions, KafkaSinkOptions
 from adaptd.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,33 @@ except ImportError:  # pragma: no cover - the librdkafka extra is a dev dependen
 #: librdkafka needs a group id even for a consumer that only assigns partitions; with
 #: ``assign`` it never joins that group, and without ``group`` in the URI nothing is committed.
 _NO_GROUP = "adaptd-assign-only"
+
+if ck is not None:
+    # Unbound methods: ``map`` calls them in C, with no attribute lookup per message.
+    _value, _partition, _error = ck.Message.value, ck.Message.partition, ck.Message.error
+
+
+def _record(m: Any) -> SourceRecord:
+    """A librdkafka message as a :class:`SourceRecord`; a tombstone (no value) reads as no
+    bytes, as with kafka-python: the decoder rejects it as data."""
+    value = m.value()
+    return SourceRecord(m.partition(), m.offset(), b"" if value is None else value, m.key(),
+                        m.timestamp()[1])
+
+
+@dataclass(slots=True)
+class MessageRun(RecordRun):
+    """A :class:`RecordRun` of librdkafka messages: ``values`` taken out in C, and the
+    messages kept, so a record taken out of the run (to be dead-lettered, say) keeps its Kafka
+    key and timestamp."""
+
+    messages: list[Any] = field(default_factory=list)
+
+    def __getitem__(self, i: int) -> SourceRecord:
+        return _record(self.messages[i])
+
+    def records(self) -> list[SourceRecord]:
+        return list(map(_record, self.messages))
 
 
 def client_config(options: KafkaClientOptions) -> dict[str, Any]:
@@ -145,6 +174,36 @@ class LibrdkafkaSource(KafkaSourceBase):
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
+        polled = self.poll_many(max_records, timeout_s)
+        return polled.records() if isinstance(polled, RecordRun) else polled
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """:meth:`poll`, as one :class:`MessageRun` when the messages are consecutive
+        positions of one partition (a consume mostly returns one partition's fetched batch):
+        then no Python object is built per record beyond librdkafka's own message."""
+        messages = self._fetch(max_records, timeout_s)
+        if not messages:
+            return []
+        n = len(messages)
+        first, last = messages[0], messages[-1]
+        partition = first.partition()
+        # One partition (compaction and transaction markers leave gaps: then a list), no
+        # error event among them, no tombstone (the list path reads it as no bytes).
+        if (last.offset() - first.offset() == n - 1
+                and list(map(_partition, messages)).count(partition) == n
+                and not any(map(_error, messages))):
+            values = list(map(_value, messages))
+            if values.count(None) == 0:
+                self._returned += n
+                return MessageRun(partition, first.offset(), values, messages)
+        out = [_record(m) for m in messages if m.error() is None]
+        if len(out) < n:
+            self._log_errors(messages)
+        self._returned += len(out)
+        return out
+
+    def _fetch(self, max_records: int, timeout_s: float) -> list[Any]:
+        """Up to ``max_records`` messages (see :meth:`_consume`), error events included."""
         max_records = self._budget(max_records)
         if max_records <= 0:
             return []
@@ -158,13 +217,7 @@ class LibrdkafkaSource(KafkaSourceBase):
                 self._topic_partitions(self._consumer, min(timeout_s, 1.0))
             return []
         self._brokers_down = False
-        record = SourceRecord
-        out = [record(m.partition(), m.offset(), m.value(), m.key(), m.timestamp()[1])
-               for m in messages if m.error() is None]
-        if len(out) < len(messages):
-            self._log_errors(messages)
-        self._returned += len(out)
-        return out
+        return messages
 
     def _consume(self, max_records: int, timeout_s: float) -> list[Any]:
         """What is fetched already, up to ``max_records``; if nothing is, wait up to
@@ -256,7 +309,19 @@ class LibrdkafkaSource(KafkaSourceBase):
 
 
 class LibrdkafkaSink(KafkaSinkBase):
-    """Produces through confluent-kafka's ``Producer``; the options' settings, translated."""
+    """Produces through confluent-kafka's ``Producer``; the options' settings, translated.
+
+    The producer is created with the sink (unless the topic may have to be created first,
+    which blocks on the broker): creating it does not block, and an idempotent producer
+    created with no broker connection up yet retries getting its producer id only after
+    half a second (librdkafka's timer), holding every message back meanwhile. Created at
+    start, it has its id before the daemon's first batch is learned.
+    """
+
+    def __init__(self, options: KafkaSinkOptions) -> None:
+        super().__init__(options)
+        if options.partitions is None:
+            self._connect()
 
     def _create_producer(self) -> Any:
         require_client()
@@ -305,14 +370,15 @@ class LibrdkafkaSink(KafkaSinkBase):
 
     def _send_columns(self, producer: Any, values: list[bytes],
                       keys: Sequence[bytes | None]) -> int:
-        produce = producer.produce
-        topic = self.options.topic
-        taken = 0
+        # ``map`` drives the calls into the producer from C: no Python loop step per message.
+        # It takes the next value before it calls, so when the queue is full, the value it
+        # was given is the first of those left: how many were taken follows from what is left.
+        pending = iter(values)
         try:
-            for value, key in zip(values, keys, strict=True):
-                produce(topic, value, key)
-                taken += 1
+            deque(map(producer.produce, repeat(self.options.topic), pending, keys), maxlen=0)
+            taken = len(values)
         except BufferError:
+            taken = len(values) - len(list(pending)) - 1
             log.debug("%s: producer queue full, %d messages wait", self.options.where,
                       len(values) - taken)
         producer.poll(0)

@@ -68,7 +68,7 @@ from adaptd.checkpoint import (
     decode,
     encode,
 )
-from adaptd.state_topics import TopicClients, topic_name
+from adaptd.state_topics import StateClients, TopicClients, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,11 @@ class Changelog:
         topic: the source topic.
         group: the source's consumer group (None: no group).
         read_timeout_s: longest wait for a restore read to reach its fence.
+        clients: the cluster's state-topic clients, shared with the meta topic (None: its own).
     """
 
     def __init__(self, bootstrap: str, topic: str, group: str | None,
-                 read_timeout_s: float = 60.0) -> None:
+                 read_timeout_s: float = 60.0, clients: StateClients | None = None) -> None:
         self.bootstrap = bootstrap
         self.source_topic = topic
         self.topic = topic_name(topic, group, "changelog")
@@ -144,7 +145,8 @@ class Changelog:
         self.epochs: dict[int, int] = {}
         #: partition → keys whose next state goes to slot 1 in this epoch (others: slot 0).
         self._slot_one: dict[int, set[str]] = {}
-        self.clients = TopicClients(bootstrap, self.topic, self._source_partitions)
+        self.clients = TopicClients(clients or StateClients(bootstrap), self.topic,
+                                    self._source_partitions)
 
     def _source_partitions(self, consumer: KafkaConsumer) -> int:
         # One changelog partition per source partition: a key's state stays with its partition.

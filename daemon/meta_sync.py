@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from adaptd.checkpoint import CheckpointError, decode, encode
 from adaptd.meta.state import MetaState, Moments, average, moments_without, pool_moments
 from adaptd.shared_moments import live_moments, with_moments
-from adaptd.state_topics import TopicClients, topic_name
+from adaptd.state_topics import StateClients, TopicClients, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,12 @@ class MetaSync:
         bootstrap, topic, group: the Kafka source's brokers, topic and consumer group.
         interval_s: seconds between merges (see :meth:`due`).
         clock: monotonic seconds; injected by tests.
+        clients: the cluster's state-topic clients, shared with the changelog (None: its own).
     """
 
     def __init__(self, bootstrap: str, topic: str, group: str | None, interval_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 clients: StateClients | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic_name(topic, group, "meta")
         self.interval_s = interval_s
@@ -59,7 +61,7 @@ class MetaSync:
         #: The same for the running moments: the others' share of each, by place.
         self.foreign_moments: dict[str, Moments | None] = {}
         self._last_merge = -float("inf")
-        self.clients = TopicClients(bootstrap, self.topic, lambda _: 1)
+        self.clients = TopicClients(clients or StateClients(bootstrap), self.topic, lambda _: 1)
 
     # -- what the checkpoint keeps -------------------------------------------------------
 

@@ -31,6 +31,7 @@ from adaptd.settings import Settings
 if TYPE_CHECKING:
     from adaptd.changelog import Changelog
     from adaptd.meta_sync import MetaSync
+    from adaptd.state_topics import StateClients
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         for opened in sinks:
             opened.close()
         raise
+    state_clients = state_clients_for(settings)
     return Runner(
         source=source,
         learner=build_learner(settings),
@@ -67,12 +69,23 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         sink=sink,
         dead_letter=dead_letter,
         config=RunnerConfig.from_settings(settings),
-        changelog=changelog_for(settings),
-        meta_sync=meta_sync_for(settings),
+        changelog=changelog_for(settings, state_clients),
+        meta_sync=meta_sync_for(settings, state_clients),
     )
 
 
-def changelog_for(settings: Settings) -> Changelog | None:
+def state_clients_for(settings: Settings) -> StateClients | None:
+    """One set of state-topic clients for the changelog and the meta topic of a Kafka source."""
+    uri = urlsplit(settings.source or "")
+    if uri.scheme != "kafka":
+        return None
+    from adaptd.state_topics import StateClients  # kafka-python, for Kafka sources only
+
+    client = parse_qs(uri.query).get("client", ["kafka-python"])[0]
+    return StateClients(uri.netloc, client)
+
+
+def changelog_for(settings: Settings, clients: StateClients | None = None) -> Changelog | None:
     """The changelog of a Kafka source (``checkpoint.changelog``), else None."""
     uri = urlsplit(settings.source or "")
     if uri.scheme != "kafka" or not settings.checkpoint.changelog:
@@ -80,10 +93,10 @@ def changelog_for(settings: Settings) -> Changelog | None:
     from adaptd.changelog import Changelog  # kafka-python, for Kafka sources only
 
     group = parse_qs(uri.query).get("group", [None])[0]
-    return Changelog(uri.netloc, uri.path.lstrip("/"), group)
+    return Changelog(uri.netloc, uri.path.lstrip("/"), group, clients=clients)
 
 
-def meta_sync_for(settings: Settings) -> MetaSync | None:
+def meta_sync_for(settings: Settings, clients: StateClients | None = None) -> MetaSync | None:
     """The meta topic of a Kafka source with meta-learning on (``checkpoint.meta_topic``)."""
     uri = urlsplit(settings.source or "")
     if (uri.scheme != "kafka" or not settings.checkpoint.meta_topic
@@ -93,7 +106,7 @@ def meta_sync_for(settings: Settings) -> MetaSync | None:
 
     group = parse_qs(uri.query).get("group", [None])[0]
     return MetaSync(uri.netloc, uri.path.lstrip("/"), group,
-                    interval_s=settings.checkpoint.meta_merge_interval_s)
+                    interval_s=settings.checkpoint.meta_merge_interval_s, clients=clients)
 
 
 @contextmanager

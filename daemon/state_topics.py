@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -28,59 +29,109 @@ def topic_name(topic: str, group: str | None, kind: str) -> str:
 def ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
     """Create compacted topic ``name`` unless it exists. Blocks; raises OSError when the broker
     refuses."""
+    clients = StateClients(bootstrap)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="adaptd-state")
-    except KafkaError as exc:
-        raise OSError(f"{bootstrap}: cannot create topic {name} ({exc})") from None
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1,
-                                      topic_configs={"cleanup.policy": "compact"})])
-        log.info("created compacted topic %s (%d partitions)", name, partitions)
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as exc:
-        raise OSError(f"{bootstrap}: cannot create topic {name} ({exc})") from None
+        clients.ensure_topic(name, partitions)
     finally:
-        admin.close()
+        clients.close()
 
 
-class TopicClients:
-    """A producer and a consumer for one of these topics, created with the topic on first use.
+class StateClients:
+    """The kafka-python clients of adaptd's own topics on one cluster: one producer, one
+    consumer, and an admin client once a topic is created. The changelog and the meta topic
+    share them (the daemon passes one to both): every client bootstraps on its own (connections,
+    API version probes, metadata), and six of them took a third of a second of each start.
 
     Args:
         bootstrap: the brokers.
+        client: the source's Kafka client: with ``librdkafka`` the producer is librdkafka's
+            (:class:`~adaptd.state_producer.LibrdkafkaStateProducer`, same interface), so a
+            checkpoint's publish does not wait on kafka-python's sender thread.
+    """
+
+    def __init__(self, bootstrap: str, client: str = "kafka-python") -> None:
+        self.bootstrap = bootstrap
+        self.client = client
+        self._producer: Any = None
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+
+    def get(self) -> tuple[Any, KafkaConsumer]:
+        """The connected clients (a producer with kafka-python's interface). Blocks; raises OSError when the broker is away."""
+        if self._producer is None or self._consumer is None:
+            try:
+                consumer = self._consumer or KafkaConsumer(
+                    bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                    client_id="adaptd-state")
+                self._consumer = consumer
+                self._producer = self._new_producer()
+            except KafkaError as exc:
+                raise OSError(f"{self.bootstrap}: broker unavailable ({exc})") from None
+        return self._producer, self._consumer
+
+    def _new_producer(self) -> Any:
+        if self.client == "librdkafka":
+            from adaptd.state_producer import LibrdkafkaStateProducer
+
+            return LibrdkafkaStateProducer(self.bootstrap)
+        # One request in flight: a retried batch never lands after a later one (a checkpoint's
+        # key states after its commit marker).
+        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                             max_request_size=16 << 20, max_in_flight_requests_per_connection=1,
+                             client_id="adaptd-state")
+
+    def ensure_topic(self, name: str, partitions: int) -> None:
+        """Create compacted topic ``name`` unless it exists. Blocks; raises OSError when the
+        broker refuses."""
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                               client_id="adaptd-state")
+            self._admin.create_topics([NewTopic(name, partitions, 1,
+                                                topic_configs={"cleanup.policy": "compact"})])
+            log.info("created compacted topic %s (%d partitions)", name, partitions)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            raise OSError(f"{self.bootstrap}: cannot create topic {name} ({exc})") from None
+
+    def close(self) -> None:
+        """Close the clients (idempotent: each user of a shared instance closes it)."""
+        for client in (self._producer, self._consumer, self._admin):
+            if client is not None:
+                client.close()
+        self._producer = self._consumer = self._admin = None
+
+
+class TopicClients:
+    """The producer and consumer for one of these topics, created with the topic on first use.
+
+    Args:
+        clients: the cluster's clients (shared with the other state topic, or its own).
         topic: the topic's name.
         partitions: how many partitions the topic gets, asked of a connected consumer.
     """
 
-    def __init__(self, bootstrap: str, topic: str,
+    def __init__(self, clients: StateClients, topic: str,
                  partitions: Callable[[KafkaConsumer], int]) -> None:
-        self.bootstrap = bootstrap
+        self.clients = clients
         self.topic = topic
         self.partitions = partitions
-        self._producer: KafkaProducer | None = None
-        self._consumer: KafkaConsumer | None = None
+        self._ready = False
 
-    def get(self) -> tuple[KafkaProducer, KafkaConsumer]:
-        """The connected clients. Blocks; raises OSError when the broker is away."""
-        if self._producer is None or self._consumer is None:
+    def get(self) -> tuple[Any, KafkaConsumer]:
+        """The connected clients, the topic created. Blocks; raises OSError when the broker
+        is away."""
+        producer, consumer = self.clients.get()
+        if not self._ready:
             try:
-                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap,
-                                         enable_auto_commit=False, client_id="adaptd-state")
-                ensure_topic(self.bootstrap, self.topic, self.partitions(consumer))
-                # One request in flight: a retried batch never lands after a later one (a
-                # checkpoint's key states after its commit marker).
-                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               linger_ms=5, max_request_size=16 << 20,
-                                               max_in_flight_requests_per_connection=1,
-                                               client_id="adaptd-state")
-                self._consumer = consumer
+                partitions = self.partitions(consumer)
             except KafkaError as exc:
                 raise OSError(f"{self.topic}: broker unavailable ({exc})") from None
-        return self._producer, self._consumer
+            self.clients.ensure_topic(self.topic, partitions)
+            self._ready = True
+        return producer, consumer
 
     def close(self) -> None:
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                client.close()
-        self._producer = self._consumer = None
+        self._ready = False
+        self.clients.close()

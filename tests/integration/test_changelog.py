@@ -12,6 +12,7 @@ from kafka import TopicPartition
 
 from adaptd.changelog import Changelog, apply_records
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, decode, encode
+from adaptd.state_topics import StateClients
 from tests.integration.kafka_harness import produce
 
 pytestmark = pytest.mark.integration
@@ -30,13 +31,16 @@ def restored(log: Changelog, tmp: Path, name: str) -> tuple[int, dict[str, int],
         applied
 
 
-@pytest.fixture
-def changelog(kafka_broker: str, kafka_topic: str):
+@pytest.fixture(params=["kafka-python", "librdkafka"])
+def changelog(kafka_broker: str, kafka_topic: str, request: pytest.FixtureRequest):
+    """Changelogs of one topic, written with the producer of the source's client (kafka-python's,
+    or librdkafka's behind the same interface: :mod:`adaptd.state_producer`)."""
     produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=1)
     logs: list[Changelog] = []
 
     def make() -> Changelog:
-        logs.append(Changelog(kafka_broker, kafka_topic, "g"))
+        clients = StateClients(kafka_broker, request.param)
+        logs.append(Changelog(kafka_broker, kafka_topic, "g", clients=clients))
         return logs[-1]
 
     yield make

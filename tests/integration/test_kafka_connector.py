@@ -240,3 +240,21 @@ def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
     finally:
         source.close()
     assert sorted(int(r.value[5:-1]) for r in records) == list(range(200))
+
+
+def test_a_tombstone_reads_as_no_bytes(kafka_broker: str, kafka_topic: str, client: str) -> None:
+    """A message without a value (a compacted topic's delete marker) is a record of no bytes,
+    which the daemon dead-letters as data, through either client, in a run or alone."""
+    from confluent_kafka import Producer
+
+    produce(kafka_broker, kafka_topic, 3, partitions=1, client=client)
+    producer = Producer({"bootstrap.servers": kafka_broker})
+    producer.produce(kafka_topic, None, b"gone")
+    assert producer.flush(30) == 0
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({}, None)
+    try:
+        records = read_all(source, 4)
+    finally:
+        source.close()
+    assert [(r.position, r.key, r.value) for r in records][3] == (3, b"gone", b"")

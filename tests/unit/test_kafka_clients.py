@@ -42,3 +42,27 @@ def test_a_missing_confluent_kafka_is_one_line_naming_the_extra(
         with pytest.raises(ConfigError, match=r"pip install 'adaptd\[librdkafka\]'") as info:
             build("kafka://h:9092/t?client=librdkafka")
         assert "\n" not in str(info.value)
+
+
+def test_a_full_librdkafka_queue_keeps_the_rest_of_an_encoded_batch_in_order() -> None:
+    """Produce driven from C stops at the first message the producer's queue refuses; what
+    it took and what waits add up to the batch, and the waiting ones keep their order. A real
+    producer with a ten-message queue, no broker behind it (nothing is delivered)."""
+    from confluent_kafka import Producer
+
+    from adaptd.broker import free_port
+    from adaptd.connectors.base import EncodedBatch
+
+    uri = f"kafka://127.0.0.1:{free_port()}/t?client=librdkafka"
+    sink = KafkaConnector.sink(uri)
+    assert isinstance(sink, kafka_librdkafka.LibrdkafkaSink)
+    sink._discard_producer()
+    sink._producer = Producer({"bootstrap.servers": sink.options.bootstrap,
+                               "queue.buffering.max.messages": 10})
+    values = [f'{{"i":{i}}}'.encode() for i in range(25)]
+    sink.write_encoded(EncodedBatch(b"".join(v + b"\n" for v in values), [b"k"] * 25))
+    assert sink.backlog() == 25
+    assert [m.value for m in sink._waiting] == values[10:]
+    sink._producer.purge()
+    sink._producer = None
+    sink.close()

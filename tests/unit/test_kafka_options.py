@@ -37,3 +37,13 @@ def test_security_settings_pass_through_to_the_client(monkeypatch: pytest.Monkey
     assert config["sasl_mechanism"] == "SCRAM-SHA-512"
     assert config["sasl_plain_password"] == "s3cret"
     assert config["ssl_cafile"] == "/etc/ca.pem"
+
+
+def test_the_fetch_wait_defaults_per_client_and_a_given_one_wins() -> None:
+    assert source_options("kafka://h:9092/t").fetch_max_wait_ms == 100
+    assert source_options("kafka://h:9092/t?client=librdkafka").fetch_max_wait_ms == 10
+    assert source_options(
+        "kafka://h:9092/t?client=librdkafka&fetch_max_wait_ms=250").fetch_max_wait_ms == 250
+    assert source_options("kafka://h:9092/t?fetch_max_wait_ms=0").fetch_max_wait_ms == 0
+    with pytest.raises(ConfigError, match="fetch_max_wait_ms must be >= 0"):
+        source_options("kafka://h:9092/t?fetch_max_wait_ms=-1")
