@@ -79,10 +79,11 @@ def state_clients_for(settings: Settings) -> StateClients | None:
     uri = urlsplit(settings.source or "")
     if uri.scheme != "kafka":
         return None
+    from adaptd.connectors.kafka_options import source_options
     from adaptd.state_topics import StateClients  # kafka-python, for Kafka sources only
 
-    client = parse_qs(uri.query).get("client", ["kafka-python"])[0]
-    return StateClients(uri.netloc, client)
+    options = source_options(settings.source or "")
+    return StateClients(uri.netloc, options.client, options)
 
 
 def changelog_for(settings: Settings, clients: StateClients | None = None) -> Changelog | None:

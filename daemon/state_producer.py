@@ -58,14 +58,14 @@ class LibrdkafkaStateProducer:
     """kafka-python's ``send``/``flush``/``close``, over a librdkafka producer.
 
     Args:
-        bootstrap: the brokers.
+        config: librdkafka properties of the connection (brokers, client id, security).
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         import confluent_kafka as ck
 
         self._producer = ck.Producer({
-            "bootstrap.servers": bootstrap, "client.id": "adaptd-state", "acks": "all",
+            **config, "acks": "all",
             "enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
             "linger.ms": 5, "message.max.bytes": 16 << 20, "partitioner": "murmur2_random",
             "logger": log})

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+if TYPE_CHECKING:
+    from adaptd.connectors.kafka_options import KafkaClientOptions
+
 log = logging.getLogger(__name__)
+
+
+#: The client id of adaptd's state-topic clients (brokers' quotas and logs tell them apart).
+STATE_CLIENT_ID = "adaptd-state"
 
 
 def topic_name(topic: str, group: str | None, kind: str) -> str:
@@ -47,11 +54,16 @@ class StateClients:
         client: the source's Kafka client: with ``librdkafka`` the producer is librdkafka's
             (:class:`~adaptd.state_producer.LibrdkafkaStateProducer`, same interface), so a
             checkpoint's publish does not wait on kafka-python's sender thread.
+        options: the source's client options, whose security settings (SASL, SSL) and
+            timeouts every state client takes too: a cluster that asks the source to
+            authenticate asks these clients as well. None: plaintext to ``bootstrap``.
     """
 
-    def __init__(self, bootstrap: str, client: str = "kafka-python") -> None:
+    def __init__(self, bootstrap: str, client: str = "kafka-python",
+                 options: KafkaClientOptions | None = None) -> None:
         self.bootstrap = bootstrap
         self.client = client
+        self.options = options
         self._producer: Any = None
         self._consumer: KafkaConsumer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -61,8 +73,7 @@ class StateClients:
         if self._producer is None or self._consumer is None:
             try:
                 consumer = self._consumer or KafkaConsumer(
-                    bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                    client_id="adaptd-state")
+                    **self._config(), enable_auto_commit=False)
                 self._consumer = consumer
                 self._producer = self._new_producer()
             except KafkaError as exc:
@@ -73,20 +84,26 @@ class StateClients:
         if self.client == "librdkafka":
             from adaptd.state_producer import LibrdkafkaStateProducer
 
-            return LibrdkafkaStateProducer(self.bootstrap)
+            base = self.options.librdkafka_config() if self.options is not None else {
+                "bootstrap.servers": self.bootstrap}
+            return LibrdkafkaStateProducer({**base, "client.id": STATE_CLIENT_ID})
         # One request in flight: a retried batch never lands after a later one (a checkpoint's
         # key states after its commit marker).
-        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                             max_request_size=16 << 20, max_in_flight_requests_per_connection=1,
-                             client_id="adaptd-state")
+        return KafkaProducer(**self._config(), acks="all", linger_ms=5,
+                             max_request_size=16 << 20, max_in_flight_requests_per_connection=1)
+
+    def _config(self) -> dict[str, Any]:
+        """kafka-python's keyword arguments for every client of these topics."""
+        base = self.options.client_config() if self.options is not None else {
+            "bootstrap_servers": self.bootstrap}
+        return {**base, "client_id": STATE_CLIENT_ID}
 
     def ensure_topic(self, name: str, partitions: int) -> None:
         """Create compacted topic ``name`` unless it exists. Blocks; raises OSError when the
         broker refuses."""
         try:
             if self._admin is None:
-                self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                               client_id="adaptd-state")
+                self._admin = KafkaAdminClient(**self._config())
             self._admin.create_topics([NewTopic(name, partitions, 1,
                                                 topic_configs={"cleanup.policy": "compact"})])
             log.info("created compacted topic %s (%d partitions)", name, partitions)

@@ -138,3 +138,31 @@ def test_compaction_cannot_trade_a_committed_state_for_a_half_written_one(
     # Keyed by key alone, as before, the same compaction loses committed states.
     by_key = _compact(records, key=lambda k, v: v.get("key") or k)
     assert restore(by_key, "keyed-by-key") != expected
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_the_state_clients_speak_the_sources_security_protocol(kafka_broker: str,
+                                                                kafka_topic: str,
+                                                                client: str) -> None:
+    """The changelog's and meta topic's clients are made from the source URI's options, its
+    security settings included: a cluster that makes the source authenticate makes them too.
+    Told to authenticate (SASL) to this broker, which has no such user, they cannot connect
+    (before, they ignored it and connected in plaintext); told nothing, they connect."""
+    from adaptd.service import state_clients_for
+    from adaptd.settings import Settings
+
+    base = f"kafka://{kafka_broker}/{kafka_topic}?group=g&client={client}"
+    plain = state_clients_for(Settings(source=base))
+    assert plain is not None and plain.client == client
+    try:
+        plain.get()
+    finally:
+        plain.close()
+    sasl = state_clients_for(Settings(
+        source=f"{base}&security_protocol=SASL_PLAINTEXT&sasl_mechanism=PLAIN"
+               "&sasl_plain_username=u&sasl_plain_password=p&bootstrap_timeout_ms=2000"))
+    assert sasl is not None and sasl.options is not None
+    assert sasl.options.security_protocol == "SASL_PLAINTEXT"
+    with pytest.raises(OSError, match="broker unavailable"):
+        sasl.get()
+    sasl.close()
