@@ -231,7 +231,7 @@ def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
     if internals == "producer":
         monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
     else:
-        monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: False)
+        monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: None)
     produce(kafka_broker, kafka_topic, 200, client=client)
     source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({}, None)
