@@ -8,9 +8,13 @@ loop over that buffer: the same bytes (``tests/unit/test_kafka_records.py`` hold
 kafka-python's own builder). Messages with headers (dead letters) or with no key take the
 Python path.
 
+A write's records may go on filling the batch an earlier write started, while it waits in the
+producer's accumulator (as kafka-python's own ``send`` appends to the partition's last batch):
+fewer, fuller produce requests.
+
 Record layout (Kafka message format v2, KIP-98): ``length varint, attributes int8 (0),
-timestampDelta varlong (0: every record of a batch is stamped with its first timestamp),
-offsetDelta varint, key field, valueLength varint, value, header count varint (0)``.
+timestampDelta varlong (from the batch's first timestamp; the records of one write share
+theirs), offsetDelta varint, key field, valueLength varint, value, header count varint (0)``.
 """
 
 from __future__ import annotations
@@ -26,13 +30,18 @@ from adaptd.learner.jit import njit
 
 #: A record's bytes beyond its value and key field, at most: length, attributes, timestamp
 #: delta, offset delta, value length, header count.
-_RECORD_OVERHEAD = 5 + 1 + 1 + 5 + 5 + 1
+_RECORD_OVERHEAD = 5 + 1 + 10 + 5 + 5 + 1
+
+
+@njit(inline=True, refcounts=False)
+def _zigzag(value: int) -> int:
+    return (value << 1) ^ (value >> 63)
 
 
 @njit(inline=True, refcounts=False)
 def _varint_size(value: int) -> int:
-    """Bytes of ``value`` (>= 0) as a zigzag varint."""
-    raw = value << 1
+    """Bytes of ``value`` as a zigzag varint."""
+    raw = _zigzag(value)
     size = 1
     while raw >= 128:
         raw >>= 7
@@ -42,8 +51,8 @@ def _varint_size(value: int) -> int:
 
 @njit(inline=True, refcounts=False)
 def _put_varint(out: np.ndarray, o: int, value: int) -> int:
-    """Write ``value`` (>= 0) as a zigzag varint at ``out[o]``; the position after it."""
-    raw = value << 1
+    """Write ``value`` as a zigzag varint at ``out[o]``; the position after it."""
+    raw = _zigzag(value)
     while raw >= 128:
         out[o] = (raw & 127) | 128
         raw >>= 7
@@ -54,22 +63,26 @@ def _put_varint(out: np.ndarray, o: int, value: int) -> int:
 
 @njit(refcounts=False)
 def _write(buf: np.ndarray, bounds: np.ndarray, key_fields: np.ndarray, key_bounds: np.ndarray,
-           key_ids: np.ndarray, rows: np.ndarray, start: int, size: int, limit: int,
-           out: np.ndarray) -> tuple[int, int, int]:
-    """Write the records of messages ``rows[start:end]`` (offset deltas 0, 1, …) into ``out``
-    while the batch stays within ``limit`` bytes (``size`` so far), at least one record.
+           key_ids: np.ndarray, rows: np.ndarray, start: int, first_delta: int,
+           timestamp_delta: int, size: int, limit: int, out: np.ndarray
+           ) -> tuple[int, int, int]:
+    """Write the records of messages ``rows[start:end]`` (offset deltas ``first_delta``,
+    ``first_delta + 1``, …, all at ``timestamp_delta``) into ``out`` while the batch stays
+    within ``limit`` bytes (``size`` so far), at least one record if it is the batch's first.
     Message ``i``'s value is ``buf[bounds[i]:bounds[i + 1]]``, its key field
     ``key_fields[key_bounds[k]:key_bounds[k + 1]]`` with ``k = key_ids[i]``. Returns the
     bytes written, ``end`` and the largest record's size."""
     o = 0
     largest = 0
+    ts_size = _varint_size(timestamp_delta)
     for r in range(start, len(rows)):
         i = rows[r]
-        delta = r - start
+        delta = first_delta + r - start
         value_len = bounds[i + 1] - bounds[i]
         k = key_ids[i]
         key_len = key_bounds[k + 1] - key_bounds[k]
-        body = 2 + _varint_size(delta) + key_len + _varint_size(value_len) + value_len + 1
+        body = 1 + ts_size + _varint_size(delta) + key_len + _varint_size(value_len) \
+            + value_len + 1
         needed = _varint_size(body) + body
         if size + needed > limit and delta > 0:
             return o, r, largest
@@ -77,8 +90,8 @@ def _write(buf: np.ndarray, bounds: np.ndarray, key_fields: np.ndarray, key_boun
         largest = max(largest, needed)
         o = _put_varint(out, o, body)
         out[o] = 0  # attributes
-        out[o + 1] = 0  # timestamp delta
-        o = _put_varint(out, o + 2, delta)
+        o = _put_varint(out, o + 1, timestamp_delta)
+        o = _put_varint(out, o, delta)
         for t in range(key_bounds[k], key_bounds[k + 1]):
             out[o] = key_fields[t]
             o += 1
@@ -148,6 +161,8 @@ class Rows:
 
     packed: Packed
     rows: np.ndarray
+    #: Where the first of them sits in its producer batch (a batch an earlier write began).
+    base: int = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -160,20 +175,28 @@ class Rows:
 
 def fill_rows(builder: DefaultRecordBatchBuilder, packed: Packed, rows: np.ndarray, start: int,
               timestamp_ms: int) -> tuple[int, int]:
-    """Write ``rows[start:end]`` of ``packed`` into an empty ``builder`` as offsets
-    0 … end - start - 1, all at ``timestamp_ms``, as many as fit its batch size (at least
-    one). Returns ``(end, largest record size)``, as
-    :func:`~adaptd.connectors.kafka_python_records.fill_batch` does."""
+    """Write ``rows[start:end]`` of ``packed`` into ``builder`` after the records it holds, all
+    at ``timestamp_ms``, as many as fit its batch size (at least one into an empty builder;
+    maybe none into one that holds records). Returns ``(end, largest record size)``, as
+    :func:`~adaptd.connectors.kafka_python_records.fill_batch` does; the caller tells the
+    ``MemoryRecordsBuilder`` around ``builder`` how many offsets are used."""
+    held = builder._num_records
+    first_ts = timestamp_ms if not held else builder._first_timestamp
     chosen = rows[start:]
     payload = int((packed.bounds[chosen + 1] - packed.bounds[chosen]).sum())
     longest_key = int(np.diff(packed.key_bounds).max())
     out = np.empty(payload + len(chosen) * (longest_key + _RECORD_OVERHEAD), dtype=np.uint8)
     written, end, largest = _write(packed.buffer, packed.bounds, packed.key_fields,
-                                   packed.key_bounds, packed.key_ids, rows, start,
-                                   len(builder._buffer), builder._batch_size, out)
-    count = end - start
+                                   packed.key_bounds, packed.key_ids, rows, start, held,
+                                   timestamp_ms - first_ts, len(builder._buffer),
+                                   builder._batch_size, out)
+    if end == start:
+        return end, 0
+    count = held + end - start
     builder._buffer += out[:written].tobytes()
     builder._num_records = count
     builder._last_offset = count - 1
-    builder._first_timestamp = builder._max_timestamp = timestamp_ms
+    builder._first_timestamp = first_ts
+    builder._max_timestamp = timestamp_ms if not held \
+        else max(builder._max_timestamp, timestamp_ms)
     return end, largest

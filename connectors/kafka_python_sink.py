@@ -33,7 +33,7 @@ from adaptd.errors import SinkError, UnavailableError
 log = logging.getLogger(__name__)
 
 
-def failed_in_batch(messages: Messages | Sequence[SinkMessage], future: Any
+def failed_in_batch(messages: Messages | Rows | Sequence[SinkMessage], future: Any
                     ) -> list[tuple[SinkMessage, Any]]:
     """The messages of a completed batch that were not delivered, with why.
 
@@ -46,8 +46,9 @@ def failed_in_batch(messages: Messages | Sequence[SinkMessage], future: Any
     record_exceptions = future.value[2] if isinstance(future.value, tuple) else None
     if record_exceptions is None:
         return []
+    base = messages.base if isinstance(messages, Rows) else 0  # shares the batch
     return [(messages[i], e) for i in range(len(messages))
-            if (e := record_exceptions(i)) is not None]
+            if (e := record_exceptions(base + i)) is not None]
 
 
 def _fill_packed(builder: Any, packed: Packed, rows: Any, start: int, now_ms: int
@@ -74,6 +75,8 @@ class BatchAppender:
         # topic's partition count stays the same.
         self._partition_of: dict[bytes, int] = {}
         self._partitions: list[int] = []
+        #: Whether this append queued a new batch (the sender is woken for it).
+        self._created = False
         from kafka.record.memory_records import MemoryRecordsBuilder
 
         #: Whether this producer's batches are v2 builders fill_rows can write.
@@ -117,7 +120,7 @@ class BatchAppender:
         if packed is not None:  # compiled, a partition at a time (kafka_python_fill)
             by_partition = packed.partition_rows([self._partition(k) for k in packed.keys])
             for p, rows in by_partition.items():
-                start = 0
+                start = self._continue(p, packed, rows, now_ms, out)
                 while start < len(rows):
                     batch, end = self._batch(p, partial(
                         _fill_packed, packed=packed, rows=rows, start=start, now_ms=now_ms))
@@ -132,8 +135,37 @@ class BatchAppender:
                     out.append((group.slice(start, end) if start or end < len(group)
                                 else group, batch.produce_future))
                     start = end
-        self._producer._sender.wakeup()
+        if self._created:
+            # As kafka-python's send: the sender learns of a new batch now (it may be asleep
+            # with nothing to send); one that grew is sent when its linger ends anyway.
+            self._created = False
+            self._producer._sender.wakeup()
         return out
+
+    def _continue(self, partition: int, packed: Packed, rows: Any, now_ms: int,
+                  out: list[tuple[Messages | Rows, Any]]) -> int:
+        """Write the first of ``rows`` into the partition's last batch while it waits in the
+        accumulator (not drained, not closed, room left); returns how many went there."""
+        from kafka.structs import TopicPartition
+
+        tp = TopicPartition(self._topic, partition)
+        accumulator = self._accumulator
+        with accumulator._tp_lock(tp):  # the sender drains (and closes) under this lock
+            queue = accumulator._batches.get(tp)
+            last = queue[-1] if queue else None
+            if last is None or last.attempts or last.records._closed \
+                    or not can_fill(last.records._builder):
+                return 0
+            builder = last.records
+            base = builder._next_offset
+            end, largest = fill_rows(builder._builder, packed, rows, 0, now_ms)
+            if end == 0:
+                return 0
+            builder._next_offset = builder._builder._num_records
+            last.max_record_size = max(last.max_record_size, largest)
+            last.last_append = time.monotonic()
+        out.append((Rows(packed, rows[:end], base), last.produce_future))
+        return int(end)
 
     def _groups(self, messages: Messages) -> dict[int, Messages]:
         """``messages`` by partition, in order."""
@@ -179,6 +211,7 @@ class BatchAppender:
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
             accumulator._incomplete.add(batch)
+        self._created = True
         return batch, end
 
 

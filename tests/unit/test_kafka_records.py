@@ -109,6 +109,36 @@ def test_compiled_batches_are_byte_for_byte_kafka_pythons(compression: int, batc
         start = end
 
 
+@pytest.mark.parametrize("later_ms", [0, 40, 70_000, -3])
+def test_a_second_write_goes_on_filling_the_batch(later_ms: int) -> None:
+    """Two writes into one batch, the second stamped ``later_ms`` after the first (or before:
+    the wall clock may step back), are what kafka-python's builder writes for them."""
+    keyed = [SinkMessage(m.value, m.key or b"n") for m in messages(60, seed=9)]
+    first = Packed.of([m.value for m in keyed[:25]], [m.key for m in keyed[:25]])
+    second = Packed.of([m.value for m in keyed[25:]], [m.key for m in keyed[25:]])
+    assert first is not None and second is not None
+    ts = 1_700_000_000_000
+    builder = MemoryRecordsBuilder(2, NO_COMPRESSION, 1 << 20)
+    end, _ = fill_rows(builder._builder, first, np.arange(25), 0, ts)
+    more, _ = fill_rows(builder._builder, second, np.arange(35), 0, ts + later_ms)
+    assert (end, more) == (25, 35)
+    builder._next_offset = 60
+    builder.close()
+    theirs = MemoryRecordsBuilder(2, NO_COMPRESSION, 1 << 20)
+    for i, m in enumerate(keyed):
+        theirs.append(ts if i < 25 else ts + later_ms, m.key, m.value, [])
+    theirs.close()
+    assert bytes(builder.buffer()) == bytes(theirs.buffer())
+
+
+def test_a_full_batch_takes_no_more() -> None:
+    packed = Packed.of([bytes(600)] * 3, [b"k"] * 3)
+    assert packed is not None
+    builder = MemoryRecordsBuilder(2, NO_COMPRESSION, 1024)
+    assert fill_rows(builder._builder, packed, np.arange(3), 0, 5)[0] == 1
+    assert fill_rows(builder._builder, packed, np.arange(3), 1, 5) == (1, 0)  # none fits
+
+
 def test_packing_leaves_unkeyed_messages_to_the_python_path() -> None:
     assert Packed.of([b"a", b"b"], [b"k", None]) is None
     packed = Packed.of([b"a", b"b", b"c"], [b"k", b"j", b"k"])
