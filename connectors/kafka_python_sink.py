@@ -3,10 +3,12 @@
 ``KafkaProducer.send`` costs about 40 µs a message in pure Python (validation, partitioner,
 size estimate, a future per message, locks), more than the daemon spends on a record
 otherwise. A written batch of predictions is already encoded, so :class:`BatchAppender`
-encodes each partition's messages into one record batch (``MemoryRecordsBuilder``: the only
-per-message work) and hands that batch to the producer's accumulator, whose sender thread then
-does what it does for any batch: idempotent sequence numbers, the produce request, retries,
-delivery timeout. Success or failure is one future per batch.
+writes each partition's messages into a record batch (compiled, :mod:`.kafka_python_fill`, for
+keyed messages without headers; :func:`.fill_batch` for the rest) and hands that batch to the
+producer's accumulator, whose sender thread then does what it does for any batch: idempotent
+sequence numbers, the produce request, retries, delivery timeout. While a partition's last
+batch still waits in the accumulator (its linger not over), the next write goes on filling it,
+as ``send`` does. Success or failure is one future per batch.
 
 This reaches into kafka-python internals (``_accumulator``, ``_sender``), so
 :meth:`BatchAppender.supported` checks they are there; the sink falls back to ``send`` per
