@@ -201,6 +201,9 @@ class KafkaPythonSource(KafkaSourceBase):
         if not batches:
             return []
         if segments is not None:  # the fetcher scanned the batches into chunks
+            if not segments:  # records not read by BatchPartitionRecords: never skip them
+                raise RuntimeError(f"{self.options.where}: kafka-python returned records "
+                                   "the batch reader did not read")
             polled, self._carry = leading_run(list(segments), max_records)
             segments.clear()
         else:
