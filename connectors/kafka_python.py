@@ -1,8 +1,9 @@
 """The kafka-python client (the default, ``client=kafka-python``): source, topic admin, and
 the rate limit on its log lines. The sink is in :mod:`adaptd.connectors.kafka_python_sink`.
 
-The consumer's fetcher reads whole record batches straight into :class:`SourceRecord` lists
-(:mod:`adaptd.connectors.kafka_python_records`), so no kafka-python record object is built.
+The consumer's fetcher scans whole record batches into columns
+(:mod:`adaptd.connectors.kafka_python_records`), so no kafka-python record object is built, and
+:meth:`KafkaPythonSource.poll_many` hands the daemon runs of one partition.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from kafka import ConsumerRebalanceListener
 
 from adaptd.connectors import kafka_python_records
-from adaptd.connectors.base import PartitionListener, SourceRecord
-from adaptd.connectors.kafka_common import KafkaSourceBase
+from adaptd.connectors.base import PartitionListener, RecordRun, SourceRecord
+from adaptd.connectors.kafka_common import KafkaSourceBase, as_run
 from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.connectors.kafka_python_chunks import Segment, leading_run
 from adaptd.errors import UnavailableError
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,15 @@ class KafkaPythonSource(KafkaSourceBase):
 
     _consumer: Any  # set up by KafkaSourceBase
     _in_rebalance = False
-    #: Whether the consumer hands out SourceRecord lists (kafka_python_records.install).
-    _batched = False
+    #: Where the consumer puts the chunk parts each poll took (kafka_python_records.install);
+    #: None: it hands out kafka-python's own records.
+    _segments: list[Segment] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Chunk parts polled but not handed out yet: a poll returns one partition's run, so
+        #: what a fetch held of the next partition waits for the next poll.
+        self._carry: list[Segment] = []
 
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
@@ -132,7 +141,8 @@ class KafkaPythonSource(KafkaSourceBase):
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
         quiet_client_logs()
-        self._batched = kafka_python_records.install(consumer)
+        self._segments = kafka_python_records.install(consumer)
+        self._carry = []
         try:
             if o.group is not None:
                 consumer.subscribe([o.topic], listener=_Rebalance(self))
@@ -155,17 +165,32 @@ class KafkaPythonSource(KafkaSourceBase):
         self._consumer = consumer
 
     def close(self) -> None:
+        self._carry = []
         self._commit_last()
         self._release(lambda consumer: consumer.close(autocommit=False))
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         """Fetch up to ``max_records``. Rebalance callbacks run inside this call."""
+        polled = self.poll_many(max_records, timeout_s)
+        return polled.records() if isinstance(polled, RecordRun) else polled
+
+    def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
+        """Up to ``max_records`` of one partition: a run when their positions are consecutive.
+        What a fetch held beyond them waits here for the next poll (dropped if its partition
+        is revoked or sought). Rebalance callbacks run inside this call."""
         from kafka.errors import KafkaError
 
         max_records = self._budget(max_records)
         if max_records <= 0:
             return []
+        segments = self._segments
+        if self._carry and not self._paused:
+            polled, self._carry = leading_run(self._carry, max_records)
+            self._returned += len(polled)
+            return polled
         try:
+            if segments is not None:
+                segments.clear()  # what an earlier poll that raised may have left
             batches = self._consumer.poll(
                 timeout_ms=int(timeout_s * 1000), max_records=max_records
             )
@@ -173,19 +198,25 @@ class KafkaPythonSource(KafkaSourceBase):
             raise UnavailableError(f"{self.options.where}: {exc}") from exc
         if not batches and not self._broker_connected():
             raise UnavailableError(f"{self.options.where}: no connection to any broker")
-        out: list[SourceRecord] = []
-        if self._batched:  # the fetcher built the SourceRecords, a batch at a time
-            for records in batches.values():
-                out += records
+        if not batches:
+            return []
+        if segments is not None:  # the fetcher scanned the batches into chunks
+            if not segments:  # records not read by BatchPartitionRecords: never skip them
+                raise RuntimeError(f"{self.options.where}: kafka-python returned records "
+                                   "the batch reader did not read")
+            polled, self._carry = leading_run(list(segments), max_records)
+            segments.clear()
         else:
             record = SourceRecord
+            polled = []
             for tp, messages in batches.items():
                 p = tp.partition
                 # Positional arguments: half the cost of keywords, on the one per-record line.
-                out += [record(p, m.offset, m.value or b"", m.key, m.timestamp)
-                        for m in messages]
-        self._returned += len(out)
-        return out
+                polled += [record(p, m.offset, m.value or b"", m.key, m.timestamp)
+                           for m in messages]
+            polled = as_run(polled)
+        self._returned += len(polled)
+        return polled
 
     def _broker_connected(self) -> bool:
         # kafka-python reports no error while it cannot reach a broker: it retries inside
@@ -225,8 +256,22 @@ class KafkaPythonSource(KafkaSourceBase):
 
         return TopicPartition(self.options.topic, partition)
 
+    def _drop_carry(self, partitions: Collection[int]) -> None:
+        """Forget records polled but not handed out of ``partitions``: they were revoked, or
+        are sought to where the daemon resumes them."""
+        self._carry = [s for s in self._carry if s[0].partition not in partitions]
+
+    def _revoked(self, partitions: Collection[int]) -> None:
+        self._drop_carry(partitions)
+        super()._revoked(partitions)
+
+    def _lost(self, partitions: Collection[int]) -> None:
+        self._drop_carry(partitions)
+        super()._lost(partitions)
+
     def _on_assigned(self, partitions: Sequence[int]) -> None:
         """Seek newly assigned partitions to the daemon's positions, else to the reset policy."""
+        self._drop_carry(partitions)
         known, unknown = self._positions_for(partitions)
         consumer = self._consumer
         for p, position in known.items():

@@ -1,24 +1,21 @@
 """Kafka record batches (message format v2) read and written a batch at a time, for the
-kafka-python client: fetched batches straight into :class:`SourceRecord` lists, and sink
-messages straight into a producer batch's buffer.
+kafka-python client: fetched batches straight into columns, and sink messages straight into a
+producer batch's buffer.
 
 kafka-python turns each fetched record into a ``DefaultRecord``, then a ``ConsumerRecord`` of 13
 fields, one generator step at a time: about 8 µs a record in pure Python, most of what a
-consumer of this client pays per record. The daemon needs four fields of each (position, value,
-key, timestamp), so :class:`BatchPartitionRecords` reads a whole record batch in one loop
-(:func:`read_batch`) and hands out slices of the resulting list. Everything around the records
-stays kafka-python's: fetch requests, positions, CRC checks, decompression, transactions
-(aborted and control batches are skipped exactly as kafka-python skips them).
+consumer of this client pays per record. The daemon needs the values and their positions (the
+key and timestamp only to dead-letter a record), so :class:`BatchPartitionRecords` scans each
+whole record batch in compiled code into a :class:`~adaptd.connectors.kafka_python_chunks.Chunk`
+and hands the fetcher the chunk's values; which chunk parts each poll took goes to the
+consumer's ``segments`` list, from which the source builds its runs. Everything around the
+records stays kafka-python's: fetch requests, positions, CRC checks, decompression,
+transactions (aborted and control batches are skipped exactly as kafka-python skips them).
 
 Writing: ``DefaultRecordBatchBuilder.append`` checks types, encodes varints a byte at a time and
 returns metadata per message, about 3 µs each. :func:`fill_batch` writes the same bytes (the
 unit test holds them equal) from tables of encoded varints, one ``join`` per batch, and leaves
 the header, compression, CRC and producer state to kafka-python's builder.
-
-Record batch layout (Kafka message format v2, KIP-98; ``DefaultRecordBatch`` in kafka-python):
-each record is ``length varint, attributes int8, timestampDelta varlong, offsetDelta varint,
-keyLength varint, key, valueLength varint, value, headers``; varints are zigzag-encoded
-protobuf varints. Headers are not read: ``length`` says where the next record starts.
 
 This reaches into kafka-python internals (``Fetcher.PartitionRecords``), so :func:`install`
 checks they are there and leaves the consumer as it is if a release moves them.
@@ -34,14 +31,12 @@ from typing import Any
 from kafka.consumer.fetcher import Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
-from kafka.record.util import decode_varint, encode_varint
+from kafka.record.util import encode_varint
 
-from adaptd.connectors.base import SinkMessage, SourceRecord
+from adaptd.connectors.base import SinkMessage
+from adaptd.connectors.kafka_python_chunks import Chunk, Segment, chunk_of
 
 log = logging.getLogger(__name__)
-
-#: Zigzag-decoded value of every one-byte varint.
-_ONE_BYTE = [(b >> 1) ^ -(b & 1) for b in range(128)]
 
 
 def varint(value: int) -> bytes:
@@ -55,104 +50,58 @@ def varint(value: int) -> bytes:
 _VARINTS = [varint(i) for i in range(1 << 14)]
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The zigzag varint at ``data[pos]`` and the position after it; one- and two-byte ones
-    (nearly every field of a record) without a loop."""
-    b = data[pos]
-    if b < 128:
-        return _ONE_BYTE[b], pos + 1
-    b2 = data[pos + 1]
-    if b2 < 128:
-        raw = (b & 127) | (b2 << 7)
-        return (raw >> 1) ^ -(raw & 1), pos + 2
-    return decode_varint(data, pos)  # type: ignore[no-any-return]
-
-
-def read_batch(data: bytes, pos: int, count: int, partition: int, base_offset: int,
-               first_timestamp: int, log_append_time: int | None) -> list[SourceRecord]:
-    """The ``count`` records of a v2 batch whose records start at ``data[pos]``.
-
-    ``log_append_time`` is the batch's max timestamp when the broker stamps records (then every
-    record has it), else None. Raises CorruptRecordError if the records do not fill the batch.
-    """
-    record = SourceRecord
-    out: list[SourceRecord] = []
-    append = out.append
-    try:
-        for _ in range(count):
-            length, pos = _varint(data, pos)
-            end = pos + length
-            # attributes (one byte, unused by v2 records), then the timestamp delta
-            ts_delta, pos = _varint(data, pos + 1)
-            offset_delta, pos = _varint(data, pos)
-            key_len, pos = _varint(data, pos)
-            if key_len >= 0:
-                key: bytes | None = data[pos:pos + key_len]
-                pos += key_len
-            else:
-                key = None
-            value_len, pos = _varint(data, pos)
-            if pos + value_len >= end:  # no room left for the header count
-                raise CorruptRecordError(f"record at offset {base_offset + offset_delta} "
-                                         f"is longer than its length says")
-            # A null value (a tombstone) reads as no bytes: the decoder rejects it as data.
-            value = data[pos:pos + value_len] if value_len >= 0 else b""
-            append(record(partition, base_offset + offset_delta, value, key,
-                          first_timestamp + ts_delta if log_append_time is None
-                          else log_append_time))
-            pos = end
-    except (IndexError, ValueError) as exc:
-        raise CorruptRecordError(f"invalid record structure: {exc!r}") from exc
-    if pos != len(data):
-        raise CorruptRecordError(f"{len(data) - pos} bytes left after the batch's records")
-    return out
-
-
-def _records_of(batch: DefaultRecordBatch, partition: int) -> list[SourceRecord]:
-    """One (decompressed) v2 batch's records."""
+def _records_of(batch: DefaultRecordBatch, partition: int) -> Chunk:
+    """One (decompressed) v2 batch's records; CorruptRecordError if they do not fill it."""
     batch._maybe_uncompress()
     log_append_time = batch.max_timestamp if batch.timestamp_type == batch.LOG_APPEND_TIME \
         else None
-    return read_batch(bytes(batch._buffer), batch._pos, batch.records_count, partition,
-                      batch.base_offset, batch.first_timestamp, log_append_time)
+    chunk = chunk_of(bytes(batch._buffer), batch._pos, batch.records_count, partition,
+                     batch.base_offset, batch.first_timestamp, log_append_time)
+    if isinstance(chunk, int):
+        raise CorruptRecordError(f"invalid record structure: record {chunk} of the batch at "
+                                 f"offset {batch.base_offset} does not fit it")
+    return chunk
 
 
 class BatchPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc, name-defined]
     """kafka-python's records of one fetched partition, read a batch at a time.
 
-    ``take`` returns :class:`SourceRecord` objects instead of ``ConsumerRecord``; the rest of
-    the fetcher only counts them and moves positions.
+    ``take`` returns the records' values and appends the chunk parts they are to
+    :attr:`segments` (set per consumer by :func:`install`); the rest of the fetcher only counts
+    them and moves positions.
     """
+
+    segments: list[Segment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: list[SourceRecord] = []
-        self._pending_at = 0
+        self._chunk: Chunk | None = None
+        self._at = 0
 
     def _maybe_skip_record(self, record: Any) -> bool:
         return False  # _unpack_records drops records before fetch_offset itself
 
-    def take(self, n: int | None = None) -> list[SourceRecord]:
+    def take(self, n: int | None = None) -> list[bytes]:
         self._maybe_raise_next_inline_exception()
-        out: list[SourceRecord] = []
+        out: list[bytes] = []
         chunks = self.record_iterator
         try:
             while n is None or len(out) < n:
-                if self._pending_at >= len(self._pending):
-                    if chunks is None:
+                chunk = self._chunk
+                if chunk is None or self._at >= len(chunk):
+                    chunk = next(chunks, None) if chunks is not None else None
+                    if chunk is None:  # the last step drains this object
                         break
-                    chunk = next(chunks, None)  # the last step drains this object
-                    if chunk is None:
-                        break
-                    self._pending, self._pending_at = chunk, 0
+                    self._chunk, self._at = chunk, 0
                     continue
-                want = len(self._pending) - self._pending_at if n is None else n - len(out)
-                part = self._pending[self._pending_at:self._pending_at + want]
-                self._pending_at += len(part)
-                out += part
+                start = self._at
+                end = len(chunk) if n is None else min(len(chunk), start + n - len(out))
+                self._at = end
+                out += chunk.values[start:end]
+                self.segments.append((chunk, start, end))
                 # Before the next batch is read: reading past the last batch moves
                 # next_fetch_offset to the batch's end, which must not be overwritten.
-                self.next_fetch_offset = part[-1].position + 1
+                self.next_fetch_offset = chunk.positions[end - 1] + 1
         except Exception as e:
             if not out:
                 raise
@@ -160,9 +109,9 @@ class BatchPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc, nam
         return out
 
     def _unpack_records(self, tp: Any, records: Any, key_deserializer: Any,
-                        value_deserializer: Any) -> Iterator[list[SourceRecord]]:
-        """Yields each batch's records (a list); mirrors kafka-python's own ``_unpack_records``
-        for everything but the per-record loop."""
+                        value_deserializer: Any) -> Iterator[Chunk]:
+        """Yields each batch's records (a chunk); mirrors kafka-python's own
+        ``_unpack_records`` for everything but the per-record loop."""
         partition = tp.partition
         batch = records.next_batch()
         last_batch = None
@@ -172,7 +121,9 @@ class BatchPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc, nam
                 raise CorruptRecordError(f"Record batch for partition {tp} at offset "
                                          f"{batch.base_offset} failed crc check")
             if batch.magic != 2:  # message format v0/v1 (brokers before 0.11): theirs
-                yield self._legacy(batch, partition)
+                chunk = self._legacy(batch, partition)
+                if len(chunk):
+                    yield chunk
                 batch = records.next_batch()
                 continue
             self.leader_epoch = batch.leader_epoch
@@ -189,36 +140,46 @@ class BatchPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc, nam
                 self.next_fetch_offset = batch.next_offset
                 batch = records.next_batch()
                 continue
-            out = _records_of(batch, partition)
-            if out and out[0].position < self.fetch_offset:
-                # Fetched from the middle of a batch: skip what comes before the fetch offset.
-                out = [r for r in out if r.position >= self.fetch_offset]
-            self.records_read += len(out)
+            chunk = _records_of(batch, partition)
+            if len(chunk) and chunk.positions[0] < self.fetch_offset:
+                # Fetched from the middle of a batch: drop what comes before the fetch offset.
+                chunk = _from(chunk, self.fetch_offset)
+            self.records_read += len(chunk)
             self.bytes_read += batch.size_in_bytes
-            if out:
-                yield out
+            if len(chunk):
+                yield chunk
             batch = records.next_batch()
         if last_batch is not None and last_batch.magic == 2:
             self.next_fetch_offset = last_batch.next_offset
         self.drain()
 
-    def _legacy(self, batch: Any, partition: int) -> list[SourceRecord]:
-        out = []
+    def _legacy(self, batch: Any, partition: int) -> Chunk:
+        records = []
         for r in batch:
             if r.offset < self.fetch_offset:
                 continue
             if self.check_crcs and not r.validate_crc():
                 raise CorruptRecordError(f"Record for partition {partition} at offset "
                                          f"{r.offset} failed crc check")
-            out.append(SourceRecord(partition, r.offset, r.value, r.key, r.timestamp))
-        self.records_read += len(out)
+            records.append(r)
+        self.records_read += len(records)
         self.bytes_read += batch.size_in_bytes
-        return out
+        return Chunk(partition, [r.offset for r in records], [r.value or b"" for r in records],
+                     keys=[r.key for r in records], timestamps=[r.timestamp for r in records])
 
 
-def install(consumer: Any) -> bool:
-    """Make ``consumer`` hand out :class:`SourceRecord` lists (see the module docstring).
-    True if it did; False (the consumer unchanged) if this kafka-python differs."""
+def _from(chunk: Chunk, position: int) -> Chunk:
+    """``chunk`` without its records before ``position``."""
+    keep = [i for i, p in enumerate(chunk.positions) if p >= position]
+    records = [chunk.record(i) for i in keep]
+    return Chunk(chunk.partition, [r.position for r in records], [r.value for r in records],
+                 keys=[r.key for r in records], timestamps=[r.timestamp_ms for r in records])
+
+
+def install(consumer: Any) -> list[Segment] | None:
+    """Make ``consumer`` hand out chunk values (see the module docstring); returns the list
+    each poll appends the chunk parts it took to (the caller clears it), or None (the consumer
+    unchanged) if this kafka-python differs."""
     fetcher = getattr(consumer, "_fetcher", None)
     base = getattr(Fetcher, "PartitionRecords", None)
     needed = ("take", "_unpack_records", "_maybe_skip_record", "drain",
@@ -228,9 +189,11 @@ def install(consumer: Any) -> bool:
             or not hasattr(DefaultRecordBatch, "_maybe_uncompress"):
         log.info("kafka-python %s: reading records through ConsumerRecord",
                  getattr(__import__("kafka"), "__version__", "?"))
-        return False
-    fetcher.PartitionRecords = BatchPartitionRecords
-    return True
+        return None
+    segments: list[Segment] = []
+    fetcher.PartitionRecords = type("BatchPartitionRecords", (BatchPartitionRecords,),
+                                    {"segments": segments})
+    return segments
 
 
 class _KeyParts(dict[bytes | None, bytes]):

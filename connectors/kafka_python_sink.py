@@ -3,10 +3,12 @@
 ``KafkaProducer.send`` costs about 40 µs a message in pure Python (validation, partitioner,
 size estimate, a future per message, locks), more than the daemon spends on a record
 otherwise. A written batch of predictions is already encoded, so :class:`BatchAppender`
-encodes each partition's messages into one record batch (``MemoryRecordsBuilder``: the only
-per-message work) and hands that batch to the producer's accumulator, whose sender thread then
-does what it does for any batch: idempotent sequence numbers, the produce request, retries,
-delivery timeout. Success or failure is one future per batch.
+writes each partition's messages into a record batch (compiled, :mod:`.kafka_python_fill`, for
+keyed messages without headers; :func:`.fill_batch` for the rest) and hands that batch to the
+producer's accumulator, whose sender thread then does what it does for any batch: idempotent
+sequence numbers, the produce request, retries, delivery timeout. While a partition's last
+batch still waits in the accumulator (its linger not over), the next write goes on filling it,
+as ``send`` does. Success or failure is one future per batch.
 
 This reaches into kafka-python internals (``_accumulator``, ``_sender``), so
 :meth:`BatchAppender.supported` checks they are there; the sink falls back to ``send`` per
@@ -19,19 +21,21 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from adaptd.connectors.base import SinkMessage
 from adaptd.connectors.kafka_common import KafkaSinkBase
 from adaptd.connectors.kafka_python import ensure_topic, quiet_client_logs
+from adaptd.connectors.kafka_python_fill import Packed, Rows, fill_rows
 from adaptd.connectors.kafka_python_records import Messages, can_fill, fill_batch
 from adaptd.errors import SinkError, UnavailableError
 
 log = logging.getLogger(__name__)
 
 
-def failed_in_batch(messages: Messages | Sequence[SinkMessage], future: Any
+def failed_in_batch(messages: Messages | Rows | Sequence[SinkMessage], future: Any
                     ) -> list[tuple[SinkMessage, Any]]:
     """The messages of a completed batch that were not delivered, with why.
 
@@ -44,8 +48,14 @@ def failed_in_batch(messages: Messages | Sequence[SinkMessage], future: Any
     record_exceptions = future.value[2] if isinstance(future.value, tuple) else None
     if record_exceptions is None:
         return []
+    base = messages.base if isinstance(messages, Rows) else 0  # shares the batch
     return [(messages[i], e) for i in range(len(messages))
-            if (e := record_exceptions(i)) is not None]
+            if (e := record_exceptions(base + i)) is not None]
+
+
+def _fill_packed(builder: Any, packed: Packed, rows: Any, start: int, now_ms: int
+                 ) -> tuple[int, int]:
+    return fill_rows(builder._builder, packed, rows, start, now_ms)
 
 
 class BatchAppender:
@@ -67,6 +77,13 @@ class BatchAppender:
         # topic's partition count stays the same.
         self._partition_of: dict[bytes, int] = {}
         self._partitions: list[int] = []
+        #: Whether this append queued a new batch (the sender is woken for it).
+        self._created = False
+        from kafka.record.memory_records import MemoryRecordsBuilder
+
+        #: Whether this producer's batches are v2 builders fill_rows can write.
+        self._fills = can_fill(MemoryRecordsBuilder(self._magic, self._compression,
+                                                    self._batch_bytes)._builder)
 
     @staticmethod
     def supported(producer: Any) -> bool:
@@ -88,7 +105,7 @@ class BatchAppender:
             self._partition_of[key] = partition
         return partition
 
-    def append(self, messages: Messages) -> list[tuple[Messages, Any]]:
+    def append(self, messages: Messages) -> list[tuple[Messages | Rows, Any]]:
         """Append ``messages`` as record batches; returns (messages, batch future) pairs.
 
         Blocks up to the producer's ``max_block_ms`` for the topic's metadata the first time;
@@ -98,44 +115,97 @@ class BatchAppender:
         if partitions != self._partitions:
             self._partitions = partitions
             self._partition_of.clear()
+        now_ms = int(time.time() * 1000)
+        packed = Packed.of(messages.values, messages.keys) if messages.headers is None \
+            and self._fills else None
+        out: list[tuple[Messages | Rows, Any]] = []
+        if packed is not None:  # compiled, a partition at a time (kafka_python_fill)
+            by_partition = packed.partition_rows([self._partition(k) for k in packed.keys])
+            for p, rows in by_partition.items():
+                start = self._continue(p, packed, rows, now_ms, out)
+                while start < len(rows):
+                    batch, end = self._batch(p, partial(
+                        _fill_packed, packed=packed, rows=rows, start=start, now_ms=now_ms))
+                    out.append((Rows(packed, rows[start:end]), batch.produce_future))
+                    start = end
+        else:
+            for p, group in self._groups(messages).items():
+                start = 0
+                while start < len(group):
+                    batch, end = self._batch(p, partial(
+                        self._fill, group=group, start=start, now_ms=now_ms))
+                    out.append((group.slice(start, end) if start or end < len(group)
+                                else group, batch.produce_future))
+                    start = end
+        if self._created:
+            # As kafka-python's send: the sender learns of a new batch now (it may be asleep
+            # with nothing to send); one that grew is sent when its linger ends anyway.
+            self._created = False
+            self._producer._sender.wakeup()
+        return out
+
+    def _continue(self, partition: int, packed: Packed, rows: Any, now_ms: int,
+                  out: list[tuple[Messages | Rows, Any]]) -> int:
+        """Write the first of ``rows`` into the partition's last batch while it waits in the
+        accumulator (not drained, not closed, room left); returns how many went there."""
+        from kafka.structs import TopicPartition
+
+        tp = TopicPartition(self._topic, partition)
+        accumulator = self._accumulator
+        with accumulator._tp_lock(tp):  # the sender drains (and closes) under this lock
+            queue = accumulator._batches.get(tp)
+            last = queue[-1] if queue else None
+            if last is None or last.attempts or last.records._closed \
+                    or not can_fill(last.records._builder):
+                return 0
+            builder = last.records
+            base = builder._next_offset
+            end, largest = fill_rows(builder._builder, packed, rows, 0, now_ms)
+            if end == 0:
+                return 0
+            builder._next_offset = builder._builder._num_records
+            last.max_record_size = max(last.max_record_size, largest)
+            last.last_append = time.monotonic()
+        out.append((Rows(packed, rows[:end], base), last.produce_future))
+        return int(end)
+
+    def _groups(self, messages: Messages) -> dict[int, Messages]:
+        """``messages`` by partition, in order."""
         partition_of, partition = self._partition_of, self._partition
         rows: dict[int, list[int]] = {}
         for i, key in enumerate(messages.keys):
             p = partition_of.get(key) if key is not None else None
             rows.setdefault(partition(key) if p is None else p, []).append(i)
-        now_ms = int(time.time() * 1000)
-        out = []
-        for p, group_rows in rows.items():
-            group = messages if len(rows) == 1 else messages.select(group_rows)
-            start = 0
-            while start < len(group):
-                batch, end = self._batch(p, group, start, now_ms)
-                out.append((group.slice(start, end) if start or end < len(group) else group,
-                            batch.produce_future))
-                start = end
-        self._producer._sender.wakeup()
-        return out
+        if len(rows) == 1:
+            return {p: messages for p in rows}
+        return {p: messages.select(group_rows) for p, group_rows in rows.items()}
 
-    def _batch(self, partition: int, group: Messages, start: int,
-               now_ms: int) -> tuple[Any, int]:
-        """One batch of ``group[start:end]`` (as many as fit), queued in the accumulator."""
+    @staticmethod
+    def _fill(builder: Any, group: Messages, start: int, now_ms: int) -> tuple[int, int]:
+        """:func:`fill_batch`, or kafka-python's own ``append`` per message where the builder
+        is not one it knows (message format v0/v1, or a kafka-python whose builder differs)."""
+        if can_fill(builder._builder):
+            return fill_batch(builder._builder, group, start, now_ms)
+        append = builder.append
+        end = start
+        while end < len(group):
+            msg = group[end]
+            if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
+                break
+            end += 1
+        return end, 0
+
+    def _batch(self, partition: int, fill: Callable[[Any], tuple[int, int]]) -> tuple[Any, int]:
+        """One batch of records ``fill`` writes into a fresh builder (as many as fit), queued
+        in the accumulator; returns it and where ``fill`` stopped."""
         from kafka.producer.producer_batch import ProducerBatch
         from kafka.record.memory_records import MemoryRecordsBuilder
         from kafka.structs import TopicPartition
 
         builder = MemoryRecordsBuilder(self._magic, self._compression, self._batch_bytes)
-        largest = 0
-        if can_fill(builder._builder):  # the whole batch in one pass (kafka_python_records)
-            end, largest = fill_batch(builder._builder, group, start, now_ms)
-            builder._next_offset = end - start
-        else:  # message format v0/v1, or a kafka-python whose builder differs
-            append = builder.append
-            end = start
-            while end < len(group):
-                msg = group[end]
-                if append(now_ms, msg.key, msg.value, list(msg.headers)) is None:
-                    break
-                end += 1
+        end, largest = fill(builder)
+        if largest:  # filled past kafka-python's own append: tell its wrapper the count
+            builder._next_offset = builder._builder._num_records
         tp = TopicPartition(self._topic, partition)
         batch = ProducerBatch(tp, builder)
         batch.max_record_size = largest
@@ -143,6 +213,7 @@ class BatchAppender:
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
             accumulator._incomplete.add(batch)
+        self._created = True
         return batch, end
 
 

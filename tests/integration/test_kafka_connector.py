@@ -53,6 +53,22 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = 3,
     sink.close()
 
 
+def where_kafka_python_puts(bootstrap: str, topic: str, keys: set[bytes], partitions: int
+                            ) -> dict[bytes | None, int]:
+    """The partition kafka-python's own ``KafkaProducer.send`` (its default partitioner, the
+    Java client's murmur2) gives each key, on a new topic of ``partitions`` partitions."""
+    from kafka import KafkaProducer
+
+    from adaptd.connectors.kafka import ensure_topic
+
+    ensure_topic(sink_options(f"kafka://{bootstrap}/{topic}"), partitions)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        return {key: producer.send(topic, b"", key).get(timeout=30).partition for key in keys}
+    finally:
+        producer.close()
+
+
 def read_all(source: KafkaSourceBase, n: int, timeout_s: float = 30.0) -> list[SourceRecord]:
     out: list[SourceRecord] = []
     deadline = time.monotonic() + timeout_s
@@ -187,6 +203,8 @@ def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
     for r in records:
         partition_of_key.setdefault(r.key, set()).add(r.partition)
     assert all(len(p) == 1 for p in partition_of_key.values()), "a key spans partitions"
+    assert {k: p.pop() for k, p in partition_of_key.items()} == \
+        where_kafka_python_puts(kafka_broker, f"{kafka_topic}-oracle", set(keys), 3)
     for p in range(3):
         in_partition = [int(r.value[5:-1]) for r in sorted(records, key=lambda r: r.position)
                         if r.partition == p]
@@ -231,7 +249,7 @@ def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
     if internals == "producer":
         monkeypatch.setattr(BatchAppender, "supported", staticmethod(lambda _producer: False))
     else:
-        monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: False)
+        monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: None)
     produce(kafka_broker, kafka_topic, 200, client=client)
     source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({}, None)
