@@ -38,6 +38,7 @@ the store rewrites those and the head, not the whole buffer (:mod:`adaptd.state_
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from collections.abc import Sequence
@@ -116,7 +117,8 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     are (path, array whose row i is key i's value there), ``rest`` the part without arrays
     that every key shares (or one such part per key). One copy per block instead of one per
     key and array: a checkpoint of a thousand keys' states costs milliseconds, not the 0.2 s
-    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`.
+    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`,
+    or one packed value when its rings fit in one chunk.
 
     >>> import numpy as np
     >>> rows = pack_rows(["a", "b"], [(("w",), np.array([[1.0, 0.0], [0.0, 0.0]]))], {"c": 1})
@@ -125,6 +127,30 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     """
     if rings is None:
         return _pack(keys, blocks, rest)
+    # A key whose rings fit in one chunk (a new key, one with few records) is one value: its
+    # rings' first chunk of rows packed with the rest, under their full shape (the rows past
+    # it are zeros), so the store writes one row for it, not a head and a chunk.
+    whole = rings.extent <= rings.rows
+    if not whole.any():
+        return _pack_split(keys, blocks, rest, rings)
+    shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
+    if whole.all():
+        used = int(rings.extent.max(initial=0))  # rows beyond every key's extent: zeros
+        return _pack(keys, [*blocks, *((path, ring[rings.at, :used])
+                                       for path, ring in rings.arrays)], rest, shapes)
+    out = {}
+    for members in (np.flatnonzero(whole), np.flatnonzero(~whole)):
+        sub_keys = [keys[i] for i in members.tolist()]
+        sub_blocks = [(path, block[members]) for path, block in blocks]
+        sub_rest = rest if isinstance(rest, dict) else [rest[i] for i in members.tolist()]
+        sub_rings = rings._replace(at=rings.at[members], extent=rings.extent[members])
+        out.update(pack_rows(sub_keys, sub_blocks, sub_rest, sub_rings))
+    return out
+
+
+def _pack_split(keys: Sequence[str], blocks: Sequence[_Block],
+                rest: dict[str, Any] | Sequence[dict[str, Any]], rings: Rings) -> dict[str, Any]:
+    """:func:`pack_rows` of keys whose rings span more than one chunk: SplitStates."""
     # The head: the rings as zero-width entries of their full shape, no bytes.
     first = rings.at[:0]
     empty = [(path, ring[first, :0]) for path, ring in rings.arrays]
@@ -275,6 +301,50 @@ def unpack_state(blob: Any) -> Any:
     if start != len(blob):
         raise ValueError(f"packed state: {len(blob) - start} bytes left over")
     return state
+
+
+#: A packed value whose spec is named by its digest (:func:`spec_apart`): magic, digest, rest
+#: length; then what follows the spec in the full form.
+_REF_MAGIC = b"ADKR"
+_REF_HEADER = struct.Struct("<4s16sI")
+_spec_ids: dict[bytes, bytes] = {}
+
+
+def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    """(spec, its digest, the value with the digest in place of the spec) of a packed value:
+    every key of a model has the same spec (about 800 bytes, as much as a new key's numbers),
+    so a store keeps it once. Anything else comes back as ``(b"", b"", blob)``.
+
+    >>> blob = pack_state({"theta": np.arange(3.0)})
+    >>> spec, digest, short = spec_apart(blob)
+    >>> len(short) < len(blob) and with_spec(short, spec) == blob
+    True
+    """
+    if blob[:4] != _MAGIC:
+        return b"", b"", blob
+    _, spec_len, rest_len = _HEADER.unpack_from(blob)
+    spec = blob[_HEADER.size:_HEADER.size + spec_len]
+    digest = _spec_ids.get(spec)
+    if digest is None:
+        if len(_spec_ids) > _CACHE_LIMIT:
+            _spec_ids.clear()
+        digest = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+    return spec, digest, _REF_HEADER.pack(_REF_MAGIC, digest, rest_len) + \
+        blob[_HEADER.size + spec_len:]
+
+
+def spec_named(blob: bytes) -> bytes | None:
+    """The digest of the spec a value of :func:`spec_apart` names (None: a whole value)."""
+    return blob[4:20] if blob[:4] == _REF_MAGIC and len(blob) >= _REF_HEADER.size else None
+
+
+def with_spec(short: bytes, spec: bytes) -> bytes:
+    """The whole packed value back from :func:`spec_apart`'s short one and its ``spec``."""
+    _, digest, rest_len = _REF_HEADER.unpack_from(short)
+    if hashlib.blake2b(spec, digest_size=16).digest() != digest:
+        raise ValueError("packed state: its spec's digest does not match")
+    return b"".join((_HEADER.pack(_MAGIC, len(spec), rest_len), spec,
+                     short[_REF_HEADER.size:]))
 
 
 def _put_rows(state: dict[str, Any], part: dict[str, Any], start: int) -> None:
