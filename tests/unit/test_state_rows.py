@@ -176,3 +176,25 @@ def test_keys_evicted_by_max_keys_come_back_exactly(tmp_path: Path) -> None:
         if max_keys == 2:
             assert runner.learner.summary().evicted_keys > 50
     assert outputs[0] == outputs[1]
+
+
+def test_a_key_with_few_records_is_one_row_naming_its_spec(tmp_path: Path) -> None:
+    """Keys whose hindsight buffer fits one chunk (here: 1 and 20 records) are one packed
+    value each, with no chunk rows; keys beyond it (30 records) are split. Every value names
+    the model's spec, stored once; a store that remembers nothing reads them back exactly."""
+    learner = logistic()
+    few, some, many = ["f0", "f1"], ["s0"], ["m0"]
+    feed(learner, few + some * 20 + many * 30, seed=0)
+    keys = few + some + many
+    packed = partition_part(learner, keys)["keys"]
+    assert [isinstance(packed[k], SplitState) for k in keys] == [False, False, False, True]
+    store = CheckpointStore(tmp_path)
+    save(store, learner, keys, 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert {k for (k,) in db.execute("SELECT DISTINCT key FROM chunks")} == {"m0"}
+        specs = db.execute("SELECT count(*) FROM shared WHERE name LIKE 'spec:%'").fetchone()[0]
+        longest = db.execute("SELECT max(length(value)) FROM keys WHERE key = 'f0'").fetchone()
+    assert 1 <= specs <= 3  # whole values, heads and chunks: one spec each
+    assert longest[0] < 1200  # the spec (about 800 bytes) is not in the one-record key's value
+    for key in keys:
+        _equal(state_of(learner, key), stored(CheckpointStore(tmp_path), key), key)
