@@ -148,12 +148,25 @@ def ring_extent(arena: Arena, rows: np.ndarray) -> np.ndarray:
     return np.where(arena.seg[rows] == 0, arena.hcount[rows], arena.HX.shape[1])
 
 
+#: A ring filled this far is cleared with others alike, up to the most any of them filled
+#: (zeroing a few rows more than it filled touches at most the page after its last one).
+_FEW_RING_ROWS = 16
+
+
 def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._fields) -> None:
     """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
     key left. Of the hindsight buffer only the rows the other key may have filled
     (:func:`ring_extent`) are zeroed, so pages of a slot never used stay untouched."""
     used = ring_extent(arena, rows)
-    for s, n in zip(rows[used > 0].tolist(), used[used > 0].tolist(), strict=True):
+    # Rows the other key filled a few of (most, with many keys): one step for all of them.
+    few = (used > 0) & (used <= _FEW_RING_ROWS)
+    if few.any():
+        upto = int(used[few].max())
+        for name in RINGS:
+            if name in names:
+                getattr(arena, name)[rows[few], :upto] = 0
+    many = used > _FEW_RING_ROWS
+    for s, n in zip(rows[many].tolist(), used[many].tolist(), strict=True):
         for name in RINGS:
             if name in names:
                 getattr(arena, name)[s, :n] = 0
