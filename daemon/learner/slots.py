@@ -4,7 +4,9 @@ A key takes a slot when its first record (or its first since it left) arrives: i
 state if the learner still holds it, else a fresh task. Fresh keys of a batch are set up
 together, every field at its fill first, since a slot another key left keeps that key's rows.
 
-Beyond ``max_keys`` the least recently seen keys leave. A key unchanged since the last
+Beyond ``max_keys`` the least recently seen keys leave, a sixteenth of ``max_keys`` beyond
+what is needed at a time (so the scan of every live key that finds them is not paid at every
+batch of new keys). A key unchanged since the last
 checkpoint (:meth:`~adaptd.learner.adaptive.AdaptiveLearner.mark_saved`) leaves without a copy:
 the store holds its state and reads it back when the key returns. A changed one is packed (all
 of them in one gather per field, as a checkpoint packs) and held until a checkpoint writes it.
@@ -63,8 +65,11 @@ def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
 
 
 def evict_lru(lrn: AdaptiveLearner, count: int) -> None:
-    """Let the ``count`` least recently seen keys go (see the module note)."""
+    """Let the ``count`` least recently seen keys go, and a sixteenth of ``max_keys`` more (see
+    the module note): finding them scans every live key, so it is done every few batches of
+    new keys, not at each."""
     live = np.fromiter(lrn._slot_of.values(), dtype=np.int64, count=len(lrn._slot_of))
+    count = min(len(live), count + lrn.config.max_keys // 16)
     seen = lrn.arena.last_seen[live]
     oldest = live[np.argpartition(seen, count - 1)[:count]] if count < len(live) else live
     oldest = oldest[np.argsort(lrn.arena.last_seen[oldest], kind="stable")]
