@@ -322,6 +322,9 @@ def unpack_state(blob: Any) -> Any:
 _REF_MAGIC = b"ADKR"
 _REF_HEADER = struct.Struct("<4s16sI")
 _spec_ids: dict[bytes, bytes] = {}
+#: The last header and spec cut off, with its digest and short header: (prefix, spec, digest,
+#: short header); none yet while the spec is empty.
+_last_apart: list[bytes] = [b"", b"", b"", b""]
 
 
 def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
@@ -334,17 +337,21 @@ def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
     >>> len(short) < len(blob) and with_spec(short, spec) == blob
     True
     """
-    if blob[:4] != _MAGIC:
-        return b"", b"", blob
-    _, spec_len, rest_len = _HEADER.unpack_from(blob)
-    spec = blob[_HEADER.size:_HEADER.size + spec_len]
-    digest = _spec_ids.get(spec)
-    if digest is None:
-        if len(_spec_ids) > _CACHE_LIMIT:
-            _spec_ids.clear()
-        digest = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
-    return spec, digest, _REF_HEADER.pack(_REF_MAGIC, digest, rest_len) + \
-        blob[_HEADER.size + spec_len:]
+    prefix, spec, digest, short_header = _last_apart
+    if not (spec and blob.startswith(prefix)):  # a checkpoint's values share one: a memcmp
+        if blob[:4] != _MAGIC:
+            return b"", b"", blob
+        _, spec_len, rest_len = _HEADER.unpack_from(blob)
+        spec = blob[_HEADER.size:_HEADER.size + spec_len]
+        digest = _spec_ids.get(spec)
+        if digest is None:
+            if len(_spec_ids) > _CACHE_LIMIT:
+                _spec_ids.clear()
+            digest = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+        prefix = blob[:_HEADER.size + spec_len]  # the header holds the rest's length too
+        short_header = _REF_HEADER.pack(_REF_MAGIC, digest, rest_len)
+        _last_apart[:] = prefix, spec, digest, short_header
+    return spec, digest, short_header + blob[len(prefix):]
 
 
 def spec_named(blob: bytes) -> bytes | None:
