@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from adaptd.checkpoint import CheckpointStore, PartitionChanges
+from adaptd.checkpoint import CheckpointError, CheckpointStore, PartitionChanges
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.partitions import partition_part
 from adaptd.records import RecordBatch
@@ -145,16 +146,17 @@ def test_keys_unchanged_since_a_checkpoint_leave_without_a_copy() -> None:
         _equal(left[k], got, k)
 
 
-def test_a_fresh_key_in_a_slot_another_key_left_starts_clean() -> None:
+@pytest.mark.parametrize("old_records", [5, 30])  # rings cleared together, or one by one
+def test_a_fresh_key_in_a_slot_another_key_left_starts_clean(old_records: int) -> None:
     learner = logistic(max_keys=4)
-    feed(learner, [f"old{i}" for i in range(4)] * 5, seed=0)
+    feed(learner, [f"old{i}" for i in range(4)] * old_records, seed=0)
     feed(learner, [f"new{i}" for i in range(4)], seed=1)  # in the slots the old keys left
     fresh = logistic()
     feed(fresh, ["new0"], seed=1)
     mine, theirs = state_of(learner, "new0"), state_of(fresh, "new0")
     for name in ("hcount", "hpos", "WM", "seg", "seg_len", "ref_loss", "recov"):
         np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
-    assert int(mine["hcount"]) == 1  # its one record, none of the old key's five
+    assert int(mine["hcount"]) == 1  # its one record, none of the old key's
     for name in ("HX", "HY", "HL"):
         assert not mine[name][1:].any(), name
 
@@ -198,3 +200,42 @@ def test_a_key_with_few_records_is_one_row_naming_its_spec(tmp_path: Path) -> No
     assert longest[0] < 1200  # the spec (about 800 bytes) is not in the one-record key's value
     for key in keys:
         _equal(state_of(learner, key), stored(CheckpointStore(tmp_path), key), key)
+
+
+def test_many_keys_leave_a_sixteenth_of_max_keys_at_a_time_and_come_back_exactly(
+        tmp_path: Path) -> None:
+    """Beyond max_keys 32, two more keys than needed leave at a time (the LRU scan runs every
+    few batches); through the runner, with checkpoints between, the predictions are those of
+    a run that keeps every key."""
+    source = tmp_path / "in.jsonl"
+    rng = np.random.default_rng(5)
+    with open(source, "w") as fh:
+        for i in range(1500):
+            x = rng.normal(size=3).round(4).tolist()
+            fh.write(json.dumps({"id": i, "key": f"k{rng.integers(80)}", "x": x,
+                                 "y": float(x[0] - x[1])}) + "\n")
+    learner = logistic(max_keys=32)
+    feed(learner, [f"k{i}" for i in range(33)], seed=0)
+    assert len(learner.keys()) == 32 - 2
+    config = RunnerConfig(batch_size=9, poll_timeout_s=0.01, checkpoint_every_records=40)
+    outputs = []
+    for name, max_keys in (("few", 32), ("all", 1000)):
+        root = tmp_path / name
+        runner = file_runner(root, source, config, model="linear",
+                             **{"learner.max_keys": max_keys})
+        runner.run()
+        outputs.append((root / "predictions.jsonl").read_text().splitlines())
+        if max_keys == 32:
+            assert runner.learner.summary().evicted_keys > 300
+    assert outputs[0] == outputs[1]
+
+
+def test_a_value_naming_a_spec_the_store_lacks_is_named(tmp_path: Path) -> None:
+    learner = logistic()
+    feed(learner, ["a"], seed=0)
+    store = CheckpointStore(tmp_path)
+    save(store, learner, ["a"], 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("DELETE FROM shared WHERE name LIKE 'spec:%'")
+    with pytest.raises(CheckpointError, match="key 'a' names spec [0-9a-f]{32}, which the"):
+        CheckpointStore(tmp_path).get(0, "a")
