@@ -343,11 +343,12 @@ def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
             return b"", b"", blob
         _, spec_len, rest_len = _HEADER.unpack_from(blob)
         spec = blob[_HEADER.size:_HEADER.size + spec_len]
-        digest = _spec_ids.get(spec)
-        if digest is None:
+        known = _spec_ids.get(spec)
+        if known is None:
             if len(_spec_ids) > _CACHE_LIMIT:
                 _spec_ids.clear()
-            digest = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+            known = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+        digest = known
         prefix = blob[:_HEADER.size + spec_len]  # the header holds the rest's length too
         short_header = _REF_HEADER.pack(_REF_MAGIC, digest, rest_len)
         _last_apart[:] = prefix, spec, digest, short_header
