@@ -167,16 +167,23 @@ def test_keys_evicted_by_max_keys_come_back_exactly(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     write_stream(source, 600)
     config = RunnerConfig(batch_size=5, poll_timeout_s=0.01, checkpoint_every_records=15)
+    assert_same_predictions_evicting(tmp_path, source, config, max_keys=2, evictions=50)
+
+
+def assert_same_predictions_evicting(tmp_path: Path, source: Path, config: RunnerConfig,
+                                     max_keys: int, evictions: int) -> None:
+    """A run with ``max_keys`` evicts more than ``evictions`` keys and predicts exactly as
+    one that keeps every key."""
     outputs = []
-    for name, max_keys in (("few", 2), ("all", 100)):
+    for name, limit in (("few", max_keys), ("all", 10_000)):
         root = tmp_path / name
         runner = file_runner(root, source, config, model="linear",
-                             **{"learner.max_keys": max_keys})
+                             **{"learner.max_keys": limit})
         runner.run()
         outputs.append([json.loads(line) for line in
                         (root / "predictions.jsonl").read_text().splitlines()])
-        if max_keys == 2:
-            assert runner.learner.summary().evicted_keys > 50
+        if limit == max_keys:
+            assert runner.learner.summary().evicted_keys > evictions
     assert outputs[0] == outputs[1]
 
 
@@ -218,16 +225,7 @@ def test_many_keys_leave_a_sixteenth_of_max_keys_at_a_time_and_come_back_exactly
     feed(learner, [f"k{i}" for i in range(33)], seed=0)
     assert len(learner.keys()) == 32 - 2
     config = RunnerConfig(batch_size=9, poll_timeout_s=0.01, checkpoint_every_records=40)
-    outputs = []
-    for name, max_keys in (("few", 32), ("all", 1000)):
-        root = tmp_path / name
-        runner = file_runner(root, source, config, model="linear",
-                             **{"learner.max_keys": max_keys})
-        runner.run()
-        outputs.append((root / "predictions.jsonl").read_text().splitlines())
-        if max_keys == 32:
-            assert runner.learner.summary().evicted_keys > 300
-    assert outputs[0] == outputs[1]
+    assert_same_predictions_evicting(tmp_path, source, config, max_keys=32, evictions=300)
 
 
 def test_a_value_naming_a_spec_the_store_lacks_is_named(tmp_path: Path) -> None:
