@@ -237,3 +237,22 @@ def test_a_value_naming_a_spec_the_store_lacks_is_named(tmp_path: Path) -> None:
         db.execute("DELETE FROM shared WHERE name LIKE 'spec:%'")
     with pytest.raises(CheckpointError, match="key 'a' names spec [0-9a-f]{32}, which the"):
         CheckpointStore(tmp_path).get(0, "a")
+
+
+def test_growing_the_arena_keeps_every_ring_row_a_key_filled() -> None:
+    """The arena grows (64 → 128 → … keys) while keys fill their hindsight buffers a little,
+    to the brim, or past a first segment: every key's state is the one a learner that never
+    grew holds (rings copied only as far as each key filled them)."""
+    small = logistic()
+    large = AdaptiveLearner(model="logistic", task="classification", n_features=D,
+                            clock=itertools.count().__next__)
+    large._grow(1024, large.arena)  # room for every key from the start
+    rng = np.random.default_rng(3)
+    keys = [f"k{i}" for i in range(300)]
+    stream = [k for k in keys for _ in range(int(rng.choice([1, 3, 17, 40, 250])))]
+    stream = [stream[i] for i in rng.permutation(len(stream))]
+    for learner in (small, large):
+        feed(learner, stream, seed=4)
+    assert small._capacity < large._capacity == 1024  # small grew 64 → 128 → 256 → 512
+    for key in keys:
+        _equal(state_of(large, key), state_of(small, key), key)
