@@ -10,7 +10,9 @@ alternated and repeated (``--repeat``, medians), since the machine is shared.
    (``checkpoint.max_time_share=1``: no pause scaled to their cost), and with mid-run
    checkpoints off (only the final one): what the checkpoints cost.
 2. ``distinct keys``: N records each of a new key, with ``learner.max_keys`` (default 100k):
-   records/s against the same number of records over 10 keys (and case 1's), the process's RSS sampled every 0.5 s, the state dir's size.
+   records/s against the same number of records over 10 keys (and case 1's), the process's RSS
+   sampled every 0.5 s, the state dir's size; ``--model`` (default ``logistic``; ``auto`` is
+   the daemon's default model) for both.
 3. ``--replicas 1,2,3``: records/s of 1, 2 and 3 ``adaptd run`` replicas of one group on the
    embedded broker (separate state dirs, changelog and meta topics on), timed by the
    predictions' produce timestamps, first to last (and from the launch of the replicas).
@@ -98,11 +100,12 @@ def timed(cmd: list[str], sample_rss: bool = False) -> tuple[float, list[tuple[f
     return time.perf_counter() - started, samples
 
 
-def adaptd_cmd(source: Path, out: Path, state: Path, *sets: str) -> list[str]:
+def adaptd_cmd(source: Path, out: Path, state: Path, *sets: str,
+               model: str = "logistic") -> list[str]:
     flags = [f for s in sets for f in ("--set", s)]
     return [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}",
             "--sink", f"jsonl:{out}", "--state-dir", str(state), "--metrics-port", "0",
-            "--model", "logistic", "--task", "classification", *flags]
+            "--model", model, "--task", "classification", *flags]
 
 
 def dir_size(path: Path) -> int:
@@ -142,24 +145,36 @@ def few_keys(tmp: Path, args: argparse.Namespace) -> float:
 
 
 def distinct_keys(tmp: Path, args: argparse.Namespace, few_per_s: float) -> None:
-    """Case 2."""
+    """Case 2: the distinct-keys run and its 10-key peer, alternated ``--distinct-repeat``
+    times; each pair's ratio and the median."""
     distinct, ten = tmp / "distinct.jsonl", tmp / "ten.jsonl"
     write_records(distinct, args.distinct, None)
     write_records(ten, args.distinct, 10)
-    ten_s, _ = timed(adaptd_cmd(ten, tmp / "ten.out", tmp / "ten-state"))
-    state = tmp / "many-state"
-    seconds, samples = timed(adaptd_cmd(distinct, tmp / "many.out", state,
-                                        f"learner.max_keys={args.max_keys}"), True)
-    per_s, ten_per_s = args.distinct / seconds, args.distinct / ten_s
-    print(f"## {args.distinct:,} distinct keys, max_keys {args.max_keys:,}\n")
-    print(f"{per_s:,.0f} records/s ({seconds:.1f} s): {per_s / ten_per_s:.2f}x the records/s of "
-          f"the same number of records over 10 keys ({ten_per_s:,.0f}/s), "
-          f"{per_s / few_per_s:.2f}x case 1's; state dir {dir_size(state) / 2**20:.0f} MiB "
-          f"({dir_size(state) / args.distinct:,.0f} bytes per key); peak RSS "
-          f"{max(b for _, b in samples) / 2**20:.0f} MiB\n")
-    step = max(1, len(samples) // 16)
-    print("RSS over time: " + ", ".join(f"{t:.0f} s {b / 2**20:.0f} MiB"
-                                        for t, b in samples[::step]) + "\n")
+    print(f"## {args.distinct:,} distinct keys, max_keys {args.max_keys:,}, "
+          f"--model {args.model}\n")
+    print("| run | 10 keys, records/s | distinct keys, records/s | ratio | state dir, bytes per key"
+          " | peak RSS, MiB | load average after |\n|---:|---:|---:|---:|---:|---:|---|")
+    ratios, curves = [], []
+    for i in range(args.distinct_repeat):
+        ten_s, _ = timed(adaptd_cmd(ten, tmp / "ten.out", tmp / f"ten-state-{i}",
+                                    model=args.model))
+        state = tmp / f"many-state-{i}"
+        seconds, samples = timed(adaptd_cmd(distinct, tmp / "many.out", state,
+                                            f"learner.max_keys={args.max_keys}",
+                                            model=args.model), True)
+        per_s, ten_per_s = args.distinct / seconds, args.distinct / ten_s
+        ratios.append(per_s / ten_per_s)
+        curves.append(samples)
+        print(f"| {i + 1} | {ten_per_s:,.0f} | {per_s:,.0f} ({seconds:.1f} s) | "
+              f"{per_s / ten_per_s:.2f} | {dir_size(state) / args.distinct:,.0f} | "
+              f"{max(b for _, b in samples) / 2**20:,.0f} | "
+              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} |")
+    print(f"\nMedian ratio {statistics.median(ratios):.2f}; case 1's adaptd: "
+          f"{few_per_s:,.0f} records/s\n")
+    for i, samples in enumerate(curves):
+        step = max(1, len(samples) // 16)
+        print(f"RSS over time, run {i + 1}: " + ", ".join(
+            f"{t:.0f} s {b / 2**20:,.0f} MiB" for t, b in samples[::step]) + "\n")
 
 
 def replicas(tmp: Path, args: argparse.Namespace) -> None:
@@ -227,6 +242,11 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--distinct", type=int, default=1_000_000)
     parser.add_argument("--max-keys", type=int, default=100_000)
+    parser.add_argument("--distinct-repeat", type=int, default=1,
+                        help="pairs (10 keys, distinct keys) run alternately")
+    parser.add_argument("--model", default="logistic",
+                        help="the distinct-keys case's model, and its 10-key peer's (auto: "
+                             "the default model)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--replicas", default="", help="e.g. 1,2,3 (needs the broker)")
     parser.add_argument("--replica-records", type=int, default=100_000)

@@ -11,15 +11,17 @@ Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
     keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
     chunks      (partition, key, chunk) → rows of the key's ring buffers (adaptd.state_rows):
                 a checkpoint rewrites a key's chunks only where they changed
+    evictions   (partition, key) → id of the checkpoint after which the key left memory
 
 A checkpoint writes in ONE transaction the states of the keys that changed since the previous
 checkpoint, the next position of every partition it covers and the shared state. SQLite's commit
 is atomic and, with ``synchronous=FULL``, durable: a crash at any moment leaves the previous
 checkpoint whole, so a restart sees positions, key states and shared state of one checkpoint,
 never a mix. The cost of a checkpoint grows with the keys that changed, not with the keys that
-exist. Keys the learner lets go of (evicted) stay in the same table with their flag set: their
-state there is the one the checkpoint just before the eviction wrote, and it is read back when
-a record of the key arrives again.
+exist. Keys the learner lets go of (evicted) stay in the same table, noted in ``evictions``
+(out of memory until a later checkpoint writes them again): their state there is the one the
+checkpoint just before the eviction wrote, and it is read back when a record of the key
+arrives again.
 
 Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
 by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good
@@ -273,8 +275,8 @@ class CheckpointStore:
         states: dict[str, Any] = {}
         labels: list[Any] = []
         # Evicted keys stay on disk, but their pending labels wait in memory for their label.
-        cursor = db.execute("SELECT key, evicted, value, labels FROM keys WHERE partition = ?"
-                            " AND (evicted = 0 OR labels IS NOT NULL)", (p,))
+        cursor = db.execute(f"SELECT key, {schema.EVICTED}, value, labels FROM keys k"
+                            " WHERE partition = ? AND (evicted = 0 OR labels IS NOT NULL)", (p,))
         for key, evicted, value, label_blob in cursor.fetchall():
             where = f"{self.path}: partition {p} key {key!r}"
             if not evicted:
@@ -306,7 +308,7 @@ class CheckpointStore:
             return 0
         if evicted is None:
             return int(db.execute("SELECT count(*) FROM keys").fetchone()[0])
-        return int(db.execute("SELECT count(*) FROM keys WHERE evicted = ?",
+        return int(db.execute(f"SELECT count(*) FROM keys k WHERE {schema.EVICTED} = ?",
                               (int(evicted),)).fetchone()[0])
 
     # -- writing -------------------------------------------------------------------------
@@ -361,8 +363,8 @@ class CheckpointStore:
         their stored state is the one they leave with. Raises OSError when the disk refuses."""
         keys = list(keys)
         with self._transaction("evicted keys not marked") as db:
-            db.executemany("UPDATE keys SET evicted = 1 WHERE partition = ? AND key = ?",
-                           ((partition, key) for key in keys))
+            db.executemany(schema.MARK_EVICTED,
+                           ((partition, key, self.last_checkpoint) for key in keys))
         self._rows.forget(partition, keys)  # memory stays bounded by the live keys
 
     # -- the changelog's side (adaptd.changelog) -----------------------------------------
@@ -384,6 +386,7 @@ class CheckpointStore:
         with self._transaction(f"partition {partition} not dropped") as db:
             db.execute("DELETE FROM keys WHERE partition = ?", (partition,))
             db.execute("DELETE FROM chunks WHERE partition = ?", (partition,))
+            db.execute("DELETE FROM evictions WHERE partition = ?", (partition,))
             db.execute("DELETE FROM partitions WHERE partition = ?", (partition,))
         self._rows.forget(partition)
 

@@ -38,6 +38,7 @@ the store rewrites those and the head, not the whole buffer (:mod:`adaptd.state_
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from collections.abc import Sequence
@@ -116,7 +117,8 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     are (path, array whose row i is key i's value there), ``rest`` the part without arrays
     that every key shares (or one such part per key). One copy per block instead of one per
     key and array: a checkpoint of a thousand keys' states costs milliseconds, not the 0.2 s
-    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`.
+    of packing them one by one. With ``rings`` each key's value is a :class:`SplitState`,
+    or one packed value when its rings fit in one chunk.
 
     >>> import numpy as np
     >>> rows = pack_rows(["a", "b"], [(("w",), np.array([[1.0, 0.0], [0.0, 0.0]]))], {"c": 1})
@@ -125,6 +127,30 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     """
     if rings is None:
         return _pack(keys, blocks, rest)
+    # A key whose rings fit in one chunk (a new key, one with few records) is one value: its
+    # rings' first chunk of rows packed with the rest, under their full shape (the rows past
+    # it are zeros), so the store writes one row for it, not a head and a chunk.
+    whole = rings.extent <= rings.rows
+    if not whole.any():
+        return _pack_split(keys, blocks, rest, rings)
+    shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
+    if whole.all():
+        used = int(rings.extent.max(initial=0))  # rows beyond every key's extent: zeros
+        return _pack(keys, [*blocks, *((path, ring[rings.at, :used])
+                                       for path, ring in rings.arrays)], rest, shapes)
+    out = {}
+    for members in (np.flatnonzero(whole), np.flatnonzero(~whole)):
+        sub_keys = [keys[i] for i in members.tolist()]
+        sub_blocks = [(path, block[members]) for path, block in blocks]
+        sub_rest = rest if isinstance(rest, dict) else [rest[i] for i in members.tolist()]
+        sub_rings = rings._replace(at=rings.at[members], extent=rings.extent[members])
+        out.update(pack_rows(sub_keys, sub_blocks, sub_rest, sub_rings))
+    return out
+
+
+def _pack_split(keys: Sequence[str], blocks: Sequence[_Block],
+                rest: dict[str, Any] | Sequence[dict[str, Any]], rings: Rings) -> dict[str, Any]:
+    """:func:`pack_rows` of keys whose rings span more than one chunk: SplitStates."""
     # The head: the rings as zero-width entries of their full shape, no bytes.
     first = rings.at[:0]
     empty = [(path, ring[first, :0]) for path, ring in rings.arrays]
@@ -154,6 +180,9 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     """:func:`pack_rows` without rings; ``shapes`` overrides the spec's shape of some paths
     (the head's zero-width rings), ``drop_empty`` gives ``b""`` for a key with no bytes."""
     n = len(keys)
+    # Arrays whose rows are whole 8-byte words first: their used bytes are gathered as words
+    # (an eighth of the steps); the spec records the order, so unpacking follows it.
+    blocks = sorted(blocks, key=lambda block: block[1][:1].nbytes % 8 != 0)
     spec = tuple((path, block.dtype.str, (shapes or {}).get(path, block.shape[1:]))
                  for path, block in blocks)
     spec_blob = _spec_bytes.get(spec)
@@ -174,34 +203,45 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
         lengths[:, j] = _used_bytes(raw)
         raws.append(raw)
-    # Every key's used bytes, key after key, in one boolean gather: a byte is kept when it
-    # lies before its array's used length.
-    widths = [raw.shape[1] for raw in raws]
-    whole = np.concatenate(raws, axis=1) if widths else np.empty((n, 0), np.uint8)
-    if (lengths == np.asarray(widths, dtype=lengths.dtype)).all():
-        data = whole.tobytes()  # nothing to leave out (busy keys' buffers)
-    else:
-        keep = np.empty(whole.shape, dtype=bool)
-        columns = np.arange(max(widths), dtype=lengths.dtype)
-        start = 0
-        for j, w in enumerate(widths):
-            np.less(columns[:w], lengths[:, j:j + 1], out=keep[:, start:start + w])
-            start += w
-        data = whole[keep].tobytes()
-    ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist()
+    words = sum(1 for raw in raws if raw.shape[1] % 8 == 0)
+    data_w, ends_w = _kept([raw.view(np.uint64) for raw in raws[:words]], lengths[:, :words], 8)
+    data_b, ends_b = _kept(raws[words:], lengths[:, words:], 1)
     length_rows = lengths.tobytes()
     row_bytes = 4 * len(blocks)
     out = {}
-    start = 0
+    start_w = start_b = 0
     for i, key in enumerate(keys):
-        end = ends[i]
-        if drop_empty and end == start:
+        end_w, end_b = ends_w[i], ends_b[i]
+        if drop_empty and end_w == start_w and end_b == start_b:
             out[key] = b""
             continue
         out[key] = b"".join((heads[i if len(heads) > 1 else 0],
-                             length_rows[i * row_bytes:(i + 1) * row_bytes], data[start:end]))
-        start = end
+                             length_rows[i * row_bytes:(i + 1) * row_bytes],
+                             data_w[start_w:end_w], data_b[start_b:end_b]))
+        start_w, start_b = end_w, end_b
     return out
+
+
+def _kept(raws: list[np.ndarray], lengths: np.ndarray, itemsize: int) -> tuple[bytes, list[int]]:
+    """Every key's used bytes of ``raws`` (rows of ``itemsize``-byte items), key after key,
+    in one boolean gather (an item is kept when it lies before its array's used length), and
+    where each key's bytes end."""
+    n = len(lengths)
+    ends = np.cumsum(lengths.sum(axis=1, dtype=np.int64)).tolist() if raws else [0] * n
+    if not raws:
+        return b"", ends
+    widths = [raw.shape[1] for raw in raws]
+    whole = np.concatenate(raws, axis=1)
+    used = lengths // itemsize
+    if (used == np.asarray(widths, dtype=used.dtype)).all():
+        return whole.tobytes(), ends  # nothing to leave out (busy keys' buffers)
+    keep = np.empty(whole.shape, dtype=bool)
+    columns = np.arange(max(widths), dtype=used.dtype)
+    start = 0
+    for j, w in enumerate(widths):
+        np.less(columns[:w], used[:, j:j + 1], out=keep[:, start:start + w])
+        start += w
+    return whole[keep].tobytes(), ends
 
 
 def _used_bytes(raw: np.ndarray) -> np.ndarray:
@@ -275,6 +315,58 @@ def unpack_state(blob: Any) -> Any:
     if start != len(blob):
         raise ValueError(f"packed state: {len(blob) - start} bytes left over")
     return state
+
+
+#: A packed value whose spec is named by its digest (:func:`spec_apart`): magic, digest, rest
+#: length; then what follows the spec in the full form.
+_REF_MAGIC = b"ADKR"
+_REF_HEADER = struct.Struct("<4s16sI")
+_spec_ids: dict[bytes, bytes] = {}
+#: The last header and spec cut off, with its digest and short header: (prefix, spec, digest,
+#: short header); none yet while the spec is empty.
+_last_apart: list[bytes] = [b"", b"", b"", b""]
+
+
+def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    """(spec, its digest, the value with the digest in place of the spec) of a packed value:
+    every key of a model has the same spec (about 800 bytes, as much as a new key's numbers),
+    so a store keeps it once. Anything else comes back as ``(b"", b"", blob)``.
+
+    >>> blob = pack_state({"theta": np.arange(3.0)})
+    >>> spec, digest, short = spec_apart(blob)
+    >>> len(short) < len(blob) and with_spec(short, spec) == blob
+    True
+    """
+    prefix, spec, digest, short_header = _last_apart
+    if not (spec and blob.startswith(prefix)):  # a checkpoint's values share one: a memcmp
+        if blob[:4] != _MAGIC:
+            return b"", b"", blob
+        _, spec_len, rest_len = _HEADER.unpack_from(blob)
+        spec = blob[_HEADER.size:_HEADER.size + spec_len]
+        known = _spec_ids.get(spec)
+        if known is None:
+            if len(_spec_ids) > _CACHE_LIMIT:
+                _spec_ids.clear()
+            known = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+        digest = known
+        prefix = blob[:_HEADER.size + spec_len]  # the header holds the rest's length too
+        short_header = _REF_HEADER.pack(_REF_MAGIC, digest, rest_len)
+        _last_apart[:] = prefix, spec, digest, short_header
+    return spec, digest, short_header + blob[len(prefix):]
+
+
+def spec_named(blob: bytes) -> bytes | None:
+    """The digest of the spec a value of :func:`spec_apart` names (None: a whole value)."""
+    return blob[4:20] if blob[:4] == _REF_MAGIC and len(blob) >= _REF_HEADER.size else None
+
+
+def with_spec(short: bytes, spec: bytes) -> bytes:
+    """The whole packed value back from :func:`spec_apart`'s short one and its ``spec``."""
+    _, digest, rest_len = _REF_HEADER.unpack_from(short)
+    if hashlib.blake2b(spec, digest_size=16).digest() != digest:
+        raise ValueError("packed state: its spec's digest does not match")
+    return b"".join((_HEADER.pack(_MAGIC, len(spec), rest_len), spec,
+                     short[_REF_HEADER.size:]))
 
 
 def _put_rows(state: dict[str, Any], part: dict[str, Any], start: int) -> None:

@@ -14,6 +14,13 @@ What it remembers is only ever an under-statement of what must be written: a key
 nothing of is written whole, the memory is updated only once a checkpoint's transaction has
 committed, and forgotten for keys that leave memory and whenever the store is loaded (a load
 may roll it back to the previous generation).
+
+Every packed value of a model carries the same spec (the paths, types and shapes of its
+arrays: about 800 bytes, as much as a new key's numbers). The store keeps each spec once, as a
+row ``spec:<digest>`` of ``shared`` written in the transaction of the first value naming it,
+and the values name it by digest (:func:`adaptd.state_codec.spec_apart`). A rollback removes
+a spec row only with every value that names it (they were all written by the same or a later
+checkpoint).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from adaptd import state_schema as schema
-from adaptd.state_codec import SplitState
-from adaptd.state_values import check, decode, encode
+from adaptd.state_codec import SplitState, spec_apart, spec_named, with_spec
+from adaptd.state_values import CheckpointError, check, decode, encode
 
 #: The digest remembered for a chunk of zeros (``b""``), absent or written.
 _ZEROS = b""
@@ -36,6 +43,10 @@ class SplitHead(NamedTuple):
 
     head: bytes
     chunks: int
+
+
+def _spec_row(digest: bytes) -> str:
+    return f"spec:{digest.hex()}"
 
 
 def _digest(chunk: bytes) -> bytes:
@@ -57,6 +68,12 @@ class KeyRows:
         #: What the open transaction writes: taken into ``_held`` once it commits (None: the
         #: key was written unsplit, so what its chunk rows hold no longer matters).
         self._writing: dict[tuple[int, str], list[bytes] | None] = {}
+        #: Digests of the specs the store holds (written by a committed transaction since the
+        #: last load), and of those the open transaction writes.
+        self._specs: set[bytes] = set()
+        self._specs_writing: set[bytes] = set()
+        #: Digest → spec, for reads: content-addressed, so never out of date.
+        self._spec_of: dict[bytes, bytes] = {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -65,24 +82,35 @@ class KeyRows:
         """Write the ``states`` (and pending ``labels``) of keys of partition ``p`` in the
         open transaction: each key's row, and the chunks that changed."""
         key_rows, chunk_rows = [], []
-        held, writing = self._held, self._writing
+        held, writing, short = self._held, self._writing, self._short
         for key, state in states.items():
             if isinstance(state, SplitState):
-                value = encode(SplitHead(state.head, len(state.chunks)))
+                value = encode(SplitHead(short(db, state.head, checkpoint), len(state.chunks)))
                 known = held.get((p, key))
                 digests = [_digest(chunk) for chunk in state.chunks]
                 for c, (chunk, digest) in enumerate(zip(state.chunks, digests, strict=True)):
                     if known is None or (known[c] if c < len(known) else _ZEROS) != digest:
-                        chunk_rows.append((p, key, c, encode(chunk), checkpoint))
+                        chunk_rows.append((p, key, c, encode(short(db, chunk, checkpoint)),
+                                           checkpoint))
                 writing[p, key] = digests
             else:
-                value = encode(state)
+                value = encode(short(db, state, checkpoint) if type(state) is bytes else state)
                 writing[p, key] = None
             pending = labels.get(key)
             key_rows.append((p, key, int(evicted), value,
                              encode(pending) if pending else None, checkpoint))
         db.executemany(schema.UPSERT_KEY, key_rows)
         db.executemany(schema.UPSERT_CHUNK, chunk_rows)
+
+    def _short(self, db: sqlite3.Connection, blob: bytes, checkpoint: int) -> bytes:
+        """``blob`` with its spec named by digest; the spec's row written if the store lacks
+        it (see the module note)."""
+        spec, digest, short = spec_apart(blob)
+        if spec and digest not in self._specs and digest not in self._specs_writing:
+            db.execute("INSERT OR IGNORE INTO shared (name, value, checkpoint) VALUES (?, ?, ?)",
+                       (_spec_row(digest), encode(spec), checkpoint))
+            self._specs_writing.add(digest)
+        return short
 
     def committed(self) -> None:
         """The transaction that wrote since the last call committed: remember its chunks."""
@@ -92,16 +120,20 @@ class KeyRows:
             else:
                 self._held[pk] = digests
         self._writing.clear()
+        self._specs.update(self._specs_writing)
+        self._specs_writing.clear()
 
     def aborted(self) -> None:
         """The transaction rolled back: what it wrote is not in the store."""
         self._writing.clear()
+        self._specs_writing.clear()
 
     def forget(self, p: int | None = None, keys: Any = None) -> None:
         """Forget what the store holds for ``keys`` of ``p`` (all keys of ``p`` when None;
         everything when ``p`` is None too): they are written whole next time."""
         if p is None:
             self._held.clear()
+            self._specs.clear()
         elif keys is None:
             for pk in [pk for pk in self._held if pk[0] == p]:
                 del self._held[pk]
@@ -116,12 +148,32 @@ class KeyRows:
         where = f"{self.path}: partition {p} key {key!r}"
         state = decode(value, where)
         if not isinstance(state, SplitHead):
-            return state
+            return self._whole(db, state, where) if type(state) is bytes else state
         chunks = [b""] * state.chunks
         for c, blob in db.execute("SELECT chunk, value FROM chunks WHERE partition = ? AND"
                                   " key = ? AND chunk < ?", (p, key, state.chunks)):
-            chunks[c] = decode(blob, f"{where} chunk {c}")
-        return SplitState(state.head, tuple(chunks))
+            chunks[c] = self._whole(db, decode(blob, f"{where} chunk {c}"), where)
+        return SplitState(self._whole(db, state.head, where), tuple(chunks))
+
+    def _whole(self, db: sqlite3.Connection, blob: bytes, where: str) -> bytes:
+        """A stored value with its spec put back (one read per spec the first time)."""
+        digest = spec_named(blob)
+        if digest is None:
+            return blob
+        spec = self._spec_of.get(digest)
+        if spec is None:
+            row = db.execute("SELECT value FROM shared WHERE name = ?",
+                             (_spec_row(digest),)).fetchone()
+            if row is None:
+                raise CheckpointError(where, f"names spec {digest.hex()}, which the store "
+                                      f"does not hold")
+            if len(self._spec_of) > 256:  # specs are few (one per model layout)
+                self._spec_of.clear()
+            spec = self._spec_of[digest] = decode(row[0], f"{self.path}: spec {digest.hex()}")
+        try:
+            return with_spec(blob, spec)
+        except ValueError as exc:
+            raise CheckpointError(where, str(exc)) from None
 
     def read_many(self, db: sqlite3.Connection, p: int, keys: Sequence[str]) -> dict[str, Any]:
         """The states the store holds for those of ``keys`` of ``p`` it has (one query per

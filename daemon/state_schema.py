@@ -40,7 +40,18 @@ TABLES = (
     ("CREATE TABLE IF NOT EXISTS chunks (partition INTEGER NOT NULL, key TEXT NOT NULL,"
      " chunk INTEGER NOT NULL, value BLOB NOT NULL, checkpoint INTEGER NOT NULL,"
      " prev_value BLOB, prev_checkpoint INTEGER, PRIMARY KEY (partition, key, chunk))"),
+    # Keys let go of after the checkpoint ``since`` (its id) wrote or kept their state: out of
+    # memory unless a later checkpoint wrote them again (see EVICTED). A small row here
+    # instead of an UPDATE of the key's row, which rewrote its whole value (measured: half of
+    # a checkpoint's disk writes with many keys).
+    ("CREATE TABLE IF NOT EXISTS evictions (partition INTEGER NOT NULL, key TEXT NOT NULL,"
+     " since INTEGER NOT NULL, PRIMARY KEY (partition, key)) WITHOUT ROWID"),
 )
+#: Whether the ``keys`` row ``k`` is of a key out of memory: written so (restored from a
+#: changelog, or an old store's flag), or let go of since its last write.
+EVICTED = ("(k.evicted OR EXISTS (SELECT 1 FROM evictions e WHERE e.partition = k.partition"
+           " AND e.key = k.key AND e.since >= k.checkpoint))")
+MARK_EVICTED = "INSERT OR REPLACE INTO evictions (partition, key, since) VALUES (?, ?, ?)"
 #: Finds the rows of the latest checkpoint (checked on load, rolled back on a fallback) without
 #: reading the others. Created after :func:`add_columns`, which may add its column.
 INDEXES = ("CREATE INDEX IF NOT EXISTS keys_by_checkpoint ON keys (checkpoint)",
@@ -99,7 +110,9 @@ UPSERT_CHUNK = upsert("chunks", ("partition", "key", "chunk"),
 UPSERT_SHARED = upsert("shared", ("name",), ("name", "value", "checkpoint"), ("value",))
 #: Rolled-back keys come back live (loaded at once): a changelog then gets their state at the
 #: next checkpoint, so its latest copy of each key is the one this store resumed from.
-ROLL_BACK = (*roll_back("keys", ("value", "labels"), ", evicted = 0"),
+ROLL_BACK = (("DELETE FROM evictions WHERE (partition, key) IN"
+              " (SELECT partition, key FROM keys WHERE checkpoint = :n)"),
+             *roll_back("keys", ("value", "labels"), ", evicted = 0"),
               *roll_back("chunks", ("value",)),
               *roll_back("partitions", ("position", "changelog_offset")),
               *roll_back("shared", ("value",)))

@@ -323,12 +323,15 @@ class AdaptiveLearner:
         """
         now = self.clock() if now is None else now
         cutoff = now - self.config.idle_evict_s
-        gone = {}
-        for key, s in list(self._slot_of.items()):
-            if self.arena.last_seen[s] < cutoff:
-                gone[key] = self._cold[key] = self._task_state(s)
-                self._release(s)
-                self.totals.evicted += 1
+        gone: dict[str, dict[str, Any]] = {}
+        if not self._slot_of:  # (no arena before the first record)
+            return gone
+        live = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+        for s in live[self.arena.last_seen[live] < cutoff].tolist():  # one scan, in C
+            key = self._key_of[s]
+            gone[key] = self._cold[key] = self._task_state(s)
+            self._release(s)
+            self.totals.evicted += 1
         return gone
 
     def take_evicted(self) -> dict[str, Any]:

@@ -73,10 +73,37 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
     """An arena of ``rows`` rows holding ``old``'s rows first (new rows at their fill)."""
     shapes = {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
     arrays = []
+    # The rings' rows any key may have filled: only those are copied (see _copy_rings).
+    extent = None if old is None else ring_extent(old, np.arange(len(old.seg)))
     with _small_pages():
         for name, (shape_key, dtype, fill) in LAYOUT.items():
-            arrays.append(_field(old, name, (rows, *shapes[shape_key]), dtype, fill))
+            shape = (rows, *shapes[shape_key])
+            if name in RINGS and extent is not None:
+                arrays.append(_copy_rings(np.zeros(shape, dtype=dtype), getattr(old, name),
+                                          extent))
+            else:
+                arrays.append(_field(old, name, shape, dtype, fill))
     return Arena(*arrays)
+
+
+def _copy_rings(new: np.ndarray, prev: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """``new[:len(prev)] = prev`` for a zero-filled ring array ``new``, copying each row's
+    first ``extent`` rows only (the rest are zeros, see :func:`ring_extent`): rows filled a
+    little (most, with many keys) in one step, up to the most any of them filled; rows that
+    may be full (a key past its first segment) in one step; the others one by one. Pages of
+    rows never filled stay untouched, so not resident."""
+    full = extent >= prev.shape[1]
+    few = (extent > 0) & (extent <= _FEW_RING_ROWS) & ~full
+    if few.any():
+        upto = int(extent[few].max())
+        new[np.flatnonzero(few), :upto] = prev[few, :upto]
+    if full.any():
+        rows = np.flatnonzero(full)
+        new[rows] = prev[rows]
+    some = ~(few | full) & (extent > 0)
+    for s, n in zip(np.flatnonzero(some).tolist(), extent[some].tolist(), strict=True):
+        new[s, :n] = prev[s, :n]
+    return new
 
 
 @contextmanager
@@ -148,12 +175,25 @@ def ring_extent(arena: Arena, rows: np.ndarray) -> np.ndarray:
     return np.where(arena.seg[rows] == 0, arena.hcount[rows], arena.HX.shape[1])
 
 
+#: A ring filled this far is cleared with others alike, up to the most any of them filled
+#: (zeroing a few rows more than it filled touches at most the page after its last one).
+_FEW_RING_ROWS = 16
+
+
 def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._fields) -> None:
     """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
     key left. Of the hindsight buffer only the rows the other key may have filled
     (:func:`ring_extent`) are zeroed, so pages of a slot never used stay untouched."""
     used = ring_extent(arena, rows)
-    for s, n in zip(rows[used > 0].tolist(), used[used > 0].tolist(), strict=True):
+    # Rows the other key filled a few of (most, with many keys): one step for all of them.
+    few = (used > 0) & (used <= _FEW_RING_ROWS)
+    if few.any():
+        upto = int(used[few].max())
+        for name in RINGS:
+            if name in names:
+                getattr(arena, name)[rows[few], :upto] = 0
+    many = used > _FEW_RING_ROWS
+    for s, n in zip(rows[many].tolist(), used[many].tolist(), strict=True):
         for name in RINGS:
             if name in names:
                 getattr(arena, name)[s, :n] = 0

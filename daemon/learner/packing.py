@@ -79,6 +79,11 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | 
     # Most keys have stored no concept: they pack as one group, and keys whose ``since`` is
     # equal share one part (pickled once).
     concepts, slot_list = learner.concepts, slots.tolist()
+    if concepts.states.keys().isdisjoint(slot_list) and concepts.since.keys().isdisjoint(
+            slot_list):  # none has (many new keys): one group, no per-key step
+        out.update(pack_rows(live, [*blocks, (("library", "states"), np.empty((len(live), 0, 0)))],
+                             {**rest, "library": {"since": None}}, rings))
+        return out
     libraries = {i: concepts.get_state(s) for i, s in enumerate(slot_list)
                  if concepts.states.get(s)}
     groups: dict[tuple[int, ...], list[int]] = {(0, 0): []}

@@ -1,5 +1,5 @@
 """The state database on real files: one transaction per checkpoint, incremental key writes,
-evicted keys flagged in place, damaged values refused with a message naming them."""
+evicted keys noted in a table of their own, damaged values refused with a message naming them."""
 
 from __future__ import annotations
 
@@ -238,3 +238,29 @@ def test_a_checkpoint_rewrites_only_the_rows_it_changes(tmp_path: Path) -> None:
         kept = dict(db.execute("SELECT key, prev_checkpoint FROM keys").fetchall())
     assert rows == {"a": 3, "b": 3, "c": 1, "e": 3, "n": 3, "z": 3}
     assert kept == {"a": 2, "b": 2, "c": None, "e": 1, "n": None, "z": None}
+
+
+def test_an_eviction_is_a_row_of_its_own_undone_with_the_checkpoint_that_rewrote_the_key(
+        tmp_path: Path) -> None:
+    """Evicting writes a small row of ``evictions``, never the key's value; a key written
+    again after it is live; a fallback from the checkpoint that rewrote it brings it back
+    live (the rows that checkpoint wrote are rewritten at the next one)."""
+    store = CheckpointStore(tmp_path)
+    store.save({}, {0: changes(1, a=1, b=2)})
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        before = db.execute("SELECT key, value, checkpoint FROM keys ORDER BY key").fetchall()
+    store.mark_evicted(0, ["a", "b"])
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT key, value, checkpoint FROM keys ORDER BY key").fetchall() \
+            == before
+    assert store.key_count(evicted=True) == 2
+    store.save({}, {0: changes(2, a=5)})  # a came back and changed
+    assert store.load([0]).partitions[0].learner["keys"] == {"a": 5}
+    assert store.key_count(evicted=True) == 1
+    with sqlite3.connect(tmp_path / "state.db") as db:  # damage what checkpoint 2 wrote
+        (blob,) = db.execute("SELECT value FROM keys WHERE key = 'a'").fetchone()
+        db.execute("UPDATE keys SET value = ? WHERE key = 'a'", (blob[:-1] + b"\0",))
+    restored = CheckpointStore(tmp_path).load([0])
+    assert restored.fell_back_from is not None
+    assert restored.partitions[0].learner["keys"] == {"a": 1}  # live again, b still out
+    assert store.get(0, "b") == 2

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from adaptd.checkpoint import CheckpointStore, PartitionChanges
+from adaptd.checkpoint import CheckpointError, CheckpointStore, PartitionChanges
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.partitions import partition_part
 from adaptd.records import RecordBatch
@@ -145,16 +146,17 @@ def test_keys_unchanged_since_a_checkpoint_leave_without_a_copy() -> None:
         _equal(left[k], got, k)
 
 
-def test_a_fresh_key_in_a_slot_another_key_left_starts_clean() -> None:
+@pytest.mark.parametrize("old_records", [5, 30])  # rings cleared together, or one by one
+def test_a_fresh_key_in_a_slot_another_key_left_starts_clean(old_records: int) -> None:
     learner = logistic(max_keys=4)
-    feed(learner, [f"old{i}" for i in range(4)] * 5, seed=0)
+    feed(learner, [f"old{i}" for i in range(4)] * old_records, seed=0)
     feed(learner, [f"new{i}" for i in range(4)], seed=1)  # in the slots the old keys left
     fresh = logistic()
     feed(fresh, ["new0"], seed=1)
     mine, theirs = state_of(learner, "new0"), state_of(fresh, "new0")
     for name in ("hcount", "hpos", "WM", "seg", "seg_len", "ref_loss", "recov"):
         np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
-    assert int(mine["hcount"]) == 1  # its one record, none of the old key's five
+    assert int(mine["hcount"]) == 1  # its one record, none of the old key's
     for name in ("HX", "HY", "HL"):
         assert not mine[name][1:].any(), name
 
@@ -165,14 +167,92 @@ def test_keys_evicted_by_max_keys_come_back_exactly(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     write_stream(source, 600)
     config = RunnerConfig(batch_size=5, poll_timeout_s=0.01, checkpoint_every_records=15)
+    assert_same_predictions_evicting(tmp_path, source, config, max_keys=2, evictions=50)
+
+
+def assert_same_predictions_evicting(tmp_path: Path, source: Path, config: RunnerConfig,
+                                     max_keys: int, evictions: int) -> None:
+    """A run with ``max_keys`` evicts more than ``evictions`` keys and predicts exactly as
+    one that keeps every key."""
     outputs = []
-    for name, max_keys in (("few", 2), ("all", 100)):
+    for name, limit in (("few", max_keys), ("all", 10_000)):
         root = tmp_path / name
         runner = file_runner(root, source, config, model="linear",
-                             **{"learner.max_keys": max_keys})
+                             **{"learner.max_keys": limit})
         runner.run()
         outputs.append([json.loads(line) for line in
                         (root / "predictions.jsonl").read_text().splitlines()])
-        if max_keys == 2:
-            assert runner.learner.summary().evicted_keys > 50
+        if limit == max_keys:
+            assert runner.learner.summary().evicted_keys > evictions
     assert outputs[0] == outputs[1]
+
+
+def test_a_key_with_few_records_is_one_row_naming_its_spec(tmp_path: Path) -> None:
+    """Keys whose hindsight buffer fits one chunk (here: 1 and 20 records) are one packed
+    value each, with no chunk rows; keys beyond it (30 records) are split. Every value names
+    the model's spec, stored once; a store that remembers nothing reads them back exactly."""
+    learner = logistic()
+    few, some, many = ["f0", "f1"], ["s0"], ["m0"]
+    feed(learner, few + some * 20 + many * 30, seed=0)
+    keys = few + some + many
+    packed = partition_part(learner, keys)["keys"]
+    assert [isinstance(packed[k], SplitState) for k in keys] == [False, False, False, True]
+    store = CheckpointStore(tmp_path)
+    save(store, learner, keys, 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert {k for (k,) in db.execute("SELECT DISTINCT key FROM chunks")} == {"m0"}
+        specs = db.execute("SELECT count(*) FROM shared WHERE name LIKE 'spec:%'").fetchone()[0]
+        longest = db.execute("SELECT max(length(value)) FROM keys WHERE key = 'f0'").fetchone()
+    assert 1 <= specs <= 3  # whole values, heads and chunks: one spec each
+    assert longest[0] < 1200  # the spec (about 800 bytes) is not in the one-record key's value
+    for key in keys:
+        _equal(state_of(learner, key), stored(CheckpointStore(tmp_path), key), key)
+
+
+def test_many_keys_leave_a_sixteenth_of_max_keys_at_a_time_and_come_back_exactly(
+        tmp_path: Path) -> None:
+    """Beyond max_keys 32, two more keys than needed leave at a time (the LRU scan runs every
+    few batches); through the runner, with checkpoints between, the predictions are those of
+    a run that keeps every key."""
+    source = tmp_path / "in.jsonl"
+    rng = np.random.default_rng(5)
+    with open(source, "w") as fh:
+        for i in range(1500):
+            x = rng.normal(size=3).round(4).tolist()
+            fh.write(json.dumps({"id": i, "key": f"k{rng.integers(80)}", "x": x,
+                                 "y": float(x[0] - x[1])}) + "\n")
+    learner = logistic(max_keys=32)
+    feed(learner, [f"k{i}" for i in range(33)], seed=0)
+    assert len(learner.keys()) == 32 - 2
+    config = RunnerConfig(batch_size=9, poll_timeout_s=0.01, checkpoint_every_records=40)
+    assert_same_predictions_evicting(tmp_path, source, config, max_keys=32, evictions=300)
+
+
+def test_a_value_naming_a_spec_the_store_lacks_is_named(tmp_path: Path) -> None:
+    learner = logistic()
+    feed(learner, ["a"], seed=0)
+    store = CheckpointStore(tmp_path)
+    save(store, learner, ["a"], 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("DELETE FROM shared WHERE name LIKE 'spec:%'")
+    with pytest.raises(CheckpointError, match="key 'a' names spec [0-9a-f]{32}, which the"):
+        CheckpointStore(tmp_path).get(0, "a")
+
+
+def test_growing_the_arena_keeps_every_ring_row_a_key_filled() -> None:
+    """The arena grows (64 → 128 → … keys) while keys fill their hindsight buffers a little,
+    to the brim, or past a first segment: every key's state is the one a learner that never
+    grew holds (rings copied only as far as each key filled them)."""
+    small = logistic()
+    large = AdaptiveLearner(model="logistic", task="classification", n_features=D,
+                            clock=itertools.count().__next__)
+    large._grow(1024, large.arena)  # room for every key from the start
+    rng = np.random.default_rng(3)
+    keys = [f"k{i}" for i in range(300)]
+    stream = [k for k in keys for _ in range(int(rng.choice([1, 3, 17, 40, 250])))]
+    stream = [stream[i] for i in rng.permutation(len(stream))]
+    for learner in (small, large):
+        feed(learner, stream, seed=4)
+    assert small._capacity < large._capacity == 1024  # small grew 64 → 128 → 256 → 512
+    for key in keys:
+        _equal(state_of(large, key), state_of(small, key), key)
