@@ -88,6 +88,18 @@ def _gauss_log_pdf(g: np.ndarray, x: float, floor: float) -> float:
 
 
 @njit()
+def _feature_range(gauss: np.ndarray, f: int, K: int) -> tuple[float, float]:
+    """The least and greatest value of feature ``f`` seen at a leaf, over the classes with
+    records there (``inf, -inf`` when none has)."""
+    lo, hi = np.inf, -np.inf
+    for c in range(K):
+        if gauss[c, f, GW] > 0.0:
+            lo = min(lo, gauss[c, f, GMIN])
+            hi = max(hi, gauss[c, f, GMAX])
+    return lo, hi
+
+
+@njit()
 def _has_records(gauss: np.ndarray, c: int) -> bool:
     """Whether class ``c`` has records of its own at this leaf (not only weight from a split;
     never with no features)."""
@@ -113,11 +125,7 @@ def _naive_bayes(cw: np.ndarray, gauss: np.ndarray, x: np.ndarray, K: int,
     for c in range(K):
         out[c] = math.log(cw[c] / n) if _has_records(gauss, c) else -np.inf
     for f in use:
-        lo, hi = np.inf, -np.inf
-        for c in range(K):
-            if gauss[c, f, GW] > 0.0:
-                lo = min(lo, gauss[c, f, GMIN])
-                hi = max(hi, gauss[c, f, GMAX])
+        lo, hi = _feature_range(gauss, f, K)
         floor = 1e-3 * (hi - lo) + 1e-9  # a deviation of 0 (one value seen) made finite
         for c in range(K):
             if gauss[c, f, GW] > 0.0:
@@ -187,11 +195,7 @@ def _best_split(cw: np.ndarray, gauss: np.ndarray, K: int, use: np.ndarray
     rhs = np.empty(K)
     best_f, best_v, best, second = -1, 0.0, 0.0, 0.0
     for f in use:
-        lo, hi = np.inf, -np.inf
-        for c in range(K):
-            if gauss[c, f, GW] > 0.0:
-                lo = min(lo, gauss[c, f, GMIN])
-                hi = max(hi, gauss[c, f, GMAX])
+        lo, hi = _feature_range(gauss, f, K)
         if not hi > lo:
             continue
         f_best, f_v = -np.inf, 0.0
