@@ -78,6 +78,17 @@ def read_all(source: KafkaSourceBase, n: int, timeout_s: float = 30.0) -> list[S
     return out
 
 
+
+def read_with(client: str, broker: str, topic: str, n: int) -> list[SourceRecord]:
+    """``n`` records of ``topic`` read by a fresh source of ``client`` (the harness's
+    :func:`read_topic` reads with the default client), closed after."""
+    source = kafka_source(source_options(f"kafka://{broker}/{topic}?client={client}"))
+    source.open({}, None)
+    try:
+        return read_all(source, n)
+    finally:
+        source.close()
+
 def test_every_record_comes_back_keyed_and_in_order_per_partition(
         kafka_broker: str, kafka_topic: str, client: str) -> None:
     produce(kafka_broker, kafka_topic, 300, client=client)
@@ -192,12 +203,7 @@ def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
     sink.flush()
     assert sink.backlog() == 0
     sink.close()
-    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
-    source.open({}, None)
-    try:
-        records = read_all(source, 400)
-    finally:
-        source.close()
+    records = read_with(client, kafka_broker, kafka_topic, 400)
     assert sorted((int(r.value[5:-1]), r.key) for r in records) == list(zip(range(400), keys))
     partition_of_key: dict[bytes | None, set[int]] = {}
     for r in records:
@@ -251,12 +257,7 @@ def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
     else:
         monkeypatch.setattr(kafka_python_records, "install", lambda _consumer: None)
     produce(kafka_broker, kafka_topic, 200, client=client)
-    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
-    source.open({}, None)
-    try:
-        records = read_all(source, 200)
-    finally:
-        source.close()
+    records = read_with(client, kafka_broker, kafka_topic, 200)
     assert sorted(int(r.value[5:-1]) for r in records) == list(range(200))
 
 
@@ -269,10 +270,5 @@ def test_a_tombstone_reads_as_no_bytes(kafka_broker: str, kafka_topic: str, clie
     producer = Producer({"bootstrap.servers": kafka_broker})
     producer.produce(kafka_topic, None, b"gone")
     assert producer.flush(30) == 0
-    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
-    source.open({}, None)
-    try:
-        records = read_all(source, 4)
-    finally:
-        source.close()
+    records = read_with(client, kafka_broker, kafka_topic, 4)
     assert [(r.position, r.key, r.value) for r in records][3] == (3, b"gone", b"")
