@@ -26,6 +26,10 @@ The experts:
   on a few of many features, where the vote weighs every feature alike (LUdata: 0.984 without
   it, 0.994 with it). Classification only: a regression key holds its weight at 0, and
   :func:`task_experts` leaves it out of the weights shown;
+- ``aode``: averaged one-dependence estimators per key (:mod:`adaptd.learner.aode`): counts of
+  each feature's values (or z-score quartiles) and of each pair's, by class: few-valued
+  features (flags, codes) learnt from a handful of records (river's Phishing: 0.895 without
+  it, 0.922 with it). Classification only, as the tree;
 - ``prior``: the key's running label mean (regression) or Laplace's rule of succession for
   P(y = 1) (binary); multi-class: the class frequencies of the neighbours' window;
 - ``last``: the key's last label (regression), or for classification the last label with the
@@ -68,6 +72,7 @@ import numpy as np
 
 from adaptd.learner import LearnerSummary, Outcomes
 from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.aode import Aode
 from adaptd.learner.hedge import LAST, hedge_batch, hedge_classes, hedge_regression
 from adaptd.learner.models import P_CLIP, TaskKind
 from adaptd.learner.neighbours import Neighbours
@@ -83,15 +88,20 @@ STATE_KIND = "adaptd-hedge"
 STATE_VERSION = 1
 #: The learners mixed, in order; the first one's drift alarms are the ensemble's.
 CANDIDATES = ("linear", "mlp")
-EXPERTS = (*CANDIDATES, "knn", "tree", "prior", "last")
-TREE = EXPERTS.index("tree")
+EXPERTS = (*CANDIDATES, "knn", "tree", "aode", "prior", "last")
+#: Experts of classification only: a regression key holds their weights at 0.
+CLASSIFICATION_ONLY = ("tree", "aode")
+#: Experts added since states were first saved, in the order they were added: a state with
+#: fewer weights predates the last of them (see :meth:`HedgeLearner._saved_weights`).
+ADDED = ("tree", "aode")
 
 
 def task_experts(task: TaskKind) -> tuple[str, ...]:
     """The experts a task mixes (those ``adaptd_candidate_weight`` and the live page show):
-    all of :data:`EXPERTS` for classification; regression has no tree (its column of the
-    weights is held at 0)."""
-    return EXPERTS if task == "classification" else tuple(e for e in EXPERTS if e != "tree")
+    all of :data:`EXPERTS` for classification; regression has no tree or AODE (their columns
+    of the weights are held at 0)."""
+    return EXPERTS if task == "classification" else tuple(
+        e for e in EXPERTS if e not in CLASSIFICATION_ONLY)
 
 #: The candidates' Page-Hinkley λ on raw log loss when unset (see :func:`_candidate_drift`).
 #: Measured, the default against λ = 50 (river's): SEA 0.921 / 0.918, LED 0.749 / 0.728,
@@ -171,13 +181,14 @@ class HedgeLearner:
         self.totals = Totals()
         self.labels = np.zeros(3)  # count, mean, m2 of every label (regression's loss unit)
         self.knn: Neighbours | None = None  # made once the feature count is known
-        # A key's first weights: uniform, except that regression holds the (classification
-        # only) tree at 0; with all of the share going to past posteriors it stays there.
+        # A key's first weights: uniform, except that regression holds the classification
+        # only experts at 0; with all of the share going to past posteriors they stay there.
         self._start = np.full(len(EXPERTS), 1.0 / len(EXPERTS))
         if task != "classification":
-            self._start[:] = 1.0 / (len(EXPERTS) - 1)
-            self._start[TREE] = 0.0
+            self._start[:] = 1.0 / (len(EXPERTS) - len(CLASSIFICATION_ONLY))
+            self._start[[EXPERTS.index(e) for e in CLASSIFICATION_ONLY]] = 0.0
         self.tree: Trees | None = None  # made with the neighbours
+        self.aode: Aode | None = None  # made with the neighbours
         self._stream[0] = self._stream_past[0] = self._start
 
     def _admit(self, key: str, state: Mapping[str, Any] | None = None) -> int:
@@ -216,15 +227,22 @@ class HedgeLearner:
                 self.knn.set_state(s, state["knn"])
                 if state.get("tree") is not None and self.tree is not None:
                     self.tree.set_state(s, state["tree"])
+                if state.get("aode") is not None and self.aode is not None:
+                    self.aode.set_state(s, state["aode"])
         return s
 
     def _saved_weights(self, saved: Sequence[float]) -> np.ndarray | None:
-        """Weights as saved; a state saved before the tree expert existed gets the tree's
-        starting weight, the others scaled to make room."""
+        """Weights as saved; a state saved before an expert of :data:`ADDED` existed gets
+        that expert's starting weight, the others scaled to make room."""
         w = np.asarray(saved, dtype=np.float64)
-        if len(w) == len(EXPERTS) - 1:
-            w = np.insert(w * (1.0 - self._start[TREE]), TREE, self._start[TREE])
-        return w if len(w) == len(EXPERTS) else None
+        missing = len(EXPERTS) - len(w)
+        if not 0 <= missing <= len(ADDED):
+            return None
+        new = [EXPERTS.index(name) for name in ADDED[len(ADDED) - missing:]]
+        out = np.empty(len(EXPERTS))
+        out[new] = self._start[new]
+        out[[j for j in range(len(EXPERTS)) if j not in new]] = w * (1.0 - out[new].sum())
+        return out
 
     def _knn_for(self, n_features: int) -> bool:
         """Make the neighbours' rows (and, classification, the trees') once the feature count
@@ -233,13 +251,14 @@ class HedgeLearner:
             self.knn = Neighbours(n_features)
             if self.task == "classification":  # a regression key's tree weighs nothing
                 self.tree = Trees(n_features)
+                self.aode = Aode(n_features)
             self._clear_rows(self._slot.values())
         return self.knn.d == n_features
 
     def _clear_rows(self, slots: Iterable[int]) -> None:
         """The neighbours' and trees' rows (those made yet) sized to the weights' and cleared
         at ``slots``, as new keys'."""
-        for rows in (self.knn, self.tree):
+        for rows in (self.knn, self.tree, self.aode):
             if rows is not None:
                 rows.grow(len(self._W))
                 for s in slots:
@@ -254,6 +273,7 @@ class HedgeLearner:
                 **dict(zip(ROW_FIELDS, self._rows[s].tolist(), strict=True)),
                 "knn": None if self.knn is None else self.knn.get_state(s),
                 "tree": None if self.tree is None else self.tree.get_state(s),
+                "aode": None if self.aode is None else self.aode.get_state(s),
                 "eg": self._G[s].tolist() if regression else None,
                 "eg_past": self._g_past[s].tolist() if regression else None,
                 "top": self._top[s].tolist() if regression else None}
@@ -292,9 +312,10 @@ class HedgeLearner:
             self.multiclass = True
             return self._mix_classes(batch, view, slots, skip, outs)
         ys = np.asarray(batch.y, dtype=np.float64)
-        knn, _, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift,
-                                        2 if self.task == "classification" else 0)
-        cand = np.stack([*(o.y_pred for o in outs), knn[:, 0], tree[:, 0]], axis=1)
+        knn, _, tree, aode = self._neighbours(batch, view, slots, ys, ~skip, main.drift,
+                                              2 if self.task == "classification" else 0)
+        cand = np.stack([*(o.y_pred for o in outs), knn[:, 0], tree[:, 0], aode[:, 0]],
+                        axis=1)
         y_pred = np.empty(n)
         loss = np.full(n, np.nan)
         if self.task == "classification":
@@ -317,15 +338,16 @@ class HedgeLearner:
         assert classes is not None and main.probas is not None
         n, K = main.probas.shape
         ys = classes.targets(np.asarray(batch.y, dtype=object))
-        knn, prior, tree = self._neighbours(batch, view, slots, ys, ~skip, main.drift, K,
-                                            columns=True)
+        knn, prior, tree, aode = self._neighbours(batch, view, slots, ys, ~skip, main.drift,
+                                                  K, columns=True)
         P = np.empty((n, len(EXPERTS), K))
         for j, o in enumerate(outs):
             assert o.probas is not None and o.classes.labels == classes.labels
             P[:, j] = o.probas
         P[:, len(outs)] = knn
         P[:, len(outs) + 1] = tree
-        P[:, len(outs) + 2] = prior
+        P[:, len(outs) + 2] = aode
+        P[:, len(outs) + 3] = prior
         mix = np.empty((n, K))
         loss = np.full(n, np.nan)
         hedge_classes(slots, P, ys, skip, self._W, self._past, self._rows, self.eta, SHARE,
@@ -360,13 +382,13 @@ class HedgeLearner:
     def _neighbours(self, batch: RecordBatch, view: tuple[list[str], np.ndarray],
                     slots: np.ndarray, ys: np.ndarray, learn: np.ndarray, alarms: np.ndarray,
                     n_classes: int, columns: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The knn and tree experts' predictions (see :meth:`Neighbours.run`,
-        :meth:`Trees.run`), each record predicted and learned under the key and features of
-        ``view``; ``columns``: one column per class even with two (multi-class mode whose
-        labels are two so far; binary mode's is one column, P(y = 1)). A key's tree restarts
-        after a record on which the key's drift alarm (``alarms``) fired. Regression: no tree,
-        its prediction is 0 (as its weight is)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The knn, tree and AODE experts' predictions (see :meth:`Neighbours.run`,
+        :meth:`Trees.run`, :meth:`Aode.run`), each record predicted and learned under the key
+        and features of ``view``; ``columns``: one column per class even with two (multi-class
+        mode whose labels are two so far; binary mode's is one column, P(y = 1)). A key's tree
+        and AODE counts restart after a record on which the key's drift alarm (``alarms``)
+        fired. Regression: no tree or AODE, their predictions are 0 (as their weights are)."""
         keys, X = view
         if not self._knn_for(X.shape[1]):
             raise ValueError(f"records have {X.shape[1]} features, the model expects "
@@ -378,9 +400,11 @@ class HedgeLearner:
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
         ys = np.nan_to_num(ys)
         knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback, columns)
-        if self.tree is None:
-            return knn, prior, np.zeros((len(slots), 1))
-        return knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes, columns)
+        if self.tree is None or self.aode is None:
+            none = np.zeros((len(slots), 1))
+            return knn, prior, none, none
+        return (knn, prior, self.tree.run(slots, X, ys, learn, alarms, n_classes, columns),
+                self.aode.run(slots, X, ys, learn, alarms, n_classes, columns))
 
     def close_segments(self, keys: Collection[str] | None = None) -> None:
         for c in self.candidates.values():

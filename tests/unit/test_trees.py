@@ -10,7 +10,7 @@ import numpy as np
 from adaptd.config import load_settings
 from adaptd.learner import build_learner, trees
 from adaptd.learner.adaptive import AdaptiveLearner
-from adaptd.learner.ensemble import EXPERTS, TREE, HedgeLearner
+from adaptd.learner.ensemble import EXPERTS, HedgeLearner
 from adaptd.learner.trees import Trees
 from adaptd.partitions import combine, partition_part, shared_part
 from adaptd.records import Record
@@ -163,17 +163,25 @@ def test_regression_holds_the_tree_at_zero_weight() -> None:
                           for x in X.tolist()])
     weights = learner.summary().candidate_weights
     assert weights is not None and "tree" not in weights  # not shown: not an expert here
-    assert learner.tree is None and learner._W[list(learner._slot.values()), TREE].max() == 0.0
+    assert learner.tree is None and learner._W[list(learner._slot.values()), EXPERTS.index("tree")].max() == 0.0
     assert abs(sum(weights.values()) - 1.0) < 1e-12
 
 
 def test_weights_saved_before_the_tree_existed_make_room_for_it() -> None:
+    """A state saved before the tree (five weights) gets the tree's and the AODE's starting
+    weights; one saved before the AODE (six) gets the AODE's."""
     learner = HedgeLearner("classification")
+    new = [EXPERTS.index("tree"), EXPERTS.index("aode")]
     old = [0.5, 0.2, 0.1, 0.1, 0.1]  # linear, mlp, knn, prior, last
     w = learner._saved_weights(old)
-    assert w is not None and len(w) == len(EXPERTS)
-    assert w[TREE] == 1.0 / len(EXPERTS) and abs(w.sum() - 1.0) < 1e-12
-    np.testing.assert_allclose(np.delete(w, TREE), np.array(old) * (1 - 1.0 / len(EXPERTS)))
+    assert w is not None and len(w) == len(EXPERTS) and abs(w.sum() - 1.0) < 1e-12
+    np.testing.assert_allclose(w[new], 1.0 / len(EXPERTS))
+    np.testing.assert_allclose(np.delete(w, new), np.array(old) * (1 - 2.0 / len(EXPERTS)))
+    six = [0.5, 0.2, 0.1, 0.1, 0.05, 0.05]  # linear, mlp, knn, tree, prior, last
+    w = learner._saved_weights(six)
+    assert w is not None and w[new[1]] == 1.0 / len(EXPERTS)
+    np.testing.assert_allclose(np.delete(w, new[1]), np.array(six) * (1 - 1.0 / len(EXPERTS)))
+    assert learner._saved_weights([1.0, 0.0]) is None
 
 
 def test_two_string_labels_mix_two_columns_per_expert() -> None:
