@@ -104,43 +104,76 @@ def _cells(vals: np.ndarray, moments: np.ndarray, x: np.ndarray, learn: bool,
 
 
 @njit()
-def _width(vals: np.ndarray, f: int) -> float:
-    """Cells feature ``f`` has so far (Laplace's denominator)."""
-    if vals[f, 0] == NUMERIC:
-        return float(CELLS)
-    k = 0
-    while k < CELLS and not np.isnan(vals[f, k]):
-        k += 1
-    return float(max(k, 1))
+def _widths(vals: np.ndarray, width: np.ndarray) -> None:
+    """Cells each feature has so far (Laplace's denominator) into ``width``."""
+    for f in range(vals.shape[0]):
+        if vals[f, 0] == NUMERIC:
+            width[f] = CELLS
+            continue
+        k = 0
+        while k < CELLS and not np.isnan(vals[f, k]):
+            k += 1
+        width[f] = max(k, 1)
+
+
+#: A product of estimates is rescaled by this when it falls below its inverse: one logarithm
+#: a parent and class instead of one a factor, with no underflow for any number of features.
+RESCALE = 1e250
+LOG_RESCALE = np.log(RESCALE)
+
+
+@njit()
+def _one_dependence(prior: np.ndarray, counts: np.ndarray, pairs: np.ndarray,
+                    cell: np.ndarray, width: np.ndarray, p: int, c: int, n: float,
+                    K: int) -> float:
+    """log P̂(y = c, x) under the model whose super-parent is feature ``p``; with no pair
+    tables, naive Bayes' (``p`` is then ignored and the class count is the parent)."""
+    d = cell.shape[0]
+    scale = 0.0
+    if pairs.shape[0] == 0:
+        nc = prior[c]
+        v = (nc + ALPHA) / (n + ALPHA * K)
+        for j in range(d):
+            b = cell[j]
+            if b >= 0:
+                v *= (counts[j, b, c] + ALPHA) / (nc + ALPHA * width[j])
+                if v < 1.0 / RESCALE:
+                    v *= RESCALE
+                    scale += 1.0
+        return np.log(v) - scale * LOG_RESCALE
+    a = cell[p]
+    cp = counts[p, a, c]
+    v = (cp + ALPHA) / (n + ALPHA * K * width[p])
+    for j in range(d):
+        b = cell[j]
+        if j == p or b < 0:
+            continue
+        joint = pairs[_pair(p, j, d), a, b, c] if p < j else pairs[_pair(j, p, d), b, a, c]
+        v *= (joint + ALPHA) / (cp + ALPHA * width[j])
+        if v < 1.0 / RESCALE:
+            v *= RESCALE
+            scale += 1.0
+    return np.log(v) - scale * LOG_RESCALE
 
 
 @njit()
 def _proba(vals: np.ndarray, prior: np.ndarray, counts: np.ndarray, pairs: np.ndarray,
-           cell: np.ndarray, K: int, out: np.ndarray, lp: np.ndarray) -> None:
+           cell: np.ndarray, K: int, out: np.ndarray, lp: np.ndarray,
+           width: np.ndarray) -> None:
     """The class probabilities of the record whose cells are ``cell`` into ``out[:K]``:
-    AODE over the parents seen :data:`MIN_PARENT` times; naive Bayes if the pair tables are
+    the mean of the one-dependence models over the parents seen :data:`MIN_PARENT` times
+    (summed in log space against a running maximum); naive Bayes once the pair tables are
     dropped; the Laplace prior before any parent stands."""
     d = cell.shape[0]
     n = 0.0
     for c in range(K):
         n += prior[c]
         out[c] = 0.0
+    _widths(vals, width)
     parents = 0
     top = -np.inf
-    if pairs.shape[0] == 0:  # naive Bayes
-        for c in range(K):
-            lp[c] = np.log((prior[c] + ALPHA) / (n + ALPHA * K))
-            for f in range(d):
-                if cell[f] >= 0:
-                    lp[c] += np.log((counts[f, cell[f], c] + ALPHA)
-                                    / (prior[c] + ALPHA * _width(vals, f)))
-            top = max(top, lp[c])
-        for c in range(K):
-            out[c] = np.exp(lp[c] - top)
-        parents = 1
-    else:
-        # Sum of the parents' joint probabilities, in log space with a running maximum.
-        for p in range(d):
+    for p in range(d if pairs.shape[0] else 1):
+        if pairs.shape[0]:
             a = cell[p]
             if a < 0:
                 continue
@@ -149,30 +182,17 @@ def _proba(vals: np.ndarray, prior: np.ndarray, counts: np.ndarray, pairs: np.nd
                 seen += counts[p, a, c]
             if seen < MIN_PARENT:
                 continue
-            wp = _width(vals, p)
+        m = -np.inf
+        for c in range(K):
+            lp[c] = _one_dependence(prior, counts, pairs, cell, width, p, c, n, K)
+            m = max(m, lp[c])
+        if m > top:  # rescale what was summed to the new maximum
             for c in range(K):
-                cp = counts[p, a, c]
-                v = np.log((cp + ALPHA) / (n + ALPHA * K * wp))
-                for j in range(d):
-                    b = cell[j]
-                    if j == p or b < 0:
-                        continue
-                    if p < j:
-                        joint = pairs[_pair(p, j, d), a, b, c]
-                    else:
-                        joint = pairs[_pair(j, p, d), b, a, c]
-                    v += np.log((joint + ALPHA) / (cp + ALPHA * _width(vals, j)))
-                lp[c] = v
-            m = lp[0]
-            for c in range(1, K):
-                m = max(m, lp[c])
-            if m > top:  # rescale what was summed to the new maximum
-                for c in range(K):
-                    out[c] *= np.exp(top - m)
-                top = m
-            for c in range(K):
-                out[c] += np.exp(lp[c] - top)
-            parents += 1
+                out[c] *= np.exp(top - m)
+            top = m
+        for c in range(K):
+            out[c] += np.exp(lp[c] - top)
+        parents += 1
     total = 0.0
     for c in range(K):
         if parents == 0:
@@ -212,6 +232,7 @@ def aode_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
     K = max(n_classes, 2)
     d = X.shape[1]
     cell = np.empty(d, dtype=np.int64)
+    width = np.empty(d)
     p = np.empty(K)
     lp = np.empty(K)
     for i in range(len(slots)):
@@ -219,7 +240,7 @@ def aode_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
         x = X[i]
         rows = pairs[s]  # (0, …) once the pair tables are dropped: naive Bayes
         _cells(vals[s], moments[s], x, False, cell, counts[s], rows)
-        _proba(vals[s], prior[s], counts[s], rows, cell, K, p, lp)
+        _proba(vals[s], prior[s], counts[s], rows, cell, K, p, lp, width)
         if n_classes == 2 and out.shape[1] == 1:
             out[i, 0] = p[1]
         else:
