@@ -127,6 +127,8 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
     are where a record is not charged)."""
     n = cand.shape[0]
     E = W.shape[1]
+    if cand.shape[1] + 2 != E:  # the candidates' columns, then prior and last
+        raise ValueError("one column of predictions a candidate expert")
     preds = np.empty(E)
     charged = np.empty(E)
     unused = np.zeros(3)  # every label's moments: regression's
@@ -178,6 +180,8 @@ def hedge_regression(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: 
     :func:`_learn` says, ``G`` to its own past posteriors. Writes ``y_pred`` and ``loss``."""
     n = cand.shape[0]
     E = W.shape[1]
+    if cand.shape[1] + 2 != E:  # the candidates' columns, then prior and last
+        raise ValueError("one column of predictions a candidate expert")
     preds = np.empty(E)
     charged = np.empty(E)
     three = np.empty(3)

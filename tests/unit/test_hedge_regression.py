@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptd.learner.ensemble import EXPERTS, ROW_FIELDS, HedgeLearner
+from adaptd.learner.ensemble import CLASSIFICATION_ONLY, EXPERTS, ROW_FIELDS, HedgeLearner
 from adaptd.learner.hedge import LAST, hedge_regression
 from adaptd.records import Record
 from adaptd.settings import RegretConfig
 
 
 def _run(cand: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """One key through ``hedge_regression`` from uniform weights (no tree): its predictions."""
+    """One key through ``hedge_regression`` from uniform weights (no tree or AODE): its
+    predictions."""
     E = len(EXPERTS)
-    start = np.full((1, E), 1.0 / (E - 1))
-    start[0, EXPERTS.index("tree")] = 0.0
+    start = np.full((1, E), 1.0 / (E - len(CLASSIFICATION_ONLY)))
+    start[0, [EXPERTS.index(e) for e in CLASSIFICATION_ONLY]] = 0.0
     rows = np.zeros((1, len(ROW_FIELDS)))
     rows[0, LAST] = np.nan
     y_pred, loss = np.empty(len(ys)), np.full(len(ys), np.nan)
@@ -32,7 +33,8 @@ def test_two_experts_that_err_differently_are_combined_below_both() -> None:
     gradient finds it."""
     rng = np.random.default_rng(0)
     ys = rng.normal(size=4000) * 3.0
-    cand = np.stack([ys + 1.0, ys - 2.0, ys + 5.0, np.zeros_like(ys)], axis=1)
+    zero = np.zeros_like(ys)  # the tree's and the AODE's columns
+    cand = np.stack([ys + 1.0, ys - 2.0, ys + 5.0, zero, zero], axis=1)
     err = (_run(cand, ys) - ys) ** 2
     assert err[2000:].mean() < 0.1, err[2000:].mean()  # each expert alone: 1, 4 and 25
 
