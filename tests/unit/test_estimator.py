@@ -38,7 +38,7 @@ def test_classifier_predicts_what_the_daemon_predicts_and_learns_once() -> None:
                                                             **SETTINGS, **drift}))
     expected = np.concatenate([daemon.process_many(records[i : i + 256]).y_pred
                                for i in range(0, len(records), 256)])
-    model = AdaptdClassifier(settings=drift)
+    model = AdaptdClassifier(model="linear", settings=drift)
     got = []
     for x, y in zip(xs, ys, strict=True):
         # Predicting twice must change nothing: an unlabelled record is never learned.
@@ -55,7 +55,7 @@ def test_regressor_predicts_what_the_daemon_predicts() -> None:
     records = [Record(x=tuple(float(x[k]) for k in names), y=float(y)) for x, y in rows]
     daemon = build_learner(load_settings(environ={}, flags={"task": "regression", **SETTINGS}))
     expected = daemon.process_many(records).y_pred
-    model = AdaptdRegressor()
+    model = AdaptdRegressor(model="linear")
     got = []
     for x, y in rows:
         got.append(model.predict_one(x))
