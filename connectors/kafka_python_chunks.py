@@ -79,6 +79,16 @@ def scan_records(buf: np.ndarray, pos: int, count: int, table: np.ndarray) -> in
     return pos
 
 
+def warm() -> None:
+    """Load :func:`scan_records` for the argument types a fetch gives it (a read-only batch).
+
+    The first compiled function a process calls pays for Numba's own start (0.15–0.3 s here),
+    and without this that is the first poll. :meth:`KafkaPythonSource.open` runs it on a thread
+    of its own, while the daemon's thread waits on the broker (the consumer's bootstrap, the
+    changelog restore), so the first poll finds it loaded."""
+    scan_records(np.frombuffer(b"", dtype=np.uint8), 0, 0, np.empty((0, 6), dtype=np.int64))
+
+
 @dataclass(slots=True)
 class Chunk:
     """The records of one fetched batch of one partition: ``values[i]`` at ``positions[i]``;
