@@ -19,7 +19,7 @@ from adaptd.connectors import kafka_python_records
 from adaptd.connectors.base import PartitionListener, RecordRun, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSourceBase, as_run
 from adaptd.connectors.kafka_options import KafkaClientOptions
-from adaptd.connectors.kafka_python_chunks import Segment, leading_run
+from adaptd.connectors.kafka_python_chunks import Segment, leading_run, warm_in_background
 from adaptd.errors import UnavailableError
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class KafkaPythonSource(KafkaSourceBase):
 
         if self._consumer is not None:
             return
+        warm_in_background()
         self._listener = listener
         self._start_positions = dict(start_positions)
         o = self.options

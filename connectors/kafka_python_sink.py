@@ -89,10 +89,30 @@ class BatchAppender:
     def supported(producer: Any) -> bool:
         accumulator = getattr(producer, "_accumulator", None)
         return (accumulator is not None and hasattr(producer, "_sender")
+                and hasattr(producer._sender, "add_topic")
+                and hasattr(getattr(producer, "_metadata", None), "partitions_for_topic")
+                and hasattr(producer._metadata, "request_update")
                 and hasattr(accumulator, "_batches") and hasattr(accumulator, "_incomplete")
                 and hasattr(accumulator, "_tp_lock")
                 and {"message_version", "compression_attrs", "batch_size"}
                 <= set(getattr(accumulator, "config", {})))
+
+    def known_partitions(self) -> list[int] | None:
+        """The topic's partitions, or None while the producer has not learned them: then it is
+        asked to, and the caller holds the messages. Never blocks.
+
+        ``KafkaProducer.partitions_for`` waits for the answer on the daemon's thread; the first
+        write would wait there about 0.1 s (longer for a topic the broker creates on that
+        request), with nothing learned meanwhile. Here the sender fetches the metadata while the
+        daemon goes on with the next batch, as librdkafka does."""
+        producer = self._producer
+        partitions = producer._metadata.partitions_for_topic(self._topic)
+        if partitions:
+            return sorted(partitions)
+        producer._sender.add_topic(self._topic)
+        producer._metadata.request_update()
+        producer._sender.wakeup()
+        return None
 
     def _partition(self, key: bytes | None) -> int:
         if key is None:
@@ -105,13 +125,13 @@ class BatchAppender:
             self._partition_of[key] = partition
         return partition
 
-    def append(self, messages: Messages) -> list[tuple[Messages | Rows, Any]]:
-        """Append ``messages`` as record batches; returns (messages, batch future) pairs.
-
-        Blocks up to the producer's ``max_block_ms`` for the topic's metadata the first time;
-        raises kafka-python's ``KafkaTimeoutError`` if it does not come (nothing appended).
-        """
-        partitions = sorted(self._producer.partitions_for(self._topic))
+    def append(self, messages: Messages) -> list[tuple[Messages | Rows, Any]] | None:
+        """Append ``messages`` as record batches; returns (messages, batch future) pairs, or
+        None (nothing appended) while the producer does not know the topic's partitions yet
+        (:meth:`known_partitions`). Never waits for the broker."""
+        partitions = self.known_partitions()
+        if partitions is None:
+            return None
         if partitions != self._partitions:
             self._partitions = partitions
             self._partition_of.clear()
@@ -274,15 +294,17 @@ class KafkaPythonSink(KafkaSinkBase):
         return len(values) if self._append(Messages(values, keys)) else 0
 
     def _append(self, messages: Messages) -> bool:
-        """Hand ``messages`` to the producer as record batches; False (none taken) if it has
-        no metadata for the topic yet."""
+        """Hand ``messages`` to the producer as record batches; False (none taken) if it does
+        not know the topic's partitions yet."""
         from kafka.errors import KafkaError
 
         assert self._batches is not None
         try:
             batches = self._batches.append(messages)
-        except KafkaError as exc:  # no metadata in time: everything waits, in backlog
-            log.debug("%s: producer has no metadata yet: %s", self.options.where, exc)
+        except KafkaError as exc:  # an invalid topic name, say: everything waits, in backlog
+            log.debug("%s: producer did not take the messages: %s", self.options.where, exc)
+            return False
+        if batches is None:  # the topic's metadata is on its way: everything waits, in backlog
             return False
         self._chunks.extend((batch_messages, [future]) for batch_messages, future in batches)
         self._unacked += len(messages)

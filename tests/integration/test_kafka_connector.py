@@ -192,6 +192,25 @@ def test_deliveries_that_fail_while_the_broker_is_away_are_sent_again(
     assert {f"during-{i}".encode() for i in range(50)} <= values
 
 
+def test_the_first_write_to_a_topic_not_created_yet_does_not_wait_for_it(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    sink = kafka_sink(sink_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    values = [f'{{"i":{i}}}'.encode() for i in range(50)]
+    keys = [f"k{i % 5}".encode() for i in range(50)]
+    sink.write_encoded(EncodedBatch(b"".join(v + b"\n" for v in values), keys))
+    if client == "kafka-python":
+        # The broker creates the topic when the producer first asks for it: the messages
+        # wait in the sink meanwhile, where KafkaProducer.partitions_for would hold the
+        # daemon's thread (only the daemon's thread takes them out of the sink).
+        assert len(sink._waiting) == 50
+    assert sink.backlog() == 50
+    sink.flush()
+    assert sink.backlog() == 0
+    sink.close()
+    records = read_with(client, kafka_broker, kafka_topic, 50)
+    assert sorted((r.value, r.key) for r in records) == sorted(zip(values, keys))
+
+
 def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
         kafka_broker: str, kafka_topic: str, client: str) -> None:
     uri = f"kafka://{kafka_broker}/{kafka_topic}?partitions=3&client={client}"

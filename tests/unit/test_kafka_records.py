@@ -12,9 +12,10 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.memory_records import MemoryRecordsBuilder
 
 from adaptd.connectors.base import RecordRun, SinkMessage, SourceRecord
-from adaptd.connectors.kafka_python_chunks import Chunk, leading_run
+from adaptd.connectors.kafka_python_chunks import Chunk, leading_run, scan_records, warm
 from adaptd.connectors.kafka_python_fill import Packed, Rows, fill_rows
 from adaptd.connectors.kafka_python_records import Messages, _records_of, can_fill, fill_batch
+from adaptd.learner.jit import COMPILED
 
 NO_COMPRESSION, GZIP = 0, 1
 
@@ -179,6 +180,15 @@ def test_read_batch_gives_what_kafka_python_reads(compression: int, headers: boo
     assert ours == theirs
     assert _records_of(batch_of(values, keys), 4).values == values
     assert all(r.partition == 4 for r in read(batch_of(values, keys), 4))
+
+
+@pytest.mark.skipif(not COMPILED, reason="Numba is not installed: nothing to load")
+def test_the_warm_up_loads_the_scan_a_fetched_batch_calls() -> None:
+    warm()
+    assert _records_of(batch_of([b"abc"] * 3, [b"k"] * 3), 0).values == [b"abc"] * 3
+    # One compiled version: the warm-up passes a fetch's argument types (a read-only batch),
+    # so the first poll finds the scan loaded, not another version to compile.
+    assert len(scan_records.signatures) == 1
 
 
 def test_a_null_value_reads_as_no_bytes() -> None:
