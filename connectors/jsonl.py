@@ -91,6 +91,10 @@ class JsonlSinkOptions:
 class JsonlSource(Pausable, Source):
     """Reads records line by line from a file; see the module docstring."""
 
+    #: ``poll`` may run on another thread than the other methods, never at the same time
+    #: (the daemon reads a file ahead: :mod:`adaptd.read_ahead`).
+    polls_on_any_thread = True
+
     def __init__(self, options: JsonlSourceOptions) -> None:
         self.options = options
         self._file: io.FileIO | None = None

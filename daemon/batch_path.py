@@ -14,7 +14,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeAlias
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
 from adaptd.errors import RecordError
@@ -27,6 +28,36 @@ from adaptd.records.encoded import encoded_predictions
 
 Polled: TypeAlias = list[SourceRecord] | RecordRun
 Reject: TypeAlias = Callable[[SourceRecord, RecordError], None]
+
+
+@dataclass(slots=True)
+class DecodedRun(RecordRun):
+    """A run decoded ahead, on the read-ahead thread (:mod:`adaptd.read_ahead`): ``columns``
+    are what :func:`decode_columns` returned for it (None: not plain) while the decoder's
+    layout was ``layout``."""
+
+    columns: RecordBatch | None = None
+    layout: dict[str, Any] | None = None
+
+
+def decode_ahead(decoder: RecordDecoder, raws: Polled) -> Polled:
+    """A run with its columns decoded (a :class:`DecodedRun`); any other batch as it is.
+    Called on the read-ahead thread while the runner's thread works on the batch before, so
+    it only reads the decoder; :func:`decode` uses the columns only if the decoder's layout
+    is still the one read here before decoding (it is fixed once, by the first record, and
+    never changes after)."""
+    if not isinstance(raws, RecordRun):
+        return raws
+    layout = decoder.layout()
+    return DecodedRun(raws.partition, raws.first_position, raws.values,
+                      decode_columns(decoder, raws.values), layout)
+
+
+def _run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
+    """A run's columns, decoded ahead if they were for the decoder's layout of now."""
+    if isinstance(run, DecodedRun) and run.layout == decoder.layout():
+        return run.columns
+    return decode_columns(decoder, run.values)
 
 
 @contextmanager
@@ -56,7 +87,7 @@ def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled
     earlier in this one); with none kept it is rejected as ``label_unmatched``, so the label
     is not lost silently."""
     if isinstance(raws, RecordRun):
-        batch = decode_columns(decoder, raws.values)
+        batch = _run_columns(decoder, raws)
         if batch is not None:
             return raws, batch
         raws = raws.records()

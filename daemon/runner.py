@@ -24,6 +24,7 @@ checkpointing first when partitions are revoked.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptd import batch_path, identity
+from adaptd.read_ahead import read_ahead
 from adaptd.batch_path import Polled
 from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import EncodedBatch, RecordRun, Sink, Source, SourceRecord
@@ -144,7 +146,8 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
-        self.source = source
+        # A file is read and decoded a batch ahead on a second thread (adaptd.read_ahead).
+        self.source = read_ahead(source, functools.partial(batch_path.decode_ahead, decoder))
         self.learner = learner
         self.decoder = decoder
         self.metrics = metrics

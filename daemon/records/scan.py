@@ -98,7 +98,7 @@ def _number(buf: np.ndarray, i: int, end: int, out: np.ndarray, at: int, slow: n
     return j, n_slow + 1
 
 
-@njit(refcounts=False)
+@njit(nogil=True, refcounts=False)
 def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at: np.ndarray,
           slow: np.ndarray) -> int:
     """Fill ``cells`` (record ``k``'s ``d`` features then its label, NaN when absent, at
@@ -221,7 +221,7 @@ def _same_text(buf: np.ndarray, a: int, a_end: int, b: int, b_end: int) -> bool:
     return True
 
 
-@njit(refcounts=False)
+@njit(nogil=True, refcounts=False)
 def _key_codes(buf: np.ndarray, key_at: np.ndarray, table: np.ndarray, codes: np.ndarray,
                names: np.ndarray) -> tuple[int, int]:
     """Number the distinct keys in order of first appearance (``codes[k]`` is record ``k``'s;
