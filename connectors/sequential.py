@@ -161,6 +161,16 @@ class LineSplitter:
         self._buf.clear()
         self._dropped = 0
 
+    def take_unfinished(self) -> bytes | None:
+        """Remove and return the unfinished last line's bytes (empty if there are none), for a
+        caller that reads on by itself from there; None, removing nothing, while complete
+        lines are buffered or a long line is being cut."""
+        if self.complete or self._dropped:
+            return None
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     def _end_input(self, at_eof: bool) -> None:
         if at_eof and self.pending:
             self._finish_line()

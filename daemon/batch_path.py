@@ -14,49 +14,59 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
+import numpy as np
+
+from adaptd.connectors.base import EncodedBatch, LineRun, RecordRun, SinkMessage, SourceRecord
 from adaptd.errors import RecordError
 from adaptd.isolation import encode_isolating, select
 from adaptd.labels import kept_features
 from adaptd.learner import Outcomes, PendingFeatures
 from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind
-from adaptd.records.columns import decode_columns
+from adaptd.records.columns import decode_columns, decode_lines
 from adaptd.records.encoded import encoded_predictions
 
 Polled: TypeAlias = list[SourceRecord] | RecordRun
 Reject: TypeAlias = Callable[[SourceRecord, RecordError], None]
 
 
-@dataclass(slots=True)
-class DecodedRun(RecordRun):
-    """A run decoded ahead, on the read-ahead thread (:mod:`adaptd.read_ahead`): ``columns``
-    are what :func:`decode_columns` returned for it (None: not plain) while the decoder's
-    layout was ``layout``."""
+class DecodedRun(LineRun):
+    """A run of lines decoded ahead, on the read-ahead thread (:mod:`adaptd.read_ahead`):
+    ``columns`` are what :func:`run_columns` returned for it (None: not plain) while the
+    decoder's layout was ``layout``."""
 
-    columns: RecordBatch | None = None
-    layout: dict[str, Any] | None = None
+    __slots__ = ("columns", "layout")
+
+    def __init__(self, run: LineRun, columns: RecordBatch | None, layout: dict[str, Any]
+                 ) -> None:
+        super().__init__(run.partition, run.first_position, run.text, run.bounds)
+        self.columns = columns
+        self.layout = layout
 
 
 def decode_ahead(decoder: RecordDecoder, raws: Polled) -> Polled:
-    """A run with its columns decoded (a :class:`DecodedRun`); any other batch as it is.
-    Called on the read-ahead thread while the runner's thread works on the batch before, so
-    it only reads the decoder; :func:`decode` uses the columns only if the decoder's layout
-    is still the one read here before decoding (it is fixed once, by the first record, and
-    never changes after)."""
-    if not isinstance(raws, RecordRun):
+    """A run of lines with its columns decoded (a :class:`DecodedRun`); any other batch as it
+    is. Called on the read-ahead thread while the runner's thread works on the batch before,
+    so it only reads the decoder; :func:`decode` uses the columns only if the decoder's
+    layout is still the one read here before decoding (it is fixed once, by the first
+    record, and never changes after)."""
+    if not isinstance(raws, LineRun):
         return raws
     layout = decoder.layout()
-    return DecodedRun(raws.partition, raws.first_position, raws.values,
-                      decode_columns(decoder, raws.values), layout)
+    return DecodedRun(raws, run_columns(decoder, raws), layout)
 
 
-def _run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
-    """A run's columns, decoded ahead if they were for the decoder's layout of now."""
+def run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
+    """A run's columns if its records are plain (:func:`decode_columns`), else None; a run of
+    lines is scanned straight from its buffer, and one decoded ahead for the decoder's
+    layout of now is not decoded again."""
     if isinstance(run, DecodedRun) and run.layout == decoder.layout():
         return run.columns
+    if isinstance(run, LineRun):
+        batch = decode_lines(decoder, run.text, np.asarray(run.bounds, dtype=np.int64))
+        if batch is not None:
+            return batch
     return decode_columns(decoder, run.values)
 
 
@@ -87,7 +97,7 @@ def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled
     earlier in this one); with none kept it is rejected as ``label_unmatched``, so the label
     is not lost silently."""
     if isinstance(raws, RecordRun):
-        batch = _run_columns(decoder, raws)
+        batch = run_columns(decoder, raws)
         if batch is not None:
             return raws, batch
         raws = raws.records()

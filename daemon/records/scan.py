@@ -171,13 +171,21 @@ def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at
 def scan_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBatch | None:
     """The columns of ``values`` if every record is of the scanned shape (see the module
     docstring), else None. Needs the decoder's layout fixed; never raises."""
-    d = decoder.n_features
-    if not d or not values:
-        return None
     n = len(values)
-    text = b"".join(values)
+    if not decoder.n_features or not n:
+        return None
     bounds = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n), out=bounds[1:])
+    return scan_text(decoder, b"".join(values), bounds)
+
+
+def scan_text(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> RecordBatch | None:
+    """:func:`scan_columns` of the records ``text[bounds[k]:bounds[k + 1]]`` (a record may end
+    with whitespace, such as its newline), straight from the buffer they were read into."""
+    d = decoder.n_features
+    n = len(bounds) - 1
+    if not d or n <= 0:
+        return None
     cells = np.empty((n, d + 1))
     key_at = np.empty((n, 2), dtype=np.int64)
     slow = np.empty((n * (d + 1), 3), dtype=np.int64)
