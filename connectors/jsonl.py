@@ -172,7 +172,7 @@ class JsonlSource(Pausable, Source):
     def _read_available(self, max_records: int) -> list[SourceRecord] | RecordRun:
         """Records from what the file holds right now, without waiting."""
         assert self._file is not None
-        if not self._to_skip and self._plain and not self._lines.complete:
+        if not self._to_skip and self._plain:
             run = self._read_run(max_records)
             if run is not None:
                 return run
@@ -214,10 +214,10 @@ class JsonlSource(Pausable, Source):
         splitter, whose line-by-line path then goes on (so do the end of the file and an
         unfinished last line)."""
         assert self._file is not None
-        unfinished = self._lines.take_unfinished()
-        if unfinished is None:
+        buffered = self._lines.take_buffered()
+        if buffered is None:
             return None
-        block = self._rest + unfinished
+        block = self._rest + buffered
         ends = _newlines(block, 0)
         while len(ends) < max_records and len(block) < MAX_POLL_READ_BYTES:
             missing = (max_records - len(ends)) * self._line_bytes
