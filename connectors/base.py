@@ -88,9 +88,24 @@ from urllib.parse import parse_qsl
 from adaptd.errors import ConfigError, SinkError, UnavailableError
 
 __all__ = [
-    "REPLAY_KINDS", "ConfigError", "Connector", "EncodedBatch", "ParsedURI", "PartitionListener",
-    "LineRun", "RecordRun", "Replay", "Sink", "SinkError", "SinkMessage", "Source", "SourceRecord",
-    "UnavailableError", "convert", "parse_options", "parse_uri",
+    "REPLAY_KINDS",
+    "ConfigError",
+    "Connector",
+    "EncodedBatch",
+    "LineRun",
+    "ParsedURI",
+    "PartitionListener",
+    "RecordRun",
+    "Replay",
+    "Sink",
+    "SinkError",
+    "SinkMessage",
+    "Source",
+    "SourceRecord",
+    "UnavailableError",
+    "convert",
+    "parse_options",
+    "parse_uri",
 ]
 
 #: How a source replays after a restart; see the module docstring.
@@ -178,7 +193,7 @@ class LineRun(RecordRun):
     (2, 9, [b'{"x":[1]}', b'[2]'])
     """
 
-    __slots__ = ("text", "bounds")
+    __slots__ = ("bounds", "text")
 
     def __init__(self, partition: int, first_position: int, text: bytes,
                  bounds: Sequence[int]) -> None:

@@ -33,11 +33,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeAlias
 
 from adaptd.connectors.base import PartitionListener, RecordRun, Replay, Source, SourceRecord
 
-Polled = list[SourceRecord] | RecordRun
-Prepare = Callable[[Polled], Polled]
+Polled: TypeAlias = list[SourceRecord] | RecordRun
+Prepare: TypeAlias = Callable[[Polled], Polled]
 
 
 def read_ahead(source: Source, prepare: Prepare) -> Source:

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptd import batch_path, identity
-from adaptd.read_ahead import read_ahead
 from adaptd.batch_path import Polled
 from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import EncodedBatch, RecordRun, Sink, Source, SourceRecord
@@ -44,6 +43,7 @@ from adaptd.isolation import learn_isolating
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
+from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
 

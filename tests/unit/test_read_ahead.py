@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptd.checkpoint import CheckpointStore
 from adaptd.batch_path import DecodedRun, decode_ahead, run_columns
+from adaptd.checkpoint import CheckpointStore
 from adaptd.connectors.base import RecordRun, SourceRecord, UnavailableError
 from adaptd.connectors.jsonl import JsonlConnector, JsonlSource
 from adaptd.connectors.stdio import StdinSource
