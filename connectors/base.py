@@ -88,24 +88,9 @@ from urllib.parse import parse_qsl
 from adaptd.errors import ConfigError, SinkError, UnavailableError
 
 __all__ = [
-    "REPLAY_KINDS",
-    "ConfigError",
-    "Connector",
-    "EncodedBatch",
-    "LineRun",
-    "ParsedURI",
-    "PartitionListener",
-    "RecordRun",
-    "Replay",
-    "Sink",
-    "SinkError",
-    "SinkMessage",
-    "Source",
-    "SourceRecord",
-    "UnavailableError",
-    "convert",
-    "parse_options",
-    "parse_uri",
+    "REPLAY_KINDS", "ConfigError", "Connector", "EncodedBatch", "LineRun", "ParsedURI",
+    "PartitionListener", "RecordRun", "Replay", "Sink", "SinkError", "SinkMessage", "Source",
+    "SourceRecord", "UnavailableError", "convert", "parse_options", "parse_uri",
 ]
 
 #: How a source replays after a restart; see the module docstring.
