@@ -279,6 +279,10 @@ class JsonlSource(Pausable, Source):
 class JsonlSink(Sink):
     """Appends one message value per line to a file; see the module docstring."""
 
+    #: ``write_encoded`` may run on another thread than the other methods, never at the same
+    #: time but for ``backlog`` (the daemon writes behind: :mod:`adaptd.write_behind`).
+    writes_on_any_thread = True
+
     def __init__(self, options: JsonlSinkOptions) -> None:
         self.options = options
         path = Path(options.path)

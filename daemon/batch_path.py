@@ -137,11 +137,11 @@ def routing(good: Polled, batch: RecordBatch) -> tuple[RecordBatch, list[int]]:
     return batch, [good.partition] * len(batch)
 
 
-def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
-           reject: Reject) -> EncodedBatch | list[SinkMessage]:
-    """The batch's predictions: one pre-encoded buffer where the batch's shape allows, else
-    message by message, where one that cannot be encoded goes to ``reject`` (learned from,
-    not predicted) and is left out."""
+def encode_lean(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind
+                ) -> EncodedBatch | None:
+    """The batch's predictions as one pre-encoded buffer, or None where the batch's shape
+    does not allow it. Touches nothing but its arguments (the write-behind thread calls it:
+    :mod:`adaptd.write_behind`)."""
     positions: Sequence[int]
     if isinstance(good, RecordRun):
         partitions, positions = [good.partition] * len(good), \
@@ -149,10 +149,22 @@ def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
     else:
         partitions, positions = [raw.partition for raw in good], [raw.position for raw in good]
     try:
-        encoded = encoded_predictions(partitions, positions, batch, outcomes, task)
+        return encoded_predictions(partitions, positions, batch, outcomes, task)
     except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
-        encoded = None
-    if encoded is not None:
-        return encoded
+        return None
+
+
+def encode_each(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
+                reject: Reject) -> list[SinkMessage]:
+    """The batch's predictions message by message, where one that cannot be encoded goes to
+    ``reject`` (learned from, not predicted) and is left out."""
     records = good.records() if isinstance(good, RecordRun) else good
     return encode_isolating(records, batch, outcomes, task, reject)
+
+
+def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
+           reject: Reject) -> EncodedBatch | list[SinkMessage]:
+    """The batch's predictions: one pre-encoded buffer where the batch's shape allows
+    (:func:`encode_lean`), else message by message (:func:`encode_each`)."""
+    encoded = encode_lean(good, batch, outcomes, task)
+    return encoded if encoded is not None else encode_each(good, batch, outcomes, task, reject)

@@ -46,6 +46,7 @@ from adaptd.partitions import Partitions
 from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
+from adaptd.write_behind import write_behind
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
     from adaptd.changelog import Changelog
@@ -155,6 +156,8 @@ class Runner:
         self.dead_letter = dead_letter
         self.sinks = [s for s in (sink, dead_letter) if s is not None]
         self.config = config or RunnerConfig()
+        # ... and its predictions encoded and written behind on a third (adaptd.write_behind).
+        self._behind = write_behind(sink, self.config.task, self.reject)
         self.clock = clock
         self._stop = False
         self.partitions = Partitions(store, learner, decoder, changelog, meta_sync)
@@ -245,6 +248,8 @@ class Runner:
                 return
 
     def _close(self) -> None:
+        if self._behind is not None:  # no write in progress once the sinks close
+            self._behind.close()
         # The source first: closing it revokes its partitions, which checkpoints them.
         for part in (self.source, *self.sinks, self.partitions):
             try:
@@ -329,6 +334,8 @@ class Runner:
         """Write the batch's predictions to the sink (one buffer where the batch's shape
         allows: :func:`adaptd.batch_path.encode`). Returns how many were dead-lettered."""
         assert self.sink is not None
+        if self._behind is not None:  # this batch's count comes with the next's
+            return self._behind.write(good, batch, outcomes)
         encoded = batch_path.encode(good, batch, outcomes, self.config.task, self.reject)
         if isinstance(encoded, EncodedBatch):
             self.sink.write_encoded(encoded)
@@ -338,11 +345,23 @@ class Runner:
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""
+        self.settle_writes()  # the predictions of the batch before come first
         log.debug("rejected partition %d position %d: %s", raw.partition, raw.position, err)
         self.metrics.reject(err.reason)
         self.summary.rejected += 1
         if self.dead_letter is not None:
             self.dead_letter.write([dead_letter(raw, err)])
+
+    def settle_writes(self) -> None:
+        """Wait until the predictions written behind are written; a write that failed leaves
+        the run without a final checkpoint, as a batch that failed half way does."""
+        if self._behind is None:
+            return
+        try:
+            self.summary.predictions -= self._behind.wait()
+        except BaseException:
+            self._consistent = False
+            raise
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -398,6 +417,7 @@ class Runner:
         Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
         started = self.clock()
         self._state_error = self._sink_error = None
+        self.settle_writes()
         try:
             for sink in self.sinks:
                 sink.flush()
