@@ -1,8 +1,9 @@
 """Reading a file ahead on a second thread (:mod:`adaptd.read_ahead`): the same records in the
 same order as polling it directly, an error in its place, nothing lost or repeated around a
 pause, columns decoded ahead used only for the layout they were decoded for; and, through
-the CLI, a run killed with ``kill -9`` and restarted predicts every position as an
-uninterrupted run does."""
+the CLI, with predictions written behind (:mod:`adaptd.write_behind`), a run stopped by
+SIGTERM has predicted exactly the positions its checkpoint covers, and a run killed with
+``kill -9`` and restarted predicts every position as an uninterrupted run does."""
 
 from __future__ import annotations
 
@@ -213,3 +214,22 @@ def test_a_run_killed_and_restarted_predicts_as_an_uninterrupted_one(tmp_path: P
     expected = predictions_by_position(tmp_path / "whole.jsonl")
     assert len(expected) == len(lines)
     assert predictions_by_position(tmp_path / "out.jsonl") == expected
+
+
+def test_a_stopped_run_has_predicted_exactly_what_its_checkpoint_covers(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = write_lines(source, 200_000, d=5, keys=4)
+    proc = adaptd_run(tmp_path, source, tmp_path / "out.jsonl", tmp_path / "state")
+    try:
+        wait_for(lambda: lines_in(tmp_path / "out.jsonl") >= 30_000 or proc.poll() is not None,
+                 what="predictions", timeout_s=300)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr.decode()
+    resumed_at = CheckpointStore(tmp_path / "state").load().partitions[0].position
+    assert resumed_at < len(lines), "the run ended before it could be stopped"
+    # Every batch read ahead and not processed is left for the next run; every one processed
+    # was written before the final checkpoint.
+    assert sorted(predictions_by_position(tmp_path / "out.jsonl")) == list(range(resumed_at))
