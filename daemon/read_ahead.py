@@ -1,7 +1,7 @@
 """Reading ahead: while the runner learns from one batch, a second thread polls the next one
 and decodes it into columns, so a two-core machine reads, parses and learns at the same time.
 
-The runner is single-threaded and stays so; :class:`ReadAhead` is a :class:`Source` wrapped
+The runner's loop stays on one thread; :class:`ReadAhead` is a :class:`Source` wrapped
 around the real one. Each :meth:`~ReadAhead.poll_many` hands out the batch read ahead (or
 polls, if none is) and, when that batch held records, starts reading the next one on the
 thread, then passes it through ``prepare`` (the runner's decode into columns:

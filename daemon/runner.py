@@ -1,7 +1,9 @@
 """The runner: the path every record takes, top to bottom.
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
-account → maybe checkpoint. Bad records go to the dead-letter sink with their reason and
+account → maybe checkpoint (a file's next batch is read and decoded meanwhile on a second
+thread, and a batch's predictions written on a third: :mod:`adaptd.read_ahead`,
+:mod:`adaptd.write_behind`). Bad records go to the dead-letter sink with their reason and
 original bytes; the stream goes on. How a batch is decoded, routed and encoded (in columns
 and one buffer where it can be, else record by record) is :mod:`adaptd.batch_path`'s.
 Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
@@ -123,7 +125,9 @@ class RunSummary:
 
 
 class Runner:
-    """Drives one source through one learner. Single-threaded; :meth:`request_stop` and
+    """Drives one source through one learner. Its loop runs on one thread (a file is read
+    ahead and its predictions written behind on two more: :mod:`adaptd.read_ahead`,
+    :mod:`adaptd.write_behind`); :meth:`request_stop` and
     :meth:`ready` are the only methods safe to call from elsewhere (a signal handler, HTTP).
 
     Args:
