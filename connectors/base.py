@@ -88,9 +88,9 @@ from urllib.parse import parse_qsl
 from adaptd.errors import ConfigError, SinkError, UnavailableError
 
 __all__ = [
-    "REPLAY_KINDS", "ConfigError", "Connector", "EncodedBatch", "ParsedURI", "PartitionListener",
-    "RecordRun", "Replay", "Sink", "SinkError", "SinkMessage", "Source", "SourceRecord",
-    "UnavailableError", "convert", "parse_options", "parse_uri",
+    "REPLAY_KINDS", "ConfigError", "Connector", "EncodedBatch", "LineRun", "ParsedURI",
+    "PartitionListener", "RecordRun", "Replay", "Sink", "SinkError", "SinkMessage", "Source",
+    "SourceRecord", "UnavailableError", "convert", "parse_options", "parse_uri",
 ]
 
 #: How a source replays after a restart; see the module docstring.
@@ -164,6 +164,42 @@ truncated_from=None))
         """Every record as a :class:`SourceRecord`."""
         p, first = self.partition, self.first_position
         return [SourceRecord(p, first + i, v) for i, v in enumerate(self.values)]
+
+
+class LineRun(RecordRun):
+    """A :class:`RecordRun` of lines kept as the one buffer they were read into: ``text`` holds
+    the lines, each ending with ``b"\\n"``, and ``bounds`` (``len(run) + 1`` offsets) where each
+    starts; record ``i`` is ``text[bounds[i]:bounds[i + 1]]`` less its newline. No line is
+    blank or holds a carriage return. ``values`` are cut out of ``text`` only when first asked
+    for, so a batch decoded straight from ``text`` builds no object per line.
+
+    >>> run = LineRun(0, 7, b'{"x":[1]}\\n[2]\\n', [0, 10, 14])
+    >>> len(run), run.next_position, run.values
+    (2, 9, [b'{"x":[1]}', b'[2]'])
+    """
+
+    __slots__ = ("bounds", "text")
+
+    def __init__(self, partition: int, first_position: int, text: bytes,
+                 bounds: Sequence[int]) -> None:
+        self.partition = partition
+        self.first_position = first_position
+        self.text = text
+        self.bounds = bounds
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only while the ``values`` slot is unset: cut them out once.
+        if name != "values":
+            raise AttributeError(name)
+        self.values = self.text[:-1].split(b"\n") if self.text else []
+        return self.values
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def next_position(self) -> int:
+        return self.first_position + len(self)
 
 
 @dataclass(slots=True)

@@ -28,9 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from adaptd.connectors.base import (
     Connector,
     EncodedBatch,
+    LineRun,
     PartitionListener,
     RecordRun,
     Sink,
@@ -54,6 +57,15 @@ MAX_POLL_READ_BYTES = 8 << 20
 WRITEBACK_BYTES = 8 << 20
 #: How often a following source looks for appended lines while ``poll`` waits.
 FOLLOW_INTERVAL_S = 0.05
+
+
+#: The bytes ``bytes.strip`` takes for whitespace (other than the newline).
+_SPACES = np.array([9, 11, 12, 13, 32], dtype=np.uint8)
+
+
+def _newlines(data: bytes, offset: int) -> np.ndarray:
+    """Where ``data``'s newlines are, plus ``offset``."""
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,10 @@ class JsonlSinkOptions:
 class JsonlSource(Pausable, Source):
     """Reads records line by line from a file; see the module docstring."""
 
+    #: ``poll`` may run on another thread than the other methods, never at the same time
+    #: (the daemon reads a file ahead: :mod:`adaptd.read_ahead`).
+    polls_on_any_thread = True
+
     def __init__(self, options: JsonlSourceOptions) -> None:
         self.options = options
         self._file: io.FileIO | None = None
@@ -99,6 +115,11 @@ class JsonlSource(Pausable, Source):
         self._exhausted = False
         self._truncated = False
         self._max_line_bytes: int | None = None
+        # The fast path's bytes read after its last run (whole lines, then an unfinished one),
+        # whether it may still be taken (no carriage return seen), and the mean line length.
+        self._rest = b""
+        self._plain = True
+        self._line_bytes = 256
 
     def limit_record_bytes(self, max_bytes: int) -> None:
         """Keep at most ``max_bytes`` of a longer line (see :class:`LineSplitter`)."""
@@ -121,6 +142,8 @@ class JsonlSource(Pausable, Source):
         self._lines = LineSplitter(partition=0, first_position=0,
                                    max_line_bytes=self._max_line_bytes)
         self._to_skip = start
+        self._rest = b""
+        self._plain = True
         self._exhausted = False
         log.info("reading %s from line %d%s", self.options.path, start,
                  " (following)" if self.options.follow else "")
@@ -149,6 +172,10 @@ class JsonlSource(Pausable, Source):
     def _read_available(self, max_records: int) -> list[SourceRecord] | RecordRun:
         """Records from what the file holds right now, without waiting."""
         assert self._file is not None
+        if not self._to_skip and self._plain:
+            run = self._read_run(max_records)
+            if run is not None:
+                return run
         eof = False
         read_bytes = 0
         while True:
@@ -179,6 +206,54 @@ class JsonlSource(Pausable, Source):
             self._exhausted = True
         return out
 
+    def _read_run(self, max_records: int) -> LineRun | None:
+        """The next ``max_records`` lines (fewer at the end of what is there) as one
+        :class:`LineRun`, read in one or two large reads and cut nowhere but around the run,
+        if they are plain: none blank, none starting with whitespace, none over the length
+        limit, no carriage return. Otherwise None, with all it read given to the line
+        splitter, whose line-by-line path then goes on (so do the end of the file and an
+        unfinished last line)."""
+        assert self._file is not None
+        buffered = self._lines.take_buffered()
+        if buffered is None:
+            return None
+        block = self._rest + buffered
+        ends = _newlines(block, 0)
+        while len(ends) < max_records and len(block) < MAX_POLL_READ_BYTES:
+            missing = (max_records - len(ends)) * self._line_bytes
+            chunk = self._file.read(min(max(missing, READ_CHUNK_BYTES), MAX_POLL_READ_BYTES))
+            if not chunk:
+                break
+            ends = np.concatenate((ends, _newlines(chunk, len(block))))
+            block += chunk
+        n = min(len(ends), max_records)
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        bounds[1:] = ends[:n] + 1
+        text = block[:bounds[-1]]
+        if not n or not self._plain_lines(text, bounds):
+            self._rest = b""
+            self._lines.feed(block)
+            return None
+        self._rest = block[len(text):]
+        self._line_bytes = max(1, len(text) // n)
+        run = LineRun(0, self._lines.next_position, text, bounds)
+        self._lines.next_position += n
+        return run
+
+    def _plain_lines(self, text: bytes, bounds: np.ndarray) -> bool:
+        """Whether the lines in ``text`` may go out as one run (see :meth:`_read_run`); a
+        carriage return sends this file to the line-by-line path for good."""
+        if b"\r" in text:
+            self._plain = False
+            return False
+        lengths = np.diff(bounds) - 1
+        if lengths.min() == 0 or (self._max_line_bytes is not None
+                                  and lengths.max() > self._max_line_bytes):
+            return False
+        # A blank line (whitespace only) is no record: a line starting with whitespace is
+        # left to the line-by-line path, which tells.
+        return not np.isin(np.frombuffer(text, dtype=np.uint8)[bounds[:-1]], _SPACES).any()
+
     def _check_not_truncated(self) -> None:
         assert self._file is not None
         size, offset = os.fstat(self._file.fileno()).st_size, self._file.tell()
@@ -203,6 +278,10 @@ class JsonlSource(Pausable, Source):
 
 class JsonlSink(Sink):
     """Appends one message value per line to a file; see the module docstring."""
+
+    #: ``write_encoded`` may run on another thread than the other methods, never at the same
+    #: time but for ``backlog`` (the daemon writes behind: :mod:`adaptd.write_behind`).
+    writes_on_any_thread = True
 
     def __init__(self, options: JsonlSinkOptions) -> None:
         self.options = options

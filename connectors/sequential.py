@@ -161,6 +161,21 @@ class LineSplitter:
         self._buf.clear()
         self._dropped = 0
 
+    def take_buffered(self) -> bytes | None:
+        """Remove and return every byte buffered and not handed out, as it was read (the
+        complete lines, each with its newline, then the unfinished last one), for a caller
+        that reads on by itself from there; None, removing nothing, while a line longer than
+        ``max_line_bytes`` is buffered or being cut."""
+        if self._truncated or self._dropped:
+            return None
+        lines = self._lines[self._head:]
+        text = b"".join(line + b"\n" for line in lines) if lines else b""  # type: ignore[operator]
+        self._lines.clear()
+        self._head = 0
+        text += self._buf
+        self._buf.clear()
+        return text
+
     def _end_input(self, at_eof: bool) -> None:
         if at_eof and self.pending:
             self._finish_line()

@@ -14,19 +14,60 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-from adaptd.connectors.base import EncodedBatch, RecordRun, SinkMessage, SourceRecord
+import numpy as np
+
+from adaptd.connectors.base import EncodedBatch, LineRun, RecordRun, SinkMessage, SourceRecord
 from adaptd.errors import RecordError
 from adaptd.isolation import encode_isolating, select
 from adaptd.labels import kept_features
 from adaptd.learner import Outcomes, PendingFeatures
 from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind
-from adaptd.records.columns import decode_columns
+from adaptd.records.columns import decode_columns, decode_lines
 from adaptd.records.encoded import encoded_predictions
 
 Polled: TypeAlias = list[SourceRecord] | RecordRun
 Reject: TypeAlias = Callable[[SourceRecord, RecordError], None]
+
+
+class DecodedRun(LineRun):
+    """A run of lines decoded ahead, on the read-ahead thread (:mod:`adaptd.read_ahead`):
+    ``columns`` are what :func:`run_columns` returned for it (None: not plain) while the
+    decoder's layout was ``layout``."""
+
+    __slots__ = ("columns", "layout")
+
+    def __init__(self, run: LineRun, columns: RecordBatch | None, layout: dict[str, Any]
+                 ) -> None:
+        super().__init__(run.partition, run.first_position, run.text, run.bounds)
+        self.columns = columns
+        self.layout = layout
+
+
+def decode_ahead(decoder: RecordDecoder, raws: Polled) -> Polled:
+    """A run of lines with its columns decoded (a :class:`DecodedRun`); any other batch as it
+    is. Called on the read-ahead thread while the runner's thread works on the batch before,
+    so it only reads the decoder; :func:`decode` uses the columns only if the decoder's
+    layout is still the one read here before decoding (it is fixed once, by the first
+    record, and never changes after)."""
+    if not isinstance(raws, LineRun):
+        return raws
+    layout = decoder.layout()
+    return DecodedRun(raws, run_columns(decoder, raws), layout)
+
+
+def run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
+    """A run's columns if its records are plain (:func:`decode_columns`), else None; a run of
+    lines is scanned straight from its buffer, and one decoded ahead for the decoder's
+    layout of now is not decoded again."""
+    if isinstance(run, DecodedRun) and run.layout == decoder.layout():
+        return run.columns
+    if isinstance(run, LineRun):
+        batch = decode_lines(decoder, run.text, np.asarray(run.bounds, dtype=np.int64))
+        if batch is not None:
+            return batch
+    return decode_columns(decoder, run.values)
 
 
 @contextmanager
@@ -56,7 +97,7 @@ def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled
     earlier in this one); with none kept it is rejected as ``label_unmatched``, so the label
     is not lost silently."""
     if isinstance(raws, RecordRun):
-        batch = decode_columns(decoder, raws.values)
+        batch = run_columns(decoder, raws)
         if batch is not None:
             return raws, batch
         raws = raws.records()
@@ -96,11 +137,11 @@ def routing(good: Polled, batch: RecordBatch) -> tuple[RecordBatch, list[int]]:
     return batch, [good.partition] * len(batch)
 
 
-def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
-           reject: Reject) -> EncodedBatch | list[SinkMessage]:
-    """The batch's predictions: one pre-encoded buffer where the batch's shape allows, else
-    message by message, where one that cannot be encoded goes to ``reject`` (learned from,
-    not predicted) and is left out."""
+def encode_lean(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind
+                ) -> EncodedBatch | None:
+    """The batch's predictions as one pre-encoded buffer, or None where the batch's shape
+    does not allow it. Touches nothing but its arguments (the write-behind thread calls it:
+    :mod:`adaptd.write_behind`)."""
     positions: Sequence[int]
     if isinstance(good, RecordRun):
         partitions, positions = [good.partition] * len(good), \
@@ -108,10 +149,22 @@ def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
     else:
         partitions, positions = [raw.partition for raw in good], [raw.position for raw in good]
     try:
-        encoded = encoded_predictions(partitions, positions, batch, outcomes, task)
+        return encoded_predictions(partitions, positions, batch, outcomes, task)
     except (TypeError, ValueError):  # orjson's JSONEncodeError is a TypeError
-        encoded = None
-    if encoded is not None:
-        return encoded
+        return None
+
+
+def encode_each(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
+                reject: Reject) -> list[SinkMessage]:
+    """The batch's predictions message by message, where one that cannot be encoded goes to
+    ``reject`` (learned from, not predicted) and is left out."""
     records = good.records() if isinstance(good, RecordRun) else good
     return encode_isolating(records, batch, outcomes, task, reject)
+
+
+def encode(good: Polled, batch: RecordBatch, outcomes: Outcomes, task: TaskKind,
+           reject: Reject) -> EncodedBatch | list[SinkMessage]:
+    """The batch's predictions: one pre-encoded buffer where the batch's shape allows
+    (:func:`encode_lean`), else message by message (:func:`encode_each`)."""
+    encoded = encode_lean(good, batch, outcomes, task)
+    return encoded if encoded is not None else encode_each(good, batch, outcomes, task, reject)

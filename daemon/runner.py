@@ -1,7 +1,9 @@
 """The runner: the path every record takes, top to bottom.
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
-account → maybe checkpoint. Bad records go to the dead-letter sink with their reason and
+account → maybe checkpoint (a file's next batch is read and decoded meanwhile on a second
+thread, and a batch's predictions written on a third: :mod:`adaptd.read_ahead`,
+:mod:`adaptd.write_behind`). Bad records go to the dead-letter sink with their reason and
 original bytes; the stream goes on. How a batch is decoded, routed and encoded (in columns
 and one buffer where it can be, else record by record) is :mod:`adaptd.batch_path`'s.
 Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
@@ -24,6 +26,7 @@ checkpointing first when partitions are revoked.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -42,8 +45,10 @@ from adaptd.isolation import learn_isolating
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
+from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.settings import ResilienceConfig
+from adaptd.write_behind import write_behind
 
 if TYPE_CHECKING:  # kafka-python is imported only by a run whose source is Kafka
     from adaptd.changelog import Changelog
@@ -120,7 +125,9 @@ class RunSummary:
 
 
 class Runner:
-    """Drives one source through one learner. Single-threaded; :meth:`request_stop` and
+    """Drives one source through one learner. Its loop runs on one thread (a file is read
+    ahead and its predictions written behind on two more: :mod:`adaptd.read_ahead`,
+    :mod:`adaptd.write_behind`); :meth:`request_stop` and
     :meth:`ready` are the only methods safe to call from elsewhere (a signal handler, HTTP).
 
     Args:
@@ -144,7 +151,8 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
-        self.source = source
+        # A file is read and decoded a batch ahead on a second thread (adaptd.read_ahead).
+        self.source = read_ahead(source, functools.partial(batch_path.decode_ahead, decoder))
         self.learner = learner
         self.decoder = decoder
         self.metrics = metrics
@@ -152,6 +160,8 @@ class Runner:
         self.dead_letter = dead_letter
         self.sinks = [s for s in (sink, dead_letter) if s is not None]
         self.config = config or RunnerConfig()
+        # ... and its predictions encoded and written behind on a third (adaptd.write_behind).
+        self._behind = write_behind(sink, self.config.task, self.reject)
         self.clock = clock
         self._stop = False
         self.partitions = Partitions(store, learner, decoder, changelog, meta_sync)
@@ -242,6 +252,8 @@ class Runner:
                 return
 
     def _close(self) -> None:
+        if self._behind is not None:  # no write in progress once the sinks close
+            self._behind.close()
         # The source first: closing it revokes its partitions, which checkpoints them.
         for part in (self.source, *self.sinks, self.partitions):
             try:
@@ -326,6 +338,8 @@ class Runner:
         """Write the batch's predictions to the sink (one buffer where the batch's shape
         allows: :func:`adaptd.batch_path.encode`). Returns how many were dead-lettered."""
         assert self.sink is not None
+        if self._behind is not None:  # this batch's count comes with the next's
+            return self._behind.write(good, batch, outcomes)
         encoded = batch_path.encode(good, batch, outcomes, self.config.task, self.reject)
         if isinstance(encoded, EncodedBatch):
             self.sink.write_encoded(encoded)
@@ -335,11 +349,23 @@ class Runner:
 
     def reject(self, raw: SourceRecord, err: RecordError) -> None:
         """Count a bad record and send it to the dead-letter sink with its original bytes."""
+        self.settle_writes()  # the predictions of the batch before come first
         log.debug("rejected partition %d position %d: %s", raw.partition, raw.position, err)
         self.metrics.reject(err.reason)
         self.summary.rejected += 1
         if self.dead_letter is not None:
             self.dead_letter.write([dead_letter(raw, err)])
+
+    def settle_writes(self) -> None:
+        """Wait until the predictions written behind are written; a write that failed leaves
+        the run without a final checkpoint, as a batch that failed half way does."""
+        if self._behind is None:
+            return
+        try:
+            self.summary.predictions -= self._behind.wait()
+        except BaseException:
+            self._consistent = False
+            raise
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -395,6 +421,7 @@ class Runner:
         Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
         started = self.clock()
         self._state_error = self._sink_error = None
+        self.settle_writes()
         try:
             for sink in self.sinks:
                 sink.flush()

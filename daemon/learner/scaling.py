@@ -56,7 +56,7 @@ TARGET_BLOCK = 16
 TARGET_CLIP = 3.0
 
 
-@njit()
+@njit(nogil=True)  # the read-ahead and write-behind threads run meanwhile
 def _welford_rows(X: np.ndarray, fold: np.ndarray, count: np.ndarray, mean: np.ndarray,
                   m2: np.ndarray, out: np.ndarray) -> None:
     """Row i of ``X`` standardized by the moments including it; Welford's update (in place on

@@ -46,7 +46,7 @@ from adaptd.records.fields import (
     MAX_TASK,
     record_key,
 )
-from adaptd.records.scan import scan_columns
+from adaptd.records.scan import scan_columns, scan_text
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
 _X = itemgetter("x")
@@ -95,6 +95,16 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
     if tasks is None:
         return None
     return RecordBatch(keys, X, y, ids, tasks)
+
+
+def decode_lines(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> RecordBatch | None:
+    """:func:`decode_columns` of the lines ``text[bounds[k]:bounds[k + 1]]`` (each ending with
+    its newline, as a :class:`~adaptd.connectors.base.LineRun` holds them) when the compiled
+    scan takes them all, else None (the caller then tries :func:`decode_columns`)."""
+    if decoder.n_features is None or len(bounds) < 2 or \
+            int(np.diff(bounds).max()) - 1 > decoder.max_record_bytes:
+        return None
+    return scan_text(decoder, text, bounds)
 
 
 def _only_x_and_y(objs: list[dict[str, Any]]) -> bool:

@@ -179,7 +179,7 @@ def _output(size: int) -> np.ndarray:
 _POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
 
 
-@njit(refcounts=False)
+@njit(nogil=True, refcounts=False)
 def _fill(literal: np.ndarray, literal_bounds: np.ndarray, kinds: np.ndarray,
           ints: np.ndarray, buffers: np.ndarray, starts: np.ndarray, ends: np.ndarray,
           n: int, out: np.ndarray) -> int:

@@ -98,7 +98,7 @@ def _number(buf: np.ndarray, i: int, end: int, out: np.ndarray, at: int, slow: n
     return j, n_slow + 1
 
 
-@njit(refcounts=False)
+@njit(nogil=True, refcounts=False)
 def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at: np.ndarray,
           slow: np.ndarray) -> int:
     """Fill ``cells`` (record ``k``'s ``d`` features then its label, NaN when absent, at
@@ -171,13 +171,21 @@ def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at
 def scan_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBatch | None:
     """The columns of ``values`` if every record is of the scanned shape (see the module
     docstring), else None. Needs the decoder's layout fixed; never raises."""
-    d = decoder.n_features
-    if not d or not values:
-        return None
     n = len(values)
-    text = b"".join(values)
+    if not decoder.n_features or not n:
+        return None
     bounds = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n), out=bounds[1:])
+    return scan_text(decoder, b"".join(values), bounds)
+
+
+def scan_text(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> RecordBatch | None:
+    """:func:`scan_columns` of the records ``text[bounds[k]:bounds[k + 1]]`` (a record may end
+    with whitespace, such as its newline), straight from the buffer they were read into."""
+    d = decoder.n_features
+    n = len(bounds) - 1
+    if not d or n <= 0:
+        return None
     cells = np.empty((n, d + 1))
     key_at = np.empty((n, 2), dtype=np.int64)
     slow = np.empty((n * (d + 1), 3), dtype=np.int64)
@@ -221,7 +229,7 @@ def _same_text(buf: np.ndarray, a: int, a_end: int, b: int, b_end: int) -> bool:
     return True
 
 
-@njit(refcounts=False)
+@njit(nogil=True, refcounts=False)
 def _key_codes(buf: np.ndarray, key_at: np.ndarray, table: np.ndarray, codes: np.ndarray,
                names: np.ndarray) -> tuple[int, int]:
     """Number the distinct keys in order of first appearance (``codes[k]`` is record ``k``'s;

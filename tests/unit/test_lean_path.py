@@ -4,6 +4,7 @@ buffer) against the per-record path: the same bytes out, for any input."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from adaptd.connectors.registry import open_sink
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
 from adaptd.records import BatchBuilder, RecordDecoder
-from adaptd.records.columns import decode_columns
+from adaptd.records.columns import decode_columns, decode_lines
 from adaptd.runner import Runner, RunnerConfig, RunSummary
 
 MAX_RECORD_BYTES = 400
@@ -100,12 +101,16 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
         tmp_path: Path, task: str, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = []
 
-    def counting(decoder: RecordDecoder, values: list[bytes]) -> object:
-        batch = decode_columns(decoder, values)
-        taken.append(batch is not None)
-        return batch
+    def counting(decode: Callable[..., object]) -> Callable[..., object]:
+        def decode_counted(*args: object) -> object:
+            batch = decode(*args)
+            taken.append(batch is not None)
+            return batch
+        return decode_counted
 
-    monkeypatch.setattr(adaptd.batch_path, "decode_columns", counting)
+    # A run of lines is scanned from its buffer (decode_lines), any other batch in columns.
+    monkeypatch.setattr(adaptd.batch_path, "decode_columns", counting(decode_columns))
+    monkeypatch.setattr(adaptd.batch_path, "decode_lines", counting(decode_lines))
     lines = mixed_lines(task)
     lean = run(tmp_path / "runs", lines, task, per_record=False)
     assert sum(taken) >= 6 and not all(taken)  # both paths were taken
@@ -116,6 +121,7 @@ def test_lean_and_per_record_paths_write_the_same_bytes(
     assert from_lists[:2] == lean[:2] and from_lists[3] == lean[3]
     # The reference: decoded record by record, and encoded message by message.
     monkeypatch.setattr(adaptd.batch_path, "decode_columns", lambda *args: None)
+    monkeypatch.setattr(adaptd.batch_path, "decode_lines", lambda *args: None)
     monkeypatch.setattr(adaptd.batch_path, "encoded_predictions", lambda *args: None)
     per_record = run(tmp_path / "reference", lines, task, per_record=True)
     assert lean[0] == per_record[0]
