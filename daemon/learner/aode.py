@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from adaptd.learner.jit import njit
+from adaptd.learner.key_rows import KeyRows
 
 #: Cells a feature's values fall in (values of a few-valued feature, else z-score quartiles).
 CELLS = 4
@@ -259,7 +260,7 @@ def aode_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
 FIELDS = ("vals", "moments", "prior", "counts", "pairs")
 
 
-class Aode:
+class Aode(KeyRows):
     """Per-key AODE counts for :func:`aode_batch`, in rows that grow as keys arrive; a freed
     row is reused. Called from the ensemble's thread only."""
 
@@ -280,23 +281,7 @@ class Aode:
     def _n_pairs(self) -> int:
         return self.d * (self.d - 1) // 2 if self.pairs else 0
 
-    def grow(self, rows: int) -> None:
-        """Room for ``rows`` keys (existing rows kept, within :meth:`_fit_budget`)."""
-        old = len(self.arrays["prior"])
-        if rows <= old:
-            return
-        self._fit_budget(rows, self.classes)
-        extra = self._empty(rows - old)
-        self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
-
-    def ensure_classes(self, n_classes: int) -> None:
-        """Widen the class axis to ``n_classes`` (zero counts for new ones), within
-        :meth:`_fit_budget`."""
-        if n_classes <= self.classes:
-            return
-        self._fit_budget(len(self.arrays["prior"]), n_classes)
-        extra = n_classes - self.classes
-        self.classes = n_classes
+    def _widen(self, extra: int) -> None:
         for name in ("prior", "counts", "pairs"):
             a = self.arrays[name]
             self.arrays[name] = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
@@ -316,15 +301,10 @@ class Aode:
         for name in ("moments", "prior", "counts", "pairs"):
             a[name][s] = 0.0
 
-    def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-            reset: np.ndarray, n_classes: int, columns: bool = False) -> np.ndarray:
-        """Predictions ``(n, C)`` (see :func:`aode_batch`: binary is one column, P(y = 1),
-        unless ``columns``); learns the records ``learn`` marks."""
-        self.ensure_classes(n_classes)
-        out = np.empty((len(slots), n_classes if n_classes > 2 or columns else 1))
-        aode_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, reset,
-                   n_classes, *(self.arrays[k] for k in FIELDS), out)
-        return out
+    def _batch(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
+               reset: np.ndarray, n_classes: int, out: np.ndarray) -> None:
+        aode_batch(slots, X, ys, learn, reset, n_classes, *(self.arrays[k] for k in FIELDS),
+                   out)
 
     def get_state(self, s: int) -> dict[str, Any]:
         """Row ``s`` as plain data."""

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from adaptd.learner.jit import njit
+from adaptd.learner.key_rows import KeyRows
 
 #: Leaves a key's tree may grow, at most (nodes: ``2·LEAVES − 1``).
 LEAVES = 32
@@ -336,7 +337,7 @@ def tree_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
 FIELDS = ("feat", "thr", "left", "leaf", "size", "cw", "gauss", "count")
 
 
-class Trees:
+class Trees(KeyRows):
     """Per-key trees for :func:`tree_batch`, in rows that grow as keys arrive; a freed row is
     reused. Called from the ensemble's thread only."""
 
@@ -358,23 +359,7 @@ class Trees:
                 "gauss": np.zeros((rows, L, K, self.d, 5)),
                 "count": np.zeros((rows, L, 3))}
 
-    def grow(self, rows: int) -> None:
-        """Room for ``rows`` keys (existing rows kept, within :meth:`_fit_budget`)."""
-        old = len(self.arrays["size"])
-        if rows <= old:
-            return
-        self._fit_budget(rows, self.classes)
-        extra = self._empty(rows - old)
-        self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
-
-    def ensure_classes(self, n_classes: int) -> None:
-        """Widen the class axis of the leaf statistics to ``n_classes`` (zero for new ones),
-        within :meth:`_fit_budget`."""
-        if n_classes <= self.classes:
-            return
-        self._fit_budget(len(self.arrays["size"]), n_classes)
-        extra = n_classes - self.classes
-        self.classes = n_classes
+    def _widen(self, extra: int) -> None:
         cw, gauss = self.arrays["cw"], self.arrays["gauss"]
         self.arrays["cw"] = np.pad(cw, ((0, 0), (0, 0), (0, extra)))
         self.arrays["gauss"] = np.pad(gauss, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0)))
@@ -387,7 +372,7 @@ class Trees:
         leaves = max(MIN_LEAVES, min(self.leaves, FLOAT_BUDGET // (max(rows, 1) * per_leaf)))
         if leaves >= self.leaves:
             return
-        states = [self.get_state(s) for s in range(len(self.arrays["size"]))]
+        states = [self.get_state(s) for s in range(self.n_rows())]
         self.leaves = leaves
         self.arrays = self._empty(len(states))
         for s, state in enumerate(states):
@@ -398,15 +383,10 @@ class Trees:
         a = self.arrays
         _clear(s, a["feat"], a["leaf"], a["size"], a["cw"], a["gauss"], a["count"])
 
-    def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-            reset: np.ndarray, n_classes: int, columns: bool = False) -> np.ndarray:
-        """Predictions ``(n, C)`` (see :func:`tree_batch`: binary is one column, P(y = 1),
-        unless ``columns``); learns the records ``learn`` marks."""
-        self.ensure_classes(n_classes)
-        out = np.empty((len(slots), n_classes if n_classes > 2 or columns else 1))
-        tree_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, reset,
-                   n_classes, self.rule, *(self.arrays[k] for k in FIELDS), out)
-        return out
+    def _batch(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
+               reset: np.ndarray, n_classes: int, out: np.ndarray) -> None:
+        tree_batch(slots, X, ys, learn, reset, n_classes, self.rule,
+                   *(self.arrays[k] for k in FIELDS), out)
 
     def get_state(self, s: int) -> dict[str, Any]:
         """Row ``s`` as plain data: the used nodes and leaf slots only."""
