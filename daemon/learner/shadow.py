@@ -1,0 +1,97 @@
+"""The shadow baselines of a batch on a second thread, while the keys' own rows run.
+
+Each key's shadow baseline (plain AdaGrad, never reset: the regret comparator) is a row of its
+own, ``slot + 1``, that reads only itself and the batch's records: nothing the key's row does
+(its steps, a drift alarm, a segment close, a concept probe) changes it, and it changes
+nothing the key's row reads. So the compiled kernel can run the baselines for the whole batch
+(:func:`adaptd.learner.kernel.process_shadow`) on a worker thread while it runs the keys' rows
+with the baseline off (:func:`adaptd.learner.kernel.process`), both compiled with ``nogil``
+so they run on two cores at once. The baseline was about a quarter of the MLP's per-record
+cost (a forward and a backward pass and a step per record: ``benchmarks/results/mlp.md``); the
+process's wall time is what a user waits for.
+
+Results are bit for bit the serial kernel's: each row sees the same records in the same order,
+and the baseline's loss sums are added to the totals after the batch as the serial kernel adds
+them, one sum per kernel call, each in record order (:func:`adaptd.learner.kernel.shadow_sum`).
+``tests/unit/test_shadow.py`` checks both.
+
+Used only where it can gain: a machine with more than one CPU for this process,
+``regret.baseline_thread`` on (the default), and a batch of at least :data:`MIN_LABELLED`
+labelled records (handing a batch to the thread costs tens of µs; a baseline row a few µs a
+record). One worker thread for the whole process, started at first use; a batch waits for its
+baselines before it returns, so the arena is never written by two batches at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from adaptd.learner import kernel
+
+if TYPE_CHECKING:
+    from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.learner.totals import Totals
+
+#: Fewest labelled records in a batch for its baselines to go to the thread.
+MIN_LABELLED = 32
+
+_worker: ThreadPoolExecutor | None = None
+_worker_lock = threading.Lock()
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+#: Whether this process may use the thread (the affinity does not change while it runs).
+PARALLEL = _cpus() > 1
+
+
+def wanted(lrn: AdaptiveLearner, labelled: np.ndarray) -> bool:
+    """Whether ``lrn``'s baselines for a batch with these labelled records go to the thread."""
+    return bool(PARALLEL and lrn.regret.baseline and lrn.regret.baseline_thread
+                and np.count_nonzero(labelled) >= MIN_LABELLED)
+
+
+class Shadow:
+    """The baselines of one batch, running on the worker thread from construction until
+    :meth:`join`."""
+
+    def __init__(self, lrn: AdaptiveLearner, batch: kernel.Batch, params: kernel.Params) -> None:
+        assert lrn.family is not None
+        self.losses = np.empty(len(batch.slots))
+        # Its own working arrays: the key's rows use lrn.scratch meanwhile.
+        sc = tuple(kernel.scratch(lrn.net.L_out, batch.X.shape[1], lrn.config.window,
+                                  lrn.family.n_params))
+        self._future: Future[None] = _submit(
+            kernel.process_shadow, tuple(batch), tuple(lrn.arena), tuple(params),
+            tuple(lrn.net), self.losses, sc)
+        #: ``[lo, hi)`` record ranges of the kernel calls made meanwhile, in order.
+        self.calls: list[tuple[int, int]] = []
+
+    def join(self, tot: Totals | None) -> None:
+        """Wait for the baselines; add their losses to ``tot`` one sum per kernel call, as the
+        serial kernel does (None: the batch failed, only wait). Must be called whatever
+        happens, before the arena is used again."""
+        self._future.result()
+        if tot is not None:
+            for lo, hi in self.calls:
+                tot.add_baseline(float(kernel.shadow_sum(self.losses, lo, hi)))
+
+
+def _submit(fn: Callable[..., None], *args: object) -> Future[None]:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptd-shadow")
+        return _worker.submit(fn, *args)
