@@ -64,9 +64,11 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
                         out.probas if K else _NO_PROBAS)
     unit_before = tot.unit
     tot.unit = 1.0  # the kernel's sums and the losses below are converted record by record
-    # The baseline rows on the second thread meanwhile, when they go there (see shadow).
+    # The baseline rows (and segments' hindsight fits) on the second thread meanwhile, when
+    # they go there (see shadow).
     par = _params(lrn, tasks is not None)
     side = shadow.Shadow(lrn, batch, par) if shadow.wanted(lrn, batch.labelled) else None
+    lrn.side = side
     try:
         _events(lrn, batch, tuple(result), units, tasks is not None, ph_state, ph_params, out,
                 side)
@@ -74,6 +76,7 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
             side.join(tot)
             side = None
     finally:
+        lrn.side = None
         if side is not None:  # failed: the thread must be done with the arena all the same
             side.join(None)
         tot.unit = unit_before

@@ -28,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from adaptd.learner import kernel
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
     from adaptd.learner.totals import Totals
+
+T = TypeVar("T")
 
 #: Fewest labelled records in a batch for its baselines to go to the thread.
 MIN_LABELLED = 32
@@ -78,18 +80,29 @@ class Shadow:
             tuple(lrn.net), self.losses, sc)
         #: ``[lo, hi)`` record ranges of the kernel calls made meanwhile, in order.
         self.calls: list[tuple[int, int]] = []
+        self._later: list[tuple[Future[float], Callable[[float], None]]] = []
+
+    def later(self, work: Callable[[], float], then: Callable[[float], None]) -> None:
+        """Run ``work`` on the thread too (after what is already there) and ``then`` with its
+        result when the batch ends, in the order given: for work whose result only goes into
+        totals nothing reads during the batch (the hindsight fit of a closed segment)."""
+        self._later.append((_submit(work), then))
 
     def join(self, tot: Totals | None) -> None:
-        """Wait for the baselines; add their losses to ``tot`` one sum per kernel call, as the
-        serial kernel does (None: the batch failed, only wait). Must be called whatever
-        happens, before the arena is used again."""
+        """Wait for the thread's work; add the baselines' losses to ``tot`` one sum per kernel
+        call, as the serial kernel does, then the later work's results (None: the batch
+        failed, only wait). Must be called whatever happens, before the arena is used again."""
         self._future.result()
-        if tot is not None:
-            for lo, hi in self.calls:
-                tot.add_baseline(float(kernel.shadow_sum(self.losses, lo, hi)))
+        done = [(future.result(), then) for future, then in self._later]
+        if tot is None:
+            return
+        for lo, hi in self.calls:
+            tot.add_baseline(float(kernel.shadow_sum(self.losses, lo, hi)))
+        for value, then in done:
+            then(value)
 
 
-def _submit(fn: Callable[..., None], *args: object) -> Future[None]:
+def _submit(fn: Callable[..., T], *args: object) -> Future[T]:
     global _worker
     with _worker_lock:
         if _worker is None:

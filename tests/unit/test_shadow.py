@@ -1,4 +1,5 @@
-"""The shadow baselines on their own thread give the serial kernel's results, bit for bit."""
+"""The shadow baselines (and hindsight fits) on their own thread give the serial kernel's
+results, bit for bit."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_threaded_baselines_equal_serial(monkeypatch, task, detector, keys, base
     if detector != "none":
         assert max(used) > 1  # events: several kernel calls in a batch, one sum each
         assert serial.summary().drift_events >= 2
+        assert serial.totals.hindsight != 0.0  # segments' fits, on the thread too
     for a, b in zip(serial_out, threaded_out, strict=True):
         assert a.tobytes() == b.tobytes()
     assert serial.totals.to_dict() == threaded.totals.to_dict()
