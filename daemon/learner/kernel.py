@@ -7,7 +7,9 @@ loss, support-window gradient (:mod:`adaptd.learner.network`), the inner step fo
 its baseline row (:mod:`adaptd.learner.step`), recovery tracking, Page-Hinkley
 (:func:`adaptd.drift.ph_update`) — runs here record by record in arrival order, on the same
 compiled pieces the other paths call. It stops at each event that needs Python (a drift alarm,
-an oracle task change) and the learner resumes it after handling the event.
+an oracle task change) and the learner resumes it after handling the event. The keys' shadow
+baseline rows can instead run apart, for a whole batch on a second thread
+(:func:`process_shadow`, :mod:`adaptd.learner.shadow`).
 
 State comes in as a few named tuples of arrays: the :class:`~adaptd.learner.arena.Arena`,
 the batch (:class:`Batch`), the options (:class:`Params`, :class:`~adaptd.learner.network.Net`),
