@@ -15,12 +15,18 @@ and the baseline's loss sums are added to the totals after the batch as the seri
 them, one sum per kernel call, each in record order (:func:`adaptd.learner.kernel.shadow_sum`).
 ``tests/unit/test_shadow.py`` checks both.
 
+A closed segment's hindsight fit (Python and NumPy: about 6 ms, on copies of the segment's
+buffer) goes to the same thread during such a batch (:meth:`Shadow.later`); its result only
+goes into totals nothing reads during the batch, added at its end in the order of the closes.
+
 Used only where it can gain: a machine with more than one CPU for this process,
 ``regret.baseline_thread`` on (the default), and a batch of at least :data:`MIN_LABELLED`
 labelled records: handing a batch over and back costs about 70 µs (measured: a batch of one
 record took 137 against 71 µs serial), the MLP 10-40-40-1's baseline row about 5 µs a record,
-so the thread gains from about 15 records when a core is free. One worker thread for the whole process, started at first use; a batch waits for its
-baselines before it returns, so the arena is never written by two batches at once.
+so the thread gains from about 15 records when a core is free. It adds no CPU time, and gains
+nothing when every core is busy (the kernel's scheduler shares the CPU among processes, not
+threads). One worker thread for the whole process, started at first use; a batch waits for its
+work before it returns, so the arena is never written by two batches at once.
 """
 
 from __future__ import annotations
