@@ -24,8 +24,8 @@ Used only where it can gain: a machine with more than one CPU for this process,
 labelled records: handing a batch over and back costs about 70 µs (measured: a batch of one
 record took 137 against 71 µs serial), the MLP 10-40-40-1's baseline row about 5 µs a record,
 so the thread gains from about 15 records when a core is free. It adds no CPU time, and gains
-nothing when every core is busy (the kernel's scheduler shares the CPU among processes, not
-threads). One worker thread for the whole process, started at first use; a batch waits for its
+nothing when every core is busy (Linux's autogroup scheduling shares the CPU among sessions,
+not threads: measured, the same wall time at load average 7). One worker thread for the whole process, started at first use; a batch waits for its
 work before it returns, so the arena is never written by two batches at once.
 """
 
