@@ -15,8 +15,9 @@ alternation (each option's ratio to the loop of the same run).
 
 ``--engine W [W ...]``: the engine alone instead, in this process: ``process_batch`` on columns
 (MLP 10-40-40-1, one key, shadow baseline and hindsight on, batches of 4096) per window size,
-thread CPU time (robust to other processes on a shared machine), best of 3, after an untimed
-pass over other records.
+with the baselines on the second thread and serial: this thread's CPU time (robust to other
+processes on a shared machine; the critical path on an idle one), the process's CPU time and
+wall time, best of 3, after an untimed pass over other records.
 
 ``--multiclass``: the multi-class cost target instead: 10 classes, 20 Gaussian features, labels
 the argmax of a fixed linear map plus noise, one key; ``adaptd run --model linear`` (softmax)
@@ -67,13 +68,16 @@ def write_multiclass(path: Path, n: int, d: int = 20, classes: int = 10, seed: i
                           for row, label in zip(X.tolist(), y.tolist(), strict=True))
 
 
-def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
-    """µs of thread CPU time per record for the MLP engine at support window ``window``."""
+def engine_us(window: int, n: int = 10_000, d: int = 10, baseline_thread: bool = True
+              ) -> tuple[float, float, float]:
+    """µs per record for the MLP engine at support window ``window``: the calling thread's CPU
+    time (with ``baseline_thread``, the baselines' rows are not in it: the critical path on
+    an idle machine), the process's CPU time (all threads) and wall time; each the best of 3."""
     import numpy as np
 
     from adaptd.learner.adaptive import AdaptiveLearner
     from adaptd.records import Record, RecordBatch
-    from adaptd.settings import LearnerConfig
+    from adaptd.settings import LearnerConfig, RegretConfig
 
     def batches(seed: int) -> list[RecordBatch]:
         rng = np.random.default_rng(seed)
@@ -83,17 +87,19 @@ def engine_us(window: int, n: int = 10_000, d: int = 10) -> float:
         return [RecordBatch.from_records(recs[i : i + 4096]) for i in range(0, n, 4096)]
 
     warm, timed_batches = batches(1), batches(0)
-    best = float("inf")
+    best = [float("inf")] * 3
     for _ in range(3):
         learner = AdaptiveLearner("mlp", "classification", n_features=d,
-                                  config=LearnerConfig(window=window))
+                                  config=LearnerConfig(window=window),
+                                  regret=RegretConfig(baseline_thread=baseline_thread))
         for b in warm:
             learner.process_batch(b)
-        start = time.thread_time()
+        clocks = (time.thread_time, time.process_time, time.perf_counter)
+        start = [clock() for clock in clocks]
         for b in timed_batches:
             learner.process_batch(b)
-        best = min(best, time.thread_time() - start)
-    return best / n * 1e6
+        best = [min(m, clock() - t0) for m, clock, t0 in zip(best, clocks, start, strict=True)]
+    return best[0] / n * 1e6, best[1] / n * 1e6, best[2] / n * 1e6
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.engine:
         for window in args.engine:
-            print(f"MLP 10-40-40-1 engine, window {window}: {engine_us(window):.1f} us/record")
+            for threaded in (True, False):
+                main_us, cpu_us, wall_us = engine_us(window, baseline_thread=threaded)
+                print(f"MLP 10-40-40-1 engine, window {window}, baselines "
+                      f"{'on the second thread' if threaded else 'serial':<21}: this thread "
+                      f"{main_us:5.1f}, process CPU {cpu_us:5.1f}, wall {wall_us:5.1f} us/record")
         return
     adaptd = shutil.which("adaptd") or str(Path(sys.executable).with_name("adaptd"))
     env = dict(os.environ, **dict(item.split("=", 1) for item in args.env))

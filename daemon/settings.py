@@ -234,6 +234,8 @@ class RegretConfig:
             (Duchi, Hazan, Singer 2011) on each record's own gradient; ``learner.window``
             makes it the engine with resets and meta-learning switched off (the benchmarks'
             "AdaGrad never reset" variant).
+        baseline_thread: run the baseline rows on a second thread while the keys' rows run
+            (:mod:`adaptd.learner.shadow`; the same results; used with more than one CPU).
         hindsight: fit the hindsight comparator on each closed segment.
         buffer: records of a segment kept for the hindsight fit (the most recent ones); they
             are part of each key's checkpointed state, so this bounds checkpoint size too.
@@ -243,6 +245,7 @@ class RegretConfig:
 
     baseline: bool = True
     baseline_window: int = 1
+    baseline_thread: bool = True
     hindsight: bool = True
     buffer: int = 200
     hindsight_steps: int = 20

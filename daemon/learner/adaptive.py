@@ -58,6 +58,8 @@ from adaptd.state_codec import unpack_state
 if TYPE_CHECKING:
     from torch import nn
 
+    from adaptd.learner.shadow import Shadow
+
 log = logging.getLogger(__name__)
 
 STATE_KIND = "adaptd-adaptive"
@@ -84,6 +86,7 @@ class AdaptiveLearner:
     B_base: np.ndarray  # lr²: the shadow baseline's B
     scaler: Standardizer | None  # shared feature/target statistics (learner.standardize*)
     concepts: ConceptLibrary | None  # closed task states per slot (meta_learning.library)
+    side: Shadow | None = None  # the running batch's work on the second thread (shadow.py)
 
     def __init__(
         self,

@@ -7,7 +7,9 @@ loss, support-window gradient (:mod:`adaptd.learner.network`), the inner step fo
 its baseline row (:mod:`adaptd.learner.step`), recovery tracking, Page-Hinkley
 (:func:`adaptd.drift.ph_update`) — runs here record by record in arrival order, on the same
 compiled pieces the other paths call. It stops at each event that needs Python (a drift alarm,
-an oracle task change) and the learner resumes it after handling the event.
+an oracle task change) and the learner resumes it after handling the event. The keys' shadow
+baseline rows can instead run apart, for a whole batch on a second thread
+(:func:`process_shadow`, :mod:`adaptd.learner.shadow`).
 
 State comes in as a few named tuples of arrays: the :class:`~adaptd.learner.arena.Arena`,
 the batch (:class:`Batch`), the options (:class:`Params`, :class:`~adaptd.learner.network.Net`),
@@ -143,6 +145,41 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
         if _probe_due(ar, par, s):
             return i, EVENT_PROBE
     return n, EVENT_NONE
+
+
+@njit(nogil=True, refcounts=False)
+def process_shadow(b, ar, par, net, losses, sc):  # type: ignore[no-untyped-def]
+    """The shadow baseline rows' share of :func:`process`, for the whole batch at once: each
+    labelled record ``i`` predicted and learned on row ``slots[i] + 1``, in order, its loss
+    (times ``unit[i]``) in ``losses[i]``, NaN where the row did not step (or the record is
+    unlabelled). Called with ``par.baseline`` off in :func:`process` (see
+    :mod:`adaptd.learner.shadow`): a baseline row reads and writes only itself and the
+    batch, never the key's row or anything an event changes, so the rows end as they would."""
+    _process_shadow(Batch(*b), Arena(*ar), Params(*par), Net(*net), losses, Scratch(*sc))
+
+
+@njit(refcounts=False)
+def _process_shadow(b, ar, par, net, losses, sc):  # type: ignore[no-untyped-def]
+    for i in range(b.slots.shape[0]):
+        losses[i] = np.nan
+        if not b.labelled[i]:
+            continue
+        r = b.slots[i] + 1
+        yb = _predict(ar, r, b, i, net, sc)
+        ok_b, base_loss = _learn_row(i, r, yb, False, b, ar, par, net, sc)
+        if ok_b:  # finite (a stepped row's loss is), so NaN marks only the others
+            losses[i] = base_loss * b.unit[i]
+
+
+@njit()
+def shadow_sum(losses, lo, hi):  # type: ignore[no-untyped-def]
+    """``out.acc[1]`` of a :func:`process` call over records ``lo … hi − 1`` with the baseline
+    on: the stepped rows' losses added in record order (the same bits)."""
+    acc = 0.0
+    for i in range(lo, min(hi, losses.shape[0])):  # the last call's range ends one past n
+        if not math.isnan(losses[i]):
+            acc += losses[i]
+    return acc
 
 
 @njit(inline=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from adaptd.drift import PageHinkleyBank, PHParams, PHState
-from adaptd.learner import Outcomes, kernel
+from adaptd.learner import Outcomes, kernel, shadow
 from adaptd.learner.concepts import PROBE, probe_due, reconsider
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
@@ -64,26 +64,42 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
                         out.probas if K else _NO_PROBAS)
     unit_before = tot.unit
     tot.unit = 1.0  # the kernel's sums and the losses below are converted record by record
+    # The baseline rows (and segments' hindsight fits) on the second thread meanwhile, when
+    # they go there (see shadow).
+    par = _params(lrn, tasks is not None)
+    side = shadow.Shadow(lrn, batch, par) if shadow.wanted(lrn, batch.labelled) else None
+    lrn.side = side
     try:
-        _events(lrn, batch, tuple(result), units, tasks is not None, ph_state, ph_params, out)
+        _events(lrn, batch, tuple(result), units, tasks is not None, ph_state, ph_params, out,
+                side)
+        if side is not None:
+            side.join(tot)
+            side = None
     finally:
+        lrn.side = None
+        if side is not None:  # failed: the thread must be done with the arena all the same
+            side.join(None)
         tot.unit = unit_before
 
 
 def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray, ...],
             units: np.ndarray, oracle: bool, ph_state: PHState, ph_params: PHParams,
-            out: Outcomes) -> None:
-    """Run the kernel from record 0, handling each event it stops at, until the batch ends."""
+            out: Outcomes, side: shadow.Shadow | None) -> None:
+    """Run the kernel from record 0, handling each event it stops at, until the batch ends
+    (the baseline rows too, unless ``side`` runs them)."""
     tot, slots, acc = lrn.totals, batch.slots, result[5]
     i = 0
     while True:
         acc[:] = 0.0
         end, event = kernel.process(
-            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, oracle)),
+            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, oracle, side is None)),
             tuple(lrn.net), tuple(ph_state), tuple(ph_params), result, lrn.scratch)
         stop = end if event == kernel.EVENT_TASK_CHANGE else end + 1
         tot.skipped += int(acc[0])
-        tot.add_baseline(float(acc[1]))
+        if side is None:
+            tot.add_baseline(float(acc[1]))
+        else:  # added after the batch, in this order (Shadow.join)
+            side.calls.append((i, stop))
         done = np.flatnonzero(out.learned[i:stop]) + i
         if len(done):
             tot.add_losses(out.loss[done] * units[done])
@@ -110,12 +126,14 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray,
 _NO_PROBAS = np.empty((0, 0))
 
 
-def _params(lrn: AdaptiveLearner, oracle: bool) -> kernel.Params:
-    """The kernel's options; read again after each event (a segment close moves B)."""
+def _params(lrn: AdaptiveLearner, oracle: bool, baseline: bool = True) -> kernel.Params:
+    """The kernel's options; read again after each event (a segment close moves B).
+    ``baseline`` false: the baseline rows are left to the shadow thread."""
     meta = lrn.meta
     assert meta is not None
     return kernel.Params(meta.B, lrn.B_base, float(lrn.config.c), float(meta.alpha),
-                         bool(lrn.regret.baseline), int(lrn.regret.baseline_window), oracle,
+                         bool(lrn.regret.baseline and baseline),
+                         int(lrn.regret.baseline_window), oracle,
                          isinstance(lrn.bank, PageHinkleyBank), int(lrn.drift.warmup),
                          RECOVERY_HORIZON, PROBE if lrn.concepts is not None else 0)
 

@@ -12,6 +12,7 @@ window and one inner step on them (:func:`seed_window`).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from adaptd.regret import hindsight_loss
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.learner.totals import Totals
 
 
 def start_task(lrn: AdaptiveLearner, s: int | np.ndarray) -> None:
@@ -75,19 +77,31 @@ def close_segment(lrn: AdaptiveLearner, s: int) -> None:
 
 def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     """Add the best fixed model's loss on slot ``s``'s buffered records, and adaptd's own, to
-    the hindsight totals; empty the buffer."""
+    the hindsight totals; empty the buffer. During a batch whose baselines run on the second
+    thread the fit runs there too, on copies, and is added when the batch ends
+    (:meth:`adaptd.learner.shadow.Shadow.later`): nothing reads these totals meanwhile."""
     a, fam = lrn.arena, lrn.family
     assert fam is not None
     count, buf = int(a.hcount[s]), lrn.regret.buffer
     order = (a.hpos[s] - count + np.arange(count)) % buf
-    fitted = hindsight_loss(fam, lrn.regret, a.HX[s, order], a.HY[s, order], a.theta[s].copy())
-    adaptd = float(a.HL[s, order].sum())
-    if math.isfinite(fitted) and math.isfinite(adaptd):
-        unit = lrn.totals.unit  # back to the user's units (standardized targets)
-        lrn.totals.hindsight += fitted * unit
-        lrn.totals.hindsight_adaptd += adaptd * unit
+    # Copies (fancy indexing): the buffer refills meanwhile.
+    fit = partial(hindsight_loss, fam, lrn.regret, a.HX[s, order], a.HY[s, order],
+                  a.theta[s].copy())
+    add = partial(_add_hindsight, lrn.totals, float(a.HL[s, order].sum()), lrn.totals.unit)
+    if lrn.side is not None:
+        lrn.side.later(fit, add)
+    else:
+        add(fit())
     a.hcount[s] = 0
     a.hpos[s] = 0
+
+
+def _add_hindsight(tot: Totals, adaptd: float, unit: float, fitted: float) -> None:
+    """A closed segment's fitted and own losses into the totals (``unit``: back to the user's
+    units, for standardized targets)."""
+    if math.isfinite(fitted) and math.isfinite(adaptd):
+        tot.hindsight += fitted * unit
+        tot.hindsight_adaptd += adaptd * unit
 
 
 def _latest(lrn: AdaptiveLearner, s: int, m: int
