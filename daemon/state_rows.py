@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from adaptd import state_schema as schema
@@ -78,11 +78,15 @@ class KeyRows:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, db: sqlite3.Connection, p: int, states: Mapping[str, Any],
-              labels: Mapping[str, list[Any]], checkpoint: int, evicted: bool) -> None:
+              labels: Mapping[str, list[Any]], checkpoint: int,
+              evicted: bool | Collection[str]) -> None:
         """Write the ``states`` (and pending ``labels``) of keys of partition ``p`` in the
-        open transaction: each key's row, and the chunks that changed."""
+        open transaction: each key's row, and the chunks that changed; flagged evicted when
+        ``evicted`` is True or holds the key."""
         key_rows, chunk_rows = [], []
         held, writing, short = self._held, self._writing, self._short
+        flagged = None if isinstance(evicted, bool) or not evicted else evicted
+        flag = int(evicted is True)
         for key, state in states.items():
             if isinstance(state, SplitState):
                 value = encode(SplitHead(short(db, state.head, checkpoint), len(state.chunks)))
@@ -97,7 +101,7 @@ class KeyRows:
                 value = encode(short(db, state, checkpoint) if type(state) is bytes else state)
                 writing[p, key] = None
             pending = labels.get(key)
-            key_rows.append((p, key, int(evicted), value,
+            key_rows.append((p, key, flag if flagged is None else int(key in flagged), value,
                              encode(pending) if pending else None, checkpoint))
         db.executemany(schema.UPSERT_KEY, key_rows)
         db.executemany(schema.UPSERT_CHUNK, chunk_rows)

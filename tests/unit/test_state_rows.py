@@ -256,3 +256,39 @@ def test_growing_the_arena_keeps_every_ring_row_a_key_filled() -> None:
     assert small._capacity < large._capacity == 1024  # small grew 64 → 128 → 256 → 512
     for key in keys:
         _equal(state_of(large, key), state_of(small, key), key)
+
+
+def test_a_refused_checkpoint_keeps_the_keys_that_were_to_leave_and_the_next_writes_them(
+        tmp_path: Path) -> None:
+    """Keys let go of (max_keys 2) are written, flagged, by the next checkpoint; when the disk
+    refuses one (four times here), they are live again, nothing is lost: the run predicts
+    as one that keeps every key, and its store gives back each key's final state, bit for
+    bit, evicted or not."""
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 400)
+    config = RunnerConfig(batch_size=5, poll_timeout_s=0.01, checkpoint_every_records=15)
+    outputs, stores = [], []
+    for name, limit in (("few", 2), ("all", 10_000)):
+        runner = file_runner(tmp_path / name, source, config, model="linear",
+                             **{"learner.max_keys": limit})
+        store = runner.partitions.store
+        save, calls = store.save, itertools.count()
+
+        def refusing(*args: Any, save: Any = save, calls: Any = calls, **kw: Any) -> int:
+            if next(calls) in (2, 5, 8, 11):
+                raise OSError("disk refused (test)")
+            return save(*args, **kw)
+
+        store.save = refusing  # type: ignore[method-assign]
+        runner.run()
+        outputs.append((tmp_path / name / "predictions.jsonl").read_text())
+        stores.append(CheckpointStore(tmp_path / name / "state"))
+        if limit == 2:
+            assert runner.learner.summary().evicted_keys > 50
+            assert stores[-1].key_count(evicted=True) >= 4
+    assert outputs[0] == outputs[1]
+    for key in "abcdef":
+        few, every = (unpack_state(s.get(0, key)) for s in stores)
+        few.pop("last_seen")
+        every.pop("last_seen")
+        _equal(every, few, key)
