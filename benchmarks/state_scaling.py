@@ -26,6 +26,7 @@ Not a test: prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import statistics
@@ -101,9 +102,9 @@ def timed(cmd: list[str], sample_rss: bool = False) -> tuple[float, list[tuple[f
 
 
 def adaptd_cmd(source: Path, out: Path, state: Path, *sets: str,
-               model: str = "logistic") -> list[str]:
+               model: str = "logistic", python: str = sys.executable) -> list[str]:
     flags = [f for s in sets for f in ("--set", s)]
-    return [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}",
+    return [python, "-m", "adaptd", "run", "--source", f"jsonl:{source}",
             "--sink", f"jsonl:{out}", "--state-dir", str(state), "--metrics-port", "0",
             "--model", model, "--task", "classification", *flags]
 
@@ -154,7 +155,7 @@ def distinct_keys(tmp: Path, args: argparse.Namespace, few_per_s: float) -> None
           f"--model {args.model}\n")
     print("| run | 10 keys, records/s | distinct keys, records/s | ratio | state dir, bytes per key"
           " | peak RSS, MiB | load average after |\n|---:|---:|---:|---:|---:|---:|---|")
-    ratios, curves = [], []
+    ratios, curves, peers = [], [], []
     for i in range(args.distinct_repeat):
         ten_s, _ = timed(adaptd_cmd(ten, tmp / "ten.out", tmp / f"ten-state-{i}",
                                     model=args.model))
@@ -169,8 +170,19 @@ def distinct_keys(tmp: Path, args: argparse.Namespace, few_per_s: float) -> None
               f"{per_s / ten_per_s:.2f} | {dir_size(state) / args.distinct:,.0f} | "
               f"{max(b for _, b in samples) / 2**20:,.0f} | "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} |")
-    print(f"\nMedian ratio {statistics.median(ratios):.2f}; case 1's adaptd: "
-          f"{few_per_s:,.0f} records/s\n")
+        if args.peer_python:  # the same distinct-keys run by another checkout, right after
+            peer_s, _ = timed(adaptd_cmd(distinct, tmp / "peer.out", tmp / f"peer-state-{i}",
+                                         f"learner.max_keys={args.max_keys}",
+                                         model=args.model, python=args.peer_python))
+            peers.append(peer_s / seconds)
+            print(f"| {i + 1}, peer | | {args.distinct / peer_s:,.0f} ({peer_s:.1f} s) | "
+                  f"{args.distinct / peer_s / ten_per_s:.2f} | "
+                  f"{dir_size(tmp / f'peer-state-{i}') / args.distinct:,.0f} | | "
+                  f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} |")
+    print(f"\nMedian ratio {statistics.median(ratios):.2f}" + (
+        f"; case 1's adaptd: {few_per_s:,.0f} records/s" if not math.isnan(few_per_s) else "") + (
+        f"; this checkout {statistics.median(peers):.2f}x as fast as the peer "
+        f"({args.peer_python})" if peers else "") + "\n")
     for i, samples in enumerate(curves):
         step = max(1, len(samples) // 16)
         print(f"RSS over time, run {i + 1}: " + ", ".join(
@@ -247,6 +259,9 @@ def main() -> None:
     parser.add_argument("--model", default="logistic",
                         help="the distinct-keys case's model, and its 10-key peer's (auto: "
                              "the default model)")
+    parser.add_argument("--peer-python", default="",
+                        help="a python whose adaptd (another checkout) runs each distinct-keys "
+                             "case too, right after this one's")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--replicas", default="", help="e.g. 1,2,3 (needs the broker)")
     parser.add_argument("--replica-records", type=int, default=100_000)
