@@ -164,8 +164,7 @@ class CheckpointStore:
             # partition callbacks (which load and checkpoint) from its own thread.
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                  check_same_thread=False)
-            for pragma in schema.PRAGMAS:
-                db.execute(pragma)
+            schema.configure(db)
             for statement in schema.TABLES:
                 db.execute(statement)
             schema.add_columns(db)

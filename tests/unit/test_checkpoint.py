@@ -306,3 +306,27 @@ def test_keys_that_left_memory_are_noted_in_the_checkpoint_s_own_transaction(
     assert restored.partitions[0].learner["keys"] == {"c": 30}  # a and b stay on disk
     assert (store.get(0, "a"), store.get(0, "b")) == (10, 2)
     assert store.key_count(evicted=True) == 2
+
+
+def test_a_new_store_has_32_kb_pages_and_one_created_before_keeps_its_own(
+        tmp_path: Path) -> None:
+    """Large pages keep a busy key's row (value and previous value) off overflow chains; a
+    state.db created with 4 kB pages (by an older adaptd) is used as it is, its log copied
+    into it at the same 32 MB."""
+    new = CheckpointStore(tmp_path / "new")
+    new.save({}, {0: changes(1, a=1)})
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    with sqlite3.connect(old_dir / "state.db") as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE placeholder (x)")
+    old = CheckpointStore(old_dir)
+    old.save({}, {0: changes(1, a=1)})
+    for store, page in ((new, 32768), (old, 4096)):
+        db = store._connect(create=False)
+        assert db is not None
+        assert db.execute("PRAGMA page_size").fetchone()[0] == page
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] * page == 32 << 20
+        assert CheckpointStore(store.state_dir).load([0]).partitions[0].learner["keys"] == {
+            "a": 1}
