@@ -24,7 +24,7 @@ flagged evicted, one that did not gets a row of ``evictions``, both in the next 
 transaction. Its state there is the one it left memory with, read back when a record of the
 key arrives again.
 
-Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
+Every value is a small header (magic, format version, payload length, CRC-32 checksum) followed
 by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good
 value before anything is unpickled: :class:`CheckpointError` names the database, the partition
 and the key.
