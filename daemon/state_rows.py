@@ -26,6 +26,7 @@ checkpoint).
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -38,10 +39,32 @@ _ZEROS = hash(b"")
 
 
 class SplitHead(NamedTuple):
-    """What the ``keys`` row of a split key holds: its head, and how many chunks follow."""
+    """What the ``keys`` row of a split key holds: its head, and how many chunks follow.
+    Stored as raw bytes (:meth:`to_bytes`: a magic, the count, the head), not pickled: a
+    pickle of it cost more than its checksum; a row pickled by an older adaptd still reads.
+
+    >>> SplitHead.from_bytes(SplitHead(b"ADKR-head", 10).to_bytes())
+    SplitHead(head=b'ADKR-head', chunks=10)
+    """
 
     head: bytes
     chunks: int
+
+    def to_bytes(self) -> bytes:
+        return _HEAD_MAGIC + _COUNT.pack(self.chunks) + self.head
+
+    @staticmethod
+    def from_bytes(blob: bytes) -> SplitHead | None:
+        """The head ``blob`` holds (None: it is a whole value, not a head)."""
+        if not blob.startswith(_HEAD_MAGIC):
+            return None
+        (chunks,) = _COUNT.unpack_from(blob, len(_HEAD_MAGIC))
+        return SplitHead(blob[len(_HEAD_MAGIC) + _COUNT.size:], chunks)
+
+
+#: Unlike a packed value's (``ADKS``, ``ADKR``, adaptd.state_codec), so the two never mix.
+_HEAD_MAGIC = b"ADKH"
+_COUNT = struct.Struct("<I")
 
 
 def _spec_row(digest: bytes) -> str:
@@ -91,7 +114,8 @@ class KeyRows:
         flag = int(evicted is True)
         for key, state in states.items():
             if isinstance(state, SplitState):
-                value = encode(SplitHead(short(db, state.head, checkpoint), len(state.chunks)))
+                value = encode(SplitHead(short(db, state.head, checkpoint),
+                                         len(state.chunks)).to_bytes())
                 known = held.get((p, key))
                 digests = list(map(_digest, state.chunks))
                 for c, (chunk, digest) in enumerate(zip(state.chunks, digests, strict=True)):
@@ -153,6 +177,8 @@ class KeyRows:
         """Key ``key``'s state from its ``keys`` row ``value`` and its chunk rows."""
         where = f"{self.path}: partition {p} key {key!r}"
         state = decode(value, where)
+        if type(state) is bytes:
+            state = SplitHead.from_bytes(state) or state
         if not isinstance(state, SplitHead):
             return self._whole(db, state, where) if type(state) is bytes else state
         chunks = [b""] * state.chunks

@@ -22,6 +22,8 @@ from adaptd.records import RecordBatch
 from adaptd.runner import RunnerConfig
 from adaptd.settings import LearnerConfig
 from adaptd.state_codec import SplitState, unpack_state
+from adaptd.state_rows import SplitHead
+from adaptd.state_values import decode, encode
 from tests.unit.file_runs import file_runner
 from tests.unit.test_eviction import write_stream
 from tests.unit.test_state_codec import _equal
@@ -292,3 +294,20 @@ def test_a_refused_checkpoint_keeps_the_keys_that_were_to_leave_and_the_next_wri
         few.pop("last_seen")
         every.pop("last_seen")
         _equal(every, few, key)
+
+
+def test_a_split_key_s_head_is_raw_bytes_and_a_pickled_one_still_reads(tmp_path: Path) -> None:
+    """The ``keys`` row of a split key holds its head as raw bytes behind a magic (no
+    pickle); a row an older adaptd wrote, with the head pickled, reads back the same."""
+    learner = logistic()
+    feed(learner, ["a"] * 60, seed=0)
+    store = CheckpointStore(tmp_path)
+    save(store, learner, ["a"], 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        (value,) = db.execute("SELECT value FROM keys WHERE key = 'a'").fetchone()
+        head = decode(value, "a")
+        assert type(head) is bytes and head.startswith(b"ADKH")
+        old = SplitHead.from_bytes(head)
+        assert old is not None and old.chunks == 10
+        db.execute("UPDATE keys SET value = ? WHERE key = 'a'", (encode(old),))  # pickled
+    _equal(state_of(learner, "a"), stored(CheckpointStore(tmp_path), "a"), "a")
