@@ -165,11 +165,17 @@ class CheckpointStore:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                  check_same_thread=False)
             schema.configure(db)
-            for statement in schema.TABLES:
-                db.execute(statement)
-            schema.add_columns(db)
-            for index in schema.INDEXES:
-                db.execute(index)
+            db.execute("BEGIN")  # the schema in one transaction: each page once in the log
+            try:
+                for statement in schema.TABLES:
+                    db.execute(statement)
+                schema.add_columns(db)
+                for index in schema.INDEXES:
+                    db.execute(index)
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
         except sqlite3.OperationalError:
             # The state dir refused (disk full, read-only, I/O error): the caller retries or
             # gives up as for any write it refuses, which a corrupt file is not.
