@@ -26,7 +26,9 @@ Not a test: prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -76,8 +78,15 @@ def write_records(path: Path, n: int, keys: int | None, d: int = 10, seed: int =
                                             "y": int(y[i])}) + b"\n" for i in range(m)))
 
 
+#: CPU seconds (user + system) of the last command :func:`timed` ran: steadier than its wall
+#: time on a shared machine.
+last_cpu_s = [0.0]
+
+
 def timed(cmd: list[str], sample_rss: bool = False) -> tuple[float, list[tuple[float, int]]]:
-    """Wall seconds of ``cmd`` and its RSS samples (seconds since start, bytes)."""
+    """Wall seconds of ``cmd`` and its RSS samples (seconds since start, bytes); its CPU
+    seconds in :data:`last_cpu_s`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples: list[tuple[float, int]] = []
@@ -97,13 +106,16 @@ def timed(cmd: list[str], sample_rss: bool = False) -> tuple[float, list[tuple[f
         thread.start()
     if proc.wait() != 0:
         raise SystemExit(f"{cmd[:4]} failed")
-    return time.perf_counter() - started, samples
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    last_cpu_s[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, samples
 
 
 def adaptd_cmd(source: Path, out: Path, state: Path, *sets: str,
-               model: str = "logistic") -> list[str]:
+               model: str = "logistic", python: str = sys.executable) -> list[str]:
     flags = [f for s in sets for f in ("--set", s)]
-    return [sys.executable, "-m", "adaptd", "run", "--source", f"jsonl:{source}",
+    return [python, "-m", "adaptd", "run", "--source", f"jsonl:{source}",
             "--sink", f"jsonl:{out}", "--state-dir", str(state), "--metrics-port", "0",
             "--model", model, "--task", "classification", *flags]
 
@@ -152,25 +164,44 @@ def distinct_keys(tmp: Path, args: argparse.Namespace, few_per_s: float) -> None
     write_records(ten, args.distinct, 10)
     print(f"## {args.distinct:,} distinct keys, max_keys {args.max_keys:,}, "
           f"--model {args.model}\n")
-    print("| run | 10 keys, records/s | distinct keys, records/s | ratio | state dir, bytes per key"
-          " | peak RSS, MiB | load average after |\n|---:|---:|---:|---:|---:|---:|---|")
-    ratios, curves = [], []
+    print("| run | 10 keys, records/s (CPU s) | distinct keys, records/s (CPU s) | ratio (of CPU)"
+          " | state dir, bytes per key | peak RSS, MiB | load average after |\n"
+          "|---:|---:|---:|---:|---:|---:|---|")
+    ratios, cpu_ratios, curves, peers = [], [], [], []
     for i in range(args.distinct_repeat):
         ten_s, _ = timed(adaptd_cmd(ten, tmp / "ten.out", tmp / f"ten-state-{i}",
                                     model=args.model))
+        ten_cpu = last_cpu_s[0]
         state = tmp / f"many-state-{i}"
         seconds, samples = timed(adaptd_cmd(distinct, tmp / "many.out", state,
                                             f"learner.max_keys={args.max_keys}",
                                             model=args.model), True)
+        cpu = last_cpu_s[0]
         per_s, ten_per_s = args.distinct / seconds, args.distinct / ten_s
         ratios.append(per_s / ten_per_s)
+        cpu_ratios.append(ten_cpu / cpu)
         curves.append(samples)
-        print(f"| {i + 1} | {ten_per_s:,.0f} | {per_s:,.0f} ({seconds:.1f} s) | "
-              f"{per_s / ten_per_s:.2f} | {dir_size(state) / args.distinct:,.0f} | "
+        print(f"| {i + 1} | {ten_per_s:,.0f} ({ten_cpu:.1f}) | {per_s:,.0f} ({seconds:.1f} s;"
+              f" {cpu:.1f}) | {per_s / ten_per_s:.2f} ({ten_cpu / cpu:.2f}) | "
+              f"{dir_size(state) / args.distinct:,.0f} | "
               f"{max(b for _, b in samples) / 2**20:,.0f} | "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} |")
-    print(f"\nMedian ratio {statistics.median(ratios):.2f}; case 1's adaptd: "
-          f"{few_per_s:,.0f} records/s\n")
+        if args.peer_python:  # the same distinct-keys run by another checkout, right after
+            peer_s, _ = timed(adaptd_cmd(distinct, tmp / "peer.out", tmp / f"peer-state-{i}",
+                                         f"learner.max_keys={args.max_keys}",
+                                         model=args.model, python=args.peer_python))
+            peer_cpu = last_cpu_s[0]
+            peers.append(peer_cpu / cpu)
+            print(f"| {i + 1}, peer | | {args.distinct / peer_s:,.0f} ({peer_s:.1f} s; "
+                  f"{peer_cpu:.1f}) | {args.distinct / peer_s / ten_per_s:.2f} "
+                  f"({ten_cpu / peer_cpu:.2f}) | "
+                  f"{dir_size(tmp / f'peer-state-{i}') / args.distinct:,.0f} | | "
+                  f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} |")
+    print(f"\nMedian ratio {statistics.median(ratios):.2f} (of CPU time "
+          f"{statistics.median(cpu_ratios):.2f})" + (
+        f"; case 1's adaptd: {few_per_s:,.0f} records/s" if not math.isnan(few_per_s) else "") + (
+        f"; the peer ({args.peer_python}) takes {statistics.median(peers):.2f}x this "
+        f"checkout's CPU time" if peers else "") + "\n")
     for i, samples in enumerate(curves):
         step = max(1, len(samples) // 16)
         print(f"RSS over time, run {i + 1}: " + ", ".join(
@@ -247,6 +278,9 @@ def main() -> None:
     parser.add_argument("--model", default="logistic",
                         help="the distinct-keys case's model, and its 10-key peer's (auto: "
                              "the default model)")
+    parser.add_argument("--peer-python", default="",
+                        help="a python whose adaptd (another checkout) runs each distinct-keys "
+                             "case too, right after this one's")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--replicas", default="", help="e.g. 1,2,3 (needs the broker)")
     parser.add_argument("--replica-records", type=int, default=100_000)

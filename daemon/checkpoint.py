@@ -18,12 +18,13 @@ checkpoint, the next position of every partition it covers and the shared state.
 is atomic and, with ``synchronous=FULL``, durable: a crash at any moment leaves the previous
 checkpoint whole, so a restart sees positions, key states and shared state of one checkpoint,
 never a mix. The cost of a checkpoint grows with the keys that changed, not with the keys that
-exist. Keys the learner lets go of (evicted) stay in the same table, noted in ``evictions``
-(out of memory until a later checkpoint writes them again): their state there is the one the
-checkpoint just before the eviction wrote, and it is read back when a record of the key
-arrives again.
+exist. Keys the learner lets go of (evicted) stay in the same table, out of memory until a
+later checkpoint writes them again: a key that changed since the last checkpoint is written
+flagged evicted, one that did not gets a row of ``evictions``, both in the next checkpoint's
+transaction. Its state there is the one it left memory with, read back when a record of the
+key arrives again.
 
-Every value is a small header (magic, format version, payload length, BLAKE2b digest) followed
+Every value is a small header (magic, format version, payload length, CRC-32 checksum) followed
 by the pickled payload (zlib-compressed when mostly zeros), so a bit flip is told from a good
 value before anything is unpickled: :class:`CheckpointError` names the database, the partition
 and the key.
@@ -127,6 +128,10 @@ class PartitionChanges:
     position: int
     states: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, list[Any]] = field(default_factory=dict)
+    #: Keys out of memory from this checkpoint on: those among ``states`` are written flagged
+    #: evicted; the others (unchanged since an earlier checkpoint wrote them) get a row of
+    #: ``evictions``. In the checkpoint's transaction, not one of their own after it.
+    evicted: Collection[str] = ()
 
 
 class CheckpointStore:
@@ -159,13 +164,18 @@ class CheckpointStore:
             # partition callbacks (which load and checkpoint) from its own thread.
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                  check_same_thread=False)
-            for pragma in schema.PRAGMAS:
-                db.execute(pragma)
-            for statement in schema.TABLES:
-                db.execute(statement)
-            schema.add_columns(db)
-            for index in schema.INDEXES:
-                db.execute(index)
+            schema.configure(db)
+            db.execute("BEGIN")  # the schema in one transaction: each page once in the log
+            try:
+                for statement in schema.TABLES:
+                    db.execute(statement)
+                schema.add_columns(db)
+                for index in schema.INDEXES:
+                    db.execute(index)
+                db.execute("COMMIT")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
         except sqlite3.OperationalError:
             # The state dir refused (disk full, read-only, I/O error): the caller retries or
             # gives up as for any write it refuses, which a corrupt file is not.
@@ -330,12 +340,18 @@ class CheckpointStore:
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                self._rows.write(db, p, changes.states, changes.labels, number, evicted=False)
+                self._rows.write(db, p, changes.states, changes.labels, number,
+                                 evicted=changes.evicted)
+                db.executemany(schema.MARK_EVICTED, ((p, key, number) for key in changes.evicted
+                                                     if key not in changes.states))
                 db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
             db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
                 db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
         self.last_checkpoint = max(self.last_checkpoint, number)
+        for p, changes in partitions.items():
+            if changes.evicted:
+                self._rows.forget(p, changes.evicted)  # memory stays bounded by the live keys
         return number
 
     @contextmanager

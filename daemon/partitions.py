@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
@@ -123,6 +122,8 @@ class Partitions:
         # The shared state is taken from the store once; later it is the live one.
         self._shared_loaded = False
         self._meta_written: Any = None
+        #: Keys the last checkpoint noted as out of memory (for :meth:`evict`'s count).
+        self._evicted = 0
 
     # -- assignment ----------------------------------------------------------------------
 
@@ -266,35 +267,60 @@ class Partitions:
     # -- checkpoints ---------------------------------------------------------------------
 
     def save(self) -> int:
-        """Write one checkpoint: the shared state, and per owned partition its position and the
-        keys that changed since the last one; then ``meta.pt`` if the meta-state moved. Returns
-        the checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then:
-        the next checkpoint writes the same keys and more)."""
+        """Write one checkpoint: the shared state, and per owned partition its position, the
+        keys that changed since the last one and the keys that left memory since (idle ones
+        are let go of first); then ``meta.pt`` if the meta-state moved. Returns the
+        checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then: the
+        keys that were to leave are live again, and the next checkpoint writes them)."""
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
-        changes = {p: self._changes(p) for p in self.owned if p in self.next_positions}
-        number = self.store.next_checkpoint()
-        offsets = None
-        if self.changelog is not None:  # the changelog first: the local store is a cache of it
-            offsets = self.changelog.publish(number, changes, shared)
-        # Written at every checkpoint: its presence says this state dir has checkpointed itself.
-        local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
-        self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
-                        local=local)
-        for p in changes:
+        self.learner.evict_idle()
+        cold = self.learner.take_evicted()
+        self._take_dropped()
+        try:
+            changes = {p: self._changes(p, cold) for p in self.owned if p in self.next_positions}
+            number = self.store.next_checkpoint()
+            offsets = None
+            if self.changelog is not None:  # the changelog first: the local store is its cache
+                offsets = self.changelog.publish(number, changes, shared)
+            # Written at every checkpoint: its presence says this state dir has checkpointed.
+            local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
+            self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
+                            local=local)
+        except BaseException:
+            if cold:
+                self._restore_keys(cold)
+            raise
+        self._evicted = 0
+        for p, change in changes.items():
             self.touched.pop(p, None)
+            self.dropped.pop(p, None)
+            for key in change.evicted:
+                self.key_partition.pop(key, None)
+            self._evicted += len(change.evicted)
         saved = getattr(self.learner, "mark_saved", None)
         if saved is not None:  # every changed key is in the store now
             saved()
         self._write_meta(shared["learner"].get("meta"))
         return number
 
-    def _changes(self, p: int) -> PartitionChanges:
-        part = partition_part(self.learner, self.touched.get(p, ()))
+    def _changes(self, p: int, cold: Mapping[str, Any]) -> PartitionChanges:
+        """What the checkpoint writes for ``p``: the keys that changed (``cold``: the states of
+        keys let go of, waiting to be written) and the keys that left memory."""
+        touched = self.touched.get(p, set())
+        part = partition_part(self.learner, touched)
         labels: dict[str, list[Any]] = {}
         for entry in part.get("labels", ()):  # (id, seconds left, key, x)
             labels.setdefault(entry[2], []).append(entry)
-        return PartitionChanges(position=self.next_positions[p], states=part["keys"],
-                                labels=labels)
+        states = part["keys"]
+        key_partition = self.key_partition
+        # Out of memory from this checkpoint on: keys let go of with their state (written
+        # here if it changed since the last checkpoint) and without (dropped, unchanged; one
+        # that came back since is live again).
+        evicted = {k for k in cold if key_partition.get(k) == p}
+        states.update((k, pack_state(cold[k])) for k in evicted if k in touched)
+        evicted.update(k for k in self.dropped.get(p, ()) if k not in key_partition)
+        return PartitionChanges(position=self.next_positions[p], states=states,
+                                labels=labels, evicted=evicted)
 
     def sync_meta(self, force: bool = False) -> bool:
         """Merge the group's published meta-states and running moments (standardization
@@ -342,32 +368,10 @@ class Partitions:
         return 0 if meta is None else int(meta["tasks"])
 
     def evict(self) -> int:
-        """Let the keys the learner let go leave memory; returns how many. Called right after
-        a checkpoint, so the state the store holds for each is the one it leaves with."""
-        self.learner.evict_idle()
-        states = self.learner.take_evicted()
-        self._take_dropped()
-        by_partition: dict[int, dict[str, Any]] = {}
-        for key, state in states.items():
-            p = self.key_partition.get(key)
-            if p is not None:
-                by_partition.setdefault(p, {})[key] = state
-        dropped, self.dropped = self.dropped, {}
-        for p, group in chain(by_partition.items(), dropped.items()):
-            try:
-                # A dropped key that came back since is live again: not flagged.
-                self.store.mark_evicted(p, [k for k in group if k in states
-                                            or k not in self.key_partition])
-            except OSError as exc:
-                # Keep them live rather than lose them; the next checkpoint tries again.
-                log.error("could not mark evicted keys of partition %d: %s", p, exc)
-                if isinstance(group, dict):
-                    self._restore_keys(group)
-                continue
-            if isinstance(group, dict):
-                for key in group:
-                    del self.key_partition[key]
-        count = len(states) + sum(map(len, dropped.values()))
+        """How many keys left memory at the last checkpoint (:meth:`save` notes them in its
+        transaction, so a key's eviction costs no write of its own); logs it. Called right
+        after a checkpoint."""
+        count, self._evicted = self._evicted, 0
         if count:
             log.info("evicted %d idle keys to %s", count, self.store.path)
         return count

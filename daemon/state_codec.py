@@ -343,16 +343,22 @@ def spec_apart(blob: bytes) -> tuple[bytes, bytes, bytes]:
             return b"", b"", blob
         _, spec_len, rest_len = _HEADER.unpack_from(blob)
         spec = blob[_HEADER.size:_HEADER.size + spec_len]
-        known = _spec_ids.get(spec)
-        if known is None:
-            if len(_spec_ids) > _CACHE_LIMIT:
-                _spec_ids.clear()
-            known = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
-        digest = known
+        digest = _spec_digest(spec)
         prefix = blob[:_HEADER.size + spec_len]  # the header holds the rest's length too
         short_header = _REF_HEADER.pack(_REF_MAGIC, digest, rest_len)
         _last_apart[:] = prefix, spec, digest, short_header
     return spec, digest, short_header + blob[len(prefix):]
+
+
+def _spec_digest(spec: bytes) -> bytes:
+    """A spec's BLAKE2b-128 digest, its name in the store; cached (a read of a key checks the
+    spec it names, the same few specs every time)."""
+    known = _spec_ids.get(spec)
+    if known is None:
+        if len(_spec_ids) > _CACHE_LIMIT:
+            _spec_ids.clear()
+        known = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
+    return known
 
 
 def spec_named(blob: bytes) -> bytes | None:
@@ -363,7 +369,7 @@ def spec_named(blob: bytes) -> bytes | None:
 def with_spec(short: bytes, spec: bytes) -> bytes:
     """The whole packed value back from :func:`spec_apart`'s short one and its ``spec``."""
     _, digest, rest_len = _REF_HEADER.unpack_from(short)
-    if hashlib.blake2b(spec, digest_size=16).digest() != digest:
+    if _spec_digest(spec) != digest:
         raise ValueError("packed state: its spec's digest does not match")
     return b"".join((_HEADER.pack(_MAGIC, len(spec), rest_len), spec,
                      short[_REF_HEADER.size:]))

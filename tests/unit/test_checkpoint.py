@@ -3,7 +3,10 @@ evicted keys noted in a table of their own, damaged values refused with a messag
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
@@ -264,3 +267,66 @@ def test_an_eviction_is_a_row_of_its_own_undone_with_the_checkpoint_that_rewrote
     assert restored.fell_back_from is not None
     assert restored.partitions[0].learner["keys"] == {"a": 1}  # live again, b still out
     assert store.get(0, "b") == 2
+
+
+def test_a_format_4_value_is_still_read_and_its_damage_found() -> None:
+    """Values written before CRC-32 (format 4, BLAKE2b-128) are read as they are: a store
+    written by an older adaptd loads, and a flipped bit in one of its values is named."""
+    payload = pickle.dumps({"x": 1}, protocol=pickle.HIGHEST_PROTOCOL)
+    old = struct.pack("<8sHHQ16s", b"ADAPTDCK", 4, 0, len(payload),
+                      hashlib.blake2b(payload, digest_size=16).digest()) + payload
+    assert decode(old, "here") == {"x": 1}
+    assert int.from_bytes(encode({"x": 1})[8:10], "little") == FORMAT_VERSION == 5
+    damaged = bytearray(old)
+    damaged[-2] ^= 0x04
+    with pytest.raises(CheckpointError, match="here is corrupt: checksum mismatch"):
+        decode(bytes(damaged), "here")
+
+
+def test_keys_that_left_memory_are_noted_in_the_checkpoint_s_own_transaction(
+        tmp_path: Path) -> None:
+    """A key that left memory with a changed state is written flagged evicted; one that left
+    unchanged gets a row of ``evictions``: both in the transaction of the checkpoint, which
+    is the only one (a crash before it leaves the keys live, with the same states)."""
+    store = CheckpointStore(tmp_path)
+    store.save({}, {0: changes(1, a=1, b=2, c=3)})
+    statements: list[str] = []
+    db = store._connect(create=False)
+    assert db is not None
+    db.set_trace_callback(statements.append)
+    store.save({}, {0: PartitionChanges(position=2, states={"a": 10, "c": 30},
+                                        evicted={"a", "b"})})
+    db.set_trace_callback(None)
+    assert sum(s.startswith("BEGIN") for s in statements) == 1
+    with sqlite3.connect(tmp_path / "state.db") as raw:
+        assert raw.execute("SELECT key, evicted FROM keys ORDER BY key").fetchall() == [
+            ("a", 1), ("b", 0), ("c", 0)]
+        assert raw.execute("SELECT key FROM evictions").fetchall() == [("b",)]
+    restored = CheckpointStore(tmp_path).load([0])
+    assert restored.partitions[0].learner["keys"] == {"c": 30}  # a and b stay on disk
+    assert (store.get(0, "a"), store.get(0, "b")) == (10, 2)
+    assert store.key_count(evicted=True) == 2
+
+
+def test_a_new_store_has_32_kb_pages_and_one_created_before_keeps_its_own(
+        tmp_path: Path) -> None:
+    """Large pages keep a busy key's row (value and previous value) off overflow chains; a
+    state.db created with 4 kB pages (by an older adaptd) is used as it is, its log copied
+    into it at the same 32 MB."""
+    new = CheckpointStore(tmp_path / "new")
+    new.save({}, {0: changes(1, a=1)})
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    with sqlite3.connect(old_dir / "state.db") as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE placeholder (x)")
+    old = CheckpointStore(old_dir)
+    old.save({}, {0: changes(1, a=1)})
+    for store, page in ((new, 32768), (old, 4096)):
+        db = store._connect(create=False)
+        assert db is not None
+        assert db.execute("PRAGMA page_size").fetchone()[0] == page
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] * page == 32 << 20
+        assert CheckpointStore(store.state_dir).load([0]).partitions[0].learner["keys"] == {
+            "a": 1}

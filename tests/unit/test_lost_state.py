@@ -155,7 +155,9 @@ def test_a_sink_that_cannot_flush_at_the_end_is_not_a_clean_exit(tmp_path: Path)
 
 def test_not_ready_while_the_state_dir_refuses_checkpoints(tmp_path: Path) -> None:
     """/readyz reads Runner.ready: false from a refused checkpoint until one is written."""
-    with tmpfs(tmp_path / "mnt", "size=256k") as mnt:
+    # 1 MB: a new state.db (32 kB pages, one or more per table and index) and its log take
+    # about 0.6 MB with the first checkpoint.
+    with tmpfs(tmp_path / "mnt", "size=1m") as mnt:
         runner = runner_on(tmp_path, mnt / "state", every=10_000, give_up_after_s=60.0)
         runner.open()
         runner.process(runner.faults.poll(runner.source, 10, 0.0) or [])

@@ -22,6 +22,8 @@ from adaptd.records import RecordBatch
 from adaptd.runner import RunnerConfig
 from adaptd.settings import LearnerConfig
 from adaptd.state_codec import SplitState, unpack_state
+from adaptd.state_rows import SplitHead
+from adaptd.state_values import decode, encode
 from tests.unit.file_runs import file_runner
 from tests.unit.test_eviction import write_stream
 from tests.unit.test_state_codec import _equal
@@ -256,3 +258,56 @@ def test_growing_the_arena_keeps_every_ring_row_a_key_filled() -> None:
     assert small._capacity < large._capacity == 1024  # small grew 64 → 128 → 256 → 512
     for key in keys:
         _equal(state_of(large, key), state_of(small, key), key)
+
+
+def test_a_refused_checkpoint_keeps_the_keys_that_were_to_leave_and_the_next_writes_them(
+        tmp_path: Path) -> None:
+    """Keys let go of (max_keys 2) are written, flagged, by the next checkpoint; when the disk
+    refuses one (four times here), they are live again, nothing is lost: the run predicts
+    as one that keeps every key, and its store gives back each key's final state, bit for
+    bit, evicted or not."""
+    source = tmp_path / "in.jsonl"
+    write_stream(source, 400)
+    config = RunnerConfig(batch_size=5, poll_timeout_s=0.01, checkpoint_every_records=15)
+    outputs, stores = [], []
+    for name, limit in (("few", 2), ("all", 10_000)):
+        runner = file_runner(tmp_path / name, source, config, model="linear",
+                             **{"learner.max_keys": limit})
+        store = runner.partitions.store
+        save, calls = store.save, itertools.count()
+
+        def refusing(*args: Any, save: Any = save, calls: Any = calls, **kw: Any) -> int:
+            if next(calls) in (2, 5, 8, 11):
+                raise OSError("disk refused (test)")
+            return save(*args, **kw)
+
+        store.save = refusing  # type: ignore[method-assign]
+        runner.run()
+        outputs.append((tmp_path / name / "predictions.jsonl").read_text())
+        stores.append(CheckpointStore(tmp_path / name / "state"))
+        if limit == 2:
+            assert runner.learner.summary().evicted_keys > 50
+            assert stores[-1].key_count(evicted=True) >= 4
+    assert outputs[0] == outputs[1]
+    for key in "abcdef":
+        few, every = (unpack_state(s.get(0, key)) for s in stores)
+        few.pop("last_seen")
+        every.pop("last_seen")
+        _equal(every, few, key)
+
+
+def test_a_split_key_s_head_is_raw_bytes_and_a_pickled_one_still_reads(tmp_path: Path) -> None:
+    """The ``keys`` row of a split key holds its head as raw bytes behind a magic (no
+    pickle); a row an older adaptd wrote, with the head pickled, reads back the same."""
+    learner = logistic()
+    feed(learner, ["a"] * 60, seed=0)
+    store = CheckpointStore(tmp_path)
+    save(store, learner, ["a"], 1)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        (value,) = db.execute("SELECT value FROM keys WHERE key = 'a'").fetchone()
+        head = decode(value, "a")
+        assert type(head) is bytes and head.startswith(b"ADKH")
+        old = SplitHead.from_bytes(head)
+        assert old is not None and old.chunks == 10
+        db.execute("UPDATE keys SET value = ? WHERE key = 'a'", (encode(old),))  # pickled
+    _equal(state_of(learner, "a"), stored(CheckpointStore(tmp_path), "a"), "a")
