@@ -13,15 +13,19 @@ what is unacknowledged from the producer's queue length, so a success costs no P
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
 from adaptd.connectors.base import PartitionListener, RecordRun, SinkMessage, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSinkBase, KafkaSourceBase
-from adaptd.connectors.kafka_options import KafkaClientOptions, KafkaSinkOptions
+from adaptd.connectors.kafka_options import (
+    KafkaClientOptions,
+    KafkaSinkOptions,
+    KafkaSourceOptions,
+)
 from adaptd.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,11 @@ class LibrdkafkaSource(KafkaSourceBase):
     #: successful metadata request. librdkafka retries by itself meanwhile.
     _brokers_down = False
 
+    def __init__(self, options: KafkaSourceOptions) -> None:
+        super().__init__(options)
+        #: Messages fetched but not returned yet (see :meth:`poll_many`), in fetch order.
+        self._held: list[Any] = []
+
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
     ) -> None:
@@ -169,6 +178,7 @@ class LibrdkafkaSource(KafkaSourceBase):
         # Leaving the group runs the revoke callback; the daemon has checkpointed already
         # and must not be called back while it shuts down.
         self._listener = None
+        self._held = []
         self._commit_last()
         self._release(lambda consumer: consumer.close())
 
@@ -178,20 +188,26 @@ class LibrdkafkaSource(KafkaSourceBase):
         return polled.records() if isinstance(polled, RecordRun) else polled
 
     def poll_many(self, max_records: int, timeout_s: float) -> list[SourceRecord] | RecordRun:
-        """:meth:`poll`, as one :class:`MessageRun` when the messages are consecutive
-        positions of one partition (a consume mostly returns one partition's fetched batch):
-        then no Python object is built per record beyond librdkafka's own message."""
-        messages = self._fetch(max_records, timeout_s)
+        """:meth:`poll`, as one :class:`MessageRun` of one partition's consecutive positions
+        whenever the messages allow: then no Python object is built per record beyond
+        librdkafka's own message. A consume that drew from several partitions (a third of
+        them, polling 4,096 of 4 partitions) returns the first partition's run and keeps the
+        rest for the next poll, which returns at once."""
+        messages = self._take_held(max_records) or self._fetch(max_records, timeout_s)
         if not messages:
             return []
+        partitions = list(map(_partition, messages))
+        first = messages[0]
         n = len(messages)
-        first, last = messages[0], messages[-1]
         partition = first.partition()
-        # One partition (compaction and transaction markers leave gaps: then a list), no
-        # error event among them, no tombstone (the list path reads it as no bytes).
-        if (last.offset() - first.offset() == n - 1
-                and list(map(_partition, messages)).count(partition) == n
-                and not any(map(_error, messages))):
+        if partitions.count(partition) < n:
+            # Where the next partition's block starts (a consume returns each partition's
+            # fetched messages together); the rest waits for the next poll.
+            n = min(partitions.index(q) for q in set(partitions) if q != partition)
+            messages, self._held = messages[:n], messages[n:] + self._held
+        # Consecutive positions (compaction and transaction markers leave gaps: then a list),
+        # no error event among them, no tombstone (the list path reads it as no bytes).
+        if messages[-1].offset() - first.offset() == n - 1 and not any(map(_error, messages)):
             values = list(map(_value, messages))
             if values.count(None) == 0:
                 self._returned += n
@@ -201,6 +217,21 @@ class LibrdkafkaSource(KafkaSourceBase):
             self._log_errors(messages)
         self._returned += len(out)
         return out
+
+    def _take_held(self, max_records: int) -> list[Any]:
+        """Up to ``max_records`` of the messages a poll fetched but did not return (none
+        while paused: backpressure holds them too)."""
+        if not self._held or self._paused:
+            return []
+        taken, self._held = self._held[:max_records], self._held[max_records:]
+        return taken
+
+    def _drop_held(self, partitions: Collection[int]) -> None:
+        """Forget held messages of partitions this source no longer owns: their next owner
+        resumes them from the checkpoint."""
+        gone = set(partitions)
+        if any(p in gone for p in map(_partition, self._held)):
+            self._held = [m for m in self._held if m.partition() not in gone]
 
     def _fetch(self, max_records: int, timeout_s: float) -> list[Any]:
         """Up to ``max_records`` messages (see :meth:`_consume`), error events included."""
@@ -265,9 +296,11 @@ class LibrdkafkaSource(KafkaSourceBase):
         self._on_assigned([tp.partition for tp in tps])
 
     def _cb_revoke(self, _consumer: Any, tps: list[Any]) -> None:
+        self._drop_held([tp.partition for tp in tps])
         self._revoked([tp.partition for tp in tps])
 
     def _cb_lost(self, _consumer: Any, tps: list[Any]) -> None:
+        self._drop_held([tp.partition for tp in tps])
         self._lost([tp.partition for tp in tps])
 
     def _on_assigned(self, partitions: Sequence[int]) -> None:
@@ -285,16 +318,18 @@ class LibrdkafkaSource(KafkaSourceBase):
         return [ck.TopicPartition(self.options.topic, p) for p in sorted(self._assigned)]
 
     def lag(self) -> Mapping[int, int]:
-        """Records behind the high-water mark of the last fetch (no broker round trip)."""
+        """Records behind the high-water mark of the last fetch (no broker round trip), the
+        ones fetched but not returned yet included."""
         if self._consumer is None or not self._assigned:
             return {}
         out = {}
+        held = Counter(map(_partition, self._held))
         for tp in self._consumer.position(self._tps()):
             if tp.offset < 0:  # not fetched since the assignment yet
                 continue
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if high >= 0:
-                out[tp.partition] = max(0, high - tp.offset)
+                out[tp.partition] = max(0, high - tp.offset) + held[tp.partition]
         return out
 
     def pause(self) -> None:

@@ -241,6 +241,48 @@ def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
         (f"k{i % 5}".encode(), f'{{"i":{i}}}'.encode()) for i in range(20, 120)]
 
 
+def test_a_poll_over_several_partitions_is_one_partitions_run_and_the_rest_comes_next(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    """librdkafka's consume returns what it fetched of every partition together: the source
+    returns the first partition's run and holds the rest for the next polls (none while
+    paused). Every poll is a run; every record comes once, in order in its partition; the
+    held ones count in the lag."""
+    if client != "librdkafka":
+        pytest.skip("kafka-python's polls are as_run's (kafka_common)")
+    produce(kafka_broker, kafka_topic, 300, partitions=3, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({0: 0, 1: 0, 2: 0}, None)
+    runs: list[RecordRun] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not runs:
+            assert time.monotonic() < deadline, "records did not come"
+            time.sleep(0.5)  # time to fetch every partition, so the consume spans them
+            polled = source.poll_many(1000, 0.2)
+            if polled:
+                assert isinstance(polled, RecordRun), "a run of one partition"
+                runs.append(polled)
+        held = 300 - len(runs[0])
+        assert held > 0, "the consume drew from one partition only"
+        assert sum(source.lag().values()) == held
+        source.pause()
+        assert source.poll_many(1000, 0.2) == []
+        source.resume()
+        while sum(map(len, runs)) < 300:
+            assert time.monotonic() < deadline, f"read {sum(map(len, runs))} of 300"
+            polled = source.poll_many(1000, 0.2)
+            if polled:
+                assert isinstance(polled, RecordRun), "a run of one partition"
+                runs.append(polled)
+    finally:
+        source.close()
+    records = [r for run in runs for r in run.records()]
+    for p in range(3):
+        positions = [r.position for r in records if r.partition == p]
+        assert positions == list(range(len(positions))), f"partition {p}"
+    assert sorted(int(r.value[5:-1]) for r in records) == list(range(300))
+
+
 @pytest.mark.parametrize("internals", ["producer", "fetcher"])
 def test_kafka_pythons_per_message_fallbacks_deliver_as_well(
         kafka_broker: str, kafka_topic: str, client: str, internals: str,
