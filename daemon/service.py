@@ -24,6 +24,7 @@ from adaptd.connectors.base import Sink
 from adaptd.connectors.registry import open_sink, open_source
 from adaptd.http import MetricsServer
 from adaptd.learner import build_learner
+from adaptd.learner.jit import load_cached_meanwhile
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig, RunSummary
@@ -155,6 +156,9 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
         # collection scanned them all: 150–250 ms between two batches, twice in a 100k-record
         # run, every record polled meanwhile held back.
         gc.freeze()
+        # The engine's compiled code loads while the runner opens its source (Kafka: seconds'
+        # tenths of network waits), not in the first batch.
+        load_cached_meanwhile()
         with stop_on_signals(runner.request_stop):
             return runner.run()
     finally:
