@@ -217,6 +217,18 @@ def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
         assert in_partition == sorted(in_partition), "written order not kept"
 
 
+def read_runs(source: KafkaSourceBase, runs: list[RecordRun], n: int, max_records: int,
+              deadline: float) -> None:
+    """Poll until ``runs`` hold ``n`` records; every poll that returns records returns a run
+    of one partition's consecutive positions."""
+    while sum(map(len, runs)) < n:
+        assert time.monotonic() < deadline, f"read {sum(map(len, runs))} of {n} records"
+        polled = source.poll_many(max_records, 0.2)
+        if polled:
+            assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
+            runs.append(polled)
+
+
 def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
         kafka_broker: str, kafka_topic: str, client: str) -> None:
     produce(kafka_broker, kafka_topic, 120, partitions=1, client=client)
@@ -224,13 +236,7 @@ def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
     source.open({0: 20}, None)
     runs: list[RecordRun] = []
     try:
-        deadline = time.monotonic() + 30
-        while sum(map(len, runs)) < 100:
-            assert time.monotonic() < deadline, "records did not come"
-            polled = source.poll_many(500, 0.2)
-            if polled:
-                assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
-                runs.append(polled)
+        read_runs(source, runs, 100, 500, time.monotonic() + 30)
     finally:
         source.close()
     assert [r.position for run in runs for r in run.records()] == list(range(20, 120))
@@ -268,12 +274,7 @@ def test_a_poll_over_several_partitions_is_one_partitions_run_and_the_rest_comes
         source.pause()
         assert source.poll_many(1000, 0.2) == []
         source.resume()
-        while sum(map(len, runs)) < 300:
-            assert time.monotonic() < deadline, f"read {sum(map(len, runs))} of 300"
-            polled = source.poll_many(1000, 0.2)
-            if polled:
-                assert isinstance(polled, RecordRun), "a run of one partition"
-                runs.append(polled)
+        read_runs(source, runs, 300, 1000, deadline)
     finally:
         source.close()
     records = [r for run in runs for r in run.records()]
