@@ -156,9 +156,11 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
         # collection scanned them all: 150–250 ms between two batches, twice in a 100k-record
         # run, every record polled meanwhile held back.
         gc.freeze()
-        # The engine's compiled code loads while the runner opens its source (Kafka: seconds'
-        # tenths of network waits), not in the first batch.
-        load_cached_meanwhile()
+        if urlsplit(settings.source or "").scheme == "kafka":
+            # The engine's compiled code loads while the runner opens the source (the
+            # changelog's restore, the meta merge: network waits), not in the first batch.
+            # A file opens at once: a thread would only contend with the first batch.
+            load_cached_meanwhile()
         with stop_on_signals(runner.request_stop):
             return runner.run()
     finally:
