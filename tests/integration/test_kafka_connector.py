@@ -255,7 +255,10 @@ def test_a_poll_over_several_partitions_is_one_partitions_run_and_the_rest_comes
     held ones count in the lag."""
     if client != "librdkafka":
         pytest.skip("kafka-python's polls are as_run's (kafka_common)")
-    produce(kafka_broker, kafka_topic, 300, partitions=3, client=client)
+    from adaptd.connectors.kafka_librdkafka import SPLIT_FROM
+
+    n = 3 * SPLIT_FROM  # a consume of fewer is one list (one batch), not runs
+    produce(kafka_broker, kafka_topic, n, partitions=3, client=client)
     source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
     source.open({0: 0, 1: 0, 2: 0}, None)
     runs: list[RecordRun] = []
@@ -264,24 +267,24 @@ def test_a_poll_over_several_partitions_is_one_partitions_run_and_the_rest_comes
         while not runs:
             assert time.monotonic() < deadline, "records did not come"
             time.sleep(0.5)  # time to fetch every partition, so the consume spans them
-            polled = source.poll_many(1000, 0.2)
+            polled = source.poll_many(n, 0.2)
             if polled:
                 assert isinstance(polled, RecordRun), "a run of one partition"
                 runs.append(polled)
-        held = 300 - len(runs[0])
+        held = n - len(runs[0])
         assert held > 0, "the consume drew from one partition only"
         assert sum(source.lag().values()) == held
         source.pause()
-        assert source.poll_many(1000, 0.2) == []
+        assert source.poll_many(n, 0.2) == []
         source.resume()
-        read_runs(source, runs, 300, 1000, deadline)
+        read_runs(source, runs, n, n, deadline)
     finally:
         source.close()
     records = [r for run in runs for r in run.records()]
     for p in range(3):
         positions = [r.position for r in records if r.partition == p]
         assert positions == list(range(len(positions))), f"partition {p}"
-    assert sorted(int(r.value[5:-1]) for r in records) == list(range(300))
+    assert sorted(int(r.value[5:-1]) for r in records) == list(range(n))
 
 
 @pytest.mark.parametrize("internals", ["producer", "fetcher"])
