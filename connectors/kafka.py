@@ -62,7 +62,8 @@ def kafka_source(options: KafkaSourceOptions) -> KafkaSourceBase:
 def kafka_sink(options: KafkaSinkOptions) -> KafkaSinkBase:
     """A sink through the client the options name; it connects on its first write."""
     if options.client == "librdkafka":
-        from adaptd.connectors.kafka_librdkafka import LibrdkafkaSink, require_client
+        from adaptd.connectors.kafka_librdkafka import require_client
+        from adaptd.connectors.kafka_librdkafka_sink import LibrdkafkaSink
 
         require_client()
         return LibrdkafkaSink(options)

@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,30 +161,46 @@ class Changelog:
         """Bring ``store``'s copy of ``partition`` up to the last complete checkpoint in the
         changelog; returns how many checkpoints were applied. Called on assignment, before the
         partition is loaded. Raises OSError when the broker is away."""
+        return self.restore_all([partition], store)[partition]
+
+    def restore_all(self, partitions: Collection[int], store: CheckpointStore) -> dict[int, int]:
+        """:meth:`restore` of each of ``partitions``, their fences written together: one
+        round trip to the broker, not one per partition. Returns partition → checkpoints
+        applied."""
         _, consumer = self.clients.get()
-        fence = self._fence(partition)
-        start = self._cache_start(partition, store, consumer)
-        applied = apply_records(self._read(consumer, partition, start, fence - 1), partition,
-                                store, replace=start == 0)
-        log.info("partition %d restored from changelog %s offsets %d..%d: %d checkpoints applied",
-                 partition, self.topic, start, fence, applied)
+        fences = self._fences(partitions)
+        applied = {}
+        for partition, fence in fences.items():
+            start = self._cache_start(partition, store, consumer)
+            applied[partition] = apply_records(
+                self._read(consumer, partition, start, fence - 1), partition, store,
+                replace=start == 0)
+            log.info("partition %d restored from changelog %s offsets %d..%d: %d checkpoints "
+                     "applied", partition, self.topic, start, fence, applied[partition])
         return applied
 
     def _fence(self, partition: int) -> int:
         """Append a fence to ``partition``; its offset is this replica's new epoch there."""
+        return self._fences([partition])[partition]
+
+    def _fences(self, partitions: Collection[int]) -> dict[int, int]:
+        """Append a fence to each of ``partitions``, all sent before waiting for any; each
+        one's offset is this replica's new epoch in its partition."""
         producer, _ = self.clients.get()
         try:
             # Its own compaction key (never compacted away): a zombie's records after it must
             # stay recognizable as fenced off.
-            fence = producer.send(self.topic, key=f"f/{uuid.uuid4().hex}".encode(),
-                                  partition=partition,
-                                  value=encode({"kind": _FENCE})).get(timeout=30)
+            sent = {p: producer.send(self.topic, key=f"f/{uuid.uuid4().hex}".encode(),
+                                     partition=p, value=encode({"kind": _FENCE}))
+                    for p in sorted(partitions)}
+            offsets = {p: int(future.get(timeout=30).offset) for p, future in sent.items()}
         except KafkaError as exc:
-            raise OSError(f"changelog {self.topic}[{partition}]: fence not written ({exc})") \
-                from None
-        self.epochs[partition] = fence.offset
-        self._slot_one[partition] = set()  # no key has a record of this epoch yet
-        return int(fence.offset)
+            raise OSError(f"changelog {self.topic}{sorted(partitions)}: fence not written "
+                          f"({exc})") from None
+        for p, offset in offsets.items():
+            self.epochs[p] = offset
+            self._slot_one[p] = set()  # no key has a record of this epoch yet
+        return offsets
 
     def _cache_start(self, partition: int, store: CheckpointStore,
                      consumer: KafkaConsumer) -> int:

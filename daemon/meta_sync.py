@@ -99,7 +99,8 @@ class MetaSync:
             # Publishing first also marks how far to read: up to this replica's own record.
             sent = producer.send(self.topic, key=self.replica.encode(), partition=0,
                                  value=encode(record)).get(timeout=30)
-            published = self._read_to(consumer, sent.offset)
+            # At offset 0 it is the topic's first record: nothing of the others' to read.
+            published = self._read_to(consumer, sent.offset) if sent.offset > 0 else {}
         except KafkaError as exc:
             raise OSError(f"meta topic {self.topic}: {exc}") from None
         published[self.replica] = record

@@ -137,9 +137,8 @@ class Partitions:
         """
         requested = sorted(partitions)
         new = [p for p in requested if p not in self.owned]
-        if self.changelog is not None:
-            for p in new:
-                self.changelog.restore(p, self.store)
+        if self.changelog is not None and new:
+            self.changelog.restore_all(new, self.store)
         restored = self.store.load(new)
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
         first = not self._shared_loaded

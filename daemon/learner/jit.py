@@ -16,11 +16,15 @@ when any source changed.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from adaptd.learner.jit_cache import drop_stale_cache
+
+log = logging.getLogger(__name__)
 
 try:
     import numba
@@ -79,5 +83,42 @@ def njit(inline: bool = False, nogil: bool = False, refcounts: bool = True
                                    "inline": "always" if inline else "never"}
         if not refcounts and hasattr(CPUTargetOptions, "_nrt"):
             options["_nrt"] = False
-        return numba.njit(**options)(fn)  # type: ignore[no-any-return]
+        dispatcher = numba.njit(**options)(fn)
+        _COMPILED.append(dispatcher)
+        return dispatcher  # type: ignore[no-any-return]
     return wrap
+
+
+#: Every function compiled through :func:`njit`, for :func:`load_cached`.
+_COMPILED: list[Any] = []
+
+
+def load_cached() -> int:
+    """Load the cached machine code of every compiled function, for each signature its cache
+    holds (those the daemon's batches called it with); returns how many were loaded.
+
+    Numba loads a function's code at its first call: 0.3 s of the first batch, on the
+    daemon's thread, in every process. :func:`load_cached_meanwhile` does it while the
+    daemon waits for its source instead. Uses Numba's cache index (``_cache``, not public
+    API): a Numba without it, or an index it cannot read, loads nothing here (the first call
+    then does, as before)."""
+    loaded = 0
+    for dispatcher in _COMPILED:
+        try:
+            index = dispatcher._cache._cache_file._load_index()
+            magic = dispatcher.targetctx.codegen().magic_tuple()
+            for key in list(index):
+                if key[1] == magic:  # built for this machine
+                    dispatcher.compile(key[0])
+                    loaded += 1
+        except Exception:  # best effort: the first call compiles or loads as usual
+            log.debug("cached code of %s not loaded ahead", dispatcher, exc_info=True)
+    return loaded
+
+
+def load_cached_meanwhile() -> threading.Thread:
+    """:func:`load_cached` on a thread of its own, started now: the daemon's thread connects
+    to its source (waiting on the network, the GIL free) while the code loads."""
+    thread = threading.Thread(target=load_cached, name="adaptd-load-compiled", daemon=True)
+    thread.start()
+    return thread

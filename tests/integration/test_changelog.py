@@ -166,3 +166,34 @@ def test_the_state_clients_speak_the_sources_security_protocol(kafka_broker: str
     with pytest.raises(OSError, match="broker unavailable"):
         sasl.get()
     sasl.close()
+
+
+def test_restoring_several_partitions_fences_each_and_restores_each(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    """``restore_all`` sends the fences of every assigned partition before it waits for any:
+    each partition gets its own epoch, a writer there is fenced off, and each partition's
+    checkpoints come back to its own position and keys."""
+    topic = f"{kafka_topic}-three"
+    produce(kafka_broker, topic, [{"key": f"k{i}", "x": [1.0], "y": 1.0} for i in range(9)],
+            partitions=3)
+    logs = [Changelog(kafka_broker, topic, "g", clients=StateClients(kafka_broker, client))
+            for client in ("librdkafka", "librdkafka", "kafka-python")]
+    writer, new_owner, reader = logs
+    try:
+        assert writer.restore_all([0, 1, 2], CheckpointStore(tmp_path / "w")) == \
+            {0: 0, 1: 0, 2: 0}
+        assert writer.epochs == {0: 0, 1: 0, 2: 0}
+        writer.publish(1, {p: PartitionChanges(10 + p, {f"k{p}": p}) for p in range(3)},
+                       {"learner": "s"})
+        new_owner.restore_all([1, 2], CheckpointStore(tmp_path / "n"))
+        assert new_owner.epochs == {1: 3, 2: 3}  # after the writer's fence, state, marker
+        writer.publish(2, {p: PartitionChanges(20 + p, {f"k{p}": 99}) for p in range(3)},
+                       {"learner": "s"})  # a zombie in partitions 1 and 2
+        store = CheckpointStore(tmp_path / "r")
+        assert reader.restore_all([0, 1, 2], store) == {0: 2, 1: 1, 2: 1}
+        parts = store.load([0, 1, 2]).partitions
+        assert {p: parts[p].position for p in range(3)} == {0: 20, 1: 11, 2: 12}
+        assert [store.get(p, f"k{p}") for p in range(3)] == [99, 1, 2]
+    finally:
+        for log in logs:
+            log.close()

@@ -236,6 +236,18 @@ def test_an_encoded_batch_lands_like_the_same_messages_written_one_by_one(
         assert in_partition == sorted(in_partition), "written order not kept"
 
 
+def read_runs(source: KafkaSourceBase, runs: list[RecordRun], n: int, max_records: int,
+              deadline: float) -> None:
+    """Poll until ``runs`` hold ``n`` records; every poll that returns records returns a run
+    of one partition's consecutive positions."""
+    while sum(map(len, runs)) < n:
+        assert time.monotonic() < deadline, f"read {sum(map(len, runs))} of {n} records"
+        polled = source.poll_many(max_records, 0.2)
+        if polled:
+            assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
+            runs.append(polled)
+
+
 def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
         kafka_broker: str, kafka_topic: str, client: str) -> None:
     produce(kafka_broker, kafka_topic, 120, partitions=1, client=client)
@@ -243,13 +255,7 @@ def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
     source.open({0: 20}, None)
     runs: list[RecordRun] = []
     try:
-        deadline = time.monotonic() + 30
-        while sum(map(len, runs)) < 100:
-            assert time.monotonic() < deadline, "records did not come"
-            polled = source.poll_many(500, 0.2)
-            if polled:
-                assert isinstance(polled, RecordRun), "one partition, no gaps: a run"
-                runs.append(polled)
+        read_runs(source, runs, 100, 500, time.monotonic() + 30)
     finally:
         source.close()
     assert [r.position for run in runs for r in run.records()] == list(range(20, 120))
@@ -258,6 +264,46 @@ def test_a_poll_from_one_partition_is_a_run_that_keeps_keys_and_timestamps(
         assert run[0].key is not None and run[0].timestamp_ms is not None
     assert [(r.key, r.value) for run in runs for r in run.records()] == [
         (f"k{i % 5}".encode(), f'{{"i":{i}}}'.encode()) for i in range(20, 120)]
+
+
+def test_a_poll_over_several_partitions_is_one_partitions_run_and_the_rest_comes_next(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    """librdkafka's consume returns what it fetched of every partition together: the source
+    returns the first partition's run and holds the rest for the next polls (none while
+    paused). Every poll is a run; every record comes once, in order in its partition; the
+    held ones count in the lag."""
+    if client != "librdkafka":
+        pytest.skip("kafka-python's polls are as_run's (kafka_common)")
+    from adaptd.connectors.kafka_librdkafka import SPLIT_FROM
+
+    n = 3 * SPLIT_FROM  # a consume of fewer is one list (one batch), not runs
+    produce(kafka_broker, kafka_topic, n, partitions=3, client=client)
+    source = kafka_source(source_options(f"kafka://{kafka_broker}/{kafka_topic}?client={client}"))
+    source.open({0: 0, 1: 0, 2: 0}, None)
+    runs: list[RecordRun] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not runs:
+            assert time.monotonic() < deadline, "records did not come"
+            time.sleep(0.5)  # time to fetch every partition, so the consume spans them
+            polled = source.poll_many(n, 0.2)
+            if polled:
+                assert isinstance(polled, RecordRun), "a run of one partition"
+                runs.append(polled)
+        held = n - len(runs[0])
+        assert held > 0, "the consume drew from one partition only"
+        assert sum(source.lag().values()) == held
+        source.pause()
+        assert source.poll_many(n, 0.2) == []
+        source.resume()
+        read_runs(source, runs, n, n, deadline)
+    finally:
+        source.close()
+    records = [r for run in runs for r in run.records()]
+    for p in range(3):
+        positions = [r.position for r in records if r.partition == p]
+        assert positions == list(range(len(positions))), f"partition {p}"
+    assert sorted(int(r.value[5:-1]) for r in records) == list(range(n))
 
 
 @pytest.mark.parametrize("internals", ["producer", "fetcher"])

@@ -63,3 +63,26 @@ def test_cache_files_go_only_when_the_sources_change(tmp_path: Path) -> None:
     os.utime(source, ns=(st + 10**9, st + 10**9))
     assert drop_stale_cache([tmp_path]) == 1
     assert not files[0].exists()
+
+
+LOADER = ("import sys; sys.path.insert(0, {root!r}); from adaptd.learner.jit import load_cached; "
+          "import kernel; loaded = load_cached(); print(loaded, len(kernel.f.signatures), "
+          "sum(kernel.f.stats.cache_hits.values()), sum(kernel.f.stats.cache_misses.values()), "
+          "kernel.f(2.0))")
+
+
+def test_the_cached_code_of_the_signatures_called_before_loads_ahead_of_the_first_call(
+        tmp_path: Path) -> None:
+    """``load_cached`` (run on a thread while the source opens) loads what an earlier process
+    compiled, from the cache, before the function is called; nothing is cached at first."""
+    (tmp_path / "kernel.py").write_text(
+        "from adaptd.learner.jit import njit\n\n@njit()\ndef f(x):\n    return x + 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+
+    def run() -> list[str]:
+        return subprocess.run([sys.executable, "-c", LOADER.format(root=str(tmp_path))],
+                              capture_output=True, text=True, check=True, env=env
+                              ).stdout.split()
+
+    assert run() == ["0", "0", "0", "0", "3.0"]  # nothing cached: the call compiles (and caches)
+    assert run() == ["1", "1", "1", "0", "3.0"]  # loaded from the cache before the call

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adaptd.connectors import kafka_librdkafka
+from adaptd.connectors import kafka_librdkafka, kafka_librdkafka_sink
 from adaptd.connectors.kafka import KafkaConnector
 from adaptd.connectors.kafka_options import sink_options, source_options
 from adaptd.errors import ConfigError
@@ -55,7 +55,7 @@ def test_a_full_librdkafka_queue_keeps_the_rest_of_an_encoded_batch_in_order() -
 
     uri = f"kafka://127.0.0.1:{free_port()}/t?client=librdkafka"
     sink = KafkaConnector.sink(uri)
-    assert isinstance(sink, kafka_librdkafka.LibrdkafkaSink)
+    assert isinstance(sink, kafka_librdkafka_sink.LibrdkafkaSink)
     sink._discard_producer()
     sink._producer = Producer({"bootstrap.servers": sink.options.bootstrap,
                                "queue.buffering.max.messages": 10})
