@@ -61,8 +61,11 @@ def test_a_full_librdkafka_queue_keeps_the_rest_of_an_encoded_batch_in_order() -
                                "queue.buffering.max.messages": 10})
     values = [f'{{"i":{i}}}'.encode() for i in range(25)]
     sink.write_encoded(EncodedBatch(b"".join(v + b"\n" for v in values), [b"k"] * 25))
-    assert sink.backlog() == 25
+    # The queue took ten; the rest wait, in order. (librdkafka's len(), part of the backlog,
+    # also counts its own requests in flight, such as a metadata request to the absent
+    # broker: once in a full-suite run it was 11.)
     assert [m.value for m in sink._waiting] == values[10:]
+    assert sink.backlog() >= 25
     sink._producer.purge()
     sink._producer = None
     sink.close()
