@@ -53,6 +53,15 @@ def _predictions(cand: np.ndarray, i: int, rows: np.ndarray, s: int, labels: np.
 
 
 @njit()
+def _per_expert(cand: np.ndarray, E: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch rows of ``E`` experts' predictions and charged losses, once ``cand`` is known
+    to give one column a candidate expert (the candidates', then prior and last)."""
+    if cand.shape[1] + 2 != E:
+        raise ValueError("one column of predictions a candidate expert")
+    return np.empty(E), np.empty(E)
+
+
+@njit()
 def _unit(labels: np.ndarray, y: float) -> float:
     """The label variance the squared loss is measured in (``y²`` floored at 1 before two
     labels; a zero deviation counts as 1, as in :class:`~adaptd.learner.scaling.RunningMoments`)."""
@@ -127,10 +136,7 @@ def hedge_batch(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: np.nd
     are where a record is not charged)."""
     n = cand.shape[0]
     E = W.shape[1]
-    if cand.shape[1] + 2 != E:  # the candidates' columns, then prior and last
-        raise ValueError("one column of predictions a candidate expert")
-    preds = np.empty(E)
-    charged = np.empty(E)
+    preds, charged = _per_expert(cand, E)
     unused = np.zeros(3)  # every label's moments: regression's
     for i in range(n):
         s = slots[i]
@@ -180,10 +186,7 @@ def hedge_regression(slots: np.ndarray, cand: np.ndarray, ys: np.ndarray, skip: 
     :func:`_learn` says, ``G`` to its own past posteriors. Writes ``y_pred`` and ``loss``."""
     n = cand.shape[0]
     E = W.shape[1]
-    if cand.shape[1] + 2 != E:  # the candidates' columns, then prior and last
-        raise ValueError("one column of predictions a candidate expert")
-    preds = np.empty(E)
-    charged = np.empty(E)
+    preds, charged = _per_expert(cand, E)
     three = np.empty(3)
     for i in range(n):
         s = slots[i]
