@@ -248,7 +248,10 @@ def aode_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarr
             for c in range(n_classes):
                 out[i, c] = p[c]
         if learn[i]:
-            _cells(vals[s], moments[s], x, True, cell, counts[s], rows)
+            for f in range(d):
+                if cell[f] < 0:  # a value not seen yet: admit it (or turn its feature numeric)
+                    _cells(vals[s], moments[s], x, True, cell, counts[s], rows)
+                    break
             _learn(vals[s], moments[s], prior[s], counts[s], rows, cell, x, int(ys[i]))
         if reset[i]:
             prior[s] = 0.0
