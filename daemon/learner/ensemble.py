@@ -245,19 +245,19 @@ class HedgeLearner:
         return out
 
     def _knn_for(self, n_features: int) -> bool:
-        """Make the neighbours' rows (and, classification, the trees') once the feature count
-        is known; false if it differs."""
+        """Make the neighbours' rows (and, classification, the trees' and AODE's) once the
+        feature count is known; false if it differs."""
         if self.knn is None:
             self.knn = Neighbours(n_features)
-            if self.task == "classification":  # a regression key's tree weighs nothing
+            if self.task == "classification":  # a regression key's tree and AODE weigh nothing
                 self.tree = Trees(n_features)
                 self.aode = Aode(n_features)
             self._clear_rows(self._slot.values())
         return self.knn.d == n_features
 
     def _clear_rows(self, slots: Iterable[int]) -> None:
-        """The neighbours' and trees' rows (those made yet) sized to the weights' and cleared
-        at ``slots``, as new keys'."""
+        """The neighbours', trees' and AODE's rows (those made yet) sized to the weights' and
+        cleared at ``slots``, as new keys'."""
         for rows in (self.knn, self.tree, self.aode):
             if rows is not None:
                 rows.grow(len(self._W))
