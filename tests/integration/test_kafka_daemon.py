@@ -99,7 +99,12 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
         assert out.key == source["key"].encode() == body["key"].encode()
 
     dead = read_topic(kafka_broker, f"{kafka_topic}-dead", len(bad))
-    assert len(dead) == len(bad)
+    # Dead letters are outputs, at least once like predictions: a rebalance of this one
+    # consumer (a missed heartbeat on a loaded machine) replays from the checkpoint and
+    # sends a record's dead letter again. Each bad record has one, and nothing else does.
+    dead_positions = {(json.loads(m.value)["partition"], json.loads(m.value)["position"])
+                      for m in dead}
+    assert dead_positions == {(r.partition, r.position) for r in inputs if r.value in bad}
     for msg in dead:
         body = json.loads(msg.value)
         original = by_position[(body["partition"], body["position"])].value
