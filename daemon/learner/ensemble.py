@@ -396,10 +396,9 @@ class HedgeLearner:
         assert self.knn is not None
         if keys is not batch.keys:
             slots = np.array([self._admit(k) for k in keys], dtype=np.int64)
-        fallback = float(self.labels[1]) if self.labels[0] > 0 else 0.0
         X = np.nan_to_num(X, posinf=0.0, neginf=0.0)
         ys = np.nan_to_num(ys)
-        knn, prior = self.knn.run(slots, X, ys, learn, n_classes, fallback, columns)
+        knn, prior = self.knn.run(slots, X, ys, learn, n_classes, self.labels, columns)
         if self.tree is None or self.aode is None:
             none = np.zeros((len(slots), 1))
             return knn, prior, none, none

@@ -52,14 +52,17 @@ def _scales(mean: np.ndarray, m2: np.ndarray, seen: float, inv: np.ndarray) -> N
 
 @njit()
 def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray, WX: np.ndarray, WY: np.ndarray, ring: np.ndarray,
-              mean: np.ndarray, m2: np.ndarray, n_classes: int, k: int, fallback: float,
-              out: np.ndarray, prior: np.ndarray) -> None:
+              mean: np.ndarray, m2: np.ndarray, n_classes: int, k: int, label_count: float,
+              label_mean: float, out: np.ndarray, prior: np.ndarray) -> None:
     """Predict each record from its key's window, then add it if ``learn``.
 
     ``X`` ``(n, d)``: the features (a delayed label's: those kept for its id); ``ys``: labels
     (class indices when ``n_classes`` > 0); ``out`` ``(n, C)``: class probabilities
     (``C = n_classes``; binary: ``C = 1``, P(y = 1), unless the caller asks for both columns)
-    or ``(n, 1)`` the regression prediction (``fallback`` while the window is empty).
+    or ``(n, 1)`` the regression prediction; while the key's window is empty, the mean of every
+    label learnt before the record (``label_count`` and ``label_mean`` at the batch's start,
+    then counted on record by record: the same running mean as the Hedge's ``labels``, so a
+    prediction does not depend on where a batch starts).
     Multi-class also fills ``prior`` ``(n, K)``: the class frequencies of the whole window
     (smoothed as the vote)."""
     n, d = X.shape
@@ -120,9 +123,12 @@ def knn_batch(slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarra
             acc = 0.0
             for r in range(found):
                 acc += WY[s, best_j[r]]
-            out[i, 0] = acc / found if found else fallback
+            out[i, 0] = acc / found if found else (label_mean if label_count > 0 else 0.0)
         if not learn[i]:
             continue
+        if n_classes == 0:
+            label_count += 1.0
+            label_mean += (ys[i] - label_mean) / label_count
         h = int(ring[s, HEAD])
         for f in range(d):
             WX[s, h, f] = X[i, f]
@@ -177,16 +183,17 @@ class Neighbours:
         self.m2[s] = 0.0
 
     def run(self, slots: np.ndarray, X: np.ndarray, ys: np.ndarray, learn: np.ndarray,
-            n_classes: int, fallback: float, columns: bool = False
+            n_classes: int, labels: np.ndarray, columns: bool = False
             ) -> tuple[np.ndarray, np.ndarray]:
         """Predictions ``(n, C)`` and, multi-class, the window's class frequencies (see
-        :func:`knn_batch`); learns the records ``learn`` marks."""
+        :func:`knn_batch`); learns the records ``learn`` marks. ``labels``: the count and mean
+        of every label learnt so far (regression's fallback for a key with an empty window)."""
         C = n_classes if n_classes > 2 or (columns and n_classes) else 1
         out = np.empty((len(slots), C))
         prior = np.empty((len(slots), C))
         knn_batch(slots, np.ascontiguousarray(X, dtype=np.float64), ys, learn, self.WX,
-                  self.WY, self.ring, self.mean, self.m2, n_classes, self.k, fallback, out,
-                  prior)
+                  self.WY, self.ring, self.mean, self.m2, n_classes, self.k, float(labels[0]),
+                  float(labels[1]), out, prior)
         return out, prior
 
     def get_state(self, s: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from adaptd.state_codec import unpack_state
 def _run(store: Neighbours, X: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
     n = len(y)
     out, _ = store.run(np.zeros(n, dtype=np.int64), X, y, np.ones(n, dtype=bool), n_classes,
-                       0.0)
+                       np.zeros(3))
     return out
 
 
