@@ -60,17 +60,18 @@ def main() -> None:
     learner = build_learner(settings)
     learner.process_batch(batches[0])  # set-up and compile loads, untimed
     preds, losses = [], []
-    t0 = time.process_time()
+    t0, w0 = time.process_time(), time.perf_counter()
     for b in batches[1:]:
         out = learner.process_batch(b)
         if args.save:
             preds.append(out.y_pred.copy())
             losses.append(out.loss.copy())
-    cpu = time.process_time() - t0
+    cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     n = sum(len(b) for b in batches[1:])
     print(f"{args.model} batch {args.batch_size}: {n} records, cpu {cpu:.3f} s, "
           f"{n / cpu:,.0f} rec/s, {1e6 * cpu / n:.2f} us/record, "
-          f"{1e6 * cpu / (len(batches) - 1):.0f} us/batch")
+          f"{1e6 * cpu / (len(batches) - 1):.0f} us/batch; wall {wall:.3f} s, "
+          f"{1e6 * wall / n:.2f} us/record")
     if args.save:
         summ = learner.summary()
         np.savez(args.save, y_pred=np.concatenate(preds), loss=np.concatenate(losses),

@@ -139,3 +139,43 @@ def test_a_class_first_seen_later_drops_the_states_stored_before_it() -> None:
     saved = lrn.state_dict()["keys"]["default"]["library"]["states"]
     assert len(saved) and saved.shape[1] == P
     assert lrn.summary().concept_reuses > before
+
+
+@pytest.mark.parametrize("model,task,classes", [("linear", "regression", 0),
+                                                ("logistic", "classification", 0),
+                                                ("mlp", "regression", 0),
+                                                ("linear", "classification", 4)])
+def test_compiled_probe_losses_choose_as_the_numpy_losses(model: str, task: str,
+                                                          classes: int) -> None:
+    """The kernel's rules score the stored states as the family's NumPy forward does (to
+    rounding), so the choice (the best state, and whether it beats a current loss) is the
+    same on random states, windows, recent records and current losses."""
+    from adaptd.learner.concepts import _module_losses, stored_losses
+    from adaptd.learner.kernel import Scratch
+
+    lrn = AdaptiveLearner(model, task, n_features=4, meta=MetaConfig(library=8))
+    if classes:  # a multi-class model: labels 0 … K−1 seen once each
+        lrn.process_many([Record(x=(0.0, 0.0, 0.0, 0.0), y=float(c)) for c in range(classes)])
+    else:
+        lrn.process_many([Record(x=(0.0, 0.0, 0.0, 0.0), y=0.0)])
+    fam = lrn.family
+    assert fam is not None
+    rng = np.random.default_rng(11)
+    sc = Scratch(*lrn.scratch)
+    for _ in range(300):
+        R, k, m = int(rng.integers(1, 9)), 10, int(rng.integers(3, 11))
+        states = rng.normal(scale=rng.choice([0.1, 1.0, 5.0]), size=(R, fam.n_params))
+        if rng.random() < 0.2:
+            states[int(rng.integers(R))] = states[0]  # a tie: the first is chosen
+        X = rng.normal(size=(k, 4))
+        Y = (rng.integers(0, classes, size=k) if classes else
+             rng.integers(0, 2, size=k) if task == "classification" else
+             rng.normal(size=k)).astype(np.float64)
+        recent = rng.permutation(k)[:m]
+        got = np.empty(R)
+        stored_losses(states, X, Y, recent, tuple(lrn.net), sc.acts, sc.zs, got)
+        want = _module_losses(lrn, states, X[recent], Y[recent])
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert int(np.argmin(got)) == int(np.argmin(want))
+        for current in rng.uniform(0.0, 3.0 * float(want.min()) / 0.03, size=5):
+            assert (got.min() < 0.03 * current) == (want.min() < 0.03 * current)
