@@ -42,6 +42,7 @@ from adaptd.learner.jit import njit
 from adaptd.learner.kernel import Scratch
 from adaptd.learner.models import multiclass_loss, pointwise_loss
 from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes
+from adaptd.learner.target_scales import _numpy_sum
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -151,33 +152,45 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
         return
     k = a.WM.shape[1]
     m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
-    if m < MIN_RECORDS:  # too few records to move on (the test below): no scoring
+    if m < MIN_RECORDS:  # too few records to move on (the test in choose): no scoring
         return
-    recent = (a.wpos[s] - 1 - np.arange(m)) % k
-    recent = recent[a.WM[s, recent] > 0]
-    if len(recent) < MIN_RECORDS:
-        return
-    current = float(a.WL[s, recent].mean())
+    ratio = REUSE_RATIO[lrn.task]
     if hasattr(fam, "layers"):  # a built-in family: scored by the kernel's own rules
         sc = Scratch(*lrn.scratch)
-        loss = np.empty(len(stored))
-        stored_losses(stored, a.WX[s], a.WY[s], recent, tuple(lrn.net), sc.acts, sc.zs, loss)
+        best = int(choose(stored, a.WX[s], a.WY[s], a.WM[s], a.WL[s], int(a.wpos[s]), m,
+                          ratio, tuple(lrn.net), sc.acts, sc.zs))
     else:
-        loss = _module_losses(lrn, stored, a.WX[s, recent], a.WY[s, recent])
-    best = int(np.argmin(loss))
-    # Right after a move the current state *is* a stored one: the ratio also keeps that tie
-    # from being decided by the last bit of two ways to compute the same loss.
-    if loss[best] < REUSE_RATIO[lrn.task] * current:
+        best = _module_choice(lrn, stored, s, m, ratio)
+    if best >= 0:
         a.theta[s] = stored[best]
         if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1
         lib.since[s] = int(a.seg_len[s])
 
 
+def _recent(WM: np.ndarray, wpos: int, m: int) -> np.ndarray:
+    """Window positions of the last ``m`` records (newest first) that hold one."""
+    k = len(WM)
+    recent = (wpos - 1 - np.arange(m)) % k
+    return recent[WM[recent] > 0]
+
+
+def _module_choice(lrn: AdaptiveLearner, stored: np.ndarray, s: int, m: int, ratio: float
+                   ) -> int:
+    """:func:`choose` for a user module's family, through its NumPy ``forward``."""
+    a = lrn.arena
+    recent = _recent(a.WM[s], int(a.wpos[s]), m)
+    if len(recent) < MIN_RECORDS:
+        return -1
+    loss = _module_losses(lrn, stored, a.WX[s, recent], a.WY[s, recent])
+    best = int(np.argmin(loss))
+    return best if loss[best] < ratio * float(a.WL[s, recent].mean()) else -1
+
+
 def _module_losses(lrn: AdaptiveLearner, stored: np.ndarray, X: np.ndarray, y: np.ndarray
                    ) -> np.ndarray:
     """Each stored state's mean loss on the records ``X`` ``(m, d)``, ``y`` (inf where not
-    finite), through the family's ``forward`` (a user module's family)."""
+    finite), through the family's ``forward``."""
     fam = lrn.family
     assert fam is not None
     R = len(stored)
@@ -191,23 +204,44 @@ def _module_losses(lrn: AdaptiveLearner, stored: np.ndarray, X: np.ndarray, y: n
 
 
 @njit(nogil=True)
-def stored_losses(states, X, Y, recent, net, acts, zs, out):  # type: ignore[no-untyped-def]
-    """``out[j]``: state ``states[j]``'s mean loss on the window records ``X[recent]``,
-    ``Y[recent]`` (inf where not finite), with the kernel's prediction and loss
-    (:mod:`adaptd.learner.network`), not the families' NumPy ``forward``: a probe then costs
-    about 2 µs, not 30. Those round differently in the last bits, which can only matter to
-    the choice when two losses tie to 1e-16 (``tests/unit/test_concepts.py`` checks the
-    choices against the NumPy losses)."""
+def choose(states, X, Y, WM, WL, wpos, m, ratio, net, acts, zs):  # type: ignore[no-untyped-def]
+    """The stored state to move to, or −1: the one of ``states`` ``(n, P)`` with the lowest
+    mean loss on the window's last ``m`` records (``X`` ``(k, d)``, ``Y``, ``WM`` ``(k,)``,
+    newest at ``wpos − 1``), if there are at least MIN_RECORDS of them and that loss is below
+    ``ratio`` times the current state's own prequential loss on them (``WL``).
+
+    The states are scored with the kernel's prediction and loss (:mod:`adaptd.learner.network`),
+    not the families' NumPy ``forward``: a probe then costs a few µs, not 30. The two round
+    differently in the last bits, which can move the choice only where two losses tie to
+    1e-16: right after a move the current state *is* a stored one, and the ratio keeps that
+    tie from being decided by the last bit (``tests/unit/test_concepts.py`` checks the choices
+    against the NumPy losses'). The current loss is NumPy's mean of the same values."""
     nt = Net(*net)
-    m = recent.shape[0]
+    k = WM.shape[0]
+    recent = np.empty(m, dtype=np.int64)
+    found = 0
+    for q in range(m):
+        pos = (wpos - 1 - q) % k
+        if WM[pos] > 0:
+            recent[found] = pos
+            found += 1
+    if found < MIN_RECORDS:
+        return -1
+    seen = np.empty(found)
+    for q in range(found):
+        seen[q] = WL[recent[q]]
+    current = _numpy_sum(seen, found) / found
+    best, best_loss = -1, math.inf
     for j in range(states.shape[0]):
         total = 0.0
-        for q in range(m):
+        for q in range(found):
             i = recent[q]
             if nt.classes:
                 predict_classes(states, j, X, i, acts, nt, zs)
                 total += class_loss(zs, Y[i])
             else:
                 total += loss(predict(states, j, X, i, acts, nt, zs), Y[i], nt.logistic)
-        mean = total / m
-        out[j] = mean if math.isfinite(mean) else math.inf
+        mean = total / found
+        if best < 0 or mean < best_loss:  # the first of ties, as np.argmin; NaN never wins
+            best, best_loss = j, mean if math.isfinite(mean) else math.inf
+    return best if best_loss < ratio * current else -1

@@ -145,12 +145,12 @@ def test_a_class_first_seen_later_drops_the_states_stored_before_it() -> None:
                                                 ("logistic", "classification", 0),
                                                 ("mlp", "regression", 0),
                                                 ("linear", "classification", 4)])
-def test_compiled_probe_losses_choose_as_the_numpy_losses(model: str, task: str,
-                                                          classes: int) -> None:
+def test_the_compiled_choice_is_the_numpy_losses_choice(model: str, task: str,
+                                                        classes: int) -> None:
     """The kernel's rules score the stored states as the family's NumPy forward does (to
-    rounding), so the choice (the best state, and whether it beats a current loss) is the
-    same on random states, windows, recent records and current losses."""
-    from adaptd.learner.concepts import _module_losses, stored_losses
+    rounding), so the choice (the best state, and whether it beats the current loss) is the
+    same on random states, windows, masks, window positions and ratios."""
+    from adaptd.learner.concepts import MIN_RECORDS, _module_losses, _recent, choose
     from adaptd.learner.kernel import Scratch
 
     lrn = AdaptiveLearner(model, task, n_features=4, meta=MetaConfig(library=8))
@@ -162,7 +162,8 @@ def test_compiled_probe_losses_choose_as_the_numpy_losses(model: str, task: str,
     assert fam is not None
     rng = np.random.default_rng(11)
     sc = Scratch(*lrn.scratch)
-    for _ in range(300):
+    moved = 0
+    for _ in range(400):
         R, k, m = int(rng.integers(1, 9)), 10, int(rng.integers(3, 11))
         states = rng.normal(scale=rng.choice([0.1, 1.0, 5.0]), size=(R, fam.n_params))
         if rng.random() < 0.2:
@@ -171,11 +172,16 @@ def test_compiled_probe_losses_choose_as_the_numpy_losses(model: str, task: str,
         Y = (rng.integers(0, classes, size=k) if classes else
              rng.integers(0, 2, size=k) if task == "classification" else
              rng.normal(size=k)).astype(np.float64)
-        recent = rng.permutation(k)[:m]
-        got = np.empty(R)
-        stored_losses(states, X, Y, recent, tuple(lrn.net), sc.acts, sc.zs, got)
-        want = _module_losses(lrn, states, X[recent], Y[recent])
-        np.testing.assert_allclose(got, want, rtol=1e-12)
-        assert int(np.argmin(got)) == int(np.argmin(want))
-        for current in rng.uniform(0.0, 3.0 * float(want.min()) / 0.03, size=5):
-            assert (got.min() < 0.03 * current) == (want.min() < 0.03 * current)
+        WM = (rng.random(k) < 0.85).astype(np.float64)
+        WL = rng.exponential(scale=rng.choice([0.1, 10.0, 1000.0]), size=k)
+        wpos = int(rng.integers(k))
+        recent = _recent(WM, wpos, m)
+        want = -1
+        if len(recent) >= MIN_RECORDS:
+            losses = _module_losses(lrn, states, X[recent], Y[recent])
+            best = int(np.argmin(losses))
+            want = best if losses[best] < 0.03 * float(WL[recent].mean()) else -1
+        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs)
+        assert got == want
+        moved += want >= 0
+    assert moved > 20  # both outcomes were tried
