@@ -22,7 +22,7 @@ PREQUENTIAL_SPAN = 100
 #: :meth:`Totals.add_losses` call, which runs after every event of a batch (a drift alarm, a
 #: concept probe). Each weight is one elementwise power, the same bits wherever it sits
 #: (``tests/unit/test_totals_weights.py`` checks the slices against fresh arrays).
-_weights = np.empty(0)
+_weights: np.ndarray = np.empty(0)
 
 
 def _last_weights(m: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from adaptd.learner import totals
@@ -20,7 +22,7 @@ def test_add_losses_matches_the_formula_in_any_split() -> None:
     losses = rng.exponential(size=3000)
     t = Totals()
     cuts = [0, 7, 150, 151, 1500, 3000]
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
+    for lo, hi in itertools.pairwise(cuts):
         t.add_losses(losses[lo:hi])
     # The same calls written out: the plain mean over the first 100, then per chunk.
     a = 1.0 / PREQUENTIAL_SPAN
