@@ -33,11 +33,16 @@ state.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaptd.learner.jit import njit
+from adaptd.learner.kernel import Scratch
 from adaptd.learner.models import multiclass_loss, pointwise_loss
+from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes
+from adaptd.learner.target_scales import _numpy_sum
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -66,15 +71,36 @@ class ConceptLibrary:
         #: The segment length at a slot's last move to a stored state (absent: none since its
         #: alarm); saved with the states.
         self.since: dict[int, int] = {}
+        #: A slot's states as one ``(n, P)`` array, built at its first probe after a change.
+        self._stacked: dict[int, np.ndarray] = {}
 
     def store(self, s: int, theta: np.ndarray) -> None:
         lib = self.states.setdefault(s, [])
         lib.append(theta.copy())
         del lib[: -self.size]
+        self._stacked.pop(s, None)
 
     def drop(self, s: int) -> None:
         self.states.pop(s, None)
         self.since.pop(s, None)
+        self._stacked.pop(s, None)
+
+    def fitting(self, s: int, n_params: int) -> np.ndarray | None:
+        """Slot ``s``'s states that fit a model of ``n_params`` parameters, ``(n, P)``, or
+        None. A class first seen mid-stream widens θ (adaptd.learner.growth): states stored
+        before it no longer fit the model and are dropped."""
+        stored = self.states.get(s)
+        if not stored:
+            return None
+        if any(len(t) != n_params for t in stored):
+            stored = self.states[s] = [t for t in stored if len(t) == n_params]
+            self._stacked.pop(s, None)
+            if not stored:
+                return None
+        stacked = self._stacked.get(s)
+        if stacked is None:
+            stacked = self._stacked[s] = np.stack(stored)
+        return stacked
 
     def get_state(self, s: int) -> dict[str, Any]:
         """``states`` ``(n, P)`` (an array, as the arena's rows are saved), ``since``."""
@@ -121,33 +147,101 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
     than parameters it fits them exactly)."""
     lib, fam, a = lrn.concepts, lrn.family, lrn.arena
     assert lib is not None and fam is not None
-    # A class first seen mid-stream widens θ (adaptd.learner.growth): states stored before
-    # it no longer fit the model and are dropped.
-    stored = [t for t in lib.states.get(s, ()) if len(t) == fam.n_params]
-    lib.states[s] = stored
-    if not stored:
+    stored = lib.fitting(s, fam.n_params)
+    if stored is None:
         return
     k = a.WM.shape[1]
     m = min(int(a.seg_len[s]) - lib.since.get(s, 0), k)
-    recent = (a.wpos[s] - 1 - np.arange(max(m, 0))) % k
-    recent = recent[a.WM[s, recent] > 0]
-    if len(recent) < MIN_RECORDS:  # too few records to move on (the test below): no scoring
+    if m < MIN_RECORDS:  # too few records to move on (the test in choose): no scoring
         return
-    current = float(a.WL[s, recent].mean())
-    R = len(stored)
-    y = a.WY[s, recent]
-    with np.errstate(all="ignore"):  # losses only: no gradient is needed
-        out = fam.forward(np.stack(stored), np.repeat(a.WX[s, recent][None], R, axis=0))
-        # A multi-class loss takes labels shaped as the outputs; squared error and log loss
-        # broadcast one row of labels over the R states (the same values).
-        loss = (multiclass_loss(out, np.broadcast_to(y, (R, len(recent)))) if out.ndim == 3
-                else pointwise_loss(lrn.task, out, y)).mean(axis=1)
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    best = int(np.argmin(loss))
-    # Right after a move the current state *is* a stored one: the ratio also keeps that tie
-    # from being decided by the last bit of two ways to compute the same loss.
-    if loss[best] < REUSE_RATIO[lrn.task] * current:
+    ratio = REUSE_RATIO[lrn.task]
+    if hasattr(fam, "layers"):  # a built-in family: scored by the kernel's own rules
+        sc = Scratch(*lrn.scratch)
+        best = int(choose(stored, a.WX[s], a.WY[s], a.WM[s], a.WL[s], int(a.wpos[s]), m,
+                          ratio, tuple(lrn.net), sc.acts, sc.zs))
+    else:
+        best = _module_choice(lrn, stored, s, m, ratio)
+    if best >= 0:
         a.theta[s] = stored[best]
         if s not in lib.since:  # counted once per segment
             lrn.totals.concept_reuses += 1
         lib.since[s] = int(a.seg_len[s])
+
+
+def _recent(WM: np.ndarray, wpos: int, m: int) -> np.ndarray:
+    """Window positions of the last ``m`` records (newest first) that hold one."""
+    k = len(WM)
+    recent = (wpos - 1 - np.arange(m)) % k
+    return recent[WM[recent] > 0]
+
+
+def _module_choice(lrn: AdaptiveLearner, stored: np.ndarray, s: int, m: int, ratio: float
+                   ) -> int:
+    """:func:`choose` for a user module's family, through its NumPy ``forward``."""
+    a = lrn.arena
+    recent = _recent(a.WM[s], int(a.wpos[s]), m)
+    if len(recent) < MIN_RECORDS:
+        return -1
+    loss = _module_losses(lrn, stored, a.WX[s, recent], a.WY[s, recent])
+    best = int(np.argmin(loss))
+    return best if loss[best] < ratio * float(a.WL[s, recent].mean()) else -1
+
+
+def _module_losses(lrn: AdaptiveLearner, stored: np.ndarray, X: np.ndarray, y: np.ndarray
+                   ) -> np.ndarray:
+    """Each stored state's mean loss on the records ``X`` ``(m, d)``, ``y`` (inf where not
+    finite), through the family's ``forward``."""
+    fam = lrn.family
+    assert fam is not None
+    R = len(stored)
+    with np.errstate(all="ignore"):  # losses only: no gradient is needed
+        out = fam.forward(stored, np.repeat(X[None], R, axis=0))
+        # A multi-class loss takes labels shaped as the outputs; squared error and log loss
+        # broadcast one row of labels over the R states (the same values).
+        loss = (multiclass_loss(out, np.broadcast_to(y, (R, len(y)))) if out.ndim == 3
+                else pointwise_loss(lrn.task, out, y)).mean(axis=1)
+    return np.where(np.isfinite(loss), loss, np.inf)
+
+
+@njit(nogil=True)
+def choose(states, X, Y, WM, WL, wpos, m, ratio, net, acts, zs):  # type: ignore[no-untyped-def]
+    """The stored state to move to, or −1: the one of ``states`` ``(n, P)`` with the lowest
+    mean loss on the window's last ``m`` records (``X`` ``(k, d)``, ``Y``, ``WM`` ``(k,)``,
+    newest at ``wpos − 1``), if there are at least MIN_RECORDS of them and that loss is below
+    ``ratio`` times the current state's own prequential loss on them (``WL``).
+
+    The states are scored with the kernel's prediction and loss (:mod:`adaptd.learner.network`),
+    not the families' NumPy ``forward``: a probe then costs a few µs, not 30. The two round
+    differently in the last bits, which can move the choice only where two losses tie to
+    1e-16: right after a move the current state *is* a stored one, and the ratio keeps that
+    tie from being decided by the last bit (``tests/unit/test_concepts.py`` checks the choices
+    against the NumPy losses'). The current loss is NumPy's mean of the same values."""
+    nt = Net(*net)
+    k = WM.shape[0]
+    recent = np.empty(m, dtype=np.int64)
+    found = 0
+    for q in range(m):
+        pos = (wpos - 1 - q) % k
+        if WM[pos] > 0:
+            recent[found] = pos
+            found += 1
+    if found < MIN_RECORDS:
+        return -1
+    seen = np.empty(found)
+    for q in range(found):
+        seen[q] = WL[recent[q]]
+    current = _numpy_sum(seen, found) / found
+    best, best_loss = -1, math.inf
+    for j in range(states.shape[0]):
+        total = 0.0
+        for q in range(found):
+            i = recent[q]
+            if nt.classes:
+                predict_classes(states, j, X, i, acts, nt, zs)
+                total += class_loss(zs, Y[i])
+            else:
+                total += loss(predict(states, j, X, i, acts, nt, zs), Y[i], nt.logistic)
+        mean = total / found
+        if best < 0 or mean < best_loss:  # the first of ties, as np.argmin; NaN never wins
+            best, best_loss = j, mean if math.isfinite(mean) else math.inf
+    return best if best_loss < ratio * current else -1

@@ -88,12 +88,15 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray,
     """Run the kernel from record 0, handling each event it stops at, until the batch ends
     (the baseline rows too, unless ``side`` runs them)."""
     tot, slots, acc = lrn.totals, batch.slots, result[5]
+    # The kernel's arguments as plain tuples, built once: nothing an event does replaces the
+    # arrays in them but the meta-state's (a segment close: ``par`` is built again then).
+    args = (tuple(batch), tuple(lrn.arena))
+    rest = (tuple(lrn.net), tuple(ph_state), tuple(ph_params), result, lrn.scratch)
+    par = tuple(_params(lrn, oracle, side is None))
     i = 0
     while True:
         acc[:] = 0.0
-        end, event = kernel.process(
-            i, tuple(batch), tuple(lrn.arena), tuple(_params(lrn, oracle, side is None)),
-            tuple(lrn.net), tuple(ph_state), tuple(ph_params), result, lrn.scratch)
+        end, event = kernel.process(i, *args, par, *rest)
         stop = end if event == kernel.EVENT_TASK_CHANGE else end + 1
         tot.skipped += int(acc[0])
         if side is None:
@@ -116,6 +119,7 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray,
         finally:
             tot.unit = 1.0
         out.drift[end] = True
+        par = tuple(_params(lrn, oracle, side is None))
         if event == kernel.EVENT_TASK_CHANGE:
             lrn.arena.task_of[s] = batch.tasks[end]
             i = end

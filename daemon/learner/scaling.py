@@ -40,6 +40,7 @@ import numpy as np
 from adaptd.learner import Outcomes
 from adaptd.learner.jit import njit
 from adaptd.learner.paths import run_kernel
+from adaptd.learner.target_scales import TARGET_BLOCK, frozen_scales
 from adaptd.meta.state import pool_moments
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ Run = Callable[["AdaptiveLearner", np.ndarray, np.ndarray, np.ndarray, "np.ndarr
 
 #: Largest block of a batch transformed at once (elements), so wide records stay in memory.
 _BLOCK_ELEMENTS = 1 << 22
-#: Records per block of frozen target statistics, once past the doubling start.
-TARGET_BLOCK = 16
 #: Standardized targets are learned clipped to ±this many deviations (see run_standardized).
 TARGET_CLIP = 3.0
 
@@ -177,36 +176,6 @@ class Standardizer:
                                                           fold[lo : lo + rows])
         return out
 
-    def target_scale(self) -> tuple[float, float]:
-        """``(shift, scale)`` mapping a standardized target back: ``y = shift + scale·z``.
-
-        With one label seen the deviation is unknown and so is the size of a standardized
-        output: the scale is then 0, so that record is predicted as the one label seen (for
-        that record's prediction only: see :meth:`can_learn`). A guessed scale (``|mean|``)
-        sent an untrained model's output tens of percent away from it, which under ``auto``
-        was the mixture's largest loss to its best expert (WaterFlow, TrumpApproval)."""
-        assert self.y is not None
-        if self.y.count < 1:
-            return 0.0, 1.0
-        mean = float(self.y.mean[0])
-        if self.y.count < 2:
-            return mean, 0.0
-        return mean, float(self.y.std()[0])
-
-    def can_learn(self) -> bool:
-        """Whether the target scale is known: two labels seen. Before, learning on a guessed
-        scale would fill AdaGrad's accumulators with gradients of the wrong size for good."""
-        return self.y is None or self.y.count >= 2
-
-    def learn_targets(self, y: np.ndarray, block_ends: bool) -> None:
-        """Keep the labels of a processed chunk (NaN: unlabelled, left out); fold the block's
-        labels in when ``block_ends``."""
-        assert self.y is not None
-        self.block_labels.extend(y.tolist())
-        if block_ends:
-            self.y.update(np.array(self.block_labels)[:, None])
-            self.block_labels = []
-
     def labels_seen(self) -> float:
         return 0.0 if self.y is None else self.y.count
 
@@ -261,14 +230,14 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
         return
     tot = lrn.totals
     labelled = ~np.isnan(ys)
-    shift, scale, learnable, blocks = _target_blocks(sc, ys, labelled)
+    compiled = run is run_kernel  # (not narrowed: run_kernel takes ``unit`` besides)
+    shift, scale, learnable, blocks = _target_blocks(sc, ys, labelled, not compiled)
     # Clipped: a label far outside what the statistics have seen (a level shift the
     # block's frozen scale does not know yet) is learned as a Huber-like bounded target
     # (Huber 1964) rather than fill AdaGrad's accumulators with one gradient of hundreds of
     # deviations, which never leaves them (the bench's WaterFlow; sinusoid seed 3).
     z = np.where(learnable, np.clip((ys - shift) / scale, -TARGET_CLIP, TARGET_CLIP), np.nan)
     unit = scale * scale
-    compiled = run is run_kernel  # (not narrowed: run_kernel takes ``unit`` besides)
     if compiled:
         run_kernel(lrn, slots, Xs, z, tasks, out, unit)
     else:
@@ -295,26 +264,27 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
     out.loss[done] = user[done]
 
 
-def _target_blocks(sc: Standardizer, ys: np.ndarray, labelled: np.ndarray
+def _target_blocks(sc: Standardizer, ys: np.ndarray, labelled: np.ndarray, blocks: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Each record's target ``shift`` and ``scale`` (its block's: see :func:`chunks`) and
-    whether it can be learned; the blocks' ``[lo, hi)``. Folds the labels into ``sc``."""
-    assert sc.y is not None
-    n = len(ys)
+    whether it can be learned, in one compiled pass (:func:`frozen_scales`); the blocks'
+    ``[lo, hi)`` when ``blocks`` (else none). Folds the labels into ``sc``."""
+    y = sc.y
+    assert y is not None
+    n, before = len(ys), sc.records
     shift, scale = np.empty(n), np.empty(n)
     learnable = np.empty(n, dtype=bool)
-    blocks = list(chunks(n, sc.records, labelled))
-    for lo, hi in blocks:
-        shift[lo:hi], scale[lo:hi] = sc.target_scale()
-        learnable[lo:hi] = sc.can_learn()
-        sc.records += int(labelled[lo:hi].sum())
-        sc.learn_targets(ys[lo:hi], block_ends=_at_edge(sc.records))
-    return shift, scale, learnable, blocks
-
-
-def _at_edge(records: int) -> bool:
-    """Whether a block of frozen target statistics ends after ``records`` records."""
-    return records & (records - 1) == 0 if records <= TARGET_BLOCK else records % TARGET_BLOCK == 0
+    moments = np.array([y.count, y.mean[0], y.m2[0]])
+    k = len(sc.block_labels)
+    pending = np.empty(k + n)
+    pending[:k] = sc.block_labels
+    records, k = frozen_scales(ys, labelled, before, moments, pending, k, shift, scale,
+                               learnable)
+    sc.records = int(records)
+    sc.block_labels = pending[:k].tolist()
+    if moments[0] != y.count:  # a block ended: new arrays, as RunningMoments.update makes
+        y.count, y.mean, y.m2 = float(moments[0]), moments[1:2].copy(), moments[2:3].copy()
+    return shift, scale, learnable, list(chunks(n, before, labelled)) if blocks else []
 
 
 def chunks(n: int, before: int, labelled: np.ndarray | None = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from adaptd.learner.concepts import restart
+from adaptd.learner.models import LinearFamily
 from adaptd.learner.step import step_rows
 from adaptd.regret import hindsight_loss
 
@@ -78,8 +79,12 @@ def close_segment(lrn: AdaptiveLearner, s: int) -> None:
 def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     """Add the best fixed model's loss on slot ``s``'s buffered records, and adaptd's own, to
     the hindsight totals; empty the buffer. During a batch whose baselines run on the second
-    thread the fit runs there too, on copies, and is added when the batch ends
-    (:meth:`adaptd.learner.shadow.Shadow.later`): nothing reads these totals meanwhile."""
+    thread a fit of an MLP or of log loss runs there too, on copies, and is added when the
+    batch ends (:meth:`adaptd.learner.shadow.Shadow.later`): nothing reads these totals
+    meanwhile, and the sums are the same. A linear regression's fit (one ridge solve, about
+    0.1 ms) runs here: handing it over cost more, the thread's Python taking the GIL from this
+    one's (16 keys, a drift per 172 records: 0.83× the CPU and less wall time in 3 of 3
+    alternating runs of ``benchmarks/engine_batches.py``)."""
     a, fam = lrn.arena, lrn.family
     assert fam is not None
     count, buf = int(a.hcount[s]), lrn.regret.buffer
@@ -88,7 +93,7 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     fit = partial(hindsight_loss, fam, lrn.regret, a.HX[s, order], a.HY[s, order],
                   a.theta[s].copy())
     add = partial(_add_hindsight, lrn.totals, float(a.HL[s, order].sum()), lrn.totals.unit)
-    if lrn.side is not None:
+    if lrn.side is not None and not (isinstance(fam, LinearFamily) and fam.task == "regression"):
         lrn.side.later(fit, add)
     else:
         add(fit())

@@ -17,6 +17,26 @@ import numpy as np
 PREQUENTIAL_SPAN = 100
 
 
+#: The exponential average's weights ``a·(1 − a)^(N−1−i)``, oldest first, for the largest N
+#: asked so far: the last ``m`` are the weights of ``m`` losses. Building them was most of an
+#: :meth:`Totals.add_losses` call, which runs after every event of a batch (a drift alarm, a
+#: concept probe). Each weight is one elementwise power, the same bits wherever it sits
+#: (``tests/unit/test_totals_weights.py`` checks the slices against fresh arrays).
+_weights: np.ndarray = np.empty(0)
+
+
+def _last_weights(m: int) -> np.ndarray:
+    """The weights of ``m`` losses (a read-only view)."""
+    global _weights
+    if m > len(_weights):
+        a = 1.0 / PREQUENTIAL_SPAN
+        size = max(m, 2 * len(_weights), 1024)
+        table = a * (1.0 - a) ** np.arange(size - 1, -1, -1)
+        table.flags.writeable = False
+        _weights = table
+    return _weights[len(_weights) - m :]
+
+
 class Totals:
     """Loss sums and event counts, saved with the learner's state."""
 
@@ -79,8 +99,7 @@ class Totals:
         if not m:
             return
         a = 1.0 / PREQUENTIAL_SPAN
-        weights = a * (1.0 - a) ** np.arange(m - 1, -1, -1)
-        self.recent = (1.0 - a) ** m * self.recent + float(weights @ losses)
+        self.recent = (1.0 - a) ** m * self.recent + float(_last_weights(m) @ losses)
         self.loss += float(losses.sum())
         self.n += m
 

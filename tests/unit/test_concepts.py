@@ -139,3 +139,49 @@ def test_a_class_first_seen_later_drops_the_states_stored_before_it() -> None:
     saved = lrn.state_dict()["keys"]["default"]["library"]["states"]
     assert len(saved) and saved.shape[1] == P
     assert lrn.summary().concept_reuses > before
+
+
+@pytest.mark.parametrize("model,task,classes", [("linear", "regression", 0),
+                                                ("logistic", "classification", 0),
+                                                ("mlp", "regression", 0),
+                                                ("linear", "classification", 4)])
+def test_the_compiled_choice_is_the_numpy_losses_choice(model: str, task: str,
+                                                        classes: int) -> None:
+    """The kernel's rules score the stored states as the family's NumPy forward does (to
+    rounding), so the choice (the best state, and whether it beats the current loss) is the
+    same on random states, windows, masks, window positions and ratios."""
+    from adaptd.learner.concepts import MIN_RECORDS, _module_losses, _recent, choose
+    from adaptd.learner.kernel import Scratch
+
+    lrn = AdaptiveLearner(model, task, n_features=4, meta=MetaConfig(library=8))
+    if classes:  # a multi-class model: labels 0 … K−1 seen once each
+        lrn.process_many([Record(x=(0.0, 0.0, 0.0, 0.0), y=float(c)) for c in range(classes)])
+    else:
+        lrn.process_many([Record(x=(0.0, 0.0, 0.0, 0.0), y=0.0)])
+    fam = lrn.family
+    assert fam is not None
+    rng = np.random.default_rng(11)
+    sc = Scratch(*lrn.scratch)
+    moved = 0
+    for _ in range(400):
+        R, k, m = int(rng.integers(1, 9)), 10, int(rng.integers(3, 11))
+        states = rng.normal(scale=rng.choice([0.1, 1.0, 5.0]), size=(R, fam.n_params))
+        if rng.random() < 0.2:
+            states[int(rng.integers(R))] = states[0]  # a tie: the first is chosen
+        X = rng.normal(size=(k, 4))
+        Y = (rng.integers(0, classes, size=k) if classes else
+             rng.integers(0, 2, size=k) if task == "classification" else
+             rng.normal(size=k)).astype(np.float64)
+        WM = (rng.random(k) < 0.85).astype(np.float64)
+        WL = rng.exponential(scale=rng.choice([0.1, 10.0, 1000.0]), size=k)
+        wpos = int(rng.integers(k))
+        recent = _recent(WM, wpos, m)
+        want = -1
+        if len(recent) >= MIN_RECORDS:
+            losses = _module_losses(lrn, states, X[recent], Y[recent])
+            best = int(np.argmin(losses))
+            want = best if losses[best] < 0.03 * float(WL[recent].mean()) else -1
+        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs)
+        assert got == want
+        moved += want >= 0
+    assert moved > 20  # both outcomes were tried
