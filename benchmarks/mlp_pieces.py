@@ -41,10 +41,10 @@ def _backwards(theta, acts, net, g, delta, delta_next, n):  # type: ignore[no-un
 
 
 @njit()
-def _steps(theta, A, g, B, new_theta, new_A, n):  # type: ignore[no-untyped-def]
+def _steps(theta, A, g, B, old_theta, old_A, n):  # type: ignore[no-untyped-def]
     taken = 0
     for _ in range(n):
-        taken += step_row(theta, A, 0, g, B, 1.0, 1.0, new_theta, new_A)
+        taken += step_row(theta, A, 0, g, B, 1.0, 1.0, old_theta, old_A)
     return taken
 
 

@@ -32,7 +32,7 @@ from adaptd.drift import PHParams, PHState, ph_update
 from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
 from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes, window_grad
-from adaptd.learner.step import commit_row, step_row
+from adaptd.learner.step import step_row, undo_row
 
 #: Event codes returned with the index of the record that raised them.
 EVENT_NONE = 0
@@ -82,8 +82,8 @@ class Scratch(NamedTuple):
     delta: np.ndarray
     delta_next: np.ndarray
     g: np.ndarray  # (P,) gradient
-    new_theta: np.ndarray
-    new_A: np.ndarray
+    old_theta: np.ndarray  # (P,) the row's values before a step (see step.step_row)
+    old_A: np.ndarray
     old_x: np.ndarray  # the window entry an append overwrote, for a skipped step
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
@@ -221,13 +221,15 @@ def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-
         for j in range(d):
             g[j] = 0.0 + e * b.X[i, j]
         g[d] = 0.0 + e
-    finite = step_row(ar.theta, ar.A, r, g, par.B if main else par.B_base, par.c,
-                      par.alpha if main else 1.0, sc.new_theta, sc.new_A)
-    if not finite or not math.isfinite(value):
+    # A non-finite loss rejects the step whatever it is: not computed.
+    if not math.isfinite(value) or not step_row(
+            ar.theta, ar.A, r, g, par.B if main else par.B_base, par.c,
+            par.alpha if main else 1.0, sc.old_theta, sc.old_A):
+        if math.isfinite(value):
+            undo_row(ar.theta, ar.A, r, sc.old_theta, sc.old_A)
         if windowed:
             _restore(ar, r, pos, sc)
         return False, value
-    commit_row(ar.theta, ar.A, r, sc.new_theta, sc.new_A)
     if windowed:
         ar.wpos[r] = (pos + 1) % kk
     if main:
