@@ -1,5 +1,6 @@
 """The inlined exp (:mod:`adaptd.learner.fast_exp`) and the tanh built on it give libm's bits,
-and the in-place inner step (:func:`adaptd.learner.step.step_row`) the old rule's."""
+and the in-place inner step (:func:`adaptd.learner.step.step_row`, with the Σ g² in its pass) the
+rule's."""
 
 from __future__ import annotations
 
@@ -87,10 +88,10 @@ def test_this_machine_runs_the_inlined_path_where_glibc_has_its_fma_variant() ->
 
 
 @njit()
-def _step_in_place(theta, A, g, B, c, alpha, old_theta, old_A):  # type: ignore[no-untyped-def]
-    ok = step_row(theta, A, 0, g, B, c, alpha, old_theta, old_A)
+def _step_in_place(theta, A, g, B, c, alpha, old, gsq):  # type: ignore[no-untyped-def]
+    ok = step_row(theta, A, 0, g, B, c, alpha, old, gsq)
     if not ok:
-        undo_row(theta, A, 0, old_theta, old_A)
+        undo_row(theta, A, 0, old, gsq)
     return ok
 
 
@@ -106,13 +107,16 @@ def test_in_place_step_gives_the_rules_bits_or_leaves_the_row(poison: float | No
     a_ref = A[0] + c * g * g  # the rule, in NumPy: the same operations, elementwise
     with np.errstate(invalid="ignore"):
         t_ref = theta[0] - alpha * (np.sqrt(B / a_ref) * g)
-    before_theta, before_A = theta.copy(), A.copy()
-    ok = _step_in_place(theta, A, g, B, c, alpha, np.empty(P), np.empty(P))
+    gsq = rng.uniform(0.0, 3.0, size=(1, P))
+    gsq_ref = gsq[0] + g * g
+    before = theta.copy(), A.copy(), gsq.copy()
+    ok = _step_in_place(theta, A, g, B, c, alpha, np.empty((3, P)), gsq)
     if poison is None:
         assert ok
         assert np.array_equal(_bits(A[0]), _bits(a_ref))
         assert np.array_equal(_bits(theta[0]), _bits(t_ref))
+        assert np.array_equal(_bits(gsq[0]), _bits(gsq_ref))
     else:
         assert not ok
-        assert np.array_equal(_bits(theta), _bits(before_theta))
-        assert np.array_equal(_bits(A), _bits(before_A))
+        for now, then in zip((theta, A, gsq), before, strict=True):
+            assert np.array_equal(_bits(now), _bits(then))
