@@ -59,10 +59,10 @@ def forward(theta, r, acts, net, zs):  # type: ignore[no-untyped-def]
     """Output pre-activation for the input in ``acts[0]`` (the last one); every output's goes
     to ``zs`` and the hidden activations to ``acts[l]``.
 
-    Eight units at a time: each unit's sum is still its bias, then its inputs in order (the
-    same bits as one unit at a time), but independent sums keep the adders busy where one
-    waits out each addition's latency (1.9 against 0.9 µs for 10-40-40-1 here with four;
-    eight, 5 % less again)."""
+    Eight units at a time, then four: each unit's sum is still its bias, then its inputs in
+    order (the same bits as one unit at a time), but independent sums keep the adders busy
+    where one waits out each addition's latency (for 10-40-40-1 here: 1.9 µs one at a time,
+    0.82 four, 0.79 eight)."""
     nl = net.L_off.shape[0]
     z = 0.0
     for layer in range(nl):
@@ -97,6 +97,21 @@ def forward(theta, r, acts, net, zs):  # type: ignore[no-untyped-def]
             out[u], out[u + 1], out[u + 2], out[u + 3] = t0, t1, t2, t3
             out[u + 4], out[u + 5], out[u + 6], out[u + 7] = t4, t5, t6, t7
             u += 8
+        while u + 4 <= fo:  # what is left of a width that is not a multiple of 8
+            w0 = theta[r, o + u * fi : o + (u + 1) * fi]
+            w1 = theta[r, o + (u + 1) * fi : o + (u + 2) * fi]
+            w2 = theta[r, o + (u + 2) * fi : o + (u + 3) * fi]
+            w3 = theta[r, o + (u + 3) * fi : o + (u + 4) * fi]
+            t0, t1 = theta[r, b + u], theta[r, b + u + 1]
+            t2, t3 = theta[r, b + u + 2], theta[r, b + u + 3]
+            for v in range(fi):
+                av = a[v]
+                t0 += w0[v] * av
+                t1 += w1[v] * av
+                t2 += w2[v] * av
+                t3 += w3[v] * av
+            out[u], out[u + 1], out[u + 2], out[u + 3] = t0, t1, t2, t3
+            u += 4
         while u < fo:
             w0 = theta[r, o + u * fi : o + (u + 1) * fi]
             t0 = theta[r, b + u]
