@@ -41,10 +41,10 @@ def _backwards(theta, acts, net, g, delta, delta_next, n):  # type: ignore[no-un
 
 
 @njit()
-def _steps(theta, A, g, B, new_theta, new_A, n):  # type: ignore[no-untyped-def]
+def _steps(theta, A, g, B, old, gsq, n):  # type: ignore[no-untyped-def]
     taken = 0
     for _ in range(n):
-        taken += step_row(theta, A, 0, g, B, 1.0, 1.0, new_theta, new_A)
+        taken += step_row(theta, A, 0, g, B, 1.0, 1.0, old, gsq)
     return taken
 
 
@@ -66,8 +66,8 @@ def pieces_us(hidden: tuple[int, ...], d: int = 10, n: int = 100_000, repeats: i
                                        acts[0, :d].copy(), k),
         "backward": lambda k: _backwards(theta, acts, net, np.zeros(P), np.zeros(width),
                                          np.zeros(width), k),
-        "step": lambda k: _steps(theta, np.ones((1, P)), g, np.full(P, 1e-4), np.empty(P),
-                                 np.empty(P), k),
+        "step": lambda k: _steps(theta, np.ones((1, P)), g, np.full(P, 1e-4),
+                                 np.empty((3, P)), np.zeros((1, P)), k),
     }
     out = {}
     for name, call in calls.items():

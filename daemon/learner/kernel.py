@@ -32,7 +32,7 @@ from adaptd.drift import PHParams, PHState, ph_update
 from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
 from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes, window_grad
-from adaptd.learner.step import commit_row, step_row
+from adaptd.learner.step import step_row, undo_row
 
 #: Event codes returned with the index of the record that raised them.
 EVENT_NONE = 0
@@ -82,8 +82,7 @@ class Scratch(NamedTuple):
     delta: np.ndarray
     delta_next: np.ndarray
     g: np.ndarray  # (P,) gradient
-    new_theta: np.ndarray
-    new_A: np.ndarray
+    old: np.ndarray  # (3, P) a row's θ, A, Σ g² before a step (see step.step_row)
     old_x: np.ndarray  # the window entry an append overwrote, for a skipped step
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
@@ -96,7 +95,7 @@ def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
     """Working arrays for :func:`process` (whose contents do not outlive a record)."""
     width = max(d, int(L_out.max()))
     return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
-                   np.empty(P), np.empty(P), np.empty(P), np.empty(d), np.empty(2), np.empty(k),
+                   np.empty(P), np.empty((3, P)), np.empty(d), np.empty(2), np.empty(k),
                    np.empty(width), np.empty((L_out.shape[0], width)),
                    np.empty(width))
 
@@ -221,19 +220,26 @@ def _learn_row(i, r, yp, main, b, ar, par, net, sc):  # type: ignore[no-untyped-
         for j in range(d):
             g[j] = 0.0 + e * b.X[i, j]
         g[d] = 0.0 + e
-    finite = step_row(ar.theta, ar.A, r, g, par.B if main else par.B_base, par.c,
-                      par.alpha if main else 1.0, sc.new_theta, sc.new_A)
-    if not finite or not math.isfinite(value):
+    # A non-finite loss rejects the step whatever it is: not computed. A key's row adds g² to
+    # its segment's Σ g² in the step's pass (the baseline's is not kept).
+    if main:
+        stepped = math.isfinite(value) and step_row(ar.theta, ar.A, r, g, par.B, par.c,
+                                                    par.alpha, sc.old, ar.gsq)
+        if not stepped and math.isfinite(value):
+            undo_row(ar.theta, ar.A, r, sc.old, ar.gsq)
+    else:
+        stepped = math.isfinite(value) and step_row(ar.theta, ar.A, r, g, par.B_base, par.c,
+                                                    1.0, sc.old)
+        if not stepped and math.isfinite(value):
+            undo_row(ar.theta, ar.A, r, sc.old)
+    if not stepped:
         if windowed:
             _restore(ar, r, pos, sc)
         return False, value
-    commit_row(ar.theta, ar.A, r, sc.new_theta, sc.new_A)
     if windowed:
         ar.wpos[r] = (pos + 1) % kk
     if main:
         ar.WL[r, pos] = value
-        for q in range(g.shape[0]):
-            ar.gsq[r, q] += g[q] * g[q]
     return True, value
 
 

@@ -36,43 +36,58 @@ def _unscaled(b, a, g):  # type: ignore[no-untyped-def]
 
 
 @njit(inline=True)
-def step_row(theta, A, r, g, B, c, alpha, new_theta, new_A):  # type: ignore[no-untyped-def]
-    """The step for row ``r`` of ``theta``/``A`` ``(R, P)`` with gradient ``g`` ``(P,)`` and
-    ``B`` ``(P,)``, written to ``new_theta``/``new_A`` ``(P,)``; true when all of it is finite.
+def step_row(theta, A, r, g, B, c, alpha, old, gsq=None):  # type: ignore[no-untyped-def]
+    """Step row ``r`` of ``theta``/``A`` ``(R, P)`` in place with gradient ``g`` ``(P,)`` and
+    ``B`` ``(P,)``, keeping the values it replaced in ``old`` ``(3, P)``; true when all of the
+    result is finite. With ``gsq`` ``(R, P)`` (a key's row: the segment's Σ g² for the
+    meta-state's G) it also adds ``g²`` to ``gsq[r]``.
 
-    The caller commits it (:func:`commit_row`) or not: the kernel also needs the loss finite.
+    When the result is not finite (or the caller rejects the step: the kernel also needs the
+    loss finite), :func:`undo_row` puts the old values back. In place, and the Σ g² in the
+    same pass, because the step is taken nearly always: computing into scratch rows and
+    copying them back, then adding g² apart, were two more passes over rows of P per record
+    (the MLP's 2,121 parameters: 17 kB each): 2.75 against 1.90 µs for the three.
     """
     # Branch-free so the loop compiles to vector instructions: v − v is 0 for a finite v and
     # NaN for ±inf or NaN, and NaN != 0.
     nonfinite = 0
     for q in range(theta.shape[1]):
-        a = A[r, q] + c * g[q] * g[q]
-        t = theta[r, q] - alpha * _unscaled(B[q], a, g[q])
-        new_A[q] = a
-        new_theta[q] = t
+        a0 = A[r, q]
+        t0 = theta[r, q]
+        a = a0 + c * g[q] * g[q]
+        t = t0 - alpha * _unscaled(B[q], a, g[q])
+        old[0, q] = t0
+        old[1, q] = a0
+        theta[r, q] = t
+        A[r, q] = a
+        if gsq is not None:
+            s0 = gsq[r, q]
+            old[2, q] = s0
+            gsq[r, q] = s0 + g[q] * g[q]
         nonfinite += ((a - a) != 0.0) | ((t - t) != 0.0)
     return nonfinite == 0
 
 
 @njit(inline=True)
-def commit_row(theta, A, r, new_theta, new_A):  # type: ignore[no-untyped-def]
-    """Take the step :func:`step_row` computed for row ``r``."""
+def undo_row(theta, A, r, old, gsq=None):  # type: ignore[no-untyped-def]
+    """Take back the step :func:`step_row` took on row ``r`` (with the same ``gsq``)."""
     for q in range(theta.shape[1]):
-        theta[r, q] = new_theta[q]
-        A[r, q] = new_A[q]
+        theta[r, q] = old[0, q]
+        A[r, q] = old[1, q]
+        if gsq is not None:
+            gsq[r, q] = old[2, q]
 
 
 @njit()
 def _step_rows(theta, A, g, B_main, B_rest, n_main, c, alpha, ok):  # type: ignore[no-untyped-def]
     P = theta.shape[1]
-    new_theta = np.empty(P)
-    new_A = np.empty(P)
+    old = np.empty((3, P))
     for r in range(theta.shape[0]):
         main = r < n_main
         ok[r] = step_row(theta, A, r, g[r], B_main if main else B_rest, c,
-                         alpha if main else 1.0, new_theta, new_A)
-        if ok[r]:
-            commit_row(theta, A, r, new_theta, new_A)
+                         alpha if main else 1.0, old)
+        if not ok[r]:
+            undo_row(theta, A, r, old)
 
 
 def step_rows(theta: np.ndarray, A: np.ndarray, g: np.ndarray, B_main: np.ndarray,
