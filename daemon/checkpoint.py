@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptd import state_schema as schema
+from adaptd.segment_store import KeySegments
 from adaptd.state_rows import KeyRows
 from adaptd.state_values import FORMAT_VERSION, CheckpointError, check, decode, encode
 
@@ -148,7 +149,10 @@ class CheckpointStore:
         #: Id of the last checkpoint this store wrote or found (0: none yet).
         self.last_checkpoint = 0
         self._db: sqlite3.Connection | None = None
+        #: Keys of a store of format 4 or 5 (rows), read until its first load moves them.
         self._rows = KeyRows(str(self.path))
+        self._legacy = False
+        self._segments = KeySegments(str(self.path))
 
     # -- the connection ------------------------------------------------------------------
 
@@ -172,6 +176,7 @@ class CheckpointStore:
                 schema.add_columns(db)
                 for index in schema.INDEXES:
                     db.execute(index)
+                self._legacy = db.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0] == 1
                 db.execute("COMMIT")
             finally:
                 if db.in_transaction:
@@ -204,6 +209,7 @@ class CheckpointStore:
         if db is None:
             return Restored(shared=None, partitions={})
         self._rows.forget()  # a load may roll the store back: what it holds is read afresh
+        self._segments.invalidate()
         try:
             try:
                 db.execute("BEGIN")  # one snapshot: a writer in another process may commit
@@ -216,7 +222,37 @@ class CheckpointStore:
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(str(self.path), f"is unreadable ({exc}); {START_OVER}") from None
         self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
+        if self._legacy:
+            self._migrate(restored.checkpoint)
         return restored
+
+    def _migrate(self, checkpoint: int) -> None:
+        """Move the keys of a store of format 4 or 5 (a row each) into segments of the
+        checkpoint ``checkpoint`` just loaded, in one transaction. That checkpoint's previous
+        generation is not carried over: a later fallback from it has none to go to (the
+        checkpoints after it keep two generations again)."""
+        with self._transaction("keys not moved to format 6's segments") as db:
+            for (p,) in db.execute("SELECT DISTINCT partition FROM keys").fetchall():
+                states, labels, evicted = {}, {}, set()
+                for key, flag, value, label_blob in db.execute(
+                        f"SELECT key, {schema.EVICTED}, value, labels FROM keys k"
+                        " WHERE partition = ?", (p,)).fetchall():
+                    states[key] = self._rows.read(db, p, key, value)
+                    if flag:
+                        evicted.add(key)
+                    if label_blob is not None:
+                        labels[key] = decode(label_blob, f"{self.path}: partition {p} key "
+                                             f"{key!r} labels")
+                self._segments.write(db, p, states, labels, checkpoint, evicted)
+            for table in ("keys", "chunks", "evictions"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("UPDATE shared SET prev_value = NULL, prev_checkpoint = NULL")
+            db.execute("UPDATE partitions SET prev_position = NULL, prev_checkpoint = NULL,"
+                       " prev_changelog_offset = NULL")
+        self._legacy = False
+        self._rows.forget()
+        log.info("state dir %s: key states moved to store format %d (segments)",
+                 self.state_dir, FORMAT_VERSION)
 
     def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None) -> Restored:
         """The latest checkpoint, every value of it checked. Raises CheckpointError."""
@@ -225,6 +261,8 @@ class CheckpointStore:
         local = self._shared(db, "local")
         if latest:
             self._rows.check(db, latest)
+            self._segments.check(db, latest)
+        self._segments.rebuild(db)
         found = {}
         for p, position, checkpoint in db.execute(
                 "SELECT partition, position, checkpoint FROM partitions").fetchall():
@@ -282,8 +320,10 @@ class CheckpointStore:
 
     def _partition(self, db: sqlite3.Connection, p: int, position: int,
                    checkpoint: int) -> PartitionState:
-        states: dict[str, Any] = {}
-        labels: list[Any] = []
+        segments = self._segments
+        live = segments.live.get(p, [])
+        states = segments.read_many(db, p, [key for key, _, _ in live])
+        labels: list[Any] = list(segments.labels.get(p, ()))
         # Evicted keys stay on disk, but their pending labels wait in memory for their label.
         cursor = db.execute(f"SELECT key, {schema.EVICTED}, value, labels FROM keys k"
                             " WHERE partition = ? AND (evicted = 0 OR labels IS NOT NULL)", (p,))
@@ -301,25 +341,31 @@ class CheckpointStore:
         that is not in memory (evicted, or new). Blocks on one read. A damaged value here is
         one written before the last checkpoint (that one's were checked on load), so both
         generations hold it: :class:`CheckpointError`, as on load."""
-        db = self._connect(create=False)
-        if db is None:
-            return None
-        return self._rows.read_many(db, partition, [key]).get(key)
+        return self.get_many(partition, [key]).get(key)
 
     def get_many(self, partition: int, keys: Sequence[str]) -> dict[str, Any]:
         """:meth:`get` of many ``keys`` of ``partition`` at once: those the store holds."""
         db = self._connect(create=False)
-        return {} if db is None else self._rows.read_many(db, partition, keys)
+        if db is None:
+            return {}
+        found = self._segments.read_many(db, partition, keys)
+        if self._legacy and len(found) < len(keys):  # a store of format 4 or 5 not loaded yet
+            found.update(self._rows.read_many(db, partition,
+                                              [k for k in keys if k not in found]))
+        return found
 
     def key_count(self, evicted: bool | None = None) -> int:
         """Keys stored (only evicted or only live ones when ``evicted`` is given)."""
         db = self._connect(create=False)
         if db is None:
             return 0
+        self._segments.ensure(db)
         if evicted is None:
-            return int(db.execute("SELECT count(*) FROM keys").fetchone()[0])
-        return int(db.execute(f"SELECT count(*) FROM keys k WHERE {schema.EVICTED} = ?",
-                              (int(evicted),)).fetchone()[0])
+            legacy = int(db.execute("SELECT count(*) FROM keys").fetchone()[0])
+        else:
+            legacy = int(db.execute(f"SELECT count(*) FROM keys k WHERE {schema.EVICTED} = ?",
+                                    (int(evicted),)).fetchone()[0])
+        return legacy + self._segments.count(evicted)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -340,18 +386,14 @@ class CheckpointStore:
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                self._rows.write(db, p, changes.states, changes.labels, number,
-                                 evicted=changes.evicted)
-                db.executemany(schema.MARK_EVICTED, ((p, key, number) for key in changes.evicted
-                                                     if key not in changes.states))
+                self._segments.write(db, p, changes.states, changes.labels, number,
+                                     evicted=changes.evicted)
                 db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
+            self._segments.finish(db, number)
             db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
                 db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
         self.last_checkpoint = max(self.last_checkpoint, number)
-        for p, changes in partitions.items():
-            if changes.evicted:
-                self._rows.forget(p, changes.evicted)  # memory stays bounded by the live keys
         return number
 
     @contextmanager
@@ -364,11 +406,13 @@ class CheckpointStore:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rows.aborted()
+            self._segments.invalidate()  # its index took in what the store did not
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise OSError(f"{self.path}: {what} ({exc})") from None
         except BaseException:
             self._rows.aborted()
+            self._segments.invalidate()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
@@ -379,9 +423,7 @@ class CheckpointStore:
         their stored state is the one they leave with. Raises OSError when the disk refuses."""
         keys = list(keys)
         with self._transaction("evicted keys not marked") as db:
-            db.executemany(schema.MARK_EVICTED,
-                           ((partition, key, self.last_checkpoint) for key in keys))
-        self._rows.forget(partition, keys)  # memory stays bounded by the live keys
+            self._segments.write(db, partition, {}, {}, self.last_checkpoint, evicted=keys)
 
     # -- the changelog's side (adaptd.changelog) -----------------------------------------
 
@@ -404,6 +446,7 @@ class CheckpointStore:
             db.execute("DELETE FROM chunks WHERE partition = ?", (partition,))
             db.execute("DELETE FROM evictions WHERE partition = ?", (partition,))
             db.execute("DELETE FROM partitions WHERE partition = ?", (partition,))
+            self._segments.drop_partition(db, partition)
         self._rows.forget(partition)
 
     def apply_restored(self, partition: int, changes: PartitionChanges, checkpoint: int,
@@ -413,8 +456,8 @@ class CheckpointStore:
         memory for the keys in use only. ``shared`` is taken only by a store that has none."""
         with self._transaction(f"checkpoint {checkpoint} of partition {partition} not "
                                f"restored") as db:
-            self._rows.write(db, partition, changes.states, changes.labels, checkpoint,
-                             evicted=True)
+            self._segments.write(db, partition, changes.states, changes.labels, checkpoint,
+                                 evicted=True)
             db.execute(schema.UPSERT_PARTITION, (partition, changes.position, checkpoint,
                                            changelog_offset))
             db.execute("INSERT OR IGNORE INTO shared (name, value, checkpoint) VALUES ('state', ?, ?)",

@@ -361,6 +361,10 @@ def _spec_digest(spec: bytes) -> bytes:
     return known
 
 
+#: A spec's digest, as :func:`spec_apart` names it.
+spec_digest = _spec_digest
+
+
 def spec_named(blob: bytes) -> bytes | None:
     """The digest of the spec a value of :func:`spec_apart` names (None: a whole value)."""
     return blob[4:20] if blob[:4] == _REF_MAGIC and len(blob) >= _REF_HEADER.size else None

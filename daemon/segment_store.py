@@ -1,0 +1,302 @@
+"""Key states in ``state.db`` as append-only segments with an index in memory (store format 6).
+
+Why: with a row per key (formats 4 and 5) a new key cost a B-tree upsert, its share of the
+commit and a Python step to build its row, about 33 µs of CPU against ~3 µs for a record of a
+known key, so a stream of ever-new keys ran at a tenth of the few-key rate. Here a checkpoint
+writes, per partition, ONE row of ``segments`` holding every key it writes
+(:mod:`adaptd.key_segments`), and the store finds keys through :class:`adaptd.key_index.KeyIndex`,
+kept in memory and rebuilt at start from the segments' names. This is Bitcask's design (an
+append-only log of values, a "keydir" in memory rebuilt from hint files, merging of files
+whose values are mostly stale) with RocksDB's unit of writing (a write batch flushed as one
+immutable file, compacted later), inside SQLite so that a checkpoint's segments, positions and
+shared state still commit in one transaction.
+
+Lifetime of a segment. Each row it holds is *live* while the index points to it; a mark (a key
+let go of unchanged: "its state is in an older segment, and out of memory") is live while it is
+the key's latest mark. A segment none of whose rows or marks is live is *dead from* the
+checkpoint that superseded its last one (``dead_since``). Two generations are kept, as before:
+a checkpoint N deletes the segments dead since a checkpoint before N (the generation N-1 does
+not read them), and a fallback from a damaged N deletes N's segments and revives those dead
+since N (:data:`ROLL_BACK`). Compaction (Bitcask's merge, an LSM's compaction): a segment whose
+live share fell below a half has its live rows and marks copied into a segment of the
+checkpoint being written, so the disk stays proportional to the keys (at most about twice
+their packed size, plus the previous generation).
+
+On load the latest checkpoint's segments are checked whole (CRC-32), as the row store checked
+every value the latest checkpoint wrote; an older segment is checked whole the first time a
+key is read from it in a process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from adaptd.key_index import EMPTY, KeyIndex
+from adaptd.key_segments import SegmentView, check_data, encode_labels, pack_segment, unpack_names
+from adaptd.state_values import CheckpointError, decode
+
+#: Segments whose metadata (offsets, specs) stay decoded for reads.
+_VIEWS = 64
+
+
+class KeySegments:
+    """The segments of one database and their index (see the module note). Used by
+    :class:`adaptd.checkpoint.CheckpointStore` inside its transactions; one thread at a time.
+
+    Args:
+        path: the database, for messages naming a damaged segment.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._index: dict[int, KeyIndex] = {}
+        #: segment id → live rows and marks; its size (rows + marks when written).
+        self._live: dict[int, int] = {}
+        self._size: dict[int, int] = {}
+        self._fresh = False  # the index reflects the database (False: rebuild before use)
+        self._views: dict[int, SegmentView] = {}
+        #: Found at the last rebuild, for a load: partition → live keys as (key, segment, row),
+        #: and the pending labels of current rows.
+        self.live: dict[int, list[tuple[str, int, int]]] = {}
+        self.labels: dict[int, list[Any]] = {}
+
+    def _where(self, seg: int) -> str:
+        return f"{self.path}: key segment {seg}"
+
+    # -- the index -----------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """What the database holds may have changed (a load, a rollback, an aborted write)."""
+        self._fresh = False
+        self._views.clear()
+
+    def ensure(self, db: sqlite3.Connection) -> None:
+        if not self._fresh:
+            self.rebuild(db)
+
+    def rebuild(self, db: sqlite3.Connection) -> None:
+        """Rebuild the index from every segment's names, in the order they were written."""
+        self._index.clear()
+        self._live.clear()
+        self._size.clear()
+        names_of: dict[int, list[str]] = {}
+        labelled = []
+        for seg, p, checkpoint, names_blob, has_labels in db.execute(
+                "SELECT id, partition, checkpoint, names, labels IS NOT NULL FROM segments"
+                " ORDER BY id"):
+            keys, evicted, marks = unpack_names(names_blob, self._where(seg))
+            self._size[seg] = len(keys) + len(marks)
+            self._live[seg] = 0
+            self._put(p, seg, keys, checkpoint, evicted)
+            self._mark(p, seg, marks)
+            names_of[seg] = keys
+            if has_labels:
+                labelled.append((seg, p))
+        self.live = {}
+        for p, index in self._index.items():
+            slots = np.flatnonzero((index.segment != EMPTY) & ~index.evicted)
+            self.live[p] = [(names_of[s][r], s, r) for s, r in
+                            zip(index.segment[slots].tolist(), index.row[slots].tolist(),
+                                strict=True)]
+        self.labels = {}
+        for seg, p in labelled:
+            (blob,) = db.execute("SELECT labels FROM segments WHERE id = ?", (seg,)).fetchone()
+            index, keys = self._index[p], names_of[seg]
+            for row, entries in decode(blob, f"{self._where(seg)} labels").items():
+                slot = index.find(np.array([hash(keys[row])]))[0]
+                if slot >= 0 and index.segment[slot] == seg and index.row[slot] == row:
+                    self.labels.setdefault(p, []).extend(entries)
+        self._fresh = True
+
+    def _put(self, p: int, seg: int, keys: Sequence[str], checkpoint: int,
+             evicted: Any) -> None:
+        """Point ``keys`` of ``p`` at their rows of ``seg``: what they superseded is no longer
+        live."""
+        index = self._index.get(p)
+        if index is None:
+            index = self._index[p] = KeyIndex(max(1024, 2 * len(keys)))
+        hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+        before = index.find(hashes)
+        known = before[before >= 0]
+        self._unlive(index.segment[known])
+        self._unlive(index.mark[known])
+        index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted)
+        self._live[seg] = self._live.get(seg, 0) + len(keys)
+
+    def _mark(self, p: int, seg: int, marks: Sequence[str]) -> None:
+        """Note ``marks`` of ``p`` (in ``seg``): those keys are out of memory."""
+        index = self._index.get(p)
+        if index is None or not marks:
+            return
+        slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        slots = slots[slots >= 0]
+        self._unlive(index.mark[slots])
+        index.mark[slots] = seg
+        index.evicted[slots] = True
+        self._live[seg] = self._live.get(seg, 0) + len(slots)
+
+    def _unlive(self, segs: np.ndarray) -> None:
+        segs = segs[segs != EMPTY]
+        if len(segs):
+            ids, counts = np.unique(segs, return_counts=True)
+            for seg, count in zip(ids.tolist(), counts.tolist(), strict=True):
+                self._live[seg] -= count
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, db: sqlite3.Connection, p: int, states: Mapping[str, Any],
+              labels: Mapping[str, list[Any]], checkpoint: int,
+              evicted: bool | Collection[str]) -> None:
+        """Write the ``states`` (and pending ``labels``) of keys of ``p`` as one segment in the
+        open transaction, flagged evicted when ``evicted`` is True or holds the key; keys of
+        ``evicted`` not among ``states`` are marked out of memory."""
+        self.ensure(db)
+        keys = list(states)
+        if evicted is True or evicted is False:
+            flags: Any = bool(evicted)
+            marks: list[str] = []
+        else:
+            flags = np.fromiter((k in evicted for k in keys), dtype=bool, count=len(keys))
+            marks = [k for k in evicted if k not in states]
+        if not keys and not marks:
+            return
+        segment = pack_segment(keys, list(states.values()),
+                               np.broadcast_to(flags, len(keys)), marks)
+        rows = {i: labels[k] for i, k in enumerate(keys) if labels.get(k)} if labels else {}
+        seg = self._insert(db, p, checkpoint, segment.names, segment.data,
+                           encode_labels(rows), len(keys) + len(marks))
+        self._put(p, seg, keys, checkpoint, flags)
+        self._mark(p, seg, marks)
+
+    def _insert(self, db: sqlite3.Connection, p: int, checkpoint: int, names: bytes,
+                data: bytes, labels: bytes | None, size: int) -> int:
+        cursor = db.execute("INSERT INTO segments (partition, checkpoint, names, data, labels,"
+                            " size) VALUES (?, ?, ?, ?, ?, ?)",
+                            (p, checkpoint, names, data, labels, size))
+        seg = int(cursor.lastrowid or 0)
+        self._size[seg] = size
+        self._live.setdefault(seg, 0)
+        return seg
+
+    def finish(self, db: sqlite3.Connection, checkpoint: int) -> None:
+        """At the end of checkpoint ``checkpoint``'s transaction: compact the segments mostly
+        stale, note those that died in it, delete those dead since an earlier one."""
+        for seg in [s for s, live in self._live.items()
+                    if 0 < live and 2 * live < self._size[s]]:
+            self._compact(db, seg, checkpoint)
+        dead = [s for s, live in self._live.items() if live == 0]
+        if dead:
+            db.executemany("UPDATE segments SET dead_since = ? WHERE id = ? AND dead_since IS"
+                           " NULL", ((checkpoint, s) for s in dead))
+            for s in dead:
+                del self._live[s], self._size[s]
+                self._views.pop(s, None)
+        db.execute("DELETE FROM segments WHERE dead_since < ?", (checkpoint,))
+
+    def _compact(self, db: sqlite3.Connection, seg: int, checkpoint: int) -> None:
+        """Copy the live rows and marks of ``seg`` into a new segment of ``checkpoint``."""
+        row = db.execute("SELECT partition, names, data, labels FROM segments WHERE id = ?",
+                         (seg,)).fetchone()
+        p, names_blob, data, labels_blob = row
+        keys, _, marks = unpack_names(names_blob, self._where(seg))
+        index = self._index[p]
+        slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        ok = slots >= 0
+        ok[ok] = (index.segment[slots[ok]] == seg) & (index.row[slots[ok]] == np.flatnonzero(ok))
+        view = SegmentView(data, self._where(seg))
+        rows = np.flatnonzero(ok).tolist()
+        kept = [keys[r] for r in rows]
+        states = [view.value(r) for r in rows]
+        flags = index.evicted[slots[ok]]
+        old_labels = decode(labels_blob, f"{self._where(seg)} labels") if labels_blob else {}
+        new_labels = {i: old_labels[r] for i, r in enumerate(rows) if r in old_labels}
+        mark_slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        kept_marks = [m for m, s in zip(marks, mark_slots.tolist(), strict=True)
+                      if s >= 0 and index.mark[s] == seg]
+        segment = pack_segment(kept, states, flags, kept_marks)
+        new = self._insert(db, p, checkpoint, segment.names, segment.data,
+                           encode_labels(new_labels), len(kept) + len(kept_marks))
+        checkpoints = index.checkpoint[slots[ok]]
+        self._put(p, new, kept, 0, flags)
+        index.checkpoint[slots[ok]] = checkpoints  # the rows' states are as old as they were
+        self._mark(p, new, kept_marks)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_many(self, db: sqlite3.Connection, p: int, keys: Sequence[str]) -> dict[str, Any]:
+        """The states the store holds for those of ``keys`` of ``p`` it has. A key it does not
+        hold costs a probe of the index, no read."""
+        self.ensure(db)
+        index = self._index.get(p)
+        if index is None or not keys:
+            return {}
+        slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        hits = np.flatnonzero(slots >= 0)
+        found: dict[str, Any] = {}
+        if not len(hits):
+            return found
+        segs = index.segment[slots[hits]]
+        rows = index.row[slots[hits]]
+        order = np.argsort(segs, kind="stable")
+        current = -1
+        blob = None
+        try:
+            for i in order.tolist():
+                seg = int(segs[i])
+                if seg != current:
+                    if blob is not None:
+                        blob.close()
+                    current, blob = seg, db.blobopen("segments", "data", seg, readonly=True)
+                    view = self._view(db, seg, blob)
+                    read = _reader(blob)
+                try:
+                    found[keys[hits[i]]] = view.value(int(rows[i]), keys[hits[i]], read)
+                except KeyError:  # another key of the same hash: this one is not held
+                    continue
+        finally:
+            if blob is not None:
+                blob.close()
+        return found
+
+    def _view(self, db: sqlite3.Connection, seg: int, blob: Any) -> SegmentView:
+        view = self._views.get(seg)
+        if view is None:
+            data = blob.read()  # checked whole the first time a process reads it
+            view = SegmentView(data, self._where(seg)).detach()
+            if len(self._views) >= _VIEWS:
+                self._views.pop(next(iter(self._views)))
+            self._views[seg] = view
+        return view
+
+    def check(self, db: sqlite3.Connection, checkpoint: int) -> None:
+        """Check every segment ``checkpoint`` wrote. Raises CheckpointError."""
+        for seg, names, data, labels in db.execute(
+                "SELECT id, names, data, labels FROM segments WHERE checkpoint = ?",
+                (checkpoint,)):
+            unpack_names(names, self._where(seg))
+            check_data(data, self._where(seg))
+            if labels is not None:
+                decode(labels, f"{self._where(seg)} labels")
+
+    def count(self, evicted: bool | None = None) -> int:
+        """Keys held (only evicted or only live ones when ``evicted`` is given)."""
+        total = 0
+        for index in self._index.values():
+            used = index.segment != EMPTY
+            total += int(used.sum() if evicted is None else (used & (index.evicted == evicted)).sum())
+        return total
+
+    def drop_partition(self, db: sqlite3.Connection, p: int) -> None:
+        db.execute("DELETE FROM segments WHERE partition = ?", (p,))
+        self.invalidate()
+
+
+def _reader(blob: Any) -> Any:
+    def read(at: int, size: int) -> bytes:
+        blob.seek(at)
+        return bytes(blob.read(size))
+    return read
