@@ -149,10 +149,8 @@ class CheckpointStore:
         #: Id of the last checkpoint this store wrote or found (0: none yet).
         self.last_checkpoint = 0
         self._db: sqlite3.Connection | None = None
-        #: Keys of a store of format 4 or 5 (rows), read until its first load moves them.
-        self._rows = KeyRows(str(self.path))
-        self._legacy = False
-        self._segments = KeySegments(str(self.path))
+        self._rows = KeyRows(str(self.path))  # split keys' rows, and every key of format 4, 5
+        self._segments = KeySegments(str(self.path), self._rows)
 
     # -- the connection ------------------------------------------------------------------
 
@@ -176,7 +174,6 @@ class CheckpointStore:
                 schema.add_columns(db)
                 for index in schema.INDEXES:
                     db.execute(index)
-                self._legacy = db.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()[0] == 1
                 db.execute("COMMIT")
             finally:
                 if db.in_transaction:
@@ -222,37 +219,7 @@ class CheckpointStore:
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(str(self.path), f"is unreadable ({exc}); {START_OVER}") from None
         self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
-        if self._legacy:
-            self._migrate(restored.checkpoint)
         return restored
-
-    def _migrate(self, checkpoint: int) -> None:
-        """Move the keys of a store of format 4 or 5 (a row each) into segments of the
-        checkpoint ``checkpoint`` just loaded, in one transaction. That checkpoint's previous
-        generation is not carried over: a later fallback from it has none to go to (the
-        checkpoints after it keep two generations again)."""
-        with self._transaction("keys not moved to format 6's segments") as db:
-            for (p,) in db.execute("SELECT DISTINCT partition FROM keys").fetchall():
-                states, labels, evicted = {}, {}, set()
-                for key, flag, value, label_blob in db.execute(
-                        f"SELECT key, {schema.EVICTED}, value, labels FROM keys k"
-                        " WHERE partition = ?", (p,)).fetchall():
-                    states[key] = self._rows.read(db, p, key, value)
-                    if flag:
-                        evicted.add(key)
-                    if label_blob is not None:
-                        labels[key] = decode(label_blob, f"{self.path}: partition {p} key "
-                                             f"{key!r} labels")
-                self._segments.write(db, p, states, labels, checkpoint, evicted)
-            for table in ("keys", "chunks", "evictions"):
-                db.execute(f"DELETE FROM {table}")
-            db.execute("UPDATE shared SET prev_value = NULL, prev_checkpoint = NULL")
-            db.execute("UPDATE partitions SET prev_position = NULL, prev_checkpoint = NULL,"
-                       " prev_changelog_offset = NULL")
-        self._legacy = False
-        self._rows.forget()
-        log.info("state dir %s: key states moved to store format %d (segments)",
-                 self.state_dir, FORMAT_VERSION)
 
     def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None) -> Restored:
         """The latest checkpoint, every value of it checked. Raises CheckpointError."""
@@ -348,11 +315,7 @@ class CheckpointStore:
         db = self._connect(create=False)
         if db is None:
             return {}
-        found = self._segments.read_many(db, partition, keys)
-        if self._legacy and len(found) < len(keys):  # a store of format 4 or 5 not loaded yet
-            found.update(self._rows.read_many(db, partition,
-                                              [k for k in keys if k not in found]))
-        return found
+        return self._segments.read_many(db, partition, keys)
 
     def key_count(self, evicted: bool | None = None) -> int:
         """Keys stored (only evicted or only live ones when ``evicted`` is given)."""
@@ -360,12 +323,7 @@ class CheckpointStore:
         if db is None:
             return 0
         self._segments.ensure(db)
-        if evicted is None:
-            legacy = int(db.execute("SELECT count(*) FROM keys").fetchone()[0])
-        else:
-            legacy = int(db.execute(f"SELECT count(*) FROM keys k WHERE {schema.EVICTED} = ?",
-                                    (int(evicted),)).fetchone()[0])
-        return legacy + self._segments.count(evicted)
+        return self._segments.count(evicted)
 
     # -- writing -------------------------------------------------------------------------
 

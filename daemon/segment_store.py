@@ -35,9 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from adaptd import state_schema as schema
 from adaptd.key_index import EMPTY, KeyIndex
 from adaptd.key_segments import SegmentView, check_data, encode_labels, pack_segment, unpack_names
-from adaptd.state_values import CheckpointError, decode
+from adaptd.state_codec import SplitState
+from adaptd.state_rows import KeyRows
+from adaptd.state_values import decode
+
+#: The ``segment`` of an index entry whose state is a row of ``keys`` (a split key).
+ROWS = -2
 
 #: Segments whose metadata (offsets, specs) stay decoded for reads.
 _VIEWS = 64
@@ -49,10 +55,12 @@ class KeySegments:
 
     Args:
         path: the database, for messages naming a damaged segment.
+        rows: the store's rows of ``keys`` and ``chunks``, where split keys live.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rows: KeyRows) -> None:
         self.path = path
+        self.rows = rows
         self._index: dict[int, KeyIndex] = {}
         #: segment id → live rows and marks; its size (rows + marks when written).
         self._live: dict[int, int] = {}
@@ -64,8 +72,8 @@ class KeySegments:
         self.live: dict[int, list[tuple[str, int, int]]] = {}
         self.labels: dict[int, list[Any]] = {}
 
-    def _where(self, seg: int) -> str:
-        return f"{self.path}: key segment {seg}"
+    def _where(self, seg: int, p: int | None = None) -> str:
+        return f"{self.path}: {'' if p is None else f'partition {p} '}key segment {seg}"
 
     # -- the index -----------------------------------------------------------------------
 
@@ -88,7 +96,7 @@ class KeySegments:
         for seg, p, checkpoint, names_blob, has_labels in db.execute(
                 "SELECT id, partition, checkpoint, names, labels IS NOT NULL FROM segments"
                 " ORDER BY id"):
-            keys, evicted, marks = unpack_names(names_blob, self._where(seg))
+            keys, evicted, marks = unpack_names(names_blob, self._where(seg, p))
             self._size[seg] = len(keys) + len(marks)
             self._live[seg] = 0
             self._put(p, seg, keys, checkpoint, evicted)
@@ -96,17 +104,35 @@ class KeySegments:
             names_of[seg] = keys
             if has_labels:
                 labelled.append((seg, p))
+        row_labels: dict[int, list[Any]] = {}
+        row_keys: dict[int, list[str]] = {}
+        for p, key, checkpoint, evicted, label_blob in db.execute(
+                f"SELECT partition, key, checkpoint, {schema.EVICTED}, labels FROM keys k"):
+            index = self._index.get(p)
+            if index is not None:
+                slot = int(index.find(np.array([hash(key)]))[0])
+                if slot >= 0 and index.checkpoint[slot] >= checkpoint:
+                    continue  # a segment holds a later state
+            self._put(p, ROWS, [key], checkpoint, bool(evicted))
+            row_keys.setdefault(p, []).append(key)
+            if label_blob is not None:
+                where = f"{self.path}: partition {p} key {key!r} labels"
+                row_labels.setdefault(p, []).extend(decode(label_blob, where))
         self.live = {}
         for p, index in self._index.items():
-            slots = np.flatnonzero((index.segment != EMPTY) & ~index.evicted)
+            slots = np.flatnonzero((index.segment >= 0) & ~index.evicted)
             self.live[p] = [(names_of[s][r], s, r) for s, r in
                             zip(index.segment[slots].tolist(), index.row[slots].tolist(),
                                 strict=True)]
-        self.labels = {}
+            for key in row_keys.get(p, ()):
+                slot = int(index.find(np.array([hash(key)]))[0])
+                if not index.evicted[slot]:
+                    self.live[p].append((key, ROWS, 0))
+        self.labels = row_labels
         for seg, p in labelled:
             (blob,) = db.execute("SELECT labels FROM segments WHERE id = ?", (seg,)).fetchone()
             index, keys = self._index[p], names_of[seg]
-            for row, entries in decode(blob, f"{self._where(seg)} labels").items():
+            for row, entries in decode(blob, f"{self._where(seg, p)} labels").items():
                 slot = index.find(np.array([hash(keys[row])]))[0]
                 if slot >= 0 and index.segment[slot] == seg and index.row[slot] == row:
                     self.labels.setdefault(p, []).extend(entries)
@@ -125,7 +151,8 @@ class KeySegments:
         self._unlive(index.segment[known])
         self._unlive(index.mark[known])
         index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted)
-        self._live[seg] = self._live.get(seg, 0) + len(keys)
+        if seg >= 0:
+            self._live[seg] = self._live.get(seg, 0) + len(keys)
 
     def _mark(self, p: int, seg: int, marks: Sequence[str]) -> None:
         """Note ``marks`` of ``p`` (in ``seg``): those keys are out of memory."""
@@ -140,7 +167,7 @@ class KeySegments:
         self._live[seg] = self._live.get(seg, 0) + len(slots)
 
     def _unlive(self, segs: np.ndarray) -> None:
-        segs = segs[segs != EMPTY]
+        segs = segs[segs >= 0]
         if len(segs):
             ids, counts = np.unique(segs, return_counts=True)
             for seg, count in zip(ids.tolist(), counts.tolist(), strict=True):
@@ -151,26 +178,52 @@ class KeySegments:
     def write(self, db: sqlite3.Connection, p: int, states: Mapping[str, Any],
               labels: Mapping[str, list[Any]], checkpoint: int,
               evicted: bool | Collection[str]) -> None:
-        """Write the ``states`` (and pending ``labels``) of keys of ``p`` as one segment in the
-        open transaction, flagged evicted when ``evicted`` is True or holds the key; keys of
-        ``evicted`` not among ``states`` are marked out of memory."""
+        """Write the ``states`` (and pending ``labels``) of keys of ``p`` in the open
+        transaction, flagged evicted when ``evicted`` is True or holds the key; keys of
+        ``evicted`` not among ``states`` are noted out of memory. Split keys (busy ones: a
+        :class:`SplitState`) are rows of ``keys`` and ``chunks``, rewritten where their chunks
+        changed (:class:`adaptd.state_rows.KeyRows`); every other key goes into one segment."""
         self.ensure(db)
+        flagged = None if isinstance(evicted, bool) else evicted
+        split = {k: v for k, v in states.items() if isinstance(v, SplitState)}
+        if split:
+            self.rows.write(db, p, split, labels, checkpoint, evicted)
+            self._put(p, ROWS, list(split), checkpoint,
+                      _flags(list(split), evicted if flagged is None else flagged))
+            states = {k: v for k, v in states.items() if k not in split}
+        marks: list[str] = []
+        if flagged:
+            marks = [k for k in flagged if k not in states and k not in split]
+            marks = self._mark_rows(db, p, marks, checkpoint)
         keys = list(states)
-        if evicted is True or evicted is False:
-            flags: Any = bool(evicted)
-            marks: list[str] = []
-        else:
-            flags = np.fromiter((k in evicted for k in keys), dtype=bool, count=len(keys))
-            marks = [k for k in evicted if k not in states]
         if not keys and not marks:
             return
-        segment = pack_segment(keys, list(states.values()),
-                               np.broadcast_to(flags, len(keys)), marks)
+        if self.rows.holds_any():
+            self.rows.forget(p, keys)  # their rows (if any) are stale from now on
+        flags = _flags(keys, evicted)
+        segment = pack_segment(keys, list(states.values()), np.broadcast_to(flags, len(keys)),
+                               marks)
         rows = {i: labels[k] for i, k in enumerate(keys) if labels.get(k)} if labels else {}
         seg = self._insert(db, p, checkpoint, segment.names, segment.data,
                            encode_labels(rows), len(keys) + len(marks))
         self._put(p, seg, keys, checkpoint, flags)
         self._mark(p, seg, marks)
+
+    def _mark_rows(self, db: sqlite3.Connection, p: int, marks: list[str],
+                   checkpoint: int) -> list[str]:
+        """Note those of ``marks`` whose state is a row of ``keys`` out of memory (a row of
+        ``evictions``); returns the others (their marks go into the segment)."""
+        index = self._index.get(p)
+        if index is None or not marks:
+            return marks
+        slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        in_rows = (slots >= 0) & (index.segment[slots] == ROWS)
+        if not in_rows.any():
+            return marks
+        index.evicted[slots[in_rows]] = True
+        db.executemany(schema.MARK_EVICTED, ((p, marks[i], checkpoint)
+                                             for i in np.flatnonzero(in_rows).tolist()))
+        return [marks[i] for i in np.flatnonzero(~in_rows).tolist()]
 
     def _insert(self, db: sqlite3.Connection, p: int, checkpoint: int, names: bytes,
                 data: bytes, labels: bytes | None, size: int) -> int:
@@ -202,17 +255,17 @@ class KeySegments:
         row = db.execute("SELECT partition, names, data, labels FROM segments WHERE id = ?",
                          (seg,)).fetchone()
         p, names_blob, data, labels_blob = row
-        keys, _, marks = unpack_names(names_blob, self._where(seg))
+        keys, _, marks = unpack_names(names_blob, self._where(seg, p))
         index = self._index[p]
         slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
         ok = slots >= 0
         ok[ok] = (index.segment[slots[ok]] == seg) & (index.row[slots[ok]] == np.flatnonzero(ok))
-        view = SegmentView(data, self._where(seg))
+        view = SegmentView(data, self._where(seg, p))
         rows = np.flatnonzero(ok).tolist()
         kept = [keys[r] for r in rows]
         states = [view.value(r) for r in rows]
         flags = index.evicted[slots[ok]]
-        old_labels = decode(labels_blob, f"{self._where(seg)} labels") if labels_blob else {}
+        old_labels = decode(labels_blob, f"{self._where(seg, p)} labels") if labels_blob else {}
         new_labels = {i: old_labels[r] for i, r in enumerate(rows) if r in old_labels}
         mark_slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
         kept_marks = [m for m, s in zip(marks, mark_slots.tolist(), strict=True)
@@ -220,9 +273,7 @@ class KeySegments:
         segment = pack_segment(kept, states, flags, kept_marks)
         new = self._insert(db, p, checkpoint, segment.names, segment.data,
                            encode_labels(new_labels), len(kept) + len(kept_marks))
-        checkpoints = index.checkpoint[slots[ok]]
-        self._put(p, new, kept, 0, flags)
-        index.checkpoint[slots[ok]] = checkpoints  # the rows' states are as old as they were
+        self._put(p, new, kept, checkpoint, flags)
         self._mark(p, new, kept_marks)
 
     # -- reading -------------------------------------------------------------------------
@@ -240,6 +291,10 @@ class KeySegments:
         if not len(hits):
             return found
         segs = index.segment[slots[hits]]
+        in_rows = segs == ROWS
+        if in_rows.any():
+            found.update(self.rows.read_many(db, p, [keys[i] for i in hits[in_rows].tolist()]))
+            hits, segs = hits[~in_rows], segs[~in_rows]
         rows = index.row[slots[hits]]
         order = np.argsort(segs, kind="stable")
         current = -1
@@ -251,7 +306,7 @@ class KeySegments:
                     if blob is not None:
                         blob.close()
                     current, blob = seg, db.blobopen("segments", "data", seg, readonly=True)
-                    view = self._view(db, seg, blob)
+                    view = self._view(seg, p, blob)
                     read = _reader(blob)
                 try:
                     found[keys[hits[i]]] = view.value(int(rows[i]), keys[hits[i]], read)
@@ -262,11 +317,11 @@ class KeySegments:
                 blob.close()
         return found
 
-    def _view(self, db: sqlite3.Connection, seg: int, blob: Any) -> SegmentView:
+    def _view(self, seg: int, p: int, blob: Any) -> SegmentView:
         view = self._views.get(seg)
         if view is None:
             data = blob.read()  # checked whole the first time a process reads it
-            view = SegmentView(data, self._where(seg)).detach()
+            view = SegmentView(data, self._where(seg, p)).detach()
             if len(self._views) >= _VIEWS:
                 self._views.pop(next(iter(self._views)))
             self._views[seg] = view
@@ -274,13 +329,13 @@ class KeySegments:
 
     def check(self, db: sqlite3.Connection, checkpoint: int) -> None:
         """Check every segment ``checkpoint`` wrote. Raises CheckpointError."""
-        for seg, names, data, labels in db.execute(
-                "SELECT id, names, data, labels FROM segments WHERE checkpoint = ?",
+        for seg, p, names, data, labels in db.execute(
+                "SELECT id, partition, names, data, labels FROM segments WHERE checkpoint = ?",
                 (checkpoint,)):
-            unpack_names(names, self._where(seg))
-            check_data(data, self._where(seg))
+            unpack_names(names, self._where(seg, p))
+            check_data(data, self._where(seg, p))
             if labels is not None:
-                decode(labels, f"{self._where(seg)} labels")
+                decode(labels, f"{self._where(seg, p)} labels")
 
     def count(self, evicted: bool | None = None) -> int:
         """Keys held (only evicted or only live ones when ``evicted`` is given)."""
@@ -300,3 +355,10 @@ def _reader(blob: Any) -> Any:
         blob.seek(at)
         return bytes(blob.read(size))
     return read
+
+
+def _flags(keys: Sequence[str], evicted: bool | Collection[str]) -> Any:
+    """Each of ``keys``' evicted flag: all ``evicted`` when a bool, else whether it holds it."""
+    if isinstance(evicted, bool):
+        return evicted
+    return np.fromiter((k in evicted for k in keys), dtype=bool, count=len(keys))

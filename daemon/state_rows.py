@@ -142,6 +142,10 @@ class KeyRows:
             self._specs_writing.add(digest)
         return short
 
+    def holds_any(self) -> bool:
+        """Whether it remembers any key's chunks (written or read since the last load)."""
+        return bool(self._held or self._writing)
+
     def committed(self) -> None:
         """The transaction that wrote since the last call committed: remember its chunks."""
         for pk, digests in self._writing.items():
