@@ -221,8 +221,10 @@ class CheckpointStore:
         self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
         return restored
 
-    def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None) -> Restored:
-        """The latest checkpoint, every value of it checked. Raises CheckpointError."""
+    def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None,
+              revived: Mapping[int, Sequence[str]] | None = None) -> Restored:
+        """The latest checkpoint, every value of it checked; ``revived`` keys are live (those
+        the checkpoint rolled back wrote). Raises CheckpointError."""
         latest = self._latest(db)
         shared = self._shared(db, "state")
         local = self._shared(db, "local")
@@ -230,6 +232,8 @@ class CheckpointStore:
             self._rows.check(db, latest)
             self._segments.check(db, latest)
         self._segments.rebuild(db)
+        if revived:
+            self._segments.revive(revived)
         found = {}
         for p, position, checkpoint in db.execute(
                 "SELECT partition, position, checkpoint FROM partitions").fetchall():
@@ -256,9 +260,10 @@ class CheckpointStore:
             if self._latest(db) != latest:  # another process wrote since: it holds the store
                 raise CheckpointError(str(self.path), "changed while it was read")
             self._rows.check(db, latest, previous=True)
+            revived = self._segments.written_by(db, latest)
             for statement in schema.ROLL_BACK:
                 db.execute(statement, {"n": latest})
-            restored = self._read(db, partitions)
+            restored = self._read(db, partitions, revived)
             db.execute("COMMIT")
         except (CheckpointError, sqlite3.Error) as second:
             if db.in_transaction:

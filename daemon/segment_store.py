@@ -138,6 +138,28 @@ class KeySegments:
                     self.labels.setdefault(p, []).extend(entries)
         self._fresh = True
 
+    def written_by(self, db: sqlite3.Connection, checkpoint: int) -> dict[int, list[str]]:
+        """partition → the keys whose states ``checkpoint`` wrote into segments."""
+        out: dict[int, list[str]] = {}
+        for seg, p, names in db.execute("SELECT id, partition, names FROM segments"
+                                        " WHERE checkpoint = ?", (checkpoint,)).fetchall():
+            out.setdefault(p, []).extend(unpack_names(names, self._where(seg, p))[0])
+        return out
+
+    def revive(self, keys: Mapping[int, Sequence[str]]) -> None:
+        """Count ``keys`` (partition → keys) live, as a rolled-back checkpoint's keys are: the
+        partitions rewrite them at the next checkpoint."""
+        for p, names in keys.items():
+            index = self._index.get(p)
+            if index is None:
+                continue
+            slots = index.find(np.fromiter(map(hash, names), dtype=np.int64, count=len(names)))
+            live = self.live.setdefault(p, [])
+            for name, slot in zip(names, slots.tolist(), strict=True):
+                if slot >= 0 and index.evicted[slot]:
+                    index.evicted[slot] = False
+                    live.append((name, int(index.segment[slot]), int(index.row[slot])))
+
     def _put(self, p: int, seg: int, keys: Sequence[str], checkpoint: int,
              evicted: Any) -> None:
         """Point ``keys`` of ``p`` at their rows of ``seg``: what they superseded is no longer
