@@ -37,7 +37,14 @@ import numpy as np
 
 from adaptd import state_schema as schema
 from adaptd.key_index import EMPTY, KeyIndex
-from adaptd.key_segments import SegmentView, check_data, encode_labels, pack_segment, unpack_names
+from adaptd.key_segments import (
+    SegmentView,
+    check_data,
+    encode_labels,
+    pack_segment,
+    reader,
+    unpack_names,
+)
 from adaptd.state_codec import SplitState
 from adaptd.state_rows import KeyRows
 from adaptd.state_values import decode
@@ -46,7 +53,7 @@ from adaptd.state_values import decode
 ROWS = -2
 
 #: Segments whose metadata (offsets, specs) stay decoded for reads.
-_VIEWS = 64
+_VIEWS = 16
 
 
 class KeySegments:
@@ -285,7 +292,8 @@ class KeySegments:
         view = SegmentView(data, self._where(seg, p))
         rows = np.flatnonzero(ok).tolist()
         kept = [keys[r] for r in rows]
-        states = [view.value(r) for r in rows]
+        read = reader(data)
+        states = [view.value(r, read) for r in rows]
         flags = index.evicted[slots[ok]]
         old_labels = decode(labels_blob, f"{self._where(seg, p)} labels") if labels_blob else {}
         new_labels = {i: old_labels[r] for i, r in enumerate(rows) if r in old_labels}
@@ -330,10 +338,9 @@ class KeySegments:
                     current, blob = seg, db.blobopen("segments", "data", seg, readonly=True)
                     view = self._view(seg, p, blob)
                     read = _reader(blob)
-                try:
-                    found[keys[hits[i]]] = view.value(int(rows[i]), keys[hits[i]], read)
-                except KeyError:  # another key of the same hash: this one is not held
-                    continue
+                key, row = keys[hits[i]], int(rows[i])
+                if view.name(row, read) == key:  # else another key of the same 64-bit hash
+                    found[key] = view.value(row, read)
         finally:
             if blob is not None:
                 blob.close()
@@ -343,7 +350,7 @@ class KeySegments:
         view = self._views.get(seg)
         if view is None:
             data = blob.read()  # checked whole the first time a process reads it
-            view = SegmentView(data, self._where(seg, p)).detach()
+            view = SegmentView(data, self._where(seg, p))
             if len(self._views) >= _VIEWS:
                 self._views.pop(next(iter(self._views)))
             self._views[seg] = view
