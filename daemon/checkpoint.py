@@ -151,6 +151,7 @@ class CheckpointStore:
         self._db: sqlite3.Connection | None = None
         self._rows = KeyRows(str(self.path))  # split keys' rows, and every key of format 4, 5
         self._segments = KeySegments(str(self.path), self._rows)
+        self._swept = False
 
     # -- the connection ------------------------------------------------------------------
 
@@ -353,6 +354,9 @@ class CheckpointStore:
                                      evicted=changes.evicted)
                 db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
             self._segments.finish(db, number)
+            if not self._swept:  # files a crash or a rollback left, once per process
+                self._segments.sweep(db)
+                self._swept = True
             db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
                 db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
@@ -369,17 +373,18 @@ class CheckpointStore:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rows.aborted()
-            self._segments.invalidate()  # its index took in what the store did not
+            self._segments.aborted()  # its index took in what the store did not
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise OSError(f"{self.path}: {what} ({exc})") from None
         except BaseException:
             self._rows.aborted()
-            self._segments.invalidate()
+            self._segments.aborted()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         self._rows.committed()
+        self._segments.committed()
 
     def mark_evicted(self, partition: int, keys: Iterable[str]) -> None:
         """Flag ``keys`` of ``partition`` as out of memory. Called right after a checkpoint, so

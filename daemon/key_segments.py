@@ -119,11 +119,13 @@ class _Writer:
         return rest
 
 
-def _group_columns(out: _Writer, group: PackedGroup, members: list[int]) -> dict[str, Any]:
-    """The columns of ``members`` (indices) of ``group`` written to ``out``: the group's
-    bytes as they are when they are all its keys in order, else cut per key."""
+def _group_columns(out: _Writer, group: PackedGroup,
+                   members: list[int]) -> tuple[dict[str, Any], Any]:
+    """The columns of ``members`` (indices) of ``group`` written to ``out``, and where each
+    member is in them: the group's bytes as they are when the members are all its keys (in
+    any order), else cut per key."""
     n = len(group.ends_w)
-    whole = len(members) == n and members == list(range(n))
+    whole = len(members) == n and len(set(members)) == n
     if whole:
         lengths, head_of = group.lengths, group.head_of
         data_w, ends_w, data_b, ends_b = group.data_w, group.ends_w, group.data_b, group.ends_b
@@ -137,7 +139,8 @@ def _group_columns(out: _Writer, group: PackedGroup, members: list[int]) -> dict
             "head_of": None if head_of is None else np.asarray(head_of, "<u4").tobytes(),
             "row_bytes": group.row_bytes, "lengths": out.add(lengths),
             "w": out.add(data_w), "ends_w": np.asarray(ends_w, "<u8").tobytes(),
-            "b": out.add(data_b), "ends_b": np.asarray(ends_b, "<u8").tobytes()}
+            "b": out.add(data_b), "ends_b": np.asarray(ends_b, "<u8").tobytes()}, \
+        (members if whole else np.arange(len(members)))
 
 
 def _cut(data: bytes, ends: list[int], members: list[int]) -> tuple[bytes, list[int]]:
@@ -162,10 +165,15 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
     kinds = bytearray()
     values: list[bytes] = []
     if n and set(map(type, states)) == {PackedRow}:  # packed together: no step per key
-        group_ids = list(map(id, map(_GROUP, states)))
-        if group_ids.count(group_ids[0]) == n:
-            members[group_ids[0]] = (states[0].group, list(map(_INDEX, states)), list(range(n)))
-            states = ()
+        ids = np.fromiter(map(id, map(_GROUP, states)), dtype=np.int64, count=n)
+        within = np.fromiter(map(_INDEX, states), dtype=np.int64, count=n)
+        distinct, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
+        for g, at in enumerate(first.tolist()):
+            rows = order[bounds[g]:bounds[g + 1]]
+            members[g] = (states[at].group, within[rows].tolist(), rows.tolist())
+        states = ()
     for r, state in enumerate(states):
         if type(state) is PackedRow:
             found = members.get(id(state.group))
@@ -189,8 +197,8 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
     groups = []
     for g, (group, within, rows) in enumerate(members.values()):
         group_of[rows] = g
-        index[rows] = within
-        groups.append(_group_columns(out, group, within))
+        columns, index[rows] = _group_columns(out, group, within)
+        groups.append(columns)
     name_blob = _pack_strings(keys)
     contents = {
         "specs": out.spec_list, "group": group_of.tobytes(), "index": index.tobytes(),

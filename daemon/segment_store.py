@@ -29,8 +29,10 @@ key is read from it in a process.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,11 +49,14 @@ from adaptd.key_segments import (
 )
 from adaptd.state_codec import SplitState
 from adaptd.state_rows import KeyRows
-from adaptd.state_values import decode
+from adaptd.state_values import CheckpointError, decode
 
 #: The ``segment`` of an index entry whose state is a row of ``keys`` (a split key).
 ROWS = -2
 
+#: The directory of the segments' data files, in the state dir, and their suffix.
+FILES = "segments"
+SUFFIX = ".seg"
 #: Segments whose metadata (offsets, specs) stay decoded for reads.
 _VIEWS = 16
 
@@ -68,6 +73,10 @@ class KeySegments:
     def __init__(self, path: str, rows: KeyRows) -> None:
         self.path = path
         self.rows = rows
+        #: The segments' data files, beside the database.
+        self.files = Path(path).parent / FILES
+        self._written: set[int] = set()  # files of the open transaction
+        self._unlink: list[int] = []  # files of the segments it deleted
         self._index: dict[int, KeyIndex] = {}
         #: segment id → live rows and marks; its size (rows + marks when written).
         self._live: dict[int, int] = {}
@@ -256,13 +265,48 @@ class KeySegments:
 
     def _insert(self, db: sqlite3.Connection, p: int, checkpoint: int, names: bytes,
                 data: bytes, labels: bytes | None, size: int) -> int:
+        """A row of ``segments``, its data in a file of its own written and synced before the
+        transaction commits (so a committed row never names a file not wholly on disk)."""
         cursor = db.execute("INSERT INTO segments (partition, checkpoint, names, data, labels,"
                             " size) VALUES (?, ?, ?, ?, ?, ?)",
-                            (p, checkpoint, names, data, labels, size))
+                            (p, checkpoint, names, b"", labels, size))
         seg = int(cursor.lastrowid or 0)
+        self.files.mkdir(exist_ok=True)
+        with open(self._file(seg), "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._written.add(seg)
         self._size[seg] = size
         self._live.setdefault(seg, 0)
         return seg
+
+    def _file(self, seg: int) -> Path:
+        return self.files / f"{seg}{SUFFIX}"
+
+    def _data(self, seg: int, p: int) -> bytes:
+        """Segment ``seg``'s data file, whole. Raises CheckpointError when it is missing."""
+        try:
+            return self._file(seg).read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(self._where(seg, p), f"is missing its file "
+                                  f"{self._file(seg)}") from None
+
+    def committed(self) -> None:
+        """The transaction that wrote since the last call committed: the files of the
+        segments it deleted go."""
+        self._written.clear()
+        for seg in self._unlink:
+            self._file(seg).unlink(missing_ok=True)
+        self._unlink.clear()
+
+    def aborted(self) -> None:
+        """The transaction rolled back: the files it wrote are named by no row."""
+        for seg in self._written:
+            self._file(seg).unlink(missing_ok=True)
+        self._written.clear()
+        self._unlink.clear()
+        self.invalidate()
 
     def finish(self, db: sqlite3.Connection, checkpoint: int) -> None:
         """At the end of checkpoint ``checkpoint``'s transaction: compact the segments mostly
@@ -277,13 +321,21 @@ class KeySegments:
             for s in dead:
                 del self._live[s], self._size[s]
                 self._views.pop(s, None)
-        db.execute("DELETE FROM segments WHERE dead_since < ?", (checkpoint,))
+        self._unlink.extend(seg for (seg,) in db.execute(
+            "DELETE FROM segments WHERE dead_since < ? RETURNING id", (checkpoint,)))
+        if self._written:  # the new files' names are on disk before the commit
+            fd = os.open(self.files, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _compact(self, db: sqlite3.Connection, seg: int, checkpoint: int) -> None:
         """Copy the live rows and marks of ``seg`` into a new segment of ``checkpoint``."""
-        row = db.execute("SELECT partition, names, data, labels FROM segments WHERE id = ?",
+        row = db.execute("SELECT partition, names, labels FROM segments WHERE id = ?",
                          (seg,)).fetchone()
-        p, names_blob, data, labels_blob = row
+        p, names_blob, labels_blob = row
+        data = self._data(seg, p)
         keys, _, marks = unpack_names(names_blob, self._where(seg, p))
         index = self._index[p]
         slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
@@ -328,29 +380,30 @@ class KeySegments:
         rows = index.row[slots[hits]]
         order = np.argsort(segs, kind="stable")
         current = -1
-        blob = None
+        fd = None
         try:
             for i in order.tolist():
                 seg = int(segs[i])
                 if seg != current:
-                    if blob is not None:
-                        blob.close()
-                    current, blob = seg, db.blobopen("segments", "data", seg, readonly=True)
-                    view = self._view(seg, p, blob)
-                    read = _reader(blob)
+                    if fd is not None:
+                        os.close(fd)
+                        fd = None
+                    view = self._view(seg, p)
+                    current, fd = seg, os.open(self._file(seg), os.O_RDONLY)
+                    read = _reader(fd)
                 key, row = keys[hits[i]], int(rows[i])
                 if view.name(row, read) == key:  # else another key of the same 64-bit hash
                     found[key] = view.value(row, read)
         finally:
-            if blob is not None:
-                blob.close()
+            if fd is not None:
+                os.close(fd)
         return found
 
-    def _view(self, seg: int, p: int, blob: Any) -> SegmentView:
+    def _view(self, seg: int, p: int) -> SegmentView:
         view = self._views.get(seg)
         if view is None:
-            data = blob.read()  # checked whole the first time a process reads it
-            view = SegmentView(data, self._where(seg, p))
+            # Checked whole the first time a process reads it.
+            view = SegmentView(self._data(seg, p), self._where(seg, p))
             if len(self._views) >= _VIEWS:
                 self._views.pop(next(iter(self._views)))
             self._views[seg] = view
@@ -358,11 +411,11 @@ class KeySegments:
 
     def check(self, db: sqlite3.Connection, checkpoint: int) -> None:
         """Check every segment ``checkpoint`` wrote. Raises CheckpointError."""
-        for seg, p, names, data, labels in db.execute(
-                "SELECT id, partition, names, data, labels FROM segments WHERE checkpoint = ?",
-                (checkpoint,)):
+        for seg, p, names, labels in db.execute(
+                "SELECT id, partition, names, labels FROM segments WHERE checkpoint = ?",
+                (checkpoint,)).fetchall():
             unpack_names(names, self._where(seg, p))
-            check_data(data, self._where(seg, p))
+            check_data(self._data(seg, p), self._where(seg, p))
             if labels is not None:
                 decode(labels, f"{self._where(seg, p)} labels")
 
@@ -375,14 +428,25 @@ class KeySegments:
         return total
 
     def drop_partition(self, db: sqlite3.Connection, p: int) -> None:
-        db.execute("DELETE FROM segments WHERE partition = ?", (p,))
+        self._unlink.extend(seg for (seg,) in db.execute(
+            "DELETE FROM segments WHERE partition = ? RETURNING id", (p,)))
         self.invalidate()
 
+    def sweep(self, db: sqlite3.Connection) -> None:
+        """Delete the files no row names (a crash between a write and its commit, a rollback).
+        Only the writer calls it, inside its transaction: another process's uncommitted files
+        cannot exist then (SQLite's write lock is held)."""
+        if not self.files.is_dir():
+            return
+        named = {seg for (seg,) in db.execute("SELECT id FROM segments")}
+        for path in self.files.glob(f"*{SUFFIX}"):
+            if path.stem.isdigit() and int(path.stem) not in named:
+                path.unlink(missing_ok=True)
 
-def _reader(blob: Any) -> Any:
+
+def _reader(fd: int) -> Any:
     def read(at: int, size: int) -> bytes:
-        blob.seek(at)
-        return bytes(blob.read(size))
+        return os.pread(fd, size, at)
     return read
 
 

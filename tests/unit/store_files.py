@@ -58,8 +58,13 @@ def flip(state_dir: Path, key: str, column: str = "value", generation: int = -1)
                 f"prev_{column}"
             where, args = "key = ?", (key,)
             table = "keys"
+        elif column == "value":  # the segment's data file
+            path = db_path(state_dir).parent / "segments" / f"{seg}.seg"
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x10
+            path.write_bytes(bytes(data))
+            return
         else:
-            column = {"value": "data", "labels": "labels"}[column]
             where, args = "id = ?", (seg,)
             table = "segments"
         (blob,) = db.execute(f"SELECT {column} FROM {table} WHERE {where}", args).fetchone()
