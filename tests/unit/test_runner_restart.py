@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from pathlib import Path
 
 from adaptd.checkpoint import CheckpointStore
 from adaptd.runner import Runner, RunnerConfig
-from tests.unit.store_files import stored
 from tests.integration.kafka_harness import assert_same_state
 from tests.unit.file_runs import file_runner
+from tests.unit.store_files import stored
 
 
 def write_stream(path: Path, n: int, seed: int, rare: str = "") -> None:

@@ -1,10 +1,16 @@
-"""Made with main (format 5) at b52ff14: a state dir after 400 records, and main's predictions
-for the 200 records after them."""
-import json, shutil, sqlite3, sys
+"""How data/format5 was made, with main at b52ff14 (store format 5), from /work/main:
+``PYTHONPATH=. .venv/bin/python tests/unit/data/format5/make.py OUT``: a state dir after 400
+records (keys a and r evicted), and that adaptd's predictions of the 200 records after them."""
+
+import shutil
+import sqlite3
+import sys
 from pathlib import Path
+
 from adaptd.runner import RunnerConfig
 from tests.unit.file_runs import file_runner
 from tests.unit.test_runner_restart import write_stream
+
 out = Path(sys.argv[1])
 shutil.rmtree(out, ignore_errors=True)
 out.mkdir(parents=True)
@@ -16,8 +22,6 @@ FLAGS = {"model": "linear", "learner.standardize": False, "learner.standardize_t
 file_runner(out / "run", src, config, **FLAGS).run()
 db = sqlite3.connect(out / "run/state/state.db")
 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-print(db.execute("SELECT key, evicted, checkpoint, length(value) FROM keys").fetchall())
-print(db.execute("SELECT * FROM evictions").fetchall())
 db.close()
 (out / "state").mkdir()
 for name in ("state.db", "meta.pt"):
