@@ -8,7 +8,11 @@ Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
                                     the meta topic), never published to the changelog
     partitions  partition → next position, id of the checkpoint that wrote it, offset of its
                 commit marker in the changelog topic (Kafka sources, see adaptd.changelog)
-    keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
+    segments    one per checkpoint (or compaction) and partition: the keys it wrote whose
+                state is one packed value (new keys, keys with few records, evicted keys),
+                their data in ``STATE_DIR/segments/<id>.seg`` (adaptd.segment_store)
+    keys        (partition, key) → evicted flag, task state, the key's pending delayed labels:
+                split (busy) keys, and every key of a store of format 4 or 5
     chunks      (partition, key, chunk) → rows of the key's ring buffers (adaptd.state_rows):
                 a checkpoint rewrites a key's chunks only where they changed
     evictions   (partition, key) → id of the checkpoint after which the key left memory
@@ -46,6 +50,13 @@ the damaged checkpoint's copies, ends with the ones this store resumed from. A l
 never a mix: a damaged value that N-1 shares with N, or a damaged previous value, raises
 :class:`CheckpointError` ("no whole checkpoint left"), as does a database SQLite cannot read;
 the CLI prints it as one line and exits 2.
+
+Format 6 (this one): a key is found through an index in memory (adaptd.key_index), rebuilt at
+start from the segments' names and the rows of ``keys``: a new key costs no B-tree insert, a
+key not in the store no read. Segments keep the two generations their own way (a segment is
+deleted only once two later checkpoints superseded all it holds, see adaptd.segment_store); a
+fallback deletes the damaged checkpoint's segments in the same transaction as the rows' roll
+back. Stores of formats 4 and 5 are read as they are (their rows are in the index).
 
 Why SQLite (the standard library's) rather than RocksDB: one transaction gives the atomic batch
 the checkpoint needs, readers in other processes (tests, ``adaptd`` tooling, a second replica on

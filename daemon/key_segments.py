@@ -59,9 +59,11 @@ _RAW, _SPLIT, _PICKLED = 0, 1, 2
 
 
 class Segment(NamedTuple):
+    """A segment's ``names`` and ``data`` blobs, and how many keys it holds."""
+
     names: bytes
     data: bytes
-    count: int
+    keys: int
 
 
 def _pack_strings(strings: Sequence[str]) -> bytes:
@@ -171,8 +173,8 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
         for g, at in enumerate(first.tolist()):
-            rows = order[bounds[g]:bounds[g + 1]]
-            members[g] = (states[at].group, within[rows].tolist(), rows.tolist())
+            of_g = order[bounds[g]:bounds[g + 1]]
+            members[g] = (states[at].group, within[of_g].tolist(), of_g.tolist())
         states = ()
     for r, state in enumerate(states):
         if type(state) is PackedRow:
@@ -195,9 +197,9 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
             kinds.append(_PICKLED)
             values.append(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     groups = []
-    for g, (group, within, rows) in enumerate(members.values()):
+    for g, (group, at_in_group, rows) in enumerate(members.values()):
         group_of[rows] = g
-        columns, index[rows] = _group_columns(out, group, within)
+        columns, index[rows] = _group_columns(out, group, at_in_group)
         groups.append(columns)
     name_blob = _pack_strings(keys)
     contents = {

@@ -223,7 +223,8 @@ class KeySegments:
         changed (:class:`adaptd.state_rows.KeyRows`); every other key goes into one segment."""
         self.ensure(db)
         flagged = None if isinstance(evicted, bool) else evicted
-        split = {k: v for k, v in states.items() if isinstance(v, SplitState)}
+        split = {k: v for k, v in states.items() if isinstance(v, SplitState)} \
+            if SplitState in set(map(type, states.values())) else {}
         if split:
             self.rows.write(db, p, split, labels, checkpoint, evicted)
             self._put(p, ROWS, list(split), checkpoint,

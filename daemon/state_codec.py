@@ -69,8 +69,8 @@ class PackedGroup:
     per key: a store can write the columns as they are (:mod:`adaptd.key_segments`), and a
     key's bytes are joined only when something asks for them (:class:`PackedRow`)."""
 
-    __slots__ = ("heads", "head_of", "lengths", "row_bytes", "data_w", "ends_w", "data_b",
-                 "ends_b")
+    __slots__ = ("data_b", "data_w", "ends_b", "ends_w", "head_of", "heads", "lengths",
+                 "row_bytes")
 
     def __init__(self, heads: list[bytes], head_of: list[int] | None, lengths: bytes,
                  row_bytes: int, data_w: bytes, ends_w: list[int], data_b: bytes,
