@@ -64,7 +64,11 @@ TABLES = (
     # Format 6: key states in segments, one per partition a checkpoint writes
     # (adaptd.segment_store); the tables above hold keys only in a store of format 4 or 5,
     # until its first load moves them into segments.
-    ("CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
+    # AUTOINCREMENT: an id is never given twice (not even after a rollback deleted the
+    # highest), so a process's cached view of a segment, or a file a crash left, never passes
+    # for another segment's.
+    ("CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " partition INTEGER NOT NULL,"
      " checkpoint INTEGER NOT NULL, names BLOB NOT NULL, data BLOB NOT NULL, labels BLOB,"
      " size INTEGER NOT NULL, dead_since INTEGER)"),
     ("CREATE TABLE IF NOT EXISTS evictions (partition INTEGER NOT NULL, key TEXT NOT NULL,"
