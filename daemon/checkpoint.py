@@ -8,7 +8,11 @@ Layout: ``STATE_DIR/state.db`` (SQLite, write-ahead log)::
                                     the meta topic), never published to the changelog
     partitions  partition → next position, id of the checkpoint that wrote it, offset of its
                 commit marker in the changelog topic (Kafka sources, see adaptd.changelog)
-    keys        (partition, key) → evicted flag, task state, the key's pending delayed labels
+    segments    one per checkpoint (or compaction) and partition: the keys it wrote whose
+                state is one packed value (new keys, keys with few records, evicted keys),
+                their data in ``STATE_DIR/segments/<id>.seg`` (adaptd.segment_store)
+    keys        (partition, key) → evicted flag, task state, the key's pending delayed labels:
+                split (busy) keys, and every key of a store of format 4 or 5
     chunks      (partition, key, chunk) → rows of the key's ring buffers (adaptd.state_rows):
                 a checkpoint rewrites a key's chunks only where they changed
     evictions   (partition, key) → id of the checkpoint after which the key left memory
@@ -47,6 +51,13 @@ never a mix: a damaged value that N-1 shares with N, or a damaged previous value
 :class:`CheckpointError` ("no whole checkpoint left"), as does a database SQLite cannot read;
 the CLI prints it as one line and exits 2.
 
+Format 6 (this one): a key is found through an index in memory (adaptd.key_index), rebuilt at
+start from the segments' names and the rows of ``keys``: a new key costs no B-tree insert, a
+key not in the store no read. Segments keep the two generations their own way (a segment is
+deleted only once two later checkpoints superseded all it holds, see adaptd.segment_store); a
+fallback deletes the damaged checkpoint's segments in the same transaction as the rows' roll
+back. Stores of formats 4 and 5 are read as they are (their rows are in the index).
+
 Why SQLite (the standard library's) rather than RocksDB: one transaction gives the atomic batch
 the checkpoint needs, readers in other processes (tests, ``adaptd`` tooling, a second replica on
 a shared volume) see committed checkpoints while the daemon writes, and nothing native has to be
@@ -67,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptd import state_schema as schema
+from adaptd.segment_store import KeySegments
 from adaptd.state_rows import KeyRows
 from adaptd.state_values import FORMAT_VERSION, CheckpointError, check, decode, encode
 
@@ -148,7 +160,9 @@ class CheckpointStore:
         #: Id of the last checkpoint this store wrote or found (0: none yet).
         self.last_checkpoint = 0
         self._db: sqlite3.Connection | None = None
-        self._rows = KeyRows(str(self.path))
+        self._rows = KeyRows(str(self.path))  # split keys' rows, and every key of format 4, 5
+        self._segments = KeySegments(str(self.path), self._rows)
+        self._swept = False
 
     # -- the connection ------------------------------------------------------------------
 
@@ -204,6 +218,7 @@ class CheckpointStore:
         if db is None:
             return Restored(shared=None, partitions={})
         self._rows.forget()  # a load may roll the store back: what it holds is read afresh
+        self._segments.invalidate()
         try:
             try:
                 db.execute("BEGIN")  # one snapshot: a writer in another process may commit
@@ -218,13 +233,19 @@ class CheckpointStore:
         self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
         return restored
 
-    def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None) -> Restored:
-        """The latest checkpoint, every value of it checked. Raises CheckpointError."""
+    def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None,
+              revived: Mapping[int, Sequence[str]] | None = None) -> Restored:
+        """The latest checkpoint, every value of it checked; ``revived`` keys are live (those
+        the checkpoint rolled back wrote). Raises CheckpointError."""
         latest = self._latest(db)
         shared = self._shared(db, "state")
         local = self._shared(db, "local")
         if latest:
             self._rows.check(db, latest)
+            self._segments.check(db, latest)
+        self._segments.rebuild(db)
+        if revived:
+            self._segments.revive(revived)
         found = {}
         for p, position, checkpoint in db.execute(
                 "SELECT partition, position, checkpoint FROM partitions").fetchall():
@@ -251,9 +272,10 @@ class CheckpointStore:
             if self._latest(db) != latest:  # another process wrote since: it holds the store
                 raise CheckpointError(str(self.path), "changed while it was read")
             self._rows.check(db, latest, previous=True)
+            revived = self._segments.written_by(db, latest)
             for statement in schema.ROLL_BACK:
                 db.execute(statement, {"n": latest})
-            restored = self._read(db, partitions)
+            restored = self._read(db, partitions, revived)
             db.execute("COMMIT")
         except (CheckpointError, sqlite3.Error) as second:
             if db.in_transaction:
@@ -282,8 +304,10 @@ class CheckpointStore:
 
     def _partition(self, db: sqlite3.Connection, p: int, position: int,
                    checkpoint: int) -> PartitionState:
-        states: dict[str, Any] = {}
-        labels: list[Any] = []
+        segments = self._segments
+        live = segments.live.get(p, [])
+        states = segments.read_many(db, p, [key for key, _, _ in live])
+        labels: list[Any] = list(segments.labels.get(p, ()))
         # Evicted keys stay on disk, but their pending labels wait in memory for their label.
         cursor = db.execute(f"SELECT key, {schema.EVICTED}, value, labels FROM keys k"
                             " WHERE partition = ? AND (evicted = 0 OR labels IS NOT NULL)", (p,))
@@ -301,25 +325,22 @@ class CheckpointStore:
         that is not in memory (evicted, or new). Blocks on one read. A damaged value here is
         one written before the last checkpoint (that one's were checked on load), so both
         generations hold it: :class:`CheckpointError`, as on load."""
-        db = self._connect(create=False)
-        if db is None:
-            return None
-        return self._rows.read_many(db, partition, [key]).get(key)
+        return self.get_many(partition, [key]).get(key)
 
     def get_many(self, partition: int, keys: Sequence[str]) -> dict[str, Any]:
         """:meth:`get` of many ``keys`` of ``partition`` at once: those the store holds."""
         db = self._connect(create=False)
-        return {} if db is None else self._rows.read_many(db, partition, keys)
+        if db is None:
+            return {}
+        return self._segments.read_many(db, partition, keys)
 
     def key_count(self, evicted: bool | None = None) -> int:
         """Keys stored (only evicted or only live ones when ``evicted`` is given)."""
         db = self._connect(create=False)
         if db is None:
             return 0
-        if evicted is None:
-            return int(db.execute("SELECT count(*) FROM keys").fetchone()[0])
-        return int(db.execute(f"SELECT count(*) FROM keys k WHERE {schema.EVICTED} = ?",
-                              (int(evicted),)).fetchone()[0])
+        self._segments.ensure(db)
+        return self._segments.count(evicted)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -340,18 +361,17 @@ class CheckpointStore:
         offsets = changelog_offsets or {}
         with self._transaction(f"checkpoint {number} not written") as db:
             for p, changes in partitions.items():
-                self._rows.write(db, p, changes.states, changes.labels, number,
-                                 evicted=changes.evicted)
-                db.executemany(schema.MARK_EVICTED, ((p, key, number) for key in changes.evicted
-                                                     if key not in changes.states))
+                self._segments.write(db, p, changes.states, changes.labels, number,
+                                     evicted=changes.evicted)
                 db.execute(schema.UPSERT_PARTITION, (p, changes.position, number, offsets.get(p)))
+            self._segments.finish(db, number)
+            if not self._swept:  # files a crash or a rollback left, once per process
+                self._segments.sweep(db)
+                self._swept = True
             db.execute(schema.UPSERT_SHARED, ("state", encode({**shared, "checkpoint": number}), number))
             if local is not None:
                 db.execute(schema.UPSERT_SHARED, ("local", encode(dict(local)), number))
         self.last_checkpoint = max(self.last_checkpoint, number)
-        for p, changes in partitions.items():
-            if changes.evicted:
-                self._rows.forget(p, changes.evicted)  # memory stays bounded by the live keys
         return number
 
     @contextmanager
@@ -364,24 +384,25 @@ class CheckpointStore:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rows.aborted()
+            self._segments.aborted()  # its index took in what the store did not
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise OSError(f"{self.path}: {what} ({exc})") from None
         except BaseException:
             self._rows.aborted()
+            self._segments.aborted()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         self._rows.committed()
+        self._segments.committed()
 
     def mark_evicted(self, partition: int, keys: Iterable[str]) -> None:
         """Flag ``keys`` of ``partition`` as out of memory. Called right after a checkpoint, so
         their stored state is the one they leave with. Raises OSError when the disk refuses."""
         keys = list(keys)
         with self._transaction("evicted keys not marked") as db:
-            db.executemany(schema.MARK_EVICTED,
-                           ((partition, key, self.last_checkpoint) for key in keys))
-        self._rows.forget(partition, keys)  # memory stays bounded by the live keys
+            self._segments.write(db, partition, {}, {}, self.last_checkpoint, evicted=keys)
 
     # -- the changelog's side (adaptd.changelog) -----------------------------------------
 
@@ -404,6 +425,7 @@ class CheckpointStore:
             db.execute("DELETE FROM chunks WHERE partition = ?", (partition,))
             db.execute("DELETE FROM evictions WHERE partition = ?", (partition,))
             db.execute("DELETE FROM partitions WHERE partition = ?", (partition,))
+            self._segments.drop_partition(db, partition)
         self._rows.forget(partition)
 
     def apply_restored(self, partition: int, changes: PartitionChanges, checkpoint: int,
@@ -413,8 +435,8 @@ class CheckpointStore:
         memory for the keys in use only. ``shared`` is taken only by a store that has none."""
         with self._transaction(f"checkpoint {checkpoint} of partition {partition} not "
                                f"restored") as db:
-            self._rows.write(db, partition, changes.states, changes.labels, checkpoint,
-                             evicted=True)
+            self._segments.write(db, partition, changes.states, changes.labels, checkpoint,
+                                 evicted=True)
             db.execute(schema.UPSERT_PARTITION, (partition, changes.position, checkpoint,
                                            changelog_offset))
             db.execute("INSERT OR IGNORE INTO shared (name, value, checkpoint) VALUES ('state', ?, ?)",

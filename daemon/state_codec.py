@@ -63,6 +63,59 @@ class SplitState(NamedTuple):
     chunks: tuple[bytes, ...]
 
 
+class PackedGroup:
+    """Many keys' packed values as :func:`_pack` builds them, kept as columns (heads, a row of
+    array lengths per key, the arrays' used bytes key after key) instead of one byte string
+    per key: a store can write the columns as they are (:mod:`adaptd.key_segments`), and a
+    key's bytes are joined only when something asks for them (:class:`PackedRow`)."""
+
+    __slots__ = ("data_b", "data_w", "ends_b", "ends_w", "head_of", "heads", "lengths",
+                 "row_bytes")
+
+    def __init__(self, heads: list[bytes], head_of: list[int] | None, lengths: bytes,
+                 row_bytes: int, data_w: bytes, ends_w: list[int], data_b: bytes,
+                 ends_b: list[int]) -> None:
+        self.heads, self.head_of, self.lengths, self.row_bytes = heads, head_of, lengths, row_bytes
+        self.data_w, self.ends_w, self.data_b, self.ends_b = data_w, ends_w, data_b, ends_b
+
+    def row(self, i: int) -> bytes:
+        """Key ``i``'s packed value, byte for byte what :func:`pack_state` gives."""
+        head = self.heads[self.head_of[i] if self.head_of is not None else 0]
+        start_w = self.ends_w[i - 1] if i else 0
+        start_b = self.ends_b[i - 1] if i else 0
+        return b"".join((head, self.lengths[i * self.row_bytes:(i + 1) * self.row_bytes],
+                         self.data_w[start_w:self.ends_w[i]], self.data_b[start_b:self.ends_b[i]]))
+
+
+class PackedRow:
+    """One key's packed value inside a :class:`PackedGroup`: equal to, pickled as, and turned
+    into (``bytes(row)``) the byte string :func:`pack_state` gives for it."""
+
+    __slots__ = ("group", "i")
+
+    def __init__(self, group: PackedGroup, i: int) -> None:
+        self.group, self.i = group, i
+
+    def __bytes__(self) -> bytes:
+        return self.group.row(self.i)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (bytes, (bytes(self),))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedRow):
+            other = bytes(other)
+        return bytes(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return len(bytes(self))
+
+    def __repr__(self) -> str:
+        return f"PackedRow({bytes(self)!r})"
+
+
 class _Layout(NamedTuple):
     """How to cut one spec's buffer: per array its path, dtype, shape, offset, byte size."""
 
@@ -126,7 +179,7 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     [('a', [1.0, 0.0], 1), ('b', [0.0, 0.0], 1)]
     """
     if rings is None:
-        return _pack(keys, blocks, rest)
+        return _pack(keys, blocks, rest, columns=True)
     # A key whose rings fit in one chunk (a new key, one with few records) is one value: its
     # rings' first chunk of rows packed with the rest, under their full shape (the rows past
     # it are zeros), so the store writes one row for it, not a head and a chunk.
@@ -137,7 +190,8 @@ def pack_rows(keys: Sequence[str], blocks: Sequence[_Block],
     if whole.all():
         used = int(rings.extent.max(initial=0))  # rows beyond every key's extent: zeros
         return _pack(keys, [*blocks, *((path, ring[rings.at, :used])
-                                       for path, ring in rings.arrays)], rest, shapes)
+                                       for path, ring in rings.arrays)], rest, shapes,
+                     columns=True)
     out = {}
     for members in (np.flatnonzero(whole), np.flatnonzero(~whole)):
         sub_keys = [keys[i] for i in members.tolist()]
@@ -176,9 +230,10 @@ def _pack_split(keys: Sequence[str], blocks: Sequence[_Block],
 def _pack(keys: Sequence[str], blocks: Sequence[_Block],
           rest: dict[str, Any] | Sequence[dict[str, Any]],
           shapes: dict[tuple[str, ...], tuple[int, ...]] | None = None,
-          drop_empty: bool = False) -> dict[str, bytes]:
+          drop_empty: bool = False, columns: bool = False) -> dict[str, Any]:
     """:func:`pack_rows` without rings; ``shapes`` overrides the spec's shape of some paths
-    (the head's zero-width rings), ``drop_empty`` gives ``b""`` for a key with no bytes."""
+    (the head's zero-width rings), ``drop_empty`` gives ``b""`` for a key with no bytes;
+    ``columns``: the values are :class:`PackedRow` of one :class:`PackedGroup`."""
     n = len(keys)
     # Arrays whose rows are whole 8-byte words first: their used bytes are gathered as words
     # (an eighth of the steps); the spec records the order, so unpacking follows it.
@@ -189,15 +244,18 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     if spec_blob is None:
         spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
     rests = [rest] if isinstance(rest, dict) else list(rest)
-    pickled: dict[int, bytes] = {}  # equal parts are often one object: pickled once
-    heads = []
+    pickled: dict[int, int] = {}  # equal parts are often one object: pickled once
+    distinct: list[bytes] = []
+    head_of = []
     for part in rests:
-        head = pickled.get(id(part))
-        if head is None:
+        at = pickled.get(id(part))
+        if at is None:
             rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-            head = pickled[id(part)] = (_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
-                                        + spec_blob + rest_blob)
-        heads.append(head)
+            at = pickled[id(part)] = len(distinct)
+            distinct.append(_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
+                            + spec_blob + rest_blob)
+        head_of.append(at)
+    heads = [distinct[i] for i in head_of]
     raws, lengths = [], np.empty((n, len(blocks)), dtype="<u4")
     for j, (_, block) in enumerate(blocks):
         raw = np.ascontiguousarray(block).reshape(n, -1).view(np.uint8)
@@ -208,6 +266,10 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     data_b, ends_b = _kept(raws[words:], lengths[:, words:], 1)
     length_rows = lengths.tobytes()
     row_bytes = 4 * len(blocks)
+    if columns:
+        group = PackedGroup(distinct, head_of if len(head_of) > 1 else None, length_rows,
+                            row_bytes, data_w, ends_w, data_b, ends_b)
+        return dict(zip(keys, map(PackedRow, [group] * n, range(n)), strict=True))
     out = {}
     start_w = start_b = 0
     for i, key in enumerate(keys):
@@ -289,6 +351,8 @@ def unpack_state(blob: Any) -> Any:
                 part = unpack_state(chunk)
                 _put_rows(state, part, int(part.pop("rows_from")))
         return state
+    if isinstance(blob, PackedRow):
+        blob = bytes(blob)
     if not isinstance(blob, (bytes, bytearray)) or blob[:4] != _MAGIC:
         return blob
     _, spec_len, rest_len = _HEADER.unpack_from(blob)
@@ -359,6 +423,10 @@ def _spec_digest(spec: bytes) -> bytes:
             _spec_ids.clear()
         known = _spec_ids[spec] = hashlib.blake2b(spec, digest_size=16).digest()
     return known
+
+
+#: A spec's digest, as :func:`spec_apart` names it.
+spec_digest = _spec_digest
 
 
 def spec_named(blob: bytes) -> bytes | None:

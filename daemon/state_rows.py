@@ -31,7 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from adaptd import state_schema as schema
-from adaptd.state_codec import SplitState, spec_apart, spec_named, with_spec
+from adaptd.state_codec import PackedRow, SplitState, spec_apart, spec_named, with_spec
 from adaptd.state_values import CheckpointError, check, decode, encode
 
 #: The digest remembered for a chunk of zeros (``b""``), absent or written.
@@ -124,6 +124,8 @@ class KeyRows:
                                            checkpoint))
                 writing[p, key] = digests
             else:
+                if isinstance(state, PackedRow):
+                    state = bytes(state)
                 value = encode(short(db, state, checkpoint) if type(state) is bytes else state)
                 writing[p, key] = None
             pending = labels.get(key)
@@ -141,6 +143,10 @@ class KeyRows:
                        (_spec_row(digest), encode(spec), checkpoint))
             self._specs_writing.add(digest)
         return short
+
+    def holds_any(self) -> bool:
+        """Whether it remembers any key's chunks (written or read since the last load)."""
+        return bool(self._held or self._writing)
 
     def committed(self) -> None:
         """The transaction that wrote since the last call committed: remember its chunks."""

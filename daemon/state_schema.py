@@ -61,6 +61,16 @@ TABLES = (
     # memory unless a later checkpoint wrote them again (see EVICTED). A small row here
     # instead of an UPDATE of the key's row, which rewrote its whole value (measured: half of
     # a checkpoint's disk writes with many keys).
+    # Format 6: key states in segments, one per partition a checkpoint writes
+    # (adaptd.segment_store); the tables above hold keys only in a store of format 4 or 5,
+    # until its first load moves them into segments.
+    # AUTOINCREMENT: an id is never given twice (not even after a rollback deleted the
+    # highest), so a process's cached view of a segment, or a file a crash left, never passes
+    # for another segment's.
+    ("CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " partition INTEGER NOT NULL,"
+     " checkpoint INTEGER NOT NULL, names BLOB NOT NULL, data BLOB NOT NULL, labels BLOB,"
+     " size INTEGER NOT NULL, dead_since INTEGER)"),
     ("CREATE TABLE IF NOT EXISTS evictions (partition INTEGER NOT NULL, key TEXT NOT NULL,"
      " since INTEGER NOT NULL, PRIMARY KEY (partition, key)) WITHOUT ROWID"),
 )
@@ -72,7 +82,8 @@ MARK_EVICTED = "INSERT OR REPLACE INTO evictions (partition, key, since) VALUES 
 #: Finds the rows of the latest checkpoint (checked on load, rolled back on a fallback) without
 #: reading the others. Created after :func:`add_columns`, which may add its column.
 INDEXES = ("CREATE INDEX IF NOT EXISTS keys_by_checkpoint ON keys (checkpoint)",
-           "CREATE INDEX IF NOT EXISTS chunks_by_checkpoint ON chunks (checkpoint)")
+           "CREATE INDEX IF NOT EXISTS chunks_by_checkpoint ON chunks (checkpoint)",
+           "CREATE INDEX IF NOT EXISTS segments_by_checkpoint ON segments (checkpoint)")
 #: Columns a state.db of format 4 without generations lacks, added on open.
 ADDED_COLUMNS = {
     "shared": ("checkpoint INTEGER NOT NULL DEFAULT 0", "prev_value BLOB",
@@ -132,4 +143,7 @@ ROLL_BACK = (("DELETE FROM evictions WHERE (partition, key) IN"
              *roll_back("keys", ("value", "labels"), ", evicted = 0"),
               *roll_back("chunks", ("value",)),
               *roll_back("partitions", ("position", "changelog_offset")),
-              *roll_back("shared", ("value",)))
+              *roll_back("shared", ("value",)),
+             # A checkpoint's segments go; those it found dead live again (adaptd.segment_store).
+             "DELETE FROM segments WHERE checkpoint = :n",
+             "UPDATE segments SET dead_since = NULL WHERE dead_since = :n")

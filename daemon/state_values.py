@@ -12,7 +12,7 @@ digest adds nothing against a flipped bit, and cost 3.6 µs of a new key's ~1 kB
 
 >>> blob = encode({"a": 1})
 >>> int.from_bytes(blob[8:10], "little"), blob[20:24] != bytes(4), blob[24:36] == bytes(12)
-(5, True, True)
+(6, True, True)
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from typing import Any
 
 from adaptd.errors import StartError
 
-#: 4: one SQLite database, values checksummed one by one (BLAKE2b); 5: the same, CRC-32.
-FORMAT_VERSION = 5
+#: 4: one SQLite database, values checksummed one by one (BLAKE2b); 5: the same, CRC-32;
+#: 6: CRC-32, key states in segments (adaptd.segment_store), which an older adaptd cannot read:
+#: the shared state's header tells it so ("has format 6, expected 5").
+FORMAT_VERSION = 6
 #: Formats still read, with the checksum each was written with.
-_READ_FORMATS = (4, 5)
+_READ_FORMATS = (4, 5, 6)
 _MAGIC = b"ADAPTDCK"
 #: magic, format version, flags, payload length in bytes, checksum of the payload (16 bytes).
 _HEADER = struct.Struct("<8sHHQ16s")
@@ -92,11 +94,11 @@ def check(blob: bytes, where: str) -> tuple[bytes, int]:
     if magic != _MAGIC:
         raise CheckpointError(where, f"is not an adaptd checkpoint value (header {magic!r})")
     if version not in _READ_FORMATS:
-        raise CheckpointError(where, f"has format {version}, expected {FORMAT_VERSION} (or 4)")
+        raise CheckpointError(where, f"has format {version}, expected {FORMAT_VERSION} (or 4, 5)")
     data = blob[_HEADER.size:]
     if len(data) != length:
         raise CheckpointError(where, f"is truncated: {len(data)} payload bytes, expected {length}")
-    if (_digest(data) if version == FORMAT_VERSION else _blake2b(data)) != digest:
+    if (_digest(data) if version >= 5 else _blake2b(data)) != digest:
         raise CheckpointError(where, "is corrupt: checksum mismatch")
     return data, flags
 

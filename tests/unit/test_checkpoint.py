@@ -19,6 +19,7 @@ from adaptd.checkpoint import (
     decode,
     encode,
 )
+from tests.unit.store_files import flip, segments
 
 
 def changes(position: int, **states: int) -> PartitionChanges:
@@ -73,12 +74,9 @@ def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> 
 def test_a_damaged_value_names_the_database_partition_and_key(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
     store.save({}, {2: changes(10, a=1)})
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        (blob,) = db.execute("SELECT value FROM keys").fetchone()
-        damaged = bytearray(blob)
-        damaged[-1] ^= 0x01
-        db.execute("UPDATE keys SET value = ?", (bytes(damaged),))
-    with pytest.raises(CheckpointError, match=r"state\.db: partition 2 key 'a' is corrupt"):
+    flip(tmp_path, "a")
+    with pytest.raises(CheckpointError,
+                       match=r"state\.db: partition 2 key segment \d+ is corrupt"):
         CheckpointStore(tmp_path).load([2])
 
 
@@ -130,12 +128,13 @@ def test_a_restored_checkpoint_is_not_this_replica_s_own(tmp_path: Path) -> None
 
 
 def damage(path: Path, key: str, column: str = "value") -> None:
-    """Flip one byte in the middle of ``column`` of ``key``'s row, as a bad disk would."""
-    with sqlite3.connect(path / "state.db") as db:
-        (blob,) = db.execute(f"SELECT {column} FROM keys WHERE key = ?", (key,)).fetchone()
-        flipped = bytearray(blob)
-        flipped[len(flipped) // 2] ^= 0x10
-        db.execute(f"UPDATE keys SET {column} = ? WHERE key = ?", (bytes(flipped), key))
+    """Flip one byte in the middle of the segment holding ``key``'s latest state (``column``
+    "labels": its labels; "prev_value": the segment holding the one before), as a bad disk
+    would."""
+    if column == "prev_value":
+        flip(path, key, "value", generation=-2)
+    else:
+        flip(path, key, column)
 
 
 def three_generations(path: Path) -> tuple[CheckpointStore, list[int]]:
@@ -204,65 +203,94 @@ def test_the_shared_state_damaged_falls_back_too(tmp_path: Path) -> None:
     assert as_loaded(CheckpointStore(tmp_path).load()) == CHECKPOINT_2
 
 
-@pytest.mark.parametrize("second", [("a", "prev_value"), ("c", "value")])
+@pytest.mark.parametrize("second", [("a", "prev_value"), ("c", "prev_value")])
 def test_no_whole_checkpoint_left_is_refused_and_the_store_left_as_it_was(
         tmp_path: Path, second: tuple[str, str]) -> None:
     """Checkpoint 3 damaged, and checkpoint 2 too: in a value only it holds (a's previous
-    one) or in one both share (c, unchanged since checkpoint 1)."""
+    one) or in one both share (c, unchanged since checkpoint 1, whose copy checkpoint 3's
+    compaction made is damaged too)."""
     three_generations(tmp_path)
     damage(tmp_path, "b")
     damage(tmp_path, *second)
     with sqlite3.connect(tmp_path / "state.db") as db:
-        before = db.execute("SELECT * FROM keys ORDER BY partition, key").fetchall()
+        before = db.execute("SELECT * FROM segments ORDER BY id").fetchall()
     with pytest.raises(CheckpointError, match=(
-            r"state\.db has no whole checkpoint left: in checkpoint 3, .*partition 0 key 'b' "
-            r"is corrupt: checksum mismatch; in the one before it, 2, .*partition 0 key "
-            f"'{second[0]}' is corrupt: checksum mismatch; pass --fresh")):
+            r"state\.db has no whole checkpoint left: in checkpoint 3, .*partition 0 key "
+            r"segment \d+ is corrupt: checksum mismatch; in the one before it, 2, .*partition 0 "
+            r"key segment \d+ is corrupt: checksum mismatch; pass --fresh")):
         CheckpointStore(tmp_path).load()
     with sqlite3.connect(tmp_path / "state.db") as db:
-        assert db.execute("SELECT * FROM keys ORDER BY partition, key").fetchall() == before
+        assert db.execute("SELECT * FROM segments ORDER BY id").fetchall() == before
 
 
 def test_a_first_checkpoint_damaged_has_nothing_to_fall_back_to(tmp_path: Path) -> None:
     CheckpointStore(tmp_path).save({}, {0: changes(10, a=1)}, checkpoint=1)
     damage(tmp_path, "a")
     with pytest.raises(CheckpointError, match=(
-            r"has no whole checkpoint: .*partition 0 key 'a' is corrupt: checksum mismatch, and "
+            r"has no whole checkpoint: .*partition 0 key segment \d+ is corrupt: checksum "
+            r"mismatch, and "
             r"no older checkpoint is kept to fall back to; pass --fresh")):
         CheckpointStore(tmp_path).load()
 
 
-def test_a_checkpoint_rewrites_only_the_rows_it_changes(tmp_path: Path) -> None:
-    """Keeping the previous generation moves a row's old value within the row it rewrites:
-    the rows a checkpoint does not write are not touched."""
-    three_generations(tmp_path)
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = dict(db.execute("SELECT key, checkpoint FROM keys").fetchall())
-        kept = dict(db.execute("SELECT key, prev_checkpoint FROM keys").fetchall())
-    assert rows == {"a": 3, "b": 3, "c": 1, "e": 3, "n": 3, "z": 3}
-    assert kept == {"a": 2, "b": 2, "c": None, "e": 1, "n": None, "z": None}
-
-
-def test_an_eviction_is_a_row_of_its_own_undone_with_the_checkpoint_that_rewrote_the_key(
+def test_a_checkpoint_writes_one_segment_per_partition_of_the_keys_it_changes(
         tmp_path: Path) -> None:
-    """Evicting writes a small row of ``evictions``, never the key's value; a key written
+    """Each checkpoint appends one segment per partition it writes, holding exactly the keys
+    that changed; the segments of earlier checkpoints are not rewritten, and one none of whose
+    keys is current any more is dropped once two newer checkpoints exist."""
+    three_generations(tmp_path)
+    written = [(s["checkpoint"], s["partition"], s["keys"], s["marks"], s["dead_since"])
+               for s in segments(tmp_path)]
+    # Checkpoint 3 left one key of checkpoint 1's segment current (c): copied (compacted).
+    assert written == [(1, 0, ["a", "b", "c", "e"], [], 3), (2, 0, ["a", "b"], [], 3),
+                       (3, 0, ["a", "b", "n", "e"], [], None), (3, 2, ["z"], [], None),
+                       (3, 0, ["c"], [], None), (3, 0, [], ["e"], None)]
+    store = CheckpointStore(tmp_path)
+    for n in (4, 5, 6):
+        store.save({"n": n}, {0: changes(10 * n, a=n, b=n)}, checkpoint=n)
+        if n == 5:  # checkpoint 4's segment died at 5: kept for a fallback to 4
+            assert [(s["checkpoint"], s["dead_since"]) for s in segments(tmp_path)] == [
+                (3, None), (3, None), (3, None), (3, None), (4, 5), (5, None)]
+    assert [s["checkpoint"] for s in segments(tmp_path)] == [3, 3, 3, 3, 5, 6]
+    assert CheckpointStore(tmp_path).load().partitions[0].learner["keys"] == {
+        "a": 6, "b": 6, "c": 1, "n": 3}
+
+
+def test_a_mostly_stale_segment_is_compacted_into_the_checkpoint_that_finds_it(
+        tmp_path: Path) -> None:
+    """Once fewer than half the keys of a segment are current there, its current keys are
+    copied into a segment of the checkpoint being written; a fallback from that checkpoint
+    restores the segment as it was."""
+    store = CheckpointStore(tmp_path)
+    store.save({"n": 1}, {0: changes(1, a=1, b=1, c=1, d=1, e=1)}, checkpoint=1)
+    store.save({"n": 2}, {0: changes(2, a=2, b=2, c=2)}, checkpoint=2)
+    assert [(s["checkpoint"], s["keys"], s["dead_since"]) for s in segments(tmp_path)] == [
+        (1, ["a", "b", "c", "d", "e"], 2), (2, ["a", "b", "c"], None),
+        (2, ["d", "e"], None)]
+    assert CheckpointStore(tmp_path).load().partitions[0].learner["keys"] == {
+        "a": 2, "b": 2, "c": 2, "d": 1, "e": 1}
+    store.save({"n": 3}, {0: changes(3, a=3)}, checkpoint=3)
+    assert [s["checkpoint"] for s in segments(tmp_path)] == [2, 2, 3]  # 1 dead since 2
+    flip(tmp_path, "a")  # checkpoint 3 damaged: back to 2, its compacted segment whole
+    assert CheckpointStore(tmp_path).load().partitions[0].learner["keys"] == {
+        "a": 2, "b": 2, "c": 2, "d": 1, "e": 1}
+
+
+def test_an_eviction_is_a_mark_undone_with_the_checkpoint_that_rewrote_the_key(
+        tmp_path: Path) -> None:
+    """Evicting a key unchanged writes its name as a mark, never its value; a key written
     again after it is live; a fallback from the checkpoint that rewrote it brings it back
-    live (the rows that checkpoint wrote are rewritten at the next one)."""
+    live (the keys that checkpoint wrote are rewritten at the next one)."""
     store = CheckpointStore(tmp_path)
     store.save({}, {0: changes(1, a=1, b=2)})
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        before = db.execute("SELECT key, value, checkpoint FROM keys ORDER BY key").fetchall()
     store.mark_evicted(0, ["a", "b"])
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        assert db.execute("SELECT key, value, checkpoint FROM keys ORDER BY key").fetchall() \
-            == before
+    assert [(s["keys"], s["marks"]) for s in segments(tmp_path)] == [
+        (["a", "b"], []), ([], ["a", "b"])]
     assert store.key_count(evicted=True) == 2
     store.save({}, {0: changes(2, a=5)})  # a came back and changed
     assert store.load([0]).partitions[0].learner["keys"] == {"a": 5}
     assert store.key_count(evicted=True) == 1
-    with sqlite3.connect(tmp_path / "state.db") as db:  # damage what checkpoint 2 wrote
-        (blob,) = db.execute("SELECT value FROM keys WHERE key = 'a'").fetchone()
-        db.execute("UPDATE keys SET value = ? WHERE key = 'a'", (blob[:-1] + b"\0",))
+    flip(tmp_path, "a")  # damage what checkpoint 2 wrote
     restored = CheckpointStore(tmp_path).load([0])
     assert restored.fell_back_from is not None
     assert restored.partitions[0].learner["keys"] == {"a": 1}  # live again, b still out
@@ -276,7 +304,7 @@ def test_a_format_4_value_is_still_read_and_its_damage_found() -> None:
     old = struct.pack("<8sHHQ16s", b"ADAPTDCK", 4, 0, len(payload),
                       hashlib.blake2b(payload, digest_size=16).digest()) + payload
     assert decode(old, "here") == {"x": 1}
-    assert int.from_bytes(encode({"x": 1})[8:10], "little") == FORMAT_VERSION == 5
+    assert int.from_bytes(encode({"x": 1})[8:10], "little") == FORMAT_VERSION == 6
     damaged = bytearray(old)
     damaged[-2] ^= 0x04
     with pytest.raises(CheckpointError, match="here is corrupt: checksum mismatch"):
@@ -286,8 +314,8 @@ def test_a_format_4_value_is_still_read_and_its_damage_found() -> None:
 def test_keys_that_left_memory_are_noted_in_the_checkpoint_s_own_transaction(
         tmp_path: Path) -> None:
     """A key that left memory with a changed state is written flagged evicted; one that left
-    unchanged gets a row of ``evictions``: both in the transaction of the checkpoint, which
-    is the only one (a crash before it leaves the keys live, with the same states)."""
+    unchanged is a mark in the segment: both in the transaction of the checkpoint, which is
+    the only one (a crash before it leaves the keys live, with the same states)."""
     store = CheckpointStore(tmp_path)
     store.save({}, {0: changes(1, a=1, b=2, c=3)})
     statements: list[str] = []
@@ -298,10 +326,10 @@ def test_keys_that_left_memory_are_noted_in_the_checkpoint_s_own_transaction(
                                         evicted={"a", "b"})})
     db.set_trace_callback(None)
     assert sum(s.startswith("BEGIN") for s in statements) == 1
-    with sqlite3.connect(tmp_path / "state.db") as raw:
-        assert raw.execute("SELECT key, evicted FROM keys ORDER BY key").fetchall() == [
-            ("a", 1), ("b", 0), ("c", 0)]
-        assert raw.execute("SELECT key FROM evictions").fetchall() == [("b",)]
+    written = [(s["keys"], s["evicted"], s["marks"]) for s in segments(tmp_path)[1:]]
+    # Then b, the one key current in checkpoint 1's segment, is copied out of it (compacted),
+    # out of memory as its mark says.
+    assert written == [(["a", "c"], [True, False], ["b"]), (["b"], [True], [])]
     restored = CheckpointStore(tmp_path).load([0])
     assert restored.partitions[0].learner["keys"] == {"c": 30}  # a and b stay on disk
     assert (store.get(0, "a"), store.get(0, "b")) == (10, 2)

@@ -40,11 +40,14 @@ def test_evicted_keys_come_back_with_their_state(tmp_path: Path) -> None:
     evicting, evicted_predictions = run(tmp_path / "evicting", source, idle_evict_s=1e-9)
     keeping, kept_predictions = run(tmp_path / "keeping", source, idle_evict_s=3600.0)
 
-    # Evicted keys live in the state database, flagged, not in a file each.
+    # Evicted keys live in the state database's segments, flagged, not in a file each.
     store = CheckpointStore(tmp_path / "evicting" / "state")
     assert store.key_count(evicted=True) == 6 and store.key_count() == 6
     assert sorted(p.name for p in (tmp_path / "evicting" / "state").iterdir()) == [
-        "meta.pt", "state.db", "state.db-shm", "state.db-wal"]
+        "meta.pt", "segments", "state.db", "state.db-shm", "state.db-wal"]
+    # The segments of the two checkpoints kept, one per checkpoint and partition (and one
+    # compaction at most): not a file per key.
+    assert 1 <= len(list((tmp_path / "evicting" / "state" / "segments").iterdir())) <= 4
     assert len(evicting.learner.keys()) == 0  # the final checkpoint let every key go
     assert len(keeping.learner.keys()) == 6
     assert evicted_predictions == kept_predictions

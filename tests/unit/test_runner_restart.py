@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from pathlib import Path
 
 from adaptd.checkpoint import CheckpointStore
 from adaptd.runner import Runner, RunnerConfig
 from tests.integration.kafka_harness import assert_same_state
 from tests.unit.file_runs import file_runner
+from tests.unit.store_files import stored
 
 
 def write_stream(path: Path, n: int, seed: int, rare: str = "") -> None:
@@ -37,9 +37,9 @@ def make_runner(root: Path, source: Path, checkpoint_every_records: int = 50,
     return file_runner(root, source, config, **flags)
 
 
-def stored_values(state_dir: Path) -> dict[str, bytes]:
-    with sqlite3.connect(state_dir / "state.db") as db:
-        return dict(db.execute("SELECT key, value FROM keys").fetchall())
+def stored_values(state_dir: Path) -> dict[str, tuple[str, int, int]]:
+    """key → where its latest state is stored (segment or row, and the checkpoint)."""
+    return stored(state_dir)
 
 
 def test_a_restart_mid_stream_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:

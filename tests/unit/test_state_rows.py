@@ -21,10 +21,11 @@ from adaptd.partitions import partition_part
 from adaptd.records import RecordBatch
 from adaptd.runner import RunnerConfig
 from adaptd.settings import LearnerConfig
-from adaptd.state_codec import SplitState, unpack_state
+from adaptd.state_codec import SplitState, spec_apart, unpack_state
 from adaptd.state_rows import SplitHead
 from adaptd.state_values import decode, encode
 from tests.unit.file_runs import file_runner
+from tests.unit.store_files import segments
 from tests.unit.test_eviction import write_stream
 from tests.unit.test_state_codec import _equal
 
@@ -203,10 +204,15 @@ def test_a_key_with_few_records_is_one_row_naming_its_spec(tmp_path: Path) -> No
     save(store, learner, keys, 1)
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert {k for (k,) in db.execute("SELECT DISTINCT key FROM chunks")} == {"m0"}
+        assert {k for (k,) in db.execute("SELECT key FROM keys")} == {"m0"}  # split: rows
         specs = db.execute("SELECT count(*) FROM shared WHERE name LIKE 'spec:%'").fetchone()[0]
-        longest = db.execute("SELECT max(length(value)) FROM keys WHERE key = 'f0'").fetchone()
-    assert 1 <= specs <= 3  # whole values, heads and chunks: one spec each
-    assert longest[0] < 1200  # the spec (about 800 bytes) is not in the one-record key's value
+    assert 1 <= specs <= 2  # the split key's head and chunks: one spec each
+    # The others are one segment, which holds their spec (about 800 bytes) once.
+    (segment,) = segments(tmp_path)
+    assert segment["keys"] == [k for k in packed if k != "m0"]
+    data = (tmp_path / "segments" / f"{segment['id']}.seg").read_bytes()
+    spec, _, _ = spec_apart(bytes(packed["f0"]))
+    assert len(spec) > 500 and data.count(spec) == 1
     for key in keys:
         _equal(state_of(learner, key), stored(CheckpointStore(tmp_path), key), key)
 
@@ -232,7 +238,7 @@ def test_many_keys_leave_a_sixteenth_of_max_keys_at_a_time_and_come_back_exactly
 
 def test_a_value_naming_a_spec_the_store_lacks_is_named(tmp_path: Path) -> None:
     learner = logistic()
-    feed(learner, ["a"], seed=0)
+    feed(learner, ["a"] * 30, seed=0)  # split: rows naming specs the store keeps in ``shared``
     store = CheckpointStore(tmp_path)
     save(store, learner, ["a"], 1)
     with sqlite3.connect(tmp_path / "state.db") as db:

@@ -1,0 +1,124 @@
+"""Where each key's latest state lies in the segment store (:mod:`adaptd.key_segments`): an
+open-addressing hash table in NumPy arrays, about 40 bytes a key where a dict of str → tuple
+took 150 or more (the key's string itself is not held: it lies in the segment).
+
+A slot holds a key's 64-bit hash (Python's ``hash`` of the string: salted per process, which is
+enough because the table is rebuilt from the segments' key names at every start, as Bitcask
+rebuilds its "keydir" from its hint files), its segment id and row there, the checkpoint that
+wrote that row, whether the key is out of memory (evicted) and the segment holding the mark
+that says so (-1: none). Linear probing, the table kept at most half full. Two keys of equal
+hash are told apart by the caller, which compares the name stored in the segment (one in 2^64
+per pair of keys: :meth:`find` then reports the first one, and the caller reads the slot's
+name before trusting it).
+
+Lookups and inserts take a batch of hashes at once: a batch's new keys are a few NumPy passes,
+not a Python step per key; a key not in the table is a probe, no SQLite read.
+
+>>> index = KeyIndex()
+>>> slots = index.put(np.array([hash("a"), hash("b")]), np.array([7, 7]), np.array([0, 1]),
+...                   np.array([5, 5]), np.array([False, True]))
+>>> found = index.find(np.array([hash("b"), hash("c")]))
+>>> int(index.segment[found[0]]), int(index.row[found[0]]), bool(index.evicted[found[0]]), int(found[1])
+(7, 1, True, -1)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The ``segment`` of an empty slot.
+EMPTY = -1
+
+
+class KeyIndex:
+    """The table (see the module note). Arrays are public for the store's vectorized updates:
+    ``segment[i]``, ``row[i]``, ``checkpoint[i]``, ``evicted[i]``, ``mark[i]`` describe the key
+    whose hash is ``hashes[i]`` when ``segment[i] != EMPTY``."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._alloc(max(16, 1 << (int(capacity) - 1).bit_length()))
+        self.count = 0
+
+    def _alloc(self, size: int) -> None:
+        self.hashes = np.zeros(size, dtype=np.int64)
+        self.segment = np.full(size, EMPTY, dtype=np.int64)
+        self.row = np.zeros(size, dtype=np.int32)
+        self.checkpoint = np.zeros(size, dtype=np.int64)
+        self.evicted = np.zeros(size, dtype=bool)
+        self.mark = np.full(size, EMPTY, dtype=np.int64)
+        self._mask = size - 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def find(self, hashes: np.ndarray) -> np.ndarray:
+        """The slot of each hash, -1 where the table has none."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        out = np.full(len(hashes), -1, dtype=np.int64)
+        pending = np.arange(len(hashes))
+        pos = hashes & self._mask
+        while len(pending):
+            p = pos[pending]
+            seg = self.segment[p]
+            hit = (seg != EMPTY) & (self.hashes[p] == hashes[pending])
+            out[pending[hit]] = p[hit]
+            go_on = (seg != EMPTY) & ~hit
+            pending = pending[go_on]
+            pos[pending] = (pos[pending] + 1) & self._mask
+        return out
+
+    def put(self, hashes: np.ndarray, segment: np.ndarray, row: np.ndarray,
+            checkpoint: np.ndarray, evicted: np.ndarray) -> np.ndarray:
+        """Set the entries of ``hashes`` (distinct), adding those the table lacks; their marks
+        are cleared. Returns their slots."""
+        hashes = np.asarray(hashes, dtype=np.int64)
+        if 2 * (self.count + len(hashes)) > len(self.hashes):
+            self._resize(2 * (self.count + len(hashes)))
+        slots = self.find(hashes)
+        new = np.flatnonzero(slots < 0)
+        if len(new):
+            slots[new] = self._claim(hashes[new])
+            self.hashes[slots[new]] = hashes[new]
+            self.count += len(new)
+        self.segment[slots] = segment
+        self.row[slots] = row
+        self.checkpoint[slots] = checkpoint
+        self.evicted[slots] = evicted
+        self.mark[slots] = EMPTY
+        return slots
+
+    def _claim(self, hashes: np.ndarray) -> np.ndarray:
+        """Empty slots for ``hashes`` (none in the table, distinct), claimed in rounds: in each,
+        every hash whose probe position is empty and first among the hashes probing it there
+        takes it; the others probe on."""
+        out = np.empty(len(hashes), dtype=np.int64)
+        pending = np.arange(len(hashes))
+        pos = hashes & self._mask
+        taken = np.zeros(len(self.hashes), dtype=bool)
+        while len(pending):
+            p = pos[pending]
+            free = (self.segment[p] == EMPTY) & ~taken[p]
+            cand = pending[free]
+            _, first = np.unique(pos[cand], return_index=True)
+            won = cand[first]
+            out[won] = pos[won]
+            taken[pos[won]] = True
+            lost = np.ones(len(pending), dtype=bool)
+            lost[np.searchsorted(pending, won)] = False
+            pending = pending[lost]
+            pos[pending] = (pos[pending] + 1) & self._mask
+        return out
+
+    def _resize(self, need: int) -> None:
+        live = np.flatnonzero(self.segment != EMPTY)
+        old = (self.hashes[live], self.segment[live], self.row[live], self.checkpoint[live],
+               self.evicted[live], self.mark[live])
+        self._alloc(1 << (int(need) - 1).bit_length())
+        slots = self._claim(old[0])
+        self.hashes[slots], self.segment[slots], self.row[slots] = old[0], old[1], old[2]
+        self.checkpoint[slots], self.evicted[slots], self.mark[slots] = old[3], old[4], old[5]
+
+    def clear(self) -> None:
+        """Forget every key."""
+        self._alloc(len(self.hashes))
+        self.count = 0
