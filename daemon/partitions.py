@@ -208,6 +208,7 @@ class Partitions:
     def close(self) -> None:
         """Close the Kafka clients and the store. Called once the source is closed."""
         self.settle()
+        self._behind.close()
         for part in (self.changelog, self.meta_sync):
             if part is not None:
                 part.close()

@@ -21,6 +21,7 @@ written on its own thread fails, and no later checkpoint is committed past the f
 from __future__ import annotations
 
 import pickle
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class SaveBehind:
         self._snapshot: Snapshot | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
+        self._jobs: queue.SimpleQueue[Snapshot | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     @property
@@ -99,23 +101,28 @@ class SaveBehind:
         return self._snapshot is not None and self._done.is_set()
 
     def start(self, snapshot: Snapshot) -> None:
-        """Write ``snapshot`` on the worker thread; the one before must have been waited for."""
+        """Write ``snapshot`` on the worker thread; the one before must have been waited for.
+        Never blocks."""
         assert self._snapshot is None, "one checkpoint in flight at a time"
         self._snapshot, self._error = snapshot, None
         self._done.clear()
-        # A thread per checkpoint: a few every second at most, and none left behind at exit.
-        self._thread = threading.Thread(target=self._run, args=(snapshot,),
-                                        name="adaptd-checkpoint", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            # One thread for the run (a thread's start waits for it to be scheduled: tens of
+            # ms on a loaded machine); a daemon, so a run that stops on an error never hangs.
+            self._thread = threading.Thread(target=self._serve, name="adaptd-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+        self._jobs.put(snapshot)
 
-    def _run(self, snapshot: Snapshot) -> None:
-        try:
-            self._write(snapshot)
-        except BaseException as exc:  # noqa: BLE001 (handed to the runner's thread by wait())
-            self._error = exc
-        finally:
-            snapshot.written_s = self._clock()
-            self._done.set()
+    def _serve(self) -> None:
+        while (snapshot := self._jobs.get()) is not None:
+            try:
+                self._write(snapshot)
+            except BaseException as exc:  # noqa: BLE001 (handed to the runner's thread by wait())
+                self._error = exc
+            finally:
+                snapshot.written_s = self._clock()
+                self._done.set()
 
     def wait(self) -> tuple[Snapshot | None, BaseException | None]:
         """The snapshot in flight once written, with the exception its write raised (None: it
@@ -124,8 +131,16 @@ class SaveBehind:
         if snapshot is None:
             return None, None
         self._done.wait()
-        assert self._thread is not None
-        self._thread.join()
-        self._snapshot, self._thread = None, None
+        self._snapshot = None
         error, self._error = self._error, None
         return snapshot, error
+
+    def close(self) -> None:
+        """Wait for the write in flight (its outcome is dropped: call :meth:`wait` first to
+        have it) and end the worker thread."""
+        if self._snapshot is not None:
+            self._done.wait()
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
