@@ -339,6 +339,10 @@ class Partitions:
         if snapshot.meta is not None:
             meta_file.write(snapshot.meta, self.store.state_dir / META_FILE)
 
+    def on_written(self, callback: Callable[[Snapshot], None]) -> None:
+        """Call ``callback`` (on the worker thread) with each checkpoint once it is durable."""
+        self._behind.on_written = callback
+
     @property
     def save_done(self) -> bool:
         """A checkpoint's write is over and :meth:`saved` would not block."""

@@ -49,6 +49,7 @@ from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
 from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
+from adaptd.save_behind import Snapshot
 from adaptd.settings import ResilienceConfig
 from adaptd.write_behind import write_behind
 
@@ -167,6 +168,7 @@ class Runner:
         self.clock = clock
         self._stop = False
         self.partitions = Partitions(store, learner, decoder, changelog, meta_sync, clock)
+        self.partitions.on_written(self._written)
         self.state_dir = store.state_dir
         # Why the last checkpoint failed when the state dir refused it (None: it did not).
         self._state_error: Exception | None = None
@@ -445,6 +447,12 @@ class Runner:
         self._last_checkpoint_at = self.clock()
         return True if behind else self._collect()
 
+    def _written(self, snapshot: Snapshot) -> None:
+        """Count a checkpoint as soon as it is durable (called on the worker thread: the
+        metrics are thread-safe), so the counter never lags behind what the state dir holds."""
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_duration.observe(snapshot.written_s - snapshot.started_s)
+
     def _collect(self) -> bool:
         """Wait for the checkpoint in flight; once it is durable, commit its positions and
         account for it. False if its write failed (the state dir or the changelog refused)."""
@@ -459,10 +467,8 @@ class Runner:
         if snapshot is None:
             return True
         self.source.commit(snapshot.positions)
-        self.metrics.checkpoints.inc()
-        took_s = snapshot.written_s - snapshot.started_s
-        self.metrics.checkpoint_duration.observe(took_s)
         self.summary.checkpoints += 1
+        took_s = snapshot.written_s - snapshot.started_s
         share = self.config.checkpoint_max_share
         self._paused_until = snapshot.written_s + took_s * (1 - share) / share
         log.debug("checkpoint at positions %s", snapshot.positions)

@@ -90,6 +90,9 @@ class SaveBehind:
         self._done = threading.Event()
         self._jobs: queue.SimpleQueue[Snapshot | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        #: Called on the worker thread as soon as a snapshot is durable, before :meth:`wait`
+        #: hands it back (the checkpoint metrics: a reader of the state dir may see it first).
+        self.on_written: Callable[[Snapshot], None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -118,10 +121,12 @@ class SaveBehind:
         while (snapshot := self._jobs.get()) is not None:
             try:
                 self._write(snapshot)
+                snapshot.written_s = self._clock()
+                if self.on_written is not None:
+                    self.on_written(snapshot)
             except BaseException as exc:  # noqa: BLE001 (handed to the runner's thread by wait())
                 self._error = exc
             finally:
-                snapshot.written_s = self._clock()
                 self._done.set()
 
     def wait(self) -> tuple[Snapshot | None, BaseException | None]:
