@@ -11,14 +11,13 @@ timestamp) is built only when the daemon asks for one, to dead-letter a record.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
 from adaptd.connectors.base import RecordRun, SourceRecord
-from adaptd.learner.jit import njit
+from adaptd.learner.jit import meanwhile, njit
 
 #: Columns of :func:`scan_records`'s table.
 OFFSET_DELTA, TIMESTAMP_DELTA, KEY_START, KEY_END, VALUE_START, VALUE_END = range(6)
@@ -85,11 +84,12 @@ def warm() -> None:
     scan_records(np.frombuffer(b"", dtype=np.uint8), 0, 0, np.empty((0, 6), dtype=np.int64))
 
 
-_warming: threading.Thread | None = None
+_warming = False
 
 
 def warm_in_background() -> None:
-    """:func:`warm` on a thread of its own, once per process. Returns at once.
+    """:func:`warm` on the start-up loader thread (:func:`adaptd.learner.jit.meanwhile`, which
+    a Kafka run's cached code loads on too), once per process. Returns at once.
 
     The first compiled function a process calls pays for Numba's own start (0.15–0.3 s here),
     and without this that was the first poll. Started as the source opens, it runs while the
@@ -97,9 +97,9 @@ def warm_in_background() -> None:
     the first poll finds the scan loaded. Numba's compiler lock keeps a call from the daemon's
     thread meanwhile waiting for it, not compiling it twice."""
     global _warming
-    if _warming is None:
-        _warming = threading.Thread(target=warm, name="adaptd-kafka-warm", daemon=True)
-        _warming.start()
+    if not _warming:
+        _warming = True
+        meanwhile(warm)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
@@ -31,6 +32,7 @@ from adaptd.connectors.base import SourceRecord
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
+from adaptd.save_behind import SaveBehind, Snapshot, freeze, frozen_changes
 from adaptd.shared_moments import live_moments, statistics_of
 from adaptd.state_codec import pack_state, unpack_state
 
@@ -90,7 +92,8 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
 
 class Partitions:
     """Owned partitions, next positions, key → partition, changed keys, and the store behind
-    them. Runner thread only; every method may block on the state directory's disk.
+    them. Runner thread only (a checkpoint's write runs behind on a worker thread,
+    :mod:`adaptd.save_behind`); every method may block on the state directory's disk.
 
     Args:
         store: the state database; read on assignment, written by :meth:`save`.
@@ -99,10 +102,12 @@ class Partitions:
         changelog: a Kafka source's changelog topic: partitions are restored from it on
             assignment (the store is then a cache) and every checkpoint is published to it.
         meta_sync: a Kafka source's meta topic, through which replicas merge meta-states.
+        clock: monotonic seconds (when a checkpoint's write was done).
     """
 
     def __init__(self, store: CheckpointStore, learner: Learner, decoder: RecordDecoder,
-                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
+                 changelog: Changelog | None = None, meta_sync: MetaSync | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.changelog = changelog
         self.meta_sync = meta_sync
@@ -124,6 +129,9 @@ class Partitions:
         self._meta_written: Any = None
         #: Keys the last checkpoint noted as out of memory (for :meth:`evict`'s count).
         self._evicted = 0
+        # The checkpoint in flight, and the last one written, waiting for the runner.
+        self._behind = SaveBehind(self._write, clock)
+        self._outcome: tuple[Snapshot, BaseException | None] | None = None
 
     # -- assignment ----------------------------------------------------------------------
 
@@ -135,6 +143,7 @@ class Partitions:
         the store only at the first assignment; later it stays the live one, so a second
         assignment does not roll it back. Raises CheckpointError when a stored value is damaged.
         """
+        self.settle()  # the store and the changelog's clients are one thread's at a time
         requested = sorted(partitions)
         new = [p for p in requested if p not in self.owned]
         if self.changelog is not None and new:
@@ -181,6 +190,7 @@ class Partitions:
     def release(self, partitions: Collection[int]) -> None:
         """Forget ``partitions`` and their keys' state. Called once they are checkpointed
         (revoked) or when another daemon may own them already (lost); never writes."""
+        self.settle()
         gone = set(partitions) & self.owned
         keys = [k for k, p in self.key_partition.items() if p in gone]
         self.learner.forget(keys)
@@ -197,6 +207,8 @@ class Partitions:
 
     def close(self) -> None:
         """Close the Kafka clients and the store. Called once the source is closed."""
+        self.settle()
+        self._behind.close()
         for part in (self.changelog, self.meta_sync):
             if part is not None:
                 part.close()
@@ -210,6 +222,10 @@ class Partitions:
         back from the store. Called per batch, before the learner sees it."""
         self._take_dropped()
         key_partition, touched = self.key_partition, self.touched
+        if self._behind.busy and any(k not in key_partition for k in batch.keys):
+            # A key to read from the store may be one the checkpoint in flight writes (or,
+            # if that fails, one that comes back to memory): settled first.
+            self.settle()
         missing: dict[int, list[str]] = {}
         if partitions and partitions.count(partitions[0]) == len(partitions):
             # One partition (a run of a file): the loop's bookkeeping in set operations.
@@ -266,41 +282,114 @@ class Partitions:
     # -- checkpoints ---------------------------------------------------------------------
 
     def save(self) -> int:
-        """Write one checkpoint: the shared state, and per owned partition its position, the
-        keys that changed since the last one and the keys that left memory since (idle ones
-        are let go of first); then ``meta.pt`` if the meta-state moved. Returns the
-        checkpoint's id. Raises OSError when the disk refuses (nothing is forgotten then: the
+        """Write one checkpoint on this thread (:meth:`save_behind`, then :meth:`saved`);
+        returns its id. Raises OSError when the disk refuses (nothing is forgotten then: the
         keys that were to leave are live again, and the next checkpoint writes them)."""
+        self.save_behind()
+        snapshot = self.saved()
+        assert snapshot is not None
+        return snapshot.number
+
+    def save_behind(self, started_s: float = 0.0) -> None:
+        """Pack one checkpoint here — the shared state, and per owned partition its position,
+        the keys that changed since the last one and the keys that left memory since (idle
+        ones are let go of first) — and write it on the worker thread (then ``meta.pt`` if the
+        meta-state moved). The one before must have been handed back by :meth:`saved`."""
+        assert self._outcome is None and not self._behind.busy
         shared = {"learner": shared_part(self.learner), "decoder": self.decoder.layout()}
         self.learner.evict_idle()
         cold = self.learner.take_evicted()
         self._take_dropped()
         try:
             changes = {p: self._changes(p, cold) for p in self.owned if p in self.next_positions}
-            number = self.store.next_checkpoint()
-            offsets = None
-            if self.changelog is not None:  # the changelog first: the local store is its cache
-                offsets = self.changelog.publish(number, changes, shared)
-            # Written at every checkpoint: its presence says this state dir has checkpointed.
-            local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
-            self.store.save(shared, changes, checkpoint=number, changelog_offsets=offsets,
-                            local=local)
         except BaseException:
             if cold:
                 self._restore_keys(cold)
             raise
-        self._evicted = 0
+        mark = getattr(self.learner, "save_mark", None)
+        # Written at every checkpoint: its presence says this state dir has checkpointed.
+        local = {} if self.meta_sync is None else {"meta_sync": self.meta_sync.state()}
+        meta = shared["learner"].get("meta")
+        snapshot = Snapshot(
+            number=self.store.next_checkpoint(), shared=freeze(shared),
+            changes={p: frozen_changes(c) for p, c in changes.items()}, local=freeze(local),
+            positions=self.positions(), started_s=started_s, cold=cold,
+            meta=freeze(self._meta_content(meta, shared["learner"])),
+            mark=None if mark is None else mark())
+        if snapshot.meta is not None:
+            self._meta_written = meta
+        # What the snapshot holds is no longer changed since the last checkpoint; if its write
+        # fails, _unsaved gives it back.
         for p, change in changes.items():
-            self.touched.pop(p, None)
-            self.dropped.pop(p, None)
-            for key in change.evicted:
-                self.key_partition.pop(key, None)
-            self._evicted += len(change.evicted)
+            snapshot.touched[p] = self.touched.pop(p, set())
+            snapshot.dropped[p] = self.dropped.pop(p, set())
+            snapshot.evicted[p] = {k for k in change.evicted if self.key_partition.get(k) == p}
+            for key in snapshot.evicted[p]:
+                del self.key_partition[key]
+        self._behind.start(snapshot)
+
+    def _write(self, snapshot: Snapshot) -> None:
+        """The durable part of a checkpoint, on the worker thread: the changelog first (the
+        local store is its cache), then the store's transaction, then ``meta.pt``."""
+        offsets = None
+        if self.changelog is not None:
+            offsets = self.changelog.publish(snapshot.number, snapshot.changes, snapshot.shared)
+        self.store.save(snapshot.shared, snapshot.changes, checkpoint=snapshot.number,
+                        changelog_offsets=offsets, local=snapshot.local)
+        if snapshot.meta is not None:
+            meta_file.write(snapshot.meta, self.store.state_dir / META_FILE)
+
+    def on_written(self, callback: Callable[[Snapshot], None]) -> None:
+        """Call ``callback`` (on the worker thread) with each checkpoint once it is durable."""
+        self._behind.on_written = callback
+
+    @property
+    def save_done(self) -> bool:
+        """A checkpoint's write is over and :meth:`saved` would not block."""
+        return self._outcome is not None or self._behind.done()
+
+    def settle(self) -> None:
+        """Wait for the checkpoint in flight, if any, and take its outcome into account (its
+        keys are saved, or changed again); :meth:`saved` hands it to the runner."""
+        snapshot, error = self._behind.wait()
+        if snapshot is None:
+            return
+        if error is None:
+            self._saved(snapshot)
+        else:
+            self._unsaved(snapshot)
+        self._outcome = snapshot, error
+
+    def saved(self) -> Snapshot | None:
+        """The last checkpoint started, once written (None: none since the last call). Blocks
+        until it is; raises what its write raised (OSError when the disk refused)."""
+        self.settle()
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return None
+        snapshot, error = outcome
+        if error is not None:
+            raise error
+        return snapshot
+
+    def _saved(self, snapshot: Snapshot) -> None:
+        self._evicted = sum(len(change.evicted) for change in snapshot.changes.values())
         saved = getattr(self.learner, "mark_saved", None)
-        if saved is not None:  # every changed key is in the store now
-            saved()
-        self._write_meta(shared["learner"].get("meta"))
-        return number
+        if saved is not None:  # every key changed before the snapshot is in the store now
+            saved(snapshot.mark)
+
+    def _unsaved(self, snapshot: Snapshot) -> None:
+        """Undo what :meth:`save_behind` took for ``snapshot``: its keys count as changed
+        again, and the keys it was to let go of are live again."""
+        for p, keys in snapshot.touched.items():
+            self.touched.setdefault(p, set()).update(keys)
+        for p, keys in snapshot.dropped.items():
+            self.dropped.setdefault(p, set()).update(keys)
+        for p, keys in snapshot.evicted.items():
+            self.key_partition.update((k, p) for k in keys if k in snapshot.cold)
+        if snapshot.cold:
+            self._restore_keys(snapshot.cold)
+        self._meta_written = None
 
     def _changes(self, p: int, cold: Mapping[str, Any]) -> PartitionChanges:
         """What the checkpoint writes for ``p``: the keys that changed (``cold``: the states of
@@ -328,6 +417,7 @@ class Partitions:
         runner's timer and at the first assignment; a broker fault costs one merge, logged."""
         if self.meta_sync is None or not (force or self.meta_sync.due()):
             return False
+        self.settle()  # the state topics' clients (and meta.pt) are one thread's at a time
         shared = shared_part(self.learner)
         try:
             merged = self.meta_sync.merge(shared)
@@ -350,15 +440,21 @@ class Partitions:
         return True
 
     def _write_meta(self, meta: Mapping[str, Any] | None) -> None:
-        # Written when it moved, so an idle replica does not rewrite it at every checkpoint.
+        content = self._meta_content(meta, shared_part(self.learner))
+        if content is not None:
+            meta_file.write(content, self.store.state_dir / META_FILE)
+            self._meta_written = meta
+
+    def _meta_content(self, meta: Mapping[str, Any] | None,
+                      shared: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What ``meta.pt`` gets for ``meta`` with ``shared`` (the learner's shared state):
+        None when it did not move, so an idle replica does not rewrite it at every checkpoint."""
         if meta is None or _same(meta, self._meta_written):
-            return
+            return None
         # With the live standardization statistics (merged across replicas with a meta
         # topic): θ0 is learned under them, so a deployment taking meta.pt needs them.
-        statistics = statistics_of(live_moments(shared_part(self.learner)))
-        content = dict(meta) if statistics is None else {**meta, "scaler": statistics}
-        meta_file.write(content, self.store.state_dir / META_FILE)
-        self._meta_written = meta
+        statistics = statistics_of(live_moments(shared))
+        return dict(meta) if statistics is None else {**meta, "scaler": statistics}
 
     @property
     def meta_tasks(self) -> int:

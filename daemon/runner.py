@@ -10,7 +10,9 @@ Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds,
 out, and before partitions are taken away: flush sinks → write the checkpoint (shared state
 once, then position and key states per partition) → commit the source's positions → evict
 idle keys. A sink that cannot flush aborts that checkpoint, so positions are never committed
-ahead of what the sinks hold.
+ahead of what the sinks hold. The checkpoints due by count or time are written behind, on a
+worker thread, while the next records are read (:mod:`adaptd.save_behind`): their positions
+are committed once they are durable, at the first poll after; the others wait for theirs.
 
 Who owns what the loop touches:
 
@@ -47,6 +49,7 @@ from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
 from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
+from adaptd.save_behind import Snapshot
 from adaptd.settings import ResilienceConfig
 from adaptd.write_behind import write_behind
 
@@ -164,7 +167,8 @@ class Runner:
         self._behind = write_behind(sink, self.config.task, self.reject)
         self.clock = clock
         self._stop = False
-        self.partitions = Partitions(store, learner, decoder, changelog, meta_sync)
+        self.partitions = Partitions(store, learner, decoder, changelog, meta_sync, clock)
+        self.partitions.on_written(self._written)
         self.state_dir = store.state_dir
         # Why the last checkpoint failed when the state dir refused it (None: it did not).
         self._state_error: Exception | None = None
@@ -283,7 +287,9 @@ class Runner:
 
     def on_lost(self, partitions: Collection[int]) -> None:
         """Forget partitions without checkpointing them: another consumer may own them already
-        (the group session expired), and a checkpoint from here could overwrite its newer one."""
+        (the group session expired), and a checkpoint from here could overwrite its newer one.
+        A checkpoint in flight is waited for first (and committed, where still owned)."""
+        self._collect()
         self.partitions.release(partitions)
         owned = self.partitions.owned
         self.metrics.set_lag({p: n for p, n in self.source.lag().items() if p in owned}, owned)
@@ -383,22 +389,24 @@ class Runner:
         # The pause defers only the count's checkpoints, and none while evicted keys wait in
         # memory for one: what a checkpoint costs may grow with what it waits for.
         paused = self.clock() < self._paused_until and not self.partitions.evictions_waiting()
+        if self.partitions.save_done and not self._collect():
+            self.checkpoint_or_give_up()  # the one written behind failed: retried from here
         if due_by_source or (due_by_time and pending) or (due_by_count and not paused):
-            self.checkpoint_or_give_up()
+            self.checkpoint_or_give_up(behind=True)
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)
             if self.partitions.sync_meta():
                 self.metrics.meta_tasks.set(self.partitions.meta_tasks)
             self._last_checkpoint_at = self.clock()
 
-    def checkpoint_or_give_up(self) -> None:
-        """:meth:`checkpoint`; while the state dir refuses it, retry with backoff, polling
-        nothing meanwhile, for up to ``give_up_after_s``, then raise
-        :class:`~adaptd.errors.StateLostError`. A sink that cannot flush is not retried here:
-        the next due checkpoint tries again, as the source's faults are ridden out."""
+    def checkpoint_or_give_up(self, behind: bool = False) -> None:
+        """:meth:`checkpoint` (``behind``: written behind); while the state dir refuses it,
+        retry with backoff, polling nothing meanwhile, for up to ``give_up_after_s``, then
+        raise :class:`~adaptd.errors.StateLostError`. A sink that cannot flush is not retried
+        here: the next due checkpoint tries again, as the source's faults are ridden out."""
         first_failure_at: float | None = None
         wait_s = self.config.resilience.retry_backoff_initial_s
-        while not self.checkpoint() and self._state_error is not None:
+        while not self.checkpoint(behind) and self._state_error is not None:
             now = self.clock()
             first_failure_at = now if first_failure_at is None else first_failure_at
             if self._stop or now - first_failure_at >= self.config.give_up_after_s:
@@ -416,10 +424,14 @@ class Runner:
                 f"what was read since the last checkpoint is not kept: a restart replays it "
                 f"(seekable and acknowledged sources) once the state dir takes writes")
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self, behind: bool = False) -> bool:
         """Flush sinks → write state and positions → commit positions → evict idle keys.
-        Returns False if aborted (a sink could not flush, the disk refused). Blocks."""
+        Returns False if aborted (a sink could not flush, the disk refused). With ``behind``,
+        the write is started on the worker thread and :meth:`_collect` commits it later.
+        Waits for the checkpoint in flight first; blocks."""
         started = self.clock()
+        if not self._collect():  # the one in flight failed: this one writes its keys again
+            return False
         self._state_error = self._sink_error = None
         self.settle_writes()
         try:
@@ -430,25 +442,36 @@ class Runner:
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: %s", exc)
             return False
+        self.partitions.save_behind(started)
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = self.clock()
+        return True if behind else self._collect()
+
+    def _written(self, snapshot: Snapshot) -> None:
+        """Count a checkpoint as soon as it is durable (called on the worker thread: the
+        metrics are thread-safe), so the counter never lags behind what the state dir holds."""
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_duration.observe(snapshot.written_s - snapshot.started_s)
+
+    def _collect(self) -> bool:
+        """Wait for the checkpoint in flight; once it is durable, commit its positions and
+        account for it. False if its write failed (the state dir or the changelog refused)."""
         try:
-            self.partitions.save()
+            snapshot = self.partitions.saved()
         except (OSError, sqlite3.Error) as exc:  # the state dir refused: disk full, read-only
             self._state_error = exc
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint aborted, positions not committed: state dir %s: %s",
                       self.state_dir, exc)
             return False
-        positions = self.partitions.positions()
-        self.source.commit(positions)
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_duration.observe(self.clock() - started)
+        if snapshot is None:
+            return True
+        self.source.commit(snapshot.positions)
         self.summary.checkpoints += 1
-        self._since_checkpoint = 0
-        self._last_checkpoint_at = self.clock()
+        took_s = snapshot.written_s - snapshot.started_s
         share = self.config.checkpoint_max_share
-        self._paused_until = self._last_checkpoint_at + \
-            (self._last_checkpoint_at - started) * (1 - share) / share
-        log.debug("checkpoint at positions %s", positions)
+        self._paused_until = snapshot.written_s + took_s * (1 - share) / share
+        log.debug("checkpoint at positions %s", snapshot.positions)
         self.partitions.evict()
         self.metrics.observe_totals(self.learner.summary())
         self.metrics.meta_tasks.set(self.partitions.meta_tasks)

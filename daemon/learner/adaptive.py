@@ -299,12 +299,16 @@ class AdaptiveLearner:
     def _evict_lru(self, count: int) -> None:
         key_slots.evict_lru(self, count)
 
-    def mark_saved(self) -> None:
+    def save_mark(self) -> tuple[float, int]:
+        """What :meth:`mark_saved` records, taken when a checkpoint packs the states (its write
+        may finish later, on another thread, while records go on changing keys)."""
+        return self.clock(), len(self.classes or ())
+
+    def mark_saved(self, mark: tuple[float, int] | None = None) -> None:
         """Called once a checkpoint has written the state of every key that changed since the
-        previous one: a key unchanged from now on can leave memory without a copy (the store
-        holds it), see :meth:`take_dropped`."""
-        self._saved_at = self.clock()
-        self._saved_classes = len(self.classes or ())
+        previous one (before ``mark``, from :meth:`save_mark`; None: now): a key unchanged from
+        then on can leave memory without a copy (the store holds it), see :meth:`take_dropped`."""
+        self._saved_at, self._saved_classes = self.save_mark() if mark is None else mark
 
     @property
     def evictions_waiting(self) -> int:

@@ -116,9 +116,42 @@ def load_cached() -> int:
     return loaded
 
 
-def load_cached_meanwhile() -> threading.Thread:
-    """:func:`load_cached` on a thread of its own, started now: the daemon's thread connects
-    to its source (waiting on the network, the GIL free) while the code loads."""
-    thread = threading.Thread(target=load_cached, name="adaptd-load-compiled", daemon=True)
-    thread.start()
-    return thread
+#: The start-up loader's to-do list (see :func:`meanwhile`) and whether its thread runs.
+_todo: list[Callable[[], Any]] = []
+_loader_running = False
+_loader_lock = threading.Lock()
+
+
+def meanwhile(task: Callable[[], Any]) -> None:
+    """Run ``task`` on the start-up loader thread: one thread for every start-up load (the
+    cached machine code, a connector's warm-up), started by the first call, ending when its
+    list is done. The loads take Numba's compiler lock one after the other anyway; a thread
+    each only added a thread's start and their contention for the lock. Returns at once."""
+    global _loader_running
+    with _loader_lock:
+        _todo.append(task)
+        if _loader_running:
+            return
+        _loader_running = True
+    threading.Thread(target=_load_all, name="adaptd-load-compiled", daemon=True).start()
+
+
+def _load_all() -> None:
+    global _loader_running
+    while True:
+        with _loader_lock:
+            if not _todo:
+                _loader_running = False
+                return
+            task = _todo.pop(0)
+        try:
+            task()
+        except Exception:  # best effort: the first call loads or compiles as usual
+            log.debug("start-up load %s failed", task, exc_info=True)
+
+
+def load_cached_meanwhile() -> None:
+    """:func:`load_cached` on the start-up loader thread (:func:`meanwhile`), started now: the
+    daemon's thread connects to its source (waiting on the network, the GIL free) while the
+    code loads."""
+    meanwhile(load_cached)
