@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adaptd.checkpoint import PartitionChanges
-from adaptd.state_codec import SplitState
+from adaptd.state_codec import PackedRow, SplitState
 
 
 @dataclass
@@ -58,9 +58,10 @@ class Snapshot:
 
 
 def freeze(value: Any) -> Any:
-    """``value`` with nothing shared with the live learner: a packed state (bytes) as it is,
+    """``value`` with nothing shared with the live learner: a packed state (bytes, or a row of
+    a packed group, whose columns packing built for this checkpoint alone) as it is,
     anything else through a pickle round trip (a deep copy; the shared state is a few kB)."""
-    if isinstance(value, (bytes, SplitState)):
+    if isinstance(value, (bytes, PackedRow, SplitState)):
         return value
     return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
