@@ -189,7 +189,8 @@ def test_adaptd_run_on_string_labels(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTD_")}
     done = subprocess.run(
         [sys.executable, "-m", "adaptd", "run", "--source", "jsonl:in.jsonl", "--sink",
-         "jsonl:out.jsonl", "--task", "classification", "--state-dir", "state"],
+         "jsonl:out.jsonl", "--task", "classification", "--state-dir", "state",
+         "--metrics-port", "off"],  # another daemon on this machine may hold the default
         cwd=tmp_path, env=env, capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr.decode()
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
