@@ -82,7 +82,7 @@ def test_positions_are_committed_once_the_store_holds_them(tmp_path: Path) -> No
 def test_a_write_that_fails_behind_is_retried_with_every_key_it_held(tmp_path: Path) -> None:
     (tmp_path / "reference").mkdir()
     reference, _ = run(tmp_path / "reference", tmp_path / "reference" / "state")
-    with tmpfs(tmp_path / "mnt", "size=1m") as mnt:
+    with tmpfs(tmp_path / "mnt", "size=4m") as mnt:  # room for the WAL between its truncations
         (mnt / "state").mkdir()
 
         def full_after_first(commits: int) -> None:
