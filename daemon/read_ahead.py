@@ -17,36 +17,76 @@ Nothing the runner guarantees changes:
   seekable: see :func:`read_ahead`).
 * **Order.** Batches are handed out in the order they were read, and an error the poll met on
   the thread is raised by the ``poll_many`` that would have returned that batch.
-* **One call at a time.** Every call into the wrapped source holds one lock, so none overlaps
-  another, as the connector contract promises connectors; a call from the runner waits for a
-  poll in progress on the thread (a file's poll does not block).
+* **One call at a time.** No call into the wrapped source overlaps another, as the connector
+  contract promises connectors; a call from the runner waits for a poll in progress on the
+  thread.
+* **Partition changes on the runner's thread, between batches.** A Kafka client calls the
+  partition listener back inside ``poll`` (kafka-python and librdkafka both), so a poll read
+  ahead meets them on the thread. There the callback is parked: handed to the runner's thread,
+  which runs it (checkpoint on revoke, state restore on assign) the next time it waits for a
+  batch, never while it processes one; the thread waits meanwhile, inside the client's poll.
+  While a callback is parked the client is where it is in any callback, so the runner's other
+  calls into it (``commit``, ``lag``, ``pause``) go through at once, as they would from inside
+  the callback. A batch already read ahead is only ever held while the runner polls the source
+  itself (paused); a callback then drops its records of the partitions it names: revoked ones
+  are the next owner's, and assigned ones are sought back to the checkpoint and read again.
 
 Only a source that says so is wrapped (class attribute ``polls_on_any_thread = True``): its
-``poll_many`` may run on another thread than its other methods (never at the same time), it is
-seekable, and its partitions are fixed (no listener callback from ``poll``, which would
-checkpoint from the wrong thread).
+``poll_many`` may run on another thread than its other methods (never at the same time), and
+it is seekable. One that must be polled while paused, because its poll keeps it in a group
+and calls its listener back (``calls_listener_from_poll = True``: Kafka), is polled on the
+runner's thread while paused; any other paused source is not polled.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from adaptd.connectors.base import PartitionListener, RecordRun, Replay, Source, SourceRecord
 
 Polled: TypeAlias = list[SourceRecord] | RecordRun
 Prepare: TypeAlias = Callable[[Polled], Polled]
+T = TypeVar("T")
 
 
 def read_ahead(source: Source, prepare: Prepare) -> Source:
     """``source`` wrapped in a :class:`ReadAhead` if it allows polls from another thread and
-    is seekable with fixed partitions (see the module docstring), else ``source`` itself."""
+    is seekable (see the module docstring), else ``source`` itself."""
     if getattr(source, "polls_on_any_thread", False) and source.replay == "seekable":
         return ReadAhead(source, prepare)
     return source
+
+
+def without_partitions(polled: Polled, gone: Collection[int]) -> Polled:
+    """``polled`` less its records of the partitions ``gone``."""
+    if isinstance(polled, RecordRun):
+        return [] if polled.partition in gone else polled
+    if not any(raw.partition in gone for raw in polled):
+        return polled
+    return [raw for raw in polled if raw.partition not in gone]
+
+
+class _Parked:
+    """A listener callback the read-ahead thread met, waiting for the runner's thread."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.call()
+        except BaseException as exc:  # raised again on the thread, inside the client's poll
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 class ReadAhead(Source):
@@ -61,7 +101,13 @@ class ReadAhead(Source):
     def __init__(self, source: Source, prepare: Prepare) -> None:
         self.source = source
         self._prepare = prepare
-        self._lock = threading.Lock()  # held by every call into the wrapped source
+        self._polls_paused = bool(getattr(source, "calls_listener_from_poll", False))
+        # Guards the three fields below; notified whenever one of them changes.
+        self._cond = threading.Condition()
+        self._busy = False  # a call into the wrapped source is in progress ...
+        self._thread_polls = False  # ... and it is the read-ahead thread's poll
+        self._parked: deque[_Parked] = deque()  # callbacks that poll met, for this thread
+        self._serving = False  # the runner's thread runs a parked callback
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptd-read-ahead")
         self._ahead: Future[Polled] | None = None  # the next batch, being read or read
         self._paused = False
@@ -70,23 +116,132 @@ class ReadAhead(Source):
     def replay(self) -> Replay:  # type: ignore[override]
         return self.source.replay
 
-    def _poll(self, max_records: int, timeout_s: float) -> Polled:
-        with self._lock:
+    # -- the read-ahead thread -------------------------------------------------------------
+
+    def _poll_ahead(self, max_records: int, timeout_s: float) -> Polled:
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._busy = self._thread_polls = True
+        try:
             raws = self.source.poll_many(max_records, timeout_s)
+        finally:
+            with self._cond:
+                self._busy = self._thread_polls = False
+                self._cond.notify_all()
         return self._prepare(raws) if raws else raws
+
+    def _notify(self, _done: object = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- listener callbacks ----------------------------------------------------------------
+
+    def _callback(self, call: Callable[[], T], partitions: Collection[int]) -> T:
+        """Run a listener callback on the runner's thread: at once if that is where the
+        client called it back from (its own poll, or a call made while the thread's poll is
+        parked), else parked until the runner's thread waits for a batch."""
+        if not self._thread_polls or self._serving:
+            self._drop_ahead(partitions)
+            return call()
+        parked = _Parked(call)
+        with self._cond:
+            self._parked.append(parked)
+            self._cond.notify_all()
+        parked.done.wait()
+        if parked.error is not None:
+            raise parked.error
+        return parked.result  # type: ignore[no-any-return]
+
+    def _serve(self) -> None:
+        """Run the oldest parked callback; called on the runner's thread holding ``_cond``,
+        which it releases meanwhile (the callback calls into the source)."""
+        parked = self._parked.popleft()
+        self._cond.release()
+        self._serving = True
+        try:
+            parked.run()
+        finally:
+            self._serving = False
+            self._cond.acquire()
+
+    def _drop_ahead(self, partitions: Collection[int]) -> None:
+        """Forget what the batch read ahead holds of ``partitions`` (see the module docstring)."""
+        ahead = self._ahead
+        if ahead is None or not ahead.done() or ahead.exception() is not None:
+            return
+        kept = without_partitions(ahead.result(), set(partitions))
+        if kept is not ahead.result():
+            self._ahead = _done(kept) if kept else None
+
+    # -- the runner's thread ---------------------------------------------------------------
+
+    def _wait(self, ahead: Future[Polled]) -> Polled:
+        """The batch ``ahead``, running the callbacks its poll parks meanwhile."""
+        with self._cond:
+            while not ahead.done():
+                if self._parked:
+                    self._serve()
+                else:
+                    self._cond.wait()
+        return ahead.result()
+
+    def _call(self, method: Callable[..., T], *args: Any) -> T:
+        """``method(*args)`` on the wrapped source, once no other call is in progress, or at
+        once while the thread's poll is parked in a callback (see the module docstring)."""
+        with self._cond:
+            while True:
+                # Serving a callback, or the thread's poll parked in one: the client is inside
+                # its callback, where calls into it are allowed.
+                direct = self._serving or (self._thread_polls and bool(self._parked))
+                if direct or not self._busy:
+                    break
+                self._cond.wait()
+            self._busy = self._busy or not direct
+        if direct:
+            return method(*args)
+        try:
+            return method(*args)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
     def poll_many(self, max_records: int, timeout_s: float) -> Polled:
         """The batch read ahead, else one polled now; then, if it holds records, start reading
-        the next. Blocks until the batch is read (and prepared); raises what its poll raised."""
+        the next. Blocks until the batch is read (and prepared), running the partition
+        callbacks its poll meets; raises what its poll raised."""
         if self._paused:
-            # Hand out nothing, as a paused source does, and keep what was read ahead.
+            return self._poll_paused(max_records, timeout_s)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            raws = self._wait(ahead)
+        else:
+            raws = self._call(self.source.poll_many, max_records, timeout_s)
+            raws = self._prepare(raws) if raws else raws
+        if raws:
+            self._ahead = self._thread.submit(self._poll_ahead, max_records, timeout_s)
+            self._ahead.add_done_callback(self._notify)
+        return raws
+
+    def _poll_paused(self, max_records: int, timeout_s: float) -> Polled:
+        """Hand out nothing, as a paused source does, and keep what was read ahead; a source
+        whose poll keeps it in its group is polled (it returns nothing while paused)."""
+        if not self._polls_paused:
             time.sleep(max(timeout_s, 0.0))
             return []
-        ahead, self._ahead = self._ahead, None
-        raws = ahead.result() if ahead is not None else self._poll(max_records, timeout_s)
-        if raws:
-            self._ahead = self._thread.submit(self._poll, max_records, timeout_s)
-        return raws
+        if self._ahead is not None:
+            self._wait(self._ahead)  # its poll ends; its batch is kept
+        raws = self._call(self.source.poll_many, max_records, timeout_s)
+        if not raws:
+            return raws
+        # A source that hands out records while paused: after what was read ahead, in order.
+        raws = self._prepare(raws)
+        if self._ahead is None:
+            return raws
+        out = self._ahead.result()
+        self._ahead = _done(raws)
+        return out
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         raws = self.poll_many(max_records, timeout_s)
@@ -96,52 +251,77 @@ class ReadAhead(Source):
     def exhausted(self) -> bool:
         """The wrapped source's, once nothing read ahead is left to hand out."""
         ahead = self._ahead
-        if ahead is not None and (ahead.exception() is not None or ahead.result()):
-            return False
-        with self._lock:
-            return self.source.exhausted
+        if ahead is not None:
+            try:
+                if self._wait(ahead):
+                    return False
+            except Exception:  # raised by the poll_many that hands the batch out
+                return False
+        return self._call(lambda: self.source.exhausted)
 
     def close(self) -> None:
         """Wait for a poll in progress (the batch it read is dropped), then close the source.
         Idempotent."""
-        self._ahead = None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                self._wait(ahead)
+            except Exception:  # the run is ending; the batch is read again by the next
+                pass
         self._thread.shutdown(wait=True)
-        with self._lock:
-            self.source.close()
+        self._call(self.source.close)
 
     # -- the rest of the contract, one call at a time -----------------------------------
 
     def open(self, start_positions: Mapping[int, int],
              listener: PartitionListener | None = None) -> None:
-        with self._lock:
-            self.source.open(start_positions, listener)
+        wrapped = None if listener is None else _Listener(self, listener)
+        self._call(self.source.open, start_positions, wrapped)
 
     def commit(self, next_positions: Mapping[int, int]) -> None:
-        with self._lock:
-            self.source.commit(next_positions)
+        self._call(self.source.commit, next_positions)
 
     def limit_record_bytes(self, max_bytes: int) -> None:
-        with self._lock:
-            self.source.limit_record_bytes(max_bytes)
+        self._call(self.source.limit_record_bytes, max_bytes)
 
     def commit_due(self) -> bool:
-        with self._lock:
-            return self.source.commit_due()
+        return self._call(self.source.commit_due)
 
     def lag(self) -> Mapping[int, int]:
-        with self._lock:
-            return self.source.lag()
+        return self._call(self.source.lag)
 
     def assigned(self) -> Collection[int]:
-        with self._lock:
-            return self.source.assigned()
+        return self._call(self.source.assigned)
 
     def pause(self) -> None:
         self._paused = True
-        with self._lock:
-            self.source.pause()
+        self._call(self.source.pause)
 
     def resume(self) -> None:
         self._paused = False
-        with self._lock:
-            self.source.resume()
+        self._call(self.source.resume)
+
+
+def _done(polled: Polled) -> Future[Polled]:
+    future: Future[Polled] = Future()
+    future.set_result(polled)
+    return future
+
+
+class _Listener:
+    """The runner's partition listener as the wrapped source sees it: every callback runs on
+    the runner's thread (:meth:`ReadAhead._callback`)."""
+
+    def __init__(self, ahead: ReadAhead, listener: PartitionListener) -> None:
+        self._ahead = ahead
+        self._listener = listener
+
+    def on_assigned(self, partitions: Collection[int]) -> Mapping[int, int]:
+        return self._ahead._callback(lambda: self._listener.on_assigned(partitions), partitions)
+
+    def on_revoked(self, partitions: Collection[int]) -> None:
+        self._ahead._callback(lambda: self._listener.on_revoked(partitions), partitions)
+
+    def on_lost(self, partitions: Collection[int]) -> None:
+        on_lost = getattr(self._listener, "on_lost", self._listener.on_revoked)
+        self._ahead._callback(lambda: on_lost(partitions), partitions)
