@@ -20,16 +20,17 @@ Nothing the runner guarantees changes:
 * **One call at a time.** No call into the wrapped source overlaps another, as the connector
   contract promises connectors; a call from the runner waits for a poll in progress on the
   thread.
-* **Partition changes on the runner's thread, between batches.** A Kafka client calls the
-  partition listener back inside ``poll`` (kafka-python and librdkafka both), so a poll read
-  ahead meets them on the thread. There the callback is parked: handed to the runner's thread,
-  which runs it (checkpoint on revoke, state restore on assign) the next time it waits for a
-  batch, never while it processes one; the thread waits meanwhile, inside the client's poll.
-  While a callback is parked the client is where it is in any callback, so the runner's other
-  calls into it (``commit``, ``lag``, ``pause``) go through at once, as they would from inside
-  the callback. A batch already read ahead is only ever held while the runner polls the source
-  itself (paused); a callback then drops its records of the partitions it names: revoked ones
-  are the next owner's, and assigned ones are sought back to the checkpoint and read again.
+* **Partition changes between batches.** A Kafka client calls the partition listener back
+  inside ``poll`` (librdkafka on the polling thread, kafka-python on its I/O thread while the
+  polling thread waits), so a poll read ahead meets them while the runner may be processing a
+  batch. Such a callback waits until the runner's thread comes back for its next batch (or
+  makes any other call into the source), which then halts until the callback has run
+  (checkpoint on revoke, state restore on assign): it never runs alongside record work, and
+  the runner's state is touched by one thread at a time. The calls a callback makes into the
+  source go straight through, as they do from inside any callback. A batch already read ahead
+  is only ever held while the runner polls the source itself (paused); a callback then drops
+  its records of the partitions it names: revoked ones are the next owner's, and assigned ones
+  are sought back to the checkpoint and read again.
 
 Only a source that says so is wrapped (class attribute ``polls_on_any_thread = True``): its
 ``poll_many`` may run on another thread than its other methods (never at the same time), and
@@ -71,24 +72,6 @@ def without_partitions(polled: Polled, gone: Collection[int]) -> Polled:
     return [raw for raw in polled if raw.partition not in gone]
 
 
-class _Parked:
-    """A listener callback the read-ahead thread met, waiting for the runner's thread."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.call = call
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.call()
-        except BaseException as exc:  # raised again on the thread, inside the client's poll
-            self.error = exc
-        finally:
-            self.done.set()
-
-
 class ReadAhead(Source):
     """Polls ``source`` one batch ahead on a thread of its own; see the module docstring.
 
@@ -102,12 +85,13 @@ class ReadAhead(Source):
         self.source = source
         self._prepare = prepare
         self._polls_paused = bool(getattr(source, "calls_listener_from_poll", False))
-        # Guards the three fields below; notified whenever one of them changes.
+        # Guards the fields below; notified whenever one of them changes.
         self._cond = threading.Condition()
         self._busy = False  # a call into the wrapped source is in progress ...
         self._thread_polls = False  # ... and it is the read-ahead thread's poll
-        self._parked: deque[_Parked] = deque()  # callbacks that poll met, for this thread
-        self._serving = False  # the runner's thread runs a parked callback
+        self._waiting = 0  # callbacks met by that poll, waiting for the runner's thread to halt
+        self._halted = False  # the runner's thread waits while one of them runs
+        self._callback_thread: int | None = None  # the thread running a callback
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptd-read-ahead")
         self._ahead: Future[Polled] | None = None  # the next batch, being read or read
         self._paused = False
@@ -138,32 +122,37 @@ class ReadAhead(Source):
     # -- listener callbacks ----------------------------------------------------------------
 
     def _callback(self, call: Callable[[], T], partitions: Collection[int]) -> T:
-        """Run a listener callback on the runner's thread: at once if that is where the
-        client called it back from (its own poll, or a call made while the thread's poll is
-        parked), else parked until the runner's thread waits for a batch."""
-        if not self._thread_polls or self._serving:
+        """Run a listener callback where the client calls it back, once the runner's thread is
+        where it may be: inside a call into the source itself, or halted between batches
+        (:meth:`_halt`) when the thread's poll met it; calls the callback makes into this
+        source go straight through."""
+        me = threading.get_ident()
+        halts = self._thread_polls and me != self._callback_thread
+        if halts:
+            with self._cond:
+                self._waiting += 1
+                self._cond.notify_all()
+                while not self._halted:
+                    self._cond.wait()
+        outer, self._callback_thread = self._callback_thread, me
+        try:
             self._drop_ahead(partitions)
             return call()
-        parked = _Parked(call)
-        with self._cond:
-            self._parked.append(parked)
-            self._cond.notify_all()
-        parked.done.wait()
-        if parked.error is not None:
-            raise parked.error
-        return parked.result  # type: ignore[no-any-return]
-
-    def _serve(self) -> None:
-        """Run the oldest parked callback; called on the runner's thread holding ``_cond``,
-        which it releases meanwhile (the callback calls into the source)."""
-        parked = self._parked.popleft()
-        self._cond.release()
-        self._serving = True
-        try:
-            parked.run()
         finally:
-            self._serving = False
-            self._cond.acquire()
+            self._callback_thread = outer
+            if halts:
+                with self._cond:
+                    self._waiting -= 1
+                    self._halted = self._waiting > 0
+                    self._cond.notify_all()
+
+    def _halt(self) -> None:
+        """Let the callbacks the thread's poll met run, waiting meanwhile; called on the
+        runner's thread holding ``_cond`` (released while waiting)."""
+        self._halted = True
+        self._cond.notify_all()
+        while self._halted:
+            self._cond.wait()
 
     def _drop_ahead(self, partitions: Collection[int]) -> None:
         """Forget what the batch read ahead holds of ``partitions`` (see the module docstring)."""
@@ -177,29 +166,27 @@ class ReadAhead(Source):
     # -- the runner's thread ---------------------------------------------------------------
 
     def _wait(self, ahead: Future[Polled]) -> Polled:
-        """The batch ``ahead``, running the callbacks its poll parks meanwhile."""
+        """The batch ``ahead``, halting for the callbacks its poll meets meanwhile."""
         with self._cond:
             while not ahead.done():
-                if self._parked:
-                    self._serve()
+                if self._waiting:
+                    self._halt()
                 else:
                     self._cond.wait()
         return ahead.result()
 
     def _call(self, method: Callable[..., T], *args: Any) -> T:
-        """``method(*args)`` on the wrapped source, once no other call is in progress, or at
-        once while the thread's poll is parked in a callback (see the module docstring)."""
-        with self._cond:
-            while True:
-                # Serving a callback, or the thread's poll parked in one: the client is inside
-                # its callback, where calls into it are allowed.
-                direct = self._serving or (self._thread_polls and bool(self._parked))
-                if direct or not self._busy:
-                    break
-                self._cond.wait()
-            self._busy = self._busy or not direct
-        if direct:
+        """``method(*args)`` on the wrapped source once no other call is in progress; straight
+        through from a callback (the client is inside its callback, where calls are allowed)."""
+        if threading.get_ident() == self._callback_thread:
             return method(*args)
+        with self._cond:
+            while self._busy:
+                if self._waiting:
+                    self._halt()
+                else:
+                    self._cond.wait()
+            self._busy = True
         try:
             return method(*args)
         finally:
@@ -309,8 +296,8 @@ def _done(polled: Polled) -> Future[Polled]:
 
 
 class _Listener:
-    """The runner's partition listener as the wrapped source sees it: every callback runs on
-    the runner's thread (:meth:`ReadAhead._callback`)."""
+    """The runner's partition listener as the wrapped source sees it: no callback runs while
+    the runner's thread processes a batch (:meth:`ReadAhead._callback`)."""
 
     def __init__(self, ahead: ReadAhead, listener: PartitionListener) -> None:
         self._ahead = ahead

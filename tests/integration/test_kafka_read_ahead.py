@@ -1,8 +1,7 @@
 """A Kafka source read ahead (:mod:`adaptd.read_ahead`) on the real broker, through both
 clients: a second consumer joins the group while the first has its next batch read ahead,
-and the partition callbacks that poll meets on the read-ahead thread run on the first
-consumer's own thread, between batches (kafka-python calls them back on its I/O thread, while
-the thread that polls waits), never while a batch is processed; no record of a revoked partition is handed out after
+and the partition callbacks that poll meets run between the first consumer's batches, never
+while one is processed; no record of a revoked partition is handed out after
 its revoke, and the two consumers, handing positions over as the daemon does, process every
 record exactly once."""
 
@@ -101,11 +100,11 @@ def test_a_rebalance_while_a_batch_is_read_ahead_runs_callbacks_between_batches(
         finally:
             source.close()
 
-    # The first consumer's callbacks see whether the read-ahead thread's poll parked them.
+    # The first consumer's revokes see whether the read-ahead thread's poll met them.
     revoked = first.on_revoked
 
     def on_revoked(partitions: Collection[int]) -> None:
-        served.append(ahead._serving)
+        served.append(ahead._halted)
         revoked(partitions)
 
     first.on_revoked = on_revoked  # type: ignore[method-assign]
@@ -126,7 +125,7 @@ def test_a_rebalance_while_a_batch_is_read_ahead_runs_callbacks_between_batches(
         ahead.close()
         other.join(30)
     assert (first.violations, second.violations) == ([], [])
-    assert first.revokes >= 1 and any(served)  # a revoke met on the thread, run here
+    assert first.revokes >= 1 and any(served)  # a revoke met by a poll read ahead
     counts = Counter(first.processed + second.processed)
     assert len(counts) == RECORDS and set(counts.values()) == {1}
     assert second.processed  # the second consumer did take partitions over
