@@ -54,8 +54,7 @@ class DecodedValues(RecordRun):
 
     def __init__(self, run: RecordRun, columns: RecordBatch | None, layout: dict[str, Any]
                  ) -> None:
-        self.partition, self.first_position, self.values = \
-            run.partition, run.first_position, run.values
+        super().__init__(run.partition, run.first_position, run.values)
         self.run = run
         self.columns = columns
         self.layout = layout

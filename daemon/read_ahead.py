@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeAlias, TypeVar
@@ -165,15 +164,15 @@ class ReadAhead(Source):
 
     # -- the runner's thread ---------------------------------------------------------------
 
-    def _wait(self, ahead: Future[Polled]) -> Polled:
-        """The batch ``ahead``, halting for the callbacks its poll meets meanwhile."""
+    def _until_done(self, ahead: Future[Polled]) -> Future[Polled]:
+        """``ahead`` once its poll is over, halting for the callbacks it meets meanwhile."""
         with self._cond:
             while not ahead.done():
                 if self._waiting:
                     self._halt()
                 else:
                     self._cond.wait()
-        return ahead.result()
+        return ahead
 
     def _call(self, method: Callable[..., T], *args: Any) -> T:
         """``method(*args)`` on the wrapped source once no other call is in progress; straight
@@ -202,7 +201,7 @@ class ReadAhead(Source):
             return self._poll_paused(max_records, timeout_s)
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            raws = self._wait(ahead)
+            raws = self._until_done(ahead).result()
         else:
             raws = self._call(self.source.poll_many, max_records, timeout_s)
             raws = self._prepare(raws) if raws else raws
@@ -218,7 +217,7 @@ class ReadAhead(Source):
             time.sleep(max(timeout_s, 0.0))
             return []
         if self._ahead is not None:
-            self._wait(self._ahead)  # its poll ends; its batch is kept
+            self._until_done(self._ahead)  # its poll ends; its batch is kept
         raws = self._call(self.source.poll_many, max_records, timeout_s)
         if not raws:
             return raws
@@ -238,23 +237,17 @@ class ReadAhead(Source):
     def exhausted(self) -> bool:
         """The wrapped source's, once nothing read ahead is left to hand out."""
         ahead = self._ahead
-        if ahead is not None:
-            try:
-                if self._wait(ahead):
-                    return False
-            except Exception:  # raised by the poll_many that hands the batch out
-                return False
+        if ahead is not None and (self._until_done(ahead).exception() is not None
+                                  or ahead.result()):
+            return False  # a batch (or the error of its poll) is left to hand out
         return self._call(lambda: self.source.exhausted)
 
     def close(self) -> None:
         """Wait for a poll in progress (the batch it read is dropped), then close the source.
         Idempotent."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            try:
-                self._wait(ahead)
-            except Exception:  # the run is ending; the batch is read again by the next
-                pass
+        if ahead is not None:  # its batch (or error) is dropped: the next run reads it again
+            self._until_done(ahead)
         self._thread.shutdown(wait=True)
         self._call(self.source.close)
 
