@@ -321,8 +321,9 @@ class KafkaSinkBase(Sink):
     def failed_deliveries(self) -> int:
         """Deliveries the client reported failed (sent again, or waiting to be), over the
         sink's life."""
-        self._collect()
-        return self._resent + len(self._failed)
+        with self._lock:
+            self._collect()
+            return self._resent + len(self._failed)
 
     def backlog(self) -> int:
         """Messages written but not yet acknowledged by the broker."""
