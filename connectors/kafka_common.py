@@ -192,8 +192,8 @@ class KafkaSinkBase(Sink):
     the process dies, which the checkpoint order covers.
 
     Written behind (:mod:`adaptd.write_behind`): :meth:`write_encoded` runs on a thread of its
-    own, and the daemon's thread asks for :meth:`backlog` meanwhile; both hold ``_lock``. Every
-    other method is called from the daemon's thread once no write is in progress.
+    own, and the daemon's thread may call :meth:`backlog` and :meth:`flush` meanwhile; all
+    three hold ``_lock``. Every other method is called once no write is in progress.
     """
 
     writes_on_any_thread = True
@@ -333,7 +333,12 @@ class KafkaSinkBase(Sink):
 
     def flush(self) -> None:
         """Block until every message written so far is acknowledged; raises SinkError after
-        ``flush_timeout_ms``. Failed deliveries are sent again meanwhile."""
+        ``flush_timeout_ms``. Failed deliveries are sent again meanwhile. Holds ``_lock``: the
+        daemon's backpressure flushes while a write may be in progress behind it."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         deadline = time.monotonic() + self.options.flush_timeout_ms / 1000
         while True:
             self._drain()
