@@ -16,7 +16,7 @@ from adaptd.checkpoint import CheckpointStore
 from adaptd.config import load_settings
 from adaptd.connectors.base import RecordRun, SourceRecord
 from adaptd.connectors.jsonl import JsonlConnector, JsonlSource
-from adaptd.connectors.kafka import kafka_sink, sink_options
+from adaptd.connectors.kafka import ensure_topic, kafka_sink, sink_options
 from adaptd.errors import SinkError
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
@@ -48,9 +48,11 @@ def run(root: Path, bootstrap: str, topic: str, client: str,
                                                 "task": "classification"})
     source = CuttingSource(JsonlConnector.source(f"jsonl:{root / 'in.jsonl'}").options)
     source.proxy = proxy
+    # The topic exists already (a sink that may create it asks the broker on every reconnect).
     sink = kafka_sink(sink_options(
-        f"kafka://{bootstrap}/{topic}?client={client}&partitions=1&request_timeout_ms=500"
-        "&delivery_timeout_ms=1000&flush_timeout_ms=2000&reconnect_backoff_max_ms=200"))
+        f"kafka://{bootstrap}/{topic}?client={client}&request_timeout_ms=500"
+        "&delivery_timeout_ms=1000&flush_timeout_ms=2000&reconnect_backoff_max_ms=200"
+        "&bootstrap_timeout_ms=500"))
     return Runner(
         source=source, learner=build_learner(settings),
         decoder=RecordDecoder(task="classification"), metrics=Metrics(CollectorRegistry()),
@@ -74,6 +76,7 @@ def test_deliveries_failing_behind_the_runner_commit_no_position_past_them(
         proxy = TcpProxy(broker.port, proxy_port)
         proxy.start()
         bootstrap = f"127.0.0.1:{proxy_port}"
+        ensure_topic(sink_options(f"kafka://{bootstrap}/{kafka_topic}?client={client}"), 1)
         try:
             first = run(tmp_path, bootstrap, kafka_topic, client, proxy)
             assert isinstance(first._behind, WriteBehind)  # the sink is written behind
