@@ -6,6 +6,7 @@ retry-and-backlog bookkeeping of a sink. Each client module (``kafka_python``,
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import abstractmethod
 from collections import deque
@@ -57,9 +58,14 @@ def as_run(records: list[SourceRecord]) -> list[SourceRecord] | RecordRun:
 
 
 class KafkaSourceBase(Source):
-    """Partition bookkeeping both clients share. Called from the daemon's thread only; the
-    clients' rebalance callbacks run inside ``poll`` on that thread (kafka-python: on its I/O
-    thread while the daemon's thread waits inside ``poll``), never alongside record work."""
+    """Partition bookkeeping both clients share. Called from one thread at a time: the
+    daemon reads a batch ahead on a second thread (:mod:`adaptd.read_ahead`), which hands the
+    rebalance callbacks that run inside ``poll`` to the daemon's thread, so they never run
+    alongside record work. Polled while paused: the poll keeps the consumer in its group and
+    runs those callbacks."""
+
+    polls_on_any_thread = True
+    calls_listener_from_poll = True
 
     def __init__(self, options: KafkaSourceOptions) -> None:
         self.options = options
@@ -183,8 +189,14 @@ class KafkaSinkBase(Sink):
     ``write`` never blocks on the broker: messages the producer cannot take yet (no broker
     at start, full buffer) wait here; deliveries that fail come back through
     :meth:`_collect` and are sent again, with a fresh producer, so a prediction is lost only if
-    the process dies, which the checkpoint order covers. Called from the daemon's thread only.
+    the process dies, which the checkpoint order covers.
+
+    Written behind (:mod:`adaptd.write_behind`): :meth:`write_encoded` runs on a thread of its
+    own, and the daemon's thread may call :meth:`backlog` and :meth:`flush` meanwhile; all
+    three hold ``_lock``. Every other method is called once no write is in progress.
     """
+
+    writes_on_any_thread = True
 
     def __init__(self, options: KafkaSinkOptions) -> None:
         self.options = options
@@ -196,6 +208,8 @@ class KafkaSinkBase(Sink):
         self._resent = 0
         self._next_connect_at = 0.0
         self._closed = False
+        # Held by write_encoded and backlog, the calls that may overlap (see the docstring).
+        self._lock = threading.RLock()
 
     # -- what each client provides ---------------------------------------------------------
 
@@ -262,6 +276,10 @@ class KafkaSinkBase(Sink):
     def write_encoded(self, batch: EncodedBatch) -> None:
         """Queue a pre-encoded batch: its values go to the producer as columns, with no
         message object each, unless earlier messages still wait (order is kept)."""
+        with self._lock:
+            self._write_encoded(batch)
+
+    def _write_encoded(self, batch: EncodedBatch) -> None:
         if self._closed:
             raise SinkError(f"{self.options.where}: write after close")
         self._drain()
@@ -303,17 +321,24 @@ class KafkaSinkBase(Sink):
     def failed_deliveries(self) -> int:
         """Deliveries the client reported failed (sent again, or waiting to be), over the
         sink's life."""
-        self._collect()
-        return self._resent + len(self._failed)
+        with self._lock:
+            self._collect()
+            return self._resent + len(self._failed)
 
     def backlog(self) -> int:
         """Messages written but not yet acknowledged by the broker."""
-        self._collect()
-        return len(self._waiting) + len(self._failed) + self._in_flight()
+        with self._lock:
+            self._collect()
+            return len(self._waiting) + len(self._failed) + self._in_flight()
 
     def flush(self) -> None:
         """Block until every message written so far is acknowledged; raises SinkError after
-        ``flush_timeout_ms``. Failed deliveries are sent again meanwhile."""
+        ``flush_timeout_ms``. Failed deliveries are sent again meanwhile. Holds ``_lock``: the
+        daemon's backpressure flushes while a write may be in progress behind it."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         deadline = time.monotonic() + self.options.flush_timeout_ms / 1000
         while True:
             self._drain()

@@ -59,7 +59,8 @@ class LibrdkafkaSink(KafkaSinkBase):
         return ck.Producer(config)
 
     def _on_delivery_failed(self, err: Any, msg: Any) -> None:
-        # Called inside producer.poll()/flush() on the daemon's thread, for failures only.
+        # Called inside producer.poll()/flush(), for failures only: on the thread writing behind
+        # (holding the sink's lock) or on the daemon's, never on both at once.
         headers = tuple(msg.headers() or ())
         self._failed.append((SinkMessage(msg.value(), msg.key(), headers), err))
 

@@ -61,8 +61,8 @@ def _fill_packed(builder: Any, packed: Packed, rows: Any, start: int, now_ms: in
 class BatchAppender:
     """Encodes messages into record batches, per partition, for one producer and topic.
 
-    Called from the daemon's thread; the accumulator's per-partition lock guards what its
-    sender thread shares.
+    Called by one thread at a time (the sink's; see :class:`KafkaSinkBase`); the accumulator's
+    per-partition lock guards what its sender thread shares.
     """
 
     def __init__(self, producer: Any, topic: str) -> None:

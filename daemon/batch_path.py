@@ -45,23 +45,46 @@ class DecodedRun(LineRun):
         self.layout = layout
 
 
+class DecodedValues(RecordRun):
+    """Any other run (a Kafka client's) decoded ahead, as :class:`DecodedRun`: the same
+    records as ``run``, which it hands every record request to, with ``columns`` decoded
+    from its values while the decoder's layout was ``layout``."""
+
+    __slots__ = ("columns", "layout", "run")
+
+    def __init__(self, run: RecordRun, columns: RecordBatch | None, layout: dict[str, Any]
+                 ) -> None:
+        super().__init__(run.partition, run.first_position, run.values)
+        self.run = run
+        self.columns = columns
+        self.layout = layout
+
+    def __getitem__(self, i: int) -> SourceRecord:
+        return self.run[i]
+
+    def records(self) -> list[SourceRecord]:
+        return self.run.records()
+
+
 def decode_ahead(decoder: RecordDecoder, raws: Polled) -> Polled:
-    """A run of lines with its columns decoded (a :class:`DecodedRun`); any other batch as it
-    is. Called on the read-ahead thread while the runner's thread works on the batch before,
-    so it only reads the decoder; :func:`decode` uses the columns only if the decoder's
-    layout is still the one read here before decoding (it is fixed once, by the first
-    record, and never changes after)."""
-    if not isinstance(raws, LineRun):
+    """A run with its columns decoded (a :class:`DecodedRun` or :class:`DecodedValues`); a
+    list as it is. Called on the read-ahead thread while the runner's thread works on the
+    batch before, so it only reads the decoder; :func:`decode` uses the columns only if the
+    decoder's layout is still the one read here before decoding (it is fixed once, by the
+    first record, and never changes after)."""
+    if not isinstance(raws, RecordRun):
         return raws
     layout = decoder.layout()
-    return DecodedRun(raws, run_columns(decoder, raws), layout)
+    if isinstance(raws, LineRun):
+        return DecodedRun(raws, run_columns(decoder, raws), layout)
+    return DecodedValues(raws, decode_columns(decoder, raws.values), layout)
 
 
 def run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
     """A run's columns if its records are plain (:func:`decode_columns`), else None; a run of
     lines is scanned straight from its buffer, and one decoded ahead for the decoder's
     layout of now is not decoded again."""
-    if isinstance(run, DecodedRun) and run.layout == decoder.layout():
+    if isinstance(run, (DecodedRun, DecodedValues)) and run.layout == decoder.layout():
         return run.columns
     if isinstance(run, LineRun):
         batch = decode_lines(decoder, run.text, np.asarray(run.bounds, dtype=np.int64))

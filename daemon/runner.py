@@ -1,9 +1,9 @@
 """The runner: the path every record takes, top to bottom.
 
 Per batch: poll → decode → learn (predict then train, per record) → emit predictions →
-account → maybe checkpoint (a file's next batch is read and decoded meanwhile on a second
-thread, and a batch's predictions written on a third: :mod:`adaptd.read_ahead`,
-:mod:`adaptd.write_behind`). Bad records go to the dead-letter sink with their reason and
+account → maybe checkpoint (a file's or a Kafka topic's next batch is read and decoded
+meanwhile on a second thread, and a batch's predictions written on a third:
+:mod:`adaptd.read_ahead`, :mod:`adaptd.write_behind`). Bad records go to the dead-letter sink with their reason and
 original bytes; the stream goes on. How a batch is decoded, routed and encoded (in columns
 and one buffer where it can be, else record by record) is :mod:`adaptd.batch_path`'s.
 Every ``checkpoint_every_records`` records or ``checkpoint_interval_s`` seconds, on the way
@@ -128,8 +128,8 @@ class RunSummary:
 
 
 class Runner:
-    """Drives one source through one learner. Its loop runs on one thread (a file is read
-    ahead and its predictions written behind on two more: :mod:`adaptd.read_ahead`,
+    """Drives one source through one learner. Its loop runs on one thread (a file or topic is
+    read ahead and its predictions written behind on two more: :mod:`adaptd.read_ahead`,
     :mod:`adaptd.write_behind`); :meth:`request_stop` and
     :meth:`ready` are the only methods safe to call from elsewhere (a signal handler, HTTP).
 
@@ -154,7 +154,7 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  changelog: Changelog | None = None, meta_sync: MetaSync | None = None) -> None:
-        # A file is read and decoded a batch ahead on a second thread (adaptd.read_ahead).
+        # A file or Kafka topic is read and decoded a batch ahead on a second thread (adaptd.read_ahead).
         self.source = read_ahead(source, functools.partial(batch_path.decode_ahead, decoder))
         self.learner = learner
         self.decoder = decoder

@@ -15,7 +15,9 @@ its own, never changed after. An error the write met is raised by the wait.
 
 Only a sink that says so is written behind (class attribute ``writes_on_any_thread = True``):
 its ``write_encoded`` may run on another thread than its other methods, never at the same
-time as them except ``backlog``.
+time as them except ``backlog`` and ``flush`` (sink backpressure flushes the sinks without
+waiting for a write in progress: :meth:`adaptd.faults.Faults.relieve_backpressure`), which
+must be safe to call meanwhile.
 """
 
 from __future__ import annotations

@@ -65,7 +65,9 @@ def test_a_backed_up_sink_pauses_the_source_then_everything_is_delivered(
         wait_for(lambda: registry.get_sample_value("adaptd_checkpoint_failures_total") >= 2,
                  30, "checkpoints to be aborted while the sink cannot flush")
         assert runner.summary.records == read_so_far
-        assert LIMIT < read_so_far <= LIMIT + BATCH
+        # Written behind (adaptd.write_behind), a batch counts in the sink's backlog once the
+        # next one is processed: the pause comes at most one batch later than on one thread.
+        assert LIMIT < read_so_far <= LIMIT + 2 * BATCH
         assert runner.summary.checkpoints == 0, "a checkpoint got past a sink that cannot flush"
 
         broker.start()
