@@ -25,7 +25,7 @@ from adaptd.runner import Runner, RunnerConfig
 from adaptd.write_behind import WriteBehind
 from tests.integration.kafka_harness import CLIENTS, TcpProxy, read_topic
 
-RECORDS = 4000
+RECORDS = 2500  # few batches after the cut: each waits out the flush timeout
 CUT_AT = 2000  # the broker is cut off once the source is polled past this position
 
 
