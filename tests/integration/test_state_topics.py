@@ -1,0 +1,60 @@
+"""adaptd's state topics on a real broker: the changelog and the meta topic are created in one
+request, before the state producer bootstraps, so its first sends need no metadata round (and
+no wait for its backoff); a topic that exists already is kept as it is."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaConsumer
+
+from adaptd.changelog import Changelog
+from adaptd.meta_sync import MetaSync
+from adaptd.state_topics import StateClients, ensure_topic
+from tests.integration.kafka_harness import produce
+
+pytestmark = pytest.mark.integration
+
+
+def test_declared_topics_are_created_together_before_the_producer(
+        kafka_broker: str, kafka_topic: str) -> None:
+    produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=3)
+    clients = StateClients(kafka_broker)
+    changelog = Changelog(kafka_broker, kafka_topic, "g", clients=clients)
+    meta = MetaSync(kafka_broker, kafka_topic, "g", clients=clients)
+    # The meta topic exists already (another replica made it), with a partition count the
+    # daemon would not give it: found, not created again, left as it is.
+    ensure_topic(kafka_broker, meta.topic, 2)
+    try:
+        producer, _ = clients.get()
+        assert clients.created(changelog.topic) and clients.created(meta.topic)
+        # Known from the producer's bootstrap: a send there waits for no metadata.
+        assert producer._metadata.partitions_for_topic(changelog.topic) == {0, 1, 2}
+        assert producer._metadata.partitions_for_topic(meta.topic) == {0, 1}
+        fence = producer.send(changelog.topic, key=b"f", value=b"{}", partition=2)
+        assert fence.get(timeout=10).offset == 0
+    finally:
+        changelog.close()
+        meta.close()
+    check = KafkaConsumer(bootstrap_servers=kafka_broker)
+    try:
+        assert check.partitions_for_topic(changelog.topic) == {0, 1, 2}
+        assert check.partitions_for_topic(meta.topic) == {0, 1}
+    finally:
+        check.close()
+
+
+def test_a_topic_declared_after_the_clients_connected_is_created_on_first_use(
+        kafka_broker: str, kafka_topic: str) -> None:
+    produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=2)
+    clients = StateClients(kafka_broker)
+    changelog = Changelog(kafka_broker, kafka_topic, "g", clients=clients)
+    try:
+        clients.get()
+        meta = MetaSync(kafka_broker, kafka_topic, "g", clients=clients)
+        assert not clients.created(meta.topic)
+        producer, _ = meta.clients.get()
+        assert clients.created(meta.topic)
+        assert producer.send(meta.topic, key=b"r", value=b"{}", partition=0).get(
+            timeout=10).offset == 0
+    finally:
+        changelog.close()
