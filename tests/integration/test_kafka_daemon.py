@@ -12,11 +12,13 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
+from adaptd.connectors.base import SourceRecord
 from tests.helpers import scrape, wait_for
 from tests.integration.kafka_harness import (
     CLIENTS,
@@ -48,20 +50,30 @@ def uris(bootstrap: str, topic: str, group: str = "g",
     )
 
 
-def partition_ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
-    """Next position after the last record of each partition (read back, not end offsets)."""
+def ends_of(records: Iterable[SourceRecord]) -> dict[int, int]:
+    """Next position after the last of ``records`` in each partition."""
     ends: dict[int, int] = {}
-    for r in read_topic(bootstrap, topic, n):
+    for r in records:
         ends[r.partition] = max(ends.get(r.partition, 0), r.position + 1)
     return ends
 
 
-def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[tuple[int, int]]:
+def partition_ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
+    """Next position after the last record of each partition (read back, not end offsets)."""
+    return ends_of(read_topic(bootstrap, topic, n))
+
+
+def positions_predicted(outputs: Iterable[SourceRecord]) -> Counter[tuple[int, int]]:
+    """How many predictions each (partition, position) has among ``outputs``."""
     out: Counter[tuple[int, int]] = Counter()
-    for r in read_topic(bootstrap, f"{topic}-out", at_least):
+    for r in outputs:
         body = json.loads(r.value)
         out[(body["partition"], body["position"])] += 1
     return out
+
+
+def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[tuple[int, int]]:
+    return positions_predicted(read_topic(bootstrap, f"{topic}-out", at_least))
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -76,7 +88,8 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     }
     produce(kafka_broker, f"{kafka_topic}-in", [*good[:300], *bad, *good[300:]], partitions=2)
     total = len(good) + len(bad)
-    ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total)
+    inputs = read_topic(kafka_broker, f"{kafka_topic}-in", total)
+    ends = ends_of(inputs)
 
     io = uris(kafka_broker, kafka_topic, client=client)
     daemon = Daemon(tmp_path, "a", *io, *FREQUENT_CHECKPOINTS,
@@ -87,11 +100,10 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     finally:
         assert daemon.stop() == 0, daemon.log()
 
-    predictions = prediction_positions(kafka_broker, kafka_topic, len(good))
-    inputs = read_topic(kafka_broker, f"{kafka_topic}-in", total)
+    outputs = read_topic(kafka_broker, f"{kafka_topic}-out", len(good))
+    predictions = positions_predicted(outputs)
     good_positions = {(r.partition, r.position) for r in inputs if r.value not in bad}
     assert set(predictions) == good_positions
-    outputs = read_topic(kafka_broker, f"{kafka_topic}-out", len(good))
     by_position = {(r.partition, r.position): r for r in inputs}
     for out in outputs:  # keyed by the record key, carrying where the input came from
         body = json.loads(out.value)
@@ -143,7 +155,7 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
     """One partition: the whole state must equal an uninterrupted run's. Several: records of
     different partitions interleave differently in any two runs, so keys learn independently
     (no shared meta-state) and every key's state must be equal."""
-    records = make_records(4000, keys=6, seed=3)
+    records = make_records(2500, keys=6, seed=3)
     topic_in = f"{kafka_topic}-in"
     produce(kafka_broker, topic_in, records[:500], partitions=partitions)
     flags = (*FREQUENT_CHECKPOINTS, *(INDEPENDENT_KEYS if partitions > 1 else ()))
