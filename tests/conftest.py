@@ -31,11 +31,12 @@ TMPFS_MIN_FREE_BYTES = 2 << 30
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Temporary directories (``tmp_path``, ``tempfile``) on tmpfs unless ``TMPDIR`` or
-    ``--basetemp`` names a place: a real filesystem, whose ``fsync`` costs nothing. The
-    stores and sinks under test fsync at every checkpoint and flush; on a shared disk that
-    was most of the suite's file-path time (a fuzz example: 0.13 s on /tmp, 0.02 s here).
-    Subprocesses get their paths from the tests, so they follow."""
+    """Temporary directories (``tmp_path``, ``tempfile``, and through ``TMPDIR`` those of the
+    processes the tests start: ``adaptd demo``'s state, ``adaptd bench``'s work) on tmpfs
+    unless ``TMPDIR`` or ``--basetemp`` names a place: a real filesystem, whose ``fsync``
+    costs nothing. The stores and sinks under test fsync at every checkpoint and flush; on a
+    shared disk that was most of the suite's file-path time (a fuzz example: 0.13 s on /tmp,
+    0.02 s here)."""
     if os.environ.get("TMPDIR") or config.option.basetemp:
         return
     try:
@@ -43,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except OSError:
         return
     if os.access(TMPFS, os.W_OK) and stat.f_bavail * stat.f_frsize >= TMPFS_MIN_FREE_BYTES:
-        tempfile.tempdir = str(TMPFS)
+        tempfile.tempdir = os.environ["TMPDIR"] = str(TMPFS)
 
 
 @pytest.fixture(scope="session")
