@@ -266,7 +266,10 @@ def test_broker_unreachable_at_start_and_lost_mid_run_costs_readiness_not_record
     broker.start()
     proxy = TcpProxy(broker.port, proxy_port)
     bootstrap = f"127.0.0.1:{proxy_port}"
-    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic, client=client),
+    source, *outputs = uris(bootstrap, kafka_topic, client=client)
+    # Each attempt to reach the source's broker gives up after 2 s (the default is 10 s), so
+    # the daemon says "source unavailable" and retries soon after it starts.
+    daemon = Daemon(tmp_path, "d", f"{source}&bootstrap_timeout_ms=2000", *outputs,
                     *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:
