@@ -155,7 +155,7 @@ def test_kill_9_mid_stream_then_restart_gives_exactly_once_state(
     """One partition: the whole state must equal an uninterrupted run's. Several: records of
     different partitions interleave differently in any two runs, so keys learn independently
     (no shared meta-state) and every key's state must be equal."""
-    records = make_records(2500, keys=6, seed=3)
+    records = make_records(4000, keys=6, seed=3)
     topic_in = f"{kafka_topic}-in"
     produce(kafka_broker, topic_in, records[:500], partitions=partitions)
     flags = (*FREQUENT_CHECKPOINTS, *(INDEPENDENT_KEYS if partitions > 1 else ()))
