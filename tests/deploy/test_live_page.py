@@ -28,6 +28,7 @@ import pytest
 
 from adaptd.learner.ensemble import task_experts
 from tests.deploy.conftest import REPO, require_tool, start_daemon, stop_daemon, stream_records
+from tests.helpers import http_get, wait_for
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -330,7 +331,14 @@ def test_a_fresh_page_fills_its_width_shows_throughput_at_once_and_labels_alarm_
 def test_a_page_opened_late_draws_the_run_from_the_servers_history(
     live_daemon: str, tmp_path: Path
 ) -> None:
-    time.sleep(9)  # the daemon runs unwatched; its server samples the series every two seconds
+    # The daemon runs unwatched while its server samples the series (every two seconds), until
+    # it has kept three samples of the loss: the page must draw those it was not open for.
+    def kept_loss_samples() -> int:
+        status, body = http_get(f"{live_daemon}/history")
+        return sum("adaptd_prequential_loss" in h["metrics"]
+                   for h in (json.loads(body) if status == 200 else []))
+
+    wait_for(lambda: kept_loss_samples() >= 3, timeout_s=60, what="three kept loss samples")
     browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
     try:
         browser.open_page(f"{live_daemon}/?interval_s=5")

@@ -5,6 +5,7 @@ answers again. Unlike the broker-lost test (connections refused), nothing fails 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from adaptd.broker import EmbeddedBroker
 from tests.helpers import wait_for
 from tests.integration.kafka_harness import (
     CLIENTS,
+    FAST_GROUP,
     FREQUENT_CHECKPOINTS,
     Daemon,
     make_records,
@@ -23,6 +25,9 @@ from tests.integration.kafka_harness import (
 from tests.integration.test_kafka_daemon import prediction_positions, uris, wait_for_positions
 
 pytestmark = pytest.mark.integration
+
+#: The consumers' session timeout (``uris`` puts FAST_GROUP in the source URI).
+SESSION_TIMEOUT_S = int(re.findall(r"session_timeout_ms=(\d+)", FAST_GROUP)[0]) / 1000
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -42,7 +47,9 @@ def test_a_frozen_broker_costs_time_not_records(kafka_topic: str, tmp_path: Path
         wait_for_positions(daemon.state_dir, {0: 400}, daemons=[daemon])
         os.kill(pid, signal.SIGSTOP)
         try:
-            time.sleep(15)  # longer than the consumer's session timeout in FAST_GROUP
+            # Frozen for longer than the consumer's session timeout (FAST_GROUP's 6 s), with
+            # margin: the group has to expire it. Nothing to poll for: the broker says nothing.
+            time.sleep(1.5 * SESSION_TIMEOUT_S)
             assert daemon.proc.poll() is None, daemon.log()
         finally:
             os.kill(pid, signal.SIGCONT)

@@ -12,11 +12,13 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from adaptd.broker import EmbeddedBroker, free_port
+from adaptd.connectors.base import SourceRecord
 from tests.helpers import scrape, wait_for
 from tests.integration.kafka_harness import (
     CLIENTS,
@@ -48,20 +50,30 @@ def uris(bootstrap: str, topic: str, group: str = "g",
     )
 
 
-def partition_ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
-    """Next position after the last record of each partition (read back, not end offsets)."""
+def ends_of(records: Iterable[SourceRecord]) -> dict[int, int]:
+    """Next position after the last of ``records`` in each partition."""
     ends: dict[int, int] = {}
-    for r in read_topic(bootstrap, topic, n):
+    for r in records:
         ends[r.partition] = max(ends.get(r.partition, 0), r.position + 1)
     return ends
 
 
-def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[tuple[int, int]]:
+def partition_ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
+    """Next position after the last record of each partition (read back, not end offsets)."""
+    return ends_of(read_topic(bootstrap, topic, n))
+
+
+def positions_predicted(outputs: Iterable[SourceRecord]) -> Counter[tuple[int, int]]:
+    """How many predictions each (partition, position) has among ``outputs``."""
     out: Counter[tuple[int, int]] = Counter()
-    for r in read_topic(bootstrap, f"{topic}-out", at_least):
+    for r in outputs:
         body = json.loads(r.value)
         out[(body["partition"], body["position"])] += 1
     return out
+
+
+def prediction_positions(bootstrap: str, topic: str, at_least: int) -> Counter[tuple[int, int]]:
+    return positions_predicted(read_topic(bootstrap, f"{topic}-out", at_least))
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -76,7 +88,8 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     }
     produce(kafka_broker, f"{kafka_topic}-in", [*good[:300], *bad, *good[300:]], partitions=2)
     total = len(good) + len(bad)
-    ends = partition_ends(kafka_broker, f"{kafka_topic}-in", total)
+    inputs = read_topic(kafka_broker, f"{kafka_topic}-in", total)
+    ends = ends_of(inputs)
 
     io = uris(kafka_broker, kafka_topic, client=client)
     daemon = Daemon(tmp_path, "a", *io, *FREQUENT_CHECKPOINTS,
@@ -87,11 +100,10 @@ def test_end_to_end_with_dead_letters_then_a_restart_resumes_where_it_stopped(
     finally:
         assert daemon.stop() == 0, daemon.log()
 
-    predictions = prediction_positions(kafka_broker, kafka_topic, len(good))
-    inputs = read_topic(kafka_broker, f"{kafka_topic}-in", total)
+    outputs = read_topic(kafka_broker, f"{kafka_topic}-out", len(good))
+    predictions = positions_predicted(outputs)
     good_positions = {(r.partition, r.position) for r in inputs if r.value not in bad}
     assert set(predictions) == good_positions
-    outputs = read_topic(kafka_broker, f"{kafka_topic}-out", len(good))
     by_position = {(r.partition, r.position): r for r in inputs}
     for out in outputs:  # keyed by the record key, carrying where the input came from
         body = json.loads(out.value)
@@ -254,7 +266,10 @@ def test_broker_unreachable_at_start_and_lost_mid_run_costs_readiness_not_record
     broker.start()
     proxy = TcpProxy(broker.port, proxy_port)
     bootstrap = f"127.0.0.1:{proxy_port}"
-    daemon = Daemon(tmp_path, "d", *uris(bootstrap, kafka_topic, client=client),
+    source, *outputs = uris(bootstrap, kafka_topic, client=client)
+    # Each attempt to reach the source's broker gives up after 2 s (the default is 10 s), so
+    # the daemon says "source unavailable" and retries soon after it starts.
+    daemon = Daemon(tmp_path, "d", f"{source}&bootstrap_timeout_ms=2000", *outputs,
                     *FREQUENT_CHECKPOINTS,
                     "--set", "resilience.retry_backoff_max_s=1")
     try:

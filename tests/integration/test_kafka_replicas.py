@@ -53,7 +53,7 @@ def positions_of(bootstrap: str, topic: str, n: int) -> set[tuple[int, int]]:
 def test_replicas_take_over_a_killed_one_and_a_new_one_restores_from_the_changelog(
         kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
     topic_in, group = f"{kafka_topic}-in", f"g-{kafka_topic}"
-    batches = [make_records(n, keys=24, seed=s) for n, s in ((3000, 7), (3000, 8), (1500, 9))]
+    batches = [make_records(n, keys=24, seed=s) for n, s in ((1500, 7), (1500, 8), (750, 9))]
     flags = (*FREQUENT_CHECKPOINTS, *INDEPENDENT_KEYS)
 
     def replica(name: str) -> Daemon:
