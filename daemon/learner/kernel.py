@@ -31,6 +31,7 @@ import numpy as np
 from adaptd.drift import PHParams, PHState, ph_update
 from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
+from adaptd.learner.lanes import LANES
 from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes, window_grad
 from adaptd.learner.step import step_row, undo_row
 
@@ -87,17 +88,22 @@ class Scratch(NamedTuple):
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
     zs: np.ndarray  # (width,) the output layer's values: logits, then probabilities
-    acts_new: np.ndarray  # (layers, width) the newest record's activations, from its prediction
-    zs_new: np.ndarray  # (width,) and its outputs
+    lanes: np.ndarray  # (layers, width·LANES) several window entries' activations, lanes innermost
+    lane_zs: np.ndarray  # (width·LANES,) and their outputs
+    members: np.ndarray  # (LANES,) int64: the window position of each lane
+    entry_acts: np.ndarray  # (k, layers, width) each window entry's activations
+    entry_zs: np.ndarray  # (k, width) and its outputs
 
 
 def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
     """Working arrays for :func:`process` (whose contents do not outlive a record)."""
     width = max(d, int(L_out.max()))
-    return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
+    layers = L_out.shape[0]
+    return Scratch(np.empty((layers, width)), np.empty(width), np.empty(width),
                    np.empty(P), np.empty((3, P)), np.empty(d), np.empty(2), np.empty(k),
-                   np.empty(width), np.empty((L_out.shape[0], width)),
-                   np.empty(width))
+                   np.empty(width), np.zeros((layers, width * LANES)),
+                   np.zeros(width * LANES), np.zeros(LANES, dtype=np.int64),
+                   np.empty((k, layers, width)), np.empty((k, width)))
 
 
 @njit(nogil=True, refcounts=False)

@@ -1,0 +1,105 @@
+"""Several inputs' layer sums at once, as vector lanes: the window pass's forward passes.
+
+At support window k the key's row runs k − 1 forward passes per record over the same θ, one
+per older window entry (:func:`adaptd.learner.network.network_window_grad`). One at a time,
+each unit's sum (its bias, then its inputs in order) is a chain of dependent additions, and
+the passes are matrix–vector products. Taken :data:`LANES` entries at a time with the entries
+innermost (``a[v·LANES + e]`` is input ``v`` of entry ``e``), they are one matrix–matrix
+product: each weight is loaded once and multiplied into a vector of ``LANES`` inputs, and
+every lane is still its entry's sum in the same order, so the same bits as one pass per entry.
+
+LLVM would not find this by itself (Numba compiles with its SLP vectorizer off, after
+miscompilations: numba#8852), so :func:`dots` emits the vector instructions as LLVM IR
+(``fmul`` and ``fadd`` on ``<LANES x double>``, no fused multiply-add, no reordering). Without
+Numba it is the same loop in Python (:func:`dots_block`, :data:`UNITS` units, and
+:func:`dots_one`).
+"""
+
+from __future__ import annotations
+
+from adaptd.learner.jit import COMPILED
+
+#: Entries per block: one 256-bit vector of doubles (AVX2; 512-bit vectors are split in two on
+#: AMD's Zen 4, and window 5 has 4 older entries).
+LANES = 4
+#: Units per :func:`dots` call: 8 independent vector sums keep both adders busy.
+UNITS = 8
+
+
+def _dots_python(w, w0, fi, b0, a, out, o0, units):  # type: ignore[no-untyped-def]
+    for k in range(units):
+        for e in range(LANES):
+            t = w[b0 + k]
+            for v in range(fi):
+                t += w[w0 + k * fi + v] * a[v * LANES + e]
+            out[o0 + k * LANES + e] = t
+
+
+if COMPILED:
+    import llvmlite.ir as ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    def _dots_of(units: int):  # type: ignore[no-untyped-def]
+        """``dots(w, w0, fi, b0, a, out, o0)``: ``out[o0 + k·LANES + e]`` = ``w[b0 + k]`` +
+        Σ_v ``w[w0 + k·fi + v] · a[v·LANES + e]`` (v in order) for each of ``units`` units
+        ``k`` and lane ``e``: ``w`` a θ row (weights row-major), ``a`` the inputs, lanes
+        innermost."""
+
+        @intrinsic
+        def dots(typingctx, w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
+            arrays = (w, a, out)
+            if not all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+                       and t.dtype == types.float64 for t in arrays):
+                return None
+
+            def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+                ints = [context.cast(builder, args[i], sig.args[i], types.intp)
+                        for i in (1, 2, 3, 6)]
+                w0_, fi_, b0_, o0_ = ints
+                wp, ap, op = (context.make_array(sig.args[i])(context, builder, args[i]).data
+                              for i in (0, 4, 5))
+                intp = context.get_value_type(types.intp)
+                vec = ir.VectorType(ir.DoubleType(), LANES)
+                zeros = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+
+                def splat(x):  # type: ignore[no-untyped-def]
+                    one = builder.insert_element(ir.Constant(vec, ir.Undefined), x,
+                                                 ir.Constant(ir.IntType(32), 0))
+                    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), zeros)
+
+                def vector_at(ptr, index):  # type: ignore[no-untyped-def]
+                    return builder.bitcast(builder.gep(ptr, [index]), vec.as_pointer())
+
+                sums = []
+                for k in range(units):
+                    acc = cgutils.alloca_once(builder, vec)
+                    bias = builder.load(builder.gep(wp, [builder.add(b0_, intp(k))]))
+                    builder.store(splat(bias), acc)
+                    sums.append(acc)
+                with cgutils.for_range(builder, fi_) as loop:
+                    v = loop.index
+                    av = builder.load(vector_at(ap, builder.mul(v, intp(LANES))), align=8)
+                    for k, acc in enumerate(sums):
+                        at = builder.add(builder.add(w0_, builder.mul(fi_, intp(k))), v)
+                        wk = builder.load(builder.gep(wp, [at]))
+                        builder.store(builder.fadd(builder.load(acc),
+                                                   builder.fmul(splat(wk), av)), acc)
+                for k, acc in enumerate(sums):
+                    at = builder.add(o0_, intp(k * LANES))
+                    builder.store(builder.load(acc), vector_at(op, at), align=8)
+                return context.get_dummy_value()
+
+            return types.void(w, w0, fi, b0, a, out, o0), codegen
+
+        return dots
+
+    dots_block = _dots_of(UNITS)
+    dots_one = _dots_of(1)
+else:  # pragma: no cover - numba is a dependency
+    def dots_block(w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, fi, b0, a, out, o0, UNITS)
+
+    def dots_one(w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, fi, b0, a, out, o0, 1)
