@@ -17,7 +17,7 @@ import numpy as np
 
 from adaptd.learner import fast_exp
 from adaptd.learner.jit import njit
-from adaptd.learner.lanes import LANES, UNITS, dots_block, dots_one
+from adaptd.learner.lanes import LANES, UNITS, axpy, dots_block, dots_one
 from adaptd.learner.models import P_CLIP, Family, MLPFamily
 
 
@@ -168,32 +168,24 @@ def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-u
 @njit(inline=True)
 def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no-untyped-def]
     """Add ``Σ_u delta[u] · d z_u / d θ`` to ``g`` (``delta`` holds the output errors; it is
-    overwritten)."""
+    overwritten). Row updates by :func:`~adaptd.learner.lanes.axpy` (vector instructions
+    without LLVM's overlap checks and long remainders): 0.55–0.61 against 0.64–0.69 µs a pass
+    for 10-40-40-1 here, the same bits."""
+    row = theta[r]
     for layer in range(net.L_off.shape[0] - 1, -1, -1):
         o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
         a = acts[layer]
         for u in range(fo):
-            du = delta[u]
-            base = o + u * fi
-            # Slices, so the inner index is a range variable, provably non-negative: no
-            # wrap-around select per element, and the loop compiles to vector instructions
-            # (with ``g[base + v]``: 1.9 against 0.6 µs for 10-40-40-1 here).
-            gu = g[base : base + fi]
-            for v in range(fi):
-                gu[v] += du * a[v]
-            g[o + fi * fo + u] += du
+            axpy(g, o + u * fi, delta[u], a, 0, fi)
+            g[o + fi * fo + u] += delta[u]
         if layer == 0:
             break
         # Σ_u W[u, v]·delta[u] for every v at once, u outermost: each sum still runs over u in
-        # order (the same bits as one v at a time), and the inner loop reads a weight row
-        # contiguously, so it compiles to vector instructions.
+        # order (the same bits as one v at a time), reading weight rows contiguously.
         for v in range(fi):
             delta_next[v] = 0.0
         for u in range(fo):
-            du = delta[u]
-            wu = theta[r, o + u * fi : o + (u + 1) * fi]
-            for v in range(fi):
-                delta_next[v] += wu[v] * du
+            axpy(delta_next, 0, delta[u], row, o + u * fi, fi)
         for v in range(fi):
             h = acts[layer, v]
             if net.act == 0:
