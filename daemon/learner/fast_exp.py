@@ -130,7 +130,7 @@ _TABLE = np.array([
 ], dtype=np.uint64)
 
 if EXACT:
-    import llvmlite.ir as ir
+    from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic

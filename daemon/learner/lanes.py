@@ -49,7 +49,7 @@ def _axpy_python(y, y0, alpha, x, x0, n):  # type: ignore[no-untyped-def]
 
 
 if COMPILED:
-    import llvmlite.ir as ir
+    from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic
@@ -154,4 +154,4 @@ else:  # pragma: no cover - numba is a dependency
     def dots_one(w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
         _dots_python(w, w0, fi, b0, a, out, o0, 1)
 
-    axpy = _axpy_python
+    axpy = _axpy_python  # type: ignore[assignment]
