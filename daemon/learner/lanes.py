@@ -2,7 +2,7 @@
 once (the forward passes), and ``y += α·x`` on rows (the backward passes).
 
 At support window k the key's row runs k − 1 forward passes per record over the same θ, one
-per older window entry (:func:`adaptd.learner.network.network_window_grad`). One at a time,
+per older window entry (:func:`adaptd.learner.window.network_window_grad`). One at a time,
 each unit's sum (its bias, then its inputs in order) is a chain of dependent additions, and
 the passes are matrix–vector products. Taken :data:`LANES` entries at a time with the entries
 innermost (``a[v·LANES + e]`` is input ``v`` of entry ``e``), they are one matrix–matrix
@@ -34,12 +34,12 @@ LANES = 4
 UNITS = 8
 
 
-def _dots_python(w, w0, fi, b0, a, out, o0, units):  # type: ignore[no-untyped-def]
+def _dots_python(w, w0, ustep, vstep, n, b0, a, out, o0, units):  # type: ignore[no-untyped-def]
     for k in range(units):
         for e in range(LANES):
-            t = w[b0 + k]
-            for v in range(fi):
-                t += w[w0 + k * fi + v] * a[v * LANES + e]
+            t = 0.0 if b0 < 0 else w[b0 + k]
+            for v in range(n):
+                t += w[w0 + k * ustep + v * vstep] * a[v * LANES + e]
             out[o0 + k * LANES + e] = t
 
 
@@ -54,25 +54,26 @@ if COMPILED:
     from numba.core import cgutils
     from numba.extending import intrinsic
 
-    def _dots_of(units: int):  # type: ignore[no-untyped-def]
-        """``dots(w, w0, fi, b0, a, out, o0)``: ``out[o0 + k·LANES + e]`` = ``w[b0 + k]`` +
-        Σ_v ``w[w0 + k·fi + v] · a[v·LANES + e]`` (v in order) for each of ``units`` units
-        ``k`` and lane ``e``: ``w`` a θ row (weights row-major), ``a`` the inputs, lanes
+    def _dots_of(units: int, from_zero: bool):  # type: ignore[no-untyped-def]
+        """``dots(w, w0, ustep, vstep, n, b0, a, out, o0)``: ``out[o0 + k·LANES + e]`` =
+        ``w[b0 + k]`` (0.0 when ``from_zero``) + Σ_{v < n} ``w[w0 + k·ustep + v·vstep] ·
+        a[v·LANES + e]`` (v in order) for each of ``units`` units ``k`` and lane ``e``: ``w``
+        a θ row (weights row-major: a layer's sums with ``(ustep, vstep) = (fi, 1)``, its
+        transposed product, the errors of its inputs, with ``(1, fi)``), ``a`` lanes
         innermost."""
 
         @intrinsic
-        def dots(typingctx, w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
-            arrays = (w, a, out)
+        def dots(typingctx, w, w0, ustep, vstep, n, b0, a, out, o0):  # type: ignore[no-untyped-def]
             if not all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-                       and t.dtype == types.float64 for t in arrays):
+                       and t.dtype == types.float64 for t in (w, a, out)):
                 return None
 
             def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-                ints = [context.cast(builder, args[i], sig.args[i], types.intp)
-                        for i in (1, 2, 3, 6)]
-                w0_, fi_, b0_, o0_ = ints
+                w0_, ustep_, vstep_, n_, b0_, o0_ = (
+                    context.cast(builder, args[i], sig.args[i], types.intp)
+                    for i in (1, 2, 3, 4, 5, 8))
                 wp, ap, op = (context.make_array(sig.args[i])(context, builder, args[i]).data
-                              for i in (0, 4, 5))
+                              for i in (0, 6, 7))
                 intp = context.get_value_type(types.intp)
                 vec = ir.VectorType(ir.DoubleType(), LANES)
                 zeros = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
@@ -85,18 +86,22 @@ if COMPILED:
                 def vector_at(ptr, index):  # type: ignore[no-untyped-def]
                     return builder.bitcast(builder.gep(ptr, [index]), vec.as_pointer())
 
-                sums = []
+                sums, starts = [], []
                 for k in range(units):
                     acc = cgutils.alloca_once(builder, vec)
-                    bias = builder.load(builder.gep(wp, [builder.add(b0_, intp(k))]))
-                    builder.store(splat(bias), acc)
+                    if from_zero:
+                        builder.store(ir.Constant(vec, [0.0] * LANES), acc)
+                    else:
+                        bias = builder.load(builder.gep(wp, [builder.add(b0_, intp(k))]))
+                        builder.store(splat(bias), acc)
                     sums.append(acc)
-                with cgutils.for_range(builder, fi_) as loop:
+                    starts.append(builder.add(w0_, builder.mul(ustep_, intp(k))))
+                with cgutils.for_range(builder, n_) as loop:
                     v = loop.index
                     av = builder.load(vector_at(ap, builder.mul(v, intp(LANES))), align=8)
-                    for k, acc in enumerate(sums):
-                        at = builder.add(builder.add(w0_, builder.mul(fi_, intp(k))), v)
-                        wk = builder.load(builder.gep(wp, [at]))
+                    step = builder.mul(v, vstep_)
+                    for acc, start in zip(sums, starts, strict=True):
+                        wk = builder.load(builder.gep(wp, [builder.add(start, step)]))
                         builder.store(builder.fadd(builder.load(acc),
                                                    builder.fmul(splat(wk), av)), acc)
                 for k, acc in enumerate(sums):
@@ -104,7 +109,7 @@ if COMPILED:
                     builder.store(builder.load(acc), vector_at(op, at), align=8)
                 return context.get_dummy_value()
 
-            return types.void(w, w0, fi, b0, a, out, o0), codegen
+            return types.void(w, w0, ustep, vstep, n, b0, a, out, o0), codegen
 
         return dots
 
@@ -145,13 +150,21 @@ if COMPILED:
 
         return types.void(y, y0, alpha, x, x0, n), codegen
 
-    dots_block = _dots_of(UNITS)
-    dots_one = _dots_of(1)
+    dots_block = _dots_of(UNITS, False)
+    dots_one = _dots_of(1, False)
+    tdots_block = _dots_of(UNITS, True)
+    tdots_one = _dots_of(1, True)
 else:  # pragma: no cover - numba is a dependency
-    def dots_block(w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
-        _dots_python(w, w0, fi, b0, a, out, o0, UNITS)
+    def dots_block(w, w0, ustep, vstep, n, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, ustep, vstep, n, b0, a, out, o0, UNITS)
 
-    def dots_one(w, w0, fi, b0, a, out, o0):  # type: ignore[no-untyped-def]
-        _dots_python(w, w0, fi, b0, a, out, o0, 1)
+    def dots_one(w, w0, ustep, vstep, n, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, ustep, vstep, n, b0, a, out, o0, 1)
+
+    def tdots_block(w, w0, ustep, vstep, n, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, ustep, vstep, n, -1, a, out, o0, UNITS)
+
+    def tdots_one(w, w0, ustep, vstep, n, b0, a, out, o0):  # type: ignore[no-untyped-def]
+        _dots_python(w, w0, ustep, vstep, n, -1, a, out, o0, 1)
 
     axpy = _axpy_python  # type: ignore[assignment]

@@ -1,6 +1,7 @@
-"""The built-in families' math on one parameter row, compiled: prediction, loss, and the mean
-gradient over a row's support window (what :mod:`adaptd.learner.models` computes for many rows
-at once with NumPy, for the kernel's record-at-a-time loop).
+"""The built-in families' math on one parameter row, compiled: prediction, loss, one input's
+forward and backward pass (what :mod:`adaptd.learner.models` computes for many rows at once
+with NumPy, for the kernel's record-at-a-time loop; :mod:`adaptd.learner.window` sums them
+over a row's support window).
 
 A row's layers are described by :class:`Net`: layer l's weight is
 ``theta[r, o : o + fi·fo]`` row-major ``(fo, fi)``, then its bias ``(fo,)``, with
@@ -17,7 +18,7 @@ import numpy as np
 
 from adaptd.learner import fast_exp
 from adaptd.learner.jit import njit
-from adaptd.learner.lanes import LANES, UNITS, axpy, dots_block, dots_one
+from adaptd.learner.lanes import axpy
 from adaptd.learner.models import P_CLIP, Family, MLPFamily
 
 
@@ -136,29 +137,6 @@ def forward(theta, r, acts, net, zs):  # type: ignore[no-untyped-def]
 
 
 @njit(inline=True)
-def forward_lanes(theta, r, lanes, net, zs):  # type: ignore[no-untyped-def]
-    """:func:`forward` for :data:`~adaptd.learner.lanes.LANES` inputs at once, entries
-    innermost: input ``j`` of entry ``e`` in ``lanes[0, j·LANES + e]``, the hidden activations
-    to ``lanes[l]`` and the outputs to ``zs[u·LANES + e]`` in the same layout. Each lane has
-    :func:`forward`'s bits (:mod:`adaptd.learner.lanes`)."""
-    row = theta[r]
-    nl = net.L_off.shape[0]
-    for layer in range(nl):
-        o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
-        a = lanes[layer]
-        out = zs if layer == nl - 1 else lanes[layer + 1]
-        u = 0
-        while u + UNITS <= fo:
-            dots_block(row, o + u * fi, fi, o + fi * fo + u, a, out, u * LANES)
-            u += UNITS
-        while u < fo:
-            dots_one(row, o + u * fi, fi, o + fi * fo + u, a, out, u * LANES)
-            u += 1
-        if layer < nl - 1:
-            activate(out, fo * LANES, net.act)
-
-
-@njit(inline=True)
 def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-untyped-def]
     """Add ``e · d z / d θ`` to ``g`` for the input whose forward pass is in ``acts``."""
     delta[0] = e
@@ -168,16 +146,11 @@ def backward(theta, r, acts, net, e, g, delta, delta_next):  # type: ignore[no-u
 @njit(inline=True)
 def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no-untyped-def]
     """Add ``Σ_u delta[u] · d z_u / d θ`` to ``g`` (``delta`` holds the output errors; it is
-    overwritten). Row updates by :func:`~adaptd.learner.lanes.axpy` (vector instructions
-    without LLVM's overlap checks and long remainders): 0.55–0.61 against 0.64–0.69 µs a pass
-    for 10-40-40-1 here, the same bits."""
+    overwritten)."""
     row = theta[r]
     for layer in range(net.L_off.shape[0] - 1, -1, -1):
         o, fi, fo = net.L_off[layer], net.L_in[layer], net.L_out[layer]
-        a = acts[layer]
-        for u in range(fo):
-            axpy(g, o + u * fi, delta[u], a, 0, fi)
-            g[o + fi * fo + u] += delta[u]
+        outer_layer(g, acts[layer], delta, o, fi, fo)
         if layer == 0:
             break
         # Σ_u W[u, v]·delta[u] for every v at once, u outermost: each sum still runs over u in
@@ -192,6 +165,17 @@ def backward_from(theta, r, acts, net, g, delta, delta_next):  # type: ignore[no
                 delta[v] = delta_next[v] * (1.0 - h * h)
             else:
                 delta[v] = delta_next[v] if h > 0.0 else 0.0
+
+
+@njit(inline=True)
+def outer_layer(g, a, delta, o, fi, fo):  # type: ignore[no-untyped-def]
+    """Add ``delta[:fo] ⊗ a[:fi]`` to the gradient of the layer whose weights start at
+    ``g[o]``, and ``delta`` to its bias's. Row updates by :func:`~adaptd.learner.lanes.axpy`
+    (vector instructions without LLVM's overlap checks and long remainders): a backward pass
+    of 10-40-40-1 0.55–0.61 against 0.64–0.69 µs here, the same bits."""
+    for u in range(fo):
+        axpy(g, o + u * fi, delta[u], a, 0, fi)
+        g[o + fi * fo + u] += delta[u]
 
 
 @njit(inline=True)
@@ -256,139 +240,3 @@ def loss(yp, y, logistic):  # type: ignore[no-untyped-def]
     if y == 0.0:
         return -math.log1p(-p)
     return -(y * math.log(p) + (1.0 - y) * math.log1p(-p))
-
-
-@njit(inline=True)
-def _window_grad_linear(theta, r, WX, WY, WM, kk, logistic, count, g, newest, yp_newest,
-                        scratch):  # type: ignore[no-untyped-def]
-    """:func:`window_grad` for one layer of one output, without copying each window entry
-    into the activations first. Three passes over the window (outputs, errors, gradient)
-    instead of one: the independent dot products and exponentials overlap in the CPU, 104
-    against 135 ns for k = d = 10 here."""
-    d = WX.shape[2]
-    for m in range(kk):
-        if WM[r, m] == 0.0 or m == newest:
-            continue
-        z = theta[r, d]
-        for j in range(d):
-            z += theta[r, j] * WX[r, m, j]
-        scratch[m] = z
-    for m in range(kk):
-        w = WM[r, m]
-        if w == 0.0:
-            continue
-        if m == newest:
-            out = yp_newest
-        else:
-            out = 1.0 / (1.0 + math.exp(-scratch[m])) if logistic else scratch[m]
-        e = out - WY[r, m] if logistic else 2.0 * (out - WY[r, m])
-        scratch[m] = e * (w / count)
-    for m in range(kk):
-        if WM[r, m] == 0.0:
-            continue
-        e = scratch[m]
-        for j in range(d):
-            g[j] += e * WX[r, m, j]
-        g[d] += e
-
-
-@njit(inline=True)
-def window_grad(theta, r, WX, WY, WM, kk, net, g, newest, yp_newest, sc):  # type: ignore[no-untyped-def]
-    """``g`` = the mean gradient over the first ``kk`` entries of row ``r``'s window (mask
-    ``WM``). The entry at ``newest`` is the record just predicted with this θ: its output
-    ``yp_newest`` is reused (the same sum in the same order, so the same bits)."""
-    count = 0.0
-    for m in range(kk):
-        count += WM[r, m]
-    count = max(count, 1.0)
-    for q in range(g.shape[0]):
-        g[q] = 0.0
-    if net.single:
-        _window_grad_linear(theta, r, WX, WY, WM, kk, net.logistic, count, g, newest,
-                            yp_newest, sc.window)
-        return
-    # The newest entry's forward pass is the prediction's, still in sc.acts / sc.zs.
-    network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, newest, sc)
-
-
-@njit()
-def network_window_grad(theta, r, WX, WY, WM, kk, net, g, count, newest, sc):  # type: ignore[no-untyped-def]
-    """:func:`window_grad`'s sum for a network (anything but one layer of one output): a
-    forward and backward pass per window entry, added to ``g`` (zeroed by the caller) in
-    window order.
-
-    The entry at ``newest`` was just predicted with this θ: its forward pass is taken from
-    ``sc.acts``/``sc.zs`` (output values: for multi-class, the probabilities) instead of
-    computed again. The others' run first, :data:`~adaptd.learner.lanes.LANES` at a time
-    (:func:`_older_forwards`): at window 5, 1.0 against 2.5 µs for their four passes here."""
-    _older_forwards(theta, r, WX, WM, kk, net, newest, sc)
-    last = net.L_out[-1] - 1
-    for m in range(kk):
-        if WM[r, m] == 0.0:
-            continue
-        if m == newest:
-            _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, sc.acts, sc.zs,
-                          sc.zs[last], True, sc.delta, sc.delta_next)
-        else:
-            zs = sc.entry_zs[m]
-            _window_entry(theta, r, WY[r, m], WM[r, m], count, net, g, sc.entry_acts[m], zs,
-                          zs[last], False, sc.delta, sc.delta_next)
-
-
-@njit(inline=True)
-def _older_forwards(theta, r, WX, WM, kk, net, newest, sc):  # type: ignore[no-untyped-def]
-    """The forward pass of every window entry but the newest, into ``sc.entry_acts[m]`` and
-    ``sc.entry_zs[m]``: their inputs gathered in blocks of ``LANES`` (a block's unused lanes
-    repeat its first entry) for :func:`forward_lanes`."""
-    d = WX.shape[2]
-    n = 0
-    for m in range(kk):
-        if WM[r, m] == 0.0 or m == newest:
-            continue
-        for j in range(d):
-            sc.lanes[0, j * LANES + n] = WX[r, m, j]
-        sc.members[n] = m
-        n += 1
-        if n == LANES:
-            _lane_block(theta, r, net, n, sc)
-            n = 0
-    if n:
-        for e in range(n, LANES):
-            for j in range(d):
-                sc.lanes[0, j * LANES + e] = sc.lanes[0, j * LANES]
-        _lane_block(theta, r, net, n, sc)
-
-
-@njit(inline=True)
-def _lane_block(theta, r, net, n, sc):  # type: ignore[no-untyped-def]
-    """One block's forward passes, each of its first ``n`` lanes copied out to its entry."""
-    forward_lanes(theta, r, sc.lanes, net, sc.lane_zs)
-    for e in range(n):
-        m = sc.members[e]
-        for layer in range(net.L_in.shape[0]):
-            for v in range(net.L_in[layer]):
-                sc.entry_acts[m, layer, v] = sc.lanes[layer, v * LANES + e]
-        for u in range(net.L_out[-1]):
-            sc.entry_zs[m, u] = sc.lane_zs[u * LANES + e]
-
-
-@njit(inline=True)
-def _window_entry(theta, r, y, w, count, net, g, acts, zs, zm, probs, delta,
-                  delta_next):  # type: ignore[no-untyped-def]
-    """Add one window entry's gradient, weighted ``w / count``, to ``g``, given its forward pass
-    (``acts``, outputs ``zs`` — already probabilities when ``probs`` — and output ``zm``)."""
-    if net.classes:
-        # Bishop 2006 §4.3.4: ∂(−log p_y)/∂z = p − onehot(y), for each output.
-        if not probs:
-            softmax_inplace(zs, net.classes)
-        scale = w / count
-        for u in range(net.classes):
-            delta[u] = zs[u] * scale
-        delta[int(y)] -= scale
-        backward_from(theta, r, acts, net, g, delta, delta_next)
-        return
-    if net.logistic:
-        e = 1.0 / (1.0 + math.exp(-zm)) - y
-    else:
-        e = 2.0 * (zm - y)
-    backward(theta, r, acts, net, e * w / count, g, delta, delta_next)

@@ -1,8 +1,11 @@
 """The window pass's vector lanes (:mod:`adaptd.learner.lanes`): every lane has the bits of
 :func:`~adaptd.learner.network.forward` for its entry, and the window gradient built on them
-the bits of one forward and backward pass per entry in window order (the rule as it was)."""
+the bits of one forward and backward pass per entry in window order (the rule as it was),
+the lanes' errors back through the layers included."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -11,15 +14,18 @@ from adaptd.learner import kernel
 from adaptd.learner.jit import njit
 from adaptd.learner.lanes import LANES
 from adaptd.learner.models import build_family, initial_parameters
-from adaptd.learner.network import _window_entry, forward, forward_lanes, net_of, window_grad
+from adaptd.learner.network import backward, backward_from, forward, net_of, softmax_inplace
+from adaptd.learner.window import forward_lanes, window_grad
 
 D = 7
-SHAPES = [((40, 40), "tanh", 0), ((11, 3), "tanh", 0), ((9,), "relu", 0), ((13,), "tanh", 3)]
+#: (hidden, activation, classes): 1 is binary (logistic), 0 regression.
+SHAPES = [((40, 40), "tanh", 1), ((40, 40), "tanh", 0), ((11, 3), "tanh", 0), ((9,), "relu", 1),
+          ((13,), "tanh", 3)]
 
 
 def _net(hidden: tuple[int, ...], act: str, classes: int, seed: int) -> tuple:
     task = "classification" if classes else "regression"
-    fam = build_family("mlp", task, D, hidden, act, classes=classes)
+    fam = build_family("mlp", task, D, hidden, act, classes=classes if classes > 1 else 0)
     rng = np.random.default_rng(seed)
     theta = initial_parameters(fam, seed)[None, :] + rng.normal(size=(1, fam.n_params)) * 0.5
     return fam, net_of(fam), theta, rng
@@ -57,12 +63,21 @@ def _one_entry_at_a_time(theta, WX, WY, WM, kk, net, g, acts, zs, delta, delta_n
     count = max(WM[0, :kk].sum(), 1.0)
     g[:] = 0.0
     for m in range(kk):
-        if WM[0, m] == 0.0:
+        w = WM[0, m]
+        if w == 0.0:
             continue
         acts[0, : WX.shape[2]] = WX[0, m]
         zm = forward(theta, 0, acts, net, zs)
-        _window_entry(theta, 0, WY[0, m], WM[0, m], count, net, g, acts, zs, zm, False, delta,
-                      delta_next)
+        if net.classes:
+            softmax_inplace(zs, net.classes)
+            for u in range(net.classes):
+                delta[u] = zs[u] * (w / count)
+            delta[int(WY[0, m])] -= w / count
+            backward_from(theta, 0, acts, net, g, delta, delta_next)
+        else:
+            y = WY[0, m]
+            e = 1.0 / (1.0 + math.exp(-zm)) - y if net.logistic else 2.0 * (zm - y)
+            backward(theta, 0, acts, net, e * w / count, g, delta, delta_next)
 
 
 @pytest.mark.parametrize("hidden,act,classes", SHAPES)
@@ -71,7 +86,7 @@ def test_window_gradient_has_the_one_entry_at_a_time_bits(hidden: tuple, act: st
                                                           k: int, masked: tuple) -> None:
     fam, net, theta, rng = _net(hidden, act, classes, seed=2)
     WX = rng.normal(size=(1, k, D)) * 2.0
-    WY = (rng.integers(0, classes, size=(1, k)) if classes else rng.normal(size=(1, k))) * 1.0
+    WY = (rng.integers(0, max(classes, 2), size=(1, k)) if classes else rng.normal(size=(1, k))) * 1.0
     WM = np.ones((1, k))
     WM[0, list(masked)] = 0.0
     sc = kernel.scratch(net.L_out, D, k, fam.n_params)
