@@ -6,7 +6,9 @@ k − 1 more for the window's older entries, k backward passes and one inner ste
 (window 1) one forward pass, one backward pass and one step. This times each piece for the
 default MLP (10-40-40-1, tanh) on its own (thread CPU time, best of ``--repeats``) and adds them
 up per record, next to ``benchmarks.mlp_throughput --engine``'s measured engine cost: what any
-faster window gradient has to beat, and the floor left when the window pass is free.
+faster window gradient has to beat, and the floor left when the window pass is free. The older
+entries' passes run as vector lanes (:mod:`adaptd.learner.window`), cheaper than that sum:
+``window`` times the prediction and the whole window gradient as the kernel runs them.
 
     PYTHONPATH=. .venv/bin/python benchmarks/mlp_pieces.py [--window 5] [--hidden 40 40]
 """
@@ -18,10 +20,12 @@ import time
 
 import numpy as np
 
+from adaptd.learner import kernel
 from adaptd.learner.jit import njit
 from adaptd.learner.models import build_family, initial_parameters
-from adaptd.learner.network import backward, forward, net_of
+from adaptd.learner.network import backward, forward, net_of, predict
 from adaptd.learner.step import step_row
+from adaptd.learner.window import window_grad
 
 
 @njit()
@@ -41,6 +45,16 @@ def _backwards(theta, acts, net, g, delta, delta_next, n):  # type: ignore[no-un
 
 
 @njit()
+def _windows(theta, WX, WY, WM, net, g, sc, n):  # type: ignore[no-untyped-def]
+    """The newest entry (position 0) predicted, then the window gradient, as the kernel does."""
+    x0 = WX[0, 0, 0]
+    for i in range(n):
+        WX[0, 0, 0] = x0 + i * 1e-12
+        yp = predict(theta, 0, WX[0], 0, sc.acts, net, sc.zs)
+        window_grad(theta, 0, WX, WY, WM, WX.shape[1], net, g, 0, yp, sc)
+
+
+@njit()
 def _steps(theta, A, g, B, old, gsq, n):  # type: ignore[no-untyped-def]
     taken = 0
     for _ in range(n):
@@ -48,9 +62,10 @@ def _steps(theta, A, g, B, old, gsq, n):  # type: ignore[no-untyped-def]
     return taken
 
 
-def pieces_us(hidden: tuple[int, ...], d: int = 10, n: int = 100_000, repeats: int = 5
-              ) -> dict[str, float]:
-    """µs of thread CPU time for one forward pass, one backward pass and one inner step."""
+def pieces_us(hidden: tuple[int, ...], d: int = 10, n: int = 100_000, repeats: int = 5,
+              window: int = 5) -> dict[str, float]:
+    """µs of thread CPU time for one forward pass, one backward pass, one inner step, and the
+    prediction with the window gradient at ``window``."""
     fam = build_family("mlp", "classification", d, hidden, "tanh")
     net = net_of(fam)
     P = fam.n_params
@@ -61,6 +76,9 @@ def pieces_us(hidden: tuple[int, ...], d: int = 10, n: int = 100_000, repeats: i
     acts[0, :d] = rng.normal(size=d)
     _forwards(theta, acts, net, np.zeros(width), acts[0, :d].copy(), 1)  # real activations
     g = rng.normal(size=P) * 1e-2
+    WX = rng.normal(size=(1, window, d))
+    WY = (rng.random((1, window)) > 0.5) * 1.0
+    sc = kernel.scratch(net.L_out, d, window, P)
     calls = {
         "forward": lambda k: _forwards(theta, acts.copy(), net, np.zeros(width),
                                        acts[0, :d].copy(), k),
@@ -68,6 +86,8 @@ def pieces_us(hidden: tuple[int, ...], d: int = 10, n: int = 100_000, repeats: i
                                          np.zeros(width), k),
         "step": lambda k: _steps(theta, np.ones((1, P)), g, np.full(P, 1e-4),
                                  np.empty((3, P)), np.zeros((1, P)), k),
+        "window": lambda k: _windows(theta, WX, WY, np.ones((1, window)), net, np.zeros(P),
+                                     sc, k),
     }
     out = {}
     for name, call in calls.items():
@@ -87,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[40, 40])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    us = pieces_us(tuple(args.hidden), repeats=args.repeats)
+    us = pieces_us(tuple(args.hidden), repeats=args.repeats, window=args.window)
     k = args.window
     key_row = k * us["forward"] + k * us["backward"] + us["step"]
     baseline = us["forward"] + us["backward"] + us["step"]
@@ -98,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
           f"1 step), baseline row {baseline:.2f} us, sum {key_row + baseline:.2f} us")
     print(f"with the window pass free (window 1): "
           f"{2 * baseline:.2f} us")
+    print(f"as the kernel runs it (older entries as lanes): prediction + window gradient "
+          f"{us['window']:.2f} us, key's row {us['window'] + us['step']:.2f} us")
 
 
 if __name__ == "__main__":

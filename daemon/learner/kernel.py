@@ -31,8 +31,10 @@ import numpy as np
 from adaptd.drift import PHParams, PHState, ph_update
 from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
-from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes, window_grad
+from adaptd.learner.lanes import LANES
+from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes
 from adaptd.learner.step import step_row, undo_row
+from adaptd.learner.window import window_grad
 
 #: Event codes returned with the index of the record that raised them.
 EVENT_NONE = 0
@@ -87,17 +89,27 @@ class Scratch(NamedTuple):
     old_ym: np.ndarray  # its label and mask
     window: np.ndarray  # (k,)
     zs: np.ndarray  # (width,) the output layer's values: logits, then probabilities
-    acts_new: np.ndarray  # (layers, width) the newest record's activations, from its prediction
-    zs_new: np.ndarray  # (width,) and its outputs
+    lanes: np.ndarray  # (layers, width·LANES) several window entries' activations, lanes innermost
+    lane_zs: np.ndarray  # (width·LANES,) and their outputs
+    members: np.ndarray  # (LANES,) int64: the window position of each lane
+    lane_delta: np.ndarray  # (width·LANES,) their errors at a layer's outputs
+    lane_next: np.ndarray  # (width·LANES,) and the products that give the layer below's
+    entry_acts: np.ndarray  # (k, layers, width) each window entry's input to each layer
+    entry_zs: np.ndarray  # (k, width) its outputs
+    entry_delta: np.ndarray  # (k, layers, width) its error at each layer's outputs
 
 
 def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
     """Working arrays for :func:`process` (whose contents do not outlive a record)."""
     width = max(d, int(L_out.max()))
-    return Scratch(np.empty((L_out.shape[0], width)), np.empty(width), np.empty(width),
+    layers = L_out.shape[0]
+    return Scratch(np.empty((layers, width)), np.empty(width), np.empty(width),
                    np.empty(P), np.empty((3, P)), np.empty(d), np.empty(2), np.empty(k),
-                   np.empty(width), np.empty((L_out.shape[0], width)),
-                   np.empty(width))
+                   np.empty(width), np.zeros((layers, width * LANES)),
+                   np.zeros(width * LANES), np.zeros(LANES, dtype=np.int64),
+                   np.zeros(width * LANES), np.zeros(width * LANES),
+                   np.empty((k, layers, width)), np.empty((k, width)),
+                   np.empty((k, layers, width)))
 
 
 @njit(nogil=True, refcounts=False)

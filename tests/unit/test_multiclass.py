@@ -16,7 +16,8 @@ from adaptd.learner import kernel
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.classes import ClassIndex, widen
 from adaptd.learner.models import SoftmaxFamily, build_family, initial_parameters
-from adaptd.learner.network import net_of, window_grad
+from adaptd.learner.network import net_of
+from adaptd.learner.window import window_grad
 from adaptd.records import Record, RecordBatch, RecordDecoder, predictions
 from adaptd.settings import LearnerConfig
 

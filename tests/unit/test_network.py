@@ -9,7 +9,8 @@ import pytest
 
 from adaptd.learner import kernel
 from adaptd.learner.models import build_family, initial_parameters
-from adaptd.learner.network import net_of, predict, predict_classes, window_grad
+from adaptd.learner.network import net_of, predict, predict_classes
+from adaptd.learner.window import window_grad
 from tests.unit.test_multiclass import _numeric_grad
 
 D, N = 3, 5
