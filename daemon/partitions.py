@@ -230,7 +230,7 @@ class Partitions:
         if partitions and partitions.count(partitions[0]) == len(partitions):
             # One partition (a run of a file): the loop's bookkeeping in set operations.
             p = partitions[0]
-            new = list(dict.fromkeys(k for k in batch.keys if k not in key_partition))
+            new = _unknown(batch.keys, key_partition)
             if new:
                 missing[p] = new
                 key_partition.update(dict.fromkeys(new, p))
@@ -251,10 +251,18 @@ class Partitions:
         """The keys the learner let go of without a copy leave ``key_partition`` (a record of
         one reads it back from the store) and wait to be flagged as evicted there."""
         take = getattr(self.learner, "take_dropped", None)
-        for key in take() if take is not None else ():
-            p = self.key_partition.pop(key, None)
-            if p is not None:
-                self.dropped.setdefault(p, set()).add(key)
+        dropped = take() if take is not None else ()
+        if not dropped:
+            return
+        # Set operations and C-level maps, not a Python step per key: with many new keys,
+        # whole batches of keys leave at a time.
+        gone = list(self.key_partition.keys() & dropped)
+        parts = list(map(self.key_partition.pop, gone))
+        if len(set(parts)) == 1:  # one partition (a file's run)
+            self.dropped.setdefault(parts[0], set()).update(gone)
+            return
+        for key, p in zip(gone, parts, strict=True):
+            self.dropped.setdefault(p, set()).add(key)
 
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
@@ -323,7 +331,7 @@ class Partitions:
         for p, change in changes.items():
             snapshot.touched[p] = self.touched.pop(p, set())
             snapshot.dropped[p] = self.dropped.pop(p, set())
-            snapshot.evicted[p] = {k for k in change.evicted if self.key_partition.get(k) == p}
+            snapshot.evicted[p] = self._keys_on(change.evicted, p)
             for key in snapshot.evicted[p]:
                 del self.key_partition[key]
         self._behind.start(snapshot)
@@ -404,11 +412,21 @@ class Partitions:
         # Out of memory from this checkpoint on: keys let go of with their state (written
         # here if it changed since the last checkpoint) and without (dropped, unchanged; one
         # that came back since is live again).
-        evicted = {k for k in cold if key_partition.get(k) == p}
-        states.update((k, pack_state(cold[k])) for k in evicted if k in touched)
-        evicted.update(k for k in self.dropped.get(p, ()) if k not in key_partition)
+        evicted = self._keys_on(cold, p)
+        written = list(evicted & touched)
+        states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
+        dropped = self.dropped.get(p, set())
+        evicted.update(dropped - (key_partition.keys() & dropped))
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted)
+
+    def _keys_on(self, keys: Collection[str], p: int) -> set[str]:
+        """Those of ``keys`` whose records come from ``p``: set operations and C-level maps
+        (a checkpoint's evicted keys are up to ``max_keys`` of them)."""
+        present = list(self.key_partition.keys() & keys)
+        if set(map(self.key_partition.__getitem__, present)) <= {p}:
+            return set(present)
+        return {k for k in present if self.key_partition[k] == p}
 
     def sync_meta(self, force: bool = False) -> bool:
         """Merge the group's published meta-states and running moments (standardization
@@ -479,6 +497,20 @@ class Partitions:
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
         self.learner.load_state_dict(combine(shared_part(self.learner), [{"keys": states}]))
+
+
+def _unknown(keys: Sequence[str], known: Mapping[str, Any]) -> list[str]:
+    """The distinct ``keys`` not in ``known``, in order of first appearance. A batch's keys
+    are most often all known (few keys) or all new (distinct keys): each is one C-level set
+    operation, not a Python step per record.
+
+    >>> _unknown(["a", "b", "a", "c"], {"b": 0})
+    ['a', 'c']
+    """
+    distinct = dict.fromkeys(keys)
+    if known.keys().isdisjoint(distinct):
+        return list(distinct)
+    return [k for k in distinct if k not in known]
 
 
 def _same(a: Any, b: Any) -> bool:
