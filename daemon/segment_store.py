@@ -232,7 +232,8 @@ class KeySegments:
             states = {k: v for k, v in states.items() if k not in split}
         marks: list[str] = []
         if flagged:
-            marks = [k for k in flagged if k not in states and k not in split]
+            # A set difference probes the smaller side in C (up to max_keys evicted keys).
+            marks = list(frozenset(flagged).difference(states, split))
             marks = self._mark_rows(db, p, marks, checkpoint)
         keys = list(states)
         if not keys and not marks:
@@ -455,4 +456,4 @@ def _flags(keys: Sequence[str], evicted: bool | Collection[str]) -> Any:
     """Each of ``keys``' evicted flag: all ``evicted`` when a bool, else whether it holds it."""
     if isinstance(evicted, bool):
         return evicted
-    return np.fromiter((k in evicted for k in keys), dtype=bool, count=len(keys))
+    return np.fromiter(map(evicted.__contains__, keys), dtype=bool, count=len(keys))
