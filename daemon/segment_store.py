@@ -188,7 +188,7 @@ class KeySegments:
         known = before[before >= 0]
         self._unlive(index.segment[known])
         self._unlive(index.mark[known])
-        index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted)
+        index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted, found=before)
         if seg >= 0:
             self._live[seg] = self._live.get(seg, 0) + len(keys)
 
