@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
+from itertools import filterfalse
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +233,10 @@ class KeySegments:
             states = {k: v for k, v in states.items() if k not in split}
         marks: list[str] = []
         if flagged:
-            # A set difference probes the smaller side in C (up to max_keys evicted keys).
-            marks = list(frozenset(flagged).difference(states, split))
+            # Filtered in C, in their order (up to max_keys evicted keys at a checkpoint).
+            marks = list(filterfalse(states.__contains__, flagged))
+            if split:
+                marks = list(filterfalse(split.__contains__, marks))
             marks = self._mark_rows(db, p, marks, checkpoint)
         keys = list(states)
         if not keys and not marks:
