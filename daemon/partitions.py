@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
+from adaptd.key_sets import on_partition, take, unknown
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
@@ -230,7 +231,7 @@ class Partitions:
         if partitions and partitions.count(partitions[0]) == len(partitions):
             # One partition (a run of a file): the loop's bookkeeping in set operations.
             p = partitions[0]
-            new = _unknown(batch.keys, key_partition)
+            new = unknown(batch.keys, key_partition)
             if new:
                 missing[p] = new
                 key_partition.update(dict.fromkeys(new, p))
@@ -250,19 +251,10 @@ class Partitions:
     def _take_dropped(self) -> None:
         """The keys the learner let go of without a copy leave ``key_partition`` (a record of
         one reads it back from the store) and wait to be flagged as evicted there."""
-        take = getattr(self.learner, "take_dropped", None)
-        dropped = take() if take is not None else ()
-        if not dropped:
-            return
-        # Set operations and C-level maps, not a Python step per key: with many new keys,
-        # whole batches of keys leave at a time.
-        gone = list(self.key_partition.keys() & dropped)
-        parts = list(map(self.key_partition.pop, gone))
-        if len(set(parts)) == 1:  # one partition (a file's run)
-            self.dropped.setdefault(parts[0], set()).update(gone)
-            return
-        for key, p in zip(gone, parts, strict=True):
-            self.dropped.setdefault(p, set()).add(key)
+        take_dropped = getattr(self.learner, "take_dropped", None)
+        dropped = take_dropped() if take_dropped is not None else ()
+        for p, keys in take(self.key_partition, dropped).items() if dropped else ():
+            self.dropped.setdefault(p, set()).update(keys)
 
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
@@ -331,7 +323,7 @@ class Partitions:
         for p, change in changes.items():
             snapshot.touched[p] = self.touched.pop(p, set())
             snapshot.dropped[p] = self.dropped.pop(p, set())
-            snapshot.evicted[p] = self._keys_on(change.evicted, p)
+            snapshot.evicted[p] = on_partition(self.key_partition, change.evicted, p)
             for key in snapshot.evicted[p]:
                 del self.key_partition[key]
         self._behind.start(snapshot)
@@ -412,21 +404,13 @@ class Partitions:
         # Out of memory from this checkpoint on: keys let go of with their state (written
         # here if it changed since the last checkpoint) and without (dropped, unchanged; one
         # that came back since is live again).
-        evicted = self._keys_on(cold, p)
+        evicted = on_partition(key_partition, cold, p)
         written = list(evicted & touched)
         states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
         dropped = self.dropped.get(p, set())
         evicted.update(dropped - (key_partition.keys() & dropped))
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted)
-
-    def _keys_on(self, keys: Collection[str], p: int) -> set[str]:
-        """Those of ``keys`` whose records come from ``p``: set operations and C-level maps
-        (a checkpoint's evicted keys are up to ``max_keys`` of them)."""
-        present = list(self.key_partition.keys() & keys)
-        if set(map(self.key_partition.__getitem__, present)) <= {p}:
-            return set(present)
-        return {k for k in present if self.key_partition[k] == p}
 
     def sync_meta(self, force: bool = False) -> bool:
         """Merge the group's published meta-states and running moments (standardization
@@ -497,20 +481,6 @@ class Partitions:
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
         self.learner.load_state_dict(combine(shared_part(self.learner), [{"keys": states}]))
-
-
-def _unknown(keys: Sequence[str], known: Mapping[str, Any]) -> list[str]:
-    """The distinct ``keys`` not in ``known``, in order of first appearance. A batch's keys
-    are most often all known (few keys) or all new (distinct keys): each is one C-level set
-    operation, not a Python step per record.
-
-    >>> _unknown(["a", "b", "a", "c"], {"b": 0})
-    ['a', 'c']
-    """
-    distinct = dict.fromkeys(keys)
-    if known.keys().isdisjoint(distinct):
-        return list(distinct)
-    return [k for k in distinct if k not in known]
 
 
 def _same(a: Any, b: Any) -> bool:
