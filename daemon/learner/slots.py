@@ -31,11 +31,9 @@ if TYPE_CHECKING:
 def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
     """Give each of ``keys`` (distinct, none holding a slot) a slot; returns the slots."""
     if len(lrn._free) < len(keys):
-        # Four times as many, but not far beyond max_keys: growing copies every row (doubling
-        # copied each row about twice on the way to 100k keys; unused rows cost no memory,
-        # their pages untouched, but the few fields filled with a non-zero value).
+        # Doubling, but not far beyond max_keys: growing copies every row.
         need = lrn._capacity + len(keys) - len(lrn._free)
-        lrn._grow(max(need, min(lrn._capacity * 4, lrn.config.max_keys + len(keys))), lrn.arena)
+        lrn._grow(max(need, min(lrn._capacity * 2, lrn.config.max_keys + len(keys))), lrn.arena)
     # The slots in the order pop() would give them, taken at once: a batch of new keys costs
     # a few C-level steps, not a Python step per key.
     free, n = lrn._free, len(keys)
