@@ -68,13 +68,16 @@ class KeyIndex:
         return out
 
     def put(self, hashes: np.ndarray, segment: np.ndarray, row: np.ndarray,
-            checkpoint: np.ndarray, evicted: np.ndarray) -> np.ndarray:
+            checkpoint: np.ndarray, evicted: np.ndarray,
+            found: np.ndarray | None = None) -> np.ndarray:
         """Set the entries of ``hashes`` (distinct), adding those the table lacks; their marks
-        are cleared. Returns their slots."""
+        are cleared. Returns their slots. ``found``: :meth:`find` of ``hashes`` just before
+        (a caller that looked them up already), saving a probe."""
         hashes = np.asarray(hashes, dtype=np.int64)
         if 2 * (self.count + len(hashes)) > len(self.hashes):
             self._resize(2 * (self.count + len(hashes)))
-        slots = self.find(hashes)
+            found = None  # the slots moved
+        slots = self.find(hashes) if found is None else found.copy()
         new = np.flatnonzero(slots < 0)
         if len(new):
             slots[new] = self._claim(hashes[new])

@@ -208,9 +208,11 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
         "values": out.add(b"".join(values)),
         "ends": np.cumsum([len(v) for v in values], dtype=np.int64).astype("<u8").tobytes()}
     table = pickle.dumps(contents, protocol=pickle.HIGHEST_PROTOCOL)
-    body = b"".join((table, *out.parts))
-    header = _HEADER.pack(_MAGIC, VERSION, n, zlib.crc32(body), len(table))
-    return Segment(names, header + body, n)
+    crc = zlib.crc32(table)
+    for part in out.parts:  # the CRC over the parts, then one join: the body is not copied
+        crc = zlib.crc32(part, crc)  # twice (~90 MB a checkpoint at 100k new keys)
+    header = _HEADER.pack(_MAGIC, VERSION, n, crc, len(table))
+    return Segment(names, b"".join((header, table, *out.parts)), n)
 
 
 def unpack_names(blob: bytes, where: str = "segment") -> tuple[list[str], np.ndarray, list[str]]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
+from adaptd.key_sets import on_partition, take, unknown
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
 from adaptd.records import RecordBatch, RecordDecoder
@@ -230,7 +231,7 @@ class Partitions:
         if partitions and partitions.count(partitions[0]) == len(partitions):
             # One partition (a run of a file): the loop's bookkeeping in set operations.
             p = partitions[0]
-            new = list(dict.fromkeys(k for k in batch.keys if k not in key_partition))
+            new = unknown(batch.keys, key_partition)
             if new:
                 missing[p] = new
                 key_partition.update(dict.fromkeys(new, p))
@@ -250,11 +251,10 @@ class Partitions:
     def _take_dropped(self) -> None:
         """The keys the learner let go of without a copy leave ``key_partition`` (a record of
         one reads it back from the store) and wait to be flagged as evicted there."""
-        take = getattr(self.learner, "take_dropped", None)
-        for key in take() if take is not None else ():
-            p = self.key_partition.pop(key, None)
-            if p is not None:
-                self.dropped.setdefault(p, set()).add(key)
+        take_dropped = getattr(self.learner, "take_dropped", None)
+        dropped = take_dropped() if take_dropped is not None else ()
+        for p, keys in take(self.key_partition, dropped).items() if dropped else ():
+            self.dropped.setdefault(p, set()).update(keys)
 
     def _touch_joined(self, batch: RecordBatch) -> None:
         # A delayed label changes the key its features were kept under, which may not be the
@@ -323,7 +323,7 @@ class Partitions:
         for p, change in changes.items():
             snapshot.touched[p] = self.touched.pop(p, set())
             snapshot.dropped[p] = self.dropped.pop(p, set())
-            snapshot.evicted[p] = {k for k in change.evicted if self.key_partition.get(k) == p}
+            snapshot.evicted[p] = on_partition(self.key_partition, change.evicted, p)
             for key in snapshot.evicted[p]:
                 del self.key_partition[key]
         self._behind.start(snapshot)
@@ -404,9 +404,11 @@ class Partitions:
         # Out of memory from this checkpoint on: keys let go of with their state (written
         # here if it changed since the last checkpoint) and without (dropped, unchanged; one
         # that came back since is live again).
-        evicted = {k for k in cold if key_partition.get(k) == p}
-        states.update((k, pack_state(cold[k])) for k in evicted if k in touched)
-        evicted.update(k for k in self.dropped.get(p, ()) if k not in key_partition)
+        evicted = on_partition(key_partition, cold, p)
+        written = list(evicted & touched)
+        states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
+        dropped = self.dropped.get(p, set())
+        evicted.update(dropped - (key_partition.keys() & dropped))
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted)
 

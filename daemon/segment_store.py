@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
+from itertools import filterfalse
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ class KeySegments:
         known = before[before >= 0]
         self._unlive(index.segment[known])
         self._unlive(index.mark[known])
-        index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted)
+        index.put(hashes, seg, np.arange(len(keys)), checkpoint, evicted, found=before)
         if seg >= 0:
             self._live[seg] = self._live.get(seg, 0) + len(keys)
 
@@ -232,7 +233,10 @@ class KeySegments:
             states = {k: v for k, v in states.items() if k not in split}
         marks: list[str] = []
         if flagged:
-            marks = [k for k in flagged if k not in states and k not in split]
+            # Filtered in C, in their order (up to max_keys evicted keys at a checkpoint).
+            marks = list(filterfalse(states.__contains__, flagged))
+            if split:
+                marks = list(filterfalse(split.__contains__, marks))
             marks = self._mark_rows(db, p, marks, checkpoint)
         keys = list(states)
         if not keys and not marks:
@@ -455,4 +459,4 @@ def _flags(keys: Sequence[str], evicted: bool | Collection[str]) -> Any:
     """Each of ``keys``' evicted flag: all ``evicted`` when a bool, else whether it holds it."""
     if isinstance(evicted, bool):
         return evicted
-    return np.fromiter((k in evicted for k in keys), dtype=bool, count=len(keys))
+    return np.fromiter(map(evicted.__contains__, keys), dtype=bool, count=len(keys))

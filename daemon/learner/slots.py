@@ -14,7 +14,9 @@ of them in one gather per field, as a checkpoint packs) and held until a checkpo
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from itertools import compress
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,35 +70,52 @@ def evict_lru(lrn: AdaptiveLearner, count: int) -> None:
     """Let the ``count`` least recently seen keys go, and a sixteenth of ``max_keys`` more (see
     the module note): finding them scans every live key, so it is done every few batches of
     new keys, not at each."""
-    live = np.fromiter(lrn._slot_of.values(), dtype=np.int64, count=len(lrn._slot_of))
-    count = min(len(live), count + lrn.config.max_keys // 16)
-    seen = lrn.arena.last_seen[live]
-    oldest = live[np.argpartition(seen, count - 1)[:count]] if count < len(live) else live
-    oldest = oldest[np.argsort(lrn.arena.last_seen[oldest], kind="stable")]
-    clean = unchanged(lrn, oldest).tolist()
-    keys = [lrn._key_of[s] for s in oldest.tolist()]
+    oldest = _least_recent(lrn, count + lrn.config.max_keys // 16)
+    clean = unchanged(lrn, oldest)
+    changed_flags = (~clean).tolist()
+    keys = list(map(lrn._key_of.__getitem__, oldest.tolist()))
     from adaptd.learner.packing import packed_task_states  # it imports the learner
 
-    changed = [k for k, saved in zip(keys, clean, strict=True) if not saved]
+    changed = list(compress(keys, changed_flags))
     packed = packed_task_states(lrn, changed) if changed else {}
-    if changed:
-        for key, s, saved in zip(keys, oldest.tolist(), clean, strict=True):
-            if not saved:
-                lrn._cold[key] = packed[key] if packed is not None else lrn._task_state(s)
-        lrn._dropped.extend(k for k, saved in zip(keys, clean, strict=True) if saved)
+    if packed is None:  # not all rows of the arena (another detector): key by key
+        for key, s in compress(zip(keys, oldest.tolist()), changed_flags):
+            lrn._cold[key] = lrn._task_state(s)
     else:
-        lrn._dropped.extend(keys)
+        lrn._cold.update(packed)  # exactly the changed keys, all live
+    lrn._dropped.extend(compress(keys, clean.tolist()))
     release_many(lrn, keys, oldest)
     lrn.totals.evicted += len(oldest)
+
+
+def _least_recent(lrn: AdaptiveLearner, count: int) -> np.ndarray:
+    """The slots of the ``count`` least recently seen keys (all live ones if fewer), least
+    recent first. Read from the arena's clock column with free slots masked, not from the
+    dict of live keys: finding them is a few NumPy passes, no Python step per key."""
+    per_key = lrn._rows_per_key
+    live_count = len(lrn._slot_of)
+    count = min(live_count, count)
+    seen = lrn.arena.last_seen[::per_key][:lrn._capacity].copy()
+    if lrn._capacity - len(lrn._free) == live_count:  # every slot live or free, as it is
+        seen[np.asarray(lrn._free, dtype=np.int64)] = np.inf
+    else:  # (a slot neither: left out all the same)
+        live = np.zeros(len(seen), dtype=bool)
+        live[np.fromiter(lrn._slot_of.values(), dtype=np.int64, count=live_count) // per_key] = 1
+        seen[~live] = np.inf
+    if count < live_count:
+        at = np.argpartition(seen, count - 1)[:count]
+    else:
+        at = np.flatnonzero(seen != np.inf)
+    at = at[np.argsort(seen[at], kind="stable")]
+    return at * per_key
 
 
 def release_many(lrn: AdaptiveLearner, keys: list[str], slots: np.ndarray) -> None:
     """Free the ``slots`` of ``keys`` (:meth:`AdaptiveLearner._release` of each, at once)."""
     slot_list = slots.tolist()
-    for s in slot_list:
-        del lrn._key_of[s]
-    for key in keys:
-        del lrn._slot_of[key]
+    # Deleted by C-level maps (drained by a zero-length deque): thousands of keys at a time.
+    deque(map(lrn._key_of.__delitem__, slot_list), maxlen=0)
+    deque(map(lrn._slot_of.__delitem__, keys), maxlen=0)
     lrn._free.extend((slots // lrn._rows_per_key).tolist())
     concepts = lrn.concepts
     if concepts is not None and not (concepts.states.keys().isdisjoint(slot_list)

@@ -8,7 +8,10 @@ import random
 from pathlib import Path
 
 from adaptd.checkpoint import CheckpointStore
+from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.records import Record
 from adaptd.runner import Runner, RunnerConfig
+from adaptd.settings import LearnerConfig
 from tests.unit.file_runs import file_runner
 
 
@@ -63,3 +66,33 @@ def test_evicted_keys_come_back_with_their_state(tmp_path: Path) -> None:
     _, straight = run(tmp_path / "straight", source, idle_evict_s=3600.0)
     assert len(resumed) == len(straight) == 400  # the sink file appends across runs
     assert resumed[300:] == straight[300:]
+
+
+def test_the_least_recently_seen_keys_leave_beyond_max_keys() -> None:
+    """Beyond ``max_keys`` the least recently seen live keys leave (a sixteenth of
+    ``max_keys`` more than needed), never a slot that a forgotten key freed; a reference
+    model of the clock says which."""
+    now = [0.0]
+    learner = AdaptiveLearner(config=LearnerConfig(max_keys=16), clock=lambda: now[0])
+    rng = random.Random(7)
+    last_seen: dict[str, float] = {}
+    for t in range(60):
+        now[0] = float(t)
+        keys = [f"n{t}"] + rng.sample(sorted(last_seen), min(2, len(last_seen)))
+        before = set(learner.keys())
+        learner.process_many([Record(x=(rng.gauss(0, 1), 1.0), y=rng.gauss(0, 1), key=k)
+                              for k in keys])
+        last_seen.update(dict.fromkeys(keys, float(t)))
+        live = before | set(keys)
+        if len(live) > 16:  # len - 16 + 1 of the least recently seen (ties: any of them)
+            left = live - set(learner.keys())
+            assert len(left) == len(live) - 16 + 1, t
+            assert max(map(last_seen.__getitem__, left)) <= min(map(last_seen.__getitem__, live - left)), t
+        else:
+            assert set(learner.keys()) == live, t
+        if t % 9 == 4:  # a forgotten key frees a slot in the middle of the arena
+            gone = sorted(learner.keys())[len(learner.keys()) // 2]
+            learner.forget([gone])
+            del last_seen[gone]
+        for key in set(last_seen) - set(learner.keys()):
+            del last_seen[key]

@@ -3,11 +3,14 @@ values, packed key by key or many at once from the arena, give back the same sta
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
+from adaptd import state_codec
+from adaptd.learner import packing
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.packing import packed_task_states
 from adaptd.partitions import combine, partition_part, shared_part
@@ -78,3 +81,41 @@ def test_a_learner_before_its_first_record_is_packed_key_by_key() -> None:
     learner = AdaptiveLearner()
     assert packed_task_states(learner, ["a"]) is None
     assert partition_part(learner, ["a"])["keys"] == {}
+
+
+def test_kept_bytes_are_each_keys_used_bytes_in_order() -> None:
+    """The used bytes of every array, key after key, as a per-key join gives them: arrays every
+    key uses alike (cut to their widest use first) and arrays used to different lengths."""
+    rng = np.random.default_rng(3)
+    raws = [rng.normal(size=(50, w)) for w in (4, 9, 1, 6)]
+    for raw in raws[1:]:  # zero tails of random lengths (the first array: every key alike)
+        for i, used in enumerate(rng.integers(0, raw.shape[1] + 1, size=len(raw))):
+            raw[i, used:] = 0.0
+    raws[0][:, 2:] = 0.0
+    raws[3][:, :] = 0.0  # no key uses it at all
+    views = [np.ascontiguousarray(raw).view(np.uint8) for raw in raws]
+    lengths = np.stack([state_codec._used_bytes(v) for v in views], axis=1).astype("<u4")
+    data, ends = state_codec._kept([v.view(np.uint64) for v in views], lengths, 8)
+    expected = [b"".join(v[i, :lengths[i, j]].tobytes() for j, v in enumerate(views))
+                for i in range(50)]
+    assert data == b"".join(expected)
+    assert ends == np.cumsum([len(e) for e in expected]).tolist()
+    assert lengths[:, 0].tolist() == [16] * 50 and not lengths[:, 3].any()
+
+
+def test_keys_packed_in_slices_as_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing keys a few at a time (as a checkpoint of many keys does) gives every key the
+    value packing them at once gives, and the learner's state; keys with one, two or three
+    records (and labels of 0: zero tails) use their arrays to different lengths."""
+    records = [dataclasses.replace(r, y=0.0) if i % 7 == 0 else r
+               for i, r in enumerate(linear_stream(4, 400, keys=200))]  # ~2 records a key
+    learner = AdaptiveLearner()
+    learner.process_many(records)
+    keys = sorted(learner.keys())
+    whole = packed_task_states(learner, keys)
+    monkeypatch.setattr(packing, "CHUNK_KEYS", 7)
+    sliced = packed_task_states(learner, keys)
+    assert whole is not None and sliced is not None and sorted(sliced) == keys
+    for key in keys:
+        assert bytes(sliced[key]) == bytes(whole[key]), key
+        _equal(learner.state_dict([key])["keys"][key], unpack_state(sliced[key]), key)
