@@ -478,6 +478,11 @@ class Partitions:
         state changed since the last one): the runner then does not defer it."""
         return bool(getattr(self.learner, "evictions_waiting", 0))
 
+    def evictions_full(self) -> bool:
+        """Whether as many keys let go of wait in memory as may be live: a checkpoint is due
+        (``AdaptiveLearner.evictions_full``)."""
+        return bool(getattr(self.learner, "evictions_full", False))
+
     def _restore_keys(self, states: Mapping[str, Any]) -> None:
         # load_state_dict also takes shared state: hand it the live one so nothing rolls back.
         self.learner.load_state_dict(combine(shared_part(self.learner), [{"keys": states}]))

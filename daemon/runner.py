@@ -389,9 +389,13 @@ class Runner:
         # The pause defers only the count's checkpoints, and none while evicted keys wait in
         # memory for one: what a checkpoint costs may grow with what it waits for.
         paused = self.clock() < self._paused_until and not self.partitions.evictions_waiting()
+        # As many states of keys let go of wait in memory as keys may be live: written now,
+        # so memory stays bounded by max_keys whatever the count (many distinct keys).
+        due_by_evictions = pending and self.partitions.evictions_full()
         if self.partitions.save_done and not self._collect():
             self.checkpoint_or_give_up()  # the one written behind failed: retried from here
-        if due_by_source or (due_by_time and pending) or (due_by_count and not paused):
+        if (due_by_source or due_by_evictions or (due_by_time and pending)
+                or (due_by_count and not paused)):
             self.checkpoint_or_give_up(behind=True)
         if due_by_time:
             self.metrics.set_lag(self.source.lag(), self.partitions.owned)

@@ -315,6 +315,14 @@ class AdaptiveLearner:
         """Keys let go of whose changed state waits in memory for a checkpoint to write it."""
         return len(self._cold)
 
+    @property
+    def evictions_full(self) -> bool:
+        """Whether as many changed states wait for a checkpoint as keys may be live
+        (``max_keys``): the checkpoint is then due whatever its count or time. Otherwise a
+        stream of new keys piles up the states of every key let go of until the next
+        checkpoint (100,000 records by default): ``max_keys`` bounded only the live ones."""
+        return len(self._cold) >= self.config.max_keys
+
     def take_dropped(self) -> list[str]:
         """Hand over (and forget) the keys let go of without a copy since the last call: their
         state is the one the store holds, to be read back from there when they return."""

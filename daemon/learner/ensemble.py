@@ -432,6 +432,11 @@ class HedgeLearner:
         runner does not defer a checkpoint then); every candidate holds the same keys."""
         return self.main.evictions_waiting
 
+    @property
+    def evictions_full(self) -> bool:
+        """See :attr:`AdaptiveLearner.evictions_full` (every candidate holds the same keys)."""
+        return self.main.evictions_full
+
     def take_evicted(self) -> dict[str, Any]:
         merged = self._merge_keys(
             {name: c.take_evicted() for name, c in self.candidates.items()}, evicted=True)

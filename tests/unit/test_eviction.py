@@ -96,3 +96,33 @@ def test_the_least_recently_seen_keys_leave_beyond_max_keys() -> None:
             del last_seen[gone]
         for key in set(last_seen) - set(learner.keys()):
             del last_seen[key]
+
+
+def test_states_let_go_of_wait_for_a_checkpoint_no_more_than_max_keys(tmp_path: Path) -> None:
+    # Every record a new key, no checkpoint due by count or time: before, the states of every
+    # key let go of stayed in memory until one was (100,000 records by default), so
+    # ``max_keys`` bounded only the live keys (gigabytes with the default model).
+    source = tmp_path / "in.jsonl"
+    rng = random.Random(5)
+    with open(source, "w") as fh:
+        for i in range(240):
+            x = [rng.gauss(0, 1) for _ in range(3)]
+            fh.write(json.dumps({"key": f"k{i}", "x": x, "y": sum(x)}) + "\n")
+    config = RunnerConfig(batch_size=7, poll_timeout_s=0.01, checkpoint_every_records=10**9,
+                          checkpoint_interval_s=1e9)
+    runner = file_runner(tmp_path, source, config, **{"learner.max_keys": 8})
+    waiting: list[int] = []
+    maybe_checkpoint = runner.maybe_checkpoint
+
+    def spy() -> None:
+        waiting.append(runner.learner.evictions_waiting)
+        maybe_checkpoint()
+
+    runner.maybe_checkpoint = spy  # type: ignore[method-assign]
+    runner.run()
+    assert len(waiting) >= 240 // 7 and max(waiting) >= 8  # keys were let go of
+    assert max(waiting) <= 8 + 7  # at most max_keys, plus one batch's new keys
+    checkpoints = runner.metrics.registry.get_sample_value("adaptd_checkpoints_total")
+    assert checkpoints is not None and checkpoints >= 240 // (8 + 7)
+    store = CheckpointStore(tmp_path / "state")
+    assert store.key_count() == 240  # every key's state written, none lost
