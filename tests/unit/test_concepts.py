@@ -181,7 +181,8 @@ def test_the_compiled_choice_is_the_numpy_losses_choice(model: str, task: str,
             losses = _module_losses(lrn, states, X[recent], Y[recent])
             best = int(np.argmin(losses))
             want = best if losses[best] < 0.03 * float(WL[recent].mean()) else -1
-        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs)
+        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs,
+                     sc.window)
         assert got == want
         moved += want >= 0
     assert moved > 20  # both outcomes were tried
