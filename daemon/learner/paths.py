@@ -112,11 +112,7 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: kernel.Out,
             assert lrn.concepts is not None
             tot.concept_reuses += int(acc[2])
             lrn.concepts.take_moves(int(acc[3]))
-        for c in range(int(acc[4])):
-            cut = int(result.cuts[c]) + 1
-            _add_stretch(tot, out, units, i, cut, float(result.cut_base[c]), side)
-            i = cut
-        _add_stretch(tot, out, units, i, stop, float(acc[1]), side)
+        _add_stretches(tot, result, units, i, stop, side)
         if event == kernel.EVENT_NONE:
             return
         s = int(slots[end])
@@ -139,17 +135,26 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: kernel.Out,
             i = end + 1
 
 
-def _add_stretch(tot: Totals, out: Outcomes, units: np.ndarray, lo: int, hi: int,
-                 baseline: float, side: shadow.Shadow | None) -> None:
-    """Records ``lo … hi − 1`` into the totals: the keys' losses (in the user's units) and the
-    baselines' sum ``baseline`` (or, when ``side`` runs the baselines, the range for it)."""
+def _add_stretches(tot: Totals, result: kernel.Out, units: np.ndarray, lo: int, stop: int,
+                   side: shadow.Shadow | None) -> None:
+    """The records ``lo … stop − 1`` of a kernel call into the totals, stretch by stretch
+    (see :func:`_events`): the keys' losses (in the user's units) and the baselines' sums
+    (or, when ``side`` runs the baselines, the ranges for it)."""
+    n_cuts = int(result.acc[4])
+    ends = (result.cuts[:n_cuts] + 1).tolist()
+    ends.append(stop)
     if side is None:
-        tot.add_baseline(baseline)
+        for base in result.cut_base[:n_cuts].tolist():
+            tot.add_baseline(base)
+        tot.add_baseline(float(result.acc[1]))
     else:  # added after the batch, in this order (Shadow.join)
-        side.calls.append((lo, hi))
-    done = np.flatnonzero(out.learned[lo:hi]) + lo
+        side.calls.extend(zip([lo, *ends[:-1]], ends))
+    done = np.flatnonzero(result.learned[lo:stop])
     if len(done):
-        tot.add_losses(out.loss[done] * units[done])
+        rows = done + lo
+        losses = result.loss[rows] * units[rows]
+        tot.add_runs(losses, np.searchsorted(done, np.array(ends) - lo).tolist()
+                     if n_cuts else [len(done)])
 
 
 def _library(lrn: AdaptiveLearner, n: int) -> tuple[np.ndarray, ...]:

@@ -87,6 +87,31 @@ class Totals:
         n < PREQUENTIAL_SPAN, so it starts as the plain mean), in the user's units."""
         if self.unit != 1.0:
             losses = losses * self.unit
+        self._add(losses)
+
+    def add_runs(self, losses: np.ndarray, ends: list[int]) -> None:
+        """:meth:`add_losses` of each run ``losses[lo:hi]``, ``hi`` in ``ends`` (ascending, the
+        first run from 0), one after the other: the same bits. The kernel's records arrive
+        in such runs (adaptd.learner.paths), about nine per drift alarm."""
+        if self.unit != 1.0:
+            losses = losses * self.unit
+        keep = 1.0 - 1.0 / PREQUENTIAL_SPAN
+        lo = 0
+        for hi in ends:
+            m = hi - lo
+            if m <= 0:
+                continue
+            run = losses[lo:hi]
+            lo = hi
+            if self.n < PREQUENTIAL_SPAN:
+                self._add(run)
+                continue
+            # _add's second part, for the usual run (the same expressions)
+            self.recent = keep**m * self.recent + float(_last_weights(m) @ run)
+            self.loss += float(run.sum())
+            self.n += m
+
+    def _add(self, losses: np.ndarray) -> None:
         i = 0
         while self.n < PREQUENTIAL_SPAN and i < len(losses):
             v = float(losses[i])
