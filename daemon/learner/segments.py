@@ -121,7 +121,11 @@ def _latest(lrn: AdaptiveLearner, s: int, m: int
     if not order:
         return None
     order.reverse()
-    return a.WX[s, order], a.WY[s, order], a.WL[s, order]
+    first = order[0]
+    # A slice where the entries are adjacent (one carried record: always), else a gather.
+    at: slice | list[int] = slice(first, first + len(order)) \
+        if order[-1] - first == len(order) - 1 else order
+    return a.WX[s, at].copy(), a.WY[s, at].copy(), a.WL[s, at].copy()
 
 
 def seed_window(lrn: AdaptiveLearner, s: int, X: np.ndarray, Y: np.ndarray, L: np.ndarray
