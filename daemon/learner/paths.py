@@ -30,6 +30,7 @@ from adaptd.learner.concepts import PROBE, REUSE_RATIO, probe_due, reconsider
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
+from adaptd.learner.totals import gather_runs
 from adaptd.settings import DriftConfig
 
 if TYPE_CHECKING:
@@ -141,20 +142,22 @@ def _add_stretches(tot: Totals, result: kernel.Out, units: np.ndarray, lo: int, 
     (see :func:`_events`): the keys' losses (in the user's units) and the baselines' sums
     (or, when ``side`` runs the baselines, the ranges for it)."""
     n_cuts = int(result.acc[4])
-    ends = (result.cuts[:n_cuts] + 1).tolist()
-    ends.append(stop)
+    ends = np.empty(n_cuts + 1, dtype=np.int64)
+    ends[:n_cuts] = result.cuts[:n_cuts]
+    ends[:n_cuts] += 1
+    ends[n_cuts] = stop
     if side is None:
         for base in result.cut_base[:n_cuts].tolist():
             tot.add_baseline(base)
         tot.add_baseline(float(result.acc[1]))
     else:  # added after the batch, in this order (Shadow.join)
-        side.calls.extend(zip([lo, *ends[:-1]], ends))
-    done = np.flatnonzero(result.learned[lo:stop])
-    if len(done):
-        rows = done + lo
-        losses = result.loss[rows] * units[rows]
-        tot.add_runs(losses, np.searchsorted(done, np.array(ends) - lo).tolist()
-                     if n_cuts else [len(done)])
+        bounds = ends.tolist()
+        side.calls.extend(zip([lo, *bounds[:-1]], bounds))
+    values = np.empty(max(stop - lo, 0))
+    lengths = np.empty(n_cuts + 1, dtype=np.int64)
+    sums = np.empty(n_cuts + 1)
+    if gather_runs(result.learned, result.loss, units, lo, ends, values, lengths, sums):
+        tot.add_runs(values, lengths, sums)
 
 
 def _library(lrn: AdaptiveLearner, n: int) -> tuple[np.ndarray, ...]:

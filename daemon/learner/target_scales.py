@@ -62,6 +62,42 @@ def _numpy_sum(a, n):  # type: ignore[no-untyped-def]
     return 0.0 + res
 
 
+@njit()
+def pairwise_sum(a, lo, n):  # type: ignore[no-untyped-def]
+    """NumPy's ``pairwise_sum`` of ``a[lo : lo + n]`` for any ``n``: :func:`_numpy_sum`'s block
+    rule up to 128 values, above that the halves (the first rounded down to a multiple of
+    8) summed apart and added. ``0.0 + pairwise_sum(a, 0, n)`` is ``np.sum(a[:n])`` bit for
+    bit (``tests/unit/test_target_scales.py``)."""
+    if n <= _PAIRWISE_BLOCK:
+        if n < 8:
+            res = -0.0
+            for i in range(lo, lo + n):
+                res += a[i]
+            return res
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = lo + 8
+        top = lo + n - n % 8
+        while i < top:
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < lo + n:
+            res += a[i]
+            i += 1
+        return res
+    half = n // 2
+    half -= half % 8
+    return pairwise_sum(a, lo, half) + pairwise_sum(a, lo + half, n - half)
+
+
 @njit(inline=True)
 def _fold(moments, labels, k):  # type: ignore[no-untyped-def]
     """``RunningMoments.update`` of ``moments = [count, mean, m2]`` (one column) with
