@@ -30,7 +30,7 @@ class Library(NamedTuple):
     """A :class:`~adaptd.learner.concepts.ConceptLibrary`'s states as the kernel reads them."""
 
     entry: np.ndarray  # (rows,) int64: the slot's entry in ``states``, −1: none
-    count: np.ndarray  # (entries,) int64: states held, oldest first
+    held: np.ndarray  # (entries,) int64: how many states each holds, oldest first
     states: np.ndarray  # (entries, size, P)
     since: np.ndarray  # (rows,) int64: segment length at the slot's last move, −1: none since
     # its alarm
@@ -85,13 +85,13 @@ def probe(s, ar, lib, ratio, net, acts, zs, seen, acc):  # type: ignore[no-untyp
     the chosen stored state, count a segment's first move in ``acc[2]``, note the slot in
     ``lib.moved`` (``acc[3]`` of them so far) for Python's copy of ``since``."""
     e = lib.entry[s]
-    if e < 0 or lib.count[e] == 0:
+    if e < 0 or lib.held[e] == 0:
         return
     since = lib.since[s]
-    m = min(ar.seg_len[s] - (since if since >= 0 else 0), ar.WM.shape[1])
+    m = min(ar.seg_len[s] - max(since, 0), ar.WM.shape[1])
     if m < MIN_RECORDS:  # too few records to move on: no scoring
         return
-    best = choose_in(lib.states[e], lib.count[e], ar.WX[s], ar.WY[s], ar.WM[s], ar.WL[s],
+    best = choose_in(lib.states[e], lib.held[e], ar.WX[s], ar.WY[s], ar.WM[s], ar.WL[s],
                      ar.wpos[s], m, ratio, net, acts, zs, seen)
     if best < 0:
         return
