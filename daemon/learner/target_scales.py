@@ -24,50 +24,23 @@ from adaptd.learner.jit import njit
 #: Records per block of frozen statistics once past the doubling start (the scaling module's
 #: ``TARGET_BLOCK``, which imports it from here).
 TARGET_BLOCK = 16
-#: NumPy sums up to this many values with eight accumulators and no further split; a block
-#: never holds more labels than TARGET_BLOCK.
+#: NumPy sums up to this many values with eight accumulators and no further split.
 _PAIRWISE_BLOCK = 128
-assert TARGET_BLOCK <= _PAIRWISE_BLOCK
 
 
 @njit(inline=True)
 def _numpy_sum(a, n):  # type: ignore[no-untyped-def]
-    """``np.sum(a[:n])`` bit for bit, for ``n ≤ 128``: NumPy's pairwise summation
-    (``pairwise_sum`` in ``loops_utils.h``: a plain loop under 8 values, else 8 interleaved
-    accumulators combined as a tree, then the remainder), added to the reduction's identity
-    0.0 (so a sum of −0.0 is 0.0, as NumPy's)."""
-    if n < 8:
-        res = -0.0
-        for i in range(n):
-            res += a[i]
-        return 0.0 + res
-    r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
-    r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
-    i = 8
-    top = n - n % 8
-    while i < top:
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[i]
-        i += 1
-    return 0.0 + res
+    """``np.sum(a[:n])`` bit for bit: NumPy's pairwise summation (:func:`pairwise_sum`) added
+    to the reduction's identity 0.0 (so a sum of −0.0 is 0.0, as NumPy's)."""
+    return 0.0 + pairwise_sum(a, 0, n)
 
 
 @njit()
 def pairwise_sum(a, lo, n):  # type: ignore[no-untyped-def]
-    """NumPy's ``pairwise_sum`` of ``a[lo : lo + n]`` for any ``n``: :func:`_numpy_sum`'s block
-    rule up to 128 values, above that the halves (the first rounded down to a multiple of
-    8) summed apart and added. ``0.0 + pairwise_sum(a, 0, n)`` is ``np.sum(a[:n])`` bit for
-    bit (``tests/unit/test_target_scales.py``)."""
+    """NumPy's ``pairwise_sum`` (``loops_utils.h``) of ``a[lo : lo + n]``: under 8 values a
+    plain loop from −0.0; up to 128, 8 interleaved accumulators combined as a tree, then the
+    remainder; above that the halves (the first rounded down to a multiple of 8) summed apart
+    and added (``tests/unit/test_target_scales.py`` checks the bits against ``np.sum``)."""
     if n <= _PAIRWISE_BLOCK:
         if n < 8:
             res = -0.0
