@@ -13,9 +13,10 @@ the current state's loss *after* training on the records would favour it whateve
 detector often fires on the first record of the new concept, when the window still holds the
 old concept's records.
 
-The choice is made at that record whatever the batch size: the compiled kernel returns to
-Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the wave path checks after each wave,
-and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
+The choice is made at that record whatever the batch size: the compiled kernel makes it there
+itself (:func:`adaptd.learner.reuse.probe`; it returns to Python there,
+:data:`adaptd.learner.kernel.EVENT_PROBE`, only while stored states of an older width remain),
+the wave path checks after each wave, and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
 most of a short recurring segment before the switch, and reuse gained nothing.)
 
 This is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
