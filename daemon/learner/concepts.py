@@ -13,9 +13,10 @@ the current state's loss *after* training on the records would favour it whateve
 detector often fires on the first record of the new concept, when the window still holds the
 old concept's records.
 
-The choice is made at that record whatever the batch size: the compiled kernel returns to
-Python there (:data:`adaptd.learner.kernel.EVENT_PROBE`), the wave path checks after each wave,
-and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
+The choice is made at that record whatever the batch size: the compiled kernel makes it there
+itself (:func:`adaptd.learner.reuse.probe`; it returns to Python there,
+:data:`adaptd.learner.kernel.EVENT_PROBE`, only while stored states of an older width remain),
+the wave path checks after each wave, and both give the same result. (Made at batch ends instead, as at first, a batch of 256 spent
 most of a short recurring segment before the switch, and reuse gained nothing.)
 
 This is the recurring-concept idea of Gama & Kosina 2014 ("Recurrent concepts in data streams
@@ -33,7 +34,6 @@ state.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,8 +41,8 @@ import numpy as np
 from adaptd.learner.jit import njit
 from adaptd.learner.kernel import Scratch
 from adaptd.learner.models import multiclass_loss, pointwise_loss
-from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes
-from adaptd.learner.target_scales import _numpy_sum
+from adaptd.learner.network import Net
+from adaptd.learner.reuse import MIN_RECORDS, Library, choose_in
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -59,11 +59,18 @@ PROBE = 8
 #: move on any lower loss after one record cost 34-40% more loss
 #: (``benchmarks/results/concepts.md``).
 REUSE_RATIO = {"regression": 0.03, "classification": 0.25}
-MIN_RECORDS = 3
 
 
 class ConceptLibrary:
-    """Per slot, up to ``size`` closed task states ``(P,)``, oldest first."""
+    """Per slot, up to ``size`` closed task states ``(P,)``, oldest first.
+
+    The states are kept twice: as lists per slot (what is saved, and what the wave path
+    probes), and as arrays for the compiled kernel's own probes (:meth:`arrays`,
+    :class:`adaptd.learner.reuse.Library`): an entry of ``size`` rows per slot that has
+    states, written as they are stored. The arrays hold the states of the model's current
+    width; after a new class widened the model (:mod:`adaptd.learner.growth`) the older
+    states no longer fit, and the kernel leaves the probes to :func:`reconsider` (which drops
+    them) until none is left."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -73,17 +80,121 @@ class ConceptLibrary:
         self.since: dict[int, int] = {}
         #: A slot's states as one ``(n, P)`` array, built at its first probe after a change.
         self._stacked: dict[int, np.ndarray] = {}
+        # The kernel's arrays (see arrays()): per row its entry and ``since`` (−1: none), per
+        # entry its count and states; entries of dropped slots are reused.
+        self._entry = np.full(0, -1, dtype=np.int64)
+        self._since = np.full(0, -1, dtype=np.int64)
+        self._count = np.zeros(0, dtype=np.int64)
+        self._pool = np.empty((0, size, 0))
+        self._free: list[int] = []
+        self._moved = np.empty(0, dtype=np.int64)
+        #: Stored states of another width than the arrays' (not in them).
+        self.misfits = 0
 
     def store(self, s: int, theta: np.ndarray) -> None:
         lib = self.states.setdefault(s, [])
         lib.append(theta.copy())
         del lib[: -self.size]
         self._stacked.pop(s, None)
+        if len(theta) != self._pool.shape[2]:
+            self.misfits += 1
+            return
+        e = self._entry_of(s)
+        n = int(self._count[e])
+        if n == self.size:  # the oldest goes, as from the list
+            self._pool[e, :-1] = self._pool[e, 1:]
+            n -= 1
+        self._pool[e, n] = theta
+        self._count[e] = n + 1
 
     def drop(self, s: int) -> None:
-        self.states.pop(s, None)
+        lost = self.states.pop(s, None)
+        if lost:
+            self.misfits -= sum(len(t) != self._pool.shape[2] for t in lost)
         self.since.pop(s, None)
         self._stacked.pop(s, None)
+        if s < len(self._entry):
+            self._since[s] = -1
+            e = int(self._entry[s])
+            if e >= 0:
+                self._entry[s] = -1
+                self._count[e] = 0
+                self._free.append(e)
+
+    def moved(self, s: int, seg_len: int) -> bool:
+        """Record a move of slot ``s`` at segment length ``seg_len``; whether it is the
+        segment's first (the one counted)."""
+        first = s not in self.since
+        self.since[s] = seg_len
+        self._room(s + 1)
+        self._since[s] = seg_len
+        return first
+
+    def restarted(self, s: int) -> None:
+        """Slot ``s`` reset at an alarm: no move since."""
+        self.since.pop(s, None)
+        if s < len(self._since):
+            self._since[s] = -1
+
+    def arrays(self, rows: int, n_params: int, n: int) -> Library:
+        """The states for the kernel (:class:`adaptd.learner.reuse.Library`) of an arena of
+        ``rows`` rows and ``n_params`` parameters, for a batch of ``n`` records (built again
+        after a widening); the kernel's moves are taken back with :meth:`take_moves`."""
+        self._room(rows)
+        if n_params != self._pool.shape[2]:
+            self._rebuild(n_params)
+        if n > len(self._moved):
+            self._moved = np.empty(n, dtype=np.int64)
+        return Library(self._entry, self._count, self._pool, self._since, self._moved)
+
+    def take_moves(self, count: int) -> None:
+        """Copy the ``since`` of the ``count`` slots the kernel moved (``Library.moved``)."""
+        for s in self._moved[:count].tolist():
+            self.since[s] = int(self._since[s])
+
+    def _room(self, rows: int) -> None:
+        """Per-row arrays for at least ``rows`` rows."""
+        if rows > len(self._entry):
+            size = max(rows, 2 * len(self._entry))
+            entry = np.full(size, -1, dtype=np.int64)
+            entry[: len(self._entry)] = self._entry
+            since = np.full(size, -1, dtype=np.int64)
+            since[: len(self._since)] = self._since
+            self._entry, self._since = entry, since
+
+    def _entry_of(self, s: int) -> int:
+        self._room(s + 1)
+        e = int(self._entry[s])
+        if e >= 0:
+            return e
+        if not self._free:
+            used = len(self._count)
+            pool = np.empty((max(2 * used, 4), self.size, self._pool.shape[2]))
+            pool[:used] = self._pool
+            count = np.zeros(len(pool), dtype=np.int64)
+            count[:used] = self._count
+            self._pool, self._count = pool, count
+            self._free.extend(range(len(pool) - 1, used - 1, -1))
+        e = self._free.pop()
+        self._entry[s] = e
+        self._count[e] = 0
+        return e
+
+    def _rebuild(self, n_params: int) -> None:
+        """Arrays of width ``n_params``, holding the stored states of that width."""
+        self._entry[:] = -1
+        self._count = np.zeros(0, dtype=np.int64)
+        self._pool = np.empty((0, self.size, n_params))
+        self._free = []
+        self.misfits = 0
+        for s, lib in self.states.items():
+            for theta in lib:
+                if len(theta) != n_params:
+                    self.misfits += 1
+                    continue
+                e = self._entry_of(s)
+                self._pool[e, self._count[e]] = theta
+                self._count[e] += 1
 
     def fitting(self, s: int, n_params: int) -> np.ndarray | None:
         """Slot ``s``'s states that fit a model of ``n_params`` parameters, ``(n, P)``, or
@@ -93,7 +204,10 @@ class ConceptLibrary:
         if not stored:
             return None
         if any(len(t) != n_params for t in stored):
-            stored = self.states[s] = [t for t in stored if len(t) == n_params]
+            kept = [t for t in stored if len(t) == n_params]
+            if n_params == self._pool.shape[2]:
+                self.misfits -= len(stored) - len(kept)
+            stored = self.states[s] = kept
             self._stacked.pop(s, None)
             if not stored:
                 return None
@@ -114,7 +228,7 @@ class ConceptLibrary:
         self.drop(s)
         if isinstance(saved, dict):
             if saved.get("since") is not None:
-                self.since[s] = int(saved["since"])
+                self.moved(s, int(saved["since"]))
             saved = saved.get("states")
         for theta in () if saved is None else saved:
             self.store(s, np.asarray(theta, dtype=np.float64))
@@ -126,7 +240,7 @@ def restart(lrn: AdaptiveLearner, s: int, theta_end: np.ndarray, seg_len: int) -
     records)."""
     lib = lrn.concepts
     assert lib is not None
-    lib.since.pop(s, None)
+    lib.restarted(s)
     if seg_len >= lrn.meta_config.min_segment:
         lib.store(s, theta_end)
 
@@ -158,14 +272,13 @@ def reconsider(lrn: AdaptiveLearner, s: int) -> None:
     if hasattr(fam, "layers"):  # a built-in family: scored by the kernel's own rules
         sc = Scratch(*lrn.scratch)
         best = int(choose(stored, a.WX[s], a.WY[s], a.WM[s], a.WL[s], int(a.wpos[s]), m,
-                          ratio, tuple(lrn.net), sc.acts, sc.zs))
+                          ratio, tuple(lrn.net), sc.acts, sc.zs, sc.window))
     else:
         best = _module_choice(lrn, stored, s, m, ratio)
     if best >= 0:
         a.theta[s] = stored[best]
-        if s not in lib.since:  # counted once per segment
+        if lib.moved(s, int(a.seg_len[s])):  # counted once per segment
             lrn.totals.concept_reuses += 1
-        lib.since[s] = int(a.seg_len[s])
 
 
 def _recent(WM: np.ndarray, wpos: int, m: int) -> np.ndarray:
@@ -204,44 +317,9 @@ def _module_losses(lrn: AdaptiveLearner, stored: np.ndarray, X: np.ndarray, y: n
 
 
 @njit(nogil=True)
-def choose(states, X, Y, WM, WL, wpos, m, ratio, net, acts, zs):  # type: ignore[no-untyped-def]
-    """The stored state to move to, or −1: the one of ``states`` ``(n, P)`` with the lowest
-    mean loss on the window's last ``m`` records (``X`` ``(k, d)``, ``Y``, ``WM`` ``(k,)``,
-    newest at ``wpos − 1``), if there are at least MIN_RECORDS of them and that loss is below
-    ``ratio`` times the current state's own prequential loss on them (``WL``).
-
-    The states are scored with the kernel's prediction and loss (:mod:`adaptd.learner.network`),
-    not the families' NumPy ``forward``: a probe then costs a few µs, not 30. The two round
-    differently in the last bits, which can move the choice only where two losses tie to
-    1e-16: right after a move the current state *is* a stored one, and the ratio keeps that
-    tie from being decided by the last bit (``tests/unit/test_concepts.py`` checks the choices
-    against the NumPy losses'). The current loss is NumPy's mean of the same values."""
-    nt = Net(*net)
-    k = WM.shape[0]
-    recent = np.empty(m, dtype=np.int64)
-    found = 0
-    for q in range(m):
-        pos = (wpos - 1 - q) % k
-        if WM[pos] > 0:
-            recent[found] = pos
-            found += 1
-    if found < MIN_RECORDS:
-        return -1
-    seen = np.empty(found)
-    for q in range(found):
-        seen[q] = WL[recent[q]]
-    current = _numpy_sum(seen, found) / found
-    best, best_loss = -1, math.inf
-    for j in range(states.shape[0]):
-        total = 0.0
-        for q in range(found):
-            i = recent[q]
-            if nt.classes:
-                predict_classes(states, j, X, i, acts, nt, zs)
-                total += class_loss(zs, Y[i])
-            else:
-                total += loss(predict(states, j, X, i, acts, nt, zs), Y[i], nt.logistic)
-        mean = total / found
-        if best < 0 or mean < best_loss:  # the first of ties, as np.argmin; NaN never wins
-            best, best_loss = j, mean if math.isfinite(mean) else math.inf
-    return best if best_loss < ratio * current else -1
+def choose(states, X, Y, WM, WL, wpos, m, ratio, net, acts, zs, seen):  # type: ignore[no-untyped-def]
+    """:func:`adaptd.learner.reuse.choose_in` from Python: the stored state of ``states``
+    ``(n, P)`` to move to, or −1 (``net``: a plain tuple of the
+    :class:`~adaptd.learner.network.Net`; ``seen``: working space of the window's length)."""
+    return choose_in(states, states.shape[0], X, Y, WM, WL, wpos, m, ratio, Net(*net), acts,
+                     zs, seen)

@@ -33,6 +33,7 @@ from adaptd.learner.arena import Arena
 from adaptd.learner.jit import njit
 from adaptd.learner.lanes import LANES
 from adaptd.learner.network import Net, class_loss, loss, predict, predict_classes
+from adaptd.learner.reuse import Library, probe
 from adaptd.learner.step import step_row, undo_row
 from adaptd.learner.window import window_grad
 
@@ -41,6 +42,7 @@ EVENT_NONE = 0
 EVENT_TASK_CHANGE = 1  # oracle: close the segment *before* this record
 EVENT_ALARM = 2  # detector alarm raised by this record: close the segment after it
 EVENT_PROBE = 3  # this record's segment is due a concept probe (adaptd.learner.concepts)
+# (returned only when Params.probe_here is off: the kernel probes itself otherwise)
 
 
 class Batch(NamedTuple):
@@ -63,12 +65,19 @@ class Params(NamedTuple):
     ph_on: bool
     warmup: int
     horizon: int  # recovery given up after this many records
-    probe: int  # a post-alarm segment returns EVENT_PROBE at each of its first `probe` records
+    probe: int  # a post-alarm segment is probed at each of its first `probe` records
+    probe_here: bool  # ... by the kernel (adaptd.learner.reuse), else by returning EVENT_PROBE
+    reuse_ratio: float  # the probe's ratio (adaptd.learner.concepts.REUSE_RATIO)
 
 
 class Out(NamedTuple):
     """The batch's :class:`~adaptd.learner.Outcomes` columns, and ``acc`` = [skipped updates,
-    summed baseline loss] of this call."""
+    summed baseline loss, concept reuses, slots moved (``Library.moved``), cuts] of this call.
+
+    A cut is a probe the kernel ran itself: the record ``cuts[j]`` after which it would have
+    returned EVENT_PROBE, and ``cut_base[j]`` the baseline's loss summed since the previous
+    cut (``acc[1]`` then restarts). The learner's totals add each stretch between cuts as it
+    added each call's records, so they keep their bits (see :mod:`adaptd.learner.paths`)."""
 
     y_pred: np.ndarray
     loss: np.ndarray
@@ -77,6 +86,8 @@ class Out(NamedTuple):
     recovered: np.ndarray
     acc: np.ndarray
     probas: np.ndarray  # (n, K) multi-class probabilities ((n, 0) otherwise)
+    cuts: np.ndarray  # (n,) int64
+    cut_base: np.ndarray  # (n,)
 
 
 class Scratch(NamedTuple):
@@ -113,18 +124,19 @@ def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
 
 
 @njit(nogil=True, refcounts=False)
-def process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-def]
+def process(i0, b, ar, par, net, ph, php, out, sc, lib):  # type: ignore[no-untyped-def]
     """Process records ``i0 …`` until the end or an event; returns ``(index, event)``.
 
     Takes the named tuples as plain tuples (``tuple(arena)``, …) and names them again here:
     Numba's dispatcher types a plain tuple in C but a named tuple in Python, about 1 µs per
-    array, 25 µs per call for these."""
+    array, 25 µs per call for these. ``lib``: the concept library's arrays
+    (:class:`~adaptd.learner.reuse.Library`), read when ``par.probe_here``."""
     return _process(i0, Batch(*b), Arena(*ar), Params(*par), Net(*net), PHState(*ph),
-                    PHParams(*php), Out(*out), Scratch(*sc))
+                    PHParams(*php), Out(*out), Scratch(*sc), Library(*lib))
 
 
 @njit(refcounts=False)
-def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-def]
+def _process(i0, b, ar, par, net, ph, php, out, sc, lib):  # type: ignore[no-untyped-def]
     n = b.slots.shape[0]
     for i in range(i0, n):
         s = b.slots[i]
@@ -154,7 +166,14 @@ def _process(i0, b, ar, par, net, ph, php, out, sc):  # type: ignore[no-untyped-
                 and ph_update(ph, php, s, main_loss)):
             return i, EVENT_ALARM
         if _probe_due(ar, par, s):
-            return i, EVENT_PROBE
+            if not par.probe_here:
+                return i, EVENT_PROBE
+            c = int(out.acc[4])
+            out.cuts[c] = i
+            out.cut_base[c] = out.acc[1]
+            out.acc[1] = 0.0
+            out.acc[4] += 1.0
+            probe(s, ar, lib, par.reuse_ratio, net, sc.acts, sc.zs, sc.window, out.acc)
     return n, EVENT_NONE
 
 

@@ -26,14 +26,16 @@ import numpy as np
 
 from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel, shadow
-from adaptd.learner.concepts import PROBE, probe_due, reconsider
+from adaptd.learner.concepts import PROBE, REUSE_RATIO, probe_due, reconsider
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
+from adaptd.learner.totals import gather_runs
 from adaptd.settings import DriftConfig
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.learner.totals import Totals
 
 #: A recovery not reached after this many records of a new segment is given up on.
 RECOVERY_HORIZON = 1000
@@ -56,12 +58,13 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     bank = lrn.bank
     ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \
         else _NO_PH
-    acc = np.zeros(2)
+    acc = np.zeros(5)
     K = lrn.net.classes
     if K:
         out.probas = np.zeros((n, K))
     result = kernel.Out(out.y_pred, out.loss, out.learned, out.segment, out.recovered_after, acc,
-                        out.probas if K else _NO_PROBAS)
+                        out.probas if K else _NO_PROBAS, np.empty(n, dtype=np.int64),
+                        np.empty(n))
     unit_before = tot.unit
     tot.unit = 1.0  # the kernel's sums and the losses below are converted record by record
     # The baseline rows (and segments' hindsight fits) on the second thread meanwhile, when
@@ -70,7 +73,7 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     side = shadow.Shadow(lrn, batch, par) if shadow.wanted(lrn, batch.labelled) else None
     lrn.side = side
     try:
-        _events(lrn, batch, tuple(result), units, tasks is not None, ph_state, ph_params, out,
+        _events(lrn, batch, result, units, tasks is not None, ph_state, ph_params, out,
                 side)
         if side is not None:
             side.join(tot)
@@ -82,30 +85,35 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
         tot.unit = unit_before
 
 
-def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray, ...],
+def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: kernel.Out,
             units: np.ndarray, oracle: bool, ph_state: PHState, ph_params: PHParams,
             out: Outcomes, side: shadow.Shadow | None) -> None:
     """Run the kernel from record 0, handling each event it stops at, until the batch ends
-    (the baseline rows too, unless ``side`` runs them)."""
-    tot, slots, acc = lrn.totals, batch.slots, result[5]
+    (the baseline rows too, unless ``side`` runs them).
+
+    The totals add the records of each stretch the kernel ran (from a call's start or a cut,
+    to the next cut, event or the end: see :class:`adaptd.learner.kernel.Out`) in one go, as
+    when each probe was a return to Python: an exponential average and a sum added per
+    stretch have the bits of their stretches."""
+    tot, slots, acc = lrn.totals, batch.slots, result.acc
     # The kernel's arguments as plain tuples, built once: nothing an event does replaces the
-    # arrays in them but the meta-state's (a segment close: ``par`` is built again then).
+    # arrays in them but the meta-state's (a segment close: ``par`` is built again then) and
+    # the library's (a close may store a state: ``lib`` too).
     args = (tuple(batch), tuple(lrn.arena))
-    rest = (tuple(lrn.net), tuple(ph_state), tuple(ph_params), result, lrn.scratch)
+    rest = (tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
+    lib = _library(lrn, len(slots))  # (before _params: it reads the library's misfits)
     par = tuple(_params(lrn, oracle, side is None))
     i = 0
     while True:
         acc[:] = 0.0
-        end, event = kernel.process(i, *args, par, *rest)
+        end, event = kernel.process(i, *args, par, *rest, lib)
         stop = end if event == kernel.EVENT_TASK_CHANGE else end + 1
         tot.skipped += int(acc[0])
-        if side is None:
-            tot.add_baseline(float(acc[1]))
-        else:  # added after the batch, in this order (Shadow.join)
-            side.calls.append((i, stop))
-        done = np.flatnonzero(out.learned[i:stop]) + i
-        if len(done):
-            tot.add_losses(out.loss[done] * units[done])
+        if acc[2] or acc[3]:
+            assert lrn.concepts is not None
+            tot.concept_reuses += int(acc[2])
+            lrn.concepts.take_moves(int(acc[3]))
+        _add_stretches(tot, result, units, i, stop, side)
         if event == kernel.EVENT_NONE:
             return
         s = int(slots[end])
@@ -119,6 +127,7 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray,
         finally:
             tot.unit = 1.0
         out.drift[end] = True
+        lib = _library(lrn, len(slots))
         par = tuple(_params(lrn, oracle, side is None))
         if event == kernel.EVENT_TASK_CHANGE:
             lrn.arena.task_of[s] = batch.tasks[end]
@@ -127,6 +136,40 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: tuple[np.ndarray,
             i = end + 1
 
 
+def _add_stretches(tot: Totals, result: kernel.Out, units: np.ndarray, lo: int, stop: int,
+                   side: shadow.Shadow | None) -> None:
+    """The records ``lo … stop − 1`` of a kernel call into the totals, stretch by stretch
+    (see :func:`_events`): the keys' losses (in the user's units) and the baselines' sums
+    (or, when ``side`` runs the baselines, the ranges for it)."""
+    n_cuts = int(result.acc[4])
+    ends = np.empty(n_cuts + 1, dtype=np.int64)
+    ends[:n_cuts] = result.cuts[:n_cuts]
+    ends[:n_cuts] += 1
+    ends[n_cuts] = stop
+    if side is None:
+        for base in result.cut_base[:n_cuts].tolist():
+            tot.add_baseline(base)
+        tot.add_baseline(float(result.acc[1]))
+    else:  # added after the batch, in this order (Shadow.join)
+        bounds = ends.tolist()
+        side.calls.extend(zip([lo, *bounds[:-1]], bounds))
+    values = np.empty(max(stop - lo, 0))
+    lengths = np.empty(n_cuts + 1, dtype=np.int64)
+    sums = np.empty(n_cuts + 1)
+    if gather_runs(result.learned, result.loss, units, lo, ends, values, lengths, sums):
+        tot.add_runs(values, lengths, sums)
+
+
+def _library(lrn: AdaptiveLearner, n: int) -> tuple[np.ndarray, ...]:
+    """The concept library's arrays for the kernel (placeholders when reuse is off)."""
+    if lrn.concepts is None:
+        return _NO_LIBRARY
+    assert lrn.family is not None
+    return tuple(lrn.concepts.arrays(len(lrn.arena.theta), lrn.family.n_params, n))
+
+
+_NO_LIBRARY = (np.full(0, -1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+               np.empty((0, 0, 0)), np.full(0, -1, dtype=np.int64), np.empty(0, dtype=np.int64))
 _NO_PROBAS = np.empty((0, 0))
 
 
@@ -135,11 +178,13 @@ def _params(lrn: AdaptiveLearner, oracle: bool, baseline: bool = True) -> kernel
     ``baseline`` false: the baseline rows are left to the shadow thread."""
     meta = lrn.meta
     assert meta is not None
+    lib = lrn.concepts
     return kernel.Params(meta.B, lrn.B_base, float(lrn.config.c), float(meta.alpha),
                          bool(lrn.regret.baseline and baseline),
                          int(lrn.regret.baseline_window), oracle,
                          isinstance(lrn.bank, PageHinkleyBank), int(lrn.drift.warmup),
-                         RECOVERY_HORIZON, PROBE if lrn.concepts is not None else 0)
+                         RECOVERY_HORIZON, PROBE if lib is not None else 0,
+                         lib is not None and not lib.misfits, REUSE_RATIO[lrn.task])
 
 
 def wave_indices(slots: np.ndarray) -> list[np.ndarray]:

@@ -88,15 +88,17 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     a, fam = lrn.arena, lrn.family
     assert fam is not None
     count, buf = int(a.hcount[s]), lrn.regret.buffer
-    order = (a.hpos[s] - count + np.arange(count)) % buf
-    # Copies (fancy indexing): the buffer refills meanwhile.
-    fit = partial(hindsight_loss, fam, lrn.regret, a.HX[s, order], a.HY[s, order],
-                  a.theta[s].copy())
-    add = partial(_add_hindsight, lrn.totals, float(a.HL[s, order].sum()), lrn.totals.unit)
+    start = (int(a.hpos[s]) - count) % buf
+    # Copies: the buffer refills meanwhile. Oldest first: a slice unless the ring wrapped.
+    order: slice | np.ndarray = slice(start, start + count) if start + count <= buf \
+        else (start + np.arange(count)) % buf
+    X, Y = a.HX[s, order].copy(), a.HY[s, order].copy()
+    adaptd = float(a.HL[s, order].sum())
+    fit = partial(hindsight_loss, fam, lrn.regret, X, Y, a.theta[s].copy())
     if lrn.side is not None and not (isinstance(fam, LinearFamily) and fam.task == "regression"):
-        lrn.side.later(fit, add)
+        lrn.side.later(fit, partial(_add_hindsight, lrn.totals, adaptd, lrn.totals.unit))
     else:
-        add(fit())
+        _add_hindsight(lrn.totals, adaptd, lrn.totals.unit, fit())
     a.hcount[s] = 0
     a.hpos[s] = 0
 
@@ -113,11 +115,17 @@ def _latest(lrn: AdaptiveLearner, s: int, m: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The ``m`` most recent window entries of slot ``s``, oldest first (or None)."""
     a, k = lrn.arena, lrn.config.window
-    order = (a.wpos[s] - 1 - np.arange(min(m, k))) % k
-    order = order[a.WM[s, order] > 0][::-1]
-    if not len(order):
+    wpos, WM = int(a.wpos[s]), a.WM[s]
+    # Python's ints: NumPy's calls cost more than the arithmetic on these few positions.
+    order = [p for p in ((wpos - 1 - q) % k for q in range(min(m, k))) if WM[p] > 0]
+    if not order:
         return None
-    return a.WX[s, order].copy(), a.WY[s, order].copy(), a.WL[s, order].copy()
+    order.reverse()
+    first = order[0]
+    # A slice where the entries are adjacent (one carried record: always), else a gather.
+    at: slice | list[int] = slice(first, first + len(order)) \
+        if order[-1] - first == len(order) - 1 else order
+    return a.WX[s, at].copy(), a.WY[s, at].copy(), a.WL[s, at].copy()
 
 
 def seed_window(lrn: AdaptiveLearner, s: int, X: np.ndarray, Y: np.ndarray, L: np.ndarray

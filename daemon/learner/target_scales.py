@@ -24,27 +24,32 @@ from adaptd.learner.jit import njit
 #: Records per block of frozen statistics once past the doubling start (the scaling module's
 #: ``TARGET_BLOCK``, which imports it from here).
 TARGET_BLOCK = 16
-#: NumPy sums up to this many values with eight accumulators and no further split; a block
-#: never holds more labels than TARGET_BLOCK.
+#: NumPy sums up to this many values with eight accumulators and no further split.
 _PAIRWISE_BLOCK = 128
-assert TARGET_BLOCK <= _PAIRWISE_BLOCK
 
 
 @njit(inline=True)
 def _numpy_sum(a, n):  # type: ignore[no-untyped-def]
     """``np.sum(a[:n])`` bit for bit, for ``n ≤ 128``: NumPy's pairwise summation
-    (``pairwise_sum`` in ``loops_utils.h``: a plain loop under 8 values, else 8 interleaved
-    accumulators combined as a tree, then the remainder), added to the reduction's identity
-    0.0 (so a sum of −0.0 is 0.0, as NumPy's)."""
+    (:func:`_block_sum`) added to the reduction's identity 0.0 (so a sum of −0.0 is 0.0, as
+    NumPy's)."""
+    return 0.0 + _block_sum(a, 0, n)
+
+
+@njit(inline=True)
+def _block_sum(a, lo, n):  # type: ignore[no-untyped-def]
+    """NumPy's ``pairwise_sum`` (``loops_utils.h``) of ``a[lo : lo + n]`` for ``n ≤ 128``: a
+    plain loop from −0.0 under 8 values, else 8 interleaved accumulators combined as a tree,
+    then the remainder."""
     if n < 8:
         res = -0.0
-        for i in range(n):
+        for i in range(lo, lo + n):
             res += a[i]
-        return 0.0 + res
-    r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
-    r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
-    i = 8
-    top = n - n % 8
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    top = lo + n - n % 8
     while i < top:
         r0 += a[i]
         r1 += a[i + 1]
@@ -56,10 +61,50 @@ def _numpy_sum(a, n):  # type: ignore[no-untyped-def]
         r7 += a[i + 7]
         i += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
+    while i < lo + n:
         res += a[i]
         i += 1
-    return 0.0 + res
+    return res
+
+
+@njit()
+def pairwise_sum(a, lo, n):  # type: ignore[no-untyped-def]
+    """NumPy's ``pairwise_sum`` of ``a[lo : lo + n]`` for any ``n``: above 128 values the
+    halves (the first rounded down to a multiple of 8) are summed apart and added, down to
+    blocks of :func:`_block_sum`. Without recursion (Numba's cache cannot load a recursive
+    function's callers): a stack of the pending halves. ``0.0 + pairwise_sum(a, 0, n)`` is
+    ``np.sum(a[:n])`` bit for bit (``tests/unit/test_target_scales.py``)."""
+    if n <= _PAIRWISE_BLOCK:
+        return _block_sum(a, lo, n)
+    depth = 2
+    size = n
+    while size > _PAIRWISE_BLOCK:
+        size = size - (size // 2 - size // 2 % 8)
+        depth += 2
+    starts = np.empty(2 * depth, dtype=np.int64)
+    counts = np.empty(2 * depth, dtype=np.int64)
+    expanded = np.zeros(2 * depth, dtype=np.bool_)
+    sums = np.empty(2 * depth)
+    top, done = 0, 0
+    starts[0], counts[0] = lo, n
+    while top >= 0:
+        s, c = starts[top], counts[top]
+        if c <= _PAIRWISE_BLOCK:
+            sums[done] = _block_sum(a, s, c)
+            done += 1
+            top -= 1
+        elif expanded[top]:  # both halves are summed: the last two sums, left then right
+            sums[done - 2] = sums[done - 2] + sums[done - 1]
+            done -= 1
+            top -= 1
+        else:
+            expanded[top] = True
+            half = c // 2
+            half -= half % 8
+            starts[top + 1], counts[top + 1], expanded[top + 1] = s + half, c - half, False
+            starts[top + 2], counts[top + 2], expanded[top + 2] = s, half, False
+            top += 2
+    return sums[0]
 
 
 @njit(inline=True)

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from adaptd.learner.jit import njit
+from adaptd.learner.target_scales import pairwise_sum
+
 #: Prequential loss is an exponential average over about this many recent losses.
 PREQUENTIAL_SPAN = 100
 
@@ -87,6 +90,29 @@ class Totals:
         n < PREQUENTIAL_SPAN, so it starts as the plain mean), in the user's units."""
         if self.unit != 1.0:
             losses = losses * self.unit
+        self._add(losses)
+
+    def add_runs(self, losses: np.ndarray, lengths: np.ndarray, sums: np.ndarray) -> None:
+        """:meth:`add_losses` of consecutive runs of ``losses``, one after the other, with the
+        same bits: run ``r`` is the next ``lengths[r]`` values, summing to ``sums[r]`` (as
+        ``np.sum`` sums them: :func:`gather_runs`). The kernel's records arrive in such runs
+        (:mod:`adaptd.learner.paths`), about nine per drift alarm."""
+        keep = 1.0 - 1.0 / PREQUENTIAL_SPAN
+        lo = 0
+        for m, total in zip(lengths.tolist(), sums.tolist()):
+            if not m:
+                continue
+            run = losses[lo : lo + m]
+            lo += m
+            if self.n < PREQUENTIAL_SPAN or self.unit != 1.0:
+                self.add_losses(run)
+                continue
+            # add_losses's second part (the same expressions)
+            self.recent = keep**m * self.recent + float(_last_weights(m) @ run)
+            self.loss += total
+            self.n += m
+
+    def _add(self, losses: np.ndarray) -> None:
         i = 0
         while self.n < PREQUENTIAL_SPAN and i < len(losses):
             v = float(losses[i])
@@ -112,3 +138,23 @@ class Totals:
         for name in cls._NAMES:
             setattr(t, name, type(getattr(t, name))(state.get(name, getattr(t, name))))
         return t
+
+
+@njit(nogil=True)
+def gather_runs(learned, loss, units, lo, ends, values, lengths, sums):  # type: ignore[no-untyped-def]
+    """The losses of the learned records among ``lo … ends[-1] − 1`` (``loss[i] · units[i]``)
+    into ``values``, run by run (run ``r`` ends before record ``ends[r]``): each run's count
+    in ``lengths``, its ``np.sum`` in ``sums``. Returns how many values there are."""
+    k = 0
+    start = lo
+    for r in range(ends.shape[0]):
+        hi = min(ends[r], learned.shape[0])
+        first = k
+        for i in range(start, hi):
+            if learned[i]:
+                values[k] = loss[i] * units[i]
+                k += 1
+        lengths[r] = k - first
+        sums[r] = 0.0 + pairwise_sum(values, first, k - first)
+        start = max(start, hi)
+    return k

@@ -181,7 +181,39 @@ def test_the_compiled_choice_is_the_numpy_losses_choice(model: str, task: str,
             losses = _module_losses(lrn, states, X[recent], Y[recent])
             best = int(np.argmin(losses))
             want = best if losses[best] < 0.03 * float(WL[recent].mean()) else -1
-        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs)
+        got = choose(states, X, Y, WM, WL, wpos, m, 0.03, tuple(lrn.net), sc.acts, sc.zs,
+                     np.empty(k))
         assert got == want
         moved += want >= 0
     assert moved > 20  # both outcomes were tried
+
+
+@pytest.mark.parametrize("batch", [7, 300])
+def test_the_kernel_s_own_probes_are_the_python_probes_bit_for_bit(
+        batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel probes in place (adaptd.learner.reuse) where it returned to Python for each
+    probe before: predictions, losses, totals and the saved libraries are the same bits
+    (three interleaved keys, the baselines serial at batch 7 and on the thread at 300)."""
+    from adaptd.learner import paths
+
+    rng = np.random.default_rng(5)
+    base = _recurring(3, 2400, period=150)
+    records = [Record(x=r.x, y=r.y, key=f"k{int(rng.integers(3))}") for r in base]
+
+    def run() -> tuple[list[bytes], str, dict[str, object]]:
+        lrn = AdaptiveLearner("linear", "regression", meta=MetaConfig(library=4))
+        outs = [lrn.process_many(records[lo : lo + batch])
+                for lo in range(0, len(records), batch)]
+        arrays = [np.concatenate([getattr(o, f) for o in outs]).tobytes()
+                  for f in ("y_pred", "loss", "drift", "segment", "recovered_after")]
+        keys = lrn.state_dict()["keys"]
+        libraries = {k: (v["library"]["states"].tobytes(), v["library"]["since"])
+                     for k, v in keys.items()}
+        return arrays, repr(lrn.summary()), libraries
+
+    in_kernel = run()
+    params = paths._params
+    monkeypatch.setattr(paths, "_params", lambda *a: params(*a)._replace(probe_here=False))
+    in_python = run()
+    assert "concept_reuses=0" not in in_kernel[1]
+    assert in_kernel == in_python

@@ -66,3 +66,20 @@ def test_hindsight_regret_sums_closed_segments_only():
     assert s.hindsight_loss is not None and s.hindsight_loss < 1e-6  # y = x is fit exactly
     closed = [i for i, r in enumerate(recs[:200]) if i % 100 >= 70]  # last 30 of each segment
     assert np.isclose(s.hindsight_regret, sum(out[i].loss for i in closed) - s.hindsight_loss)
+
+
+def test_the_fit_s_helpers_are_numpy_s_expressions() -> None:
+    """_lower is ``np.nanmin`` of the two losses when either is finite (else NaN), and
+    _with_intercept is ``np.hstack`` with a column of ones, bit for bit."""
+    from adaptd.regret import _lower, _with_intercept
+
+    values = [0.0, 1.5, 2.5, np.inf, np.nan]
+    for a in values:
+        for b in values:
+            pair = np.array([a, b])
+            want = float(np.nanmin(pair)) if np.isfinite(pair).any() else float("nan")
+            assert np.float64(_lower(a, b)).tobytes() == np.float64(want).tobytes()
+    F = np.random.default_rng(0).normal(size=(7, 3))
+    want_b = np.hstack([F, np.ones((7, 1))])
+    got_b = _with_intercept(F)
+    assert got_b.tobytes() == want_b.tobytes() and got_b.flags.c_contiguous

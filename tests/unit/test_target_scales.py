@@ -88,3 +88,25 @@ def test_blocks_are_left_out_when_not_asked_for() -> None:
     # Blocks 1, 2, 4, 8, 16 then 32: the last block (32 … 39) is predicted with 0 … 31's mean.
     assert shift[-1] == 15.5 and scale[0] == 1.0 and scale[1] == 0.0
     assert sc.block_labels == [32.0, 33.0, 34.0, 35.0, 36.0, 37.0, 38.0, 39.0]
+
+
+def test_the_compiled_pairwise_sum_is_numpy_s_sum_bit_for_bit() -> None:
+    """Any length (past the 128-value block the halves are summed apart), at any offset, with
+    signed zeros, infinities and NaN."""
+    from adaptd.learner.target_scales import pairwise_sum
+
+    rng = np.random.default_rng(8)
+    for trial in range(600):
+        n = int(rng.choice([rng.integers(0, 20), rng.integers(100, 300),
+                            rng.integers(0, 5000)]))
+        a = rng.normal(size=n) * 10.0 ** rng.integers(-6, 6, size=n)
+        if trial % 4 == 1:
+            a[rng.random(n) < 0.5] = -0.0
+        elif trial % 4 == 2:
+            a[:] = -0.0
+        elif trial % 4 == 3 and n:
+            a[rng.integers(n)] = rng.choice([np.inf, -np.inf, np.nan])
+        lo = int(rng.integers(0, 4))
+        padded = np.concatenate([rng.normal(size=lo), a])
+        got = np.float64(0.0 + pairwise_sum(padded, lo, n))
+        assert got.tobytes() == np.float64(a.sum()).tobytes(), (n, trial)

@@ -34,3 +34,35 @@ def test_add_losses_matches_the_formula_in_any_split() -> None:
         w = a * (1.0 - a) ** np.arange(len(part) - 1, -1, -1)
         recent = (1.0 - a) ** len(part) * recent + float(w @ part)
     assert t.recent == recent and t.n == 3000
+
+
+def test_runs_gathered_compiled_add_as_add_losses_of_each_run() -> None:
+    """gather_runs + Totals.add_runs over a kernel call's records give the bits of
+    add_losses on each run's learned losses (what the kernel path did per return)."""
+    from adaptd.learner.totals import gather_runs
+
+    rng = np.random.default_rng(4)
+    for trial in range(50):
+        n = int(rng.integers(1, 3000))
+        loss = rng.exponential(size=n) * 10.0 ** rng.integers(-3, 3)
+        units = rng.exponential(size=n)
+        learned = rng.random(n) < 0.9
+        lo = int(rng.integers(0, n))
+        cuts = np.sort(rng.choice(np.arange(lo, n), size=min(int(rng.integers(0, 12)),
+                                                               n - lo), replace=False))
+        ends = np.append(cuts + 1, n + int(rng.integers(0, 2))).astype(np.int64)
+        want, got = Totals(), Totals()
+        history = rng.exponential(size=int(rng.integers(0, 150)))
+        for t in (want, got):  # a history before: part of it still in the first 100 losses
+            t.add_losses(history)
+        start = lo
+        for hi in ends.tolist():
+            done = np.flatnonzero(learned[start:hi]) + start
+            if len(done):
+                want.add_losses(loss[done] * units[done])
+            start = max(start, min(hi, n))
+        values = np.empty(max(int(ends[-1]) - lo, 0))
+        lengths, sums = np.empty(len(ends), dtype=np.int64), np.empty(len(ends))
+        if gather_runs(learned, loss, units, lo, ends, values, lengths, sums):
+            got.add_runs(values, lengths, sums)
+        assert got.to_dict() == want.to_dict(), trial
