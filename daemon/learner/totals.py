@@ -97,7 +97,6 @@ class Totals:
         same bits: run ``r`` is the next ``lengths[r]`` values, summing to ``sums[r]`` (as
         ``np.sum`` sums them: :func:`gather_runs`). The kernel's records arrive in such runs
         (:mod:`adaptd.learner.paths`), about nine per drift alarm."""
-        keep = 1.0 - 1.0 / PREQUENTIAL_SPAN
         lo = 0
         for m, total in zip(lengths.tolist(), sums.tolist()):
             if not m:
@@ -106,11 +105,8 @@ class Totals:
             lo += m
             if self.n < PREQUENTIAL_SPAN or self.unit != 1.0:
                 self.add_losses(run)
-                continue
-            # add_losses's second part (the same expressions)
-            self.recent = keep**m * self.recent + float(_last_weights(m) @ run)
-            self.loss += total
-            self.n += m
+            else:
+                self._steady(run, total)
 
     def _add(self, losses: np.ndarray) -> None:
         i = 0
@@ -121,12 +117,15 @@ class Totals:
             self.recent += (v - self.recent) / self.n
             i += 1
         losses = losses[i:]
+        if len(losses):
+            self._steady(losses, float(losses.sum()))
+
+    def _steady(self, losses: np.ndarray, total: float) -> None:
+        """Past the warm-up: ``losses`` (summing to ``total``) into the average in one step."""
         m = len(losses)
-        if not m:
-            return
         a = 1.0 / PREQUENTIAL_SPAN
         self.recent = (1.0 - a) ** m * self.recent + float(_last_weights(m) @ losses)
-        self.loss += float(losses.sum())
+        self.loss += total
         self.n += m
 
     def to_dict(self) -> dict[str, Any]:
