@@ -211,10 +211,12 @@ class LibrdkafkaSource(KafkaSourceBase):
             n = min(partitions.index(q) for q in set(partitions) if q != partition)
             messages, self._held = messages[:n], messages[n:] + self._held
             one = True
-        # Consecutive positions (compaction and transaction markers leave gaps: then a list),
-        # no error event among them, no tombstone (the list path reads it as no bytes).
-        if one and messages[-1].offset() - first.offset() == n - 1 \
-                and not any(map(_error, messages)):
+        # No error event among them (checked first: an event has no offset, and a poll while
+        # the brokers are down can return only events), consecutive positions (compaction and
+        # transaction markers leave gaps: then a list), no tombstone (the list path reads it
+        # as no bytes).
+        if one and not any(map(_error, messages)) \
+                and messages[-1].offset() - first.offset() == n - 1:
             values = list(map(_value, messages))
             if values.count(None) == 0:
                 self._returned += n
