@@ -218,6 +218,10 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
         if getattr(args, "batch_size", None) is not None:
             command += ["--batch-size", str(args.batch_size)]
+        trace = getattr(args, "trace", None)
+        if trace is not None:  # the same CLI run, with stage timestamps (latency_trace)
+            trace_file = str(Path(trace) / f"{client}-{run_id}.jsonl")
+            command[1:3] = ["-m", "benchmarks.latency_trace", trace_file]
     daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
@@ -251,6 +255,12 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     if daemon.returncode != 0:
         raise RuntimeError(f"adaptd run ({client}) failed ({daemon.returncode}):\n{stderr}")
     latencies = sorted(received[k] - sent[k] for k in received.keys() & sent.keys())
+    if port is not None and getattr(args, "trace", None) is not None:
+        from benchmarks.latency_trace import breakdown, load
+
+        timed = {k: received[k] for k in received.keys() & sent.keys()}
+        print(f"{client} at {rate:,.0f} records/s:\n{breakdown(load(trace_file), sent, timed)}\n",
+              flush=True)
     own = (_bucket_quantile(own_before, own_after, 0.5),
            _bucket_quantile(own_before, own_after, 0.99))
     if not latencies:
@@ -303,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-wait-ms", type=int, default=None,
                         help="the daemon's and the pass-through's fetch wait (default: "
                              f"{Setup.fetch_wait_ms}, with both clients)")
+    parser.add_argument("--trace", default=None, metavar="DIR",
+                        help="run the daemon with stage timestamps (benchmarks/latency_trace.py), "
+                             "write them to DIR and print where each record's time went")
     args = parser.parse_args(argv)
     rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
     with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:

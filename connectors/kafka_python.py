@@ -62,6 +62,22 @@ def quiet_client_logs() -> None:
             logger.addFilter(_QUIET)
 
 
+def forbid_topic_creation(consumer: Any) -> None:
+    """Make ``consumer``'s metadata requests ask the broker not to create the topics they name.
+
+    kafka-python 3.0 takes ``allow_auto_create_topics=False`` but does not pass it on to the
+    cluster metadata its connection manager builds (``kafka/net/manager.py``), so every
+    metadata request still says ``allow_auto_topic_creation=True``: a daemon started before its
+    input topic exists created it, with the broker's default partition count (4 on Tansu),
+    and the user's producer then wrote into those partitions instead of the ones it asked for.
+    Called right after the consumer is built, before it subscribes (its bootstrap asked for no
+    topic)."""
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict) and "allow_auto_create_topics" in config:
+        config["allow_auto_create_topics"] = False
+
+
 def ensure_topic(options: KafkaClientOptions, partitions: int) -> bool:
     """Create ``options.topic`` with ``partitions`` partitions unless it exists. Blocks.
 
@@ -141,6 +157,7 @@ class KafkaPythonSource(KafkaSourceBase):
             consumer: Any = KafkaConsumer(**config)
         except KafkaError as exc:
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
+        forbid_topic_creation(consumer)
         quiet_client_logs()
         self._segments = kafka_python_records.install(consumer)
         self._carry = []

@@ -1,0 +1,139 @@
+"""Where a record's latency goes inside the daemon: ``adaptd run`` with a timestamp taken at each
+stage of every polled batch, written to a file when the run ends. Used by ``kafka_latency
+--trace``; not part of the daemon.
+
+``python -m benchmarks.latency_trace OUT.jsonl run --source … --sink …`` runs the public CLI in
+this process with the stages below wrapped (wall-clock seconds, ``time.time()``, the clock the
+latency benchmark's producer stamps records with and its checker reads them back by):
+
+* ``polled``: the source's ``poll_many`` returned the batch (on the read-ahead thread);
+* ``decoded``: its columns were decoded ahead (:func:`adaptd.batch_path.decode_ahead`);
+* ``taken``: the runner's thread took it (:meth:`adaptd.runner.Runner.process` began);
+* ``learned``: predicted and learned (:meth:`adaptd.runner.Runner.learn` returned);
+* ``appended``: its predictions were encoded and appended to the producer (the write-behind
+  thread's write returned).
+
+Each line: ``[stage, partition, first position, records, seconds]``. A batch is named by its
+first record; every record of a batch shares its stage times. :func:`breakdown` joins them with
+the benchmark's per-record produce and read-back times.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+STAGES = ("sent", "polled", "decoded", "taken", "learned", "appended", "received")
+
+_events: list[tuple[str, int, int, int, float]] = []
+_lock = threading.Lock()
+
+
+def _note(stage: str, polled: Any) -> None:
+    if not polled:
+        return
+    now = time.time()
+    first = polled[0]  # a run's first record or a list's: (partition, position)
+    with _lock:
+        _events.append((stage, first.partition, first.position, len(polled), now))
+
+
+def _after(owner: Any, name: str, stage: str, batch_of: Callable[..., Any]) -> None:
+    """Wrap ``owner.name`` to note ``stage`` when it returns, for the batch ``batch_of``
+    finds among its arguments and result."""
+    inner = getattr(owner, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = inner(*args, **kwargs)
+        _note(stage, batch_of(args, result))
+        return result
+
+    setattr(owner, name, wrapped)
+
+
+def _before(owner: Any, name: str, stage: str, arg: int) -> None:
+    inner = getattr(owner, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        _note(stage, args[arg])
+        return inner(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+
+
+def install(out: str) -> None:
+    """Wrap the stages (before the daemon builds its runner) and write them at exit."""
+    from adaptd import batch_path, runner, write_behind
+    from adaptd.connectors import kafka_python
+
+    _after(kafka_python.KafkaPythonSource, "poll_many", "polled", lambda a, r: r)
+    try:
+        from adaptd.connectors import kafka_librdkafka
+        _after(kafka_librdkafka.LibrdkafkaSource, "poll_many", "polled", lambda a, r: r)
+    except ImportError:  # the librdkafka extra is not installed
+        pass
+    _after(batch_path, "decode_ahead", "decoded", lambda a, r: r)
+    _before(runner.Runner, "process", "taken", 1)
+    _after(runner.Runner, "learn", "learned", lambda a, r: r[1])
+    _after(write_behind.WriteBehind, "_encode_and_write", "appended", lambda a, r: a[1])
+
+    def dump() -> None:
+        with open(out, "wb") as f:
+            f.writelines(orjson.dumps(e) + b"\n" for e in _events)
+
+    atexit.register(dump)
+
+
+def load(path: str) -> list[tuple[str, int, int, int, float]]:
+    with open(path, "rb") as f:
+        return [tuple(orjson.loads(line)) for line in f]  # type: ignore[misc]
+
+
+def breakdown(events: Iterable[tuple[str, int, int, int, float]],
+              sent_ms: Mapping[tuple[int, int], int],
+              received_ms: Mapping[tuple[int, int], int]) -> str:
+    """A markdown table: each stage's time since the stage before, p50 / p99 over the timed
+    records, and its mean over the slowest 1 % (the tail the p99 is made of), in ms."""
+    import numpy as np
+
+    at: dict[str, dict[tuple[int, int], float]] = {s: {} for s in STAGES}
+    for stage, partition, first, n, t in events:
+        times = at[stage]
+        for position in range(first, first + n):
+            times.setdefault((partition, position), t * 1000)
+    at["sent"] = {k: float(v) for k, v in sent_ms.items()}
+    at["received"] = {k: float(v) for k, v in received_ms.items()}
+    stages = [s for s in STAGES if at[s]]
+    keys = sorted(set.intersection(*(set(at[s]) for s in stages)))
+    if not keys:
+        return "(no record went through every traced stage)"
+    table = np.array([[at[s][k] for s in stages] for k in keys])
+    total = table[:, -1] - table[:, 0]
+    tail = total >= np.quantile(total, 0.99)
+    lines = [f"{len(keys)} records; stage (time since the stage before, ms) | p50 | p99 | "
+             "mean of the slowest 1 %", "|---|---:|---:|---:|"]
+    for j in range(1, len(stages)):
+        d = table[:, j] - table[:, j - 1]
+        lines.append(f"| {stages[j - 1]} → {stages[j]} | {np.quantile(d, 0.5):.1f} | "
+                     f"{np.quantile(d, 0.99):.1f} | {d[tail].mean():.1f} |")
+    lines.append(f"| total | {np.quantile(total, 0.5):.1f} | {np.quantile(total, 0.99):.1f} | "
+                 f"{total[tail].mean():.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    out, argv = sys.argv[1], sys.argv[2:]
+    install(out)
+    from adaptd.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
