@@ -21,8 +21,9 @@ timed records alone, and its quantiles are bucket bounds (the next bucket edge u
 
 Why the fetch wait matters here: Tansu (the embedded broker) does not answer a waiting fetch as
 soon as data arrives, as Apache Kafka does, so a consumer's ``fetch.wait.max.ms`` is part of
-every record's latency on it: the script asks both clients for librdkafka's default, 10 ms
-(``--fetch-wait-ms`` sets another, for the daemon and the pass-through alike).
+every record's latency on it. By default the daemon runs with its own settings (what a user
+gets: a 10-ms wait with both clients while records come) and the pass-through waits 10 ms;
+``--fetch-wait-ms`` sets one wait for the daemon and the pass-through alike.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ from typing import Any
 
 import orjson
 
-from adaptd.connectors.kafka_options import FETCH_MAX_WAIT_MS, KafkaSinkOptions
+from adaptd.connectors.kafka_options import KafkaSinkOptions
 
 #: The daemon's decode → emitted histogram (``/metrics``).
 OWN_LATENCY = "adaptd_record_latency_seconds_bucket"
 
 #: Records sent (and read back) before the timed ones.
 WARM_UP = 2_000
+#: The pass-through's fetch wait when the daemon runs with its default (adaptd's default).
+PASS_THROUGH_FETCH_WAIT_MS = 10
 #: The peer row: a plain librdkafka consumer that produces a small JSON message per record
 #: it reads (no decode into a model, no learning): the floor of this broker and machine.
 PASS_THROUGH = "librdkafka pass-through"
@@ -57,11 +60,10 @@ PASS_THROUGH = "librdkafka pass-through"
 class Setup:
     """The clients' settings of one latency run; all of them are part of what is measured."""
 
-    #: The daemon's source ``fetch_max_wait_ms``, and the pass-through consumer's: the same
-    #: for both clients (librdkafka's default; kafka-python's is 100 ms, see
-    #: :data:`~adaptd.connectors.kafka_options.FETCH_MAX_WAIT_MS`), because Tansu holds a
-    #: waiting fetch and the wait would otherwise be most of the difference between them.
-    fetch_wait_ms: int = FETCH_MAX_WAIT_MS["librdkafka"]
+    #: The daemon's source ``fetch_max_wait_ms`` (None: the daemon's default, not on the URI:
+    #: what a user gets), and the pass-through consumer's (None: 10 ms, adaptd's default).
+    #: Tansu holds a waiting fetch, so the wait is part of every record's latency on it.
+    fetch_wait_ms: int | None = None
     #: The daemon's sink ``linger_ms``, and the pass-through producer's.
     sink_linger_ms: int = KafkaSinkOptions.linger_ms
     #: The input producer's (the user's upstream producer) ``linger.ms``: librdkafka's
@@ -71,10 +73,17 @@ class Setup:
     #: The checker's ``fetch.wait.max.ms``.
     check_fetch_wait_ms: int = 5
 
+    @property
+    def pass_through_fetch_wait_ms(self) -> int:
+        return PASS_THROUGH_FETCH_WAIT_MS if self.fetch_wait_ms is None else self.fetch_wait_ms
+
     def describe(self) -> str:
-        return (f"input producer linger {self.input_linger_ms} ms; daemon and pass-through: fetch "
-                f"wait {self.fetch_wait_ms} ms, producer linger {self.sink_linger_ms} ms (acks=all, "
-                f"idempotent); checker fetch wait {self.check_fetch_wait_ms} ms")
+        daemon = ("the daemon's default" if self.fetch_wait_ms is None
+                  else f"{self.fetch_wait_ms} ms")
+        return (f"input producer linger {self.input_linger_ms} ms; daemon fetch wait {daemon}, "
+                f"pass-through's {self.pass_through_fetch_wait_ms} ms; both: producer linger "
+                f"{self.sink_linger_ms} ms (acks=all, idempotent); checker fetch wait "
+                f"{self.check_fetch_wait_ms} ms")
 
 
 def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: Setup) -> None:
@@ -86,7 +95,8 @@ def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: S
     # Fetches and waits as adaptd's librdkafka source does (what is fetched at once, else the
     # first record to come), so the row is the floor of that client.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": setup.fetch_wait_ms})
+                         "enable.auto.commit": False,
+                         "fetch.wait.max.ms": setup.pass_through_fetch_wait_ms})
     partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
     consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": setup.sink_linger_ms,
@@ -211,8 +221,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
         command = [
             sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", str(port),
             "--log-level", "WARNING", "--state-dir", str(tmp / f"lat-{run_id}"),
-            "--source", (f"kafka://{bootstrap}/{topic_in}?client={client}"
-                        f"&fetch_max_wait_ms={setup.fetch_wait_ms}"),
+            "--source", f"kafka://{bootstrap}/{topic_in}?client={client}" + (
+                "" if setup.fetch_wait_ms is None else f"&fetch_max_wait_ms={setup.fetch_wait_ms}"),
             "--sink", (f"kafka://{bootstrap}/{topic_out}?client={client}"
                       f"&linger_ms={setup.sink_linger_ms}"),
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
@@ -259,6 +269,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
         from benchmarks.latency_trace import breakdown, load
 
         timed = {k: received[k] for k in received.keys() & sent.keys()}
+        Path(trace_file).with_suffix(".times.json").write_bytes(orjson.dumps(
+            [[p, o, sent[p, o], t] for (p, o), t in timed.items()]))
         print(f"{client} at {rate:,.0f} records/s:\n{breakdown(load(trace_file), sent, timed)}\n",
               flush=True)
     own = (_bucket_quantile(own_before, own_after, 0.5),
@@ -311,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="adaptd run --batch-size (default: the daemon's own)")
     parser.add_argument("--fetch-wait-ms", type=int, default=None,
-                        help="the daemon's and the pass-through's fetch wait (default: "
-                             f"{Setup.fetch_wait_ms}, with both clients)")
+                        help="the daemon's and the pass-through's fetch wait (default: the "
+                             "daemon's own, and 10 ms for the pass-through)")
     parser.add_argument("--trace", default=None, metavar="DIR",
                         help="run the daemon with stage timestamps (benchmarks/latency_trace.py), "
                              "write them to DIR and print where each record's time went")

@@ -13,7 +13,8 @@ latency benchmark's producer stamps records with and its checker reads them back
 * ``appended``: its predictions were encoded and appended to the producer (the write-behind
   thread's write returned).
 
-Each line: ``[stage, partition, first position, records, seconds]``. A batch is named by its
+Each line: ``[stage, partition, first position, records, seconds]``; a checkpoint's
+beginning and end are ``["checkpoint", -1, 0, 0, s]`` and ``["checkpoint end", -1, 0, 0, s]``. A batch is named by its
 first record; every record of a batch shares its stage times. :func:`breakdown` joins them with
 the benchmark's per-record produce and read-back times.
 """
@@ -67,6 +68,22 @@ def _before(owner: Any, name: str, stage: str, arg: int) -> None:
     setattr(owner, name, wrapped)
 
 
+def _span(owner: Any, name: str) -> None:
+    """Wrap ``owner.name`` to note when each call began and ended (partition -1: no batch)."""
+    inner = getattr(owner, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        began = time.time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            with _lock:
+                _events.append((name, -1, 0, 0, began))
+                _events.append((f"{name} end", -1, 0, 0, time.time()))
+
+    setattr(owner, name, wrapped)
+
+
 def install(out: str) -> None:
     """Wrap the stages (before the daemon builds its runner) and write them at exit."""
     from adaptd import batch_path, runner, write_behind
@@ -82,6 +99,7 @@ def install(out: str) -> None:
     _before(runner.Runner, "process", "taken", 1)
     _after(runner.Runner, "learn", "learned", lambda a, r: r[1])
     _after(write_behind.WriteBehind, "_encode_and_write", "appended", lambda a, r: a[1])
+    _span(runner.Runner, "checkpoint")
 
     def dump() -> None:
         with open(out, "wb") as f:
@@ -104,6 +122,8 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
 
     at: dict[str, dict[tuple[int, int], float]] = {s: {} for s in STAGES}
     for stage, partition, first, n, t in events:
+        if partition < 0:  # a span (a checkpoint), not a batch
+            continue
         times = at[stage]
         for position in range(first, first + n):
             times.setdefault((partition, position), t * 1000)

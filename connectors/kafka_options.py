@@ -20,12 +20,22 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
 
 
-#: Each client's default ``fetch_max_wait_ms``: what an idle consumer's empty fetches cost it,
-#: measured as an idle ``adaptd run`` on a 4-partition topic (CPU over 10 s). librdkafka
-#: fetches in C threads and wakes the daemon only for records: 0.9% of a core at 10 ms
-#: (0.2% at 100), so it takes the short wait. kafka-python returns each empty fetch to the
-#: daemon's loop: 13% of a core at 10 ms, 6.6% at 25, 1.4% at 100, so it keeps 100 ms.
-FETCH_MAX_WAIT_MS: dict[str, int] = {"librdkafka": 10, "kafka-python": 100}
+#: The default ``fetch_max_wait_ms``: how long the broker may hold a fetch that finds no new
+#: records while records come. Tansu (the tests' broker) holds such a fetch for all of it, so
+#: it is part of every record's latency there (see :class:`KafkaSourceOptions`).
+FETCH_MAX_WAIT_MS = 10
+
+#: kafka-python's default ``idle_fetch_max_wait_ms``: the wait once no record came for
+#: :data:`IDLE_AFTER_S`. librdkafka fetches in C threads and wakes the daemon only for records:
+#: an idle ``adaptd run`` on a 4-partition topic used 0.9% of a core at a 10-ms wait (0.2% at
+#: 100). kafka-python returns each empty fetch to the daemon's loop: 13% of a core at 10 ms,
+#: 6.6% at 25, 1.4% at 100 (CPU over 10 s); so it fetches with the short wait only while
+#: records come.
+IDLE_FETCH_MAX_WAIT_MS = 100
+
+#: Seconds without a record after which kafka-python's source fetches with
+#: ``idle_fetch_max_wait_ms``; the first records to come back wait out at most one such fetch.
+IDLE_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -150,13 +160,17 @@ class KafkaSourceOptions(KafkaClientOptions):
     group: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = 500
-    #: Longest time the broker may hold a fetch that finds no new records; None: the client's
-    #: own default here (:data:`FETCH_MAX_WAIT_MS`). Apache Kafka answers a waiting fetch as
-    #: soon as records arrive, so there this only paces an idle consumer. Other brokers answer
-    #: it late: on Tansu, which the tests run, a record produced into an idle topic was read a
-    #: median 98 ms later (at most 201) with a 500 ms wait, 13 (47) with 100 ms, 3 (7) with
-    #: 10 ms; there the wait is part of every record's latency.
-    fetch_max_wait_ms: int | None = None
+    #: Longest time the broker may hold a fetch that finds no new records, while records come.
+    #: Apache Kafka answers a waiting fetch as soon as records arrive, so there this only paces
+    #: an idle consumer. Other brokers answer it late: on Tansu, which the tests run, a record
+    #: produced into an idle topic was read a median 98 ms later (at most 201) with a 500 ms
+    #: wait, 13 (47) with 100 ms, 3 (7) with 10 ms; there the wait is part of every record's
+    #: latency.
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    #: kafka-python only: the wait once no record came for :data:`IDLE_AFTER_S` (None: the
+    #: larger of :data:`IDLE_FETCH_MAX_WAIT_MS` and ``fetch_max_wait_ms``), so that an idle
+    #: daemon does not wake for an empty fetch every 10 ms.
+    idle_fetch_max_wait_ms: int | None = None
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int | None = None
     max_poll_interval_ms: int = 300_000
@@ -173,10 +187,20 @@ class KafkaSourceOptions(KafkaClientOptions):
         for name in ("max_poll_records", "session_timeout_ms", "max_poll_interval_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.fetch_max_wait_ms is None:
-            object.__setattr__(self, "fetch_max_wait_ms", FETCH_MAX_WAIT_MS[self.client])
-        elif self.fetch_max_wait_ms < 0:
+        if self.fetch_max_wait_ms < 0:
             raise ValueError(f"fetch_max_wait_ms must be >= 0, got {self.fetch_max_wait_ms}")
+        idle = self.idle_fetch_max_wait_ms
+        if idle is not None and self.client != "kafka-python":
+            raise ValueError("idle_fetch_max_wait_ms applies to client=kafka-python only "
+                             "(librdkafka's empty fetches do not wake the daemon)")
+        if idle is None:
+            idle = max(self.fetch_max_wait_ms, IDLE_FETCH_MAX_WAIT_MS)
+            if self.client != "kafka-python":
+                idle = self.fetch_max_wait_ms
+            object.__setattr__(self, "idle_fetch_max_wait_ms", idle)
+        elif idle < self.fetch_max_wait_ms:
+            raise ValueError(f"idle_fetch_max_wait_ms must be >= fetch_max_wait_ms="
+                             f"{self.fetch_max_wait_ms}, got {idle}")
         heartbeat = self.heartbeat_ms
         if not 0 < heartbeat < self.session_timeout_ms:
             raise ValueError(

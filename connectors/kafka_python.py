@@ -18,7 +18,7 @@ from kafka import ConsumerRebalanceListener
 from adaptd.connectors import kafka_python_records
 from adaptd.connectors.base import PartitionListener, RecordRun, SourceRecord
 from adaptd.connectors.kafka_common import KafkaSourceBase, as_run
-from adaptd.connectors.kafka_options import KafkaClientOptions
+from adaptd.connectors.kafka_options import IDLE_AFTER_S, KafkaClientOptions
 from adaptd.connectors.kafka_python_chunks import Segment, leading_run, warm_in_background
 from adaptd.errors import UnavailableError
 
@@ -123,6 +123,9 @@ class KafkaPythonSource(KafkaSourceBase):
         #: Chunk parts polled but not handed out yet: a poll returns one partition's run, so
         #: what a fetch held of the next partition waits for the next poll.
         self._carry: list[Segment] = []
+        #: The consumer's fetcher settings (the fetch wait is changed there: see _pace_fetches).
+        self._fetch_config: dict[str, Any] | None = None
+        self._records_at = 0.0  # monotonic time of the last poll that returned records
 
     def open(
         self, start_positions: Mapping[int, int], listener: PartitionListener | None = None
@@ -160,6 +163,9 @@ class KafkaPythonSource(KafkaSourceBase):
         forbid_topic_creation(consumer)
         quiet_client_logs()
         self._segments = kafka_python_records.install(consumer)
+        config = getattr(getattr(consumer, "_fetcher", None), "config", None)
+        self._fetch_config = config if isinstance(config, dict) else None
+        self._records_at = time.monotonic()
         self._carry = []
         try:
             if o.group is not None:
@@ -214,6 +220,7 @@ class KafkaPythonSource(KafkaSourceBase):
             )
         except KafkaError as exc:
             raise UnavailableError(f"{self.options.where}: {exc}") from exc
+        self._pace_fetches(bool(batches))
         if not batches and not self._broker_connected():
             raise UnavailableError(f"{self.options.where}: no connection to any broker")
         if not batches:
@@ -235,6 +242,22 @@ class KafkaPythonSource(KafkaSourceBase):
             polled = as_run(polled)
         self._returned += len(polled)
         return polled
+
+    def _pace_fetches(self, got_records: bool) -> None:
+        """Fetch with ``fetch_max_wait_ms`` while records come, with ``idle_fetch_max_wait_ms``
+        once none came for :data:`IDLE_AFTER_S`. The short wait is what a record waits on a
+        broker that holds a fetch for all of it (Tansu) and costs nothing while records come
+        (a fetch that finds records is answered at once); the long one keeps an idle daemon
+        from waking for an empty fetch every few milliseconds. kafka-python reads the wait
+        from its fetcher's settings for each fetch request it builds."""
+        config, o = self._fetch_config, self.options
+        if config is None or o.idle_fetch_max_wait_ms == o.fetch_max_wait_ms:
+            return
+        now = time.monotonic()
+        if got_records:
+            self._records_at = now
+        idle = now - self._records_at > IDLE_AFTER_S
+        config["fetch_max_wait_ms"] = o.idle_fetch_max_wait_ms if idle else o.fetch_max_wait_ms
 
     def _broker_connected(self) -> bool:
         # kafka-python reports no error while it cannot reach a broker: it retries inside

@@ -39,11 +39,21 @@ def test_security_settings_pass_through_to_the_client(monkeypatch: pytest.Monkey
     assert config["ssl_cafile"] == "/etc/ca.pem"
 
 
-def test_the_fetch_wait_defaults_per_client_and_a_given_one_wins() -> None:
-    assert source_options("kafka://h:9092/t").fetch_max_wait_ms == 100
-    assert source_options("kafka://h:9092/t?client=librdkafka").fetch_max_wait_ms == 10
+def test_the_fetch_wait_is_short_while_records_come_and_kafka_pythons_long_when_idle() -> None:
+    kpy = source_options("kafka://h:9092/t")
+    assert (kpy.fetch_max_wait_ms, kpy.idle_fetch_max_wait_ms) == (10, 100)
+    rdk = source_options("kafka://h:9092/t?client=librdkafka")
+    assert (rdk.fetch_max_wait_ms, rdk.idle_fetch_max_wait_ms) == (10, 10)
     assert source_options(
         "kafka://h:9092/t?client=librdkafka&fetch_max_wait_ms=250").fetch_max_wait_ms == 250
+    # A wait given above the idle default is the idle one too.
+    assert source_options("kafka://h:9092/t?fetch_max_wait_ms=250").idle_fetch_max_wait_ms == 250
+    assert source_options(
+        "kafka://h:9092/t?idle_fetch_max_wait_ms=500").idle_fetch_max_wait_ms == 500
     assert source_options("kafka://h:9092/t?fetch_max_wait_ms=0").fetch_max_wait_ms == 0
     with pytest.raises(ConfigError, match="fetch_max_wait_ms must be >= 0"):
         source_options("kafka://h:9092/t?fetch_max_wait_ms=-1")
+    with pytest.raises(ConfigError, match="idle_fetch_max_wait_ms must be >= fetch_max_wait_ms"):
+        source_options("kafka://h:9092/t?fetch_max_wait_ms=50&idle_fetch_max_wait_ms=20")
+    with pytest.raises(ConfigError, match="idle_fetch_max_wait_ms applies to client=kafka-python"):
+        source_options("kafka://h:9092/t?client=librdkafka&idle_fetch_max_wait_ms=100")
