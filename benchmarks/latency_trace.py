@@ -136,8 +136,9 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
     table = np.array([[at[s][k] for s in stages] for k in keys])
     total = table[:, -1] - table[:, 0]
     tail = total >= np.quantile(total, 0.99)
-    lines = [f"{len(keys)} records; stage (time since the stage before, ms) | p50 | p99 | "
-             "mean of the slowest 1 %", "|---|---:|---:|---:|"]
+    lines = [f"{len(keys)} records:", "",
+             "| stage (ms since the stage before) | p50 | p99 | mean of the slowest 1 % |",
+             "|---|---:|---:|---:|"]
     for j in range(1, len(stages)):
         d = table[:, j] - table[:, j - 1]
         lines.append(f"| {stages[j - 1]} → {stages[j]} | {np.quantile(d, 0.5):.1f} | "
