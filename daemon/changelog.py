@@ -150,7 +150,9 @@ class Changelog:
 
     def _source_partitions(self, consumer: KafkaConsumer) -> int:
         # One changelog partition per source partition: a key's state stays with its partition.
-        return len(consumer.partitions_for_topic(self.source_topic) or ()) or 1
+        # 0 while the source topic does not exist: the changelog is made once it does (at the
+        # first assignment), not with a guessed count its partitions may outnumber.
+        return len(consumer.partitions_for_topic(self.source_topic) or ())
 
     def close(self) -> None:
         self.clients.close()
@@ -186,7 +188,8 @@ class Changelog:
     def _fences(self, partitions: Collection[int]) -> dict[int, int]:
         """Append a fence to each of ``partitions``, all sent before waiting for any; each
         one's offset is this replica's new epoch in its partition."""
-        producer, _ = self.clients.get()
+        producer, consumer = self.clients.get()
+        self._check_width(consumer, partitions)
         try:
             # Its own compaction key (never compacted away): a zombie's records after it must
             # stay recognizable as fenced off.
@@ -201,6 +204,19 @@ class Changelog:
             self.epochs[p] = offset
             self._slot_one[p] = set()  # no key has a record of this epoch yet
         return offsets
+
+    def _check_width(self, consumer: KafkaConsumer, partitions: Collection[int]) -> None:
+        """Raise OSError, saying what to do, when the changelog has fewer partitions than the
+        source: the source topic grew after its changelog was made, and a key's state must
+        stay in its own partition's changelog (adaptd does not repartition it)."""
+        have = consumer.partitions_for_topic(self.topic)
+        missing = sorted(set(partitions) - have)
+        if missing:
+            raise OSError(
+                f"changelog {self.topic} has {len(have)} partitions, but source "
+                f"{self.source_topic} partitions {missing} were assigned: the source topic "
+                f"grew after its changelog was made; add partitions to the changelog so that "
+                f"it has as many as {self.source_topic}")
 
     def _cache_start(self, partition: int, store: CheckpointStore,
                      consumer: KafkaConsumer) -> int:

@@ -96,8 +96,10 @@ class StateClients:
                     **self._config(), enable_auto_commit=False)
                 self._consumer = consumer
                 # Before the producer: it then knows them from its bootstrap (class docstring).
-                self._create({name: partitions(consumer) for name, partitions
-                              in self._declared.items() if name not in self._created})
+                counts = {name: partitions(consumer) for name, partitions
+                          in self._declared.items() if name not in self._created}
+                # A count of 0 (its source topic is not there yet): made on its first use.
+                self._create({name: n for name, n in counts.items() if n})
                 self._producer = self._new_producer()
             except KafkaError as exc:
                 raise OSError(f"{self.bootstrap}: broker unavailable ({exc})") from None
@@ -165,7 +167,8 @@ class TopicClients:
     Args:
         clients: the cluster's clients (shared with the other state topic, or its own).
         topic: the topic's name.
-        partitions: how many partitions the topic gets, asked of a connected consumer.
+        partitions: how many partitions the topic gets, asked of a connected consumer (0: not
+            known yet; the topic is made on first use).
     """
 
     def __init__(self, clients: StateClients, topic: str,
@@ -188,6 +191,9 @@ class TopicClients:
                     partitions = self.partitions(consumer)
                 except KafkaError as exc:
                     raise OSError(f"{self.topic}: broker unavailable ({exc})") from None
+                if not partitions:
+                    raise OSError(f"{self.topic}: the topic it follows is not known to the "
+                                  f"broker (yet)")
                 self.clients.ensure_topic(self.topic, partitions)
             self._ready = True
         return producer, consumer

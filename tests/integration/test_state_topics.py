@@ -4,10 +4,13 @@ no wait for its backoff); a topic that exists already is kept as it is."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from kafka import KafkaConsumer
 
 from adaptd.changelog import Changelog
+from adaptd.checkpoint import CheckpointStore
 from adaptd.meta_sync import MetaSync
 from adaptd.state_topics import StateClients, ensure_topic
 from tests.integration.kafka_harness import produce
@@ -56,5 +59,40 @@ def test_a_topic_declared_after_the_clients_connected_is_created_on_first_use(
         assert clients.created(meta.topic)
         assert producer.send(meta.topic, key=b"r", value=b"{}", partition=0).get(
             timeout=10).offset == 0
+    finally:
+        changelog.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_a_changelog_waits_for_its_source_topic_to_get_its_partition_count(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path, client: str) -> None:
+    """A daemon started before its input topic exists connects its state clients (the meta
+    topic) first: the changelog was made then with 1 partition, and the first assignment of
+    the source's partition 1 raised ValueError in the producer."""
+    clients = StateClients(kafka_broker, client)
+    changelog = Changelog(kafka_broker, kafka_topic, "g", clients=clients)
+    meta = MetaSync(kafka_broker, kafka_topic, "g", clients=clients)
+    try:
+        clients.get()
+        assert clients.created(meta.topic) and not clients.created(changelog.topic)
+        produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=3)
+        assert changelog.restore_all([0, 1, 2], CheckpointStore(tmp_path / "s")) == {
+            0: 0, 1: 0, 2: 0}
+        _, consumer = clients.get()
+        assert consumer.partitions_for_topic(changelog.topic) == {0, 1, 2}
+    finally:
+        changelog.close()
+        meta.close()
+
+
+def test_a_changelog_narrower_than_its_source_is_refused_with_what_to_do(
+        kafka_broker: str, kafka_topic: str, tmp_path: Path) -> None:
+    produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=3)
+    changelog = Changelog(kafka_broker, kafka_topic, "g")
+    ensure_topic(kafka_broker, changelog.topic, 2)  # made when the source had 2 partitions
+    try:
+        with pytest.raises(OSError, match=r"has 2 partitions, but source .* partitions \[2\] "
+                                          r"were assigned.*add partitions"):
+            changelog.restore_all([0, 2], CheckpointStore(tmp_path / "s"))
     finally:
         changelog.close()
