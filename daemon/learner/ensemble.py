@@ -55,7 +55,9 @@ State: each candidate's shared part under ``candidates``; per key, under ``keys`
 weights and the mean of its past ones, the simple experts' counts, the neighbours' window and
 the tree (``hedge``; regression: also the exponentiated-gradient weights, their past
 mean and the three mixtures' weights) with every candidate's task state, so a key's whole state moves with its
-partition (:mod:`adaptd.partitions`). The candidates keep identical
+partition (:mod:`adaptd.partitions`). Only the first candidate keeps the regret
+comparators (shadow baseline, hindsight buffer): the ensemble reports its regret figures, and
+the MLP's cost a key two parameter-sized rows more (:func:`_unreported`). The candidates keep identical
 delayed-label entries (they see the same records): saved once. A delayed label's Hedge
 update is charged to the key its label record names.
 """
