@@ -55,7 +55,9 @@ State: each candidate's shared part under ``candidates``; per key, under ``keys`
 weights and the mean of its past ones, the simple experts' counts, the neighbours' window and
 the tree (``hedge``; regression: also the exponentiated-gradient weights, their past
 mean and the three mixtures' weights) with every candidate's task state, so a key's whole state moves with its
-partition (:mod:`adaptd.partitions`). The candidates keep identical
+partition (:mod:`adaptd.partitions`). Only the first candidate keeps the regret
+comparators (shadow baseline, hindsight buffer): the ensemble reports its regret figures, and
+the MLP's cost a key two parameter-sized rows more (:func:`_unreported`). The candidates keep identical
 delayed-label entries (they see the same records): saved once. A delayed label's Hedge
 update is charged to the key its label record names.
 """
@@ -80,7 +82,8 @@ from adaptd.learner.totals import Totals
 from adaptd.learner.trees import Trees
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
-from adaptd.settings import DriftConfig
+from adaptd.settings import DriftConfig, RegretConfig
+from adaptd.state_codec import unpack_state
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +157,11 @@ class HedgeLearner:
         given = {("linear" if name == "logistic" else name): state
                  for name, state in (meta_states or {}).items()}
         sections = {**sections, "drift": _candidate_drift(task, sections.get("drift"))}
+        regret = sections.get("regret") or RegretConfig()
         self.candidates = {
             name: AdaptiveLearner(family[name], task, n_features, meta_state=given.get(name),
-                                  **sections)
+                                  **{**sections, "regret": regret if name == CANDIDATES[0]
+                                     else _unreported(regret)})
             for name in CANDIDATES}
         self.main = self.candidates[CANDIDATES[0]]
         self.pending = _CandidatesPending(list(self.candidates.values()))
@@ -499,8 +504,9 @@ class HedgeLearner:
         for name, c in self.candidates.items():
             c.load_state_dict({
                 **candidates[name],
-                "keys": {key: entry["candidates"][name] for key, entry in state["keys"].items()
-                         if name in entry["candidates"]},
+                "keys": {key: entry["candidates"][name] if name == CANDIDATES[0]
+                         else _without_comparators(entry["candidates"][name])
+                         for key, entry in state["keys"].items() if name in entry["candidates"]},
                 "labels": {**state["candidates"][name]["labels"],
                            "entries": state["labels"]["entries"]},
             })
@@ -551,6 +557,31 @@ def _candidate_drift(task: TaskKind, drift: DriftConfig | None) -> DriftConfig:
     if task == "classification" and drift.ph_threshold is None and not drift.ph_relative:
         drift = dataclasses.replace(drift, ph_threshold=CLASSIFICATION_PH_THRESHOLD)
     return drift
+
+
+def _unreported(regret: RegretConfig) -> RegretConfig:
+    """A candidate's regret settings other than the first's: no shadow baseline, no hindsight
+    buffer. The ensemble reports the first candidate's regret figures only
+    (:meth:`HedgeLearner.summary`), so the MLP's baseline (two more parameter-sized rows a
+    key: 34 kB of its 86 kB packed with 10 features, and a second MLP step a record) and its
+    hindsight buffer (up to 19 kB a key) fed nothing anyone reads. The MLP's own rows run the
+    same steps either way: a baseline row reads and writes only itself (as when it runs on the
+    shadow thread), the buffer is written and fitted, never read back."""
+    return dataclasses.replace(regret, baseline=False, hindsight=False)
+
+
+def _without_comparators(state: Any) -> Any:
+    """A candidate's key state as :func:`_unreported` keeps it: one saved before (with its
+    baseline and a filled hindsight buffer) loses both; one saved since passes as it is."""
+    task = unpack_state(state)
+    if "baseline" not in task and not len(task["HY"]):
+        return state
+    task = {k: v for k, v in task.items() if k != "baseline"}
+    for name in ("HX", "HY", "HL"):
+        task[name] = task[name][:0]
+    task["hpos"] = task["hpos"] * 0
+    task["hcount"] = task["hcount"] * 0
+    return task
 
 
 class _CandidatesPending:

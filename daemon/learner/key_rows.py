@@ -5,7 +5,11 @@ widens them and what its memory budget allows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from adaptd.learner.arena import _PAGE, _copy_nonzero, _small_pages
 
 
 class KeyRows:
@@ -55,8 +59,7 @@ class KeyRows:
         if rows <= old:
             return
         self._fit_budget(rows, self.classes)
-        extra = self._empty(rows - old)
-        self.arrays = {k: np.concatenate([v, extra[k]]) for k, v in self.arrays.items()}
+        self.arrays = grown(self.arrays, self._empty, rows)
 
     def ensure_classes(self, n_classes: int) -> None:
         """Widen the class axes to ``n_classes`` (zero for new ones), within
@@ -67,3 +70,20 @@ class KeyRows:
         extra = n_classes - self.classes
         self.classes = n_classes
         self._widen(extra)
+
+
+def grown(arrays: dict[str, np.ndarray], empty: Callable[[int], dict[str, np.ndarray]],
+          rows: int) -> dict[str, np.ndarray]:
+    """``arrays`` with room for ``rows`` keys: fresh arrays from ``empty(rows)``, the old rows
+    copied in. Where a key's row spans pages (a tree's leaf statistics, a neighbours' window)
+    only its non-zero entries are copied and the new rows are left as the OS gives them
+    (zero, in small pages), so a key's pages become resident as it fills them, not when its
+    row is made: a concatenation wrote every byte of every row."""
+    with _small_pages():
+        new = empty(rows)
+    for name, old in arrays.items():
+        if len(old) and old[:1].nbytes >= _PAGE and not new[name][len(old)].any():
+            _copy_nonzero(new[name], old)
+        else:
+            new[name][:len(old)] = old
+    return new

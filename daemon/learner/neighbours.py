@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from adaptd.learner.jit import njit
+from adaptd.learner.key_rows import grown
 
 #: Labelled records kept per key, at most.
 WINDOW = 1024
@@ -146,26 +147,25 @@ class Neighbours:
         self.d = n_features
         self.window = WINDOW if window is None else window
         self.k = K if k is None else k
-        self.WX = np.zeros((0, self.window, n_features))
-        self.WY = np.zeros((0, self.window))
-        self.ring = np.zeros((0, 3))
-        self.mean = np.zeros((0, n_features))
-        self.m2 = np.zeros((0, n_features))
+        self.WX, self.WY, self.ring, self.mean, self.m2 = self._empty(0).values()
 
     def grow(self, rows: int) -> None:
         """Room for ``rows`` keys (existing rows kept; windows cut to the budget)."""
         old = len(self.ring)
         if rows <= old:
             return
-        extra = rows - old
         window = max(MIN_WINDOW, min(self.window, ROW_BUDGET // rows))
         if window < self.window:
             self._shrink(window)
-        self.WX = np.concatenate([self.WX, np.zeros((extra, self.window, self.d))])
-        self.WY = np.concatenate([self.WY, np.zeros((extra, self.window))])
-        self.ring = np.concatenate([self.ring, np.zeros((extra, 3))])
-        self.mean = np.concatenate([self.mean, np.zeros((extra, self.d))])
-        self.m2 = np.concatenate([self.m2, np.zeros((extra, self.d))])
+        arrays = grown({"WX": self.WX, "WY": self.WY, "ring": self.ring, "mean": self.mean,
+                        "m2": self.m2}, self._empty, rows)
+        self.WX, self.WY, self.ring, self.mean, self.m2 = arrays.values()
+
+    def _empty(self, rows: int) -> dict[str, np.ndarray]:
+        """Zeroed arrays for ``rows`` keys (pages untouched until written)."""
+        return {"WX": np.zeros((rows, self.window, self.d)), "WY": np.zeros((rows, self.window)),
+                "ring": np.zeros((rows, 3)), "mean": np.zeros((rows, self.d)),
+                "m2": np.zeros((rows, self.d))}
 
     def _shrink(self, window: int) -> None:
         """Every key's window cut to its newest ``window`` records."""

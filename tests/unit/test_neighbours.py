@@ -143,3 +143,32 @@ def test_delayed_labels_teach_the_neighbours_the_kept_features() -> None:
     assert learner.knn is not None and twin.knn is not None
     np.testing.assert_array_equal(learner.knn.get_state(0)["X"], twin.knn.get_state(0)["X"])
     np.testing.assert_array_equal(learner.knn.get_state(0)["Y"], y)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_a_new_keys_window_takes_memory_as_it_fills() -> None:
+    """Room for 256 keys' windows (1024 records of 30 features: 60 MiB, more than malloc's
+    largest threshold, so fresh pages) costs next to nothing until written; one record a
+    key then makes about a page a key resident, not its whole 245 kB window. The rows kept
+    from before the growth keep their bits."""
+    store = Neighbours(30)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 30))
+    y = (X[:, 0] > 0).astype(float)
+    store.grow(2)
+    store.run(np.array([0, 1] * 150), X, y, np.ones(300, dtype=bool), 2, np.zeros(3))
+    kept = [store.get_state(s) for s in range(2)]
+    before = _resident_bytes()
+    store.grow(256)
+    assert store.window == 1024 and store.WX.nbytes == 60 * 2**20
+    assert _resident_bytes() - before < 8 * 2**20
+    for s in range(2):
+        for name, value in store.get_state(s).items():
+            np.testing.assert_array_equal(value, kept[s][name])
+    slots = np.arange(2, 256)
+    store.run(slots, X[:254], y[:254], np.ones(254, dtype=bool), 2, np.zeros(3))
+    assert _resident_bytes() - before < 16 * 2**20
