@@ -184,19 +184,18 @@ def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._f
     """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
     key left. Of the hindsight buffer only the rows the other key may have filled
     (:func:`ring_extent`) are zeroed, so pages of a slot never used stay untouched."""
-    used = ring_extent(arena, rows)
+    rings = [getattr(arena, name) for name in RINGS if name in names]
+    used = ring_extent(arena, rows) if rings else rows[:0]
     # Rows the other key filled a few of (most, with many keys): one step for all of them.
     few = (used > 0) & (used <= _FEW_RING_ROWS)
     if few.any():
         upto = int(used[few].max())
-        for name in RINGS:
-            if name in names:
-                getattr(arena, name)[rows[few], :upto] = 0
+        for ring in rings:
+            ring[rows[few], :upto] = 0
     many = used > _FEW_RING_ROWS
     for s, n in zip(rows[many].tolist(), used[many].tolist(), strict=True):
-        for name in RINGS:
-            if name in names:
-                getattr(arena, name)[s, :n] = 0
+        for ring in rings:
+            ring[s, :n] = 0
     for name in names:
         if name not in RINGS:
             getattr(arena, name)[rows] = LAYOUT[name][2]
