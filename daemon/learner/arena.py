@@ -6,7 +6,7 @@ which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
 ``theta, A, gsq, u_prev`` ``(P,)``; the support window ``WX`` ``(k, d)`` and ``WY, WM, WL``
 ``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
 ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off), ``hpos``,
-``hcount``; and counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov``
+``hcount`` (laid out ring row by ring row, not key by key: :func:`_ring_major`); and counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov``
 (records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
 mean loss), ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
 """
@@ -156,8 +156,8 @@ _PAGE = 4096
 
 def _copy_nonzero(new: np.ndarray, prev: np.ndarray, block: int = 1024) -> None:
     """``new[:len(prev)] = prev`` for a zero-filled ``new``, writing only the non-zero entries:
-    the hindsight buffer's rows are mostly zeros (a baseline row never uses its own, a key with
-    few records fills its first rows), and their pages stay untouched, so not resident."""
+    a row wider than a page (a long window of many features) is mostly zeros while a key has
+    few records, and its pages stay untouched, so not resident."""
     for lo in range(0, len(prev), block):
         part = prev[lo:lo + block]
         mask = part != 0
