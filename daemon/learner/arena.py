@@ -5,9 +5,9 @@ which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
 (:mod:`adaptd.learner.kernel`); the wave path indexes the same arrays. Shapes per row:
 ``theta, A, gsq, u_prev`` ``(P,)``; the support window ``WX`` ``(k, d)`` and ``WY, WM, WL``
 ``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
-ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off), ``hpos``,
-``hcount`` (laid out ring row by ring row, not key by key: :func:`_ring_major`); and counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov``
-(records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
+ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off; laid
+out ring row by ring row, not key by key: :func:`_ring_major`), ``hpos``, ``hcount``; and
+counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov`` (records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
 mean loss), ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
 """
 
