@@ -7,8 +7,9 @@ which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
 ``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
 ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off; laid
 out ring row by ring row, not key by key: :func:`_ring_major`), ``hpos``, ``hcount``; and
-counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov`` (records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
-mean loss), ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
+counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov`` (records since a
+reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's mean loss),
+``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
 """
 
 from __future__ import annotations
