@@ -6,7 +6,7 @@ which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
 ``theta, A, gsq, u_prev`` ``(P,)``; the support window ``WX`` ``(k, d)`` and ``WY, WM, WL``
 ``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
 ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off; laid
-out ring row by ring row, not key by key: :func:`_ring_major`), ``hpos``, ``hcount``; and
+out ring row by ring row for ``HY, HL``: :func:`_ring_major`), ``hpos``, ``hcount``; and
 counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov`` (records since a
 reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's mean loss),
 ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
@@ -81,7 +81,8 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
         for name, (shape_key, dtype, fill) in LAYOUT.items():
             shape = (rows, *shapes[shape_key])
             if name in RINGS:
-                ring = _ring_major(shape, dtype)
+                ring = _ring_major(shape, dtype) if name in RING_MAJOR else \
+                    np.zeros(shape, dtype=dtype)
                 arrays.append(ring if old is None else _copy_rings(ring, getattr(old, name),
                                                                     extent))
             else:
@@ -89,16 +90,20 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
     return Arena(*arrays)
 
 
+#: The rings laid out ring row by ring row (:func:`_ring_major`).
+RING_MAJOR = ("HY", "HL")
+
+
 def _ring_major(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """Zeros of ``shape`` (rows, h, ...) laid out ring row by ring row: element ``[s, j]`` of
-    every key's ring lies next to ``[s + 1, j]``. Keys fill their rings from the front, and
-    with many keys most have one or two records: their rings' first rows are then a few
-    pages for all of them, where a key-major layout made one page per key resident (a key's
-    ring is wider than a page in ``HX``, and 1.6 kB in ``HY``/``HL``: 1 GiB of the 2.2 GiB of
-    a run with 100k live keys). A key's whole ring (a segment's hindsight fit, packing a busy
-    key) is read in strides instead, h cache lines: a few µs, once a segment or checkpoint."""
-    storage = np.zeros((shape[1], shape[0], *shape[2:]), dtype=dtype)
-    return storage.swapaxes(0, 1)
+    """Zeros of ``shape`` (rows, h) laid out ring row by ring row: element ``[s, j]`` of every
+    key's ring lies next to ``[s + 1, j]``. Keys fill their rings from the front, and with many
+    keys most have one or two records: their rings' first rows are then a few pages for all of
+    them, where rows of 1.6 kB made every page resident (2 x 308 MiB at 100k live keys, for 8
+    bytes a key). A key's whole ring (a segment's hindsight fit, packing a busy key) is read in
+    strides instead: a few µs, once a segment or a checkpoint. ``HX`` stays key by key: its
+    rows are wider than a page, so a baseline row's (never used) stay untouched, where this
+    layout would interleave them with the keys' and make them resident once rings fill."""
+    return np.zeros(shape[::-1], dtype=dtype).T
 
 
 def _copy_rings(new: np.ndarray, prev: np.ndarray, extent: np.ndarray) -> np.ndarray:
