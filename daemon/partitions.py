@@ -302,10 +302,8 @@ class Partitions:
         cold = self.learner.take_evicted()
         self._take_dropped()
         try:
-            # Packing makes an object per changed key (up to max_keys of them), each of which
-            # counted towards the collector's thresholds: a young collection every 700 and a
-            # full one every few checkpoints, 5% of a run of distinct keys. Paused, as for a
-            # batch: they hold no cycle, and reference counting frees them once written.
+            # An object per changed key (up to max_keys), no cycle among them: unpaused, a young
+            # collection every 700 and a full one every few checkpoints (5% of distinct keys).
             with cyclic_gc_paused():
                 changes = {p: self._changes(p, cold) for p in self.owned
                            if p in self.next_positions}
