@@ -28,6 +28,8 @@ import numpy as np
 
 #: The ``segment`` of an empty slot.
 EMPTY = -1
+#: A slot :meth:`KeyIndex._claim` gave a hash whose entry its caller is about to set.
+_CLAIMED = -9
 
 
 class KeyIndex:
@@ -92,23 +94,23 @@ class KeyIndex:
 
     def _claim(self, hashes: np.ndarray) -> np.ndarray:
         """Empty slots for ``hashes`` (none in the table, distinct), claimed in rounds: in each,
-        every hash whose probe position is empty and first among the hashes probing it there
-        takes it; the others probe on."""
+        every empty probe position goes to one of the hashes probing it (the one whose number
+        an unordered scatter left in ``row`` there, a slot nobody uses yet) and the others
+        probe on. No sort and no table-sized scratch array per round: claiming 100k keys' slots
+        was a third of a checkpoint's index work. Claimed slots are marked taken in ``segment``;
+        the caller sets their entries."""
         out = np.empty(len(hashes), dtype=np.int64)
         pending = np.arange(len(hashes))
         pos = hashes & self._mask
-        taken = np.zeros(len(self.hashes), dtype=bool)
         while len(pending):
             p = pos[pending]
-            free = (self.segment[p] == EMPTY) & ~taken[p]
-            cand = pending[free]
-            _, first = np.unique(pos[cand], return_index=True)
-            won = cand[first]
-            out[won] = pos[won]
-            taken[pos[won]] = True
-            lost = np.ones(len(pending), dtype=bool)
-            lost[np.searchsorted(pending, won)] = False
-            pending = pending[lost]
+            won = self.segment[p] == EMPTY
+            at, contenders = p[won], pending[won]
+            self.row[at] = contenders  # several at one position: one of them is left
+            won[won] = self.row[at] == contenders
+            out[pending[won]] = p[won]
+            self.segment[p[won]] = _CLAIMED
+            pending = pending[~won]
             pos[pending] = (pos[pending] + 1) & self._mask
         return out
 

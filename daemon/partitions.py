@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
+from adaptd.batch_path import cyclic_gc_paused
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.connectors.base import SourceRecord
 from adaptd.key_sets import on_partition, take, unknown
@@ -301,7 +302,11 @@ class Partitions:
         cold = self.learner.take_evicted()
         self._take_dropped()
         try:
-            changes = {p: self._changes(p, cold) for p in self.owned if p in self.next_positions}
+            # An object per changed key (up to max_keys), no cycle among them: unpaused, a young
+            # collection every 700 and a full one every few checkpoints (5% of distinct keys).
+            with cyclic_gc_paused():
+                changes = {p: self._changes(p, cold) for p in self.owned
+                           if p in self.next_positions}
         except BaseException:
             if cold:
                 self._restore_keys(cold)

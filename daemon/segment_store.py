@@ -247,7 +247,7 @@ class KeySegments:
         segment = pack_segment(keys, list(states.values()), np.broadcast_to(flags, len(keys)),
                                marks)
         rows = {i: labels[k] for i, k in enumerate(keys) if labels.get(k)} if labels else {}
-        seg = self._insert(db, p, checkpoint, segment.names, segment.data,
+        seg = self._insert(db, p, checkpoint, segment.names, segment.parts,
                            encode_labels(rows), len(keys) + len(marks))
         self._put(p, seg, keys, checkpoint, flags)
         self._mark(p, seg, marks)
@@ -269,7 +269,7 @@ class KeySegments:
         return [marks[i] for i in np.flatnonzero(~in_rows).tolist()]
 
     def _insert(self, db: sqlite3.Connection, p: int, checkpoint: int, names: bytes,
-                data: bytes, labels: bytes | None, size: int) -> int:
+                data: Sequence[bytes], labels: bytes | None, size: int) -> int:
         """A row of ``segments``, its data in a file of its own written and synced before the
         transaction commits (so a committed row never names a file not wholly on disk)."""
         cursor = db.execute("INSERT INTO segments (partition, checkpoint, names, data, labels,"
@@ -278,7 +278,7 @@ class KeySegments:
         seg = int(cursor.lastrowid or 0)
         self.files.mkdir(exist_ok=True)
         with open(self._file(seg), "wb") as fh:
-            fh.write(data)
+            fh.writelines(data)  # the parts of the blob, one after the other
             fh.flush()
             os.fsync(fh.fileno())
         self._written.add(seg)
@@ -358,7 +358,7 @@ class KeySegments:
         kept_marks = [m for m, s in zip(marks, mark_slots.tolist(), strict=True)
                       if s >= 0 and index.mark[s] == seg]
         segment = pack_segment(kept, states, flags, kept_marks)
-        new = self._insert(db, p, checkpoint, segment.names, segment.data,
+        new = self._insert(db, p, checkpoint, segment.names, segment.parts,
                            encode_labels(new_labels), len(kept) + len(kept_marks))
         self._put(p, new, kept, checkpoint, flags)
         self._mark(p, new, kept_marks)

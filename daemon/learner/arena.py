@@ -5,10 +5,11 @@ which uses only ``BASE_FIELDS``). The tuple is what compiled code takes
 (:mod:`adaptd.learner.kernel`); the wave path indexes the same arrays. Shapes per row:
 ``theta, A, gsq, u_prev`` ``(P,)``; the support window ``WX`` ``(k, d)`` and ``WY, WM, WL``
 ``(k,)`` (features, labels, mask, prequential losses; ``wpos`` is the next position, a
-ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off), ``hpos``,
-``hcount``; and counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov``
-(records since a reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
-mean loss), ``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
+ring); the hindsight buffer ``HX`` ``(h, d)``, ``HY, HL`` ``(h,)`` (0 wide when off; laid
+out ring row by ring row for ``HY, HL``: :func:`_ring_major`), ``hpos``, ``hcount``; and
+counters: ``seg`` (segment index), ``seg_len``, ``seg_loss``, ``recov`` (records since a
+reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's mean loss),
+``task_of`` (oracle: the current task), ``last_seen`` (clock seconds).
 """
 
 from __future__ import annotations
@@ -74,16 +75,35 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
     shapes = {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
     arrays = []
     # The rings' rows any key may have filled: only those are copied (see _copy_rings).
-    extent = None if old is None else ring_extent(old, np.arange(len(old.seg)))
+    extent = np.zeros(0, dtype=np.int64) if old is None else \
+        ring_extent(old, np.arange(len(old.seg)))
     with _small_pages():
         for name, (shape_key, dtype, fill) in LAYOUT.items():
             shape = (rows, *shapes[shape_key])
-            if name in RINGS and extent is not None:
-                arrays.append(_copy_rings(np.zeros(shape, dtype=dtype), getattr(old, name),
-                                          extent))
+            if name in RINGS:
+                ring = _ring_major(shape, dtype) if name in RING_MAJOR else \
+                    np.zeros(shape, dtype=dtype)
+                arrays.append(ring if old is None else _copy_rings(ring, getattr(old, name),
+                                                                    extent))
             else:
                 arrays.append(_field(old, name, shape, dtype, fill))
     return Arena(*arrays)
+
+
+#: The rings laid out ring row by ring row (:func:`_ring_major`).
+RING_MAJOR = ("HY", "HL")
+
+
+def _ring_major(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Zeros of ``shape`` (rows, h) laid out ring row by ring row: element ``[s, j]`` of every
+    key's ring lies next to ``[s + 1, j]``. Keys fill their rings from the front, and with many
+    keys most have one or two records: their rings' first rows are then a few pages for all of
+    them, where rows of 1.6 kB made every page resident (2 x 308 MiB at 100k live keys, for 8
+    bytes a key). A key's whole ring (a segment's hindsight fit, packing a busy key) is read in
+    strides instead: a few µs, once a segment or a checkpoint. ``HX`` stays key by key: its
+    rows are wider than a page, so a baseline row's (never used) stay untouched, where this
+    layout would interleave them with the keys' and make them resident once rings fill."""
+    return np.zeros(shape[::-1], dtype=dtype).T
 
 
 def _copy_rings(new: np.ndarray, prev: np.ndarray, extent: np.ndarray) -> np.ndarray:
@@ -142,8 +162,8 @@ _PAGE = 4096
 
 def _copy_nonzero(new: np.ndarray, prev: np.ndarray, block: int = 1024) -> None:
     """``new[:len(prev)] = prev`` for a zero-filled ``new``, writing only the non-zero entries:
-    the hindsight buffer's rows are mostly zeros (a baseline row never uses its own, a key with
-    few records fills its first rows), and their pages stay untouched, so not resident."""
+    a row wider than a page (a long window of many features) is mostly zeros while a key has
+    few records, and its pages stay untouched, so not resident."""
     for lo in range(0, len(prev), block):
         part = prev[lo:lo + block]
         mask = part != 0
@@ -184,19 +204,18 @@ def reset_rows(arena: Arena, rows: np.ndarray, names: tuple[str, ...] = Arena._f
     """The fields ``names`` of ``rows`` back to their fill, for a fresh key in a slot another
     key left. Of the hindsight buffer only the rows the other key may have filled
     (:func:`ring_extent`) are zeroed, so pages of a slot never used stay untouched."""
-    used = ring_extent(arena, rows)
+    rings = [getattr(arena, name) for name in RINGS if name in names]
+    used = ring_extent(arena, rows) if rings else rows[:0]
     # Rows the other key filled a few of (most, with many keys): one step for all of them.
     few = (used > 0) & (used <= _FEW_RING_ROWS)
     if few.any():
         upto = int(used[few].max())
-        for name in RINGS:
-            if name in names:
-                getattr(arena, name)[rows[few], :upto] = 0
+        for ring in rings:
+            ring[rows[few], :upto] = 0
     many = used > _FEW_RING_ROWS
     for s, n in zip(rows[many].tolist(), used[many].tolist(), strict=True):
-        for name in RINGS:
-            if name in names:
-                getattr(arena, name)[s, :n] = 0
+        for ring in rings:
+            ring[s, :n] = 0
     for name in names:
         if name not in RINGS:
             getattr(arena, name)[rows] = LAYOUT[name][2]

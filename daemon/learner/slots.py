@@ -21,11 +21,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptd.learner.arena import BASE_FIELDS, reset_rows
+from adaptd.learner.arena import BASE_FIELDS, Arena, reset_rows
 from adaptd.learner.segments import start_task
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
+
+
+#: The fields :func:`start_task` sets, and the baseline's start
+#: (:meth:`~adaptd.learner.adaptive.AdaptiveLearner._start_baseline`) of its row.
+_STARTED = ("theta", "A", "WM", "WL", "wpos", "seg_len", "seg_loss", "gsq", "u_prev", "recov")
+_BASE_STARTED = ("theta", "A", "WM", "wpos")
+#: The fields a fresh key's rows are reset to their fill before those starts set the others:
+#: each field is a scattered write per new key, and setting the same ones twice was half of
+#: a new key's reset (``tests/unit/test_eviction.py`` holds a reused slot equal to a fresh one).
+_RESET = tuple(name for name in Arena._fields if name not in _STARTED)
+_BASE_RESET = tuple(name for name in BASE_FIELDS if name not in _BASE_STARTED)
 
 
 def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
@@ -57,9 +68,9 @@ def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
     else:
         rows = slots
     if len(rows):
-        reset_rows(lrn.arena, rows)
+        reset_rows(lrn.arena, rows, _RESET)
         if lrn.regret.baseline:
-            reset_rows(lrn.arena, rows + 1, BASE_FIELDS)
+            reset_rows(lrn.arena, rows + 1, _BASE_RESET)
         start_task(lrn, rows)
         if lrn.regret.baseline:
             lrn._start_baseline(rows + 1)  # type: ignore[arg-type]

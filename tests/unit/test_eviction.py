@@ -7,8 +7,11 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
+
 from adaptd.checkpoint import CheckpointStore
 from adaptd.learner.adaptive import AdaptiveLearner
+from adaptd.learner.arena import BASE_FIELDS, Arena, row_state
 from adaptd.records import Record
 from adaptd.runner import Runner, RunnerConfig
 from adaptd.settings import LearnerConfig
@@ -126,3 +129,26 @@ def test_states_let_go_of_wait_for_a_checkpoint_no_more_than_max_keys(tmp_path: 
     assert checkpoints is not None and checkpoints >= 240 // (8 + 7)
     store = CheckpointStore(tmp_path / "state")
     assert store.key_count() == 240  # every key's state written, none lost
+
+
+def test_a_slot_another_key_left_starts_a_key_as_a_fresh_one_does() -> None:
+    """A new key in a slot a busy key left (segments closed, rings wrapped, every field
+    written) gets the very rows a new key gets in a slot never used: the admission resets only
+    the fields the task's start does not set, so this holds the two lists together."""
+    learner = AdaptiveLearner(config=LearnerConfig(max_keys=64))
+    rng = random.Random(11)
+    for t in range(600):  # the label's sign flips every 150 records: drift, closed segments
+        x = (rng.gauss(0, 1), rng.gauss(0, 1))
+        sign = 1.0 if (t // 150) % 2 == 0 else -1.0
+        learner.process_many([Record(x=x, y=sign * (x[0] - x[1]) + rng.gauss(0, 0.1),
+                                     key="busy")])
+    old = learner._slot_of["busy"]
+    arena = learner.arena
+    assert arena.seg[old] > 0 and arena.hcount[old] > 0 and arena.WM[old].all()
+    learner.forget(["busy"])
+    reused, fresh = learner._admit_many(["reused", "fresh"]).tolist()
+    assert reused == old and fresh != old
+    for offset, names in ((0, Arena._fields), (1, BASE_FIELDS)):
+        got, want = row_state(arena, reused + offset, names), row_state(arena, fresh + offset, names)
+        for name in names:
+            assert np.array_equal(got[name], want[name]), (offset, name)
