@@ -14,18 +14,12 @@ reset while recovering, −1 otherwise), ``ref_loss`` (the last closed segment's
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-# NumPy asks the kernel for huge pages for large arrays (NUMPY_MADVISE_HUGEPAGE); this switch
-# (NumPy >= 1.20, private) turns that off and on: see _small_pages.
-_set_madvise_hugepage: Callable[[bool], bool] | None = getattr(importlib.import_module(
-    "numpy._core.multiarray" if np.__version__ >= "2" else "numpy.core.multiarray"),
-    "_set_madvise_hugepage", None)
+from adaptd.learner.pages import PAGE, copy_nonzero, small_pages
 
 
 class Arena(NamedTuple):
@@ -77,7 +71,7 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
     # The rings' rows any key may have filled: only those are copied (see _copy_rings).
     extent = np.zeros(0, dtype=np.int64) if old is None else \
         ring_extent(old, np.arange(len(old.seg)))
-    with _small_pages():
+    with small_pages():
         for name, (shape_key, dtype, fill) in LAYOUT.items():
             shape = (rows, *shapes[shape_key])
             if name in RINGS:
@@ -126,22 +120,6 @@ def _copy_rings(new: np.ndarray, prev: np.ndarray, extent: np.ndarray) -> np.nda
     return new
 
 
-@contextmanager
-def _small_pages() -> Iterator[None]:
-    """Arrays allocated meanwhile get ordinary 4 kB pages. With huge pages (2 MB, NumPy's
-    default where the kernel lets a process ask), one record written to a key's hindsight
-    buffer makes the 2 MB around it resident: measured, 100k keys' arena was all resident
-    (4.5 GiB) where its used pages are a third of that."""
-    if _set_madvise_hugepage is None:
-        yield
-        return
-    before = _set_madvise_hugepage(False)
-    try:
-        yield
-    finally:
-        _set_madvise_hugepage(before)
-
-
 def _field(old: Arena | None, name: str, shape: tuple[int, ...], dtype: Any,
            fill: float) -> np.ndarray:
     """One field of shape ``shape`` at ``fill``, ``old``'s rows of it first."""
@@ -149,26 +127,11 @@ def _field(old: Arena | None, name: str, shape: tuple[int, ...], dtype: Any,
     new = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)
     if old is not None:
         prev = getattr(old, name)
-        if fill == 0 and prev[:1].nbytes >= _PAGE:
-            _copy_nonzero(new, prev)
+        if fill == 0 and prev[:1].nbytes >= PAGE:
+            copy_nonzero(new, prev)
         else:
             new[: len(prev)] = prev
     return new
-
-
-#: Rows at least this wide (bytes) are copied element by element where non-zero on growth.
-_PAGE = 4096
-
-
-def _copy_nonzero(new: np.ndarray, prev: np.ndarray, block: int = 1024) -> None:
-    """``new[:len(prev)] = prev`` for a zero-filled ``new``, writing only the non-zero entries:
-    a row wider than a page (a long window of many features) is mostly zeros while a key has
-    few records, and its pages stay untouched, so not resident."""
-    for lo in range(0, len(prev), block):
-        part = prev[lo:lo + block]
-        mask = part != 0
-        if mask.any():
-            np.copyto(new[lo:lo + len(part)], part, where=mask)
 
 
 def row_state(arena: Arena, s: int, names: tuple[str, ...] = Arena._fields) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adaptd.learner.arena import _PAGE, _copy_nonzero, _small_pages
+from adaptd.learner.pages import PAGE, copy_nonzero, small_pages
 
 
 class KeyRows:
@@ -79,11 +79,11 @@ def grown(arrays: dict[str, np.ndarray], empty: Callable[[int], dict[str, np.nda
     only its non-zero entries are copied and the new rows are left as the OS gives them
     (zero, in small pages), so a key's pages become resident as it fills them, not when its
     row is made: a concatenation wrote every byte of every row."""
-    with _small_pages():
+    with small_pages():
         new = empty(rows)
     for name, old in arrays.items():
-        if len(old) and old[:1].nbytes >= _PAGE and not new[name][len(old)].any():
-            _copy_nonzero(new[name], old)
+        if len(old) and old[:1].nbytes >= PAGE and not new[name][len(old)].any():
+            copy_nonzero(new[name], old)
         else:
             new[name][:len(old)] = old
     return new
