@@ -141,6 +141,9 @@ def load_cached(model: str | None = None) -> int:
     daemon builds its runner and waits for its source instead. Uses Numba's cache index
     (``_cache``, not public API): a Numba without it, or an index it cannot read, loads
     nothing here (the first call then does, as before)."""
+    # Numba's typeof of a read-only array (the scan's input buffer) imports numpy.ma on the
+    # first call: 10-20 ms of the first batch otherwise.
+    importlib.import_module("numpy.ma")
     loaded = 0
     for dispatcher in load_order(model):
         try:
