@@ -21,7 +21,7 @@ from adaptd.errors import RecordError
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
 from adaptd.records import BatchBuilder, RecordDecoder
-from adaptd.records.columns import decode_columns, decode_lines
+from adaptd.records.columns import decode_columns, decode_lines, fix_layout
 from adaptd.runner import Runner, RunnerConfig, RunSummary
 
 MAX_RECORD_BYTES = 400
@@ -214,3 +214,15 @@ def test_a_first_batch_decodes_in_columns_as_record_by_record(first: bytes) -> N
         (expected.keys, expected.X.tobytes(), expected.y.tobytes())
     assert rejected == expected_rejected
     assert decoder.layout() == expected_decoder.layout()
+
+
+def test_fix_layout_takes_a_valid_first_record_only() -> None:
+    decoder = RecordDecoder()
+    for not_fixing in (b'{"x": [1, true]}', b'{"id": "r", "y": 1}', b"[1, 2]", b'{"x": []}'):
+        fix_layout(decoder, not_fixing)
+        assert decoder.layout() == {"n_features": None, "feature_names": None}
+    fix_layout(decoder, b'{"x": {"b": 1, "a": 2}, "y": 3}')
+    assert decoder.layout() == {"n_features": 2, "feature_names": ("a", "b")}
+    fix_layout(decoder, b'{"x": [1, 2, 3]}')  # fixed already: kept
+    assert decoder.n_features == 2
+    assert decode_columns(decoder, [b'{"x": {"a": 1, "b": 2}}']) is not None
