@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 try:
     import confluent_kafka as ck
+
+    # The consumer's metadata answer is made of these classes: imported at the first
+    # ``list_topics``, that is while the source opens, otherwise.
+    import confluent_kafka.admin  # noqa: F401
 except ImportError:  # pragma: no cover - the librdkafka extra is a dev dependency
     ck = None  # type: ignore[assignment]
 

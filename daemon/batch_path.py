@@ -24,7 +24,7 @@ from adaptd.isolation import encode_isolating, select
 from adaptd.labels import kept_features
 from adaptd.learner import Outcomes, PendingFeatures
 from adaptd.records import BatchBuilder, RecordBatch, RecordDecoder, TaskKind
-from adaptd.records.columns import decode_columns, decode_lines
+from adaptd.records.columns import decode_columns, decode_lines, fix_layout
 from adaptd.records.encoded import encoded_predictions
 
 Polled: TypeAlias = list[SourceRecord] | RecordRun
@@ -119,6 +119,8 @@ def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled
     takes the key and features kept under its id in ``pending`` (by an earlier batch, or
     earlier in this one); with none kept it is rejected as ``label_unmatched``, so the label
     is not lost silently."""
+    if raws and raws[0].truncated_from is None:
+        fix_layout(decoder, raws[0].value)  # a run's first batch: then in columns too
     if isinstance(raws, RecordRun):
         batch = run_columns(decoder, raws)
         if batch is not None:

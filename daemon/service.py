@@ -141,6 +141,10 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
 
     ``on_started`` is called once the HTTP server listens (with None when metrics are off).
     """
+    # The engine's compiled code loads, in the order the first batch calls it, while the
+    # runner is built and opens the source (a Kafka client's connections, the changelog's
+    # restore, the meta merge: network waits), and while a file's first batch is read.
+    load_cached_meanwhile(settings.model)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     runner = build_runner(settings, metrics)
@@ -156,11 +160,6 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
         # collection scanned them all: 150–250 ms between two batches, twice in a 100k-record
         # run, every record polled meanwhile held back.
         gc.freeze()
-        if urlsplit(settings.source or "").scheme == "kafka":
-            # The engine's compiled code loads while the runner opens the source (the
-            # changelog's restore, the meta merge: network waits), not in the first batch.
-            # A file opens at once: a thread would only contend with the first batch.
-            load_cached_meanwhile()
         with stop_on_signals(runner.request_stop):
             return runner.run()
     finally:

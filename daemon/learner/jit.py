@@ -93,17 +93,59 @@ def njit(inline: bool = False, nogil: bool = False, refcounts: bool = True
 _COMPILED: list[Any] = []
 
 
-def load_cached() -> int:
-    """Load the cached machine code of every compiled function, for each signature its cache
-    holds (those the daemon's batches called it with); returns how many were loaded.
+#: The compiled functions the daemon's Python calls with the linear and logistic models, in
+#: the order their first batch calls them: decode (the read-ahead thread), standardization,
+#: the engine and its baseline, totals, the outputs' encoding (the write-behind thread). The
+#: start-up loader loads these first, so each is there before the batch needs it. Functions
+#: only other compiled functions call are missing on purpose: their callers' cached code holds
+#: them (loading ``eisel_lemire`` on its own was 0.1 s, and it is never called from Python).
+FIRST_USE = (
+    "adaptd.records.scan._scan",
+    "adaptd.learner.scaling._welford_rows",
+    "adaptd.learner.target_scales.frozen_scales",
+    "adaptd.learner.kernel.process_shadow",
+    "adaptd.learner.kernel.process",
+    "adaptd.learner.totals.gather_runs",
+    "adaptd.learner.step._step_rows",
+    "adaptd.learner.kernel.shadow_sum",
+    "adaptd.records.encoded._fill",
+)
+#: Models whose batches call nothing compiled beyond :data:`FIRST_USE` before their first
+#: drift; anything else they call later loads at its first call, as without a loader.
+FIRST_USE_ONLY = frozenset({"linear", "logistic"})
+
+
+def qualified_name(dispatcher: Any) -> str:
+    """``module.function`` of a compiled function, as :data:`FIRST_USE` names it."""
+    return f"{dispatcher.py_func.__module__}.{dispatcher.py_func.__name__}"
+
+
+def load_order(model: str | None = None) -> list[Any]:
+    """The compiled functions :func:`load_cached` loads for ``model``, in that order:
+    :data:`FIRST_USE` (those imported), then, unless ``model`` is in
+    :data:`FIRST_USE_ONLY`, every other one (the MLP's, the ensemble's)."""
+    named = {qualified_name(d): d for d in _COMPILED}
+    first = [named[name] for name in FIRST_USE if name in named]
+    if model in FIRST_USE_ONLY:
+        return first
+    return first + [d for d in _COMPILED if d not in first]
+
+
+def load_cached(model: str | None = None) -> int:
+    """Load the cached machine code of the compiled functions ``model`` needs
+    (:func:`load_order`; every one for None), for each signature its cache holds (those the
+    daemon's batches called it with); returns how many were loaded.
 
     Numba loads a function's code at its first call: 0.3 s of the first batch, on the
     daemon's thread, in every process. :func:`load_cached_meanwhile` does it while the
-    daemon waits for its source instead. Uses Numba's cache index (``_cache``, not public
-    API): a Numba without it, or an index it cannot read, loads nothing here (the first call
-    then does, as before)."""
+    daemon builds its runner and waits for its source instead. Uses Numba's cache index
+    (``_cache``, not public API): a Numba without it, or an index it cannot read, loads
+    nothing here (the first call then does, as before)."""
+    # Numba's typeof of a read-only array (the scan's input buffer) imports numpy.ma on the
+    # first call: 10-20 ms of the first batch otherwise.
+    importlib.import_module("numpy.ma")
     loaded = 0
-    for dispatcher in _COMPILED:
+    for dispatcher in load_order(model):
         try:
             index = dispatcher._cache._cache_file._load_index()
             magic = dispatcher.targetctx.codegen().magic_tuple()
@@ -150,8 +192,8 @@ def _load_all() -> None:
             log.debug("start-up load %s failed", task, exc_info=True)
 
 
-def load_cached_meanwhile() -> None:
-    """:func:`load_cached` on the start-up loader thread (:func:`meanwhile`), started now: the
-    daemon's thread connects to its source (waiting on the network, the GIL free) while the
-    code loads."""
-    meanwhile(load_cached)
+def load_cached_meanwhile(model: str | None = None) -> None:
+    """:func:`load_cached` for ``model`` on the start-up loader thread (:func:`meanwhile`),
+    started now: the daemon's thread builds its runner and connects to its source (waiting on
+    the network, the GIL free) while the code loads."""
+    meanwhile(lambda: load_cached(model))

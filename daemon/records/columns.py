@@ -47,7 +47,7 @@ from adaptd.records.fields import (
     record_key,
 )
 from adaptd.records.scan import scan_columns, scan_text
-from adaptd.records.schema import RecordBatch, RecordDecoder
+from adaptd.records.schema import BatchBuilder, RecordBatch, RecordDecoder
 
 _X = itemgetter("x")
 _Y = itemgetter("y")
@@ -95,6 +95,19 @@ def decode_columns(decoder: RecordDecoder, values: Sequence[bytes]) -> RecordBat
     if tasks is None:
         return None
     return RecordBatch(keys, X, y, ids, tasks)
+
+
+def fix_layout(decoder: RecordDecoder, first: bytes) -> None:
+    """Let ``first``, a batch's first record, fix the decoder's layout as the record-by-record
+    path would (the first valid record fixes it), so that the whole batch, that record again
+    included, can decode in columns. Without it a run's first batch (4,096 records) went
+    record by record, about 0.1 s of a 0.6-s run. Changes nothing if ``first`` is not valid,
+    or is a delayed label: the batch then takes the record-by-record path, as before."""
+    if decoder.n_features is None:
+        try:
+            decoder.decode_into(first, BatchBuilder())
+        except RecordError:
+            pass
 
 
 def decode_lines(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> RecordBatch | None:

@@ -1,11 +1,12 @@
-"""The leanest decode: a batch of ``{"x": [numbers], "y": number, "key": "text"}`` records
+"""The leanest decode: a batch of ``{"x": [numbers], "y": number, "key": "text", "task": n}`` records
 scanned by compiled code into its columns, with no Python object per record or per number.
 
 :func:`~adaptd.records.columns.decode_columns` parses each record into a dict, a list and its
 numbers (``orjson.loads``, about 0.65 µs a record), then takes the columns apart in Python.
 The commonest streams have nothing in a record but the features, the label and maybe a key, so
 here a compiled pass checks each record's structure (the fields ``x``, a list of ``d`` numbers,
-``y``, a number, optional, and ``key``, a string without escapes, optional; in any order, JSON
+``y``, a number, optional, ``key``, a string without escapes, optional, and ``task``, a
+plain non-negative integer up to :data:`~adaptd.records.fields.MAX_TASK`, optional; in any order, JSON
 whitespace anywhere JSON allows it) and reads the numbers straight into the columns
 (:mod:`adaptd.records.numbers`: the same doubles as orjson's and ``float()``). A number that
 reader leaves undecided (more than 19 digits, a subnormal, a near-halfway case) is read by
@@ -34,11 +35,11 @@ import numpy as np
 import orjson
 
 from adaptd.learner.jit import njit
-from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER
+from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_TASK
 from adaptd.records.numbers import read_number
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
-_X, _Y, _KEY = 1, 2, 4  # the fields, as bits of what a record has shown
+_X, _Y, _KEY, _TASK = 1, 2, 4, 8  # the fields, as bits of what a record has shown
 #: Keys found plain (:func:`~adaptd.records.columns.plain_key`) so far, up to a bound: the
 #: same keys come back batch after batch.
 _PLAIN_KEYS: set[str] = set()
@@ -74,7 +75,25 @@ def _field(buf: np.ndarray, i: int, end: int) -> tuple[int, int]:
     elif i + 4 < end and buf[i + 1] == 107 and buf[i + 2] == 101 and buf[i + 3] == 121 \
             and buf[i + 4] == 34:  # "key"
         return _KEY, i + 5
+    elif i + 5 < end and buf[i + 1] == 116 and buf[i + 2] == 97 and buf[i + 3] == 115 \
+            and buf[i + 4] == 107 and buf[i + 5] == 34:  # "task"
+        return _TASK, i + 6
     return 0, i
+
+
+@njit(inline=True, refcounts=False)
+def _task(buf: np.ndarray, i: int, end: int) -> tuple[int, int]:
+    """The task at ``i``, a JSON integer of plain digits (no sign, no leading zero) at most
+    ``MAX_TASK``, and the index after it; ``(-1, -1)`` for anything else (a fraction or an
+    exponent then follows the digits, which the caller refuses as it expects ``,`` or ``}``)."""
+    j = i
+    value = 0
+    while j < end and 48 <= buf[j] <= 57 and j - i < 11:
+        value = value * 10 + (buf[j] - 48)
+        j += 1
+    if j == i or (buf[i] == 48 and j - i > 1) or value > MAX_TASK:
+        return -1, -1
+    return value, j
 
 
 @njit(inline=True, refcounts=False)
@@ -100,11 +119,12 @@ def _number(buf: np.ndarray, i: int, end: int, out: np.ndarray, at: int, slow: n
 
 @njit(nogil=True, refcounts=False)
 def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at: np.ndarray,
-          slow: np.ndarray) -> int:
+          tasks: np.ndarray, slow: np.ndarray) -> int:
     """Fill ``cells`` (record ``k``'s ``d`` features then its label, NaN when absent, at
-    ``k * (d + 1)``) and ``key_at`` (the start and end of record ``k``'s key text, -1 when it
-    has none) from the records ``buf[bounds[k]:bounds[k + 1]]``. Returns how many numbers went
-    to ``slow``, or -1 when a record is not of the scanned shape."""
+    ``k * (d + 1)``), ``key_at`` (the start and end of record ``k``'s key text, -1 when it
+    has none) and ``tasks`` (record ``k``'s task, -1 when it has none) from the records
+    ``buf[bounds[k]:bounds[k + 1]]``. Returns how many numbers went to ``slow``, or -1 when a
+    record is not of the scanned shape."""
     n_slow = 0
     for k in range(len(bounds) - 1):
         end = bounds[k + 1]
@@ -112,6 +132,7 @@ def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at
         cells[row + d] = np.nan
         key_at[k, 0] = -1
         key_at[k, 1] = -1
+        tasks[k] = -1
         seen = 0
         i = _skip(buf, bounds[k], end)
         if i >= end or buf[i] != 123:  # {
@@ -142,6 +163,10 @@ def _scan(buf: np.ndarray, bounds: np.ndarray, d: int, cells: np.ndarray, key_at
                 i += 1
             elif field == _Y:
                 i, n_slow = _number(buf, i, end, cells, row + d, slow, n_slow)
+                if i < 0:
+                    return -1
+            elif field == _TASK:
+                tasks[k], i = _task(buf, i, end)
                 if i < 0:
                     return -1
             else:
@@ -188,9 +213,10 @@ def scan_text(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> Record
         return None
     cells = np.empty((n, d + 1))
     key_at = np.empty((n, 2), dtype=np.int64)
+    task_at = np.empty(n, dtype=np.int64)
     slow = np.empty((n * (d + 1), 3), dtype=np.int64)
     n_slow = _scan(np.frombuffer(text, dtype=np.uint8), bounds, d, cells.reshape(-1), key_at,
-                   slow)
+                   task_at, slow)
     if n_slow < 0:
         return None
     if n_slow and not _read_slow(text, slow[:n_slow], cells.reshape(-1)):
@@ -203,7 +229,18 @@ def scan_text(decoder: RecordDecoder, text: bytes, bounds: np.ndarray) -> Record
     keys = scanned_keys(text, key_at)
     if keys is None:
         return None
-    return RecordBatch(keys, np.ascontiguousarray(cells[:, :d]), y, [None] * n, [None] * n)
+    return RecordBatch(keys, np.ascontiguousarray(cells[:, :d]), y, [None] * n,
+                       _task_column(task_at))
+
+
+def _task_column(task_at: np.ndarray) -> list[int | None]:
+    """The ``task`` column: Python ints (as the per-record path's JSON integers), None where a
+    record has none."""
+    if task_at.min() >= 0:
+        return task_at.tolist()  # type: ignore[no-any-return]
+    if task_at.max() < 0:
+        return [None] * len(task_at)
+    return [None if t < 0 else t for t in task_at.tolist()]
 
 
 def _read_slow(text: bytes, slow: np.ndarray, flat: np.ndarray) -> bool:

@@ -60,3 +60,17 @@ def test_a_run_does_not_import_scipy_linalg_and_scipy_still_imports() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout.split()
     assert out == ["False", "False", "True"]
+
+
+def test_the_start_up_loader_names_compiled_functions_and_loads_those_first() -> None:
+    """Every function :data:`FIRST_USE` names is compiled (a rename would otherwise drop it
+    from the start-up load silently); the linear model loads those only, others everything,
+    those first."""
+    from adaptd.learner.jit import FIRST_USE, load_order, qualified_name
+
+    compiled = _compiled_functions()
+    assert set(FIRST_USE) <= set(compiled), set(FIRST_USE) - set(compiled)
+    assert [qualified_name(d) for d in load_order("linear")] == list(FIRST_USE)
+    everything = [qualified_name(d) for d in load_order("auto")]
+    assert everything[:len(FIRST_USE)] == list(FIRST_USE)
+    assert sorted(everything) == sorted(set(everything)) and len(everything) > len(FIRST_USE)

@@ -17,10 +17,11 @@ from adaptd.config import load_settings
 from adaptd.connectors.base import RecordRun, SourceRecord
 from adaptd.connectors.jsonl import JsonlConnector, JsonlSource
 from adaptd.connectors.registry import open_sink
+from adaptd.errors import RecordError
 from adaptd.learner import build_learner
 from adaptd.metrics import Metrics
 from adaptd.records import BatchBuilder, RecordDecoder
-from adaptd.records.columns import decode_columns, decode_lines
+from adaptd.records.columns import decode_columns, decode_lines, fix_layout
 from adaptd.runner import Runner, RunnerConfig, RunSummary
 
 MAX_RECORD_BYTES = 400
@@ -189,3 +190,39 @@ def test_records_of_only_x_and_y_decode_to_the_columns_of_the_per_record_path() 
 
 def test_a_decoder_without_a_layout_decodes_record_by_record() -> None:
     assert decode_columns(RecordDecoder(), [b'{"x": [1, 2, 3]}']) is None
+
+
+@pytest.mark.parametrize("first", [record(x=x(0), y=1.5, key="a"), b'{"x": [1, 2, true]}',
+                                   b'{"x": [1, 2]}', b'{"x": {"a": 1, "b": 2, "c": 3}}'])
+def test_a_first_batch_decodes_in_columns_as_record_by_record(first: bytes) -> None:
+    """A run's first batch fixes the layout from its first record (when valid) and decodes in
+    columns: the records, columns, rejections and layout are the per-record path's."""
+    values = [first] + [record(x=x(i), y=i * 0.5, key="ab"[i % 2]) for i in range(1, 20)]
+    raws = [SourceRecord(0, i, v) for i, v in enumerate(values)]
+    decoder, rejected = RecordDecoder(), []
+    good, batch = adaptd.batch_path.decode(
+        decoder, None, raws, lambda raw, err: rejected.append((raw.position, err.reason)))
+    expected_decoder, builder, expected_rejected = RecordDecoder(), BatchBuilder(), []
+    for raw in raws:
+        try:
+            expected_decoder.decode_into(raw.value, builder)
+        except RecordError as err:
+            expected_rejected.append((raw.position, err.reason))
+    expected = builder.build()
+    assert len(good) == len(batch) == len(expected) == len(values) - len(rejected)
+    assert (batch.keys, batch.X.tobytes(), batch.y.tobytes()) == \
+        (expected.keys, expected.X.tobytes(), expected.y.tobytes())
+    assert rejected == expected_rejected
+    assert decoder.layout() == expected_decoder.layout()
+
+
+def test_fix_layout_takes_a_valid_first_record_only() -> None:
+    decoder = RecordDecoder()
+    for not_fixing in (b'{"x": [1, true]}', b'{"id": "r", "y": 1}', b"[1, 2]", b'{"x": []}'):
+        fix_layout(decoder, not_fixing)
+        assert decoder.layout() == {"n_features": None, "feature_names": None}
+    fix_layout(decoder, b'{"x": {"b": 1, "a": 2}, "y": 3}')
+    assert decoder.layout() == {"n_features": 2, "feature_names": ("a", "b")}
+    fix_layout(decoder, b'{"x": [1, 2, 3]}')  # fixed already: kept
+    assert decoder.n_features == 2
+    assert decode_columns(decoder, [b'{"x": {"a": 1, "b": 2}}']) is not None

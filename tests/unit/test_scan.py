@@ -24,6 +24,9 @@ VALID = [
     b'{"x": [1, 2, 3], "key": "default", "y": 0}',  # the default key, named
     b'{"x": [1, 2, 3], "y": 1, "key" : "b"}',
     b'{"x": [1, 2, 3], "y": 1, "key": "a"}',
+    b'{"x": [1, 2, 3], "y": 1, "task": 0}',  # tasks: plain integers up to MAX_TASK
+    b'{"task": 2147483647, "key": "a", "x": [1, 2, 3]}',
+    b'{"x": [1, 2, 3], "task" : 17 , "y": 0}',
 ]
 
 
@@ -68,7 +71,11 @@ def test_random_numbers_scan_to_the_same_bits() -> None:
     b'{"y": 1}', b'{"x": [1, 2, 3], "y": 1, "key": 7}', b'{"x": [1, 2, 3], "key": ""}',
     b'{"x": [1, 2, 3], "key": "a\\"b"}', b'{"x": [1, 2, 3], "key": "\xff"}',
     b'{"x": [1, 2, 3], "key": "a", "key": "a"}', b'{"x": [1, 2, 3], "id": "a"}',
-    b'{"x": [1, 2, 3], "task": 1}', b'{"x": [1, 2, 3], "ke": "a"}', b'{"x": [1, 2, 3], "keys": "a"}',
+    b'{"x": [1, 2, 3], "task": -1}', b'{"x": [1, 2, 3], "task": 2147483648}',
+    b'{"x": [1, 2, 3], "task": 99999999999}', b'{"x": [1, 2, 3], "task": 2.0}',
+    b'{"x": [1, 2, 3], "task": 1e2}', b'{"x": [1, 2, 3], "task": 01}', b'{"x": [1, 2, 3], "task": true}',
+    b'{"x": [1, 2, 3], "task": null}', b'{"x": [1, 2, 3], "task": "1"}', b'{"x": [1, 2, 3], "tas": 1}',
+    b'{"x": [1, 2, 3], "task": 1, "task": 1}', b'{"x": [1, 2, 3], "task": }', b'{"x": [1, 2, 3], "ke": "a"}', b'{"x": [1, 2, 3], "keys": "a"}',
     b'{"x": [1, 2, 3], "key": "' + b"k" * 1100 + b'"}', b'{"x": [1, 2, 3], "key": "a\tb"}',
     b'{"x": [1, 2, 3], "y": null}', b'{"x": [1, 2, 3], "y": true}',
     b'{"x": [1, 2, 3], "y": "1"}', b'{"x": [1, 2], "y": 1}', b'{"x": [1, 2, 3, 4], "y": 1}',
@@ -101,7 +108,7 @@ def test_mutated_records_are_scanned_only_when_the_per_record_path_agrees() -> N
     # Random byte edits of valid records: whatever the scan takes, the per-record path takes
     # too, with the same bits; whatever it refuses is left to the general decode.
     rng = np.random.default_rng(11)
-    alphabet = b' \t\n"{}[],:.-+eExyk0123456789a\\'
+    alphabet = b' \t\n"{}[],:.-+eExyk0123456789atsk\\'
     taken = 0
     for _ in range(3000):
         line = bytearray(VALID[int(rng.integers(len(VALID)))])
@@ -123,7 +130,8 @@ def test_mutated_records_are_scanned_only_when_the_per_record_path_agrees() -> N
         expected = per_record(RecordDecoder(n_features=3, task="regression"), values).build()
         assert scanned.X.tobytes() == expected.X.tobytes(), line
         assert scanned.y.tobytes() == expected.y.tobytes(), line
-        assert (scanned.keys, scanned.ids) == (expected.keys, expected.ids)
+        assert (scanned.keys, scanned.ids, scanned.tasks) == \
+            (expected.keys, expected.ids, expected.tasks), line
     assert taken > 100  # whitespace and digit edits keep many records plain
 
 
