@@ -18,6 +18,7 @@ from typing import Any
 from adaptd.checkpoint import CheckpointStore, Restored
 from adaptd.connectors.base import SinkMessage, SourceRecord
 from adaptd.connectors.kafka import kafka_sink, kafka_source, sink_options, source_options
+from adaptd.errors import UnavailableError
 from adaptd.state_codec import unpack_state
 from tests.helpers import free_port, http_get, wait_for
 
@@ -96,7 +97,10 @@ def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float = 60.
     try:
         quiet_since = time.monotonic()
         while True:
-            got = source.poll(1000, 0.2)
+            try:
+                got = source.poll(1000, 0.2)
+            except UnavailableError:  # a broker just back (a proxy restarted): not yet joined
+                got = []
             out.extend(got)
             now = time.monotonic()
             if got:
