@@ -176,7 +176,12 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
 
 
 def main() -> int:
+    import os
+
     out, argv = sys.argv[1], sys.argv[2:]
+    # An experiment's knob: the interpreter's GIL switch interval in the traced daemon.
+    if switch_s := os.environ.get("LATENCY_TRACE_SWITCH_INTERVAL_S"):
+        sys.setswitchinterval(float(switch_s))
     install(out)
     from adaptd.cli import main as cli_main
 
