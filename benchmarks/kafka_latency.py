@@ -224,7 +224,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
             "--source", f"kafka://{bootstrap}/{topic_in}?client={client}" + (
                 "" if setup.fetch_wait_ms is None else f"&fetch_max_wait_ms={setup.fetch_wait_ms}"),
             "--sink", (f"kafka://{bootstrap}/{topic_out}?client={client}"
-                      f"&linger_ms={setup.sink_linger_ms}"),
+                      f"&linger_ms={setup.sink_linger_ms}"
+                      + "".join(f"&{o}" for o in getattr(args, "sink_option", None) or ())),
             "--dead-letter", f"kafka://{bootstrap}/{topic_in}-dead?client={client}"]
         if getattr(args, "batch_size", None) is not None:
             command += ["--batch-size", str(args.batch_size)]
@@ -325,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-wait-ms", type=int, default=None,
                         help="the daemon's and the pass-through's fetch wait (default: the "
                              "daemon's own, and 10 ms for the pass-through)")
+    parser.add_argument("--sink-option", action="append", default=None, metavar="KEY=VALUE",
+                        help="an option added to the daemon's sink URI (e.g. acks=1)")
     parser.add_argument("--trace", default=None, metavar="DIR",
                         help="run the daemon with stage timestamps (benchmarks/latency_trace.py), "
                              "write them to DIR and print where each record's time went")

@@ -13,9 +13,10 @@ latency benchmark's producer stamps records with and its checker reads them back
 * ``appended``: its predictions were encoded and appended to the producer (the write-behind
   thread's write returned).
 
-Each line: ``[stage, partition, first position, records, seconds]``; a checkpoint's
-beginning and end are ``["checkpoint", -1, 0, 0, s]`` and ``["checkpoint end", -1, 0, 0, s]``. A batch is named by its
-first record; every record of a batch shares its stage times. :func:`breakdown` joins them with
+Each line: ``[stage, partition, first position, records, seconds]``, one per stretch of one
+partition's consecutive positions in the batch; a checkpoint's beginning and end are
+``["checkpoint", -1, 0, 0, s]`` and ``["checkpoint end", -1, 0, 0, s]``. Every record of a
+batch shares its stage times. :func:`breakdown` joins them with
 the benchmark's per-record produce and read-back times.
 """
 
@@ -36,13 +37,32 @@ _events: list[tuple[str, int, int, int, float]] = []
 _lock = threading.Lock()
 
 
+def _runs(polled: Any) -> list[tuple[int, int, int]]:
+    """(partition, first position, records) of each stretch of one partition's consecutive
+    positions in a batch: a run is one; a list (what a consume returned, drawn from several
+    partitions) is one per change of partition. Named by its first record alone, a list's
+    records of other partitions would be given the times of positions they do not hold."""
+    if not isinstance(polled, list):
+        first = polled[0]
+        return [(first.partition, first.position, len(polled))]
+    runs: list[tuple[int, int, int]] = []
+    for record in polled:
+        if runs:
+            partition, first, n = runs[-1]
+            if record.partition == partition and record.position == first + n:
+                runs[-1] = (partition, first, n + 1)
+                continue
+        runs.append((record.partition, record.position, 1))
+    return runs
+
+
 def _note(stage: str, polled: Any) -> None:
     if not polled:
         return
     now = time.time()
-    first = polled[0]  # a run's first record or a list's: (partition, position)
+    runs = _runs(polled)
     with _lock:
-        _events.append((stage, first.partition, first.position, len(polled), now))
+        _events.extend((stage, partition, first, n, now) for partition, first, n in runs)
 
 
 def _after(owner: Any, name: str, stage: str, batch_of: Callable[..., Any]) -> None:
@@ -145,11 +165,23 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
                      f"{np.quantile(d, 0.99):.1f} | {d[tail].mean():.1f} |")
     lines.append(f"| total | {np.quantile(total, 0.5):.1f} | {np.quantile(total, 0.99):.1f} | "
                  f"{total[tail].mean():.1f} |")
+    # Per input partition (a key's predictions go to the same-numbered output partition): a
+    # partition whose records lag shows here, where a stage's row mixes every partition.
+    partition = np.array([k[0] for k in keys])
+    lines.append("")
+    lines.append("total by partition (p50 / p99): " + ", ".join(
+        f"{p}: {np.quantile(total[partition == p], 0.5):.0f} / "
+        f"{np.quantile(total[partition == p], 0.99):.0f}" for p in np.unique(partition)))
     return "\n".join(lines)
 
 
 def main() -> int:
+    import os
+
     out, argv = sys.argv[1], sys.argv[2:]
+    # An experiment's knob: the interpreter's GIL switch interval in the traced daemon.
+    if switch_s := os.environ.get("LATENCY_TRACE_SWITCH_INTERVAL_S"):
+        sys.setswitchinterval(float(switch_s))
     install(out)
     from adaptd.cli import main as cli_main
 
