@@ -85,9 +85,11 @@ class LibrdkafkaStateProducer:
     def partitions_for(self, topic: str, timeout_s: float = 10.0) -> set[int]:
         """The partitions of ``topic``, asked of the broker: the producer then holds its
         leaders' connections and metadata (kafka-python's ``partitions_for``). Blocks."""
+        import confluent_kafka as ck
+
         try:
             metadata = self._producer.list_topics(topic, timeout=timeout_s)
-        except Exception as exc:  # confluent-kafka's KafkaException: kafka-python's errors out
+        except ck.KafkaException as exc:  # kafka-python's errors out, as everywhere here
             raise KafkaError(str(exc)) from None
         return set(metadata.topics[topic].partitions)
 

@@ -129,8 +129,9 @@ class StateClients:
                     **self._config(), enable_auto_commit=False)
                 self._consumer = consumer
                 # Before the producer: it then knows them from its bootstrap (class docstring).
+                # A copy: a topic declared meanwhile (connect_behind's thread) is made on use.
                 counts = {name: partitions(consumer) for name, partitions
-                          in self._declared.items() if name not in self._created}
+                          in list(self._declared.items()) if name not in self._created}
                 # A count of 0 (its source topic is not there yet): made on its first use.
                 self._create({name: n for name, n in counts.items() if n})
                 self._producer = self._new_producer()
