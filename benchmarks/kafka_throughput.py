@@ -15,7 +15,8 @@ of this script, raw and adaptd rows alternating:
   Kafka through the same client or emits nothing; an independent librdkafka consumer then checks
   that every prediction arrived. Records/s is the one ``adaptd run`` reports when it finishes
   (from opening the source to the final checkpoint; the process start-up, imports mostly, is
-  not in it);
+  not in it, nor the part of the state topics' connection that overlaps the runner's build,
+  on a thread of its own: compare whole-process times too when start-up moves);
 - **adaptd from a jsonl file**: the same records without Kafka, the engine's own ceiling.
 
 ``--model linear`` because this measures the I/O around the engine: the default ``auto`` model

@@ -44,11 +44,18 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         from adaptd.errors import ConfigError
 
         raise ConfigError("source is required: pass --source URI or set ADAPTD_SOURCE")
-    source = open_source(settings.source)
+    # The state topics' clients connect on their own thread while the rest is built and the
+    # source opens (their topics are declared by the changelog and the meta topic first).
+    state_clients = state_clients_for(settings)
+    changelog = changelog_for(settings, state_clients)
+    meta_sync = meta_sync_for(settings, state_clients)
+    if state_clients is not None:
+        state_clients.connect_behind()
     state_dir = Path(settings.state_dir)
     dead_letter_uri = settings.dead_letter or f"jsonl:{state_dir / 'dead-letter.jsonl'}"
     sinks: list[Sink] = []
     try:
+        source = open_source(settings.source)
         sink = open_sink(settings.sink) if settings.sink else None
         if sink is not None:
             sinks.append(sink)
@@ -56,8 +63,9 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
     except Exception:
         for opened in sinks:
             opened.close()
+        if state_clients is not None:
+            state_clients.close()
         raise
-    state_clients = state_clients_for(settings)
     return Runner(
         source=source,
         learner=build_learner(settings),
@@ -71,8 +79,8 @@ def build_runner(settings: Settings, metrics: Metrics) -> Runner:
         sink=sink,
         dead_letter=dead_letter,
         config=RunnerConfig.from_settings(settings),
-        changelog=changelog_for(settings, state_clients),
-        meta_sync=meta_sync_for(settings, state_clients),
+        changelog=changelog,
+        meta_sync=meta_sync,
     )
 
 

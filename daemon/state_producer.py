@@ -82,6 +82,17 @@ class LibrdkafkaStateProducer:
             except BufferError:  # the queue is full: let deliveries make room
                 self._producer.poll(0.05)
 
+    def partitions_for(self, topic: str, timeout_s: float = 10.0) -> set[int]:
+        """The partitions of ``topic``, asked of the broker: the producer then holds its
+        leaders' connections and metadata (kafka-python's ``partitions_for``). Blocks."""
+        import confluent_kafka as ck
+
+        try:
+            metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        except ck.KafkaException as exc:  # kafka-python's errors out, as everywhere here
+            raise KafkaError(str(exc)) from None
+        return set(metadata.topics[topic].partitions)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every record sent; KafkaTimeoutError if some are left after ``timeout``."""
         left = self._producer.flush(-1 if timeout is None else timeout)

@@ -7,6 +7,7 @@ kafka-python directly (not through a connector: they hold state, not records).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,8 @@ class StateClients:
         #: first :meth:`get` (and again after a :meth:`close`).
         self._declared: dict[str, Callable[[KafkaConsumer], int]] = {}
         self._created: set[str] = set()
+        #: The thread connecting them ahead of their first use (:meth:`connect_behind`).
+        self._connecting: threading.Thread | None = None
 
     def declare(self, name: str, partitions: Callable[[KafkaConsumer], int]) -> None:
         """Have compacted topic ``name`` created with the others by the first :meth:`get`."""
@@ -87,17 +90,48 @@ class StateClients:
         """Whether topic ``name`` was created (or found) since the clients connected."""
         return name in self._created
 
+    def connect_behind(self) -> None:
+        """Start connecting the clients, creating the declared topics and learning their
+        partitions' leaders on a thread of their own, while the daemon does the rest of its
+        start (the source's connection and group join): these are sequential round trips,
+        57–160 ms that the first assignment's restore otherwise waited for. The first
+        :meth:`get` (or :meth:`close`) waits for the thread; a failure there is left to that
+        :meth:`get` to meet again and raise. Does not block."""
+        if self._connecting is None and self._producer is None and self._declared:
+            self._connecting = threading.Thread(target=self._connect_quietly,
+                                                name="adaptd-state-connect", daemon=True)
+            self._connecting.start()
+
+    def _connect_quietly(self) -> None:
+        try:
+            producer, _ = self._connect()
+            for name in self._created:  # the producer's first send there finds them known
+                producer.partitions_for(name)
+        except (OSError, KafkaError) as exc:
+            log.debug("state topics not connected ahead (%s): retried on first use", exc)
+
+    def _joined(self) -> None:
+        """Wait for :meth:`connect_behind`'s thread: the clients are one thread's at a time."""
+        if self._connecting is not None:
+            self._connecting.join()
+            self._connecting = None
+
     def get(self) -> tuple[Any, KafkaConsumer]:
         """The connected clients (a producer with kafka-python's interface), every declared
         topic created. Blocks; raises OSError when the broker is away or refuses a topic."""
+        self._joined()
+        return self._connect()
+
+    def _connect(self) -> tuple[Any, KafkaConsumer]:
         if self._producer is None or self._consumer is None:
             try:
                 consumer = self._consumer or KafkaConsumer(
                     **self._config(), enable_auto_commit=False)
                 self._consumer = consumer
                 # Before the producer: it then knows them from its bootstrap (class docstring).
+                # A copy: a topic declared meanwhile (connect_behind's thread) is made on use.
                 counts = {name: partitions(consumer) for name, partitions
-                          in self._declared.items() if name not in self._created}
+                          in list(self._declared.items()) if name not in self._created}
                 # A count of 0 (its source topic is not there yet): made on its first use.
                 self._create({name: n for name, n in counts.items() if n})
                 self._producer = self._new_producer()
@@ -154,6 +188,7 @@ class StateClients:
 
     def close(self) -> None:
         """Close the clients (idempotent: each user of a shared instance closes it)."""
+        self._joined()
         for client in (self._producer, self._consumer, self._admin):
             if client is not None:
                 client.close()

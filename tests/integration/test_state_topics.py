@@ -96,3 +96,47 @@ def test_a_changelog_narrower_than_its_source_is_refused_with_what_to_do(
             changelog.restore_all([0, 2], CheckpointStore(tmp_path / "s"))
     finally:
         changelog.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_clients_connected_behind_are_the_ones_the_first_get_hands_out(
+        kafka_broker: str, kafka_topic: str, client: str) -> None:
+    """``connect_behind`` connects, creates the declared topics and learns the changelog's
+    partitions on its own thread; the first ``get`` waits for it and hands out those clients,
+    whose first send lands."""
+    produce(kafka_broker, kafka_topic, [{"key": "k", "x": [1.0], "y": 1.0}], partitions=3)
+    clients = StateClients(kafka_broker, client)
+    changelog = Changelog(kafka_broker, kafka_topic, "g", clients=clients)
+    meta = MetaSync(kafka_broker, kafka_topic, "g", clients=clients)
+    try:
+        clients.connect_behind()
+        connecting = clients._connecting
+        assert connecting is not None
+        producer, consumer = clients.get()
+        assert not connecting.is_alive() and clients._connecting is None
+        assert clients.created(changelog.topic) and clients.created(meta.topic)
+        assert clients.get() == (producer, consumer)  # connected once
+        assert consumer.partitions_for_topic(changelog.topic) == {0, 1, 2}
+        assert producer.send(changelog.topic, key=b"f", value=b"{}", partition=1).get(
+            timeout=10).offset == 0
+    finally:
+        changelog.close()
+        meta.close()
+
+
+def test_a_failed_connection_behind_is_met_again_and_raised_by_the_first_get(
+        kafka_broker: str, kafka_topic: str) -> None:
+    """The thread swallows its failure (no traceback on a thread nobody joins for it); the
+    first ``get`` connects again, on its own thread, and raises what it meets."""
+    from adaptd.connectors.kafka_options import source_options
+
+    uri = (f"kafka://{kafka_broker}/{kafka_topic}?security_protocol=SASL_PLAINTEXT"
+           "&sasl_mechanism=PLAIN&sasl_plain_username=u&sasl_plain_password=p"
+           "&bootstrap_timeout_ms=1000")
+    clients = StateClients(kafka_broker, "kafka-python", source_options(uri))
+    MetaSync(kafka_broker, kafka_topic, None, clients=clients)
+    clients.connect_behind()
+    with pytest.raises(OSError, match="broker unavailable"):
+        clients.get()
+    clients.close()
+    assert clients._connecting is None
