@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from adaptd.learner.pages import PAGE, copy_nonzero, small_pages
+from adaptd.learner.pages import copy_rows, small_pages
 
 
 class Arena(NamedTuple):
@@ -127,8 +127,8 @@ def _field(old: Arena | None, name: str, shape: tuple[int, ...], dtype: Any,
     new = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype=dtype)
     if old is not None:
         prev = getattr(old, name)
-        if fill == 0 and prev[:1].nbytes >= PAGE:
-            copy_nonzero(new, prev)
+        if fill == 0:
+            copy_rows(new, prev)
         else:
             new[: len(prev)] = prev
     return new

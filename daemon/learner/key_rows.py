@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adaptd.learner.pages import PAGE, copy_nonzero, small_pages
+from adaptd.learner.pages import copy_rows, small_pages
 
 
 class KeyRows:
@@ -82,8 +82,8 @@ def grown(arrays: dict[str, np.ndarray], empty: Callable[[int], dict[str, np.nda
     with small_pages():
         new = empty(rows)
     for name, old in arrays.items():
-        if len(old) and old[:1].nbytes >= PAGE and not new[name][len(old)].any():
-            copy_nonzero(new[name], old)
-        else:
+        if new[name][len(old)].any():  # not made zero-filled
             new[name][:len(old)] = old
+        else:
+            copy_rows(new[name], old)
     return new

@@ -4,7 +4,7 @@ A key's rows (the arena's, the neighbours' windows, the trees' leaves) are mostl
 the key has few records. Arrays made by :func:`numpy.zeros` take their pages from the OS on
 first write, so rows never written cost no memory, provided the pages are small ones
 (:func:`small_pages`) and growing an array copies only what is non-zero
-(:func:`copy_nonzero`).
+(:func:`copy_rows`).
 """
 
 from __future__ import annotations
@@ -51,3 +51,13 @@ def copy_nonzero(new: np.ndarray, prev: np.ndarray, block: int = 1024) -> None:
         mask = part != 0
         if mask.any():
             np.copyto(new[lo:lo + len(part)], part, where=mask)
+
+
+def copy_rows(new: np.ndarray, prev: np.ndarray) -> None:
+    """``new[:len(prev)] = prev`` for a zero-filled ``new``: where a row spans a page
+    (:data:`PAGE`), with :func:`copy_nonzero`, so the pages of rows still mostly zeros stay
+    untouched; narrower rows in one step."""
+    if len(prev) and prev[:1].nbytes >= PAGE:
+        copy_nonzero(new, prev)
+    else:
+        new[:len(prev)] = prev
