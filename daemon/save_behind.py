@@ -66,9 +66,16 @@ def freeze(value: Any) -> Any:
     return pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+_PACKED = frozenset((bytes, PackedRow, SplitState))
+
+
 def frozen_changes(change: PartitionChanges) -> PartitionChanges:
     """``change`` with its states and labels frozen (packed states are bytes already)."""
-    states = {k: freeze(v) for k, v in change.states.items()}
+    # Packing builds a fresh dict of packed values (bytes, rows of a group packed for this
+    # checkpoint alone): nothing in it is the learner's, so it is taken as it is, without a
+    # step per key (up to max_keys of them).
+    states = change.states if _PACKED.issuperset(map(type, change.states.values())) else \
+        {k: freeze(v) for k, v in change.states.items()}
     labels = freeze(change.labels) if change.labels else {}
     return PartitionChanges(position=change.position, states=states, labels=labels,
                             evicted=frozenset(change.evicted))
