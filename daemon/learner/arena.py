@@ -88,6 +88,17 @@ def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> 
 RING_MAJOR = ("HY", "HL")
 
 
+def kernel_arrays(arena: Arena) -> tuple[np.ndarray, ...]:
+    """The arena as compiled code takes it (:func:`adaptd.learner.kernel.process`): a plain
+    tuple, with the ring-major rings (:data:`RING_MAJOR`) as their C-ordered ``(h, rows)``
+    transposes, indexed ``[position, slot]`` there. The ``(rows, h)`` views are F-ordered, but
+    NumPy also calls them C-ordered when 0 wide (hindsight off) or one row, and Numba compiles
+    the kernel once per layout it is given: the transposes are C-ordered in every case, so one
+    compiled kernel serves them all (each compile costs about a minute)."""
+    return tuple(array.T if name in RING_MAJOR else array
+                 for name, array in zip(Arena._fields, arena, strict=True))
+
+
 def _ring_major(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """Zeros of ``shape`` (rows, h) laid out ring row by ring row: element ``[s, j]`` of every
     key's ring lies next to ``[s + 1, j]``. Keys fill their rings from the front, and with many

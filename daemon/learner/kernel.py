@@ -127,7 +127,9 @@ def scratch(L_out: np.ndarray, d: int, k: int, P: int) -> Scratch:
 def process(i0, b, ar, par, net, ph, php, out, sc, lib):  # type: ignore[no-untyped-def]
     """Process records ``i0 …`` until the end or an event; returns ``(index, event)``.
 
-    Takes the named tuples as plain tuples (``tuple(arena)``, …) and names them again here:
+    Takes the named tuples as plain tuples (``tuple(batch)``, the arena as
+    :func:`~adaptd.learner.arena.kernel_arrays` gives it: ``HY``, ``HL`` as ``(h, rows)``, …)
+    and names them again here:
     Numba's dispatcher types a plain tuple in C but a named tuple in Python, about 1 µs per
     array, 25 µs per call for these. ``lib``: the concept library's arrays
     (:class:`~adaptd.learner.reuse.Library`), read when ``par.probe_here``."""
@@ -303,13 +305,13 @@ def _account(i, s, value, b, ar, par, out):  # type: ignore[no-untyped-def]
     below the closed segment's)."""
     out.loss[i] = value
     out.learned[i] = True
-    hsize = ar.HY.shape[1]
+    hsize = ar.HY.shape[0]  # (h, rows): see arena.kernel_arrays
     if hsize:
         hp = ar.hpos[s]
         for j in range(b.X.shape[1]):
             ar.HX[s, hp, j] = b.X[i, j]
-        ar.HY[s, hp] = b.Y[i]
-        ar.HL[s, hp] = value
+        ar.HY[hp, s] = b.Y[i]
+        ar.HL[hp, s] = value
         ar.hpos[s] = (hp + 1) % hsize
         ar.hcount[s] = min(ar.hcount[s] + 1, hsize)
     ar.seg_len[s] += 1

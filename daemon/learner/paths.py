@@ -26,6 +26,7 @@ import numpy as np
 
 from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel, shadow
+from adaptd.learner.arena import kernel_arrays
 from adaptd.learner.concepts import PROBE, REUSE_RATIO, probe_due, reconsider
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
@@ -99,7 +100,7 @@ def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: kernel.Out,
     # The kernel's arguments as plain tuples, built once: nothing an event does replaces the
     # arrays in them but the meta-state's (a segment close: ``par`` is built again then) and
     # the library's (a close may store a state: ``lib`` too).
-    args = (tuple(batch), tuple(lrn.arena))
+    args = (tuple(batch), kernel_arrays(lrn.arena))
     rest = (tuple(lrn.net), tuple(ph_state), tuple(ph_params), tuple(result), lrn.scratch)
     lib = _library(lrn, len(slots))  # (before _params: it reads the library's misfits)
     par = tuple(_params(lrn, oracle, side is None))

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from adaptd.learner import kernel
+from adaptd.learner.arena import kernel_arrays
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -83,7 +84,7 @@ class Shadow:
         sc = tuple(kernel.scratch(lrn.net.L_out, batch.X.shape[1], lrn.config.window,
                                   lrn.family.n_params))
         self._future: Future[None] = _submit(
-            kernel.process_shadow, tuple(batch), tuple(lrn.arena), tuple(params),
+            kernel.process_shadow, tuple(batch), kernel_arrays(lrn.arena), tuple(params),
             tuple(lrn.net), self.losses, sc)
         #: ``[lo, hi)`` record ranges of the kernel calls made meanwhile, in order.
         self.calls: list[tuple[int, int]] = []
