@@ -164,8 +164,8 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
     """A segment of ``keys`` with their packed ``states`` and evicted flags, and the ``marks``
     (keys let go of unchanged). States of a :class:`PackedGroup` are written as its columns
     (no step per key); any other state as a value of its own."""
-    names = encode(_pack_strings(keys) + np.asarray(evicted, dtype=bool).tobytes()
-                   + _pack_strings(marks))
+    name_blob = _pack_strings(keys)  # in both blobs: encoded once
+    names = encode(name_blob + np.asarray(evicted, dtype=bool).tobytes() + _pack_strings(marks))
     out = _Writer()
     n = len(keys)
     group_of = np.full(n, -1, dtype="<i4")
@@ -208,7 +208,6 @@ def pack_segment(keys: Sequence[str], states: Sequence[Any], evicted: Sequence[b
         group_of[rows] = g
         columns, index[rows] = _group_columns(out, group, at_in_group)
         groups.append(columns)
-    name_blob = _pack_strings(keys)
     contents = {
         "specs": out.spec_list, "group": group_of.tobytes(), "index": index.tobytes(),
         "kinds": bytes(kinds), "groups": groups, "names": out.add(name_blob),

@@ -65,7 +65,7 @@ class SplitState(NamedTuple):
 
 class PackedGroup:
     """Many keys' packed values as :func:`_pack` builds them, kept as columns (heads, a row of
-    array lengths per key, the arrays' used bytes key after key) instead of one byte string
+    array lengths per key, the arrays' kept bytes key after key) instead of one byte string
     per key: a store can write the columns as they are (:mod:`adaptd.key_segments`), and a
     key's bytes are joined only when something asks for them (:class:`PackedRow`)."""
 
@@ -73,13 +73,15 @@ class PackedGroup:
                  "row_bytes")
 
     def __init__(self, heads: list[bytes], head_of: list[int] | None, lengths: bytes,
-                 row_bytes: int, data_w: bytes, ends_w: list[int], data_b: bytes,
+                 row_bytes: int, data_w: bytes | memoryview, ends_w: list[int],
+                 data_b: bytes | memoryview,
                  ends_b: list[int]) -> None:
         self.heads, self.head_of, self.lengths, self.row_bytes = heads, head_of, lengths, row_bytes
         self.data_w, self.ends_w, self.data_b, self.ends_b = data_w, ends_w, data_b, ends_b
 
     def row(self, i: int) -> bytes:
-        """Key ``i``'s packed value, byte for byte what :func:`pack_state` gives."""
+        """Key ``i``'s packed value: what :func:`pack_state` gives, or (packed by
+        :func:`_columns`) with the group's widths, which unpacks to the same state."""
         head = self.heads[self.head_of[i] if self.head_of is not None else 0]
         start_w = self.ends_w[i - 1] if i else 0
         start_b = self.ends_b[i - 1] if i else 0
@@ -89,7 +91,7 @@ class PackedGroup:
 
 class PackedRow:
     """One key's packed value inside a :class:`PackedGroup`: equal to, pickled as, and turned
-    into (``bytes(row)``) the byte string :func:`pack_state` gives for it."""
+    into (``bytes(row)``) its byte string (:meth:`PackedGroup.row`)."""
 
     __slots__ = ("group", "i")
 
@@ -295,9 +297,11 @@ def _columns(raws: list[np.ndarray], words: int, heads: list[bytes],
     widths = [_widest(raw.view(np.uint64) if j < words else raw) * (8 if j < words else 1)
               for j, raw in enumerate(raws)]
     parts = []
-    for lo, hi, itemsize in ((0, words, 8), (words, len(raws), 1)):
+    for lo, hi in ((0, words), (words, len(raws))):
         cut = [raw[:, :w] for raw, w in zip(raws[lo:hi], widths[lo:hi], strict=True) if w]
-        data = np.concatenate(cut, axis=1).tobytes() if cut else b""
+        # The joined columns' own memory, not a copy of it (a store writes it as it is).
+        data = np.concatenate(cut, axis=1).reshape(-1).view(np.uint8).data if cut \
+            else b""
         row = sum(widths[lo:hi])
         parts.append((data, list(range(row, row * n + 1, row)) if row else [0] * n))
     (data_w, ends_w), (data_b, ends_b) = parts
@@ -309,6 +313,8 @@ def _widest(raw: np.ndarray) -> int:
     """Items of ``raw`` (n, width) up to the last column any row has a non-zero in."""
     if raw.shape[1] == 0 or raw.shape[0] == 0:
         return 0
+    if raw[:, -1].any():  # (one strided column: arrays every key fills skip the scan)
+        return raw.shape[1]
     used = np.flatnonzero(raw.any(axis=0))
     return int(used[-1]) + 1 if len(used) else 0
 

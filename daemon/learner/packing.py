@@ -22,8 +22,8 @@ a checkpoint rewrites only the chunks a key appended to since the last one.
 from __future__ import annotations
 
 import operator
-from itertools import compress, repeat
 from collections.abc import Collection
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
