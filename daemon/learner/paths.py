@@ -54,6 +54,11 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     n = len(slots)
     tot = lrn.totals
     units = np.full(n, tot.unit) if unit is None else unit
+    # Decoders hand over X writable (the compiled scan's cells) or read-only (np.frombuffer
+    # in the general decode): the kernel is compiled once per flag it is given, a minute on
+    # a cold cache, so it is always given a read-only view.
+    X = X.view()
+    X.flags.writeable = False
     batch = kernel.Batch(slots, X, ys, ~np.isnan(ys),
                          tasks if tasks is not None else np.full(n, -1, dtype=np.int64), units)
     bank = lrn.bank
