@@ -122,6 +122,23 @@ def test_a_group_s_columns_are_cut_to_the_most_any_of_its_keys_uses() -> None:
         assert len(bytes(packed[key])) == len(alone) + (48 if i != 2 else 0) + (2 if i != 4 else 0)
 
 
+def test_a_key_of_few_records_packs_as_narrow_beside_busier_keys() -> None:
+    """Keys whose rings fit one chunk are packed in groups of equal extent: a key with one
+    record keeps its own widths beside keys with five and twenty (as wide as the busiest, the
+    state dir of skewed keys doubled), and every key reads back as its state."""
+    records = list(linear_stream(4, 26, keys=1))
+    learner = AdaptiveLearner()
+    for key, count in (("one", 1), ("five", 5), ("twenty", 20)):
+        learner.process_many([dataclasses.replace(r, key=key) for r in records[:count]])
+    together = packed_task_states(learner, ["one", "five", "twenty"])
+    alone = packed_task_states(learner, ["one"])
+    assert together is not None and alone is not None
+    assert not isinstance(together["twenty"], SplitState)  # one chunk: packed as a whole
+    assert len(bytes(together["one"])) == len(bytes(alone["one"]))
+    for key in ("one", "five", "twenty"):
+        _equal(learner.state_dict([key])["keys"][key], unpack_state(together[key]), key)
+
+
 def test_keys_packed_in_slices_as_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Packing keys a few at a time (as a checkpoint of many keys does) gives every key the
     value packing them at once gives, and the learner's state; keys with one, two or three
