@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
+
 from adaptd.learner.jit_cache import drop_stale_cache
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,17 @@ def njit(inline: bool = False, nogil: bool = False, refcounts: bool = True
         _COMPILED.append(dispatcher)
         return dispatcher  # type: ignore[no-any-return]
     return wrap
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``, for an argument of a compiled function that only reads
+    it. Numba compiles a function once per argument type, and the write flag is part of it:
+    decoders hand over arrays writable (the compiled scan's cells) or read-only
+    (``np.frombuffer`` in the general decode), and each second compile costs up to a minute on
+    a cold cache, mid-stream. Passing every such array read-only keeps one compiled version."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 #: Every function compiled through :func:`njit`, for :func:`load_cached`.

@@ -28,6 +28,7 @@ from adaptd.drift import PageHinkleyBank, PHParams, PHState
 from adaptd.learner import Outcomes, kernel, shadow
 from adaptd.learner.arena import kernel_arrays
 from adaptd.learner.concepts import PROBE, REUSE_RATIO, probe_due, reconsider
+from adaptd.learner.jit import read_only
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
 from adaptd.learner.segments import close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
@@ -54,12 +55,7 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     n = len(slots)
     tot = lrn.totals
     units = np.full(n, tot.unit) if unit is None else unit
-    # Decoders hand over X writable (the compiled scan's cells) or read-only (np.frombuffer
-    # in the general decode): the kernel is compiled once per flag it is given, a minute on
-    # a cold cache, so it is always given a read-only view.
-    X = X.view()
-    X.flags.writeable = False
-    batch = kernel.Batch(slots, X, ys, ~np.isnan(ys),
+    batch = kernel.Batch(slots, read_only(X), ys, ~np.isnan(ys),
                          tasks if tasks is not None else np.full(n, -1, dtype=np.int64), units)
     bank = lrn.bank
     ph_state, ph_params = (bank.state, bank.params) if isinstance(bank, PageHinkleyBank) \

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptd.learner import Outcomes
-from adaptd.learner.jit import njit
+from adaptd.learner.jit import njit, read_only
 from adaptd.learner.paths import run_kernel
 from adaptd.learner.target_scales import TARGET_BLOCK, frozen_scales
 from adaptd.meta.state import pool_moments
@@ -121,7 +121,7 @@ class RunningMoments:
         the same bits whatever the batching, so a restart replays exactly)."""
         out = np.empty_like(X, dtype=np.float64)
         state = np.array([self.count])
-        _welford_rows(np.ascontiguousarray(X, dtype=np.float64),
+        _welford_rows(read_only(np.ascontiguousarray(X, dtype=np.float64)),
                       np.ascontiguousarray(fold, dtype=np.bool_), state, self.mean, self.m2, out)
         self.count = float(state[0])
         return out

@@ -74,3 +74,33 @@ def test_the_start_up_loader_names_compiled_functions_and_loads_those_first() ->
     everything = [qualified_name(d) for d in load_order("auto")]
     assert everything[:len(FIRST_USE)] == list(FIRST_USE)
     assert sorted(everything) == sorted(set(everything)) and len(everything) > len(FIRST_USE)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_read_only_batch_runs_the_code_compiled_for_a_writable_one(standardize: bool) -> None:
+    """Decoders give X writable (the compiled scan) or read-only (``np.frombuffer``); Numba
+    types the flag, so without :func:`adaptd.learner.jit.read_only` a daemon whose batches come
+    both ways compiled the kernel twice (a minute each on a cold cache, mid-stream)."""
+    import numpy as np
+
+    from adaptd.learner import kernel, scaling
+    from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.records.schema import RecordBatch
+    from adaptd.settings import LearnerConfig
+
+    learner = AdaptiveLearner("logistic", task="classification",
+                              config=LearnerConfig(standardize=standardize))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(float)
+
+    def batch(X: np.ndarray) -> RecordBatch:
+        return RecordBatch([f"k{i % 4}" for i in range(len(X))], X, y.copy(),
+                           [None] * len(X), [None] * len(X))
+
+    learner.process_batch(batch(X.copy()))
+    compiled = [set(f.signatures) for f in (kernel.process, scaling._welford_rows)]
+    frozen = np.frombuffer(X.tobytes()).reshape(X.shape)
+    assert not frozen.flags.writeable
+    learner.process_batch(batch(frozen))
+    assert [set(f.signatures) for f in (kernel.process, scaling._welford_rows)] == compiled
