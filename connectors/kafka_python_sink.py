@@ -97,6 +97,18 @@ class BatchAppender:
                 and {"message_version", "compression_attrs", "batch_size"}
                 <= set(getattr(accumulator, "config", {})))
 
+    def send_when_written(self) -> None:
+        """Let the sender take each batch as soon as it is written, without waiting out the
+        producer's linger (the sink's ``linger_ms`` still applies to ``send`` per message).
+
+        A write is a whole polled batch, and a poll holds one partition: a partition's next
+        write comes with the next fetch, after the fetch wait, so a lingering batch gathers
+        nothing and only adds the linger to each prediction's latency (about 4 ms at the
+        median, measured). Under load batches gather anyway: the sender drains a
+        partition's batches while up to five requests are in flight, and a write waiting
+        behind one goes on filling it (:meth:`_continue`)."""
+        self._accumulator.config["linger_ms"] = 0
+
     def known_partitions(self) -> list[int] | None:
         """The topic's partitions, or None while the producer has not learned them: then it is
         asked to, and the caller holds the messages. Never blocks.
@@ -279,6 +291,8 @@ class KafkaPythonSink(KafkaSinkBase):
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
         self._batches = BatchAppender(producer, o.topic) if BatchAppender.supported(producer) \
             else None
+        if self._batches is not None:
+            self._batches.send_when_written()
         return producer
 
     def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
