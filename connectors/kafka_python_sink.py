@@ -79,6 +79,9 @@ class BatchAppender:
         self._partitions: list[int] = []
         #: Whether this append queued a new batch (the sender is woken for it).
         self._created = False
+        #: Each partition's last batch's future: while it is not done, a new batch lingers.
+        self._last_sent: dict[int, Any] = {}
+        self._linger_s = self._accumulator.config["linger_ms"] / 1000
         from kafka.record.memory_records import MemoryRecordsBuilder
 
         #: Whether this producer's batches are v2 builders fill_rows can write.
@@ -94,20 +97,8 @@ class BatchAppender:
                 and hasattr(producer._metadata, "request_update")
                 and hasattr(accumulator, "_batches") and hasattr(accumulator, "_incomplete")
                 and hasattr(accumulator, "_tp_lock")
-                and {"message_version", "compression_attrs", "batch_size"}
+                and {"message_version", "compression_attrs", "batch_size", "linger_ms"}
                 <= set(getattr(accumulator, "config", {})))
-
-    def send_when_written(self) -> None:
-        """Let the sender take each batch as soon as it is written, without waiting out the
-        producer's linger (the sink's ``linger_ms`` still applies to ``send`` per message).
-
-        A write is a whole polled batch, and a poll holds one partition: a partition's next
-        write comes with the next fetch, after the fetch wait, so a lingering batch gathers
-        nothing and only adds the linger to each prediction's latency (about 4 ms at the
-        median, measured). Under load batches gather anyway: the sender drains a
-        partition's batches while up to five requests are in flight, and a write waiting
-        behind one goes on filling it (:meth:`_continue`)."""
-        self._accumulator.config["linger_ms"] = 0
 
     def known_partitions(self) -> list[int] | None:
         """The topic's partitions, or None while the producer has not learned them: then it is
@@ -201,6 +192,22 @@ class BatchAppender:
         out.append((Rows(packed, rows[:end], base), last.produce_future))
         return int(end)
 
+    def _send_at_once_if_idle(self, partition: int, batch: Any) -> None:
+        """Let the sender take ``batch`` without waiting out the producer's linger when the
+        partition's batch before it is acknowledged already (Nagle's rule, per partition).
+
+        A write is a whole polled batch, and a poll holds one partition: that partition's
+        next write comes only with the next fetch, so a lingering batch would gather nothing
+        and only add the linger to its predictions' latency. While the batch before is still
+        unacknowledged (a busy sender, broker or machine), the new one lingers as usual and
+        further writes fill it (:meth:`_continue`): fewer, larger requests under load. The
+        accumulator starts the linger at ``last_attempt``; moving that back by the linger is
+        what kafka-python's own ``ready`` reads as a batch that waited long enough."""
+        before = self._last_sent.get(partition)
+        self._last_sent[partition] = batch.produce_future
+        if before is None or before.is_done:
+            batch.last_attempt -= self._linger_s
+
     def _groups(self, messages: Messages) -> dict[int, Messages]:
         """``messages`` by partition, in order."""
         partition_of, partition = self._partition_of, self._partition
@@ -241,6 +248,7 @@ class BatchAppender:
         tp = TopicPartition(self._topic, partition)
         batch = ProducerBatch(tp, builder)
         batch.max_record_size = largest
+        self._send_at_once_if_idle(partition, batch)
         accumulator = self._accumulator
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
@@ -291,8 +299,6 @@ class KafkaPythonSink(KafkaSinkBase):
             raise UnavailableError(f"{o.where}: no broker reachable: {exc}") from exc
         self._batches = BatchAppender(producer, o.topic) if BatchAppender.supported(producer) \
             else None
-        if self._batches is not None:
-            self._batches.send_when_written()
         return producer
 
     def _send(self, producer: Any, waiting: deque[SinkMessage]) -> None:
