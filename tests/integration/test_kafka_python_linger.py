@@ -1,7 +1,7 @@
-"""kafka-python's sink sends each written batch when it is written: a write is a whole polled
-batch, so waiting out the producer's linger for more would only add it to every prediction's
-latency. ``linger_ms`` still paces ``send`` per message (the fallback for a kafka-python whose
-internals differ)."""
+"""kafka-python's sink sends a written batch at once when its partition's batch before it is
+acknowledged (Nagle's rule, per partition): a write is a whole polled batch of one partition, so
+waiting out the producer's linger for more would only add it to every prediction's latency.
+A batch written while the one before is unacknowledged lingers (``linger_ms``) and gathers."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def test_a_written_batch_is_acknowledged_without_waiting_out_the_linger(
         keys = [f"k{i % 7}".encode() for i in range(300)]
         sink.write_encoded(EncodedBatch(b"".join(v + b"\n" for v in values), keys))
         assert sink.backlog() == 300
-        # No flush: the batches go because they were written, not because anyone waits.
+        # No flush: the batches go because they were written (the partitions' batches before
+        # are acknowledged), not because anyone waits for them.
         wait_for(lambda: sink.backlog() == 0, timeout_s=30,
                  what=f"the written batch to be acknowledged (linger_ms={LONG_LINGER_MS})")
     finally:
