@@ -79,9 +79,6 @@ class BatchAppender:
         self._partitions: list[int] = []
         #: Whether this append queued a new batch (the sender is woken for it).
         self._created = False
-        #: Each partition's last batch's future: while it is not done, a new batch lingers.
-        self._last_sent: dict[int, Any] = {}
-        self._linger_s = self._accumulator.config["linger_ms"] / 1000
         from kafka.record.memory_records import MemoryRecordsBuilder
 
         #: Whether this producer's batches are v2 builders fill_rows can write.
@@ -97,7 +94,7 @@ class BatchAppender:
                 and hasattr(producer._metadata, "request_update")
                 and hasattr(accumulator, "_batches") and hasattr(accumulator, "_incomplete")
                 and hasattr(accumulator, "_tp_lock")
-                and {"message_version", "compression_attrs", "batch_size", "linger_ms"}
+                and {"message_version", "compression_attrs", "batch_size"}
                 <= set(getattr(accumulator, "config", {})))
 
     def known_partitions(self) -> list[int] | None:
@@ -192,22 +189,6 @@ class BatchAppender:
         out.append((Rows(packed, rows[:end], base), last.produce_future))
         return int(end)
 
-    def _send_at_once_if_idle(self, partition: int, batch: Any) -> None:
-        """Let the sender take ``batch`` without waiting out the producer's linger when the
-        partition's batch before it is acknowledged already (Nagle's rule, per partition).
-
-        A write is a whole polled batch, and a poll holds one partition: that partition's
-        next write comes only with the next fetch, so a lingering batch would gather nothing
-        and only add the linger to its predictions' latency. While the batch before is still
-        unacknowledged (a busy sender, broker or machine), the new one lingers as usual and
-        further writes fill it (:meth:`_continue`): fewer, larger requests under load. The
-        accumulator starts the linger at ``last_attempt``; moving that back by the linger is
-        what kafka-python's own ``ready`` reads as a batch that waited long enough."""
-        before = self._last_sent.get(partition)
-        self._last_sent[partition] = batch.produce_future
-        if before is None or before.is_done:
-            batch.last_attempt -= self._linger_s
-
     def _groups(self, messages: Messages) -> dict[int, Messages]:
         """``messages`` by partition, in order."""
         partition_of, partition = self._partition_of, self._partition
@@ -248,7 +229,6 @@ class BatchAppender:
         tp = TopicPartition(self._topic, partition)
         batch = ProducerBatch(tp, builder)
         batch.max_record_size = largest
-        self._send_at_once_if_idle(partition, batch)
         accumulator = self._accumulator
         with accumulator._tp_lock(tp):
             accumulator._batches[tp].append(batch)
