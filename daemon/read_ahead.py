@@ -7,11 +7,7 @@ polls, if none is) and, when that batch held records, starts reading the next on
 thread, then passes it through ``prepare`` (the runner's decode into columns:
 :func:`adaptd.batch_path.decode_ahead`), whose compiled scan runs without the GIL. Reading
 ahead stops at the first empty poll, so an idle or paused source is polled as before, on the
-runner's thread, and at the first batch smaller than :func:`worth_handing_over` allows: the
-runner keeps up then, and its own poll after the batch takes everything that came meanwhile
-in one batch, where a poll ahead would take a fraction of it at once (a live stream at half
-the maximum rate came in batches of about 280 records: a poll, a decode and a hand-over
-between threads per batch, each paid in CPU the broker and the producers wanted too).
+runner's thread.
 
 Nothing the runner guarantees changes:
 
@@ -56,21 +52,6 @@ from adaptd.connectors.base import PartitionListener, RecordRun, Replay, Source,
 Polled: TypeAlias = list[SourceRecord] | RecordRun
 Prepare: TypeAlias = Callable[[Polled], Polled]
 T = TypeVar("T")
-
-
-#: A batch is handed to another thread (read ahead, written behind) only when it holds at
-#: least ``1/HAND_OVER_SHARE`` of the batch size (512 of 4,096). The hand-over's fixed costs
-#: (a thread woken, the GIL passed back and forth, a poll or a producer call per batch) are
-#: about a microsecond a record at 256 records a batch: a file run of 400k records at
-#: ``--batch-size 256`` took 3.0 to 3.4 s of CPU with both hand-overs, 2.6 to 2.9 without;
-#: from 1,024 a batch the hand-overs cost no more than they save.
-HAND_OVER_SHARE = 8
-
-
-def worth_handing_over(records: int, batch_size: int) -> bool:
-    """Whether a batch of ``records`` (of at most ``batch_size``) is worth handing to another
-    thread: a smaller one means the source is drained faster than it fills."""
-    return records * HAND_OVER_SHARE >= batch_size
 
 
 def read_ahead(source: Source, prepare: Prepare) -> Source:
@@ -213,10 +194,9 @@ class ReadAhead(Source):
                 self._cond.notify_all()
 
     def poll_many(self, max_records: int, timeout_s: float) -> Polled:
-        """The batch read ahead, else one polled now; then, if it holds enough records
-        (:func:`worth_handing_over`), start reading the next. Blocks until the batch is read
-        (and prepared), running the partition callbacks its poll meets; raises what its poll
-        raised."""
+        """The batch read ahead, else one polled now; then, if it holds records, start reading
+        the next. Blocks until the batch is read (and prepared), running the partition
+        callbacks its poll meets; raises what its poll raised."""
         if self._paused:
             return self._poll_paused(max_records, timeout_s)
         ahead, self._ahead = self._ahead, None
@@ -225,7 +205,7 @@ class ReadAhead(Source):
         else:
             raws = self._call(self.source.poll_many, max_records, timeout_s)
             raws = self._prepare(raws) if raws else raws
-        if raws and worth_handing_over(len(raws), max_records):
+        if raws:
             self._ahead = self._thread.submit(self._poll_ahead, max_records, timeout_s)
             self._ahead.add_done_callback(self._notify)
         return raws

@@ -47,7 +47,7 @@ from adaptd.isolation import learn_isolating
 from adaptd.learner import Learner, LearnerSummary, Outcomes
 from adaptd.metrics import Metrics
 from adaptd.partitions import Partitions
-from adaptd.read_ahead import read_ahead, worth_handing_over
+from adaptd.read_ahead import read_ahead
 from adaptd.records import RecordBatch, RecordDecoder, TaskKind, dead_letter
 from adaptd.save_behind import Snapshot
 from adaptd.settings import ResilienceConfig
@@ -344,10 +344,8 @@ class Runner:
         """Write the batch's predictions to the sink (one buffer where the batch's shape
         allows: :func:`adaptd.batch_path.encode`). Returns how many were dead-lettered."""
         assert self.sink is not None
-        if self._behind is not None:
-            if worth_handing_over(len(good), self.config.batch_size):
-                return self._behind.write(good, batch, outcomes)  # its count comes later
-            self.settle_writes()  # a small batch is written here, after the one in flight
+        if self._behind is not None:  # this batch's count comes with the next's
+            return self._behind.write(good, batch, outcomes)
         encoded = batch_path.encode(good, batch, outcomes, self.config.task, self.reject)
         if isinstance(encoded, EncodedBatch):
             self.sink.write_encoded(encoded)

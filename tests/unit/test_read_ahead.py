@@ -233,21 +233,3 @@ def test_a_stopped_run_has_predicted_exactly_what_its_checkpoint_covers(tmp_path
     # Every batch read ahead and not processed is left for the next run; every one processed
     # was written before the final checkpoint.
     assert sorted(predictions_by_position(tmp_path / "out.jsonl")) == list(range(resumed_at))
-
-
-def test_a_small_batch_is_not_read_ahead(tmp_path: Path) -> None:
-    """A batch under an eighth of what was asked (the source drained faster than it fills)
-    starts no poll ahead: the next poll, on the caller's thread, takes what came meanwhile."""
-    lines = write_lines(tmp_path / "in.jsonl", 600)
-    source = read_ahead(JsonlConnector.source(f"jsonl:{tmp_path}/in.jsonl"), lambda raws: raws)
-    assert isinstance(source, ReadAhead)
-    source.open({})
-    first = source.poll_many(4096, 0.0)  # all 600: more than 4096 / 8, read ahead
-    assert len(first) == 600 and source._ahead is not None
-    assert source.poll_many(4096, 0.0) == []  # the poll ahead found nothing
-    assert source._ahead is None
-    with (tmp_path / "in.jsonl").open("ab") as f:
-        f.write(b"\n".join(lines[:10]) + b"\n")
-    assert len(source.poll_many(4096, 0.0)) == 10  # polled here, nothing started after
-    assert source._ahead is None
-    source.close()
