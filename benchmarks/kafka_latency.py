@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -119,18 +120,25 @@ def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: S
 
 
 def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
-          sent: dict[tuple[int, int], int]) -> None:
-    """Produce ``values`` at ``rate`` records/s; note each delivered record's timestamp."""
+          sent: dict[tuple[int, int], int], acked: dict[tuple[int, int], int] | None = None
+          ) -> None:
+    """Produce ``values`` at ``rate`` records/s; note each delivered record's timestamp (and,
+    into ``acked``, when its delivery report was served: an upper bound of when the broker
+    held it)."""
 
     def delivered(err: Any, msg: Any) -> None:
         if err is None:
             sent[(msg.partition(), msg.offset())] = msg.timestamp()[1]
+            if acked is not None:
+                acked[(msg.partition(), msg.offset())] = int(time.time() * 1000)
 
     started = time.monotonic()
     for i, (value, key) in enumerate(values):
         ahead_s = i / rate - (time.monotonic() - started)
-        if ahead_s > 0.001:
-            producer.poll(ahead_s)
+        # Behind the pace, delivery reports are still served: librdkafka counts a message
+        # against its queue (100,000 messages) until its report is, and a pace that fell
+        # behind would fill it (BufferError) on runs longer than a second.
+        producer.poll(ahead_s if ahead_s > 0.001 else 0)
         producer.produce(topic, value, key, on_delivery=delivered)
     producer.flush(30)
 
@@ -185,6 +193,17 @@ def _own_buckets(port: int | None) -> dict[float, float]:
     return buckets
 
 
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used; NaN where
+    ``/proc`` cannot tell (not Linux, no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """The smallest bucket bound (ms) holding a share ``q`` of the observations made between
     the two scrapes; NaN without any."""
@@ -195,10 +214,28 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
     return next(le for le, c in counts.items() if c >= q * total) * 1000
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One latency run: the latencies of the timed records (ms), the daemon's own decode →
+    emitted p50 and p99 (bucket bounds, ms), and the CPU the daemon (or pass-through) process
+    and the broker used while the timed records went through, in µs per record: on a shared
+    machine, what the daemon costs is steadier than how long it takes."""
+
+    latencies_ms: list[int]
+    own50_ms: float
+    own99_ms: float
+    cpu_us: float
+    broker_cpu_us: float
+
+    def quantile(self, q: float) -> float:
+        lat = self.latencies_ms
+        return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else math.nan
+
+
 def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
-            args: argparse.Namespace, setup: Setup) -> tuple[float, float, int, float, float]:
-    """(p50 ms, p99 ms, records timed, the daemon's own decode → emitted p50 and p99 as bucket
-    bounds in ms) of one client at ``rate`` records/s."""
+            args: argparse.Namespace, setup: Setup) -> Measured:
+    """One client at ``rate`` records/s (``args.broker_pid``, if set, names the broker
+    process whose CPU is counted too)."""
     from confluent_kafka import Producer
 
     from adaptd.commands.produce import record_key
@@ -239,6 +276,7 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
                          "linger.ms": setup.input_linger_ms})
     warm: dict[tuple[int, int], int] = {}
     sent: dict[tuple[int, int], int] = {}
+    acked: dict[tuple[int, int], int] = {}
     received: dict[tuple[int, int], int] = {}
     stop = threading.Event()
     checker = threading.Thread(target=_collect, daemon=True,
@@ -251,8 +289,11 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
         while len(received) < WARM_UP and time.monotonic() < deadline:
             time.sleep(0.05)
         own_before = _own_buckets(port)
-        _pace(producer, topic_in, values[WARM_UP:], rate, sent)
+        broker_pid = getattr(args, "broker_pid", None)
+        cpu_before, broker_before = _cpu_s(daemon.pid), _cpu_s(broker_pid)
+        _pace(producer, topic_in, values[WARM_UP:], rate, sent, acked)
         checker.join(timeout=60)
+        cpu_after, broker_after = _cpu_s(daemon.pid), _cpu_s(broker_pid)
         own_after = _own_buckets(port)
     finally:
         stop.set()
@@ -271,15 +312,12 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
 
         timed = {k: received[k] for k in received.keys() & sent.keys()}
         Path(trace_file).with_suffix(".times.json").write_bytes(orjson.dumps(
-            [[p, o, sent[p, o], t] for (p, o), t in timed.items()]))
-        print(f"{client} at {rate:,.0f} records/s:\n{breakdown(load(trace_file), sent, timed)}\n",
-              flush=True)
-    own = (_bucket_quantile(own_before, own_after, 0.5),
-           _bucket_quantile(own_before, own_after, 0.99))
-    if not latencies:
-        return math.nan, math.nan, 0, *own
-    return (latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
-            len(latencies), *own)
+            [[p, o, sent[p, o], t, acked.get((p, o))] for (p, o), t in timed.items()]))
+        print(f"{client} at {rate:,.0f} records/s:\n"
+              f"{breakdown(load(trace_file), sent, timed, acked)}\n", flush=True)
+    return Measured(latencies, _bucket_quantile(own_before, own_after, 0.5),
+                    _bucket_quantile(own_before, own_after, 0.99),
+                    (cpu_after - cpu_before) / n * 1e6, (broker_after - broker_before) / n * 1e6)
 
 
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
@@ -291,15 +329,17 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
               "of each client's end-to-end rate, after a warm-up of "
               f"{WARM_UP} records; {setup.describe()}:"), "",
              ("| client | rate (records/s) | records | p50 (ms) | p99 (ms) | adaptd's own decode "
-              "→ emitted p50 / p99 (ms, bucket bound) |"),
-             "|---|---:|---:|---:|---:|---:|"]
+              "→ emitted p50 / p99 (ms, bucket bound) | CPU µs/record: process / broker |"),
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for client, rate in rates.items():
         target = max(100.0, rate / 2)
         n = int(min(args.records, target * 10))  # about ten seconds of input
         for who in (client, PASS_THROUGH):
-            p50, p99, count, own50, own99 = measure(bootstrap, tmp, who, target, n, args, setup)
-            own = "" if who == PASS_THROUGH else f"≤ {own50:g} / ≤ {own99:g}"
-            lines.append(f"| {who} | {target:,.0f} | {count} | {p50:.0f} | {p99:.0f} | {own} |")
+            m = measure(bootstrap, tmp, who, target, n, args, setup)
+            own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
+            lines.append(f"| {who} | {target:,.0f} | {len(m.latencies_ms)} | "
+                         f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
+                         f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} |")
     return "\n".join(lines)
 
 
@@ -334,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates = {c: float(r) for c, _, r in (item.partition("=") for item in args.rate)}
     with tempfile.TemporaryDirectory(prefix="adaptd-lat-") as tmp, EmbeddedBroker() as broker:
+        args.broker_pid = broker.pid
         print(latency_table(broker.bootstrap, Path(tmp), rates, args))
     return 0
 

@@ -6,6 +6,8 @@ stage of every polled batch, written to a file when the run ends. Used by ``kafk
 this process with the stages below wrapped (wall-clock seconds, ``time.time()``, the clock the
 latency benchmark's producer stamps records with and its checker reads them back by):
 
+* ``acked`` (from the benchmark, not the daemon): the input producer's delivery report for the
+  record was served, a bound of when the broker held it;
 * ``polled``: the source's ``poll_many`` returned the batch (on the read-ahead thread);
 * ``decoded``: its columns were decoded ahead (:func:`adaptd.batch_path.decode_ahead`);
 * ``taken``: the runner's thread took it (:meth:`adaptd.runner.Runner.process` began);
@@ -31,7 +33,7 @@ from typing import Any
 
 import orjson
 
-STAGES = ("sent", "polled", "decoded", "taken", "learned", "appended", "received")
+STAGES = ("sent", "acked", "polled", "decoded", "taken", "learned", "appended", "received")
 
 _events: list[tuple[str, int, int, int, float]] = []
 _lock = threading.Lock()
@@ -135,7 +137,8 @@ def load(path: str) -> list[tuple[str, int, int, int, float]]:
 
 def breakdown(events: Iterable[tuple[str, int, int, int, float]],
               sent_ms: Mapping[tuple[int, int], int],
-              received_ms: Mapping[tuple[int, int], int]) -> str:
+              received_ms: Mapping[tuple[int, int], int],
+              acked_ms: Mapping[tuple[int, int], int] | None = None) -> str:
     """A markdown table: each stage's time since the stage before, p50 / p99 over the timed
     records, and its mean over the slowest 1 % (the tail the p99 is made of), in ms."""
     import numpy as np
@@ -149,6 +152,7 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
             times.setdefault((partition, position), t * 1000)
     at["sent"] = {k: float(v) for k, v in sent_ms.items()}
     at["received"] = {k: float(v) for k, v in received_ms.items()}
+    at["acked"] = {k: float(v) for k, v in (acked_ms or {}).items()}
     stages = [s for s in STAGES if at[s]]
     keys = sorted(set.intersection(*(set(at[s]) for s in stages)))
     if not keys:

@@ -20,8 +20,9 @@ buffer) goes to the same thread during such a batch (:meth:`Shadow.later`); its 
 goes into totals nothing reads during the batch, added at its end in the order of the closes.
 
 Used only where it can gain: a machine with more than one CPU for this process,
-``regret.baseline_thread`` on (the default), and a batch of at least :data:`MIN_LABELLED`
-labelled records: handing a batch over and back costs about 70 µs (measured: a batch of one
+``regret.baseline_thread`` on (the default), a model with hidden layers (a linear model's
+baseline row costs less than the hand-over: :func:`wanted`), and a batch of at least
+:data:`MIN_LABELLED` labelled records: handing a batch over and back costs about 70 µs (measured: a batch of one
 record took 137 against 71 µs serial), the MLP 10-40-40-1's baseline row about 5 µs a record,
 so the thread gains from about 15 records when a core is free. It adds no CPU time, and gains
 nothing when every core is busy (Linux's autogroup scheduling shares the CPU among sessions,
@@ -41,6 +42,7 @@ import numpy as np
 
 from adaptd.learner import kernel
 from adaptd.learner.arena import kernel_arrays
+from adaptd.learner.models import LinearFamily
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -68,8 +70,15 @@ PARALLEL = _cpus() > 1
 
 
 def wanted(lrn: AdaptiveLearner, labelled: np.ndarray) -> bool:
-    """Whether ``lrn``'s baselines for a batch with these labelled records go to the thread."""
+    """Whether ``lrn``'s baselines for a batch with these labelled records go to the thread:
+    never a linear model's, whose baseline row (a dot product and a step, a fraction of a
+    microsecond a record) costs less than handing it over, at any batch size (16 keys, 10
+    features, a drift per 172 records, CPU per record serial vs threaded, process / main thread:
+    batch 64: 2.35 vs 3.46 / 3.07 µs; 256: 1.68 vs 1.97 / 1.83; 4096: 1.22 vs 1.28 / 1.23;
+    logistic, 256: 1.04 vs 1.34 / 0.91, 4096: 0.82 vs 0.87 / 0.52, with less wall time serial
+    at both sizes)."""
     return bool(PARALLEL and lrn.regret.baseline and lrn.regret.baseline_thread
+                and not isinstance(lrn.family, LinearFamily)
                 and np.count_nonzero(labelled) >= MIN_LABELLED)
 
 

@@ -92,3 +92,12 @@ def test_small_batches_and_one_cpu_stay_serial(monkeypatch):
     assert not shadow.wanted(learner, labelled[1:])
     monkeypatch.setattr(shadow, "PARALLEL", False)
     assert not shadow.wanted(learner, labelled)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_linear_models_stay_serial(monkeypatch, task):
+    """A linear model's baseline row costs less than handing it to the thread, at any size."""
+    monkeypatch.setattr(shadow, "PARALLEL", True)
+    learner = AdaptiveLearner("linear", task)
+    learner.process_many([Record(x=(1.0, 2.0), y=1.0)])  # builds the family
+    assert not shadow.wanted(learner, np.ones(4096, dtype=bool))
