@@ -11,9 +11,7 @@ order and owns everything they do not: learning, accounting, positions, checkpoi
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -91,23 +89,6 @@ def run_columns(decoder: RecordDecoder, run: RecordRun) -> RecordBatch | None:
         if batch is not None:
             return batch
     return decode_columns(decoder, run.values)
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is processed. Its records are parsed into
-    thousands of dicts and lists, which count towards the collector's allocation thresholds:
-    it would scan the young objects a dozen times a batch and the whole heap now and then,
-    for nothing (a parsed record holds no cycle; reference counting frees it). That was a
-    quarter of the CPU time of a run of plain records. Cycles made meanwhile are collected
-    once the collector runs again, after the batch."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def decode(decoder: RecordDecoder, pending: PendingFeatures | None, raws: Polled, reject: Reject

@@ -27,8 +27,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adaptd import meta_file
-from adaptd.batch_path import cyclic_gc_paused
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
+from adaptd.collector import cyclic_gc_paused
 from adaptd.connectors.base import SourceRecord
 from adaptd.key_sets import on_partition, take, unknown
 from adaptd.learner import Learner

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from adaptd import batch_path, identity
 from adaptd.batch_path import Polled
 from adaptd.checkpoint import CheckpointStore
+from adaptd.collector import cyclic_gc_paused
 from adaptd.connectors.base import EncodedBatch, RecordRun, Sink, Source, SourceRecord
 from adaptd.errors import AdaptdError, RecordError, SinkError, StateLostError
 from adaptd.faults import Faults
@@ -298,7 +299,7 @@ class Runner:
 
     def process(self, raws: Polled) -> Outcomes:
         """Decode, learn, emit, and account for one polled batch. Blocks on the sink write."""
-        with batch_path.cyclic_gc_paused():
+        with cyclic_gc_paused():
             return self._process(raws)
 
     def _process(self, raws: Polled) -> Outcomes:
