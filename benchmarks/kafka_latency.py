@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from adaptd.collector import cyclic_gc_paused
 from adaptd.connectors.kafka_options import KafkaSinkOptions
 
 #: The daemon's decode → emitted histogram (``/metrics``).
@@ -244,11 +245,10 @@ def _collector_off() -> Iterator[None]:
     records/s one pause alone set the p99 (h-latkp, session 11). Nothing timed makes cycles."""
     gc.collect()
     gc.freeze()
-    gc.disable()
     try:
-        yield
+        with cyclic_gc_paused():
+            yield
     finally:
-        gc.enable()
         gc.unfreeze()
 
 
