@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from adaptd import __version__
+from adaptd import __version__, allocator
 from adaptd.errors import AdaptdError, ConfigError, StartError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``python -m adaptd`` call it); returns the exit status. A ``run`` of the process's own
     command line that returns exits the process at once (:func:`_exit_now`)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # this process is adaptd's own: its threads start after this
+        allocator.tune()
     code = _main(args_list)
     if argv is None and args_list[:1] == ["run"]:
         _exit_now(code)
