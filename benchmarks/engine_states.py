@@ -10,15 +10,14 @@ leaf of ``state_dict()`` (the keys' ``last_seen`` clock readings left out).
     PYTHONPATH=. .venv/bin/python -m benchmarks.engine_states --save /tmp/before.pkl
     PYTHONPATH=. .venv/bin/python -m benchmarks.engine_states --compare /tmp/before.pkl
 
-``r30k`` reads the first 30,000 lines of ``/tmp/kprof/r100k.jsonl`` (the Kafka benchmark's
-records written to a file: ``synthetic:linear-tasks?d=10&seed=7&keys=16``). Not a test (about
+``r30k`` is the first 30,000 of the Kafka benchmark's 100,000 records
+(``synthetic:linear-tasks?d=10&seed=7&keys=16``, as :mod:`benchmarks.kafka_throughput` makes them). Not a test (about
 a minute); exits 1 when a digest differs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import pickle
 import sys
 from typing import Any
@@ -31,7 +30,7 @@ from adaptd.connectors.synthetic import generate
 from adaptd.learner import build_learner
 from adaptd.records import Record
 
-RECORDS = "/tmp/kprof/r100k.jsonl"
+RECORDS = "synthetic:linear-tasks?d=10&seed=7&keys=16&n=100000"
 #: (stream, model, task, batch size, settings changed from the defaults)
 CASES: list[tuple[str, str, str, int, dict[str, Any]]] = [
     ("r30k", "linear", "regression", 1024, {}), ("r30k", "linear", "regression", 4096, {}),
@@ -73,8 +72,9 @@ def _flat(obj: Any, path: str, out: dict[str, bytes]) -> None:
 
 def _records(name: str) -> list[Record]:
     if name == "r30k":
-        with open(RECORDS, "rb") as f:
-            rows = [orjson.loads(line) for line in itertools.islice(f, 30000)]
+        from benchmarks.kafka_throughput import input_records
+
+        rows = [orjson.loads(value) for value, _ in input_records(RECORDS)[:30000]]
         return [Record(x=tuple(o["x"]), y=o.get("y"), key=o["key"], task=o.get("task"))
                 for o in rows]
     if name == "logistic":
