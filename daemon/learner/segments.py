@@ -143,9 +143,12 @@ class LinearFits:
             by_length.setdefault(len(Y), []).append(j)
         losses = [0.0] * len(fits)
         for group in by_length.values():
+            # One segment (most batches of a few hundred records): views, not np.stack's copies.
+            X, Y, theta, _ = fits[group[0]]
             stacked = linear_hindsight_losses(
-                fam, self._lrn.regret, np.stack([fits[j][0] for j in group]),
-                np.stack([fits[j][1] for j in group]), np.stack([fits[j][2] for j in group]))
+                fam, self._lrn.regret, *((X[None], Y[None], theta[None]) if len(group) == 1
+                                         else (np.stack([fits[j][i] for j in group])
+                                               for i in range(3))))
             for j, loss in zip(group, stacked):
                 losses[j] = loss
         for (_, _, _, then), loss in zip(fits, losses):
