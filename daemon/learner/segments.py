@@ -143,12 +143,13 @@ class LinearFits:
             by_length.setdefault(len(Y), []).append(j)
         losses = [0.0] * len(fits)
         for group in by_length.values():
-            # One segment (most batches of a few hundred records): views, not np.stack's copies.
-            X, Y, theta, _ = fits[group[0]]
-            stacked = linear_hindsight_losses(
-                fam, self._lrn.regret, *((X[None], Y[None], theta[None]) if len(group) == 1
-                                         else (np.stack([fits[j][i] for j in group])
-                                               for i in range(3))))
+            rows = [fits[j] for j in group]
+            if len(rows) == 1:  # (most batches of a few hundred records) views, not copies
+                X, Y, theta = rows[0][0][None], rows[0][1][None], rows[0][2][None]
+            else:
+                X, Y, theta = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                               np.stack([r[2] for r in rows]))
+            stacked = linear_hindsight_losses(fam, self._lrn.regret, X, Y, theta)
             for j, loss in zip(group, stacked):
                 losses[j] = loss
         for (_, _, _, then), loss in zip(fits, losses):
