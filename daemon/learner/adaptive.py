@@ -48,7 +48,7 @@ from adaptd.learner.jit import COMPILED
 from adaptd.learner.models import Family, TaskKind, build_family, initial_parameters
 from adaptd.learner.network import Net, net_of
 from adaptd.learner.scaling import Standardizer, run_standardized
-from adaptd.learner.segments import close_segment
+from adaptd.learner.segments import LinearFits, close_segment
 from adaptd.learner.totals import Totals
 from adaptd.meta.state import MetaState
 from adaptd.records import Record, RecordBatch
@@ -87,6 +87,7 @@ class AdaptiveLearner:
     scaler: Standardizer | None  # shared feature/target statistics (learner.standardize*)
     concepts: ConceptLibrary | None  # closed task states per slot (meta_learning.library)
     side: Shadow | None = None  # the running batch's work on the second thread (shadow.py)
+    fits: LinearFits | None = None  # the running batch's hindsight fits (segments.py)
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from adaptd.learner.arena import kernel_arrays
 from adaptd.learner.concepts import PROBE, REUSE_RATIO, probe_due, reconsider
 from adaptd.learner.jit import read_only
 from adaptd.learner.models import Family, multiclass_loss, pointwise_loss
-from adaptd.learner.segments import close_segment
+from adaptd.learner.segments import LinearFits, close_segment
 from adaptd.learner.step import step_rows, unscaled_steps
 from adaptd.learner.totals import gather_runs
 from adaptd.settings import DriftConfig
@@ -74,17 +74,23 @@ def run_kernel(lrn: AdaptiveLearner, slots: np.ndarray, X: np.ndarray, ys: np.nd
     par = _params(lrn, tasks is not None)
     side = shadow.Shadow(lrn, batch, par) if shadow.wanted(lrn, batch.labelled) else None
     lrn.side = side
+    fits = lrn.fits = LinearFits(lrn)  # the segments' hindsight fits, when the batch ends
     try:
         _events(lrn, batch, result, units, tasks is not None, ph_state, ph_params, out,
                 side)
+        lrn.fits = None
+        fits.done()  # while the second thread may still run the baselines
         if side is not None:
             side.join(tot)
             side = None
     finally:
-        lrn.side = None
+        lrn.side = lrn.fits = None
         if side is not None:  # failed: the thread must be done with the arena all the same
             side.join(None)
         tot.unit = unit_before
+        # Failed: the segments closed before are fitted all the same, as when each was at its
+        # close (from copies: the arena is not read). Done already otherwise.
+        fits.done()
 
 
 def _events(lrn: AdaptiveLearner, batch: kernel.Batch, result: kernel.Out,

@@ -12,6 +12,7 @@ window and one inner step on them (:func:`seed_window`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import numpy as np
 from adaptd.learner.concepts import restart
 from adaptd.learner.models import LinearFamily
 from adaptd.learner.step import step_rows
-from adaptd.regret import hindsight_loss
+from adaptd.regret import hindsight_loss, linear_hindsight_losses
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
@@ -82,9 +83,11 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
     thread a fit of an MLP or of log loss runs there too, on copies, and is added when the
     batch ends (:meth:`adaptd.learner.shadow.Shadow.later`): nothing reads these totals
     meanwhile, and the sums are the same. A linear regression's fit (one ridge solve, about
-    0.1 ms) runs here: handing it over cost more, the thread's Python taking the GIL from this
-    one's (16 keys, a drift per 172 records: 0.83× the CPU and less wall time in 3 of 3
-    alternating runs of ``benchmarks/engine_batches.py``)."""
+    0.1 ms) runs on this thread: handing it over cost more, the thread's Python taking the GIL
+    from this one's (16 keys, a drift per 172 records: 0.83× the CPU and less wall time in 3
+    of 3 alternating runs of ``benchmarks/engine_batches.py``); in the compiled kernel's
+    batches it waits for the batch's end, with the other segments the batch closes
+    (:class:`LinearFits`)."""
     a, fam = lrn.arena, lrn.family
     assert fam is not None
     count, buf = int(a.hcount[s]), lrn.regret.buffer
@@ -94,13 +97,63 @@ def _fit_hindsight(lrn: AdaptiveLearner, s: int) -> None:
         else (start + np.arange(count)) % buf
     X, Y = a.HX[s, order].copy(), a.HY[s, order].copy()
     adaptd = float(a.HL[s, order].sum())
+    add = partial(_add_hindsight, lrn.totals, adaptd, lrn.totals.unit)
+    linear = isinstance(fam, LinearFamily) and fam.task == "regression"
+    if linear and lrn.fits is not None:
+        lrn.fits.add(X, Y, a.theta[s].copy(), add)
+        a.hcount[s] = 0
+        a.hpos[s] = 0
+        return
     fit = partial(hindsight_loss, fam, lrn.regret, X, Y, a.theta[s].copy())
-    if lrn.side is not None and not (isinstance(fam, LinearFamily) and fam.task == "regression"):
-        lrn.side.later(fit, partial(_add_hindsight, lrn.totals, adaptd, lrn.totals.unit))
+    if lrn.side is not None and not linear:
+        lrn.side.later(fit, add)
     else:
-        _add_hindsight(lrn.totals, adaptd, lrn.totals.unit, fit())
+        add(fit())
     a.hcount[s] = 0
     a.hpos[s] = 0
+
+
+class LinearFits:
+    """The hindsight fits of the linear regression segments a kernel batch closes, made when
+    the batch ends (:meth:`done`), stacked by length (:func:`~adaptd.regret.
+    linear_hindsight_losses`), and added to the totals in the order the segments closed: the
+    same sums as fitting each at its close (nothing reads those totals during a batch), for a
+    share of NumPy's per-call cost, and all the less a fit the more segments a batch closes."""
+
+    __slots__ = ("_fits", "_lrn")
+
+    def __init__(self, lrn: AdaptiveLearner) -> None:
+        self._lrn = lrn
+        self._fits: list[tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[float], None]]] = []
+
+    def add(self, X: np.ndarray, Y: np.ndarray, theta_end: np.ndarray,
+            then: Callable[[float], None]) -> None:
+        """A closed segment's records (copies), final parameters, and what takes its loss."""
+        self._fits.append((X, Y, theta_end, then))
+
+    def done(self) -> None:
+        """Fit them all, then hand each loss on in order."""
+        fits, self._fits = self._fits, []
+        if not fits:
+            return
+        fam = self._lrn.family
+        assert isinstance(fam, LinearFamily)
+        by_length: dict[int, list[int]] = {}
+        for j, (_, Y, _, _) in enumerate(fits):
+            by_length.setdefault(len(Y), []).append(j)
+        losses = [0.0] * len(fits)
+        for group in by_length.values():
+            rows = [fits[j] for j in group]
+            if len(rows) == 1:  # (most batches of a few hundred records) views, not copies
+                X, Y, theta = rows[0][0][None], rows[0][1][None], rows[0][2][None]
+            else:
+                X, Y, theta = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                               np.stack([r[2] for r in rows]))
+            stacked = linear_hindsight_losses(fam, self._lrn.regret, X, Y, theta)
+            for j, loss in zip(group, stacked):
+                losses[j] = loss
+        for (_, _, _, then), loss in zip(fits, losses):
+            then(loss)
 
 
 def _add_hindsight(tot: Totals, adaptd: float, unit: float, fitted: float) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.models import LinearFamily, MLPFamily, initial_parameters, pointwise_loss
 from adaptd.records import Record
-from adaptd.regret import hindsight_loss
+from adaptd.regret import hindsight_loss, linear_hindsight_losses
 from adaptd.settings import DriftConfig, LearnerConfig, MetaConfig, RegretConfig
 
 # The engine's own math, without the online standardization in front (test_scaling.py).
@@ -24,6 +24,27 @@ def test_linear_hindsight_is_least_squares():
     Xb = np.hstack([X, np.ones((50, 1))])
     w, *_ = np.linalg.lstsq(Xb, Y, rcond=None)
     assert np.isclose(got, ((Xb @ w - Y) ** 2).sum(), rtol=1e-6)
+
+
+def test_stacked_linear_fits_have_each_fit_s_bits():
+    """A batch's closed segments are fitted as one stack (segments.LinearFits): each value must
+    be the one fit's, bit for bit, at any scale and length; a singular one is NaN alone."""
+    rng = np.random.default_rng(2)
+    fam = LinearFamily(10, "regression")
+    for k, n, scale in [(1, 200, 1.0), (2, 200, 1e-3), (7, 57, 1e3), (24, 200, 1.0), (3, 4, 1.0)]:
+        X = rng.normal(size=(k, n, 10)) * scale
+        Y = rng.normal(size=(k, n)) * 5
+        thetas = rng.normal(size=(k, 11))
+        one_by_one = [hindsight_loss(fam, RegretConfig(), X[j], Y[j], thetas[j])
+                      for j in range(k)]
+        assert linear_hindsight_losses(fam, RegretConfig(), X, Y, thetas) == one_by_one
+    X = rng.normal(size=(3, 20, 10))
+    X[1] = np.inf  # no finite fit for this one: NaN, as alone, and the others as alone
+    Y, thetas = rng.normal(size=(3, 20)), rng.normal(size=(3, 11))
+    got = linear_hindsight_losses(fam, RegretConfig(), X, Y, thetas)
+    alone = [hindsight_loss(fam, RegretConfig(), X[j], Y[j], thetas[j]) for j in range(3)]
+    assert np.isnan(got[1]) and np.isnan(alone[1])
+    assert [got[0], got[2]] == [alone[0], alone[2]]
 
 
 def test_mlp_and_logistic_hindsight_never_worse_than_theta_end():
