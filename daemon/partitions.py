@@ -451,7 +451,7 @@ class Partitions:
         written = list(evicted & touched)
         states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
         dropped = self.dropped.get(p, set())
-        evicted.update(dropped - (key_partition.keys() & dropped))
+        evicted.update(dropped.difference(key_partition))  # one pass, each key's hash cached
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted)
 
