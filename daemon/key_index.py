@@ -155,14 +155,24 @@ class HashSet:
     def add(self, hashes: np.ndarray) -> None:
         """Add ``hashes`` (members already, or repeated, are fine)."""
         hashes = np.unique(_nonzero(hashes))
-        if 2 * (self.count + len(hashes)) > len(self.table):
+        self._room(len(hashes))
+        pos, found = self._slots(hashes)
+        self._insert(hashes[~found], pos[~found])
+
+    def add_new(self, hashes: np.ndarray) -> None:
+        """Add ``hashes`` that :meth:`contains` just found not to be members, distinct: one
+        probe, no sort (a repeated one would take a second slot, harmless)."""
+        self._room(len(hashes))
+        self._insert(_nonzero(hashes))
+
+    def _room(self, more: int) -> None:
+        """Grow (rehashing the members) unless ``more`` members keep it at most half full."""
+        if 2 * (self.count + more) > len(self.table):
             members = self.table[self.table != 0]
-            self.table = np.zeros(1 << (2 * (self.count + len(hashes)) - 1).bit_length(),
+            self.table = np.zeros(1 << (2 * (self.count + more) - 1).bit_length(),
                                   dtype=np.int64)
             self.count = 0
             self._insert(members)
-        pos, found = self._slots(hashes)
-        self._insert(hashes[~found], pos[~found])
 
     def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per hash: where its probe ended (its slot, or the empty slot that ended the probe)

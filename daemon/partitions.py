@@ -256,7 +256,7 @@ class Partitions:
         key_partition, touched = self.key_partition, self.touched
         for p, keys in missing.items():
             key_partition.update(dict.fromkeys(keys, p))
-            self._stored.add(hashes[p])  # from now on they may be in the store
+            self._stored.add_new(hashes[p][~stored[p]])  # from now on they may be in the store
         if partitions and partitions.count(partitions[0]) == len(partitions):
             touched.setdefault(partitions[0], set()).update(batch.keys)
         else:
