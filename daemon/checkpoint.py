@@ -77,6 +77,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adaptd import state_schema as schema
 from adaptd.segment_store import KeySegments
 from adaptd.state_rows import KeyRows
@@ -333,6 +335,13 @@ class CheckpointStore:
         if db is None:
             return {}
         return self._segments.read_many(db, partition, keys)
+
+    def key_hashes(self) -> np.ndarray:
+        """``hash()`` of every key the store holds, of any partition (live or evicted)."""
+        db = self._connect(create=False)
+        if db is None:
+            return np.zeros(0, dtype=np.int64)
+        return self._segments.key_hashes(db)
 
     def key_count(self, evicted: bool | None = None) -> int:
         """Keys stored (only evicted or only live ones when ``evicted`` is given)."""

@@ -127,3 +127,85 @@ class KeyIndex:
         """Forget every key."""
         self._alloc(len(self.hashes))
         self.count = 0
+
+
+class HashSet:
+    """A set of 64-bit hashes in one NumPy array (open addressing, linear probing, at most
+    half full; 0 marks an empty slot, so a hash of 0 is kept as 1). Asked of a batch at a
+    time, as :class:`KeyIndex`. Two keys of equal hash are one member: the set answers "maybe
+    a member" (exact but for one in 2^64 per pair of keys), which is all its users ask.
+
+    >>> members = HashSet()
+    >>> members.add(np.array([hash("a"), 0, hash("b")]))
+    >>> members.contains(np.array([hash("b"), hash("c"), 0, 1])).tolist()
+    [True, False, True, True]
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.table = np.zeros(max(16, 1 << (2 * int(capacity) - 1).bit_length()), dtype=np.int64)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """Whether each of ``hashes`` is a member."""
+        return self._slots(_nonzero(hashes))[1]
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add ``hashes`` (members already, or repeated, are fine)."""
+        hashes = np.unique(_nonzero(hashes))
+        self._room(len(hashes))
+        pos, found = self._slots(hashes)
+        self._insert(hashes[~found], pos[~found])
+
+    def add_new(self, hashes: np.ndarray) -> None:
+        """Add ``hashes`` that :meth:`contains` just found not to be members, distinct: one
+        probe, no sort (a repeated one would take a second slot, harmless)."""
+        self._room(len(hashes))
+        self._insert(_nonzero(hashes))
+
+    def _room(self, more: int) -> None:
+        """Grow (rehashing the members) unless ``more`` members keep it at most half full."""
+        if 2 * (self.count + more) > len(self.table):
+            members = self.table[self.table != 0]
+            self.table = np.zeros(1 << (2 * (self.count + more) - 1).bit_length(),
+                                  dtype=np.int64)
+            self.count = 0
+            self._insert(members)
+
+    def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per hash: where its probe ended (its slot, or the empty slot that ended the probe)
+        and whether it is there."""
+        table, mask = self.table, len(self.table) - 1
+        pos = hashes & mask
+        found = np.zeros(len(hashes), dtype=bool)
+        pending = np.arange(len(hashes))
+        while len(pending):
+            held = table[pos[pending]]
+            hit = held == hashes[pending]
+            found[pending[hit]] = True
+            pending = pending[(held != 0) & ~hit]
+            pos[pending] = (pos[pending] + 1) & mask
+        return pos, found
+
+    def _insert(self, hashes: np.ndarray, start: np.ndarray | None = None) -> None:
+        """Put ``hashes`` (distinct, not members) in empty slots, probing from ``start``: in
+        rounds, each empty probe position goes to one of the hashes probing it (the one an
+        unordered scatter left there), the others probe on."""
+        table, mask = self.table, len(self.table) - 1
+        pos = (hashes & mask) if start is None else start.copy()
+        pending = np.arange(len(hashes))
+        while len(pending):
+            p = pos[pending]
+            free = table[p] == 0
+            table[p[free]] = hashes[pending[free]]
+            won = free & (table[p] == hashes[pending])
+            pending = pending[~won]
+            pos[pending] = (pos[pending] + 1) & mask
+        self.count += len(hashes)
+
+
+def _nonzero(hashes: np.ndarray) -> np.ndarray:
+    hashes = np.asarray(hashes, dtype=np.int64)
+    return np.where(hashes == 0, 1, hashes)

@@ -24,12 +24,16 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from itertools import compress
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.collector import cyclic_gc_paused
 from adaptd.connectors.base import SourceRecord
+from adaptd.key_index import HashSet
 from adaptd.key_sets import on_partition, take, unknown
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
@@ -92,6 +96,11 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
     return state
 
 
+def _hashes(keys: Collection[str]) -> np.ndarray:
+    """``hash()`` of each of ``keys`` (as the store's index hashes them)."""
+    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+
+
 class Partitions:
     """Owned partitions, next positions, key → partition, changed keys, and the store behind
     them. Runner thread only (a checkpoint's write runs behind on a worker thread,
@@ -131,6 +140,11 @@ class Partitions:
         self._meta_written: Any = None
         #: Keys the last checkpoint noted as out of memory (for :meth:`evict`'s count).
         self._evicted = 0
+        #: ``hash()`` of every key the store may hold: those it held at the last assignment
+        #: and every key seen since (None: to be read from the store at the next batch). A
+        #: key not among them is new, so it needs no read of the store, nor to wait for the
+        #: checkpoint in flight.
+        self._stored: HashSet | None = None
         # The checkpoint in flight, and the last one written, waiting for the runner.
         self._behind = SaveBehind(self._write, clock)
         self._outcome: tuple[Snapshot, BaseException | None] | None = None
@@ -151,6 +165,7 @@ class Partitions:
         if self.changelog is not None and new:
             self.changelog.restore_all(new, self.store)
         restored = self.store.load(new)
+        self._stored = None  # the store may hold keys of the new partitions
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
         first = not self._shared_loaded
         if first and restored.shared is not None:
@@ -223,31 +238,54 @@ class Partitions:
         about to change; a key seen for the first time since it was evicted gets its state
         back from the store. Called per batch, before the learner sees it."""
         self._take_dropped()
-        key_partition, touched = self.key_partition, self.touched
-        if self._behind.busy and any(k not in key_partition for k in batch.keys):
-            # A key to read from the store may be one the checkpoint in flight writes (or,
-            # if that fails, one that comes back to memory): settled first.
+        if self._stored is None:
             self.settle()
-        missing: dict[int, list[str]] = {}
+            self._stored = HashSet(len(self.key_partition))
+            self._stored.add(self.store.key_hashes())
+            self._stored.add(_hashes(self.key_partition))
+        while True:
+            missing = self._missing(batch.keys, partitions)
+            hashes = {p: _hashes(keys) for p, keys in missing.items()}
+            stored = {p: self._stored.contains(h) for p, h in hashes.items()}
+            if not (self._behind.busy and any(s.any() for s in stored.values())):
+                break
+            # A key to read from the store may be one the checkpoint in flight writes (or,
+            # if that fails, one that comes back to memory): settled first. A key never
+            # seen here is in neither, so a batch of new keys runs on meanwhile.
+            self.settle()
+        key_partition, touched = self.key_partition, self.touched
+        for p, keys in missing.items():
+            key_partition.update(dict.fromkeys(keys, p))
+            self._stored.add_new(hashes[p][~stored[p]])  # from now on they may be in the store
         if partitions and partitions.count(partitions[0]) == len(partitions):
-            # One partition (a run of a file): the loop's bookkeeping in set operations.
-            p = partitions[0]
-            new = unknown(batch.keys, key_partition)
-            if new:
-                missing[p] = new
-                key_partition.update(dict.fromkeys(new, p))
-            touched.setdefault(p, set()).update(batch.keys)
+            touched.setdefault(partitions[0], set()).update(batch.keys)
         else:
             for key, p in zip(batch.keys, partitions, strict=True):
-                if key not in key_partition:
-                    missing.setdefault(p, []).append(key)
-                    key_partition[key] = p
                 touched.setdefault(p, set()).add(key)
         for p, keys in missing.items():
-            states = self.store.get_many(p, keys)
-            if states:
-                self._restore_keys(states)
+            found = stored[p]
+            if found.any():  # (the others are new: the store has never held them)
+                states = self.store.get_many(
+                    p, keys if found.all() else list(compress(keys, found.tolist())))
+                if states:
+                    self._restore_keys(states)
         self._touch_joined(batch)
+
+    def _missing(self, keys: Sequence[str], partitions: Sequence[int]) -> dict[int, list[str]]:
+        """partition → the distinct ``keys`` not in memory, each under the partition of its
+        first record, in order of first appearance."""
+        key_partition = self.key_partition
+        if partitions and partitions.count(partitions[0]) == len(partitions):
+            # One partition (a run of a file): in set operations.
+            new = unknown(keys, key_partition)
+            return {partitions[0]: new} if new else {}
+        missing: dict[int, list[str]] = {}
+        first: set[str] = set()
+        for key, p in zip(keys, partitions, strict=True):
+            if key not in key_partition and key not in first:
+                first.add(key)
+                missing.setdefault(p, []).append(key)
+        return missing
 
     def _take_dropped(self) -> None:
         """The keys the learner let go of without a copy leave ``key_partition`` (a record of
@@ -413,7 +451,7 @@ class Partitions:
         written = list(evicted & touched)
         states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
         dropped = self.dropped.get(p, set())
-        evicted.update(dropped - (key_partition.keys() & dropped))
+        evicted.update(dropped.difference(key_partition))  # one pass, each key's hash cached
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted)
 

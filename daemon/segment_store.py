@@ -365,6 +365,12 @@ class KeySegments:
 
     # -- reading -------------------------------------------------------------------------
 
+    def key_hashes(self, db: sqlite3.Connection) -> np.ndarray:
+        """``hash()`` of every key indexed, of any partition."""
+        self.ensure(db)
+        return np.concatenate([np.zeros(0, dtype=np.int64)] + [
+            index.hashes[index.segment != EMPTY] for index in self._index.values()])
+
     def read_many(self, db: sqlite3.Connection, p: int, keys: Sequence[str]) -> dict[str, Any]:
         """The states the store holds for those of ``keys`` of ``p`` it has. A key it does not
         hold costs a probe of the index, no read."""

@@ -35,15 +35,11 @@ import numpy as np
 import orjson
 
 from adaptd.learner.jit import njit
-from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_TASK
+from adaptd.records.fields import DEFAULT_KEY, MAX_CLASS_INTEGER, MAX_NAME_BYTES, MAX_TASK
 from adaptd.records.numbers import read_number
 from adaptd.records.schema import RecordBatch, RecordDecoder
 
 _X, _Y, _KEY, _TASK = 1, 2, 4, 8  # the fields, as bits of what a record has shown
-#: Keys found plain (:func:`~adaptd.records.columns.plain_key`) so far, up to a bound: the
-#: same keys come back batch after batch.
-_PLAIN_KEYS: set[str] = set()
-_MAX_PLAIN_KEYS = 1 << 16
 
 
 @njit(inline=True, refcounts=False)
@@ -306,12 +302,18 @@ def _key_codes(buf: np.ndarray, key_at: np.ndarray, table: np.ndarray, codes: np
 def scanned_keys(text: bytes, key_at: np.ndarray) -> list[str] | None:
     """The key column from the scanned key spans (``"default"`` where absent), or None when a
     key is not one the per-record path takes as it is (not UTF-8, too long). Each distinct
-    key is decoded and checked once, all in one ``bytes.decode``."""
-    from adaptd.records.columns import plain_key  # columns imports this module
+    key is decoded once, all in one ``bytes.decode``.
 
+    What :func:`~adaptd.records.columns.plain_key` asks of a key is decided here for the whole
+    batch at once: a scanned key is not empty and holds no escape, so once its bytes decode
+    as UTF-8 (which refuses lone surrogates) it is plain exactly when its span is at most
+    :data:`~adaptd.records.fields.MAX_NAME_BYTES`. (Asked key by key, through a cache of the
+    keys seen, that cost a Python step per key when keys are ever new.)"""
     n = len(key_at)
     if key_at[:, 0].max() < 0:
         return [DEFAULT_KEY] * n
+    if int((key_at[:, 1] - key_at[:, 0]).max()) > MAX_NAME_BYTES:
+        return None
     codes = np.empty(n, dtype=np.int64)
     names = np.empty(len(text) + n, dtype=np.uint8)
     table = np.full(1 << (2 * n).bit_length(), -1, dtype=np.int64)
@@ -322,14 +324,10 @@ def scanned_keys(text: bytes, key_at: np.ndarray) -> list[str] | None:
         return None
     if "" in distinct:  # the records without a key (an empty key is not scanned)
         distinct[distinct.index("")] = DEFAULT_KEY
-    if not _PLAIN_KEYS.issuperset(distinct):  # one C-level pass for the keys seen before
-        new = [key for key in distinct if key not in _PLAIN_KEYS]
-        if not all(map(plain_key, new)):
-            return None
-        if len(_PLAIN_KEYS) < _MAX_PLAIN_KEYS:
-            _PLAIN_KEYS.update(new)
     if m == 1:
         return [distinct[0]] * n
+    if m == n:  # every record a key of its own: numbered in order
+        return distinct
     column = np.empty(m, dtype=object)
     column[:] = distinct
     return column[codes].tolist()  # type: ignore[no-any-return]

@@ -18,11 +18,13 @@ def batch_of(n: int, keys: list[str], ids: list[str | None]) -> RecordBatch:
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
-@pytest.mark.parametrize("shape", ["one key", "many keys", "ids", "unlabelled", "odd floats"])
+@pytest.mark.parametrize("shape", ["one key", "many keys", "plain keys", "ids", "unlabelled",
+                                   "odd floats"])
 def test_the_buffer_holds_the_messages_of_the_per_record_path(task: str, shape: str) -> None:
     rng = np.random.default_rng(len(shape))
     n = 300
-    keys = ["default"] * n if shape == "one key" else [f"k\u00e9{i % 7}\"" for i in range(n)]
+    keys = ["default"] * n if shape == "one key" else [f"k{i}/ ~{'x' * (i % 5)}" for i in range(n)] \
+        if shape == "plain keys" else [f"k\u00e9{i % 7}\"" for i in range(n)]
     ids = [f"r{i}\\\n" if i % 3 else None for i in range(n)] if shape == "ids" else [None] * n
     y_pred = rng.random(n) if task == "classification" else rng.normal(size=n) * 1e3
     loss = np.full(n, np.nan) if shape == "unlabelled" else rng.random(n)

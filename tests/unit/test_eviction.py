@@ -152,3 +152,43 @@ def test_a_slot_another_key_left_starts_a_key_as_a_fresh_one_does() -> None:
         got, want = row_state(arena, reused + offset, names), row_state(arena, fresh + offset, names)
         for name in names:
             assert np.array_equal(got[name], want[name]), (offset, name)
+
+
+def test_new_keys_run_on_while_a_checkpoint_is_written_and_known_ones_wait_for_it(
+        tmp_path: Path) -> None:
+    # A batch of keys never seen needs nothing of the store: it is routed while the checkpoint
+    # in flight is still being written. A key that checkpoint lets go of is read back from the
+    # store only once that write is over, with the state it wrote.
+    import threading
+
+    from adaptd.config import load_settings
+    from adaptd.connectors.base import SourceRecord
+    from adaptd.learner import build_learner
+    from adaptd.partitions import Partitions
+    from adaptd.records import RecordBatch, RecordDecoder
+
+    learner = build_learner(load_settings(environ={}, flags={"learner.max_keys": 4}))
+    parts = Partitions(CheckpointStore(tmp_path / "state"), learner, RecordDecoder())
+    parts.assign([0])
+    rng = np.random.default_rng(0)
+
+    def feed(keys: list[str], at: int) -> None:
+        batch = RecordBatch(keys, rng.normal(size=(len(keys), 3)), rng.normal(size=len(keys)),
+                            [None] * len(keys), [None] * len(keys))
+        parts.route(batch, [0] * len(keys))
+        learner.process_batch(batch)
+        parts.advance([SourceRecord(0, at + i, b"") for i in range(len(keys))])
+
+    feed(["a", "b", "c", "d"], 0)
+    feed(["e", "f", "g", "h"], 4)  # a, b, c, d leave memory, changed: the checkpoint writes them
+    gate, write = threading.Event(), parts._behind._write
+    parts._behind._write = lambda snapshot: (gate.wait(10), write(snapshot))  # type: ignore
+    parts.save_behind()
+    feed(["i", "j"], 8)
+    assert parts._behind.busy and not gate.is_set()  # routed while the write waits
+    threading.Timer(0.2, gate.set).start()
+    before = parts.store.key_count()
+    feed(["a"], 10)  # waits for the write, then reads "a" back
+    assert gate.is_set() and not parts._behind.busy and before == 0
+    assert parts.saved() is not None
+    assert "a" in list(learner.keys()) and parts.store.key_count() >= 4

@@ -151,3 +151,18 @@ def test_many_keys_are_told_apart_as_the_per_record_path_does() -> None:
     expected = per_record(RecordDecoder(n_features=3), values).build()
     assert scanned.keys == expected.keys
     assert scanned.X.tobytes() == expected.X.tobytes()
+
+
+def test_a_key_is_scanned_up_to_the_name_limit_in_bytes_and_every_key_new() -> None:
+    # 1024 bytes (the limit, "é" being two) is a key; a byte more is left to the general
+    # decode, which rejects it. A batch of keys all distinct (and one record without a key)
+    # comes back in record order.
+    decoder = RecordDecoder(n_features=1)
+    longest = "\u00e9" * 512
+    values = [f'{{"x": [1], "key": "{key}"}}'.encode() for key in [longest, *map(str, range(50))]]
+    values.append(b'{"x": [2]}')
+    scanned = scan_columns(decoder, values)
+    assert scanned is not None
+    assert scanned.keys == per_record(RecordDecoder(n_features=1), values).build().keys
+    assert scanned.keys[0] == longest and scanned.keys[-1] == "default"
+    assert scan_columns(decoder, [f'{{"x": [1], "key": "{longest}a"}}'.encode()]) is None
