@@ -24,7 +24,15 @@ not a Python step per key; a key not in the table is a probe, no SQLite read.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
+
+
+def hash_keys(keys: Collection[str]) -> np.ndarray:
+    """``hash()`` of each of ``keys``, as the tables here take them."""
+    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+
 
 #: The ``segment`` of an empty slot.
 EMPTY = -1

@@ -27,13 +27,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from itertools import compress
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from adaptd import meta_file
 from adaptd.checkpoint import CheckpointStore, PartitionChanges, Restored
 from adaptd.collector import cyclic_gc_paused
 from adaptd.connectors.base import SourceRecord
-from adaptd.key_index import HashSet
+from adaptd.key_index import HashSet, hash_keys
 from adaptd.key_sets import on_partition, take, unknown
 from adaptd.learner import Learner
 from adaptd.learner.packing import packed_task_states
@@ -94,11 +92,6 @@ def combine(shared: Mapping[str, Any], parts: Iterable[Mapping[str, Any]]) -> di
     if "labels" in shared:
         state["labels"] = {**shared["labels"], "entries": entries}
     return state
-
-
-def _hashes(keys: Collection[str]) -> np.ndarray:
-    """``hash()`` of each of ``keys`` (as the store's index hashes them)."""
-    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
 
 
 class Partitions:
@@ -242,10 +235,10 @@ class Partitions:
             self.settle()
             self._stored = HashSet(len(self.key_partition))
             self._stored.add(self.store.key_hashes())
-            self._stored.add(_hashes(self.key_partition))
+            self._stored.add(hash_keys(self.key_partition))
         while True:
             missing = self._missing(batch.keys, partitions)
-            hashes = {p: _hashes(keys) for p, keys in missing.items()}
+            hashes = {p: hash_keys(keys) for p, keys in missing.items()}
             stored = {p: self._stored.contains(h) for p, h in hashes.items()}
             if not (self._behind.busy and any(s.any() for s in stored.values())):
                 break

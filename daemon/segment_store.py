@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from adaptd import state_schema as schema
-from adaptd.key_index import EMPTY, KeyIndex
+from adaptd.key_index import EMPTY, KeyIndex, hash_keys
 from adaptd.key_segments import (
     SegmentView,
     check_data,
@@ -170,7 +170,7 @@ class KeySegments:
             index = self._index.get(p)
             if index is None:
                 continue
-            slots = index.find(np.fromiter(map(hash, names), dtype=np.int64, count=len(names)))
+            slots = index.find(hash_keys(names))
             live = self.live.setdefault(p, [])
             for name, slot in zip(names, slots.tolist(), strict=True):
                 if slot >= 0 and index.evicted[slot]:
@@ -184,7 +184,7 @@ class KeySegments:
         index = self._index.get(p)
         if index is None:
             index = self._index[p] = KeyIndex(max(1024, 2 * len(keys)))
-        hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+        hashes = hash_keys(keys)
         before = index.find(hashes)
         known = before[before >= 0]
         self._unlive(index.segment[known])
@@ -198,7 +198,7 @@ class KeySegments:
         index = self._index.get(p)
         if index is None or not marks:
             return
-        slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        slots = index.find(hash_keys(marks))
         slots = slots[slots >= 0]
         self._unlive(index.mark[slots])
         index.mark[slots] = seg
@@ -259,7 +259,7 @@ class KeySegments:
         index = self._index.get(p)
         if index is None or not marks:
             return marks
-        slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        slots = index.find(hash_keys(marks))
         in_rows = (slots >= 0) & (index.segment[slots] == ROWS)
         if not in_rows.any():
             return marks
@@ -343,7 +343,7 @@ class KeySegments:
         data = self._data(seg, p)
         keys, _, marks = unpack_names(names_blob, self._where(seg, p))
         index = self._index[p]
-        slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        slots = index.find(hash_keys(keys))
         ok = slots >= 0
         ok[ok] = (index.segment[slots[ok]] == seg) & (index.row[slots[ok]] == np.flatnonzero(ok))
         view = SegmentView(data, self._where(seg, p))
@@ -354,7 +354,7 @@ class KeySegments:
         flags = index.evicted[slots[ok]]
         old_labels = decode(labels_blob, f"{self._where(seg, p)} labels") if labels_blob else {}
         new_labels = {i: old_labels[r] for i, r in enumerate(rows) if r in old_labels}
-        mark_slots = index.find(np.fromiter(map(hash, marks), dtype=np.int64, count=len(marks)))
+        mark_slots = index.find(hash_keys(marks))
         kept_marks = [m for m, s in zip(marks, mark_slots.tolist(), strict=True)
                       if s >= 0 and index.mark[s] == seg]
         segment = pack_segment(kept, states, flags, kept_marks)
@@ -378,7 +378,7 @@ class KeySegments:
         index = self._index.get(p)
         if index is None or not keys:
             return {}
-        slots = index.find(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        slots = index.find(hash_keys(keys))
         hits = np.flatnonzero(slots >= 0)
         found: dict[str, Any] = {}
         if not len(hits):
