@@ -261,21 +261,7 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     blocks = sorted(blocks, key=lambda block: block[1][:1].nbytes % 8 != 0)
     spec = tuple((path, block.dtype.str, (shapes or {}).get(path, block.shape[1:]))
                  for path, block in blocks)
-    spec_blob = _spec_bytes.get(spec)
-    if spec_blob is None:
-        spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-    rests = [rest] if isinstance(rest, dict) else list(rest)
-    pickled: dict[int, int] = {}  # equal parts are often one object: pickled once
-    distinct: list[bytes] = []
-    head_of = []
-    for part in rests:
-        at = pickled.get(id(part))
-        if at is None:
-            rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-            at = pickled[id(part)] = len(distinct)
-            distinct.append(_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
-                            + spec_blob + rest_blob)
-        head_of.append(at)
+    distinct, head_of = _heads(spec, rest)
     heads = [distinct[i] for i in head_of]
     raws = [np.ascontiguousarray(block).reshape(n, -1).view(np.uint8) for _, block in blocks]
     words = sum(1 for raw in raws if raw.shape[1] % 8 == 0)
@@ -303,6 +289,57 @@ def _pack(keys: Sequence[str], blocks: Sequence[_Block],
     return out
 
 
+def _heads(spec: _PathSpec, rest: dict[str, Any] | Sequence[dict[str, Any]]
+           ) -> tuple[list[bytes], list[int]]:
+    """The distinct heads (header, spec, pickled rest) of values of ``spec`` whose parts
+    without arrays are ``rest`` (one for all, or one per key), and each key's head among
+    them."""
+    spec_blob = _spec_bytes.get(spec)
+    if spec_blob is None:
+        spec_blob = _spec_bytes[spec] = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+    rests = [rest] if isinstance(rest, dict) else list(rest)
+    pickled: dict[int, int] = {}  # equal parts are often one object: pickled once
+    distinct: list[bytes] = []
+    head_of = []
+    for part in rests:
+        at = pickled.get(id(part))
+        if at is None:
+            rest_blob = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+            at = pickled[id(part)] = len(distinct)
+            distinct.append(_HEADER.pack(_MAGIC, len(spec_blob), len(rest_blob))
+                            + spec_blob + rest_blob)
+        head_of.append(at)
+    return distinct, head_of
+
+
+def packed_columns(keys: Sequence[str], spec: _PathSpec, rest: dict[str, Any],
+                   widths: Sequence[int], words: int, data_w: bytes | memoryview,
+                   data_b: bytes | memoryview) -> dict[str, PackedRow]:
+    """key → its value in one :class:`PackedGroup` of ``keys``, from columns already cut:
+    what :func:`_pack` gives with ``columns`` for blocks of ``spec`` (the first ``words``
+    of them rows of whole 8-byte words) and ``rest``, given each block's width in bytes and
+    the cut blocks joined (``data_w``: the word blocks', ``data_b``: the others', key after
+    key). For a caller that cuts them where the rows live, without gathering whole rows
+    first (:mod:`adaptd.learner.packing`)."""
+    distinct, _ = _heads(spec, rest)
+    group = _group(distinct, None, len(keys), list(widths), words, data_w, data_b)
+    return dict(zip(keys, map(PackedRow, [group] * len(keys), range(len(keys))), strict=True))
+
+
+def _group(heads: list[bytes], head_of: list[int] | None, n: int, widths: list[int],
+           words: int, data_w: bytes | memoryview, data_b: bytes | memoryview) -> PackedGroup:
+    """The :class:`PackedGroup` of ``n`` keys each keeping ``widths`` bytes of every block
+    (see :func:`_columns`), the blocks' bytes ``data_w`` and ``data_b`` as cut."""
+    parts = []
+    for (lo, hi), data in zip(((0, words), (words, len(widths))), (data_w, data_b),
+                              strict=True):
+        row = sum(widths[lo:hi])
+        parts.append((data, list(range(row, row * n + 1, row)) if row else [0] * n))
+    (data_w, ends_w), (data_b, ends_b) = parts
+    lengths = np.broadcast_to(np.asarray(widths, dtype="<u4"), (n, len(widths))).tobytes()
+    return PackedGroup(heads, head_of, lengths, 4 * len(widths), data_w, ends_w, data_b, ends_b)
+
+
 def _columns(raws: list[np.ndarray], words: int, heads: list[bytes],
              head_of: list[int] | None) -> PackedGroup:
     """The :class:`PackedGroup` of keys whose arrays are ``raws`` (rows of bytes, the first
@@ -315,17 +352,13 @@ def _columns(raws: list[np.ndarray], words: int, heads: list[bytes],
     n = len(raws[0]) if raws else 0
     widths = [_widest(raw.view(np.uint64) if j < words else raw) * (8 if j < words else 1)
               for j, raw in enumerate(raws)]
-    parts = []
+    data: list[bytes | memoryview] = []
     for lo, hi in ((0, words), (words, len(raws))):
         cut = [raw[:, :w] for raw, w in zip(raws[lo:hi], widths[lo:hi], strict=True) if w]
         # The joined columns' own memory, not a copy of it (a store writes it as it is).
-        data = np.concatenate(cut, axis=1).reshape(-1).view(np.uint8).data if cut \
-            else b""
-        row = sum(widths[lo:hi])
-        parts.append((data, list(range(row, row * n + 1, row)) if row else [0] * n))
-    (data_w, ends_w), (data_b, ends_b) = parts
-    lengths = np.broadcast_to(np.asarray(widths, dtype="<u4"), (n, len(raws))).tobytes()
-    return PackedGroup(heads, head_of, lengths, 4 * len(raws), data_w, ends_w, data_b, ends_b)
+        data.append(np.concatenate(cut, axis=1).reshape(-1).view(np.uint8).data if cut
+                    else b"")
+    return _group(heads, head_of, n, widths, words, data[0], data[1])
 
 
 def _widest(raw: np.ndarray) -> int:

@@ -31,7 +31,8 @@ import numpy as np
 from adaptd.drift import NullBank, PageHinkleyBank, PHState
 from adaptd.learner.adaptive import AdaptiveLearner
 from adaptd.learner.arena import BASE_FIELDS, RINGS, Arena, ring_extent
-from adaptd.state_codec import Rings, pack_rows, pack_state
+from adaptd.learner.jit import COMPILED, njit
+from adaptd.state_codec import Rings, pack_rows, pack_state, packed_columns
 
 #: About how many bytes of the ring buffers (arena.RINGS) per chunk: small enough that a key's
 #: few appends between two checkpoints touch one or two chunks, large enough that a chunk's
@@ -78,9 +79,9 @@ def _packed_live(learner: AdaptiveLearner, live: list[str], slots: np.ndarray) -
     out: dict[str, Any] = {}
     arena: Arena = learner.arena
     ringed = arena.HX.shape[1] > 0
-    blocks: list[tuple[tuple[str, ...], np.ndarray]] = [
-        ((name,), getattr(arena, name)[slots]) for name in Arena._fields
-        if not (ringed and name in RINGS)]
+    # Each block as (path, the array holding it, the keys' rows there): cut where it lies.
+    sources: list[_Source] = [((name,), getattr(arena, name), slots) for name in Arena._fields
+                              if not (ringed and name in RINGS)]
     rings = None
     if ringed:
         arrays = [((name,), getattr(arena, name)) for name in RINGS]
@@ -90,26 +91,30 @@ def _packed_live(learner: AdaptiveLearner, live: list[str], slots: np.ndarray) -
     rest: dict[str, Any] = {}
     if isinstance(bank, PageHinkleyBank):
         ph = bank.state
-        blocks += [(("detector", name), getattr(ph, name)[slots]) for name in PHState._fields]
+        sources += [(("detector", name), getattr(ph, name), slots) for name in PHState._fields]
         rest["detector"] = {}
     else:
         rest["detector"] = None
     if learner.classes is not None:
         rest["classes"] = len(learner.classes)
     if learner.regret.baseline:
-        blocks += [(("baseline", name), getattr(arena, name)[slots + 1]) for name in BASE_FIELDS]
+        sources += [(("baseline", name), getattr(arena, name), slots + 1)
+                    for name in BASE_FIELDS]
         rest["baseline"] = {}
     if learner.concepts is None:
-        out.update(pack_rows(live, blocks, rest, rings))
+        out.update(_pack_at(live, sources, rest, rings))
         return out
     # Most keys have stored no concept: they pack as one group, and keys whose ``since`` is
     # equal share one part (pickled once).
     concepts, slot_list = learner.concepts, slots.tolist()
     if concepts.states.keys().isdisjoint(slot_list) and concepts.since.keys().isdisjoint(
             slot_list):  # none has (many new keys): one group, no per-key step
-        out.update(pack_rows(live, [*blocks, (("library", "states"), np.empty((len(live), 0, 0)))],
-                             {**rest, "library": {"since": None}}, rings))
+        none = np.empty((1, 0, 0))
+        out.update(_pack_at(live, [*sources, (("library", "states"), none,
+                                              np.zeros(len(live), dtype=np.int64))],
+                            {**rest, "library": {"since": None}}, rings))
         return out
+    blocks = _gathered(sources)
     libraries = {i: concepts.get_state(s) for i, s in enumerate(slot_list)
                  if concepts.states.get(s)}
     groups: dict[tuple[int, ...], list[int]] = {(0, 0): []}
@@ -131,3 +136,118 @@ def _packed_live(learner: AdaptiveLearner, live: list[str], slots: np.ndarray) -
             None if rings is None else rings._replace(at=rings.at[rows],
                                                       extent=rings.extent[rows])))
     return out
+
+
+#: A block of :func:`adaptd.state_codec.pack_rows` where it lies: (path, array, rows), key
+#: i's value being ``array[rows[i]]``.
+_Source = tuple[tuple[str, ...], np.ndarray, np.ndarray]
+
+
+def _gathered(sources: list[_Source]) -> list[tuple[tuple[str, ...], np.ndarray]]:
+    return [(path, array[rows]) for path, array, rows in sources]
+
+
+def _pack_at(keys: list[str], sources: list[_Source], rest: dict[str, Any],
+             rings: Rings | None) -> dict[str, Any]:
+    """:func:`adaptd.state_codec.pack_rows` of blocks given where they lie (the same values,
+    byte for byte: ``tests/unit/test_state_codec.py``). Keys whose rings fit in one chunk
+    (all of them, with many new keys) are cut straight from the arena by compiled loops
+    (:func:`_cut_at`): gathering each block's whole rows first and then cutting them to
+    their used width, as ``pack_rows`` does, was two thirds of packing a checkpoint of new
+    keys. Others (split keys, a block of neither 1- nor 8-byte items) go through
+    ``pack_rows``."""
+    if not COMPILED or any(array.itemsize not in (1, 8) for _, array, _ in sources):
+        return pack_rows(keys, _gathered(sources), rest, rings)
+    if rings is None:
+        return _cut_at(keys, [(path, array, rows, None) for path, array, rows in sources],
+                       rest, {})
+    whole = rings.extent <= rings.rows
+    if not whole.all():
+        if not whole.any():
+            return pack_rows(keys, _gathered(sources), rest, rings)
+        out = {}
+        for members in (np.flatnonzero(whole), np.flatnonzero(~whole)):  # as pack_rows
+            out.update(_pack_at([keys[i] for i in members.tolist()],
+                                [(path, array, rows[members]) for path, array, rows in sources],
+                                rest, rings._replace(at=rings.at[members],
+                                                     extent=rings.extent[members])))
+        return out
+    # In groups of equal extent, as pack_rows does (its _pack_whole).
+    shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
+    extents = np.unique(rings.extent)
+    if len(extents) == 1:
+        return _cut_at(keys, [*((path, array, rows, None) for path, array, rows in sources),
+                              *((path, ring, rings.at, int(extents[0]))
+                                for path, ring in rings.arrays)], rest, shapes)
+    out = {}
+    for extent in extents.tolist():
+        members = np.flatnonzero(rings.extent == extent)
+        out.update(_pack_at([keys[i] for i in members.tolist()],
+                            [(path, array, rows[members]) for path, array, rows in sources],
+                            rest, rings._replace(at=rings.at[members],
+                                                 extent=rings.extent[members])))
+    return out
+
+
+def _cut_at(keys: list[str], sources: list[tuple[tuple[str, ...], np.ndarray, np.ndarray,
+                                                 int | None]],
+            rest: dict[str, Any], shapes: dict[tuple[str, ...], tuple[int, ...]]
+            ) -> dict[str, Any]:
+    """What ``_pack`` with ``columns`` gives for the blocks ``array[rows]`` of ``sources``
+    (cut to their first ``used`` entries on axis 1 when ``used`` is not None: a ring), each
+    cut to the most any key uses of it, read where they lie."""
+    n = len(keys)
+    blocks = []
+    for path, array, rows, used in sources:
+        row_shape = array.shape[1:] if used is None else (used, *array.shape[2:])
+        items = int(np.prod(row_shape, dtype=np.int64))
+        blocks.append((items * array.itemsize % 8 != 0, path, array, rows, row_shape, items))
+    blocks.sort(key=lambda block: block[0])  # (stable) whole 8-byte words first, as _pack
+    spec = tuple((path, array.dtype.str, shapes.get(path, row_shape))
+                 for _, path, array, _, row_shape, _ in blocks)
+    words = sum(1 for block in blocks if not block[0])
+    flat = [(array.reshape(len(array), -1).view(np.uint64 if array.itemsize == 8 else np.uint8),
+             rows, items) for _, _, array, rows, _, items in blocks]
+    widths = [_widest_at(src, rows, items) for src, rows, items in flat]
+    data: list[bytes | memoryview] = []
+    for lo, hi, dtype in ((0, words, np.uint64), (words, len(flat), np.uint8)):
+        width = sum(widths[lo:hi])
+        if not width:
+            data.append(b"")
+            continue
+        cut = np.empty((n, width), dtype=dtype)
+        at = 0
+        for (src, rows, _), w in zip(flat[lo:hi], widths[lo:hi], strict=True):
+            if w:
+                _copy_at(src, rows, w, cut, at)
+                at += w
+        # The cut's own memory, not a copy of it (a store writes it as it is).
+        data.append(cut.reshape(-1).view(np.uint8).data)
+    byte_widths = [w * (8 if j < words else 1) for j, w in enumerate(widths)]
+    return packed_columns(keys, spec, rest, byte_widths, words, data[0], data[1])
+
+
+@njit(refcounts=False)
+def _widest_at(src: np.ndarray, rows: np.ndarray, items: int) -> int:  # pragma: no cover
+    """Of rows ``rows`` of ``src`` (2-D), the first ``items`` items of each: how many, up to
+    the last any of them has non-zero (``state_codec._widest`` of their gather)."""
+    widest = 0
+    for r in rows:
+        j = items
+        while j > widest and src[r, j - 1] == 0:
+            j -= 1
+        if j > widest:
+            widest = j
+            if widest == items:
+                break
+    return widest
+
+
+@njit(refcounts=False)
+def _copy_at(src: np.ndarray, rows: np.ndarray, width: int, out: np.ndarray,
+             at: int) -> None:  # pragma: no cover
+    """``out[i, at:at + width] = src[rows[i], :width]`` for each i."""
+    for i in range(len(rows)):
+        r = rows[i]
+        for j in range(width):
+            out[i, at + j] = src[r, j]

@@ -156,3 +156,44 @@ def test_keys_packed_in_slices_as_all_at_once(monkeypatch: pytest.MonkeyPatch) -
         # (not byte for byte: each slice's arrays are cut to the most its own keys use)
         _equal(unpack_state(whole[key]), unpack_state(sliced[key]), key)
         _equal(learner.state_dict([key])["keys"][key], unpack_state(sliced[key]), key)
+
+
+def _bytes_of(packed: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(k, v if isinstance(v, SplitState) else bytes(v)) for k, v in packed.items()]
+
+
+@pytest.mark.parametrize("setup", ["logistic", "no_baseline", "no_hindsight", "no_detector",
+                                   "no_library"])
+def test_blocks_cut_where_they_lie_are_the_gathered_blocks_packed(
+        setup: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled cut of blocks straight from the arena gives every key the bytes packing
+    its gathered rows gives (``pack_rows``), in the same order: keys of one record, of a
+    few (other extents), busy ones (split), closed segments (a concept library)."""
+    from adaptd.settings import MetaConfig
+
+    kwargs: dict[str, Any] = {
+        "logistic": {"model": "logistic", "task": "classification"},
+        "no_baseline": {"regret": RegretConfig(baseline=False)},
+        "no_hindsight": {"regret": RegretConfig(hindsight=False)},
+        "no_detector": {"drift": DriftConfig(detector="none")},
+        "no_library": {"meta": MetaConfig(library=0)},
+    }[setup]
+    learner = AdaptiveLearner(**kwargs)
+    records = linear_stream(6, 3000, keys=30, change_at=1200)
+    if setup == "logistic":
+        records = [dataclasses.replace(r, y=float(r.y > 0)) for r in records]
+    for lo in range(0, 3000, 300):
+        learner.process_many(records[lo:lo + 300])
+    fresh = list(linear_stream(7, 60, keys=60))
+    if setup == "logistic":
+        fresh = [dataclasses.replace(r, y=float(r.y > 0)) for r in fresh]
+    learner.process_many([dataclasses.replace(r, key=f"new{i // 3}" if i < 30 else f"one{i}")
+                          for i, r in enumerate(fresh)])
+    keys = sorted(learner.keys())
+    for chosen in (keys, [k for k in keys if k.startswith(("new", "one"))], keys[:3]):
+        cut = packed_task_states(learner, chosen)
+        monkeypatch.setattr(packing, "COMPILED", False)
+        gathered = packed_task_states(learner, chosen)
+        monkeypatch.setattr(packing, "COMPILED", True)
+        assert cut is not None and gathered is not None
+        assert _bytes_of(cut) == _bytes_of(gathered)
