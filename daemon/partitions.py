@@ -336,8 +336,10 @@ class Partitions:
             # An object per changed key (up to max_keys), no cycle among them: unpaused, a young
             # collection every 700 and a full one every few checkpoints (5% of distinct keys).
             with cyclic_gc_paused():
-                changes = {p: self._changes(p, cold) for p in self.owned
-                           if p in self.next_positions}
+                changes, leaving = {}, {}
+                for p in self.owned:
+                    if p in self.next_positions:
+                        changes[p], leaving[p] = self._changes(p, cold)
         except BaseException:
             if cold:
                 self._restore_keys(cold)
@@ -356,10 +358,10 @@ class Partitions:
             self._meta_written = meta
         # What the snapshot holds is no longer changed since the last checkpoint; if its write
         # fails, _unsaved gives it back.
-        for p, change in changes.items():
+        for p in changes:
             snapshot.touched[p] = self.touched.pop(p, set())
             snapshot.dropped[p] = self.dropped.pop(p, set())
-            snapshot.evicted[p] = on_partition(self.key_partition, change.evicted, p)
+            snapshot.evicted[p] = leaving[p]
             for key in snapshot.evicted[p]:
                 del self.key_partition[key]
         self._behind.start(snapshot)
@@ -427,9 +429,10 @@ class Partitions:
             self._restore_keys(snapshot.cold)
         self._meta_written = None
 
-    def _changes(self, p: int, cold: Mapping[str, Any]) -> PartitionChanges:
+    def _changes(self, p: int, cold: Mapping[str, Any]) -> tuple[PartitionChanges, set[str]]:
         """What the checkpoint writes for ``p``: the keys that changed (``cold``: the states of
-        keys let go of, waiting to be written) and the keys that left memory."""
+        keys let go of, waiting to be written) and the keys that left memory; and those of
+        them that ``key_partition`` holds (they leave it with the snapshot)."""
         touched = self.touched.get(p, set())
         part = partition_part(self.learner, touched)
         labels: dict[str, list[Any]] = {}
@@ -440,13 +443,14 @@ class Partitions:
         # Out of memory from this checkpoint on: keys let go of with their state (written
         # here if it changed since the last checkpoint) and without (dropped, unchanged; one
         # that came back since is live again).
-        evicted = on_partition(key_partition, cold, p)
-        written = list(evicted & touched)
+        leaving = on_partition(key_partition, cold, p)
+        written = list(leaving & touched)
         states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
         dropped = self.dropped.get(p, set())
-        evicted.update(dropped.difference(key_partition))  # one pass, each key's hash cached
+        # One pass each, each key's hash cached.
+        evicted = leaving.union(dropped.difference(key_partition))
         return PartitionChanges(position=self.next_positions[p], states=states,
-                                labels=labels, evicted=evicted)
+                                labels=labels, evicted=evicted), leaving
 
     def sync_meta(self, force: bool = False) -> bool:
         """Merge the group's published meta-states and running moments (standardization
