@@ -193,12 +193,14 @@ class KeySegments:
         if seg >= 0:
             self._live[seg] = self._live.get(seg, 0) + len(keys)
 
-    def _mark(self, p: int, seg: int, marks: Sequence[str]) -> None:
-        """Note ``marks`` of ``p`` (in ``seg``): those keys are out of memory."""
+    def _mark(self, p: int, seg: int, marks: Sequence[str],
+              hashes: np.ndarray | None = None) -> None:
+        """Note ``marks`` of ``p`` (in ``seg``): those keys are out of memory. ``hashes``:
+        theirs, when the caller has them."""
         index = self._index.get(p)
         if index is None or not marks:
             return
-        slots = index.find(hash_keys(marks))
+        slots = index.find(hash_keys(marks) if hashes is None else hashes)
         slots = slots[slots >= 0]
         self._unlive(index.mark[slots])
         index.mark[slots] = seg
@@ -232,12 +234,13 @@ class KeySegments:
                       _flags(list(split), evicted if flagged is None else flagged))
             states = {k: v for k, v in states.items() if k not in split}
         marks: list[str] = []
+        mark_hashes = None
         if flagged:
             # Filtered in C, in their order (up to max_keys evicted keys at a checkpoint).
             marks = list(filterfalse(states.__contains__, flagged))
             if split:
                 marks = list(filterfalse(split.__contains__, marks))
-            marks = self._mark_rows(db, p, marks, checkpoint)
+            marks, mark_hashes = self._mark_rows(db, p, marks, checkpoint)
         keys = list(states)
         if not keys and not marks:
             return
@@ -250,23 +253,27 @@ class KeySegments:
         seg = self._insert(db, p, checkpoint, segment.names, segment.parts,
                            encode_labels(rows), len(keys) + len(marks))
         self._put(p, seg, keys, checkpoint, flags)
-        self._mark(p, seg, marks)
+        self._mark(p, seg, marks, mark_hashes)
 
     def _mark_rows(self, db: sqlite3.Connection, p: int, marks: list[str],
-                   checkpoint: int) -> list[str]:
+                   checkpoint: int) -> tuple[list[str], np.ndarray | None]:
         """Note those of ``marks`` whose state is a row of ``keys`` out of memory (a row of
-        ``evictions``); returns the others (their marks go into the segment)."""
+        ``evictions``); returns the others (their marks go into the segment), and their
+        hashes when it took them (for :meth:`_mark`: hashing a key reads its string, a cache
+        miss each with 100k marks)."""
         index = self._index.get(p)
         if index is None or not marks:
-            return marks
-        slots = index.find(hash_keys(marks))
+            return marks, None
+        hashes = hash_keys(marks)
+        slots = index.find(hashes)
         in_rows = (slots >= 0) & (index.segment[slots] == ROWS)
         if not in_rows.any():
-            return marks
+            return marks, hashes
         index.evicted[slots[in_rows]] = True
         db.executemany(schema.MARK_EVICTED, ((p, marks[i], checkpoint)
                                              for i in np.flatnonzero(in_rows).tolist()))
-        return [marks[i] for i in np.flatnonzero(~in_rows).tolist()]
+        others = np.flatnonzero(~in_rows)
+        return [marks[i] for i in others.tolist()], hashes[others]
 
     def _insert(self, db: sqlite3.Connection, p: int, checkpoint: int, names: bytes,
                 data: Sequence[bytes], labels: bytes | None, size: int) -> int:

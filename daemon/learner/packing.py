@@ -48,9 +48,7 @@ CHUNK_KEYS = 4096
 def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | None:
     """key → packed task state for ``keys`` (those the learner holds, live or just evicted);
     None when ``learner``'s task states are not all arena rows. Never blocks."""
-    # No bank yet: the learner has not seen a record (nor set up its arena).
-    bank = getattr(learner, "bank", None)
-    if type(learner) is not AdaptiveLearner or not isinstance(bank, (PageHinkleyBank, NullBank)):
+    if not _packable(learner):
         return None
     cold, slot_of = learner._cold, learner._slot_of
     # Set operations, not a Python step per key: with many new keys per checkpoint those
@@ -63,7 +61,26 @@ def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | 
     if not held.any():
         return out
     live = list(compress(keys, held.tolist())) if not held.all() else list(keys)
-    slots = found[held]
+    out.update(_packed_slots(learner, live, found[held]))
+    return out
+
+
+def packed_live_states(learner: Any, keys: list[str], slots: np.ndarray
+                       ) -> dict[str, Any] | None:
+    """:func:`packed_task_states` of live ``keys`` whose slots the caller knows (``slots``:
+    eviction found the keys by them), without looking them up."""
+    return _packed_slots(learner, keys, slots) if _packable(learner) else None
+
+
+def _packable(learner: Any) -> bool:
+    # No bank yet: the learner has not seen a record (nor set up its arena).
+    bank = getattr(learner, "bank", None)
+    return type(learner) is AdaptiveLearner and isinstance(bank, (PageHinkleyBank, NullBank))
+
+
+def _packed_slots(learner: AdaptiveLearner, live: list[str], slots: np.ndarray
+                  ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if len(live) > 1:  # gathered in slot order: the arena's rows read front to back
         order = np.argsort(slots, kind="stable")
         slots = slots[order]

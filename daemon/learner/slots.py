@@ -90,10 +90,10 @@ def evict_lru(lrn: AdaptiveLearner, count: int) -> None:
     clean = unchanged(lrn, oldest)
     changed_flags = (~clean).tolist()
     keys = list(map(lrn._key_of.__getitem__, oldest.tolist()))
-    from adaptd.learner.packing import packed_task_states  # it imports the learner
+    from adaptd.learner.packing import packed_live_states  # it imports the learner
 
     changed = list(compress(keys, changed_flags))
-    packed = packed_task_states(lrn, changed) if changed else {}
+    packed = packed_live_states(lrn, changed, oldest[~clean]) if changed else {}
     if packed is None:  # not all rows of the arena (another detector): key by key
         for key, s in compress(zip(keys, oldest.tolist()), changed_flags):
             lrn._cold[key] = lrn._task_state(s)
