@@ -22,6 +22,12 @@ daemon's own decode → emitted time comes from its ``adaptd_record_latency_seco
 been read back and again when every timed prediction has: the difference of the two holds the
 timed records alone, and its quantiles are bucket bounds (the next bucket edge up).
 
+Two rates: the one given (``--rate``, each client's end-to-end maximum from a pre-filled topic,
+:mod:`benchmarks.kafka_throughput`), and, with ``--live-max SECONDS``, the most the daemon
+sustains in this set-up itself, where the broker also ingests the input and this process
+produces and checks it on the same cores (:func:`live_max`); the latency is measured at half
+of each, side by side.
+
 Why the fetch wait matters here: Tansu (the embedded broker) does not answer a waiting fetch as
 soon as data arrives, as Apache Kafka does, so a consumer's ``fetch.wait.max.ms`` is part of
 every record's latency on it. By default the daemon runs with its own settings (what a user
@@ -210,16 +216,20 @@ def _pace_placed(producer: Any, topic: str, values: list[tuple[bytes, bytes]], r
         due = min(due, i + 1000)  # a pace fallen behind still serves reports between
         for j in range(i, due):
             value, key = values[j]
-            if last.get(where[j][0]) == j:
-                checked[where[j][0]] = j
-                produce(topic, value, key, timestamp=stamp, on_delivery=delivered)
-            else:
-                produce(topic, value, key, timestamp=stamp)
+            try:
+                if last.get(where[j][0]) == j:
+                    checked[where[j][0]] = j
+                    produce(topic, value, key, timestamp=stamp, on_delivery=delivered)
+                else:
+                    produce(topic, value, key, timestamp=stamp)
+            except BufferError:  # a rate above what the broker takes (--live-max): it waits
+                due = j
+                break
             stamps[j] = stamp
-        i = due
         # Delivery reports served each pass: librdkafka counts a message against its queue
         # (100,000 messages) until its report is.
-        poll(0)
+        poll(0 if due > i else TICK_S)
+        i = due
     producer.flush(30)
     if wrong:
         raise RuntimeError("the input did not land where expected: " + "; ".join(wrong))
@@ -315,9 +325,27 @@ class Measured:
     #: on the same cores as the daemon and the broker.
     load_cpu_us: float = math.nan
 
+    #: Predictions read back per second while the input was produced, from the end of its
+    #: first fifth (the daemon's start of the timed records) to its last record: at a rate
+    #: the set-up keeps up with, about that rate; above it, the most it sustains (live).
+    out_rate: float = math.nan
+
     def quantile(self, q: float) -> float:
         lat = self.latencies_ms
         return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else math.nan
+
+
+def _out_rate(sent: dict[tuple[int, int], int], received: dict[tuple[int, int], int]) -> float:
+    """Timed predictions read back per second while their input was still produced, after
+    its first fifth (:attr:`Measured.out_rate`); NaN for a run too short to tell."""
+    if not sent:
+        return math.nan
+    first, last = min(sent.values()), max(sent.values())
+    start = first + (last - first) / 5
+    if last - start < 100:  # ms
+        return math.nan
+    timed = [received[k] for k in received.keys() & sent.keys()]
+    return sum(1 for t in timed if start <= t <= last) / (last - start) * 1000
 
 
 @contextlib.contextmanager
@@ -422,6 +450,7 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     if daemon.returncode != 0:
         raise RuntimeError(f"adaptd run ({client}) failed ({daemon.returncode}):\n{stderr}")
     latencies = sorted(received[k] - sent[k] for k in received.keys() & sent.keys())
+    out_rate = _out_rate(sent, received)
     if port is not None and getattr(args, "trace", None) is not None:
         from benchmarks.latency_trace import breakdown, load
 
@@ -433,7 +462,7 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     return Measured(latencies, _bucket_quantile(own_before, own_after, 0.5),
                     _bucket_quantile(own_before, own_after, 0.99),
                     (cpu_after - cpu_before) / n * 1e6, (broker_after - broker_before) / n * 1e6,
-                    (own_cpu_after - own_cpu_before) / n * 1e6)
+                    (own_cpu_after - own_cpu_before) / n * 1e6, out_rate)
 
 
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
@@ -448,16 +477,106 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
               "→ emitted p50 / p99 (ms, bucket bound) | CPU µs/record: process / broker / load "
               "generator |"),
              "|---|---:|---:|---:|---:|---:|---:|"]
+    live_seconds = getattr(args, "live_max", None)
+    maxima = []
     for client, rate in rates.items():
-        target = max(100.0, rate / 2)
-        n = int(min(args.records, target * 10))  # about ten seconds of input
-        for who in (client, PASS_THROUGH):
-            m = measure(bootstrap, tmp, who, target, n, args, setup)
-            own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
-            lines.append(f"| {who} | {target:,.0f} | {len(m.latencies_ms)} | "
-                         f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
-                         f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} / {m.load_cpu_us:.1f} |")
+        targets = {"half the given rate": max(100.0, rate / 2)}
+        if live_seconds:
+            live = live_max(bootstrap, tmp, client, rate, live_seconds, args, setup)
+            maxima.append(live.describe(client))
+            targets["half the live maximum"] = max(100.0, live.out_rate / 2)
+        for of, target in targets.items():
+            n = int(min(args.records, target * 10))  # about ten seconds of input
+            for who in (client, PASS_THROUGH):
+                m = measure(bootstrap, tmp, who, target, n, args, setup)
+                own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
+                rate_text = f"{target:,.0f}" + (f" ({of})" if live_seconds else "")
+                lines.append(f"| {who} | {rate_text} | {len(m.latencies_ms)} | "
+                             f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
+                             f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} / {m.load_cpu_us:.1f} |")
+    if maxima:
+        lines += ["", ("The most each client sustains in this set-up: the input produced live "
+                       f"for {live_seconds:g} s while the daemon runs, the broker ingests and "
+                       "the checker reads, first at the given rate, then bisecting between "
+                       "what was read back and what was offered; read back: predictions per "
+                       "second from the end of the input's first fifth to its last record; "
+                       "the maximum: the most read back in any run (a run within 5 % of its "
+                       f"input kept up; {LIVE_STEPS + 1} runs at most):"), "",
+                  ("| client | live maximum (records/s) | runs: offered → read back "
+                   "(records/s) | CPU µs/record at the maximum: process / broker / load "
+                   "generator |"),
+                  "|---|---:|---:|---:|", *maxima]
     return "\n".join(lines)
+
+
+#: Probes of :func:`live_max` after the first, each halving the interval the maximum is in.
+LIVE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One run with the input offered live at ``offered`` records/s."""
+
+    offered: float
+    measured: Measured
+
+    @property
+    def kept_up(self) -> bool:
+        """What was read back kept up with the input (within 5 %: the read-back of a few
+        seconds moves by that much on this shared machine)."""
+        return self.measured.out_rate >= 0.95 * self.offered
+
+    def describe(self) -> str:
+        return (f"{self.offered:,.0f} → {self.measured.out_rate:,.0f}"
+                + (" (kept up)" if self.kept_up else ""))
+
+
+@dataclass(frozen=True)
+class LiveMax:
+    """The probes of :func:`live_max`, in order."""
+
+    probes: list[Probe]
+
+    @property
+    def best(self) -> Probe:
+        return max(self.probes, key=lambda p: p.measured.out_rate)
+
+    @property
+    def out_rate(self) -> float:
+        """The most read back per second in any probe."""
+        return self.best.measured.out_rate
+
+    def describe(self, client: str) -> str:
+        m = self.best.measured
+        return (f"| {client} | {self.out_rate:,.0f} | "
+                f"{'; '.join(p.describe() for p in self.probes)} | "
+                f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} / {m.load_cpu_us:.1f} |")
+
+
+def live_max(bootstrap: str, tmp: Path, client: str, rate: float, seconds: float,
+             args: argparse.Namespace, setup: Setup) -> LiveMax:
+    """The most ``client``'s daemon sustains with its input produced live, while the broker
+    also ingests it and this process produces and checks, on the same cores.
+
+    First the input is offered at ``rate`` (the pre-filled topic's end-to-end rate) for
+    ``seconds``; what is read back per second meanwhile (:attr:`Measured.out_rate`) is a
+    rate the set-up sustains, but an underestimate of the most it does when ``rate`` is
+    above that: ingesting the input it cannot take costs the broker and the producer CPU the
+    daemon then lacks. So :data:`LIVE_STEPS` more runs bisect between the two: a run whose
+    read-back keeps up with what is offered (:attr:`Probe.kept_up`) raises the lower end. The
+    maximum is the most any run read back per second (:attr:`LiveMax.out_rate`)."""
+    first = Probe(rate, measure(bootstrap, tmp, client, rate, int(rate * seconds), args, setup))
+    probes = [first]
+    if first.kept_up:
+        return LiveMax(probes)
+    low, high = first.measured.out_rate, rate
+    for _ in range(LIVE_STEPS):
+        mid = (low + high) / 2
+        probe = Probe(mid, measure(bootstrap, tmp, client, mid, int(mid * seconds), args,
+                                   setup))
+        probes.append(probe)
+        low, high = (mid, high) if probe.kept_up else (low, mid)
+    return LiveMax(probes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +604,10 @@ def main(argv: list[str] | None = None) -> int:
                              "daemon's own, and 10 ms for the pass-through)")
     parser.add_argument("--sink-option", action="append", default=None, metavar="KEY=VALUE",
                         help="an option added to the daemon's sink URI (e.g. acks=1)")
+    parser.add_argument("--live-max", type=float, default=None, metavar="SECONDS",
+                        help="also measure the most each client sustains with its input "
+                             "produced live (offered at the given rate for SECONDS), and the "
+                             "latency at half of that too")
     parser.add_argument("--trace", default=None, metavar="DIR",
                         help="run the daemon with stage timestamps (benchmarks/latency_trace.py), "
                              "write them to DIR and print where each record's time went")
