@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,9 @@ def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int],
     Assigned, not subscribed: a group join takes seconds on this broker."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-    _value, _error = Message.value, Message.error
+    # Unbound, so map calls them in C; a prediction always has a value.
+    _value: Callable[[Any], bytes] = Message.value  # type: ignore[assignment]
+    _error = Message.error
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency-check",
                          "fetch.wait.max.ms": fetch_wait_ms, "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
