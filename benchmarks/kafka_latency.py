@@ -4,7 +4,10 @@ prediction read back, p50 and p99, per client. Used by ``kafka_throughput --late
 ``adaptd run --model linear`` runs as its own process (the public CLI, default settings). A
 plain librdkafka producer in this process writes the input at a fixed rate (about half the
 client's measured end-to-end rate) and notes each record's (partition, offset, timestamp); a
-plain librdkafka consumer in a thread reads the predictions as they arrive and notes when. The
+plain librdkafka consumer in a thread reads the predictions as they arrive and notes when. Both
+share the machine's cores with the daemon and the broker, so they are kept cheap (no Python
+call per delivery once the warm-up has shown where each key goes) and their CPU is reported
+too ("load generator"). The
 first ``WARM_UP`` records (the daemon's start: assignment, the engine's compiled code) are sent
 before timing starts and are not counted.
 
@@ -18,6 +21,12 @@ daemon's own decode → emitted time comes from its ``adaptd_record_latency_seco
 (observed once per batch, for all its records), scraped from ``/metrics`` when the warm-up has
 been read back and again when every timed prediction has: the difference of the two holds the
 timed records alone, and its quantiles are bucket bounds (the next bucket edge up).
+
+Two rates: the one given (``--rate``, each client's end-to-end maximum from a pre-filled topic,
+:mod:`benchmarks.kafka_throughput`), and, with ``--live-max SECONDS``, the most the daemon
+sustains in this set-up itself, where the broker also ingests the input and this process
+produces and checks it on the same cores (:func:`live_max`); the latency is measured at half
+of each, side by side.
 
 Why the fetch wait matters here: Tansu (the embedded broker) does not answer a waiting fetch as
 soon as data arrives, as Apache Kafka does, so a consumer's ``fetch.wait.max.ms`` is part of
@@ -39,7 +48,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +63,8 @@ OWN_LATENCY = "adaptd_record_latency_seconds_bucket"
 
 #: Records sent (and read back) before the timed ones.
 WARM_UP = 2_000
+#: How often the input producer sends the records due (:func:`_pace_placed`).
+TICK_S = 0.001
 #: The pass-through's fetch wait when the daemon runs with its default (adaptd's default).
 PASS_THROUGH_FETCH_WAIT_MS = 10
 #: The peer row: a plain librdkafka consumer that produces a small JSON message per record
@@ -124,17 +135,21 @@ def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: S
 
 
 def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
-          sent: dict[tuple[int, int], int], acked: dict[tuple[int, int], int] | None = None
-          ) -> None:
+          sent: dict[tuple[int, int], int], acked: dict[tuple[int, int], int] | None = None,
+          partition_of: dict[bytes, int] | None = None) -> None:
     """Produce ``values`` at ``rate`` records/s; note each delivered record's timestamp (and,
     into ``acked``, when its delivery report was served: an upper bound of when the broker
-    held it)."""
+    held it; into ``partition_of``, its key's partition), from a delivery callback per
+    record. Used for the warm-up, which so tells where each key goes (:func:`_placed`), and
+    when ``acked`` is wanted (``--trace``)."""
 
     def delivered(err: Any, msg: Any) -> None:
         if err is None:
             sent[(msg.partition(), msg.offset())] = msg.timestamp()[1]
             if acked is not None:
                 acked[(msg.partition(), msg.offset())] = int(time.time() * 1000)
+            if partition_of is not None:
+                partition_of[msg.key()] = msg.partition()
 
     started = time.monotonic()
     for i, (value, key) in enumerate(values):
@@ -147,12 +162,89 @@ def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: fl
     producer.flush(30)
 
 
+def _placed(values: list[tuple[bytes, bytes]], warm: dict[tuple[int, int], int],
+            partition_of: dict[bytes, int]) -> list[tuple[int, int]] | None:
+    """Where each of ``values`` will land, (partition, offset), when produced after the
+    warm-up (``warm``: its records' places) by the same producer: its key's partition (as
+    in the warm-up: the producer's partitioner hashes the key) and the next offset there
+    (one producer, in order, on a fresh topic). None if a key was not seen in the warm-up."""
+    nxt = {p: o + 1 for p, o in sorted(warm)}
+    where = []
+    for _, key in values:
+        p = partition_of.get(key)
+        if p is None:
+            return None
+        o = nxt.get(p, 0)
+        nxt[p] = o + 1
+        where.append((p, o))
+    return where
+
+
+def _pace_placed(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
+                 where: list[tuple[int, int]], sent: dict[tuple[int, int], int]) -> None:
+    """:func:`_pace` without a Python call per delivery: each record goes out once due (the
+    ones due since the last pass in one burst), stamped with the wall clock of its burst as
+    its Kafka timestamp (``timestamp=``, what the delivery callback read back before), and
+    ``where`` (:func:`_placed`) says its (partition, offset). The last record of each
+    partition is checked against its delivery report. At 52,000 records/s the callback per
+    record and a clock and poll call per record cost this process, on the two cores the
+    daemon and the broker need, more than the checker does."""
+    checked: dict[int, int] = {}
+    last = {p: i for i, (p, _) in enumerate(where)}
+    wrong: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        i = checked[msg.partition()]
+        if err is not None or (msg.partition(), msg.offset()) != where[i]:
+            wrong.append(f"record {i}: expected {where[i]}, got "
+                         f"{(msg.partition(), msg.offset())} ({err})")
+
+    produce, poll, clock = producer.produce, producer.poll, time.monotonic
+    wall_ms = (time.time() - clock()) * 1000  # the monotonic clock to wall-clock ms
+    stamps = [0] * len(values)
+    started = clock()
+    i, n = 0, len(values)
+    while i < n:
+        now = clock()
+        due = min(n, int((now - started) * rate) + 1)
+        if due <= i:
+            # A millisecond's records at a time (the producer lingers 5 ms anyway): waiting
+            # for each record's own due time spun this process on the clock and poll calls.
+            time.sleep(max(TICK_S, i / rate - (now - started)))
+            continue
+        stamp = int((now * 1000) + wall_ms)
+        due = min(due, i + 1000)  # a pace fallen behind still serves reports between
+        for j in range(i, due):
+            value, key = values[j]
+            try:
+                if last.get(where[j][0]) == j:
+                    checked[where[j][0]] = j
+                    produce(topic, value, key, timestamp=stamp, on_delivery=delivered)
+                else:
+                    produce(topic, value, key, timestamp=stamp)
+            except BufferError:  # a rate above what the broker takes (--live-max): it waits
+                due = j
+                break
+            stamps[j] = stamp
+        # Delivery reports served each pass: librdkafka counts a message against its queue
+        # (100,000 messages) until its report is.
+        poll(0 if due > i else TICK_S)
+        i = due
+    producer.flush(30)
+    if wrong:
+        raise RuntimeError("the input did not land where expected: " + "; ".join(wrong))
+    sent.update(zip(where, stamps))
+
+
 def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int], int],
              stop: threading.Event, fetch_wait_ms: int) -> None:
     """Read predictions as they arrive; note the arrival time of each (partition, position).
     Assigned, not subscribed: a group join takes seconds on this broker."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+    # Unbound, so map calls them in C; a prediction always has a value.
+    _value: Callable[[Any], bytes] = Message.value  # type: ignore[assignment]
+    _error = Message.error
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency-check",
                          "fetch.wait.max.ms": fetch_wait_ms, "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -165,10 +257,11 @@ def _collect(bootstrap: str, topic: str, n: int, received: dict[tuple[int, int],
         if not messages and (first := consumer.poll(0.05)) is not None:
             messages = [first]
         now_ms = int(time.time() * 1000)
-        for m in messages:
-            if m.error() is None:
-                body = orjson.loads(m.value())
-                received.setdefault((body["partition"], body["position"]), now_ms)
+        if any(map(_error, messages)):
+            messages = [m for m in messages if m.error() is None]
+        # In C but for the two lookups: the checker shares the two cores with what it times.
+        for body in map(orjson.loads, map(_value, messages)):
+            received.setdefault((body["partition"], body["position"]), now_ms)
     consumer.close()
 
 
@@ -230,10 +323,31 @@ class Measured:
     own99_ms: float
     cpu_us: float
     broker_cpu_us: float
+    #: This process's (the input producer's and the checker's) CPU, µs per record: it runs
+    #: on the same cores as the daemon and the broker.
+    load_cpu_us: float = math.nan
+
+    #: Predictions read back per second while the input was produced, from the end of its
+    #: first fifth (the daemon's start of the timed records) to its last record: at a rate
+    #: the set-up keeps up with, about that rate; above it, the most it sustains (live).
+    out_rate: float = math.nan
 
     def quantile(self, q: float) -> float:
         lat = self.latencies_ms
         return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else math.nan
+
+
+def _out_rate(sent: dict[tuple[int, int], int], received: dict[tuple[int, int], int]) -> float:
+    """Timed predictions read back per second while their input was still produced, after
+    its first fifth (:attr:`Measured.out_rate`); NaN for a run too short to tell."""
+    if not sent:
+        return math.nan
+    first, last = min(sent.values()), max(sent.values())
+    start = first + (last - first) / 5
+    if last - start < 100:  # ms
+        return math.nan
+    timed = [received[k] for k in received.keys() & sent.keys()]
+    return sum(1 for t in timed if start <= t <= last) / (last - start) * 1000
 
 
 @contextlib.contextmanager
@@ -270,6 +384,7 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     values = [(v := encode(r), record_key(v)) for r in
               generate("linear-tasks", seed=8, n=n + WARM_UP, keys=args.keys, d=10)]
     port = None if client == PASS_THROUGH else _free_port()
+    tracing = port is not None and getattr(args, "trace", None) is not None
     if client == PASS_THROUGH:
         command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
                    bootstrap, topic_in, topic_out, str(n + WARM_UP),
@@ -304,17 +419,26 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
                                      setup.check_fetch_wait_ms))
     checker.start()
     try:
-        _pace(producer, topic_in, values[:WARM_UP], rate, warm)
+        partition_of: dict[bytes, int] = {}
+        _pace(producer, topic_in, values[:WARM_UP], rate, warm, partition_of=partition_of)
         deadline = time.monotonic() + 120
         while len(received) < WARM_UP and time.monotonic() < deadline:
             time.sleep(0.05)
         own_before = _own_buckets(port)
         broker_pid = getattr(args, "broker_pid", None)
+        timed_values = values[WARM_UP:]
+        # Without a trace, no Python call per delivery (see _pace_placed).
+        where = None if tracing else _placed(timed_values, warm, partition_of)
         cpu_before, broker_before = _cpu_s(daemon.pid), _cpu_s(broker_pid)
+        own_cpu_before = time.process_time()
         with _collector_off():
-            _pace(producer, topic_in, values[WARM_UP:], rate, sent, acked)
+            if where is None:
+                _pace(producer, topic_in, timed_values, rate, sent, acked)
+            else:
+                _pace_placed(producer, topic_in, timed_values, rate, where, sent)
             checker.join(timeout=60)
         cpu_after, broker_after = _cpu_s(daemon.pid), _cpu_s(broker_pid)
+        own_cpu_after = time.process_time()
         own_after = _own_buckets(port)
     finally:
         stop.set()
@@ -328,6 +452,7 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     if daemon.returncode != 0:
         raise RuntimeError(f"adaptd run ({client}) failed ({daemon.returncode}):\n{stderr}")
     latencies = sorted(received[k] - sent[k] for k in received.keys() & sent.keys())
+    out_rate = _out_rate(sent, received)
     if port is not None and getattr(args, "trace", None) is not None:
         from benchmarks.latency_trace import breakdown, load
 
@@ -338,7 +463,8 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
               f"{breakdown(load(trace_file), sent, timed, acked)}\n", flush=True)
     return Measured(latencies, _bucket_quantile(own_before, own_after, 0.5),
                     _bucket_quantile(own_before, own_after, 0.99),
-                    (cpu_after - cpu_before) / n * 1e6, (broker_after - broker_before) / n * 1e6)
+                    (cpu_after - cpu_before) / n * 1e6, (broker_after - broker_before) / n * 1e6,
+                    (own_cpu_after - own_cpu_before) / n * 1e6, out_rate)
 
 
 def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
@@ -350,18 +476,117 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
               "of each client's end-to-end rate, after a warm-up of "
               f"{WARM_UP} records; {setup.describe()}:"), "",
              ("| client | rate (records/s) | records | p50 (ms) | p99 (ms) | adaptd's own decode "
-              "→ emitted p50 / p99 (ms, bucket bound) | CPU µs/record: process / broker |"),
+              "→ emitted p50 / p99 (ms, bucket bound) | CPU µs/record: process / broker / load "
+              "generator |"),
              "|---|---:|---:|---:|---:|---:|---:|"]
+    live_seconds = getattr(args, "live_max", None)
+    maxima = []
     for client, rate in rates.items():
-        target = max(100.0, rate / 2)
-        n = int(min(args.records, target * 10))  # about ten seconds of input
-        for who in (client, PASS_THROUGH):
-            m = measure(bootstrap, tmp, who, target, n, args, setup)
-            own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
-            lines.append(f"| {who} | {target:,.0f} | {len(m.latencies_ms)} | "
-                         f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
-                         f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} |")
+        targets = {"half the given rate": max(100.0, rate / 2)}
+        if live_seconds:
+            live = live_max(bootstrap, tmp, client, rate, live_seconds, args, setup)
+            maxima.append(live.describe(client))
+            targets["half the live maximum"] = max(100.0, live.out_rate / 2)
+        for of, target in targets.items():
+            n = int(min(args.records, target * 10))  # about ten seconds of input
+            for who in (client, PASS_THROUGH):
+                m = measure(bootstrap, tmp, who, target, n, args, setup)
+                own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
+                rate_text = f"{target:,.0f}" + (f" ({of})" if live_seconds else "")
+                lines.append(f"| {who} | {rate_text} | {len(m.latencies_ms)} | "
+                             f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
+                             f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} / {m.load_cpu_us:.1f} |")
+    if maxima:
+        lines += ["", ("The most each client sustains in this set-up: the input produced live "
+                       f"for {live_seconds:g} s while the daemon runs, the broker ingests and "
+                       "the checker reads, first at the given rate, then bisecting between "
+                       "what was read back and what was offered; read back: predictions per "
+                       "second from the end of the input's first fifth to its last record; "
+                       "the maximum: the most read back in any run, at most what it offered "
+                       f"(a run within 5 % of its input kept up; {LIVE_STEPS + 1} runs at most):"),
+                  "",
+                  ("| client | live maximum (records/s) | runs: offered → read back "
+                   "(records/s) | CPU µs/record at the maximum: process / broker / load "
+                   "generator |"),
+                  "|---|---:|---:|---:|", *maxima]
     return "\n".join(lines)
+
+
+#: Probes of :func:`live_max` after the first, each halving the interval the maximum is in.
+LIVE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One run with the input offered live at ``offered`` records/s."""
+
+    offered: float
+    measured: Measured
+
+    @property
+    def kept_up(self) -> bool:
+        """What was read back kept up with the input (within 5 %: the read-back of a few
+        seconds moves by that much on this shared machine)."""
+        return self.measured.out_rate >= 0.95 * self.offered
+
+    @property
+    def sustained(self) -> float:
+        """What was read back per second, at most what was offered: more is a backlog from
+        the input's first fifth drained (seen: 69,877 read back of 63,944 offered)."""
+        return min(self.measured.out_rate, self.offered)
+
+    def describe(self) -> str:
+        return (f"{self.offered:,.0f} → {self.measured.out_rate:,.0f}"
+                + (" (kept up)" if self.kept_up else ""))
+
+
+@dataclass(frozen=True)
+class LiveMax:
+    """The probes of :func:`live_max`, in order."""
+
+    probes: list[Probe]
+
+    @property
+    def best(self) -> Probe:
+        return max(self.probes, key=lambda p: p.sustained)
+
+    @property
+    def out_rate(self) -> float:
+        """The most sustained in any probe (:attr:`Probe.sustained`)."""
+        return self.best.sustained
+
+    def describe(self, client: str) -> str:
+        m = self.best.measured
+        return (f"| {client} | {self.out_rate:,.0f} | "
+                f"{'; '.join(p.describe() for p in self.probes)} | "
+                f"{m.cpu_us:.1f} / {m.broker_cpu_us:.1f} / {m.load_cpu_us:.1f} |")
+
+
+def live_max(bootstrap: str, tmp: Path, client: str, rate: float, seconds: float,
+             args: argparse.Namespace, setup: Setup) -> LiveMax:
+    """The most ``client``'s daemon sustains with its input produced live, while the broker
+    also ingests it and this process produces and checks, on the same cores.
+
+    First the input is offered at ``rate`` (the pre-filled topic's end-to-end rate) for
+    ``seconds``; what is read back per second meanwhile (:attr:`Measured.out_rate`) is a
+    rate the set-up sustains, but an underestimate of the most it does when ``rate`` is
+    above that: ingesting the input it cannot take costs the broker and the producer CPU the
+    daemon then lacks. So :data:`LIVE_STEPS` more runs bisect between the two: a run whose
+    read-back keeps up with what is offered (:attr:`Probe.kept_up`) raises the lower end. The
+    maximum is the most any run read back per second, at most what it offered
+    (:attr:`LiveMax.out_rate`)."""
+    first = Probe(rate, measure(bootstrap, tmp, client, rate, int(rate * seconds), args, setup))
+    probes = [first]
+    if first.kept_up:
+        return LiveMax(probes)
+    low, high = first.measured.out_rate, rate
+    for _ in range(LIVE_STEPS):
+        mid = (low + high) / 2
+        probe = Probe(mid, measure(bootstrap, tmp, client, mid, int(mid * seconds), args,
+                                   setup))
+        probes.append(probe)
+        low, high = (mid, high) if probe.kept_up else (low, mid)
+    return LiveMax(probes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +614,10 @@ def main(argv: list[str] | None = None) -> int:
                              "daemon's own, and 10 ms for the pass-through)")
     parser.add_argument("--sink-option", action="append", default=None, metavar="KEY=VALUE",
                         help="an option added to the daemon's sink URI (e.g. acks=1)")
+    parser.add_argument("--live-max", type=float, default=None, metavar="SECONDS",
+                        help="also measure the most each client sustains with its input "
+                             "produced live (offered at the given rate for SECONDS), and the "
+                             "latency at half of that too")
     parser.add_argument("--trace", default=None, metavar="DIR",
                         help="run the daemon with stage timestamps (benchmarks/latency_trace.py), "
                              "write them to DIR and print where each record's time went")

@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median counts")
     parser.add_argument("--latency", action="store_true",
                         help="also p50/p99 record latency at about half the end-to-end rate")
+    parser.add_argument("--live-max", type=float, default=None, metavar="SECONDS",
+                        help="with --latency: also the most each client sustains with its "
+                             "input produced live, and the latency at half of that "
+                             "(benchmarks.kafka_latency)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
