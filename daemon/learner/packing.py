@@ -22,7 +22,7 @@ a checkpoint rewrites only the chunks a key appended to since the last one.
 from __future__ import annotations
 
 import operator
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from itertools import compress, repeat
 from typing import Any
 
@@ -182,13 +182,8 @@ def _pack_at(keys: list[str], sources: list[_Source], rest: dict[str, Any],
     if not whole.all():
         if not whole.any():
             return pack_rows(keys, _gathered(sources), rest, rings)
-        out = {}
-        for members in (np.flatnonzero(whole), np.flatnonzero(~whole)):  # as pack_rows
-            out.update(_pack_at([keys[i] for i in members.tolist()],
-                                [(path, array, rows[members]) for path, array, rows in sources],
-                                rest, rings._replace(at=rings.at[members],
-                                                     extent=rings.extent[members])))
-        return out
+        return _pack_parts(keys, sources, rest, rings,  # as pack_rows
+                           (np.flatnonzero(whole), np.flatnonzero(~whole)))
     # In groups of equal extent, as pack_rows does (its _pack_whole).
     shapes = {path: ring.shape[1:] for path, ring in rings.arrays}
     extents = np.unique(rings.extent)
@@ -196,9 +191,15 @@ def _pack_at(keys: list[str], sources: list[_Source], rest: dict[str, Any],
         return _cut_at(keys, [*((path, array, rows, None) for path, array, rows in sources),
                               *((path, ring, rings.at, int(extents[0]))
                                 for path, ring in rings.arrays)], rest, shapes)
-    out = {}
-    for extent in extents.tolist():
-        members = np.flatnonzero(rings.extent == extent)
+    return _pack_parts(keys, sources, rest, rings,
+                       [np.flatnonzero(rings.extent == extent) for extent in extents.tolist()])
+
+
+def _pack_parts(keys: list[str], sources: list[_Source], rest: dict[str, Any], rings: Rings,
+                parts: Iterable[np.ndarray]) -> dict[str, Any]:
+    """:func:`_pack_at` of each part (an array of indices into ``keys``) on its own."""
+    out: dict[str, Any] = {}
+    for members in parts:
         out.update(_pack_at([keys[i] for i in members.tolist()],
                             [(path, array, rows[members]) for path, array, rows in sources],
                             rest, rings._replace(at=rings.at[members],
