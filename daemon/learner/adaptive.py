@@ -265,16 +265,13 @@ class AdaptiveLearner:
         # map(dict.get) runs in C: this line is per record.
         slot_list = list(map(slot_of.get, keys))
         if None in slot_list:
-            if slot_list.count(None) == n:  # every key new (distinct keys): in C, once
-                new = list(dict.fromkeys(keys))
-                admitted = self._admit_many(new)
-                # Each record of its own key: the slots as admitted, not looked up again.
-                slots = admitted if len(new) == n else np.array(
-                    list(map(slot_of.__getitem__, keys)), dtype=np.int64)
-            else:
-                new = list(dict.fromkeys(k for k, s in zip(keys, slot_list) if s is None))
-                self._admit_many(new)
-                slots = np.array(list(map(slot_of.get, keys)), dtype=np.int64)
+            # Every key new (distinct keys): the new keys found in C, once.
+            new = list(dict.fromkeys(keys if slot_list.count(None) == n else
+                                     (k for k, s in zip(keys, slot_list) if s is None)))
+            admitted = self._admit_many(new)
+            # Each record of its own new key: the slots as admitted, not looked up again.
+            slots = admitted if len(new) == n else np.array(
+                list(map(slot_of.__getitem__, keys)), dtype=np.int64)
         else:
             slots = np.array(slot_list, dtype=np.int64)
         tasks = np.array([-1 if t is None else t for t in batch.tasks], dtype=np.int64) \
