@@ -34,6 +34,9 @@ from typing import Any
 import orjson
 
 STAGES = ("sent", "acked", "polled", "decoded", "taken", "learned", "appended", "received")
+#: Spans over several stages, reported after the total: (label, first stage, last stage).
+SPANS = (("adaptd: decoded → appended (decode → emitted)", "decoded", "appended"),
+         ("adaptd: polled → appended", "polled", "appended"))
 
 _events: list[tuple[str, int, int, int, float]] = []
 _lock = threading.Lock()
@@ -169,6 +172,13 @@ def breakdown(events: Iterable[tuple[str, int, int, int, float]],
                      f"{np.quantile(d, 0.99):.1f} | {d[tail].mean():.1f} |")
     lines.append(f"| total | {np.quantile(total, 0.5):.1f} | {np.quantile(total, 0.99):.1f} | "
                  f"{total[tail].mean():.1f} |")
+    # The daemon's own share, per record (the "decode → emitted"; the histogram it
+    # exposes gives only bucket bounds), and the rest of the total: the broker and clients.
+    for label, first, last in SPANS:
+        if first in stages and last in stages:
+            d = table[:, stages.index(last)] - table[:, stages.index(first)]
+            lines.append(f"| {label} | {np.quantile(d, 0.5):.1f} | {np.quantile(d, 0.99):.1f} "
+                         f"| {d[tail].mean():.1f} |")
     # Per input partition (a key's predictions go to the same-numbered output partition): a
     # partition whose records lag shows here, where a stage's row mixes every partition.
     partition = np.array([k[0] for k in keys])
