@@ -70,6 +70,12 @@ PASS_THROUGH_FETCH_WAIT_MS = 10
 #: The peer row: a plain librdkafka consumer that produces a small JSON message per record
 #: it reads (no decode into a model, no learning): the floor of this broker and machine.
 PASS_THROUGH = "librdkafka pass-through"
+#: The kafka-python client's own floor, beside the kafka-python daemon: the same loop with a
+#: plain kafka-python consumer (the daemon's fetch settings) and the same librdkafka producer,
+#: so the row holds what kafka-python's consumer adds and nothing of a slower producer.
+PASS_THROUGH_KP = "kafka-python consumer pass-through"
+#: Each pass-through row and the client its consumer is.
+PASS_THROUGHS = {PASS_THROUGH: "librdkafka", PASS_THROUGH_KP: "kafka-python"}
 
 
 @dataclass(frozen=True)
@@ -102,36 +108,71 @@ class Setup:
                 f"{self.check_fetch_wait_ms} ms")
 
 
-def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: Setup) -> None:
+def pass_through(bootstrap: str, topic_in: str, topic_out: str, n: int, setup: Setup,
+                 consumer_client: str = "librdkafka") -> None:
     """Consume ``n`` records of ``topic_in`` and produce one message per record to
-    ``topic_out`` with its partition and position, as plainly as librdkafka allows, with the
-    daemon's fetch and producer settings (``setup``)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    ``topic_out`` with its partition and position, as plainly as the client allows, with the
+    daemon's fetch and producer settings (``setup``); librdkafka produces either way."""
+    from confluent_kafka import Producer
 
-    # Fetches and waits as adaptd's librdkafka source does (what is fetched at once, else the
-    # first record to come), so the row is the floor of that client.
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
-                         "enable.auto.commit": False,
-                         "fetch.wait.max.ms": setup.pass_through_fetch_wait_ms})
-    partitions = consumer.list_topics(topic_in, timeout=10).topics[topic_in].partitions
-    consumer.assign([TopicPartition(topic_in, p, OFFSET_BEGINNING) for p in partitions])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": setup.sink_linger_ms,
                          "acks": "all", "enable.idempotence": True,
                          "partitioner": "murmur2_random"})
-    seen = 0
-    while seen < n:
-        messages = consumer.consume(1024, 0)
-        if not messages and (first := consumer.poll(0.2)) is not None:
-            messages = [first, *consumer.consume(1023, 0)]
-        for m in messages:
-            if m.error() is None:
-                orjson.loads(m.value())
-                producer.produce(topic_out, orjson.dumps(
-                    {"partition": m.partition(), "position": m.offset()}), m.key())
-                seen += 1
-        producer.poll(0)
+    read = _kafka_python_reader if consumer_client == "kafka-python" else _librdkafka_reader
+    for seen, (partition, offset, key, value) in enumerate(read(bootstrap, topic_in, setup), 1):
+        orjson.loads(value)
+        producer.produce(topic_out, orjson.dumps({"partition": partition, "position": offset}),
+                         key)
+        if seen >= n:
+            break
+        if seen % 256 == 0:
+            producer.poll(0)
     producer.flush(30)
-    consumer.close()
+
+
+#: What a pass-through's reader yields per record: partition, offset, key, value.
+Read = Iterator[tuple[int, int, bytes | None, bytes]]
+
+
+def _librdkafka_reader(bootstrap: str, topic: str, setup: Setup) -> Read:
+    """Every record of ``topic`` from its start, read as adaptd's librdkafka source fetches
+    and waits (what is fetched at once, else the first record to come)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pass-through",
+                         "enable.auto.commit": False,
+                         "fetch.wait.max.ms": setup.pass_through_fetch_wait_ms})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    try:
+        while True:
+            messages = consumer.consume(1024, 0)
+            if not messages and (first := consumer.poll(0.2)) is not None:
+                messages = [first, *consumer.consume(1023, 0)]
+            for m in messages:
+                if m.error() is None:
+                    yield m.partition(), m.offset(), m.key(), m.value()
+    finally:
+        consumer.close()
+
+
+def _kafka_python_reader(bootstrap: str, topic: str, setup: Setup) -> Read:
+    """Every record of ``topic`` from its start through a plain kafka-python consumer with
+    the fetch wait and poll size adaptd's kafka-python source uses."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_wait_ms=setup.pass_through_fetch_wait_ms)
+    partitions = sorted(consumer.partitions_for_topic(topic) or ())
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    consumer.seek_to_beginning()
+    try:
+        while True:
+            for tp, messages in consumer.poll(timeout_ms=200, max_records=4096).items():
+                for m in messages:
+                    yield tp.partition, m.offset, m.key, m.value
+    finally:
+        consumer.close(autocommit=False)
 
 
 def _pace(producer: Any, topic: str, values: list[tuple[bytes, bytes]], rate: float,
@@ -383,12 +424,12 @@ def measure(bootstrap: str, tmp: Path, client: str, rate: float, n: int,
     ensure_topic(sink_options(f"kafka://{bootstrap}/{topic_out}"), args.partitions)
     values = [(v := encode(r), record_key(v)) for r in
               generate("linear-tasks", seed=8, n=n + WARM_UP, keys=args.keys, d=10)]
-    port = None if client == PASS_THROUGH else _free_port()
+    port = None if client in PASS_THROUGHS else _free_port()
     tracing = port is not None and getattr(args, "trace", None) is not None
-    if client == PASS_THROUGH:
+    if client in PASS_THROUGHS:
         command = [sys.executable, "-m", "benchmarks.kafka_latency", "--pass-through",
                    bootstrap, topic_in, topic_out, str(n + WARM_UP),
-                   orjson.dumps(asdict(setup)).decode()]
+                   orjson.dumps(asdict(setup)).decode(), PASS_THROUGHS[client]]
     else:
         command = [
             sys.executable, "-m", "adaptd", "run", "--model", "linear", "--metrics-port", str(port),
@@ -489,9 +530,11 @@ def latency_table(bootstrap: str, tmp: Path, rates: dict[str, float],
             targets["half the live maximum"] = max(100.0, live.out_rate / 2)
         for of, target in targets.items():
             n = int(min(args.records, target * 10))  # about ten seconds of input
-            for who in (client, PASS_THROUGH):
+            peers = (PASS_THROUGH, PASS_THROUGH_KP) if client == "kafka-python" else (
+                PASS_THROUGH,)
+            for who in (client, *peers):
                 m = measure(bootstrap, tmp, who, target, n, args, setup)
-                own = "" if who == PASS_THROUGH else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
+                own = "" if who in PASS_THROUGHS else f"≤ {m.own50_ms:g} / ≤ {m.own99_ms:g}"
                 rate_text = f"{target:,.0f}" + (f" ({of})" if live_seconds else "")
                 lines.append(f"| {who} | {rate_text} | {len(m.latencies_ms)} | "
                              f"{m.quantile(0.5):.0f} | {m.quantile(0.99):.0f} | {own} | "
@@ -598,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     from adaptd.broker import EmbeddedBroker
 
     if argv is None and sys.argv[1:2] == ["--pass-through"]:
-        bootstrap, topic_in, topic_out, n, setup = sys.argv[2:7]
-        pass_through(bootstrap, topic_in, topic_out, int(n), Setup(**orjson.loads(setup)))
+        bootstrap, topic_in, topic_out, n, setup, consumer_client = sys.argv[2:8]
+        pass_through(bootstrap, topic_in, topic_out, int(n), Setup(**orjson.loads(setup)),
+                     consumer_client)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", action="append", required=True, metavar="CLIENT=FULL_RATE",
