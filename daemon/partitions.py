@@ -356,6 +356,9 @@ class Partitions:
             mark=None if mark is None else mark())
         if snapshot.meta is not None:
             self._meta_written = meta
+        saving = getattr(self.learner, "saving", None)
+        if saving is not None and snapshot.mark is not None:
+            saving(snapshot.mark, [change.states for change in snapshot.changes.values()])
         # What the snapshot holds is no longer changed since the last checkpoint; if its write
         # fails, _unsaved gives it back.
         for p in changes:
@@ -428,6 +431,9 @@ class Partitions:
         if snapshot.cold:
             self._restore_keys(snapshot.cold)
         self._meta_written = None
+        saving = getattr(self.learner, "saving", None)
+        if saving is not None:
+            saving(None)
 
     def _changes(self, p: int, cold: Mapping[str, Any]) -> tuple[PartitionChanges, set[str]]:
         """What the checkpoint writes for ``p``: the keys that changed (``cold``: the states of

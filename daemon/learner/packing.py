@@ -48,7 +48,7 @@ CHUNK_KEYS = 4096
 def packed_task_states(learner: Any, keys: Collection[str]) -> dict[str, Any] | None:
     """key → packed task state for ``keys`` (those the learner holds, live or just evicted);
     None when ``learner``'s task states are not all arena rows. Never blocks."""
-    if not _packable(learner):
+    if not packable(learner):
         return None
     cold, slot_of = learner._cold, learner._slot_of
     # Set operations, not a Python step per key: with many new keys per checkpoint those
@@ -69,10 +69,11 @@ def packed_live_states(learner: Any, keys: list[str], slots: np.ndarray
                        ) -> dict[str, Any] | None:
     """:func:`packed_task_states` of live ``keys`` whose slots the caller knows (``slots``:
     eviction found the keys by them), without looking them up."""
-    return _packed_slots(learner, keys, slots) if _packable(learner) else None
+    return _packed_slots(learner, keys, slots) if packable(learner) else None
 
 
-def _packable(learner: Any) -> bool:
+def packable(learner: Any) -> bool:
+    """Whether ``learner``'s task states are all arena rows (packed by this module)."""
     # No bank yet: the learner has not seen a record (nor set up its arena).
     bank = getattr(learner, "bank", None)
     return type(learner) is AdaptiveLearner and isinstance(bank, (PageHinkleyBank, NullBank))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from itertools import compress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,12 +88,18 @@ def evict_lru(lrn: AdaptiveLearner, count: int) -> None:
     new keys, not at each."""
     oldest = _least_recent(lrn, count + lrn.config.max_keys // 16)
     clean = unchanged(lrn, oldest)
-    changed_flags = (~clean).tolist()
     keys = list(map(lrn._key_of.__getitem__, oldest.tolist()))
-    from adaptd.learner.packing import packed_live_states  # it imports the learner
+    from adaptd.learner.packing import packable, packed_live_states  # it imports the learner
 
+    # Changed since the last checkpoint written, but packed unchanged by the one in flight.
+    reused = _packed_in_flight(lrn, keys, oldest, clean) if packable(lrn) else {}
+    lrn._cold.update(reused)
+    to_pack = ~clean
+    if reused:
+        to_pack &= ~np.fromiter(map(reused.__contains__, keys), dtype=bool, count=len(keys))
+    changed_flags = to_pack.tolist()
     changed = list(compress(keys, changed_flags))
-    packed = packed_live_states(lrn, changed, oldest[~clean]) if changed else {}
+    packed = packed_live_states(lrn, changed, oldest[to_pack]) if changed else {}
     if packed is None:  # not all rows of the arena (another detector): key by key
         for key, s in compress(zip(keys, oldest.tolist()), changed_flags):
             lrn._cold[key] = lrn._task_state(s)
@@ -138,6 +144,26 @@ def release_many(lrn: AdaptiveLearner, keys: list[str], slots: np.ndarray) -> No
                                      and concepts.since.keys().isdisjoint(slot_list)):
         for s in slot_list:
             concepts.drop(s)
+
+
+def _packed_in_flight(lrn: AdaptiveLearner, keys: list[str], slots: np.ndarray,
+                      clean: np.ndarray) -> dict[str, Any]:
+    """Of ``keys`` (in ``slots``) not ``clean``, those the checkpoint in flight packed and
+    that did not change since: key → the value it packed (a key's whole state, as eviction
+    would pack it). They leave with that value, kept until a checkpoint writes them as any
+    other changed key's: should the write in flight fail, the next one writes them."""
+    saving = lrn._saving
+    if saving is None or clean.all():
+        return {}
+    (at, classes), packed = saving
+    if len(lrn.classes or ()) != classes:
+        return {}
+    since = (~clean) & (lrn.arena.last_seen[slots] < at)
+    candidates = list(compress(keys, since.tolist()))
+    out: dict[str, Any] = {}
+    for states in packed:  # (one mapping per partition)
+        out.update((k, v) for k, v in zip(candidates, map(states.get, candidates)) if v is not None)
+    return out
 
 
 def unchanged(lrn: AdaptiveLearner, slots: np.ndarray) -> np.ndarray:

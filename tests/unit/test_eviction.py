@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from adaptd.checkpoint import CheckpointStore
 from adaptd.learner.adaptive import AdaptiveLearner
@@ -192,3 +193,66 @@ def test_new_keys_run_on_while_a_checkpoint_is_written_and_known_ones_wait_for_i
     assert gate.is_set() and not parts._behind.busy and before == 0
     assert parts.saved() is not None
     assert "a" in list(learner.keys()) and parts.store.key_count() >= 4
+
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["write lands", "write fails"])
+def test_keys_let_go_of_while_a_checkpoint_is_written_leave_with_the_value_it_packed(
+        tmp_path: Path, fails: bool) -> None:
+    # Keys the checkpoint in flight packed and that did not change since are not packed again
+    # when the LRU lets them go meanwhile: they leave with that very value. Whether that write
+    # lands or fails, they come back with the state they left with (equal to a learner that
+    # never let them go), and a failed write's keys are written by the next checkpoint.
+    import threading
+
+    from adaptd.config import load_settings
+    from adaptd.connectors.base import SourceRecord
+    from adaptd.learner import build_learner
+    from adaptd.partitions import Partitions
+    from adaptd.records import RecordBatch, RecordDecoder
+    from adaptd.state_codec import unpack_state
+
+    learners = [build_learner(load_settings(environ={}, flags={
+        "model": "linear", "task": "regression", "learner.max_keys": n})) for n in (4, 100)]
+    parts = Partitions(CheckpointStore(tmp_path / "state"), learners[0], RecordDecoder())
+    parts.assign([0])
+    rng = np.random.default_rng(1)
+
+    def feed(keys: list[str], at: int) -> list[np.ndarray]:
+        batch = RecordBatch(keys, rng.normal(size=(len(keys), 3)), rng.normal(size=len(keys)),
+                            [None] * len(keys), [None] * len(keys))
+        parts.route(batch, [0] * len(keys))
+        outs = [np.asarray(lrn.process_batch(batch).y_pred) for lrn in learners]
+        parts.advance([SourceRecord(0, at + i, b"") for i in range(len(keys))])
+        return outs
+
+    feed(["a", "b", "c", "d"], 0)
+    gate, write = threading.Event(), parts._behind._write
+
+    def held_write(snapshot: object) -> None:
+        gate.wait(10)
+        if fails:
+            raise OSError("disk full")
+        write(snapshot)  # type: ignore[arg-type]
+
+    parts._behind._write = held_write  # type: ignore[method-assign]
+    parts.save_behind()  # packs a, b, c, d; written once the gate opens
+    packed = dict(parts._behind._snapshot.changes[0].states)  # type: ignore[union-attr]
+    feed(["e", "f", "g", "h"], 4)  # a, b, c, d leave memory meanwhile
+    assert parts._behind.busy and set(packed) == {"a", "b", "c", "d"}
+    cold = learners[0]._cold  # type: ignore[attr-defined]
+    assert all(cold[k] is value for k, value in packed.items())  # not packed again
+    gate.set()
+    if fails:
+        with pytest.raises(OSError):
+            parts.saved()
+    else:
+        assert parts.saved() is not None
+    parts._behind._write = write  # type: ignore[method-assign]
+    parts.save()
+    stored = parts.store.get_many(0, ["a", "b", "c", "d"])
+    assert set(stored) == set(packed)  # written by this checkpoint if not by the one before
+    for key, value in packed.items():
+        np.testing.assert_equal(dict(unpack_state(stored[key])), dict(unpack_state(value)))
+    evicted, never = feed(["a", "b", "c", "d"], 8)
+    np.testing.assert_array_equal(evicted, never)
