@@ -161,8 +161,11 @@ def _packed_in_flight(lrn: AdaptiveLearner, keys: list[str], slots: np.ndarray,
     since = (~clean) & (lrn.arena.last_seen[slots] < at)
     candidates = list(compress(keys, since.tolist()))
     out: dict[str, Any] = {}
-    for states in packed:  # (one mapping per partition)
-        out.update((k, v) for k, v in zip(candidates, map(states.get, candidates)) if v is not None)
+    for states in packed:  # (one mapping per partition; C-level maps, no Python step per key)
+        found = dict(zip(candidates, map(states.get, candidates)))
+        if None in found.values():
+            found = {k: v for k, v in found.items() if v is not None}
+        out.update(found)
     return out
 
 
