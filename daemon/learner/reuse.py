@@ -37,7 +37,7 @@ class Library(NamedTuple):
     moved: np.ndarray  # (n,) int64: the slots moved during a kernel call, in order
 
 
-@njit(inline=True)
+@njit(refcounts=False)
 def choose_in(states, n, X, Y, WM, WL, wpos, m, ratio, net, acts, zs, seen):  # type: ignore[no-untyped-def]
     """The stored state to move to, or −1: the one of ``states[:n]`` ``(n, P)`` with the
     lowest mean loss on the window's last ``m`` records (``X`` ``(k, d)``, ``Y``, ``WM``
@@ -79,7 +79,7 @@ def choose_in(states, n, X, Y, WM, WL, wpos, m, ratio, net, acts, zs, seen):  # 
     return best if best_loss < ratio * current else -1
 
 
-@njit(inline=True)
+@njit(refcounts=False)
 def probe(s, ar, lib, ratio, net, acts, zs, seen, acc):  # type: ignore[no-untyped-def]
     """:func:`~adaptd.learner.concepts.reconsider` of slot ``s`` in the kernel: move its θ to
     the chosen stored state, count a segment's first move in ``acc[2]``, note the slot in

@@ -20,7 +20,7 @@ from adaptd.learner.lanes import LANES, UNITS, dots_block, dots_one, tdots_block
 from adaptd.learner.network import activate, backward_from, outer_layer, softmax_inplace
 
 
-@njit(inline=True)
+@njit(refcounts=False)
 def window_grad(theta, r, WX, WY, WM, kk, net, g, newest, yp_newest, sc):  # type: ignore[no-untyped-def]
     """``g`` = the mean gradient over the first ``kk`` entries of row ``r``'s window (mask
     ``WM``). The entry at ``newest`` is the record just predicted with this θ: its output
