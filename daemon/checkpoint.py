@@ -111,8 +111,9 @@ class PartitionState:
     """One partition as a checkpoint holds it: where to resume, its keys' task states.
 
     ``learner`` is ``{"keys": {key: task state}, "labels": [pending label entries]}`` for the
-    keys that were live (not evicted) at the checkpoint; ``checkpoint`` is the id of the
-    checkpoint that last wrote the partition.
+    keys that were live (not evicted) at the checkpoint (no key at all from a lazy load; the
+    labels of every key either way); ``checkpoint`` is the id of the checkpoint that last wrote
+    the partition.
     """
 
     position: int
@@ -132,6 +133,10 @@ class Restored:
     local: dict[str, Any] | None = None
     #: Id of the damaged checkpoint this one was fallen back from (None: it was the latest).
     fell_back_from: int | None = None
+    #: After a fall back, partition → the keys the damaged checkpoint wrote: their states
+    #: went back to the previous generation, to be written again at the next checkpoint (a
+    #: changelog may hold the damaged checkpoint's copies). Empty otherwise.
+    rolled_back: dict[int, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,12 +215,18 @@ class CheckpointStore:
 
     # -- reading -------------------------------------------------------------------------
 
-    def load(self, partitions: Collection[int] | None = None) -> Restored:
+    def load(self, partitions: Collection[int] | None = None, lazy: bool = False) -> Restored:
         """The shared state and the given ``partitions`` (all if None) with their live keys, as
         the last checkpoint left them, or as the one before it if a value of the last one is
         damaged (the store is then rolled back to it, see the module's docstring). Blocks on
         reads (and the rollback's write); raises :class:`CheckpointError` when neither
-        checkpoint is whole."""
+        checkpoint is whole.
+
+        ``lazy``: read no key state, only positions, the shared state and the pending labels;
+        the keys are read with :meth:`get_many` when their records come. A restart then costs
+        memory for the keys in use, not for every key live at the checkpoint (which may be
+        many times ``learner.max_keys``). The latest checkpoint's values are checked whole
+        either way, so a lazy load falls back (or raises) exactly where an eager one does."""
         db = self._connect(create=False)
         if db is None:
             return Restored(shared=None, partitions={})
@@ -224,19 +235,20 @@ class CheckpointStore:
         try:
             try:
                 db.execute("BEGIN")  # one snapshot: a writer in another process may commit
-                restored = self._read(db, partitions)
+                restored = self._read(db, partitions, lazy=lazy)
             finally:
                 if db.in_transaction:
                     db.execute("COMMIT")
         except CheckpointError as damage:
-            restored = self._fall_back(partitions, damage)
+            restored = self._fall_back(partitions, damage, lazy)
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(str(self.path), f"is unreadable ({exc}); {START_OVER}") from None
         self.last_checkpoint = max(self.last_checkpoint, restored.checkpoint)
         return restored
 
     def _read(self, db: sqlite3.Connection, partitions: Collection[int] | None,
-              revived: Mapping[int, Sequence[str]] | None = None) -> Restored:
+              revived: Mapping[int, Sequence[str]] | None = None,
+              lazy: bool = False) -> Restored:
         """The latest checkpoint, every value of it checked; ``revived`` keys are live (those
         the checkpoint rolled back wrote). Raises CheckpointError."""
         latest = self._latest(db)
@@ -252,12 +264,12 @@ class CheckpointStore:
         for p, position, checkpoint in db.execute(
                 "SELECT partition, position, checkpoint FROM partitions").fetchall():
             if partitions is None or p in partitions:
-                found[p] = self._partition(db, p, position, checkpoint)
+                found[p] = self._partition(db, p, position, checkpoint, lazy)
         checkpoint = shared.pop("checkpoint", 0) if shared else 0
         return Restored(shared=shared, partitions=found, checkpoint=checkpoint, local=local)
 
     def _fall_back(self, partitions: Collection[int] | None,
-                   damage: CheckpointError) -> Restored:
+                   damage: CheckpointError, lazy: bool = False) -> Restored:
         """Roll the store back to the checkpoint before the latest (whose ``damage`` was
         found) and read it, in one transaction: committed only if that one is whole."""
         db = self._connect(create=False)
@@ -275,9 +287,13 @@ class CheckpointStore:
                 raise CheckpointError(str(self.path), "changed while it was read")
             self._rows.check(db, latest, previous=True)
             revived = self._segments.written_by(db, latest)
+            rolled_back = {p: list(keys) for p, keys in revived.items()}
+            for p, key in db.execute("SELECT partition, key FROM keys WHERE checkpoint = ?",
+                                     (latest,)).fetchall():
+                rolled_back.setdefault(p, []).append(key)
             for statement in schema.ROLL_BACK:
                 db.execute(statement, {"n": latest})
-            restored = self._read(db, partitions, revived)
+            restored = self._read(db, partitions, revived, lazy)
             db.execute("COMMIT")
         except (CheckpointError, sqlite3.Error) as second:
             if db.in_transaction:
@@ -291,6 +307,8 @@ class CheckpointStore:
                   "records read since are read again", self.state_dir, _describe(latest),
                   damage.where, damage.reason, _describe(previous))
         restored.fell_back_from = latest
+        restored.rolled_back = {p: keys for p, keys in rolled_back.items()
+                                if partitions is None or p in partitions}
         return restored
 
     @staticmethod
@@ -305,8 +323,11 @@ class CheckpointStore:
         return None if row is None else dict(decode(row[0], f"{self.path}: the {name} state"))
 
     def _partition(self, db: sqlite3.Connection, p: int, position: int,
-                   checkpoint: int) -> PartitionState:
+                   checkpoint: int, lazy: bool = False) -> PartitionState:
         segments = self._segments
+        if lazy:  # the pending labels of current rows, of segments and of ``keys`` alike
+            return PartitionState(position=position, checkpoint=checkpoint,
+                                  learner={"keys": {}, "labels": list(segments.labels.get(p, ()))})
         live = segments.live.get(p, [])
         states = segments.read_many(db, p, [key for key, _, _ in live])
         labels: list[Any] = list(segments.labels.get(p, ()))

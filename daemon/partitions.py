@@ -6,6 +6,11 @@ in each, which partition each key's records come from and which keys changed sin
 checkpoint; it loads that state when partitions are assigned, forgets it when they go, writes
 each checkpoint (see :mod:`adaptd.checkpoint`), and lets idle keys go to the store and back.
 
+An assignment loads no key state: positions, the shared state and the pending delayed labels
+only. Each key comes back from the store when a record of it (or a label joining to it) comes,
+as an evicted key does, so a restart holds at most ``learner.max_keys`` keys however many the
+store holds, and the first record is read without waiting for every key to be decoded.
+
 What a checkpoint holds:
 
 * the shared state: the learner's shared state (meta-state, totals, the counts of delayed
@@ -133,6 +138,12 @@ class Partitions:
         self._meta_written: Any = None
         #: Keys the last checkpoint noted as out of memory (for :meth:`evict`'s count).
         self._evicted = 0
+        #: Keys with pending labels loaded at an assignment → their partition: a label may
+        #: join one not in memory (its partition is then known), and a release forgets them.
+        self.label_partition: dict[str, int] = {}
+        #: partition → keys a fall back rolled back, written again at the next checkpoint
+        #: (from the store for those not in memory).
+        self._rolled_back: dict[int, set[str]] = {}
         #: ``hash()`` of every key the store may hold: those it held at the last assignment
         #: and every key seen since (None: to be read from the store at the next batch). A
         #: key not among them is new, so it needs no read of the store, nor to wait for the
@@ -157,7 +168,7 @@ class Partitions:
         new = [p for p in requested if p not in self.owned]
         if self.changelog is not None and new:
             self.changelog.restore_all(new, self.store)
-        restored = self.store.load(new)
+        restored = self.store.load(new, lazy=True)
         self._stored = None  # the store may hold keys of the new partitions
         parts = [state.learner for _, state in sorted(restored.partitions.items())]
         first = not self._shared_loaded
@@ -170,10 +181,9 @@ class Partitions:
         if first:  # a replica starts from the group's merged meta-state
             self.sync_meta(force=True)
         for p, state in restored.partitions.items():
-            for key in state.keys:
-                self.key_partition[key] = p
+            self.label_partition.update((entry[2], p) for entry in state.learner["labels"])
             if restored.fell_back_from is not None:  # rewritten at the next checkpoint (and
-                self.touched.setdefault(p, set()).update(state.keys)  # to its changelog)
+                self._rolled_back[p] = set(restored.rolled_back.get(p, ()))  # to its changelog)
             self.next_positions[p] = state.position
         self.owned.update(new)
         resume = {p: self.next_positions[p] for p in requested if p in self.next_positions}
@@ -203,13 +213,18 @@ class Partitions:
         self.settle()
         gone = set(partitions) & self.owned
         keys = [k for k, p in self.key_partition.items() if p in gone]
-        self.learner.forget(keys)
+        # With the pending labels of their keys never loaded (the store keeps them).
+        labelled = [k for k, p in self.label_partition.items() if p in gone]
+        self.learner.forget(keys + labelled)
         for key in keys:
             del self.key_partition[key]
+        for key in labelled:
+            del self.label_partition[key]
         for p in gone:
             self.next_positions.pop(p, None)
             self.touched.pop(p, None)
             self.dropped.pop(p, None)
+            self._rolled_back.pop(p, None)
         if self.changelog is not None:
             self.changelog.release(sorted(gone))
         self.owned -= gone
@@ -228,8 +243,13 @@ class Partitions:
 
     def route(self, batch: RecordBatch, partitions: Sequence[int]) -> None:
         """Note which partition each decoded record's key comes from and that its state is
-        about to change; a key seen for the first time since it was evicted gets its state
-        back from the store. Called per batch, before the learner sees it."""
+        about to change; a key not in memory (evicted, or not loaded since the assignment)
+        gets its state back from the store. So does the key a delayed label joins to, which
+        may not be the label record's own. Called per batch, before the learner sees it."""
+        routed = batch.keys
+        joined, joined_partitions = self._joined(batch, partitions)
+        if joined:
+            routed, partitions = [*routed, *joined], [*partitions, *joined_partitions]
         self._take_dropped()
         if self._stored is None:
             self.settle()
@@ -237,7 +257,7 @@ class Partitions:
             self._stored.add(self.store.key_hashes())
             self._stored.add(hash_keys(self.key_partition))
         while True:
-            missing = self._missing(batch.keys, partitions)
+            missing = self._missing(routed, partitions)
             hashes = {p: hash_keys(keys) for p, keys in missing.items()}
             stored = {p: self._stored.contains(h) for p, h in hashes.items()}
             if not (self._behind.busy and any(s.any() for s in stored.values())):
@@ -251,9 +271,9 @@ class Partitions:
             key_partition.update(dict.fromkeys(keys, p))
             self._stored.add_new(hashes[p][~stored[p]])  # from now on they may be in the store
         if partitions and partitions.count(partitions[0]) == len(partitions):
-            touched.setdefault(partitions[0], set()).update(batch.keys)
+            touched.setdefault(partitions[0], set()).update(routed)
         else:
-            for key, p in zip(batch.keys, partitions, strict=True):
+            for key, p in zip(routed, partitions, strict=True):
                 touched.setdefault(p, set()).add(key)
         for p, keys in missing.items():
             found = stored[p]
@@ -262,7 +282,6 @@ class Partitions:
                     p, keys if found.all() else list(compress(keys, found.tolist())))
                 if states:
                     self._restore_keys(states)
-        self._touch_joined(batch)
 
     def _missing(self, keys: Sequence[str], partitions: Sequence[int]) -> dict[int, list[str]]:
         """partition → the distinct ``keys`` not in memory, each under the partition of its
@@ -288,18 +307,26 @@ class Partitions:
         for p, keys in take(self.key_partition, dropped).items() if dropped else ():
             self.dropped.setdefault(p, set()).update(keys)
 
-    def _touch_joined(self, batch: RecordBatch) -> None:
-        # A delayed label changes the key its features were kept under, which may not be the
-        # label record's own key.
+    def _joined(self, batch: RecordBatch, partitions: Sequence[int]
+                ) -> tuple[list[str], list[int]]:
+        """The keys ``batch``'s delayed labels join to (the keys their features were kept
+        under, which the learner's state changes for: not always the label record's own key),
+        each with its partition: the one it is in memory under, or was loaded with at the
+        assignment, else the label record's."""
         pending = self.learner.pending
-        if not len(pending):
-            return
-        for rid, y in zip(batch.ids, batch.y.tolist(), strict=True):
+        if not len(pending) or batch.ids.count(None) == len(batch):
+            return [], []
+        keys: list[str] = []
+        found: list[int] = []
+        key_partition, label_partition = self.key_partition, self.label_partition
+        for rid, y, p in zip(batch.ids, batch.y.tolist(), partitions, strict=True):
             if rid is None or not _is_label(y):
                 continue
             key = pending.key_of(rid)
-            if key is not None and key in self.key_partition:
-                self.touched.setdefault(self.key_partition[key], set()).add(key)
+            if key is not None:
+                keys.append(key)
+                found.append(key_partition.get(key, label_partition.get(key, p)))
+        return keys, found
 
     def advance(self, raws: Iterable[SourceRecord]) -> None:
         """Move past ``raws`` (decoded or rejected alike): called once their batch is learned
@@ -415,6 +442,8 @@ class Partitions:
 
     def _saved(self, snapshot: Snapshot) -> None:
         self._evicted = sum(len(change.evicted) for change in snapshot.changes.values())
+        for p in snapshot.changes:  # rewritten: the store and the changelog agree again
+            self._rolled_back.pop(p, None)
         saved = getattr(self.learner, "mark_saved", None)
         if saved is not None:  # every key changed before the snapshot is in the store now
             saved(snapshot.mark)
@@ -452,11 +481,28 @@ class Partitions:
         leaving = on_partition(key_partition, cold, p)
         written = list(leaving & touched)
         states.update(zip(written, map(pack_state, map(cold.__getitem__, written))))
+        back = self._rolled_back_states(p, states)
+        states.update(back)
         dropped = self.dropped.get(p, set())
         # One pass each, each key's hash cached.
         evicted = leaving.union(dropped.difference(key_partition))
+        evicted.update(back)  # (out of memory, and they stay out of it)
+        if back:
+            entries = self.learner.state_dict(list(back)).get("labels", {}).get("entries", ())
+            for entry in entries:
+                labels.setdefault(entry[2], []).append(entry)
         return PartitionChanges(position=self.next_positions[p], states=states,
                                 labels=labels, evicted=evicted), leaving
+
+    def _rolled_back_states(self, p: int, states: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored states of the keys of ``p`` a fall back rolled back that ``states`` (the
+        keys written from memory) lacks: not loaded since, so not in memory (every key loaded
+        is changed, and stays so until a checkpoint is written). The store holds the state
+        this partition resumed from, to be written again with the next checkpoint."""
+        rolled_back = self._rolled_back.get(p)
+        if not rolled_back:
+            return {}
+        return self.store.get_many(p, [k for k in rolled_back if k not in states])
 
     def sync_meta(self, force: bool = False) -> bool:
         """Merge the group's published meta-states and running moments (standardization

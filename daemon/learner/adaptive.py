@@ -436,10 +436,16 @@ class AdaptiveLearner:
         if state.get("scaler") is not None and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.totals = Totals.from_dict(state["totals"])
-        for key, task_state in state["keys"].items():
-            s = self._slot_of.get(key)
-            if s is None:
-                s = self._admit(key)
+        states = state["keys"]
+        slot_of = self._slot_of
+        new = [key for key in states if key not in slot_of]
+        if new:
+            # At once: one key at a time, each past a full arena grew it by one row, copying
+            # every row (a batch's keys read back from the store, beside max_keys in memory,
+            # cost a second each at 100k keys).
+            self._admit_many(new)
+        for key, task_state in states.items():
+            s = slot_of[key]
             self._set_task_state(s, task_state)
             # Counts as changed until the next checkpoint: a fallback to the previous
             # generation rewrites it then, so it must not leave memory uncopied before.

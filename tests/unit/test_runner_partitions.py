@@ -14,13 +14,21 @@ from adaptd.connectors.base import SourceRecord
 from adaptd.connectors.registry import open_sink, open_source
 from adaptd.learner.adagrad import AdaGradLearner
 from adaptd.metrics import Metrics
-from adaptd.records import RecordDecoder
+from adaptd.records import Record, RecordBatch, RecordDecoder
 from adaptd.runner import Runner
+from tests.integration.kafka_harness import assert_same_state
 
 
 def record(partition: int, position: int, key: str) -> SourceRecord:
     body = {"key": key, "x": [position / 10, 1.0], "y": position / 5}
     return SourceRecord(partition=partition, position=position, value=json.dumps(body).encode())
+
+
+def route(runner: Runner, partition: int, *keys: str) -> None:
+    """Records of ``keys`` reach the partitions as the runner's batches do (before the
+    learner): a key not in memory is read from the store then."""
+    batch = RecordBatch.from_records([Record(x=(0.0, 1.0), key=k) for k in keys])
+    runner.partitions.route(batch, [partition] * len(keys))
 
 
 def make_runner(tmp_path: Path, registry: CollectorRegistry,
@@ -43,6 +51,7 @@ def test_revoke_checkpoints_forgets_keys_and_drops_the_lag_series(tmp_path: Path
     runner.process([record(0, 0, "a"), record(1, 0, "b"), record(0, 1, "a"), record(1, 1, "c")])
     runner.metrics.set_lag({0: 5, 1: 7}, runner.partitions.owned)
     assert registry.get_sample_value("adaptd_consumer_lag_records", {"partition": "1"}) == 7
+    revoked = runner.learner.state_dict(["b", "c"])["keys"]
 
     runner.on_revoked([1])
 
@@ -52,9 +61,13 @@ def test_revoke_checkpoints_forgets_keys_and_drops_the_lag_series(tmp_path: Path
     saved = CheckpointStore(tmp_path / "state").load([1]).partitions[1]
     assert saved.position == 2 and sorted(saved.keys) == ["b", "c"]
 
-    # Assigned again (say, after another daemon had it): loaded from that checkpoint.
+    # Assigned again (say, after another daemon had it): resumed from that checkpoint, its
+    # keys read from it when their records come.
     assert runner.on_assigned([1]) == {1: 2}
+    assert set(runner.learner.keys()) == {"a"}
+    route(runner, 1, "b", "c")
     assert set(runner.learner.keys()) == {"a", "b", "c"}
+    assert_same_state(runner.learner.state_dict(["b", "c"])["keys"], revoked)
 
 
 def test_a_lost_partition_is_forgotten_without_a_checkpoint(tmp_path: Path) -> None:
@@ -80,6 +93,7 @@ def test_a_later_assignment_does_not_roll_back_the_live_shared_state(tmp_path: P
     live_loss = runner.learner.summary().cumulative_loss
     assert runner.on_assigned([1]) == {1: 1}
     assert runner.learner.summary().cumulative_loss == live_loss
+    route(runner, 1, "b")  # read from the other replica's checkpoint
     assert set(runner.learner.keys()) == {"a", "b"}
 
 
