@@ -152,9 +152,23 @@ def row_state(arena: Arena, s: int, names: tuple[str, ...] = Arena._fields) -> d
 
 def set_row_state(arena: Arena, s: int, state: Mapping[str, Any],
                   names: tuple[str, ...] = Arena._fields) -> None:
-    """Row ``s`` from :func:`row_state`'s output."""
+    """Row ``s`` from :func:`row_state`'s output. Of the hindsight buffer only the rows the
+    state fills, and those the slot's last key may have filled, are written (as
+    :func:`reset_rows` does): writing whole rows of zeros touched every page of a slot, so a
+    restart that read ``max_keys`` keys back from the store held the whole buffer of each in
+    memory (3.1 GiB against 1.3 for as many new keys)."""
+    rings = [name for name in RINGS if name in names]
+    if rings:  # both before the row's seg and hcount change
+        was = int(ring_extent(arena, np.array([s]))[0])
+        fills = arena.HX.shape[1] if int(state["seg"]) != 0 else int(state["hcount"])
     for name in names:
-        getattr(arena, name)[s] = state[name]
+        if name in rings:
+            ring = getattr(arena, name)
+            ring[s, :fills] = state[name][:fills]
+            if was > fills:
+                ring[s, fills:was] = 0
+        else:
+            getattr(arena, name)[s] = state[name]
 
 
 

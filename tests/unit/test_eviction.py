@@ -155,6 +155,33 @@ def test_a_slot_another_key_left_starts_a_key_as_a_fresh_one_does() -> None:
             assert np.array_equal(got[name], want[name]), (offset, name)
 
 
+
+def test_a_state_set_in_a_slot_a_busier_key_left_is_that_state_exactly() -> None:
+    """Setting a key's state writes only the hindsight rows it fills and those the slot's last
+    key filled (so a never-used slot's pages stay untouched): a state of few rows set where a
+    key with a wrapped buffer was reads back as it was given, and as in a never-used slot."""
+    from adaptd.learner.arena import set_row_state
+
+    learner = AdaptiveLearner(config=LearnerConfig(max_keys=64))
+    rng = random.Random(5)
+    for t in range(600):  # drift: segments close, the busy key's buffer wraps
+        x = (rng.gauss(0, 1), rng.gauss(0, 1))
+        sign = 1.0 if (t // 150) % 2 == 0 else -1.0
+        learner.process_many([Record(x=x, y=sign * (x[0] - x[1]), key="busy")])
+    for _ in range(3):
+        learner.process_many([Record(x=(rng.gauss(0, 1), 1.0), y=1.0, key="few")])
+    arena = learner.arena
+    busy, few = learner._slot_of["busy"], learner._slot_of["few"]
+    assert arena.seg[busy] > 0 and arena.seg[few] == 0 and 0 < arena.hcount[few] < 10
+    state = row_state(arena, few)
+    spare = learner._admit_many(["spare"])[0]  # a slot never used
+    for s in (busy, spare):
+        set_row_state(arena, s, state)
+        got = row_state(arena, s)
+        for name in Arena._fields:
+            assert np.array_equal(got[name], state[name]), (s, name)
+
+
 def test_new_keys_run_on_while_a_checkpoint_is_written_and_known_ones_wait_for_it(
         tmp_path: Path) -> None:
     # A batch of keys never seen needs nothing of the store: it is routed while the checkpoint
