@@ -217,10 +217,6 @@ class AdaptiveLearner:
         self._capacity = keys_capacity
         self.bank.grow(rows)
 
-    def _admit(self, key: str) -> int:
-        """Give ``key`` a slot: its evicted state if it has one, else a fresh task."""
-        return int(self._admit_many([key])[0])
-
     def _admit_many(self, keys: Sequence[str]) -> np.ndarray:
         """Give each of ``keys`` a slot (:func:`adaptd.learner.slots.admit_many`)."""
         return key_slots.admit_many(self, keys)
