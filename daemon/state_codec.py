@@ -107,6 +107,9 @@ class PackedRow:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedRow):
             other = bytes(other)
+        elif not isinstance(other, (bytes, bytearray, memoryview)):
+            # (Not joined to be compared with None: ``None in values`` asks each row.)
+            return NotImplemented
         return bytes(self) == other
 
     __hash__ = None  # type: ignore[assignment]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from itertools import compress
+import operator
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,10 +163,11 @@ def _packed_in_flight(lrn: AdaptiveLearner, keys: list[str], slots: np.ndarray,
     candidates = list(compress(keys, since.tolist()))
     out: dict[str, Any] = {}
     for states in packed:  # (one mapping per partition; C-level maps, no Python step per key)
-        found = dict(zip(candidates, map(states.get, candidates)))
-        if None in found.values():
-            found = {k: v for k, v in found.items() if v is not None}
-        out.update(found)
+        values = list(map(states.get, candidates))
+        # By identity: ``None in values`` would compare each packed row with None.
+        held = list(map(operator.is_not, values, repeat(None)))
+        out.update(zip(candidates, values) if all(held) else
+                   zip(compress(candidates, held), compress(values, held)))
     return out
 
 
