@@ -11,8 +11,8 @@ hash are told apart by the caller, which compares the name stored in the segment
 per pair of keys: :meth:`find` then reports the first one, and the caller reads the slot's
 name before trusting it).
 
-Lookups and inserts take a batch of hashes at once: a batch's new keys are a few NumPy passes,
-not a Python step per key; a key not in the table is a probe, no SQLite read.
+Lookups and inserts take a batch of hashes at once, probed by compiled loops that release the
+GIL: no Python step per key; a key not in the table is a probe, no SQLite read.
 
 >>> index = KeyIndex()
 >>> slots = index.put(np.array([hash("a"), hash("b")]), np.array([7, 7]), np.array([0, 1]),
@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import numpy as np
+
+from adaptd.learner.jit import njit
 
 
 def hash_keys(keys: Collection[str]) -> np.ndarray:
@@ -64,17 +66,8 @@ class KeyIndex:
     def find(self, hashes: np.ndarray) -> np.ndarray:
         """The slot of each hash, -1 where the table has none."""
         hashes = np.asarray(hashes, dtype=np.int64)
-        out = np.full(len(hashes), -1, dtype=np.int64)
-        pending = np.arange(len(hashes))
-        pos = hashes & self._mask
-        while len(pending):
-            p = pos[pending]
-            seg = self.segment[p]
-            hit = (seg != EMPTY) & (self.hashes[p] == hashes[pending])
-            out[pending[hit]] = p[hit]
-            go_on = (seg != EMPTY) & ~hit
-            pending = pending[go_on]
-            pos[pending] = (pos[pending] + 1) & self._mask
+        out = np.empty(len(hashes), dtype=np.int64)
+        _find(self.hashes, self.segment, hashes, out)
         return out
 
     def put(self, hashes: np.ndarray, segment: np.ndarray, row: np.ndarray,
@@ -91,7 +84,6 @@ class KeyIndex:
         new = np.flatnonzero(slots < 0)
         if len(new):
             slots[new] = self._claim(hashes[new])
-            self.hashes[slots[new]] = hashes[new]
             self.count += len(new)
         self.segment[slots] = segment
         self.row[slots] = row
@@ -101,25 +93,10 @@ class KeyIndex:
         return slots
 
     def _claim(self, hashes: np.ndarray) -> np.ndarray:
-        """Empty slots for ``hashes`` (none in the table, distinct), claimed in rounds: in each,
-        every empty probe position goes to one of the hashes probing it (the one whose number
-        an unordered scatter left in ``row`` there, a slot nobody uses yet) and the others
-        probe on. No sort and no table-sized scratch array per round: claiming 100k keys' slots
-        was a third of a checkpoint's index work. Claimed slots are marked taken in ``segment``;
-        the caller sets their entries."""
+        """Empty slots for ``hashes`` (none in the table, distinct), each hash written there
+        and the slot marked taken in ``segment``; the caller sets the entries."""
         out = np.empty(len(hashes), dtype=np.int64)
-        pending = np.arange(len(hashes))
-        pos = hashes & self._mask
-        while len(pending):
-            p = pos[pending]
-            won = self.segment[p] == EMPTY
-            at, contenders = p[won], pending[won]
-            self.row[at] = contenders  # several at one position: one of them is left
-            won[won] = self.row[at] == contenders
-            out[pending[won]] = p[won]
-            self.segment[p[won]] = _CLAIMED
-            pending = pending[~won]
-            pos[pending] = (pos[pending] + 1) & self._mask
+        _claim(self.hashes, self.segment, hashes, out)
         return out
 
     def _resize(self, need: int) -> None:
@@ -168,8 +145,8 @@ class HashSet:
         self._insert(hashes[~found], pos[~found])
 
     def add_new(self, hashes: np.ndarray) -> None:
-        """Add ``hashes`` that :meth:`contains` just found not to be members, distinct: one
-        probe, no sort (a repeated one would take a second slot, harmless)."""
+        """Add ``hashes`` that :meth:`contains` just found not to be members: one probe, no
+        sort."""
         self._room(len(hashes))
         self._insert(_nonzero(hashes))
 
@@ -185,33 +162,84 @@ class HashSet:
     def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per hash: where its probe ended (its slot, or the empty slot that ended the probe)
         and whether it is there."""
-        table, mask = self.table, len(self.table) - 1
-        pos = hashes & mask
-        found = np.zeros(len(hashes), dtype=bool)
-        pending = np.arange(len(hashes))
-        while len(pending):
-            held = table[pos[pending]]
-            hit = held == hashes[pending]
-            found[pending[hit]] = True
-            pending = pending[(held != 0) & ~hit]
-            pos[pending] = (pos[pending] + 1) & mask
+        pos = np.empty(len(hashes), dtype=np.int64)
+        found = np.empty(len(hashes), dtype=np.bool_)
+        _set_slots(self.table, hashes, pos, found)
         return pos, found
 
     def _insert(self, hashes: np.ndarray, start: np.ndarray | None = None) -> None:
-        """Put ``hashes`` (distinct, not members) in empty slots, probing from ``start``: in
-        rounds, each empty probe position goes to one of the hashes probing it (the one an
-        unordered scatter left there), the others probe on."""
-        table, mask = self.table, len(self.table) - 1
-        pos = (hashes & mask) if start is None else start.copy()
-        pending = np.arange(len(hashes))
-        while len(pending):
-            p = pos[pending]
-            free = table[p] == 0
-            table[p[free]] = hashes[pending[free]]
-            won = free & (table[p] == hashes[pending])
-            pending = pending[~won]
-            pos[pending] = (pos[pending] + 1) & mask
-        self.count += len(hashes)
+        """Put ``hashes`` (distinct, not members) in empty slots, probing from ``start``."""
+        self.count += _set_insert(self.table, hashes, hashes & (len(self.table) - 1)
+                                  if start is None else start)
+
+
+# The probes are compiled loops, one hash after another, and release the GIL: the vectorized
+# rounds they replace allocated a few arrays per round, and a store's index is probed by the
+# checkpoint thread while the runner's thread goes on (with 1M distinct keys those rounds were
+# half of the checkpoint thread's time, all of it holding the GIL). Linear probing; the table
+# sizes are powers of two, so ``h & mask`` is the home slot of a hash, negative ones included.
+
+@njit(nogil=True, refcounts=False)
+def _find(keys: np.ndarray, segment: np.ndarray, hashes: np.ndarray,
+          out: np.ndarray) -> None:  # pragma: no cover
+    """``out[i]``: the slot of ``hashes[i]`` in a :class:`KeyIndex`'s arrays, or -1."""
+    mask = len(keys) - 1
+    for i in range(len(hashes)):
+        h = hashes[i]
+        p = h & mask
+        out[i] = -1
+        while segment[p] != EMPTY:
+            if keys[p] == h:
+                out[i] = p
+                break
+            p = (p + 1) & mask
+
+
+@njit(nogil=True, refcounts=False)
+def _claim(keys: np.ndarray, segment: np.ndarray, hashes: np.ndarray,
+           out: np.ndarray) -> None:  # pragma: no cover
+    """``out[i]``: an empty slot of a :class:`KeyIndex` for ``hashes[i]``, taken for it."""
+    mask = len(keys) - 1
+    for i in range(len(hashes)):
+        h = hashes[i]
+        p = h & mask
+        while segment[p] != EMPTY:
+            p = (p + 1) & mask
+        keys[p] = h
+        segment[p] = _CLAIMED
+        out[i] = p
+
+
+@njit(nogil=True, refcounts=False)
+def _set_slots(table: np.ndarray, hashes: np.ndarray, pos: np.ndarray,
+               found: np.ndarray) -> None:  # pragma: no cover
+    """:meth:`HashSet._slots` into ``pos`` and ``found``."""
+    mask = len(table) - 1
+    for i in range(len(hashes)):
+        h = hashes[i]
+        p = h & mask
+        while table[p] != 0 and table[p] != h:
+            p = (p + 1) & mask
+        pos[i] = p
+        found[i] = table[p] == h
+
+
+@njit(nogil=True, refcounts=False)
+def _set_insert(table: np.ndarray, hashes: np.ndarray,
+                start: np.ndarray) -> int:  # pragma: no cover
+    """Each of ``hashes`` into the first empty slot from its ``start`` (unless met on the way:
+    a hash repeated in ``hashes``); returns how many were added."""
+    mask = len(table) - 1
+    added = 0
+    for i in range(len(hashes)):
+        h = hashes[i]
+        p = start[i]
+        while table[p] != 0 and table[p] != h:
+            p = (p + 1) & mask
+        if table[p] == 0:
+            table[p] = h
+            added += 1
+    return added
 
 
 def _nonzero(hashes: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ of them in one gather per field, as a checkpoint packs) and held until a checkpo
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Sequence
-import operator
 from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any
 
