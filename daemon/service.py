@@ -25,6 +25,7 @@ from adaptd.connectors.registry import open_sink, open_source
 from adaptd.http import MetricsServer
 from adaptd.learner import build_learner
 from adaptd.learner.jit import load_cached_meanwhile
+from adaptd.learner.warm_up import compile_engine
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
 from adaptd.runner import Runner, RunnerConfig, RunSummary
@@ -163,6 +164,9 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
     try:
         if on_started is not None:
             on_started(server)
+        # Before the source opens: a first batch compiling for a minute on the runner's thread
+        # would keep a group's consumer unpolled past max_poll_interval_ms (see warm_up).
+        compile_engine(settings)
         # Everything imported and built: the heap's hundreds of thousands of long-lived objects
         # (torch, numba, the clients' modules) leave the collector's generations. Each full
         # collection scanned them all: 150–250 ms between two batches, twice in a 100k-record

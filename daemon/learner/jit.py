@@ -7,8 +7,9 @@ seed step and the detector bank call the same functions from Python. Without Num
 functions run as plain Python (slowly, but with the same results).
 
 Numba caches the machine code next to each module (``__pycache__``, or ``NUMBA_CACHE_DIR``):
-the first batch after a fresh install compiles it (a few seconds), later processes load it in
-about 0.3 s. Container images should run one batch at build time. Numba checks only the
+after a fresh install the daemon compiles the engine before it opens its source (about a
+minute on 2 cores: :mod:`adaptd.learner.warm_up`); later processes load it in about 0.3 s.
+Container images should run one batch at build time (``deploy/Dockerfile`` does). Numba checks only the
 defining file of each cached function; :mod:`adaptd.learner.jit_cache` drops the whole cache
 when any source changed.
 """
@@ -160,15 +161,24 @@ def load_cached(model: str | None = None) -> int:
     loaded = 0
     for dispatcher in load_order(model):
         try:
-            index = dispatcher._cache._cache_file._load_index()
-            magic = dispatcher.targetctx.codegen().magic_tuple()
-            for key in list(index):
-                if key[1] == magic:  # built for this machine
-                    dispatcher.compile(key[0])
-                    loaded += 1
+            for signature in cached_signatures(dispatcher):
+                dispatcher.compile(signature)
+                loaded += 1
         except Exception:  # best effort: the first call compiles or loads as usual
             log.debug("cached code of %s not loaded ahead", dispatcher, exc_info=True)
     return loaded
+
+
+def cached_signatures(dispatcher: Any) -> list[Any]:
+    """The signatures ``dispatcher``'s cache holds code for, built for this machine (none if
+    Numba's cache index cannot be read: ``_cache`` is not public API)."""
+    try:
+        index = dispatcher._cache._cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+    except Exception:  # best effort, as load_cached
+        log.debug("cache index of %s not read", dispatcher, exc_info=True)
+        return []
+    return [key[0] for key in index if key[1] == magic]
 
 
 #: The start-up loader's to-do list (see :func:`meanwhile`) and whether its thread runs.
