@@ -31,7 +31,11 @@ source, sink, state, model, task = sys.argv[1:]
 summary = serve(Settings(source="jsonl:" + source, sink="jsonl:" + sink, state_dir=state,
                          metrics_port=None, model=model, task=task))
 print(json.dumps({"warm_up": ran, "records": summary.records,
-                  "after": len(kernel.process.signatures)}))
+                  "after": len(kernel.process.signatures)}), flush=True)
+# As the CLI ends a run (adaptd.cli._exit_now): no interpreter teardown, which could meet the
+# start-up loader thread still loading cached code for a run this short (SIGSEGV in LLVM).
+import os
+os._exit(0)
 """
 
 
@@ -48,7 +52,8 @@ def test_the_warm_up_compiles_what_the_first_batch_calls(tmp_path: Path, model: 
                                  "y": y}) + "\n")
     out = subprocess.run([sys.executable, "-c", RUN, str(source), str(tmp_path / "out.jsonl"),
                           str(tmp_path / "state"), model, task],
-                         capture_output=True, text=True, check=True)
+                         check=False, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["records"] == 300
     [(seconds, kernels)] = result["warm_up"]
