@@ -69,3 +69,26 @@ def test_a_full_librdkafka_queue_keeps_the_rest_of_an_encoded_batch_in_order() -
     sink._producer.purge()
     sink._producer = None
     sink.close()
+
+
+def test_kafka_python_lines_are_rate_limited_per_template_whatever_numbers_they_carry() -> None:
+    """kafka-python formats some messages itself ("Task <… at 0x7f…> ran for 0.122s"): lines
+    that differ only in numbers and addresses are one template, let through once an interval;
+    another message is not held back by it."""
+    import logging
+
+    from adaptd.connectors.kafka_python import _OncePerInterval
+
+    once = _OncePerInterval(interval_s=3600)
+
+    def line(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kafka.net.selector", logging.WARNING, __file__, 1, msg, None,
+                                 None)
+
+    slow = "Task <kafka.net.selector.Task object at 0x{:x}> ran for {}s (>0.100s threshold)"
+    assert once.filter(line(slow.format(0x7EFF505FE6D0, 0.122)))
+    assert not once.filter(line(slow.format(0x7EFF409DBB10, 0.189)))
+    assert once.filter(line("Unable to connect to node 1"))
+    assert not once.filter(line("Unable to connect to node 2"))
+    assert once.filter(logging.LogRecord("kafka.x", logging.CRITICAL, __file__, 1,
+                                         slow.format(1, 2), None, None))
