@@ -26,6 +26,10 @@ from adaptd.errors import UnavailableError
 log = logging.getLogger(__name__)
 
 
+#: What varies between two lines of one kafka-python message: addresses and numbers.
+_VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
+
+
 class _OncePerInterval(logging.Filter):
     """Lets each distinct kafka-python message template through once per ``interval_s``.
 
@@ -53,9 +57,6 @@ class _OncePerInterval(logging.Filter):
         self._last[template] = now
         return True
 
-
-#: What varies between two lines of one kafka-python message: addresses and numbers.
-_VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 
 _QUIET = _OncePerInterval()
 

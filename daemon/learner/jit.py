@@ -9,9 +9,9 @@ functions run as plain Python (slowly, but with the same results).
 Numba caches the machine code next to each module (``__pycache__``, or ``NUMBA_CACHE_DIR``):
 after a fresh install the daemon compiles the engine before it opens its source (about a
 minute on 2 cores: :mod:`adaptd.learner.warm_up`); later processes load it in about 0.3 s.
-Container images should run one batch at build time (``deploy/Dockerfile`` does). Numba checks only the
-defining file of each cached function; :mod:`adaptd.learner.jit_cache` drops the whole cache
-when any source changed.
+Container images should run one batch at build time (``deploy/Dockerfile`` does). Numba
+checks only the defining file of each cached function; :mod:`adaptd.learner.jit_cache` drops
+the whole cache when any source changed.
 """
 
 from __future__ import annotations

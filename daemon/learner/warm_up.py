@@ -27,9 +27,11 @@ from adaptd.learner.jit import COMPILED, cached_signatures
 
 log = logging.getLogger(__name__)
 
-#: Made-up records per batch, and batches: the second batch meets keys the first admitted.
+#: Made-up records per batch, batches, and keys: every key of the second batch is one the first
+#: admitted.
 RECORDS = 64
 BATCHES = 2
+KEYS = 16
 
 
 def kernel_cached() -> bool:
@@ -55,11 +57,11 @@ def compile_engine(settings: Any) -> float | None:
     learner = build_learner(dataclasses.replace(settings, meta=None))
     d = settings.n_features or 2
     rng = np.random.default_rng(0)
-    for b in range(BATCHES):
+    keys = [f"warm-up-{i % KEYS}" for i in range(RECORDS)]
+    for _ in range(BATCHES):
         X = rng.normal(size=(RECORDS, d))
         y = (rng.random(RECORDS) < 0.5).astype(np.float64) if settings.task == "classification" \
             else rng.normal(size=RECORDS)
-        keys = [f"warm-up-{(b * RECORDS + i) % (RECORDS + RECORDS // 2)}" for i in range(RECORDS)]
         learner.process_batch(RecordBatch(keys, X, y, [None] * RECORDS, [None] * RECORDS))
     seconds = time.monotonic() - started
     log.info("engine compiled in %.1f s", seconds)
