@@ -45,6 +45,7 @@ from adaptd.meta.state import pool_moments
 
 if TYPE_CHECKING:
     from adaptd.learner.adaptive import AdaptiveLearner
+    from adaptd.learner.totals import Totals
 
 Run = Callable[["AdaptiveLearner", np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None",
                 Outcomes], None]
@@ -238,28 +239,44 @@ def run_standardized(lrn: AdaptiveLearner, run: Run, slots: np.ndarray, X: np.nd
     # deviations, which never leaves them (the bench's WaterFlow; sinusoid seed 3).
     z = np.where(learnable, np.clip((ys - shift) / scale, -TARGET_CLIP, TARGET_CLIP), np.nan)
     unit = scale * scale
-    if compiled:
-        run_kernel(lrn, slots, Xs, z, tasks, out, unit)
-    else:
-        for lo, hi in blocks:
-            part = out[lo:hi]  # views: the path writes into ``out``
+    early = labelled & ~learnable
+    # The early records come before every learnable one, and the totals' ``recent`` averages
+    # losses in stream order: their losses go in before the rest's, so the kernel runs the
+    # batch in two calls, up to the last early record and after it. Added after the whole
+    # batch instead, they weighed by where the stream's first batch happened to end (a
+    # restarted daemon's ``recent`` differed from an uninterrupted one's in the fifth digit).
+    cut = int(np.flatnonzero(early)[-1]) + 1 if early.any() else 0
+    for lo, hi in [(0, cut), (cut, len(ys))] if compiled else blocks:
+        if lo == hi:
+            continue
+        part = out[lo:hi]  # views: the path writes into ``out``
+        if compiled:
+            run_kernel(lrn, slots[lo:hi], Xs[lo:hi], z[lo:hi],
+                       None if tasks is None else tasks[lo:hi], part, unit[lo:hi])
+        else:
             tot.unit = float(unit[lo])
             try:
                 run(lrn, slots[lo:hi], Xs[lo:hi], z[lo:hi],
                     None if tasks is None else tasks[lo:hi], part)
             finally:
                 tot.unit = 1.0
+        _to_user_units(tot, part, ys[lo:hi], shift[lo:hi], scale[lo:hi], early[lo:hi])
+
+
+def _to_user_units(tot: Totals, out: Outcomes, ys: np.ndarray, shift: np.ndarray,
+                   scale: np.ndarray, early: np.ndarray) -> None:
+    """Predictions and losses of a piece the path ran back in the user's units; the early
+    records' losses into the totals."""
     out.y_pred *= scale
     out.y_pred += shift
-    out.loss *= unit
+    out.loss *= scale * scale
     user = (out.y_pred - ys) ** 2
     # Predicted, not learned (no target scale yet): the user's loss still counts.
-    early = np.flatnonzero(labelled & ~learnable)
-    if len(early):
+    if early.any():
         out.loss[early] = user[early]
         tot.add_losses(user[early])
     # Clipped targets: the loss reported and summed is the user's, unclipped.
-    done = np.flatnonzero(labelled & learnable & ~np.isnan(out.loss))
+    done = np.flatnonzero(~np.isnan(ys) & ~early & ~np.isnan(out.loss))
     tot.loss += float((user[done] - out.loss[done]).sum())
     out.loss[done] = user[done]
 
