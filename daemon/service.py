@@ -24,7 +24,7 @@ from adaptd.connectors.base import Sink
 from adaptd.connectors.registry import open_sink, open_source
 from adaptd.http import MetricsServer
 from adaptd.learner import build_learner
-from adaptd.learner.jit import load_cached_meanwhile
+from adaptd.learner.jit import load_cached_meanwhile, wait_for_loader
 from adaptd.learner.warm_up import compile_engine
 from adaptd.metrics import Metrics
 from adaptd.records import RecordDecoder
@@ -177,3 +177,4 @@ def serve(settings: Settings, on_started: Callable[[MetricsServer | None], None]
     finally:
         if server is not None:
             server.stop()
+        wait_for_loader()

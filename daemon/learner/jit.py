@@ -185,6 +185,7 @@ def cached_signatures(dispatcher: Any) -> list[Any]:
 _todo: list[Callable[[], Any]] = []
 _loader_running = False
 _loader_lock = threading.Lock()
+_loader: threading.Thread | None = None
 
 
 def meanwhile(task: Callable[[], Any]) -> None:
@@ -192,13 +193,25 @@ def meanwhile(task: Callable[[], Any]) -> None:
     cached machine code, a connector's warm-up), started by the first call, ending when its
     list is done. The loads take Numba's compiler lock one after the other anyway; a thread
     each only added a thread's start and their contention for the lock. Returns at once."""
-    global _loader_running
+    global _loader_running, _loader
     with _loader_lock:
         _todo.append(task)
         if _loader_running:
             return
         _loader_running = True
-    threading.Thread(target=_load_all, name="adaptd-load-compiled", daemon=True).start()
+        # Started under the lock, so a waiter never finds it unstarted.
+        _loader = threading.Thread(target=_load_all, name="adaptd-load-compiled", daemon=True)
+        _loader.start()
+
+
+def wait_for_loader() -> None:
+    """Until the start-up loader has done its list. An interpreter torn down while the thread
+    still loads machine code dies of SIGSEGV inside LLVM: a caller of a run short enough to
+    end first (a test's, a notebook's) waits here before it returns."""
+    with _loader_lock:
+        thread = _loader
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
 
 
 def _load_all() -> None:

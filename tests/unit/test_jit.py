@@ -9,10 +9,13 @@ import pkgutil
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 import adaptd
+from adaptd.learner import jit
 from adaptd.learner.jit import COMPILED
 
 pytestmark = pytest.mark.skipif(not COMPILED, reason="numba is not installed")
@@ -104,3 +107,13 @@ def test_a_read_only_batch_runs_the_code_compiled_for_a_writable_one(standardize
     assert not frozen.flags.writeable
     learner.process_batch(batch(frozen))
     assert [set(f.signatures) for f in (kernel.process, scaling._welford_rows)] == compiled
+
+
+def test_a_run_waits_for_the_start_up_loader_before_it_returns() -> None:
+    # serve() ends with wait_for_loader: an interpreter torn down while the loader still
+    # loads machine code dies of SIGSEGV (a short run in a test's child process did).
+    done = threading.Event()
+    jit.meanwhile(lambda: (time.sleep(0.3), done.set()))
+    jit.wait_for_loader()
+    assert done.is_set()
+    jit.wait_for_loader()  # nothing left to load: returns at once
