@@ -53,3 +53,18 @@ class StateLostError(AdaptdError):
     last one, at exit): what was learned since the last checkpoint would be lost, so the daemon
     stops (exit 1) instead of going on as if it were kept. The message names the state dir and
     the system's reason."""
+
+
+class ArenaMemoryError(ConfigError):
+    """The keys' task state could not grow: the machine has no memory for it. Raised when the
+    learner's arrays grow (so mid-run, when the live keys pass a quarter of ``max_keys``), not
+    per record: no record is at fault, and re-running records one at a time (as
+    :mod:`adaptd.isolation` does for a record that breaks the learner) allocates again for
+    each. The runner keeps its previous checkpoint; the message names the setting to lower."""
+
+    def __init__(self, max_keys: int, keys: int, size: int, live: int) -> None:
+        super().__init__(
+            f"learner.max_keys={max_keys}: no memory for the task state of {keys:,} keys "
+            f"({size / 2**30:.1f} GiB of arrays, {size // max(keys, 1):,} bytes a key, "
+            f"{live:,} keys live); lower learner.max_keys, or regret.buffer (each key's "
+            f"hindsight records)")

@@ -17,7 +17,10 @@ engine counts a record's update right after applying it (the compiled kernel per
 records, the NumPy waves per wave), and every failure seen so far comes before the first
 update (setting up rows, joining labels, building the task column). If the counts did move,
 the learner is half way through the batch and re-running it would learn records twice: the
-error propagates, the runner keeps the previous checkpoint and exits non-zero.
+error propagates, the runner keeps the previous checkpoint and exits non-zero. So do a
+:class:`~adaptd.errors.ConfigError` and a ``MemoryError`` (the task state outgrowing the
+machine: :class:`~adaptd.errors.ArenaMemoryError`): no record is at fault, and each would fail
+alike on its own.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from adaptd.connectors.base import SinkMessage, SourceRecord
-from adaptd.errors import RecordError
+from adaptd.errors import ConfigError, RecordError
 from adaptd.learner import Learner, Outcomes
 from adaptd.records import RecordBatch, TaskKind, predictions
 
@@ -90,6 +93,8 @@ def _learn(learner: Learner, batch: RecordBatch) -> tuple[Outcomes, dict[int, Ba
     before = learned_counts(learner)
     try:
         return learner.process_batch(batch), {}
+    except (ConfigError, MemoryError):  # no record's fault: every re-run would fail alike
+        raise
     except Exception as exc:  # any failure of a record is isolated below
         if learned_counts(learner) != before:
             raise

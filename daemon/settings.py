@@ -53,7 +53,10 @@ class LearnerConfig:
             Each live key holds two rows (its own and the shadow baseline's) of about
             ``8·(4P + k·(d+3) + buffer·(d+2))`` bytes: P parameters, k = ``window``, d features,
             ``regret.buffer`` hindsight records (about 25 kB for logistic d = 10, 120 kB for
-            the 1-40-40-1 MLP).
+            the 1-40-40-1 MLP) of address space; most of the hindsight rows are never
+            resident. Past a quarter of ``max_keys`` the arrays grow to all of it at once, or,
+            when the machine cannot give that, to the keys held; when those do not fit either
+            the daemon stops (exit 2) with a line naming this setting.
         idle_evict_s: a key unseen this long is evicted by :meth:`evict_idle`.
         kernel: use the compiled per-record kernel (:mod:`adaptd.learner.kernel`) where it
             applies (linear/logistic/MLP, Page-Hinkley/oracle/none, no hypergradient); same

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptd.drift import DEFAULT_PH_RELATIVE, DEFAULT_PH_THRESHOLD, DetectorBank, build_bank
+from adaptd.errors import ArenaMemoryError
 from adaptd.labels import PendingLabels
 from adaptd.learner import LearnerSummary, Outcomes, growth, kernel, paths
 from adaptd.learner import slots as key_slots
@@ -39,6 +40,7 @@ from adaptd.learner.arena import (
     BASE_FIELDS,
     Arena,
     grow_arena,
+    row_bytes,
     row_state,
     set_row_state,
 )
@@ -210,9 +212,13 @@ class AdaptiveLearner:
         """Room for ``keys_capacity`` keys, ``old``'s rows first (the arena doubles when full)."""
         assert self.family is not None and self.n_features is not None
         rows = keys_capacity * self._rows_per_key
-        self.arena = grow_arena(old, rows, self.family.n_params, self.config.window,
-                                self.n_features,
-                                self.regret.buffer if self.regret.hindsight else 0)
+        shape = (self.family.n_params, self.config.window, self.n_features,
+                 self.regret.buffer if self.regret.hindsight else 0)
+        try:
+            self.arena = grow_arena(old, rows, *shape)
+        except MemoryError:
+            raise ArenaMemoryError(self.config.max_keys, keys_capacity,
+                                   rows * row_bytes(*shape), len(self._slot_of)) from None
         self._free.extend(range(keys_capacity - 1, self._capacity - 1, -1))
         self._capacity = keys_capacity
         self.bank.grow(rows)

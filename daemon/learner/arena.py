@@ -64,9 +64,21 @@ assert tuple(LAYOUT) == Arena._fields
 BASE_FIELDS = ("theta", "A", "WX", "WY", "WM", "wpos")
 
 
+def _shapes(P: int, k: int, d: int, h: int) -> dict[str, tuple[int, ...]]:
+    return {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
+
+
+def row_bytes(P: int, k: int, d: int, h: int) -> int:
+    """The bytes of address space one row of every field takes (most of a row's hindsight
+    buffer is never resident: see :func:`_ring_major` and :func:`reset_rows`)."""
+    shapes = _shapes(P, k, d, h)
+    return sum(int(np.prod(shapes[key], dtype=np.int64)) * np.dtype(dtype).itemsize
+               for key, dtype, _ in LAYOUT.values())
+
+
 def grow_arena(old: Arena | None, rows: int, P: int, k: int, d: int, h: int) -> Arena:
     """An arena of ``rows`` rows holding ``old``'s rows first (new rows at their fill)."""
-    shapes = {"": (), "P": (P,), "k": (k,), "kd": (k, d), "h": (h,), "hd": (h, d)}
+    shapes = _shapes(P, k, d, h)
     arrays = []
     # The rings' rows any key may have filled: only those are copied (see _copy_rings).
     extent = np.zeros(0, dtype=np.int64) if old is None else \

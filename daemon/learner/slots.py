@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaptd.errors import ArenaMemoryError
 from adaptd.learner.arena import BASE_FIELDS, Arena, reset_rows
 from adaptd.learner.segments import start_task
 
@@ -49,8 +50,16 @@ def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
         # distinct-keys run). Slots are handed out in the same order either way.
         need = lrn._capacity + len(keys) - len(lrn._free)
         most = lrn.config.max_keys + len(keys)
-        target = min(lrn._capacity * 2, most)
-        lrn._grow(max(need, most if target >= lrn.config.max_keys // 4 else target), lrn.arena)
+        target = max(need, min(lrn._capacity * 2, most))
+        try:
+            lrn._grow(most if target >= lrn.config.max_keys // 4 else target, lrn.arena)
+        except ArenaMemoryError:
+            # No room for all of max_keys at once (its address space, not yet its pages):
+            # the keys here now may still fit; if not, this raises the same for them.
+            if target >= lrn.config.max_keys // 4 and target < most:
+                lrn._grow(target, lrn.arena)
+            else:
+                raise
     # The slots in the order pop() would give them, taken at once: a batch of new keys costs
     # a few C-level steps, not a Python step per key.
     free, n = lrn._free, len(keys)
