@@ -51,15 +51,15 @@ def admit_many(lrn: AdaptiveLearner, keys: Sequence[str]) -> np.ndarray:
         need = lrn._capacity + len(keys) - len(lrn._free)
         most = lrn.config.max_keys + len(keys)
         target = max(need, min(lrn._capacity * 2, most))
+        size = most if target >= lrn.config.max_keys // 4 else target
         try:
-            lrn._grow(most if target >= lrn.config.max_keys // 4 else target, lrn.arena)
+            lrn._grow(size, lrn.arena)
         except ArenaMemoryError:
+            if size == target:
+                raise
             # No room for all of max_keys at once (its address space, not yet its pages):
             # the keys here now may still fit; if not, this raises the same for them.
-            if target >= lrn.config.max_keys // 4 and target < most:
-                lrn._grow(target, lrn.arena)
-            else:
-                raise
+            lrn._grow(target, lrn.arena)
     # The slots in the order pop() would give them, taken at once: a batch of new keys costs
     # a few C-level steps, not a Python step per key.
     free, n = lrn._free, len(keys)
